@@ -1,0 +1,394 @@
+"""sim_node: the simulated FR3 speaking the robot's ROS 2 interfaces.
+
+A thin adapter around :class:`mechanic_rl_ros.sim.env.FR3Env`. It stands in
+for franka_ros2 + ros2_control + a camera driver:
+
+* publishes ``/joint_states`` (sensor_msgs/JointState, 9 joints),
+  ``/camera/<cam>/image_raw`` + ``camera_info`` (rgb8), the task's privileged
+  state (``/sim/task_state``, mechanic_rl_ros/TaskState), ``/diagnostics``, and
+  ``/clock`` in lock-step mode;
+* accepts joint position commands as std_msgs/Float64MultiArray (the
+  forward_command_controller convention, ``/<controller>/commands``) or as
+  trajectory_msgs/JointTrajectory, and gripper width commands
+  (Float64MultiArray with one value [m]);
+* offers ``/sim/reset`` (mechanic_rl_ros/srv/ResetEpisode, optional seed).
+
+Malformed commands (wrong length, wrong joint names, NaN, outside the FR3
+position limits) are rejected with a rate-limited error naming the problem and
+are never applied; the arm keeps tracking its last good target.
+
+Two clock modes (parameter ``mode``):
+
+``realtime``  physics advances with the wall clock (times ``real_time_factor``);
+              nodes use wall time.
+``lockstep``  physics advances one control period per arm command received,
+              as fast as the stack allows, and publishes ``/clock``; every node
+              runs with ``use_sim_time``. If no command arrives for
+              ``lockstep_idle_timeout`` wall seconds the sim advances anyway,
+              holding the last target, so the stack never deadlocks.
+
+All physics and rendering happen on one worker thread (MuJoCo's GL context
+belongs to the thread that made it); ROS callbacks only hand it requests.
+"""
+from __future__ import annotations
+
+import math
+import queue
+import sys
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import rclpy
+from builtin_interfaces.msg import Time
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rosgraph_msgs.msg import Clock
+from sensor_msgs.msg import CameraInfo, Image, JointState
+from std_msgs.msg import Float64MultiArray
+from trajectory_msgs.msg import JointTrajectory
+
+from mechanic_rl_ros import fr3
+from mechanic_rl_ros.msg import TaskState
+from mechanic_rl_ros.sim.env import make_env
+from mechanic_rl_ros.sim.tasks import TASK_STATE_FIELDS
+from mechanic_rl_ros.srv import ResetEpisode
+
+MODES = ("realtime", "lockstep")
+
+
+class CommandError(ValueError):
+    """An incoming command is malformed; the message says which field and why."""
+
+
+def check_arm_command(values, field: str = "data") -> np.ndarray:
+    """Validate 7 joint position targets [rad] against the FR3 position limits."""
+    q = np.asarray(values, dtype=np.float64)
+    if q.shape != (fr3.NUM_JOINTS,):
+        raise CommandError(f"{field}: expected {fr3.NUM_JOINTS} joint positions (fr3_joint1..7), got {q.size}")
+    if not np.all(np.isfinite(q)):
+        raise CommandError(f"{field}: joint positions must be finite, got {np.array2string(q, precision=3)}")
+    outside = np.flatnonzero((q < fr3.Q_MIN) | (q > fr3.Q_MAX))
+    if outside.size:
+        j = int(outside[0])
+        raise CommandError(
+            f"{field}: {fr3.JOINT_NAMES[j]} = {q[j]:.4f} rad is outside the FR3 limits "
+            f"[{fr3.Q_MIN[j]:.4f}, {fr3.Q_MAX[j]:.4f}]"
+        )
+    return q
+
+
+def check_gripper_command(values, field: str = "data") -> float:
+    """Validate one gripper opening width [m]."""
+    w = np.asarray(values, dtype=np.float64)
+    if w.shape != (1,):
+        raise CommandError(f"{field}: expected 1 gripper width [m], got {w.size} values")
+    if not math.isfinite(w[0]) or not fr3.GRIPPER_MIN_WIDTH <= w[0] <= fr3.GRIPPER_MAX_WIDTH:
+        raise CommandError(
+            f"{field}: gripper width {w[0]} m outside [{fr3.GRIPPER_MIN_WIDTH}, {fr3.GRIPPER_MAX_WIDTH}]"
+        )
+    return float(w[0])
+
+
+def arm_targets_from_trajectory(msg: JointTrajectory) -> np.ndarray:
+    """Joint targets of a JointTrajectory's last point, reordered by joint name."""
+    names = list(msg.joint_names)
+    missing = [n for n in fr3.JOINT_NAMES if n not in names]
+    if missing:
+        raise CommandError(f"joint_names: missing {missing}; expected {list(fr3.JOINT_NAMES)}, got {names}")
+    if not msg.points:
+        raise CommandError("points: trajectory has no points")
+    positions = list(msg.points[-1].positions)
+    if len(positions) != len(names):
+        raise CommandError(f"points[-1].positions: {len(positions)} values for {len(names)} joint_names")
+    order = [names.index(n) for n in fr3.JOINT_NAMES]
+    return check_arm_command([positions[i] for i in order], "points[-1].positions")
+
+
+@dataclass
+class _Request:
+    """Work handed from ROS callbacks to the physics thread."""
+
+    kind: str  # "arm" | "gripper" | "reset"
+    value: object = None
+    done: threading.Event | None = None
+    result: object = None
+
+
+class SimNode(Node):
+    def __init__(self) -> None:
+        super().__init__("sim_node")
+        p = self.declare_parameters("", [
+            ("task", "lift"),
+            ("seed", 0),
+            ("reward", "shaped"),
+            ("mode", "realtime"),
+            ("real_time_factor", 1.0),
+            ("publish_rate", 50.0),
+            ("camera_rate", 10.0),
+            ("cameras", ["scene"]),
+            ("image_width", 96),
+            ("image_height", 96),
+            ("command_topic", "/fr3_position_controller/commands"),
+            ("trajectory_topic", "/fr3_position_controller/joint_trajectory"),
+            ("gripper_topic", "/fr3_gripper/commands"),
+            ("joint_states_topic", "/joint_states"),
+            ("task_state_topic", "/sim/task_state"),
+            ("reset_service", "/sim/reset"),
+            ("lockstep_idle_timeout", 0.5),
+            ("error_log_period", 1.0),
+            ("diagnostics_period", 1.0),
+        ])
+        cfg = {param.name: param.value for param in p}
+        if cfg["mode"] not in MODES:
+            raise ValueError(f"parameter mode: got {cfg['mode']!r}; expected one of {MODES}")
+        for name in ("publish_rate", "camera_rate", "real_time_factor", "lockstep_idle_timeout"):
+            if not cfg[name] > 0:
+                raise ValueError(f"parameter {name}: must be > 0, got {cfg[name]}")
+        self.cfg = cfg
+        self.env = make_env(
+            task=cfg["task"], render=False, cameras=tuple(cfg["cameras"]),
+            image_size=(cfg["image_height"], cfg["image_width"]), seed=int(cfg["seed"]), reward=cfg["reward"],
+        )
+        self.cameras = self.env.config.cameras
+        self.lockstep = cfg["mode"] == "lockstep"
+        sim = self.env.sim
+        self.control_dt = self.env.control_dt
+        self.substeps_per_publish = max(1, int(round(1.0 / (cfg["publish_rate"] * sim.physics_dt))))
+        self.publishes_per_control = max(1, int(round(self.control_dt / (self.substeps_per_publish * sim.physics_dt))))
+        self.publishes_per_frame = max(1, int(round(1.0 / (cfg["camera_rate"] * self.substeps_per_publish * sim.physics_dt))))
+
+        reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+        self.joint_pub = self.create_publisher(JointState, cfg["joint_states_topic"], qos_profile_sensor_data)
+        self.task_pub = self.create_publisher(TaskState, cfg["task_state_topic"], reliable)
+        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.clock_pub = self.create_publisher(Clock, "/clock", 10) if self.lockstep else None
+        self.image_pubs = {c: self.create_publisher(Image, f"/camera/{c}/image_raw", qos_profile_sensor_data) for c in self.cameras}
+        self.info_pubs = {c: self.create_publisher(CameraInfo, f"/camera/{c}/camera_info", qos_profile_sensor_data) for c in self.cameras}
+        self.create_subscription(Float64MultiArray, cfg["command_topic"], self._on_arm_array, reliable)
+        self.create_subscription(JointTrajectory, cfg["trajectory_topic"], self._on_trajectory, reliable)
+        self.create_subscription(Float64MultiArray, cfg["gripper_topic"], self._on_gripper, reliable)
+        self.create_service(ResetEpisode, cfg["reset_service"], self._on_reset)
+
+        self.requests: queue.Queue[_Request] = queue.Queue()
+        self.arm_commands_in_step = 0
+        self.stats = {"commands_applied": 0, "commands_rejected": 0, "resets": 0, "ticks": 0, "frames": 0}
+        self.last_error = ""
+        self.failed = False
+        self._last_logged: dict[str, float] = {}
+        self.time_offset = 0.0  # sim time keeps increasing across resets
+        self._stop = threading.Event()
+        self._started_wall = time.monotonic()
+        self.worker = threading.Thread(target=self._run, name="physics", daemon=True)
+        self.create_timer(cfg["diagnostics_period"], self._publish_diagnostics, clock=rclpy.clock.Clock())
+        self.get_logger().info(
+            f"simulated FR3 ready: task={cfg['task']} mode={cfg['mode']} cameras={list(self.cameras)} "
+            f"{cfg['image_width']}x{cfg['image_height']} joint_states@{1.0 / (self.substeps_per_publish * sim.physics_dt):.0f}Hz "
+            f"commands on {cfg['command_topic']}"
+        )
+        self.worker.start()
+
+    # ------------------------------------------------------------ callbacks
+    def _reject(self, source: str, exc: Exception) -> None:
+        self.stats["commands_rejected"] += 1
+        self.last_error = f"{source}: {exc}"
+        # rate-limited per kind of problem (digits stripped), so a flood of one
+        # bad command does not hide a different one
+        kind = source + "|" + "".join(c for c in str(exc) if not c.isdigit())
+        now = time.monotonic()
+        if now - self._last_logged.get(kind, -math.inf) >= self.cfg["error_log_period"]:
+            self._last_logged[kind] = now
+            self.get_logger().error(f"rejected {source} command, not applied: {exc}")
+
+    def _on_arm_array(self, msg: Float64MultiArray) -> None:
+        try:
+            self.requests.put(_Request("arm", check_arm_command(msg.data)))
+        except CommandError as exc:
+            self._reject(self.cfg["command_topic"], exc)
+
+    def _on_trajectory(self, msg: JointTrajectory) -> None:
+        try:
+            self.requests.put(_Request("arm", arm_targets_from_trajectory(msg)))
+        except CommandError as exc:
+            self._reject(self.cfg["trajectory_topic"], exc)
+
+    def _on_gripper(self, msg: Float64MultiArray) -> None:
+        try:
+            self.requests.put(_Request("gripper", check_gripper_command(msg.data)))
+        except CommandError as exc:
+            self._reject(self.cfg["gripper_topic"], exc)
+
+    def _on_reset(self, request: ResetEpisode.Request, response: ResetEpisode.Response) -> ResetEpisode.Response:
+        seed = int(request.seed) if request.seed >= 0 else int(np.random.SeedSequence().generate_state(1)[0])
+        req = _Request("reset", seed, threading.Event())
+        self.requests.put(req)
+        if not req.done.wait(timeout=30.0):
+            response.success, response.message, response.seed = False, "physics thread did not answer in 30 s", seed
+            return response
+        response.success, response.message, response.seed = req.result is None, req.result or f"seed={seed}", seed
+        return response
+
+    # ------------------------------------------------------- physics thread
+    def _run(self) -> None:
+        try:
+            self._publish_state(frame=True)
+            while not self._stop.is_set() and rclpy.ok(context=self.context):
+                self._control_period()
+        except Exception as exc:  # a dead physics thread must take the node down, loudly
+            self.get_logger().fatal(f"physics thread died: {exc!r}")
+            self.failed = True
+            self._stop.set()
+            raise
+
+    def _drain(self, block_for: float) -> bool:
+        """Apply queued requests; wait up to ``block_for`` s for one. True if an arm command was applied."""
+        got_arm = False
+        timeout = block_for
+        while True:
+            try:
+                req = self.requests.get(timeout=timeout) if timeout > 0 else self.requests.get_nowait()
+            except queue.Empty:
+                return got_arm
+            timeout = 0.0
+            sim = self.env.sim
+            if req.kind == "arm":
+                sim.command(req.value, sim.commanded[7])
+                self.stats["commands_applied"] += 1
+                got_arm = True
+            elif req.kind == "gripper":
+                sim.command(sim.commanded[:7], req.value)
+                self.stats["commands_applied"] += 1
+            elif req.kind == "reset":
+                try:
+                    self.time_offset += sim.time
+                    self.env.reset(seed=req.value)
+                    self.stats["resets"] += 1
+                    self._publish_state(frame=True)
+                    req.result = None
+                except Exception as exc:  # report through the service, keep running
+                    req.result = f"reset failed: {exc}"
+                req.done.set()
+            if got_arm and self.lockstep:
+                return True
+
+    def _control_period(self) -> None:
+        """Advance one control period in publish-sized slices."""
+        if self.lockstep:
+            self._drain(block_for=self.cfg["lockstep_idle_timeout"])
+        sim = self.env.sim
+        for i in range(self.publishes_per_control):
+            start = time.monotonic()
+            if not self.lockstep:
+                self._drain(block_for=0.0)
+            sim.step_physics(self.substeps_per_publish)
+            self.stats["ticks"] += 1
+            self._publish_state(frame=self.stats["ticks"] % self.publishes_per_frame == 0)
+            if not self.lockstep:
+                budget = self.substeps_per_publish * sim.physics_dt / self.cfg["real_time_factor"]
+                self._stop.wait(max(0.0, budget - (time.monotonic() - start)))
+
+    def _stamp(self) -> Time:
+        t = self.time_offset + self.env.sim.time
+        if self.lockstep:
+            sec = int(t)
+            return Time(sec=sec, nanosec=int(round((t - sec) * 1e9)) % 1_000_000_000)
+        return self.get_clock().now().to_msg()
+
+    def _publish_state(self, frame: bool) -> None:
+        stamp = self._stamp()
+        if self.clock_pub is not None:
+            self.clock_pub.publish(Clock(clock=stamp))
+        sim = self.env.sim
+        js = sim.joint_state()
+        msg = JointState()
+        msg.header.stamp = stamp
+        msg.header.frame_id = "fr3_link0"
+        msg.name = list(js["name"])
+        msg.position, msg.velocity, msg.effort = (js[k].tolist() for k in ("position", "velocity", "effort"))
+        self.joint_pub.publish(msg)
+
+        status = self.env.task.evaluate(sim)
+        ts = TaskState()
+        ts.header.stamp = stamp
+        ts.header.frame_id = "world"
+        ts.task = self.cfg["task"]
+        ts.names = list(TASK_STATE_FIELDS)
+        ts.values = self.env.task.task_state(sim).astype(np.float64).tolist()
+        ts.success = bool(status.success)
+        self.task_pub.publish(ts)
+
+        if frame:
+            h, w = self.cfg["image_height"], self.cfg["image_width"]
+            for cam in self.cameras:
+                rgb = sim.render(cam, h, w)
+                img = Image()
+                img.header.stamp = stamp
+                img.header.frame_id = f"{cam}_camera"
+                img.height, img.width, img.encoding, img.is_bigendian, img.step = h, w, "rgb8", 0, 3 * w
+                img.data = rgb.tobytes()
+                self.image_pubs[cam].publish(img)
+                self.info_pubs[cam].publish(self._camera_info(cam, stamp, h, w))
+            self.stats["frames"] += 1
+
+    def _camera_info(self, cam: str, stamp: Time, h: int, w: int) -> CameraInfo:
+        model = self.env.sim.model
+        fovy = math.radians(float(model.cam_fovy[model.camera(cam).id]))
+        f = 0.5 * h / math.tan(0.5 * fovy)
+        info = CameraInfo()
+        info.header.stamp = stamp
+        info.header.frame_id = f"{cam}_camera"
+        info.height, info.width = h, w
+        info.distortion_model = "plumb_bob"
+        info.d = [0.0] * 5
+        info.k = [f, 0.0, (w - 1) / 2, 0.0, f, (h - 1) / 2, 0.0, 0.0, 1.0]
+        info.r = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
+        info.p = [f, 0.0, (w - 1) / 2, 0.0, 0.0, f, (h - 1) / 2, 0.0, 0.0, 0.0, 1.0, 0.0]
+        return info
+
+    def _publish_diagnostics(self) -> None:
+        wall = time.monotonic() - self._started_wall
+        sim_t = self.time_offset + self.env.sim.time
+        status = DiagnosticStatus(level=DiagnosticStatus.OK, name="sim_node: simulated FR3", hardware_id="mujoco")
+        if not self.worker.is_alive():
+            status.level, status.message = DiagnosticStatus.ERROR, "physics thread stopped"
+        elif self.stats["commands_rejected"]:
+            status.level, status.message = DiagnosticStatus.WARN, f"last rejected command: {self.last_error}"
+        else:
+            status.message = "running"
+        values = {**self.stats, "sim_time_s": f"{sim_t:.3f}", "real_time_factor": f"{sim_t / max(wall, 1e-9):.2f}",
+                  "mode": self.cfg["mode"], "task": self.cfg["task"]}
+        status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
+        arr = DiagnosticArray(status=[status])
+        arr.header.stamp = self.get_clock().now().to_msg()
+        self.diag_pub.publish(arr)
+
+    def destroy_node(self) -> None:
+        self._stop.set()
+        if self.worker.is_alive():
+            self.worker.join(timeout=5.0)
+        self.env.close()
+        super().destroy_node()
+
+
+def main(argv: list[str] | None = None) -> int:
+    rclpy.init(args=argv if argv is not None else sys.argv)
+    node = None
+    try:
+        node = SimNode()
+        while rclpy.ok() and not node.failed:
+            rclpy.spin_once(node, timeout_sec=0.1)
+        return 1 if node.failed else 0
+    except (KeyboardInterrupt, ExternalShutdownException):
+        return 0
+    finally:
+        if node is not None:
+            node.destroy_node()
+        if rclpy.ok():
+            rclpy.shutdown()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,81 @@
+"""The ROS-install path: `colcon build` of this package against the venv's
+ROS 2 Jazzy as underlay gives a normal ROS install (ament index, node
+executables in lib/<pkg>, launch/ and config/ in share/<pkg>)."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+PKG = "mechanic_rl_ros"
+SOURCES = ["package.xml", "CMakeLists.txt", "msg", "srv", PKG, "launch", "config", "test"]
+GENERATED = shutil.ignore_patterns("__pycache__", "*.so", "msg", "srv")
+
+
+@pytest.fixture(scope="module")
+def colcon_install(tmp_path_factory) -> Path:
+    ws = tmp_path_factory.mktemp("colcon_ws")
+    src = ws / "src" / PKG
+    src.mkdir(parents=True)
+    for name in SOURCES:
+        path = REPO / name
+        if path.is_dir():
+            ignore = GENERATED if name == PKG else shutil.ignore_patterns("__pycache__")
+            shutil.copytree(path, src / name, ignore=ignore)
+        elif path.exists():
+            shutil.copy2(path, src / name)
+    prefix = Path(sys.prefix)
+    env = dict(os.environ, AMENT_PREFIX_PATH=str(prefix), CMAKE_PREFIX_PATH=str(prefix),
+               PATH=f"{prefix / 'bin'}:{os.environ['PATH']}")
+    proc = subprocess.run(
+        [str(prefix / "bin" / "colcon"), "build", "--base-paths", "src", "--event-handlers", "console_direct-",
+         "--cmake-args", "-DBUILD_TESTING=OFF", f"-DPython3_EXECUTABLE={sys.executable}"],
+        cwd=ws, env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, f"colcon build failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+    return ws / "install"
+
+
+def _in_install(install: Path, code: str) -> str:
+    """Run python code in a shell that sourced the install's setup.sh."""
+    shell = f". '{install}/setup.sh' && cd / && '{sys.executable}' -c \"$CODE\""
+    proc = subprocess.run(["sh", "-c", shell], env=dict(os.environ, CODE=code), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def test_ament_index_finds_package_share(colcon_install):
+    out = _in_install(colcon_install, (
+        "from ament_index_python.packages import get_package_share_directory as g; print(g('mechanic_rl_ros'))"))
+    share = Path(out.strip())
+    assert share == colcon_install / PKG / "share" / PKG
+    assert (share / "package.xml").is_file()
+    for sub in ("launch", "config"):
+        source_files = sorted(p.name for p in (REPO / sub).glob("*")) if (REPO / sub).is_dir() else []
+        assert sorted(p.name for p in (share / sub).glob("*")) == source_files, sub
+
+
+def test_node_executables_are_installed(colcon_install):
+    nodes = sorted(p.stem for p in (REPO / PKG / "nodes").glob("*_node.py"))
+    assert nodes, "the package has no node modules"
+    libdir = colcon_install / PKG / "lib" / PKG
+    installed = sorted(p.name for p in libdir.iterdir())
+    assert installed == nodes
+    for n in nodes:
+        assert os.access(libdir / n, os.X_OK), n
+
+
+def test_messages_and_python_package_import_from_the_install(colcon_install):
+    out = _in_install(colcon_install, (
+        "import mechanic_rl_ros, mechanic_rl_ros.wire, mechanic_rl_ros.optim\n"
+        "from mechanic_rl_ros.msg import PolicyWeights, Transition\n"
+        "from mechanic_rl_ros.srv import ResetEpisode\n"
+        "print(mechanic_rl_ros.__file__)\n"
+        "print(PolicyWeights.__module__)\n"))
+    first = out.splitlines()[0]
+    assert first.startswith(str(colcon_install)), f"imported {first}, not the colcon install"

@@ -1,0 +1,171 @@
+"""sim_node as its own process over real DDS: reset, motion, images, bad commands."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from sensor_msgs.msg import CameraInfo, Image, JointState
+from std_msgs.msg import Float64MultiArray
+from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+
+from mechanic_rl_ros import fr3
+from mechanic_rl_ros.msg import TaskState
+from mechanic_rl_ros.srv import ResetEpisode
+
+from rosenv import fresh_domain_id, start_python
+
+RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+
+
+class Probe:
+    """The test's own node: latest message per topic, and helpers to wait."""
+
+    def __init__(self, domain: int):
+        self.ctx = rclpy.Context()
+        rclpy.init(context=self.ctx, domain_id=domain)
+        self.node = rclpy.create_node("sim_probe", context=self.ctx)
+        self.ex = rclpy.executors.SingleThreadedExecutor(context=self.ctx)
+        self.ex.add_node(self.node)
+        self.latest: dict[str, object] = {}
+        self.count: dict[str, int] = {}
+        for topic, typ, qos in [
+            ("/joint_states", JointState, qos_profile_sensor_data),
+            ("/camera/scene/image_raw", Image, qos_profile_sensor_data),
+            ("/camera/scene/camera_info", CameraInfo, qos_profile_sensor_data),
+            ("/sim/task_state", TaskState, RELIABLE),
+            ("/diagnostics", DiagnosticArray, 10),
+        ]:
+            self.node.create_subscription(typ, topic, lambda m, t=topic: self._store(t, m), qos)
+        self.arm = self.node.create_publisher(Float64MultiArray, "/fr3_position_controller/commands", RELIABLE)
+        self.traj = self.node.create_publisher(JointTrajectory, "/fr3_position_controller/joint_trajectory", RELIABLE)
+        self.reset = self.node.create_client(ResetEpisode, "/sim/reset")
+
+    def _store(self, topic, msg):
+        self.latest[topic] = msg
+        self.count[topic] = self.count.get(topic, 0) + 1
+
+    def spin_until(self, pred, timeout: float) -> bool:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            self.ex.spin_once(timeout_sec=0.05)
+            if pred():
+                return True
+        return False
+
+    def q(self) -> np.ndarray:
+        return np.array(self.latest["/joint_states"].position[:7])
+
+    def close(self):
+        self.node.destroy_node()
+        rclpy.shutdown(context=self.ctx)
+
+
+@pytest.fixture(scope="module")
+def sim(tmp_path_factory):
+    domain = fresh_domain_id()
+    log = tmp_path_factory.mktemp("sim_node") / "sim_node.log"
+    proc = start_python(["-m", "mechanic_rl_ros.nodes.sim_node", "--ros-args", "--params-file", "config/sim.yaml",
+                         "-p", "real_time_factor:=2.0"], domain, log)
+    probe = Probe(domain)
+    ok = probe.spin_until(lambda: "/joint_states" in probe.latest and "/camera/scene/image_raw" in probe.latest, 60)
+    assert ok, f"sim_node published nothing; log:\n{log.read_text()}"
+    yield proc, probe, log
+    probe.close()
+    proc.terminate()
+    proc.wait(15)
+
+
+def _send(probe: Probe, q):
+    msg = Float64MultiArray()
+    msg.data = [float(v) for v in q]
+    probe.arm.publish(msg)
+
+
+def test_joint_states_and_images(sim):
+    _, probe, _ = sim
+    js = probe.latest["/joint_states"]
+    assert list(js.name) == list(fr3.ALL_JOINT_NAMES)
+    assert len(js.position) == len(js.velocity) == len(js.effort) == 9
+    img = probe.latest["/camera/scene/image_raw"]
+    assert (img.height, img.width, img.encoding, img.step) == (96, 96, "rgb8", 288)
+    pixels = np.frombuffer(bytes(img.data), np.uint8).reshape(96, 96, 3)
+    assert pixels.std() > 5, "camera image is blank"
+    info = probe.spin_until(lambda: "/camera/scene/camera_info" in probe.latest, 5) and probe.latest["/camera/scene/camera_info"]
+    assert (info.height, info.width) == (96, 96) and info.k[0] > 0
+    assert probe.spin_until(lambda: "/sim/task_state" in probe.latest, 5)
+    assert probe.latest["/sim/task_state"].task == "lift"
+
+
+def test_reset_service_with_seed_is_reproducible(sim):
+    _, probe, _ = sim
+    assert probe.reset.wait_for_service(timeout_sec=10)
+    cubes = []
+    for _ in range(2):
+        fut = probe.reset.call_async(ResetEpisode.Request(seed=1234))
+        assert probe.spin_until(fut.done, 30), "reset service did not answer"
+        res = fut.result()
+        assert res.success and res.seed == 1234, res.message
+        n = probe.count.get("/sim/task_state", 0)
+        probe.spin_until(lambda: probe.count.get("/sim/task_state", 0) > n, 5)
+        cubes.append(np.array(probe.latest["/sim/task_state"].values[:3]))
+    np.testing.assert_allclose(cubes[0], cubes[1], atol=2e-3)
+    assert np.allclose(probe.q(), fr3.Q_HOME, atol=0.05)
+
+
+def test_moves_to_commanded_joint_position(sim):
+    _, probe, _ = sim
+    target = fr3.Q_HOME + np.array([0.3, 0.2, -0.2, 0.3, 0.2, -0.2, 0.3])
+    ok = False
+    for _ in range(60):  # streamed at ~10 Hz like the policy does
+        _send(probe, target)
+        if probe.spin_until(lambda: np.abs(probe.q() - target).max() < 0.01, 0.1):
+            ok = True
+            break
+    assert ok, f"arm at {probe.q()}, commanded {target}"
+    # a JointTrajectory with the joints in a different order lands on the same pose
+    back = fr3.Q_HOME.copy()
+    msg = JointTrajectory()
+    msg.joint_names = list(reversed(fr3.JOINT_NAMES))
+    msg.points = [JointTrajectoryPoint(positions=[float(v) for v in reversed(back)])]
+    for _ in range(60):
+        probe.traj.publish(msg)
+        if probe.spin_until(lambda: np.abs(probe.q() - back).max() < 0.01, 0.1):
+            break
+    assert np.abs(probe.q() - back).max() < 0.01
+
+
+def test_malformed_commands_are_rejected_and_node_stays_up(sim):
+    proc, probe, log = sim
+    hold = probe.q()
+    bad = [
+        [0.0] * 6,                                            # wrong length
+        list(fr3.Q_HOME[:6]) + [float("nan")],                # NaN
+        list(fr3.Q_HOME[:3]) + [0.5] + list(fr3.Q_HOME[4:]),  # joint 4 above its upper limit (-0.1518)
+    ]
+    for q in bad:
+        for _ in range(3):
+            _send(probe, q)
+            probe.spin_until(lambda: False, 0.1)
+    wrong_names = JointTrajectory()
+    wrong_names.joint_names = [f"panda_joint{i}" for i in range(1, 8)]
+    wrong_names.points = [JointTrajectoryPoint(positions=list(fr3.Q_HOME))]
+    probe.traj.publish(wrong_names)
+    n = probe.count["/joint_states"]
+    assert probe.spin_until(lambda: probe.count["/joint_states"] > n + 20, 10), "joint states stopped"
+    assert proc.poll() is None, log.read_text()
+    assert np.abs(probe.q() - hold).max() < 0.02, "a rejected command moved the arm"
+
+    def rejected():
+        d = probe.latest.get("/diagnostics")
+        values = {kv.key: kv.value for s in d.status for kv in s.values} if d else {}
+        return int(values.get("commands_rejected", 0)) >= 10
+    assert probe.spin_until(rejected, 5)
+    text = log.read_text()
+    assert "expected 7 joint positions" in text
+    assert "must be finite" in text
+    assert "fr3_joint4 = 0.5000 rad is outside the FR3 limits" in text
+    assert "joint_names: missing" in text
