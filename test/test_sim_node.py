@@ -169,3 +169,29 @@ def test_malformed_commands_are_rejected_and_node_stays_up(sim):
     assert "must be finite" in text
     assert "fr3_joint4 = 0.5000 rad is outside the FR3 limits" in text
     assert "joint_names: missing" in text
+
+
+def test_lockstep_advances_one_control_period_per_command(tmp_path):
+    from rosgraph_msgs.msg import Clock
+
+    domain = fresh_domain_id()
+    log = tmp_path / "sim_lockstep.log"
+    proc = start_python(["-m", "mechanic_rl_ros.nodes.sim_node", "--ros-args", "--params-file", "config/sim.yaml",
+                         "-p", "mode:=lockstep", "-p", "lockstep_idle_timeout:=5.0"], domain, log)
+    probe = Probe(domain)
+    clock: list[float] = []
+    probe.node.create_subscription(Clock, "/clock", lambda m: clock.append(m.clock.sec + m.clock.nanosec * 1e-9), 10)
+    try:
+        assert probe.spin_until(lambda: clock and "/joint_states" in probe.latest, 60), log.read_text()
+        probe.spin_until(lambda: False, 0.5)
+        t0 = clock[-1]
+        for k in range(1, 6):
+            _send(probe, fr3.Q_HOME)
+            assert probe.spin_until(lambda: clock[-1] >= t0 + 0.1 * k - 1e-6, 5), f"clock stuck at {clock[-1]}"
+        probe.spin_until(lambda: False, 1.0)
+        assert abs(clock[-1] - (t0 + 0.5)) < 1e-6, "sim time moved without a command"
+        assert all(b >= a for a, b in zip(clock, clock[1:])), "sim time went backwards"
+    finally:
+        probe.close()
+        proc.terminate()
+        proc.wait(15)
