@@ -1,0 +1,5 @@
+"""Learning-rate tuning (pure torch, no ROS imports)."""
+
+from .mechanic import Mechanic
+
+__all__ = ["Mechanic"]
