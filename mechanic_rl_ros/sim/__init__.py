@@ -1,0 +1,53 @@
+"""Simulated FR3 (MuJoCo): world, tasks, scripted experts, gym-style and batched
+environments, demonstration recording. No ROS imports.
+
+Entry points::
+
+    from mechanic_rl_ros.sim import make_env, BatchedEnv, TASKS
+    env = make_env(task="lift", render=True, cameras=("scene",), image_size=96, seed=0)
+    obs, info = env.reset(seed=0)
+    obs, reward, terminated, truncated, info = env.step(action)  # float[8]
+
+For offscreen rendering set ``MUJOCO_GL=egl`` (or ``osmesa``) before importing.
+"""
+from mechanic_rl_ros.sim.batched import BatchedEnv, BatchedExpert
+from mechanic_rl_ros.sim.env import (
+    ACTION_DIM,
+    ACTION_HIGH,
+    ACTION_LOW,
+    EnvConfig,
+    FR3Env,
+    make_env,
+    run_expert_episode,
+)
+from mechanic_rl_ros.sim.expert import DEFAULT_NOISE, ExpertConfig, LiftExpert, PushExpert, ScriptedExpert
+from mechanic_rl_ros.sim.fr3_sim import CAMERAS, FR3Sim, SimConfig
+from mechanic_rl_ros.sim.model import ControllerConfig, SceneConfig
+from mechanic_rl_ros.sim.tasks import TASK_STATE_DIM, TASK_STATE_FIELDS, TASKS, LiftConfig, PushConfig
+
+__all__ = [
+    "ACTION_DIM",
+    "ACTION_HIGH",
+    "ACTION_LOW",
+    "BatchedEnv",
+    "BatchedExpert",
+    "CAMERAS",
+    "ControllerConfig",
+    "DEFAULT_NOISE",
+    "EnvConfig",
+    "ExpertConfig",
+    "FR3Env",
+    "FR3Sim",
+    "LiftConfig",
+    "LiftExpert",
+    "PushConfig",
+    "PushExpert",
+    "SceneConfig",
+    "ScriptedExpert",
+    "SimConfig",
+    "TASKS",
+    "TASK_STATE_DIM",
+    "TASK_STATE_FIELDS",
+    "make_env",
+    "run_expert_episode",
+]
