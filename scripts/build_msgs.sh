@@ -23,6 +23,7 @@ grep -rlE "/opt/python/cp311-cp311/(include/python3.11|lib/python3.11/site-packa
          -e "s#/opt/python/cp311-cp311/lib/python3.11/site-packages/numpy/_core/include#$NPINC#g" "$f"
 done || true
 
+mkdir -p "$ROOT/build"
 export AMENT_PREFIX_PATH=$VENV CMAKE_PREFIX_PATH=$VENV PATH=$VENV/bin:$PATH
 cmake -S "$ROOT" -B "$ROOT/build/msgs" -DMECHANIC_INTERFACES_ONLY=ON -DBUILD_TESTING=OFF \
   -DCMAKE_INSTALL_PREFIX="$VENV" -DPython3_EXECUTABLE="$PY" -DCMAKE_BUILD_TYPE=Release >"$ROOT/build/msgs.configure.log" 2>&1 \
