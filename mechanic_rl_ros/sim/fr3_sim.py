@@ -72,7 +72,6 @@ class FR3Sim:
         self._cube_dof = m.jnt_dofadr[m.joint("cube_joint").id]
         self._goal_mocap = m.body_mocapid[m.body("goal").id]
         self._tcp_site = m.site("tcp").id
-        self._gripper_tendon = m.tendon("gripper_width").id
         self._arm_act = np.array([m.actuator(f"{n}_act").id for n in fr3.JOINT_NAMES])
         self._arm_vel_act = np.array([m.actuator(f"{n}_vel").id for n in fr3.JOINT_NAMES])
         self._gripper_act = m.actuator("gripper_act").id
@@ -153,6 +152,9 @@ class FR3Sim:
                 self._ramp_step += 1
                 self._apply_ctrl(self._target_to, np.zeros(7))
             mujoco.mj_step(m, d)
+        # mj_step leaves positions one step ahead of the derived quantities
+        # (site poses, tendon lengths, contacts); bring those up to date.
+        mujoco.mj_forward(m, d)
 
     def _command_velocity(self) -> np.ndarray:
         """Target velocity of the ramp in progress (zero once it has ended)."""
@@ -202,7 +204,7 @@ class FR3Sim:
 
     def gripper_width(self) -> float:
         """Finger opening width [m] (sum of both finger positions)."""
-        return float(self.data.ten_length[self._gripper_tendon])
+        return float(self.data.qpos[self._finger_qpos].sum())
 
     def joint_state(self) -> dict[str, np.ndarray | tuple[str, ...]]:
         """All nine joints (arm + fingers) as ``sensor_msgs/JointState`` fields."""
