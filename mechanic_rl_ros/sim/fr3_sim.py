@@ -143,14 +143,13 @@ class FR3Sim:
         """Advance ``n`` physics steps (default: one control period)."""
         n = self.n_substeps if n is None else int(n)
         m, d = self.model, self.data
-        ramp_velocity = (self._target_to[:7] - self._target_from[:7]) / self.config.control_dt
+        table = None
         for _ in range(n):
-            if self._ramp_step < self.n_substeps:
+            if self._ramp_step <= self.n_substeps:
+                if table is None:
+                    table = self._ctrl_table()
+                d.ctrl[:] = table[self._ramp_step]
                 self._ramp_step += 1
-                self._apply_ctrl(self._current_target(), ramp_velocity)
-            elif self._ramp_step == self.n_substeps:
-                self._ramp_step += 1
-                self._apply_ctrl(self._target_to, np.zeros(7))
             mujoco.mj_step(m, d)
         # mj_step leaves positions one step ahead of the derived quantities
         # (site poses, tendon lengths, contacts); bring those up to date.
@@ -165,6 +164,20 @@ class FR3Sim:
     def _current_target(self) -> np.ndarray:
         alpha = min(1.0, self._ramp_step / self.n_substeps)
         return self._target_from + alpha * (self._target_to - self._target_from)
+
+    def _ctrl_table(self) -> np.ndarray:
+        """Actuator controls for ramp steps 1..n (ramp with velocity feed-forward),
+        then one row holding the end point at zero velocity; row k-1 is step k."""
+        n = self.n_substeps
+        alpha = (np.arange(1, n + 1) / n)[:, None]
+        delta = self._target_to - self._target_from
+        table = np.zeros((n + 1, self.model.nu))
+        table[:n, self._arm_act] = self._target_from[:7] + alpha * delta[:7]
+        table[:n, self._arm_vel_act] = delta[:7] / self.config.control_dt
+        table[:n, self._gripper_act] = self._target_from[7] + alpha[:, 0] * delta[7]
+        table[n, self._arm_act] = self._target_to[:7]
+        table[n, self._gripper_act] = self._target_to[7]
+        return table
 
     def _apply_ctrl(self, target: np.ndarray, velocity: np.ndarray) -> None:
         self.data.ctrl[self._arm_act] = target[:7]
