@@ -85,6 +85,7 @@ def test_joint_limits_never_exceeded_under_random_and_extreme_commands():
                 sim.step_physics(5)
                 q_meas = sim.qpos()
                 assert np.all(q_meas >= fr3.Q_MIN) and np.all(q_meas <= fr3.Q_MAX), (seed, k, q_meas)
+                assert np.all(np.abs(sim.effort()) <= fr3.TAU_MAX + 1e-9)
                 # Finger end stops are stiff but not rigid: allow 2.5 mm under impacts.
                 assert -2.5e-3 <= sim.gripper_width() <= fr3.GRIPPER_MAX_WIDTH + 2.5e-3
 

@@ -8,8 +8,14 @@ Entry points::
     obs, info = env.reset(seed=0)
     obs, reward, terminated, truncated, info = env.step(action)  # float[8]
 
-For offscreen rendering set ``MUJOCO_GL=egl`` (or ``osmesa``) before importing.
+Offscreen rendering needs a headless GL back end: importing this package sets
+``MUJOCO_GL=egl`` unless the variable is already set (use ``osmesa`` where EGL is
+unavailable). It only takes effect if mujoco has not been imported before.
 """
+import os
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+
 from mechanic_rl_ros.sim.batched import BatchedEnv, BatchedExpert
 from mechanic_rl_ros.sim.env import (
     ACTION_DIM,

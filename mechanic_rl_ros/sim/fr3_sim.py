@@ -13,6 +13,7 @@ while the PD controller tracks it at the physics rate.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 
 import mujoco
@@ -294,7 +295,14 @@ def render_camera(
     if renderer is None:
         model.vis.global_.offwidth = max(model.vis.global_.offwidth, key[1])
         model.vis.global_.offheight = max(model.vis.global_.offheight, key[0])
-        renderer = mujoco.Renderer(model, key[0], key[1])
+        try:
+            renderer = mujoco.Renderer(model, key[0], key[1])
+        except Exception as exc:  # no GL context: say how to get one
+            raise RuntimeError(
+                f"offscreen rendering failed with MUJOCO_GL={os.environ.get('MUJOCO_GL')!r}: {exc}. "
+                "Headless machines need MUJOCO_GL=egl (Debian: libegl1 libegl-mesa0 libgl1-mesa-dri) "
+                "or MUJOCO_GL=osmesa (libosmesa6), set before mujoco is imported."
+            ) from exc
         cache[key] = renderer
     renderer.update_scene(data, camera=camera)
     return renderer.render()

@@ -69,10 +69,10 @@ class SceneConfig:
     #: Radius of the (visual-only) goal disc on the table [m].
     goal_radius: float = 0.04
     #: Scene camera position [m] and the point it looks at.
-    scene_camera_pos: tuple[float, float, float] = (1.1, -0.3, 0.5)
-    scene_camera_target: tuple[float, float, float] = (0.42, 0.0, 0.15)
+    scene_camera_pos: tuple[float, float, float] = (1.05, -0.12, 0.38)
+    scene_camera_target: tuple[float, float, float] = (0.45, 0.0, 0.14)
     #: Vertical field of view of the scene camera [deg].
-    scene_camera_fovy: float = 42.0
+    scene_camera_fovy: float = 45.0
     #: Wrist camera position in the hand frame [m] and its field of view [deg].
     wrist_camera_pos: tuple[float, float, float] = (0.075, 0.0, 0.01)
     wrist_camera_fovy: float = 75.0
