@@ -59,14 +59,18 @@ def record_episode(
         bag.add_metadata("mechanic_rl_ros.episode", meta)
         bag.write_episode_info(0.0, meta)
 
-        def write_obs(o: dict, status_success: bool) -> None:
+        def write_obs(o: dict) -> None:
             t = env.sim.time
             for cam, img in o.get("images", {}).items():
                 bag.write_image(t, cam, img)
             bag.write_joint_state(t, env.sim.joint_state())
-            bag.write_task_state(t, env.config.task, TASK_STATE_FIELDS, o["task_state"], status_success)
+            status = env.task.evaluate(env.sim)
+            bag.write_task_state(
+                t, env.config.task, TASK_STATE_FIELDS, o["task_state"], status.success, status.failed,
+                status.shaped_reward,
+            )
 
-        write_obs(obs, info["success"])
+        write_obs(obs)
         steps, total = 0, 0.0
         while True:
             action = expert.act(obs)
@@ -74,7 +78,7 @@ def record_episode(
             obs, reward, terminated, truncated, info = env.step(action)
             steps += 1
             total += reward
-            write_obs(obs, info["success"])
+            write_obs(obs)
             if terminated or truncated:
                 break
         outcome = {**meta, "event": "end", "success": bool(info["success"]), "steps": steps, "return": total}

@@ -64,7 +64,8 @@ MSG_DEFINITIONS: dict[str, str] = {
     "std_msgs/msg/String": "string data\n",
     # Fields of msg/TaskState.msg of this package (a test keeps the two in step).
     "mechanic_rl_ros/msg/TaskState": _with_deps(
-        "std_msgs/Header header\nstring task\nstring[] names\nfloat64[] values\nbool success\n",
+        "std_msgs/Header header\nstring task\nstring[] names\nfloat64[] values\nbool success\n"
+        "bool failure\nfloat32 shaped_reward\n",
         ("std_msgs/Header", _HEADER),
         ("builtin_interfaces/Time", _TIME),
     ),
@@ -156,7 +157,9 @@ class EpisodeBagWriter:
         }
         self._write(self.topics.joint_states, "sensor_msgs/msg/JointState", msg, t_ns)
 
-    def write_task_state(self, t: float, task: str, names, values, success: bool) -> None:
+    def write_task_state(
+        self, t: float, task: str, names, values, success: bool, failure: bool = False, shaped_reward: float = 0.0
+    ) -> None:
         t_ns = self.time_ns(t)
         msg = {
             "header": {"stamp": _stamp(t_ns), "frame_id": "world"},
@@ -164,6 +167,8 @@ class EpisodeBagWriter:
             "names": list(names),
             "values": [float(v) for v in values],
             "success": bool(success),
+            "failure": bool(failure),
+            "shaped_reward": float(shaped_reward),
         }
         self._write(self.topics.task_state, "mechanic_rl_ros/msg/TaskState", msg, t_ns)
 
