@@ -61,6 +61,6 @@ def samples() -> dict[str, object]:
     ts.task = "lift"
     ts.names = ["cube_x", "cube_y", "cube_z"]
     ts.values = wire.as_float64_array([0.5, -0.05, 0.02])
-    ts.success = False
+    ts.success, ts.failure, ts.shaped_reward = False, True, 0.375
     out["TaskState"] = ts
     return out

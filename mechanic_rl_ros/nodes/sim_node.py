@@ -318,6 +318,8 @@ class SimNode(Node):
         ts.names = list(TASK_STATE_FIELDS)
         ts.values = self.env.task.task_state(sim).astype(np.float64).tolist()
         ts.success = bool(status.success)
+        ts.failure = bool(status.failed)
+        ts.shaped_reward = float(status.shaped_reward)
         self.task_pub.publish(ts)
 
         if frame:

@@ -1,0 +1,260 @@
+"""reward_node: per-step rewards, episode bookkeeping and resets.
+
+A thin adapter around :class:`mechanic_rl_ros.rl.episodes.EpisodeBook`.
+
+* listens to the policy's executed steps (``Transition``, only episode / step /
+  stamp are used) and, in ``sim`` mode, to the simulator's privileged
+  ``TaskState``; in ``real`` mode a timer at the control rate stands in for the
+  task state and the operator ends episodes with keys on ``operator_topic``
+  (std_msgs/String: ``success``, ``failure``, ``intervention``);
+* publishes ``StepReward`` for every executed step of a running episode and
+  ``EpisodeEvent`` (START, SUCCESS, FAILURE, TIMEOUT, RESET_DONE, INTERVENTION);
+* resets between episodes: ``sim`` calls the simulator's ResetEpisode service
+  (seed = ``seed_base`` + episode); ``real`` drives the arm to the home pose
+  through the controller's command topic with the FR3 velocity / acceleration
+  limits applied, and opens the gripper;
+* publishes ``/diagnostics`` (episodes, success rate, late steps).
+"""
+from __future__ import annotations
+
+import sys
+import time
+from collections import deque
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Float64MultiArray, String
+
+from mechanic_rl_ros import fr3
+from mechanic_rl_ros.msg import EpisodeEvent, StepReward, TaskState, Transition
+from mechanic_rl_ros.rl.episodes import EpisodeBook, EpisodeConfig, Outcome, StepResult, TaskSample
+from mechanic_rl_ros.srv import ResetEpisode
+
+MODES = ("sim", "real")
+_EVENT = {Outcome.SUCCESS: EpisodeEvent.SUCCESS, Outcome.FAILURE: EpisodeEvent.FAILURE, Outcome.TIMEOUT: EpisodeEvent.TIMEOUT}
+
+
+def stamp_seconds(stamp) -> float:
+    return stamp.sec + stamp.nanosec * 1e-9
+
+
+class RewardNode(Node):
+    def __init__(self) -> None:
+        super().__init__("reward_node")
+        params = self.declare_parameters("", [
+            ("mode", "sim"),
+            ("reward", "sparse"),
+            ("max_steps", 100),
+            ("control_dt", 0.1),
+            ("terminate_on_success", True),
+            ("max_episodes", 0),
+            ("seed_base", 1000),
+            ("success_window", 20),
+            ("transition_topic", "/learner/transitions"),
+            ("task_state_topic", "/sim/task_state"),
+            ("step_reward_topic", "/reward/step"),
+            ("episode_event_topic", "/reward/events"),
+            ("reset_service", "/sim/reset"),
+            ("reset_timeout", 30.0),
+            ("operator_topic", "/operator/key"),
+            ("joint_states_topic", "/joint_states"),
+            ("command_topic", "/fr3_position_controller/commands"),
+            ("gripper_topic", "/fr3_gripper/commands"),
+            ("home_tolerance", 0.01),
+            ("home_velocity_scale", 0.2),
+            ("diagnostics_period", 1.0),
+        ])
+        self.cfg = cfg = {p.name: p.value for p in params}
+        if cfg["mode"] not in MODES:
+            raise ValueError(f"parameter mode: got {cfg['mode']!r}; expected one of {MODES}")
+        self.book = EpisodeBook(EpisodeConfig(
+            reward=cfg["reward"], max_steps=int(cfg["max_steps"]), control_dt=float(cfg["control_dt"]),
+            terminate_on_success=bool(cfg["terminate_on_success"]),
+        ))
+        reliable = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
+        latched = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self.reward_pub = self.create_publisher(StepReward, cfg["step_reward_topic"], reliable)
+        self.event_pub = self.create_publisher(EpisodeEvent, cfg["episode_event_topic"], latched)
+        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.create_subscription(Transition, cfg["transition_topic"], self._on_transition, reliable)
+        self.create_subscription(String, cfg["operator_topic"], self._on_operator, 10)
+        self.sim = cfg["mode"] == "sim"
+        if self.sim:
+            self.create_subscription(TaskState, cfg["task_state_topic"], self._on_task_state, reliable)
+            self.reset_client = self.create_client(ResetEpisode, cfg["reset_service"])
+        else:
+            self.create_timer(cfg["control_dt"], self._on_real_tick)
+            self.create_subscription(JointState, cfg["joint_states_topic"], self._on_joint_states, qos_profile_sensor_data)
+            self.cmd_pub = self.create_publisher(Float64MultiArray, cfg["command_topic"], reliable)
+            self.gripper_pub = self.create_publisher(Float64MultiArray, cfg["gripper_topic"], reliable)
+            self.create_timer(cfg["control_dt"], self._home_motion_tick)
+        self.q: np.ndarray | None = None
+        self.homing: dict | None = None
+        self.next_episode = 0
+        self.resetting = False
+        self.reset_started = 0.0
+        self.outcomes: deque[bool] = deque(maxlen=int(cfg["success_window"]))
+        self.counts = {"episodes": 0, "successes": 0, "rewards_published": 0, "resets_failed": 0}
+        self.create_timer(cfg["diagnostics_period"], self._publish_diagnostics, clock=rclpy.clock.Clock())
+        self.create_timer(0.05, self._drive_episodes, clock=rclpy.clock.Clock())
+        self.get_logger().info(f"reward node ready: mode={cfg['mode']} reward={cfg['reward']} max_steps={cfg['max_steps']}")
+
+    # ----------------------------------------------------------- episodes
+    def _drive_episodes(self) -> None:
+        """Start the next episode's reset whenever none is running or resetting."""
+        if self.book.running or self.resetting:
+            if self.resetting and time.monotonic() - self.reset_started > self.cfg["reset_timeout"]:
+                self.counts["resets_failed"] += 1
+                self.get_logger().error(f"reset of episode {self.next_episode} timed out after "
+                                        f"{self.cfg['reset_timeout']} s; retrying")
+                self.resetting = False
+            return
+        if self.cfg["max_episodes"] and self.next_episode >= self.cfg["max_episodes"]:
+            return
+        self.resetting, self.reset_started = True, time.monotonic()
+        if self.sim:
+            if not self.reset_client.service_is_ready():
+                self.resetting = False
+                self.get_logger().info(f"waiting for {self.cfg['reset_service']}", throttle_duration_sec=5.0)
+                return
+            seed = int(self.cfg["seed_base"]) + self.next_episode
+            future = self.reset_client.call_async(ResetEpisode.Request(seed=seed))
+            future.add_done_callback(self._on_reset_done)
+        else:
+            self.gripper_pub.publish(Float64MultiArray(data=[fr3.GRIPPER_MAX_WIDTH]))
+            self.homing = {"q_prev": None, "dq_prev": np.zeros(7)}
+
+    def _on_reset_done(self, future) -> None:
+        res = future.result()
+        if res is None or not res.success:
+            self.counts["resets_failed"] += 1
+            self.get_logger().error(f"reset failed: {getattr(res, 'message', 'no answer')}; retrying")
+            self.resetting = False
+            return
+        self._begin(detail=f"seed={res.seed}")
+
+    def _begin(self, detail: str) -> None:
+        e = self.next_episode
+        self.next_episode += 1
+        self.book.start(e)
+        self.resetting = False
+        self._event(EpisodeEvent.RESET_DONE, detail)
+        self._event(EpisodeEvent.START, detail)
+        self.get_logger().info(f"episode {e} started ({detail})")
+
+    def _event(self, kind: int, detail: str = "") -> None:
+        ev = EpisodeEvent()
+        ev.header.stamp = self.get_clock().now().to_msg()
+        ev.episode, ev.event, ev.steps = max(self.book.episode, 0), kind, self.book.steps_done
+        ev.episode_return, ev.detail = float(self.book.episode_return), detail
+        self.event_pub.publish(ev)
+
+    def _publish(self, results: list[StepResult], stamp) -> None:
+        for r in results:
+            msg = StepReward()
+            msg.header.stamp = stamp
+            msg.episode, msg.step, msg.reward, msg.sparse_reward = r.episode, r.step, r.reward, r.sparse_reward
+            msg.success, msg.terminal, msg.truncated = r.success, r.terminal, r.truncated
+            self.reward_pub.publish(msg)
+            self.counts["rewards_published"] += 1
+            if r.outcome is not None:
+                self.counts["episodes"] += 1
+                self.counts["successes"] += r.outcome is Outcome.SUCCESS
+                self.outcomes.append(r.outcome is Outcome.SUCCESS)
+                self._event(_EVENT[r.outcome], f"return={self.book.episode_return:.3f}")
+                rate = sum(self.outcomes) / len(self.outcomes)
+                self.get_logger().info(
+                    f"episode {r.episode} {r.outcome.value} after {r.step + 1} steps, return "
+                    f"{self.book.episode_return:.3f}; success rate {rate:.2f} over last {len(self.outcomes)}")
+
+    # ----------------------------------------------------------- callbacks
+    def _on_transition(self, msg: Transition) -> None:
+        try:
+            self.book.step_executed(int(msg.episode), int(msg.step), stamp_seconds(msg.header.stamp))
+        except ValueError as exc:
+            self.get_logger().error(f"transition refused: {exc}", throttle_duration_sec=1.0)
+
+    def _on_task_state(self, msg: TaskState) -> None:
+        sample = TaskSample(stamp_seconds(msg.header.stamp), bool(msg.success), bool(msg.failure), float(msg.shaped_reward))
+        self._publish(self.book.task_state(sample), msg.header.stamp)
+
+    def _on_real_tick(self) -> None:
+        now = self.get_clock().now()
+        sample = TaskSample(now.nanoseconds * 1e-9, False, False, 0.0)
+        self._publish(self.book.task_state(sample), now.to_msg())
+
+    def _on_operator(self, msg: String) -> None:
+        key = msg.data.strip().lower()
+        if key == "intervention":
+            self._event(EpisodeEvent.INTERVENTION, "operator")
+            return
+        outcome = {"success": Outcome.SUCCESS, "failure": Outcome.FAILURE}.get(key)
+        if outcome is None:
+            self.get_logger().error(f"{self.cfg['operator_topic']}: data {msg.data!r} is not one of "
+                                    "'success', 'failure', 'intervention'")
+            return
+        result = self.book.operator(outcome)
+        if result is not None:
+            self._publish([result], self.get_clock().now().to_msg())
+        elif not self.book.running and not self.resetting:
+            self._event(_EVENT[outcome], "operator, no step pending")
+
+    def _on_joint_states(self, msg: JointState) -> None:
+        try:
+            idx = [list(msg.name).index(n) for n in fr3.JOINT_NAMES]
+        except ValueError:
+            self.get_logger().error(f"{self.cfg['joint_states_topic']}: name must contain {list(fr3.JOINT_NAMES)}, "
+                                    f"got {list(msg.name)}", throttle_duration_sec=1.0)
+            return
+        self.q = np.array([msg.position[i] for i in idx])
+
+    def _home_motion_tick(self) -> None:
+        """Real robot reset: step towards home within the FR3 limits, then start."""
+        if self.homing is None or self.q is None:
+            return
+        if np.abs(self.q - fr3.Q_HOME).max() < self.cfg["home_tolerance"]:
+            self.homing = None
+            self._begin(detail="home")
+            return
+        dt = self.cfg["control_dt"]
+        prev = self.q if self.homing["q_prev"] is None else self.homing["q_prev"]
+        q = fr3.clamp_joint_command(fr3.Q_HOME, prev, dt, velocity_scale=self.cfg["home_velocity_scale"],
+                                    dq_previous=self.homing["dq_prev"])
+        self.homing["dq_prev"], self.homing["q_prev"] = (q - prev) / dt, q
+        self.cmd_pub.publish(Float64MultiArray(data=q.tolist()))
+
+    def _publish_diagnostics(self) -> None:
+        status = DiagnosticStatus(level=DiagnosticStatus.OK, name="reward_node: episodes", hardware_id=self.cfg["mode"])
+        status.message = f"episode {self.book.episode} {'running' if self.book.running else 'resetting'}"
+        rate = sum(self.outcomes) / len(self.outcomes) if self.outcomes else 0.0
+        values = {**self.counts, "episode": self.book.episode, "late_steps": self.book.late_steps,
+                  "pending_steps": self.book.pending_steps(), "success_rate": f"{rate:.3f}"}
+        status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
+        arr = DiagnosticArray(status=[status])
+        arr.header.stamp = self.get_clock().now().to_msg()
+        self.diag_pub.publish(arr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    rclpy.init(args=argv if argv is not None else sys.argv)
+    node = None
+    try:
+        node = RewardNode()
+        rclpy.spin(node)
+        return 0
+    except (KeyboardInterrupt, ExternalShutdownException):
+        return 0
+    finally:
+        if node is not None:
+            node.destroy_node()
+        if rclpy.ok():
+            rclpy.shutdown()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
