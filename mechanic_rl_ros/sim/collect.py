@@ -14,7 +14,7 @@ import json
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 os.environ.setdefault("MUJOCO_GL", "egl")
@@ -46,7 +46,6 @@ class CollectConfig:
     #: Also write the .npz training cache next to the bags.
     cache: bool = True
     progress: bool = True
-    extra: dict = field(default_factory=dict)
 
 
 def record_episode(

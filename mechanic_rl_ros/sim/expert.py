@@ -23,7 +23,7 @@ import numpy as np
 
 from mechanic_rl_ros import fr3
 from mechanic_rl_ros.sim.ik import DLSIK, IKConfig
-from mechanic_rl_ros.sim.tasks import LiftConfig, PushConfig
+from mechanic_rl_ros.sim.tasks import PushConfig
 
 if TYPE_CHECKING:
     from mechanic_rl_ros.sim.env import FR3Env
@@ -162,10 +162,10 @@ class LiftExpert(ScriptedExpert):
     def _reset_plan(self) -> None:
         self.phase = "approach"
         self._lift_z = None
+        self._last_width = fr3.GRIPPER_MAX_WIDTH
 
     def _plan(self, cube, cube_yaw, goal, tcp, width):
         c = self.config
-        task_cfg: LiftConfig = self.env.task.config
         h = self.env.sim.config.scene.cube_half_size
         # The cube is symmetric under 90 deg turns: pick the grasp yaw nearest 0.
         grasp_yaw = _wrap(cube_yaw, math.pi / 2)
@@ -199,8 +199,6 @@ class LiftExpert(ScriptedExpert):
         if self._near(target, 0.01):
             self.phase = "approach"
         return target, self._yaw, c.travel_speed, open_w
-
-    _last_width = 1.0
 
 
 class PushExpert(ScriptedExpert):
