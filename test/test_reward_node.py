@@ -65,6 +65,7 @@ def test_rewards_episodes_and_resets(tmp_path):
                 cmd.publish(Float64MultiArray(data=[float(v) for v in fr3.Q_HOME]))
                 assert spin_until(lambda: clock[-1].sec + clock[-1].nanosec * 1e-9 >= t0 + 0.1 - 1e-6, 10), logs()
             assert spin_until(lambda: any(e.event == EpisodeEvent.TIMEOUT and e.episode == episode for e in events), 20), logs()
+        spin_until(lambda: len(rewards) >= 2 * MAX_STEPS, 5)  # rewards and events travel on different topics
         ours = [(r.episode, r.step) for r in rewards]
         assert ours == [(e, s) for e in range(2) for s in range(MAX_STEPS)], ours
         assert [r.truncated for r in rewards] == ([False] * (MAX_STEPS - 1) + [True]) * 2
