@@ -237,11 +237,16 @@ class SimNode(Node):
             self._publish_state(frame=True)
             while not self._stop.is_set() and rclpy.ok(context=self.context):
                 self._control_period()
-        except Exception as exc:  # a dead physics thread must take the node down, loudly
+        except Exception as exc:
+            if self._stop.is_set() or not rclpy.ok(context=self.context):
+                return  # shutting down: publishers may already be gone
+            # a dead physics thread must take the node down, loudly
             self.get_logger().fatal(f"physics thread died: {exc!r}")
             self.failed = True
             self._stop.set()
             raise
+        finally:
+            self.env.close()  # GL contexts belong to this thread
 
     def _drain(self, block_for: float) -> bool:
         """Apply queued requests; wait up to ``block_for`` s for one. True if an arm command was applied."""
@@ -371,7 +376,6 @@ class SimNode(Node):
         self._stop.set()
         if self.worker.is_alive():
             self.worker.join(timeout=5.0)
-        self.env.close()
         super().destroy_node()
 
 

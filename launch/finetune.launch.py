@@ -1,0 +1,50 @@
+"""ros2 launch mechanic_rl_ros finetune.launch.py [name:=value ...]
+
+Starts the fine-tuning node stack. Which nodes run, and with which parameter
+files and overrides, comes from mechanic_rl_ros.stack.description -- the same
+description the venv runner (`mechanic-rl finetune`) starts, so the two never
+drift apart. `ros2 launch mechanic_rl_ros finetune.launch.py --show-args`
+lists the arguments.
+"""
+from pathlib import Path
+
+from ament_index_python.packages import get_package_share_directory
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument, OpaqueFunction, Shutdown
+from launch.substitutions import LaunchConfiguration
+from launch_ros.actions import Node
+
+from mechanic_rl_ros.stack import description
+
+PACKAGE = "mechanic_rl_ros"
+
+
+def _stack(context):
+    values = {a.name: LaunchConfiguration(a.name).perform(context) for a in description.ARGUMENTS}
+    config_dir = Path(get_package_share_directory(PACKAGE)) / "config"
+    actions = [
+        Node(
+            package=PACKAGE,
+            executable=spec.executable,
+            name=spec.name,
+            output="screen",
+            emulate_tty=True,
+            parameters=[str(spec.params_file), spec.overrides],
+            on_exit=Shutdown(reason=f"{spec.name} exited"),
+        )
+        for spec in description.nodes(values, config_dir)
+    ]
+    if values["rviz"] == "true":
+        actions.append(Node(package="rviz2", executable="rviz2", name="rviz2", output="log",
+                            arguments=["-d", str(config_dir / "finetune.rviz")],
+                            parameters=[{"use_sim_time": values["sim"] == "true"}]))
+    return actions
+
+
+def generate_launch_description():
+    return LaunchDescription(
+        [DeclareLaunchArgument(a.name, default_value=a.default, description=a.description,
+                               **({"choices": list(a.choices)} if a.choices else {}))
+         for a in description.ARGUMENTS]
+        + [OpaqueFunction(function=_stack)]
+    )

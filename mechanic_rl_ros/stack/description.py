@@ -1,0 +1,81 @@
+"""Which nodes the fine-tuning stack runs, with which parameters.
+
+Pure Python (no launch, no rclpy): ``launch/finetune.launch.py`` turns the
+:class:`NodeSpec` list into launch_ros ``Node`` actions, and
+:mod:`mechanic_rl_ros.stack.runner` into child processes, so both start the
+same nodes with the same parameter files and overrides.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+BOOL = ("true", "false")
+
+
+@dataclass(frozen=True)
+class Argument:
+    """A launch argument (``name:=value`` on both ros2 launch and the runner)."""
+
+    name: str
+    default: str
+    description: str
+    choices: tuple[str, ...] | None = None
+
+
+ARGUMENTS: tuple[Argument, ...] = (
+    Argument("sim", "true", "run the simulated FR3 (sim_node) in lock-step and put every node on sim time", BOOL),
+    Argument("task", "lift", "simulated task", ("lift", "push")),
+    Argument("checkpoint", "", "pretrained policy checkpoint directory ('' = policy_node's configured default)"),
+    Argument("camera_topic", "/camera/scene/image_raw", "raw camera image topic (sensor_msgs/Image) the camera node reads"),
+    Argument("command_topic", "/fr3_position_controller/commands", "where joint position commands go"),
+    Argument("command_type", "array", "command message: array = Float64MultiArray (forward command controller), "
+             "trajectory = JointTrajectory", ("array", "trajectory")),
+    Argument("optimizer", "mechanic", "learner optimiser: mechanic (no learning rate) or adam (config/learner.yaml lr)",
+             ("mechanic", "adam")),
+    Argument("run_dir", "runs/finetune", "where the learner writes checkpoints and logs"),
+    Argument("rviz", "false", "start RViz with config/finetune.rviz", BOOL),
+)
+
+
+@dataclass
+class NodeSpec:
+    """One node of the stack: ``executable`` is the module name under
+    ``mechanic_rl_ros.nodes`` and the installed executable's name."""
+
+    name: str
+    executable: str
+    params_file: Path
+    overrides: dict[str, object] = field(default_factory=dict)
+
+
+def resolve(values: Mapping[str, str]) -> dict[str, str]:
+    """Fill defaults and check ``values`` against :data:`ARGUMENTS`.
+
+    Raises ``ValueError`` naming the argument and what was expected.
+    """
+    known = {a.name: a for a in ARGUMENTS}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ValueError(f"unknown launch argument(s) {unknown}; expected some of {sorted(known)}")
+    out = {a.name: str(values.get(a.name, a.default)) for a in ARGUMENTS}
+    for name, value in out.items():
+        choices = known[name].choices
+        if choices and value not in choices:
+            raise ValueError(f"launch argument {name}: got {value!r}; expected one of {list(choices)}")
+    return out
+
+
+def nodes(values: Mapping[str, str], config_dir: Path) -> list[NodeSpec]:
+    """The stack for resolved argument ``values``; parameter files from ``config_dir``."""
+    v = resolve(values)
+    sim = v["sim"] == "true"
+    common: dict[str, object] = {"use_sim_time": sim}
+    specs: list[NodeSpec] = []
+    if sim:
+        specs.append(NodeSpec("sim_node", "sim_node", config_dir / "sim.yaml", {
+            **common, "mode": "lockstep", "task": v["task"], "command_topic": v["command_topic"]}))
+    specs.append(NodeSpec("reward_node", "reward_node", config_dir / "reward.yaml", {
+        **common, "mode": "sim" if sim else "real", "command_topic": v["command_topic"]}))
+    return specs

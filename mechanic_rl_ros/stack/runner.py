@@ -1,0 +1,176 @@
+"""``mechanic-rl finetune``: start the node stack without ``ros2 launch``.
+
+``launch`` and ``launch_ros`` are not installable from the package index, so
+in the venv this runner starts the *same* nodes with the *same* parameters as
+``launch/finetune.launch.py`` -- both read :mod:`mechanic_rl_ros.stack.description`.
+Each node is a separate OS process (``python -m mechanic_rl_ros.nodes.<node>
+--ros-args ...``) whose output is prefixed with its name and written to
+``<run_dir>/logs/<node>.log``.
+
+Ctrl-C (SIGINT) and SIGTERM are forwarded to every node; the runner exits 0
+when all nodes then exit cleanly, and non-zero as soon as any node dies on its
+own (the others are stopped).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Sequence
+
+import yaml
+
+from mechanic_rl_ros.stack import description
+
+PACKAGE_ROOT = Path(__file__).resolve().parents[1]
+
+
+def default_config_dir() -> Path:
+    """``config/`` of a source checkout, else the installed share directory."""
+    source = PACKAGE_ROOT.parent / "config"
+    if source.is_dir():
+        return source
+    from ament_index_python.packages import get_package_share_directory
+
+    return Path(get_package_share_directory("mechanic_rl_ros")) / "config"
+
+
+def node_command(spec: description.NodeSpec) -> list[str]:
+    """The command line that starts one node, as launch_ros would pass its parameters."""
+    cmd = [sys.executable, "-m", f"mechanic_rl_ros.nodes.{spec.executable}", "--ros-args",
+           "-r", f"__node:={spec.name}", "--params-file", str(spec.params_file)]
+    for key, value in spec.overrides.items():
+        cmd += ["-p", f"{key}:={yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}"]
+    return cmd
+
+
+def parse_args(argv: Sequence[str]) -> tuple[dict[str, str], argparse.Namespace]:
+    """Launch-style ``name:=value`` arguments plus the runner's own options."""
+    args_help = "\n".join(
+        f"  {a.name}:=<{'|'.join(a.choices) if a.choices else 'value'}>  {a.description} (default: {a.default!r})"
+        for a in description.ARGUMENTS)
+    parser = argparse.ArgumentParser(
+        prog="mechanic-rl finetune",
+        description="Run the fine-tuning node stack (the venv equivalent of "
+                    "'ros2 launch mechanic_rl_ros finetune.launch.py').",
+        epilog="launch arguments (same as finetune.launch.py):\n" + args_help,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("launch_args", nargs="*", metavar="name:=value", help="launch arguments, see below")
+    parser.add_argument("--duration", type=float, default=0.0,
+                        help="stop the stack after this many wall seconds (0 = run until Ctrl-C)")
+    parser.add_argument("--config-dir", type=Path, default=None, help="parameter files (default: the package's config/)")
+    parser.add_argument("--stop-timeout", type=float, default=15.0, help="seconds nodes get to exit after SIGINT")
+    ns = parser.parse_args(argv)
+    values: dict[str, str] = {}
+    for item in ns.launch_args:
+        if ":=" not in item:
+            parser.error(f"launch argument {item!r} must look like name:=value")
+        key, value = item.split(":=", 1)
+        values[key] = value
+    try:
+        return description.resolve(values), ns
+    except ValueError as exc:
+        parser.error(str(exc))
+        raise  # unreachable
+
+
+class Stack:
+    """The running node processes."""
+
+    def __init__(self, specs: list[description.NodeSpec], log_dir: Path, env: dict[str, str]):
+        self.specs = specs
+        self.log_dir = log_dir
+        self.env = env
+        self.procs: dict[str, subprocess.Popen] = {}
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> None:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        for spec in self.specs:
+            proc = subprocess.Popen(node_command(spec), env=self.env, stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT, start_new_session=True)
+            self.procs[spec.name] = proc
+            t = threading.Thread(target=self._pump, args=(spec.name, proc), daemon=True)
+            t.start()
+            self._threads.append(t)
+            print(f"[finetune] started {spec.name} (pid {proc.pid})", flush=True)
+
+    def _pump(self, name: str, proc: subprocess.Popen) -> None:
+        with open(self.log_dir / f"{name}.log", "wb") as log:
+            for line in iter(proc.stdout.readline, b""):  # type: ignore[union-attr]
+                log.write(line)
+                log.flush()
+                sys.stdout.write(f"[{name}] {line.decode(errors='replace')}")
+                sys.stdout.flush()
+
+    def dead(self) -> list[tuple[str, int]]:
+        return [(n, p.returncode) for n, p in self.procs.items() if p.poll() is not None]
+
+    def stop(self, timeout: float) -> dict[str, int]:
+        """SIGINT every node, wait, then escalate; returns the exit codes."""
+        for p in self.procs.values():
+            if p.poll() is None:
+                p.send_signal(signal.SIGINT)
+        deadline = time.monotonic() + timeout
+        for name, p in self.procs.items():
+            try:
+                p.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                print(f"[finetune] {name} ignored SIGINT for {timeout:.0f} s; killing it", flush=True)
+                p.kill()
+                p.wait()
+        for t in self._threads:
+            t.join(timeout=2.0)
+        return {n: p.returncode for n, p in self.procs.items()}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    values, ns = parse_args(list(sys.argv[1:] if argv is None else argv))
+    config_dir = ns.config_dir or default_config_dir()
+    specs = description.nodes(values, config_dir)
+    run_dir = Path(values["run_dir"])
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    if values["sim"] == "true":
+        env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    stack = Stack(specs, run_dir / "logs", env)
+
+    stopping = threading.Event()
+
+    def on_signal(signum, _frame):
+        if stopping.is_set():
+            return
+        print(f"\n[finetune] {signal.Signals(signum).name}: stopping the stack", flush=True)
+        stopping.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    print(f"[finetune] {len(specs)} nodes: {', '.join(s.name for s in specs)}; logs in {run_dir / 'logs'}", flush=True)
+    stack.start()
+    started = time.monotonic()
+    failed: list[tuple[str, int]] = []
+    while not stopping.is_set():
+        failed = stack.dead()
+        if failed:
+            for name, code in failed:
+                print(f"[finetune] node {name} died with exit code {code}; stopping the stack", flush=True)
+            break
+        if ns.duration and time.monotonic() - started >= ns.duration:
+            print(f"[finetune] --duration {ns.duration:g} s reached; stopping the stack", flush=True)
+            break
+        stopping.wait(0.2)
+    codes = stack.stop(ns.stop_timeout)
+    summary = ", ".join(f"{n}={c}" for n, c in codes.items())
+    print(f"[finetune] stopped: {summary}", flush=True)
+    if failed:
+        return failed[0][1] or 1
+    bad = [c for c in codes.values() if c != 0]
+    return bad[0] if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
