@@ -9,7 +9,7 @@ explains the algorithm, its use with schedules and with gradient clipping.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional
 
 import torch
 from torch.optim import Optimizer
@@ -17,6 +17,9 @@ from torch.optim import Optimizer
 __all__ = ["Mechanic"]
 
 _TUNER_KEYS = ("s", "m", "v", "r")
+# offset_scale is folded back into offset when it leaves this range, so that
+# offset stays far from overflow and underflow in its own dtype.
+_RESCALE_BELOW, _RESCALE_ABOVE = 1e-8, 1e8
 
 
 class Mechanic(Optimizer):
@@ -24,7 +27,8 @@ class Mechanic(Optimizer):
 
     The base optimizer runs with learning rate 1.0 (or a schedule that peaks at
     1.0); its step from :math:`x_t` gives the update :math:`u_t`. Mechanic keeps
-    the reference point :math:`x_{ref}` and sets
+    the reference point :math:`x_{ref}` (the parameters at their first step)
+    and sets
 
     .. math::
         \Delta_{t+1} = \Delta_t + u_t, \qquad x_{t+1} = x_{ref} + S_{t+1}\,\Delta_{t+1},
@@ -49,43 +53,53 @@ class Mechanic(Optimizer):
     this class follows optax:
 
     * :math:`h_t` is clipped to :math:`[-m, m]` with the *previous* :math:`m`
-      before it enters :math:`r` (not in the paper; optax added it), so the
-      first step, with :math:`m = 0`, leaves :math:`r = 0`;
-    * :math:`m'` is floored at :math:`|h_t| + \epsilon` and :math:`s'` uses the
-      *new* :math:`m'`, :math:`r'` and :math:`v'`; :math:`r'` is stored unclipped;
-    * :math:`\Delta_t` is recomputed from :math:`x_t` with the
-      :math:`S_t + \epsilon` denominator (optax's memory-saving form) rather
-      than accumulated, so it reflects what the parameters actually are;
+      before it enters :math:`r` (not in the paper; optax added it later), so
+      the first step, with :math:`m = 0`, leaves :math:`r = 0`;
+    * :math:`m'` is floored at :math:`|h_t| + \epsilon`; :math:`s'` uses the
+      *new* :math:`m'`, :math:`r'`, :math:`v'`; :math:`r'` is stored unclipped;
+    * :math:`\Delta_t` is :math:`(x_t - x_{ref})/(S_t + \epsilon)`, optax's
+      memory-saving form, not the accumulated sum of the paper, so
+      :math:`\Delta_{t+1} = S_{t+1}(\Delta_t + u_t)/(S_{t+1} + \epsilon)`;
     * :math:`x_{ref}` is taken at a parameter's first step, not at
       construction: loading pretrained weights after building the optimizer
-      works. Before the first step :attr:`scale` is ``num_betas * s_init``;
-      after it, ``s_init``.
-    * optax stores :math:`-\Delta` and the opposite sign of :math:`h` and
-      :math:`r`; the iterates are the same.
+      works. Before the first step :attr:`scale` is ``num_betas * s_init``,
+      after it ``s_init``;
+    * optax stores :math:`-\Delta` and :math:`h`, :math:`r` with the opposite
+      sign; the iterates are the same.
 
-    Precision. The tuner scalars are float64. For float32/float64 parameters
-    the extra memory is one copy of the parameters (``x_ref``) plus
-    ``4 * num_betas`` scalars; the step allocates one transient parameter-sized
-    buffer (it must survive the base step) and stores no gradient copy.
-    Recomputing :math:`\Delta` from the parameters stalls when
-    :math:`S\,|u|` is below one ulp of :math:`x` (always for bf16/fp16, and for
-    float32 parameters of magnitude ~1 with ``s_init`` around 1e-8). Parameters
-    narrower than float32 therefore also keep ``offset``, a float32 master copy
-    of :math:`x - x_{ref}`; the parameter is set to the rounding of
-    :math:`x_{ref} + \text{offset}`. ``fp32_offset=True`` turns this on for
-    float32 parameters too (one more copy), ``False`` turns it off everywhere.
-    If something outside the optimizer changes a parameter between steps, the
-    changed entries of ``offset`` are re-synchronised from the parameter.
+    State and precision. Recomputing :math:`\Delta` as
+    :math:`(x_t - x_{ref})/S` from the rounded parameters stalls for good when
+    :math:`S\,|u|` is below one ulp of :math:`x` (a float32 weight of size 1
+    with ``s_init * lr`` around 1e-8, e.g. a base lr of 1e-4 with the default
+    ``s_init``; bf16 at any ``s_init``). So the displacement
+    :math:`x_t - x_{ref}` is stored instead of :math:`x_{ref}`, in float32 or
+    wider, as ``offset_scale * offset`` (a per-parameter scalar times a
+    tensor, so one step updates ``offset`` with a single axpy), and
+    :math:`x_{ref}` is implicit. The parameter moves by the difference of two
+    displacements, which rounds like any optimizer's update.
+
+    * float32/float64 parameters: per-parameter state is ``offset`` (parameter
+      dtype) and ``offset_scale``: one extra copy of the parameters plus
+      ``4 * num_betas`` float64 scalars, no gradient copy. A step allocates one
+      transient parameter-sized buffer (the parameters before the base step,
+      needed to read :math:`u_t` off the base optimizer).
+    * parameters narrower than float32 (bf16, fp16): additionally ``master``, a
+      float32 copy of the parameters; all of Mechanic's arithmetic runs on it
+      and the parameter is its rounding.
+
+    The tuner scalars are float64 (Python floats). If something outside the
+    optimizer changes a parameter between steps, the change moves the
+    reference point with it (the learned displacement is kept).
 
     Non-finite input. If a gradient, a parameter or the scale update is NaN or
     infinite, :meth:`step` raises :class:`ValueError` naming the parameter
-    (group and index) *before* anything is modified: parameters, ``x_ref``,
-    ``offset``, ``s, m, v, r`` and the base optimizer's state are untouched, so
-    the caller can drop the batch (``zero_grad()``) and continue.
+    (group and index) *before* anything is modified: parameters, offsets,
+    ``s, m, v, r`` and the base optimizer's state are untouched, so the caller
+    can drop the batch (``zero_grad()``) and go on.
 
     Parameters without a gradient in a step are left alone and do not count in
-    the norms or inner products; torch LR schedulers attached to the base (or to
-    this object: the ``param_groups`` are shared) work unchanged.
+    the norms or inner products. ``param_groups`` is the base optimizer's list,
+    so torch LR schedulers on the base (or on this object) work unchanged.
 
     Args:
         base_optimizer: any ``torch.optim.Optimizer``, built with lr=1.0 (or a
@@ -96,9 +110,6 @@ class Mechanic(Optimizer):
         eps: :math:`\epsilon` of the formulas above.
         s_init: initial scale; each of the ``num_betas`` tuners starts at it.
         num_betas: number of tuners, :math:`\beta_i = 1 - 10^{-i}`.
-        fp32_offset: keep a float32 (or wider) master copy of
-            :math:`x - x_{ref}`; ``None`` = only for parameters narrower than
-            float32.
 
     Example::
 
@@ -114,23 +125,22 @@ class Mechanic(Optimizer):
         eps: float = 1e-8,
         s_init: float = 1e-6,
         num_betas: int = 6,
-        *,
-        fp32_offset: Optional[bool] = None,
     ) -> None:
         if not isinstance(base_optimizer, Optimizer):
             raise TypeError(
                 f"Mechanic wraps a torch.optim.Optimizer, got {type(base_optimizer).__name__}")
         if isinstance(base_optimizer, Mechanic):
             raise TypeError("Mechanic cannot wrap another Mechanic")
-        hyper = _check_hyper(weight_decay, eps, s_init, num_betas, fp32_offset)
+        hyper = _check_hyper(weight_decay, eps, s_init, num_betas)
         params = [p for group in base_optimizer.param_groups for p in group["params"]]
         # Optimizer.__init__ builds throw-away groups (see the param_groups
         # property); afterwards the base optimizer's groups are the only ones.
-        super().__init__(params, dict(hyper))
+        super().__init__(params, {})
         self.__dict__.pop("_init_param_groups", None)
+        self.__dict__.pop("_init_defaults", None)
         self.__dict__["base_optimizer"] = base_optimizer
         self._hyper = hyper
-        self.tuner_state = _initial_tuner(hyper)
+        self._tuner = _initial_tuner(hyper)
 
     # ------------------------------------------------------------------ groups
     @property
@@ -149,6 +159,29 @@ class Mechanic(Optimizer):
         else:
             base.param_groups = groups
 
+    @property
+    def defaults(self) -> Dict[str, Any]:  # type: ignore[override]
+        """The base optimizer's ``defaults`` (LR schedulers such as OneCycleLR
+        read ``betas``/``momentum`` there). Mechanic's own hyper-parameters
+        are in :attr:`hyperparameters`."""
+        base = self.__dict__.get("base_optimizer")
+        if base is None:
+            return self.__dict__.setdefault("_init_defaults", {})
+        return base.defaults
+
+    @defaults.setter
+    def defaults(self, value: Dict[str, Any]) -> None:
+        base = self.__dict__.get("base_optimizer")
+        if base is None:
+            self.__dict__["_init_defaults"] = value
+        else:
+            base.defaults = value
+
+    @property
+    def hyperparameters(self) -> Dict[str, Any]:
+        """Mechanic's hyper-parameters: weight_decay, eps, s_init, num_betas."""
+        return dict(self._hyper)
+
     def add_param_group(self, param_group: Dict[str, Any]) -> None:
         """Add a group to the base optimizer (with the base's defaults)."""
         if self.__dict__.get("base_optimizer") is None:
@@ -163,18 +196,20 @@ class Mechanic(Optimizer):
     @property
     def scale(self) -> float:
         """The current learned scale :math:`S = \\sum_i s_i`."""
-        return float(self.tuner_state["s"].sum())
+        return math.fsum(self._tuner["s"])
 
     @property
-    def hyperparameters(self) -> Dict[str, Any]:
-        return dict(self._hyper)
+    def tuner_state(self) -> Dict[str, Any]:
+        """A copy of the tuner: ``step`` and the lists ``s``, ``m``, ``v``, ``r``."""
+        return {key: (list(value) if isinstance(value, list) else value)
+                for key, value in self._tuner.items()}
 
     def __repr__(self) -> str:
         h = self._hyper
         inner = "\n    ".join(repr(self.base_optimizer).splitlines())
         return (f"Mechanic(weight_decay={h['weight_decay']}, eps={h['eps']}, "
                 f"s_init={h['s_init']}, num_betas={h['num_betas']}, "
-                f"fp32_offset={h['fp32_offset']}, scale={self.scale:.6g},\n    {inner})")
+                f"scale={self.scale:.6g},\n    {inner})")
 
     # -------------------------------------------------------------------- step
     @torch.no_grad()
@@ -193,76 +228,54 @@ class Mechanic(Optimizer):
 
         entries = self._entries()
         if not entries:
+            # Nothing to tune; the base step is a no-op for torch optimizers but
+            # keeps step hooks and LR-scheduler bookkeeping as usual.
+            self.base_optimizer.step()
             return loss
         hyper = self._hyper
         eps = hyper["eps"]
-        s_old = self.tuner_state["s"]
-        scale_old = float(s_old.sum())
+        scale_old = math.fsum(self._tuner["s"])
 
-        fast, master = _Fast(), []
+        # Read-only pass: norms and inner products with x - x_ref.
+        buckets: Dict[Any, _Bucket] = {}
         for entry in entries:
-            if entry.master:
-                master.append(_master_stats(entry, self.state.get(entry.param)))
-            else:
-                fast.add(entry, self.state.get(entry.param))
-        fast.compute()
+            key = (entry.param.device, entry.param.dtype)
+            buckets.setdefault(key, _Bucket()).add(entry, self.state.get(entry.param))
+        for bucket in buckets.values():
+            bucket.measure()
 
-        per_param = fast.norms + [(m.entry, m.g_norm, m.x_norm) for m in master]
-        per_param.sort(key=lambda item: item[0].flat)
         g_sq = x_sq = 0.0
-        for entry, g_norm, x_norm in per_param:
-            if not math.isfinite(g_norm):
+        for entry in entries:
+            if not math.isfinite(entry.g_norm):
                 raise ValueError(_bad_input_message(entry, "gradient"))
-            if not math.isfinite(x_norm):
+            if not math.isfinite(entry.x_norm):
                 raise ValueError(_bad_input_message(entry, "value"))
-            g_sq += g_norm * g_norm
-            x_sq += x_norm * x_norm
-        g_dot = fast.g_dot + sum(m.g_dot for m in master)
-        x_dot = fast.x_dot + sum(m.x_dot for m in master)
+            g_sq += entry.g_norm * entry.g_norm
+            x_sq += entry.x_norm * entry.x_norm
+        g_dot = math.fsum(b.g_dot for b in buckets.values())
+        x_dot = math.fsum(b.x_dot for b in buckets.values())
 
-        # h = <g + c x, (x - x_ref)> / (S + eps), with c the lambda term.
+        # h = <g + c x, x - x_ref> / (S + eps), c the weight-decay coefficient.
         c = hyper["weight_decay"] * scale_old * math.sqrt(g_sq) / (math.sqrt(x_sq) + eps)
         h = (g_dot + c * x_dot) / (scale_old + eps)
-        new_tuner = _tuner_update(self.tuner_state, h, hyper)
-        scale_new = float(new_tuner["s"].sum())
-        if not (math.isfinite(h) and math.isfinite(scale_new)
-                and bool(torch.isfinite(new_tuner["m"]).all())
-                and bool(torch.isfinite(new_tuner["v"]).all())
-                and bool(torch.isfinite(new_tuner["r"]).all())):
+        new_tuner = _tuner_update(self._tuner, h, hyper)
+        scale_new = math.fsum(new_tuner["s"])
+        if not (math.isfinite(h) and math.isfinite(scale_new) and all(
+                math.isfinite(x) for key in ("m", "v", "r") for x in new_tuner[key])):
             raise ValueError(
                 f"Mechanic.step(): the scale update is not finite (h={h!r}, new scale="
-                f"{scale_new!r}); nothing was updated: parameters, Mechanic state (x_ref, "
-                f"offset, s, m, v, r) and the base optimizer's state are untouched.")
+                f"{scale_new!r}); nothing was updated: parameters, Mechanic state (offset, "
+                f"s, m, v, r) and the base optimizer's state are untouched.")
 
-        # From here on state changes. New parameters get x_ref = x_t now.
-        for entry in entries:
-            state = self.state[entry.param]
-            if not state:
-                state["x_ref"] = entry.param.detach().clone(memory_format=torch.preserve_format)
-                if entry.master:
-                    state["offset"] = torch.zeros_like(
-                        entry.param, dtype=_offset_dtype(entry.param.dtype),
-                        memory_format=torch.preserve_format)
-        for m in master:
-            m.snapshot = m.entry.param.detach().clone()
-
+        # From here on state changes.
+        for bucket in buckets.values():
+            bucket.prepare(self.state)
         self.base_optimizer.step()
+        for bucket in buckets.values():
+            bucket.finish(scale_old + eps, scale_new)
 
-        # x_{t+1} = x_ref + S'(Delta_t + u_t) = x_ref + S'(x_base - x_ref) + S' k d,
-        # with d = x_t - x_ref, x_base = x_t + u_t and k = 1/(S + eps) - 1.
-        k = 1.0 / (scale_old + eps) - 1.0
-        fast.finish(self.state, scale_new, scale_new * k)
-        inv = 1.0 / (scale_old + eps)
-        for m in master:
-            p = m.entry.param
-            state = self.state[p]
-            u = p.detach().to(m.offset.dtype) - m.snapshot.to(m.offset.dtype)
-            new_offset = (m.offset * inv + u) * scale_new
-            p.copy_(state["x_ref"].to(m.offset.dtype) + new_offset)
-            state["offset"] = new_offset
-
-        new_tuner["step"] = self.tuner_state["step"] + 1
-        self.tuner_state = new_tuner
+        new_tuner["step"] = self._tuner["step"] + 1
+        self._tuner = new_tuner
         return loss
 
     def _entries(self) -> List["_Entry"]:
@@ -277,29 +290,24 @@ class Mechanic(Optimizer):
                 if p.grad.is_sparse:
                     raise RuntimeError("Mechanic does not support sparse gradients "
                                        f"(param_groups[{gi}]['params'][{pi}])")
-                if torch.is_complex(p):
-                    raise RuntimeError("Mechanic does not support complex parameters "
-                                       f"(param_groups[{gi}]['params'][{pi}])")
-                state = self.state.get(p)
-                if state:
-                    use_master = "offset" in state
-                else:
-                    wanted = self._hyper["fp32_offset"]
-                    use_master = (torch.finfo(p.dtype).bits < 32) if wanted is None else wanted
-                entries.append(_Entry(p, p.grad, gi, pi, index, use_master))
+                if not torch.is_floating_point(p):
+                    raise RuntimeError("Mechanic supports real floating-point parameters only "
+                                       f"(param_groups[{gi}]['params'][{pi}] is {p.dtype})")
+                entries.append(_Entry(p, gi, pi, index))
         return entries
 
     # ------------------------------------------------------------- state dict
     def state_dict(self) -> Dict[str, Any]:
         """Everything needed to resume bit-for-bit.
 
-        Keys: ``state`` (per-parameter ``x_ref`` and ``offset``, indexed by the
-        parameter's position over ``param_groups`` as in torch), ``tuner``
-        (``step``, ``s``, ``m``, ``v``, ``r``), ``hyper`` (Mechanic's
-        hyper-parameters), ``base`` (the base optimizer's ``state_dict()``)
-        and ``param_groups`` (the base's, for logging). Only tensors, numbers
-        and strings: it loads with ``torch.load(..., weights_only=True)``.
-        As for torch optimizers, tensors are references, not copies.
+        Keys: ``state`` (per parameter: ``offset``, ``offset_scale`` and for
+        bf16/fp16 parameters ``master``; indexed by the parameter's position
+        over ``param_groups`` as in torch), ``tuner`` (``step`` and float64
+        tensors ``s``, ``m``, ``v``, ``r``), ``hyper`` (Mechanic's
+        hyper-parameters), ``base`` (the base optimizer's ``state_dict()``) and
+        ``param_groups`` (the base's, for logging). Only tensors, numbers and
+        strings: it loads with ``torch.load(..., weights_only=True)``. As for
+        torch optimizers, tensors are references, not copies.
         """
         base_sd = self.base_optimizer.state_dict()
         params = [p for group in self.param_groups for p in group["params"]]
@@ -308,8 +316,9 @@ class Mechanic(Optimizer):
             state = self.state.get(p)
             if state:
                 per_param[index] = dict(state)
-        tuner = {key: self.tuner_state[key] for key in _TUNER_KEYS}
-        tuner["step"] = self.tuner_state["step"]
+        tuner: Dict[str, Any] = {key: torch.tensor(self._tuner[key], dtype=torch.float64)
+                                 for key in _TUNER_KEYS}
+        tuner["step"] = self._tuner["step"]
         return {
             "state": per_param,
             "tuner": tuner,
@@ -319,23 +328,23 @@ class Mechanic(Optimizer):
         }
 
     def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
-        """Restore a :meth:`state_dict` (hyper-parameters included, as torch
+        """Restore a :meth:`state_dict`, hyper-parameters included (as torch
         restores its param_groups). Everything is validated before anything
-        changes; the base optimizer is loaded first, then Mechanic's state."""
+        changes; then the base optimizer is loaded, then Mechanic's state."""
         for key in ("state", "tuner", "hyper", "base"):
             if key not in state_dict:
                 raise ValueError(f"Mechanic.load_state_dict: missing key {key!r}")
         saved = state_dict["hyper"]
         hyper = _check_hyper(saved["weight_decay"], saved["eps"], saved["s_init"],
-                             saved["num_betas"], saved.get("fp32_offset"))
+                             saved["num_betas"])
         tuner = state_dict["tuner"]
         loaded_tuner: Dict[str, Any] = {"step": int(tuner["step"])}
         for key in _TUNER_KEYS:
-            value = torch.as_tensor(tuner[key])
+            value = torch.as_tensor(tuner[key]).detach()
             if value.shape != (hyper["num_betas"],):
                 raise ValueError(f"Mechanic.load_state_dict: tuner {key!r} has shape "
                                  f"{tuple(value.shape)}, expected ({hyper['num_betas']},)")
-            loaded_tuner[key] = value.detach().to("cpu", torch.float64).clone()
+            loaded_tuner[key] = value.to("cpu", torch.float64).tolist()
         params = [p for group in self.param_groups for p in group["params"]]
         loaded_state = {}
         for index, saved_state in state_dict["state"].items():
@@ -343,39 +352,17 @@ class Mechanic(Optimizer):
             if not 0 <= index < len(params):
                 raise ValueError(f"Mechanic.load_state_dict: state for parameter {index}, "
                                  f"but the optimizer holds {len(params)} parameters")
-            p = params[index]
-            new_state = {}
-            for key, value in saved_state.items():
-                if key not in ("x_ref", "offset"):
-                    raise ValueError(f"Mechanic.load_state_dict: unknown state key {key!r}")
-                if value.shape != p.shape:
-                    raise ValueError(
-                        f"Mechanic.load_state_dict: {key} of parameter {index} has shape "
-                        f"{tuple(value.shape)}, the parameter {tuple(p.shape)}")
-                want = p.dtype if key == "x_ref" else _offset_dtype(p.dtype)
-                if key == "offset" and value.dtype != want and value.dtype != torch.float64:
-                    raise ValueError(f"Mechanic.load_state_dict: offset of parameter {index} "
-                                     f"is {value.dtype}, expected {want}")
-                if key == "x_ref" and value.dtype != want:
-                    raise ValueError(f"Mechanic.load_state_dict: x_ref of parameter {index} "
-                                     f"is {value.dtype}, the parameter {want}")
-                new_state[key] = value.detach().to(p.device).clone(
-                    memory_format=torch.preserve_format)
-            if "x_ref" not in new_state:
-                raise ValueError(f"Mechanic.load_state_dict: parameter {index} has no x_ref")
-            loaded_state[p] = new_state
+            loaded_state[params[index]] = _load_param_state(params[index], index, saved_state)
 
         self.base_optimizer.load_state_dict(state_dict["base"])
         self.state.clear()
         self.state.update(loaded_state)
         self._hyper = hyper
-        self.defaults = dict(hyper)
-        self.tuner_state = loaded_tuner
+        self._tuner = loaded_tuner
 
     def __getstate__(self) -> Dict[str, Any]:
-        return {"defaults": self.defaults, "state": self.state,
-                "base_optimizer": self.base_optimizer, "_hyper": self._hyper,
-                "tuner_state": self.tuner_state}
+        return {"state": self.state, "base_optimizer": self.base_optimizer, "_hyper": self._hyper,
+                "_tuner": self._tuner}
 
     def __setstate__(self, state: Dict[str, Any]) -> None:
         super().__setstate__(state)
@@ -385,15 +372,7 @@ class Mechanic(Optimizer):
 # helpers
 
 
-class _Entry:
-    __slots__ = ("param", "grad", "group", "index", "flat", "master")
-
-    def __init__(self, param, grad, group, index, flat, master):
-        self.param, self.grad = param, grad
-        self.group, self.index, self.flat, self.master = group, index, flat, master
-
-
-def _check_hyper(weight_decay, eps, s_init, num_betas, fp32_offset) -> Dict[str, Any]:
+def _check_hyper(weight_decay, eps, s_init, num_betas) -> Dict[str, Any]:
     if not (math.isfinite(weight_decay) and weight_decay >= 0.0):
         raise ValueError(f"weight_decay must be finite and >= 0, got {weight_decay!r}")
     if not (math.isfinite(eps) and eps > 0.0):
@@ -402,135 +381,193 @@ def _check_hyper(weight_decay, eps, s_init, num_betas, fp32_offset) -> Dict[str,
         raise ValueError(f"s_init must be finite and > 0, got {s_init!r}")
     if isinstance(num_betas, bool) or int(num_betas) != num_betas or num_betas < 1:
         raise ValueError(f"num_betas must be an integer >= 1, got {num_betas!r}")
-    if fp32_offset not in (None, True, False):
-        raise ValueError(f"fp32_offset must be None, True or False, got {fp32_offset!r}")
     return {"weight_decay": float(weight_decay), "eps": float(eps), "s_init": float(s_init),
-            "num_betas": int(num_betas), "fp32_offset": fp32_offset}
+            "num_betas": int(num_betas)}
 
 
 def _initial_tuner(hyper: Dict[str, Any]) -> Dict[str, Any]:
     n = hyper["num_betas"]
-    zeros = torch.zeros(n, dtype=torch.float64)
-    return {"step": 0, "s": torch.full((n,), hyper["s_init"], dtype=torch.float64),
-            "m": zeros.clone(), "v": zeros.clone(), "r": zeros.clone()}
+    return {"step": 0, "s": [hyper["s_init"]] * n, "m": [0.0] * n, "v": [0.0] * n,
+            "r": [0.0] * n}
 
 
 def _tuner_update(tuner: Dict[str, Any], h: float, hyper: Dict[str, Any]) -> Dict[str, Any]:
-    """The betting update of the paper's Algorithm 1 with optax's clipping:
-    clip uses the previous m; wealth and s use the new m, r, v."""
-    n, eps = hyper["num_betas"], hyper["eps"]
-    betas = torch.tensor([1.0 - 0.1 ** i for i in range(1, n + 1)], dtype=torch.float64)
-    h_t = torch.tensor(h, dtype=torch.float64)
-    s, m, v, r = (tuner[key] for key in _TUNER_KEYS)
-    clipped = torch.clamp(h_t, min=-m, max=m)
-    m_new = torch.maximum(betas * m, h_t.abs() + eps)
-    v_new = betas ** 2 * v + h_t ** 2
-    r_new = betas * r - clipped * s
-    wealth = (hyper["s_init"] / n) * m_new + torch.clamp(r_new, min=0.0)
-    s_new = wealth / (torch.sqrt(v_new) + eps)
-    return {"s": s_new, "m": m_new, "v": v_new, "r": r_new}
+    """The betting update of the paper's Algorithm 1 with optax's clipping
+    (clip with the previous m; wealth and s from the new m, r, v), in float64."""
+    n, eps, s_init = hyper["num_betas"], hyper["eps"], hyper["s_init"]
+    out: Dict[str, Any] = {key: [] for key in _TUNER_KEYS}
+    for i in range(n):
+        beta = 1.0 - 0.1 ** (i + 1)
+        s, m, v, r = (tuner[key][i] for key in _TUNER_KEYS)
+        clipped = min(max(h, -m), m)
+        m_new = max(beta * m, abs(h) + eps)
+        v_new = beta ** 2 * v + h * h
+        r_new = beta * r - clipped * s
+        wealth = (s_init / n) * m_new + max(0.0, r_new)
+        out["s"].append(wealth / (math.sqrt(v_new) + eps))
+        out["m"].append(m_new)
+        out["v"].append(v_new)
+        out["r"].append(r_new)
+    return out
 
 
-def _offset_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
+def _is_narrow(dtype: torch.dtype) -> bool:
+    return torch.finfo(dtype).bits < 32
 
 
-def _bad_input_message(entry: _Entry, what: str) -> str:
+def _work_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float32 if _is_narrow(dtype) else dtype
+
+
+def _load_param_state(p: torch.Tensor, index: int, saved: Dict[str, Any]) -> Dict[str, Any]:
+    narrow = _is_narrow(p.dtype)
+    want = {"offset", "offset_scale"} | ({"master"} if narrow else set())
+    if set(saved) != want:
+        raise ValueError(f"Mechanic.load_state_dict: parameter {index} ({p.dtype}) needs "
+                         f"state keys {sorted(want)}, got {sorted(saved)}")
+    scale = float(saved["offset_scale"])
+    if not (math.isfinite(scale) and scale > 0.0):
+        raise ValueError(f"Mechanic.load_state_dict: offset_scale of parameter {index} "
+                         f"is {scale!r}")
+    out: Dict[str, Any] = {"offset_scale": scale}
+    for key in sorted(want - {"offset_scale"}):
+        value = saved[key]
+        if not isinstance(value, torch.Tensor) or value.shape != p.shape:
+            raise ValueError(f"Mechanic.load_state_dict: {key} of parameter {index} must be "
+                             f"a tensor of shape {tuple(p.shape)}")
+        if value.dtype != _work_dtype(p.dtype):
+            raise ValueError(f"Mechanic.load_state_dict: {key} of parameter {index} is "
+                             f"{value.dtype}, expected {_work_dtype(p.dtype)}")
+        out[key] = value.detach().to(p.device).clone(memory_format=torch.preserve_format)
+    return out
+
+
+def _bad_input_message(entry: "_Entry", what: str) -> str:
     p = entry.param
     return (f"Mechanic.step(): non-finite {what} (NaN or inf) in parameter "
             f"param_groups[{entry.group}]['params'][{entry.index}] (parameter index "
             f"{entry.flat}, shape {tuple(p.shape)}, {p.dtype}); nothing was updated: "
-            f"parameters, Mechanic state (x_ref, offset, s, m, v, r) and the base "
-            f"optimizer's state are untouched. Drop this batch (zero_grad()) or fix the loss.")
+            f"parameters, Mechanic state (offset, s, m, v, r) and the base optimizer's "
+            f"state are untouched. Drop this batch (zero_grad()) or fix the loss.")
 
 
 def _flat_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.dot(a.reshape(-1), b.reshape(-1))
 
 
-class _Fast:
-    """Parameters of float32 or wider without a master offset: Delta is
-    recomputed from x - x_ref with vectorised (torch._foreach_*) kernels,
-    bucketed by device and dtype."""
+class _Entry:
+    __slots__ = ("param", "group", "index", "flat", "g_norm", "x_norm")
+
+    def __init__(self, param, group, index, flat):
+        self.param, self.group, self.index, self.flat = param, group, index, flat
+        self.g_norm = self.x_norm = 0.0
+
+
+class _Bucket:
+    """Parameters of one device and dtype, updated with torch._foreach_* kernels.
+
+    With P = x - x_ref = k * R (k = offset_scale, R = offset), a = (S + eps)/k
+    and k' = S' k / (S + eps), one step is
+
+        R' = R + a u,    x' = x + (S + eps) u + (k' - k) R'
+
+    which is x' = x_ref + S' (Delta + u) and Delta' = P'/(S' + eps) of optax.
+    For bf16/fp16 parameters x is the float32 ``master`` and the parameter is
+    set to its rounding; u is read off the parameter itself.
+    """
 
     def __init__(self) -> None:
-        self.buckets: Dict[Tuple[torch.device, torch.dtype], Dict[str, list]] = {}
-        self.norms: List[Tuple[_Entry, float, float]] = []
+        self.entries: List[_Entry] = []
+        self.states: List[Optional[dict]] = []
+        self.narrow = False
         self.g_dot = 0.0
         self.x_dot = 0.0
 
     def add(self, entry: _Entry, state: Optional[dict]) -> None:
-        p = entry.param
-        bucket = self.buckets.setdefault((p.device, p.dtype), {
-            "entries": [], "params": [], "grads": [],
-            "old": [], "old_params": [], "old_grads": [], "x_ref": [], "d": None})
-        bucket["entries"].append(entry)
-        bucket["params"].append(p.detach())
-        bucket["grads"].append(entry.grad)
-        if state:
-            bucket["old"].append(entry)
-            bucket["old_params"].append(p.detach())
-            bucket["old_grads"].append(entry.grad)
-            bucket["x_ref"].append(state["x_ref"])
+        self.narrow = _is_narrow(entry.param.dtype)
+        self.entries.append(entry)
+        self.states.append(state if state else None)
 
-    def compute(self) -> None:
-        for bucket in self.buckets.values():
-            g_norms = torch._foreach_norm(bucket["grads"])
-            x_norms = torch._foreach_norm(bucket["params"])
-            stats = [torch.stack(g_norms), torch.stack(x_norms)]
-            if bucket["old"]:
-                d = torch._foreach_sub(bucket["old_params"], bucket["x_ref"])
-                bucket["d"] = d
-                stats.append(torch.stack([_flat_dot(g, di) for g, di in zip(bucket["old_grads"], d)]))
-                stats.append(torch.stack([_flat_dot(x, di) for x, di in zip(bucket["old_params"], d)]))
-            values = torch.cat([s.reshape(-1) for s in stats]).to("cpu", torch.float64).tolist()
-            n, k = len(bucket["entries"]), len(bucket["old"])
-            for i, entry in enumerate(bucket["entries"]):
-                self.norms.append((entry, values[i], values[n + i]))
-            self.g_dot += math.fsum(values[2 * n:2 * n + k])
-            self.x_dot += math.fsum(values[2 * n + k:2 * n + 2 * k])
+    def measure(self) -> None:
+        params = [e.param.detach() for e in self.entries]
+        grads = [e.param.grad for e in self.entries]
+        if self.narrow:
+            grads = [g.float() for g in grads]
+            xs = []
+            self.masters = []
+            for p, state in zip(params, self.states):
+                if state is None:
+                    master = p.float()
+                else:
+                    master = state["master"]
+                    same = master.to(p.dtype) == p
+                    if not bool(same.all()):
+                        master = torch.where(same, master, p.float())
+                self.masters.append(master)
+                xs.append(master)
+        else:
+            xs = params
+        self.params, self.grads, self.xs = params, grads, xs
+        old = [i for i, state in enumerate(self.states) if state is not None]
+        offsets = [self.states[i]["offset"] for i in old]
+        stats = list(torch._foreach_norm(grads)) + list(torch._foreach_norm(xs))
+        stats += [_flat_dot(grads[i], r) for i, r in zip(old, offsets)]
+        stats += [_flat_dot(xs[i], r) for i, r in zip(old, offsets)]
+        values = torch.stack(stats).tolist()
+        n, k = len(params), len(old)
+        for i, entry in enumerate(self.entries):
+            entry.g_norm, entry.x_norm = values[i], values[n + i]
+        scales = [self.states[i]["offset_scale"] for i in old]
+        self.g_dot = math.fsum(s * d for s, d in zip(scales, values[2 * n:2 * n + k]))
+        self.x_dot = math.fsum(s * d for s, d in zip(scales, values[2 * n + k:2 * n + 2 * k]))
 
-    def finish(self, states, scale_new: float, d_coeff: float) -> None:
-        for bucket in self.buckets.values():
-            for entry, p in zip(bucket["entries"], bucket["params"]):
-                torch.lerp(states[entry.param]["x_ref"], p, scale_new, out=p)
-            if bucket["old"]:
-                torch._foreach_add_(bucket["old_params"], bucket["d"], alpha=d_coeff)
-                bucket["d"] = None
+    def prepare(self, all_states) -> None:
+        """Create the state of new parameters and snapshot x_t (the only
+        transient parameter-sized buffer)."""
+        for i, entry in enumerate(self.entries):
+            state = all_states[entry.param]
+            if not state:
+                work = _work_dtype(entry.param.dtype)
+                state["offset"] = torch.zeros_like(entry.param, dtype=work,
+                                                   memory_format=torch.preserve_format)
+                state["offset_scale"] = 1.0
+                if self.narrow:
+                    state["master"] = self.masters[i]
+            elif self.narrow:
+                state["master"] = self.masters[i]
+            self.states[i] = state
+        self.snapshots = [p.clone() for p in self.params]
+        self.masters = self.xs = self.grads = None
 
-
-class _MasterStats:
-    __slots__ = ("entry", "offset", "g_norm", "x_norm", "g_dot", "x_dot", "snapshot")
-
-
-def _master_stats(entry: _Entry, state: Optional[dict]) -> _MasterStats:
-    """Statistics for a parameter with a float32 master offset (x_hat - x_ref).
-
-    If the parameter no longer equals the rounding of x_ref + offset (someone
-    changed it outside the optimizer), the changed entries of the offset are
-    re-derived from the parameter, as the recomputing form would see them.
-    The state itself is not modified here."""
-    p = entry.param.detach()
-    out = _MasterStats()
-    out.entry = entry
-    wide = _offset_dtype(p.dtype)
-    grad = entry.grad.to(wide)
-    if state:
-        x_ref = state["x_ref"].to(wide)
-        offset = state["offset"]
-        x_hat = x_ref + offset
-        same = x_hat.to(p.dtype) == p
-        if not bool(same.all()):
-            offset = torch.where(same, offset, p.to(wide) - x_ref)
-            x_hat = x_ref + offset
-        out.offset = offset
-        out.g_dot = float(_flat_dot(grad, offset))
-        out.x_dot = float(_flat_dot(x_hat, offset))
-    else:
-        x_hat = p.to(wide)
-        out.offset = torch.zeros_like(x_hat)
-        out.g_dot = out.x_dot = 0.0
-    out.g_norm = float(torch.linalg.vector_norm(grad))
-    out.x_norm = float(torch.linalg.vector_norm(x_hat))
-    out.snapshot = None
-    return out
+    def finish(self, s_eps: float, scale_new: float) -> None:
+        groups: Dict[float, List[int]] = {}
+        for i, state in enumerate(self.states):
+            groups.setdefault(state["offset_scale"], []).append(i)
+        for k, idx in groups.items():
+            k_new = scale_new * k / s_eps
+            offsets = [self.states[i]["offset"] for i in idx]
+            params = [self.params[i] for i in idx]
+            snaps = [self.snapshots[i] for i in idx]
+            if self.narrow:
+                # u in float32 from the rounded parameters; x is the master.
+                us = [p.float() - s.float() for p, s in zip(params, snaps)]
+                xs = [self.states[i]["master"] for i in idx]
+                torch._foreach_add_(offsets, us, alpha=s_eps / k)
+                torch._foreach_add_(xs, us, alpha=s_eps)
+                torch._foreach_add_(xs, offsets, alpha=k_new - k)
+                for p, x in zip(params, xs):
+                    p.copy_(x)
+            else:
+                torch._foreach_add_(offsets, params, alpha=s_eps / k)
+                torch._foreach_sub_(offsets, snaps, alpha=s_eps / k)
+                for p, snap in zip(params, snaps):
+                    torch.lerp(snap, p, s_eps, out=p)
+                torch._foreach_add_(params, offsets, alpha=k_new - k)
+            for i in idx:
+                state = self.states[i]
+                if _RESCALE_BELOW <= k_new <= _RESCALE_ABOVE:
+                    state["offset_scale"] = k_new
+                else:
+                    state["offset"].mul_(k_new)
+                    state["offset_scale"] = 1.0
+        self.snapshots = None
