@@ -296,10 +296,9 @@ class SimNode(Node):
                 self._stop.wait(max(0.0, budget - (time.monotonic() - start)))
 
     def _stamp(self) -> Time:
-        t = self.time_offset + self.env.sim.time
         if self.lockstep:
-            sec = int(t)
-            return Time(sec=sec, nanosec=int(round((t - sec) * 1e9)) % 1_000_000_000)
+            ns = int(round((self.time_offset + self.env.sim.time) * 1e9))
+            return Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
         return self.get_clock().now().to_msg()
 
     def _publish_state(self, frame: bool) -> None:

@@ -1,0 +1,434 @@
+"""policy_node: the diffusion policy at control rate, behind the safety filter.
+
+* assembles observations from the preprocessed camera image(s) and
+  ``/joint_states`` (matched by joint name, time-aligned within ``max_skew``),
+  keeps the T_o history, and runs inference on a worker thread, starting the
+  next chunk ``replan_margin`` actions before the current one runs out;
+* executes the chunk at ``control_rate``; every command passes
+  :class:`mechanic_rl_ros.safety.SafetyFilter` (FR3 position / velocity /
+  acceleration / jerk limits, TCP workspace) and goes out as
+  Float64MultiArray or JointTrajectory (``command_type``), the gripper width on
+  its own topic. A stale observation, a missing chunk or a dead model makes it
+  *hold* (brake to the last command) instead of guessing;
+* publishes a ``Transition`` for every executed step (the chunk's observation,
+  denoising chain and behaviour log-probabilities on its first step);
+* hot-swaps the fine-tuned network from ``PolicyWeights`` only between chunks,
+  after checking encoding, sha256, architecture id, tensor names/shapes and
+  finiteness; bad weights are refused with the reason and the last good ones
+  stay;
+* acts only inside an episode (``EpisodeEvent`` START .. SUCCESS / FAILURE /
+  TIMEOUT from reward_node) and is silent during resets;
+* publishes the predicted TCP path as a MarkerArray for RViz and /diagnostics.
+"""
+from __future__ import annotations
+
+import queue
+import sys
+import threading
+import time
+from collections import deque
+from pathlib import Path
+
+import numpy as np
+import rclpy
+import torch
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from geometry_msgs.msg import Point
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from sensor_msgs.msg import Image, JointState
+from std_msgs.msg import Float64MultiArray
+from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+from visualization_msgs.msg import Marker, MarkerArray
+
+from mechanic_rl_ros import fr3, wire
+from mechanic_rl_ros.msg import EpisodeEvent, PolicyWeights, TaskState, Transition
+from mechanic_rl_ros.policy import DiffusionPolicy, ObsHistory
+from mechanic_rl_ros.runtime import Chunk, ChunkExecutor, ObservationAssembler, StaleObservation
+from mechanic_rl_ros.safety import SafetyConfig, SafetyFilter
+from mechanic_rl_ros.vision.imgmsg import imgmsg_to_array
+
+ENDS = (EpisodeEvent.SUCCESS, EpisodeEvent.FAILURE, EpisodeEvent.TIMEOUT)
+
+
+def seconds(stamp) -> float:
+    return stamp.sec + stamp.nanosec * 1e-9
+
+
+class PolicyNode(Node):
+    def __init__(self) -> None:
+        super().__init__("policy_node")
+        params = self.declare_parameters("", [
+            ("checkpoint", ""),
+            ("finetune_steps", 10),
+            ("stochastic", True),
+            ("seed", 0),
+            ("torch_threads", 1),
+            ("control_rate", 10.0),
+            ("replan_margin", 2),
+            ("max_age", 0.3),
+            ("max_skew", 0.15),
+            ("inference_timeout", 2.0),
+            ("wait_for_inference", True),
+            ("image_topics", ["/policy/camera/scene/image"]),
+            ("joint_states_topic", "/joint_states"),
+            ("task_state_topic", "/sim/task_state"),
+            ("command_topic", "/fr3_position_controller/commands"),
+            ("command_type", "array"),
+            ("gripper_topic", "/fr3_gripper/commands"),
+            ("transition_topic", "/learner/transitions"),
+            ("weights_topic", "/policy/weights"),
+            ("episode_event_topic", "/reward/events"),
+            ("marker_topic", "/policy/predicted_path"),
+            ("transition_queue_depth", 1000),
+            ("safety_position_margin", 0.02),
+            ("safety_velocity_scale", 1.0),
+            ("safety_acceleration_scale", 1.0),
+            ("safety_jerk_scale", 1.0),
+            ("workspace_min", [0.2, -0.4, 0.0]),
+            ("workspace_max", [0.8, 0.4, 0.7]),
+            ("error_log_period", 1.0),
+            ("diagnostics_period", 1.0),
+        ])
+        self.cfg = cfg = {p.name: p.value for p in params}
+        if cfg["command_type"] not in ("array", "trajectory"):
+            raise ValueError(f"parameter command_type: got {cfg['command_type']!r}; expected 'array' or 'trajectory'")
+        if not cfg["checkpoint"]:
+            raise ValueError("parameter checkpoint: empty; expected a policy checkpoint directory "
+                             "(model.safetensors + config.json, e.g. from 'mechanic-rl pretrain')")
+        torch.set_num_threads(int(cfg["torch_threads"]))
+        self.policy = DiffusionPolicy.from_checkpoint(Path(cfg["checkpoint"]))
+        self.policy.eval()
+        if self.policy.ft_net is None and cfg["finetune_steps"] > 0:
+            self.policy.make_finetune_copy(int(cfg["finetune_steps"]))
+        self.ft_steps = self.policy.cfg.sampling.finetune_steps if self.policy.ft_net is not None else 0
+        self.ft_shapes = ({k: tuple(v.shape) for k, v in self.policy.ft_net.state_dict().items()}
+                          if self.policy.ft_net is not None else {})
+        pcfg = self.policy.cfg
+        self.cameras = tuple(pcfg.cameras)
+        if len(cfg["image_topics"]) < len(self.cameras):
+            raise ValueError(f"parameter image_topics: {len(cfg['image_topics'])} topics for the policy's cameras "
+                             f"{list(self.cameras)}")
+        self.dt = 1.0 / cfg["control_rate"]
+        self.assembler = ObservationAssembler(self.cameras, pcfg.lowdim_keys, pcfg.image_size,
+                                              cfg["max_age"], cfg["max_skew"])
+        self.history = ObsHistory.for_policy(self.policy)
+        self.stamps: deque[float] = deque(maxlen=pcfg.obs_horizon)
+        self.executor_ = ChunkExecutor(int(cfg["replan_margin"]))
+        self.safety = SafetyFilter(SafetyConfig(
+            control_dt=self.dt, position_margin=cfg["safety_position_margin"],
+            velocity_scale=cfg["safety_velocity_scale"], acceleration_scale=cfg["safety_acceleration_scale"],
+            jerk_scale=cfg["safety_jerk_scale"], workspace_min=tuple(cfg["workspace_min"]),
+            workspace_max=tuple(cfg["workspace_max"])))
+        self.generator = torch.Generator().manual_seed(int(cfg["seed"]))
+
+        self.version = 0
+        self.pending_weights: tuple[bytes, str, int] | None = None
+        self.lock = threading.Lock()
+        self.requests: queue.Queue = queue.Queue()
+        self.results: queue.Queue = queue.Queue()
+        self.in_flight = False
+        self.flight_started = 0.0
+        self.episode: int | None = None
+        self.step = 0
+        self.chunks_started = 0
+        self.counts = {"commands": 0, "transitions": 0, "hold_stale": 0, "hold_no_action": 0, "hold_model": 0,
+                       "clamped": 0, "weights_adopted": 0, "weights_rejected": 0, "inputs_rejected": 0}
+        self.latencies: deque[float] = deque(maxlen=200)
+        self.last_problem = ""
+        self._last_logged: dict[str, float] = {}
+
+        reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        events_qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        cmd_type = Float64MultiArray if cfg["command_type"] == "array" else JointTrajectory
+        self.cmd_pub = self.create_publisher(cmd_type, cfg["command_topic"], reliable)
+        self.gripper_pub = self.create_publisher(Float64MultiArray, cfg["gripper_topic"], reliable)
+        self.transition_pub = self.create_publisher(
+            Transition, cfg["transition_topic"],
+            QoSProfile(depth=int(cfg["transition_queue_depth"]), reliability=ReliabilityPolicy.RELIABLE))
+        self.marker_pub = self.create_publisher(MarkerArray, cfg["marker_topic"], 1)
+        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.create_subscription(JointState, cfg["joint_states_topic"], self._on_joint_states, qos_profile_sensor_data)
+        for cam, topic in zip(self.cameras, cfg["image_topics"]):
+            self.create_subscription(Image, topic, lambda m, c=cam: self._on_image(c, m), qos_profile_sensor_data)
+        if "task_state" in pcfg.lowdim_keys:
+            self.create_subscription(TaskState, cfg["task_state_topic"], self._on_task_state, reliable)
+        self.create_subscription(PolicyWeights, cfg["weights_topic"], self._on_weights, latched)
+        self.create_subscription(EpisodeEvent, cfg["episode_event_topic"], self._on_event, events_qos)
+        self.create_timer(self.dt, self._tick)
+        self.create_timer(cfg["diagnostics_period"], self._publish_diagnostics, clock=rclpy.clock.Clock())
+        self.worker = threading.Thread(target=self._inference_loop, name="inference", daemon=True)
+        self.worker.start()
+        self.get_logger().info(
+            f"policy ready: {cfg['checkpoint']} arch {self.policy.arch_id} cameras={list(self.cameras)} "
+            f"lowdim={list(pcfg.lowdim_keys)} T_o={pcfg.obs_horizon} T_p={pcfg.pred_horizon} T_a={pcfg.action_horizon} "
+            f"K={pcfg.sampling.inference_steps} K'={self.ft_steps} at {cfg['control_rate']} Hz, "
+            f"commands as {cfg['command_type']} on {cfg['command_topic']}")
+
+    # ------------------------------------------------------------ logging
+    def _problem(self, key: str, text: str) -> None:
+        """Log an error, rate-limited per kind (``key`` + the text without its digits)."""
+        self.last_problem = text
+        key = key + "|" + "".join(c for c in text if not c.isdigit())
+        now = time.monotonic()
+        if now - self._last_logged.get(key, -1e9) >= self.cfg["error_log_period"]:
+            self._last_logged[key] = now
+            self.get_logger().error(text)
+
+    def _now(self) -> float:
+        return self.get_clock().now().nanoseconds * 1e-9
+
+    # ------------------------------------------------------------ inputs
+    def _on_joint_states(self, msg: JointState) -> None:
+        try:
+            self.assembler.set_joint_state(msg.name, msg.position, msg.velocity, seconds(msg.header.stamp))
+        except ValueError as exc:
+            self.counts["inputs_rejected"] += 1
+            self._problem("joints", f"{self.cfg['joint_states_topic']} refused: {exc}")
+
+    def _on_image(self, camera: str, msg: Image) -> None:
+        try:
+            if msg.encoding != "rgb8":
+                raise ValueError(f"encoding: got {msg.encoding!r}; expected 'rgb8' (camera_node's output)")
+            self.assembler.set_image(camera, imgmsg_to_array(msg), seconds(msg.header.stamp))
+        except ValueError as exc:
+            self.counts["inputs_rejected"] += 1
+            self._problem(f"image:{camera}", f"image for camera {camera!r} refused: {exc}")
+
+    def _on_task_state(self, msg: TaskState) -> None:
+        try:
+            self.assembler.set_task_state(msg.values, seconds(msg.header.stamp))
+        except ValueError as exc:
+            self.counts["inputs_rejected"] += 1
+            self._problem("task_state", f"{self.cfg['task_state_topic']} refused: {exc}")
+
+    def _on_weights(self, msg: PolicyWeights) -> None:
+        try:
+            if self.policy.ft_net is None:
+                raise wire.WireError("payload", "this policy has no fine-tuned network (finetune_steps is 0)")
+            if msg.version <= self.version:
+                raise wire.WireError("version", f"got {msg.version}; already running version {self.version}")
+            wire.weights_from_msg(msg, architecture_id=self.policy.arch_id, expected_shapes=self.ft_shapes)
+        except wire.WireError as exc:
+            self.counts["weights_rejected"] += 1
+            self._problem("weights", f"weights version {msg.version} refused, keeping version {self.version}: {exc}")
+            return
+        with self.lock:
+            self.pending_weights = (wire.field_bytes(msg.payload), msg.sha256, int(msg.version))
+        self.get_logger().info(f"weights version {msg.version} verified; swapping in at the next chunk")
+
+    def _on_event(self, msg: EpisodeEvent) -> None:
+        if msg.event == EpisodeEvent.START:
+            if self.episode is not None and msg.episode <= self.episode:
+                return  # a replayed (transient-local) event of an episode already seen
+            self.episode, self.step, self.chunks_started = int(msg.episode), 0, 0
+            self.history.reset()
+            self.stamps.clear()
+            self.executor_.reset()
+            self.safety = SafetyFilter(self.safety.config)
+            self.get_logger().info(f"episode {msg.episode}: acting")
+        elif msg.event in ENDS and self.episode == msg.episode:
+            self.episode = None
+            self.executor_.reset()
+
+    # ------------------------------------------------------------ inference
+    def _inference_loop(self) -> None:
+        while rclpy.ok(context=self.context):
+            try:
+                req = self.requests.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            try:
+                self.results.put(self._infer(*req))
+            except Exception as exc:  # a dead model makes the node hold, not crash
+                self.results.put(exc)
+
+    def _infer(self, obs_hist: dict, stamps: np.ndarray, episode: int, index: int) -> tuple[int, Chunk]:
+        with self.lock:
+            pending, self.pending_weights = self.pending_weights, None
+        if pending is not None:  # between chunks: the only place weights change
+            data, sha, version = pending
+            try:
+                self.policy.load_weights_bytes(data, arch_id=self.policy.arch_id, sha256=sha)
+                self.version = version
+                self.counts["weights_adopted"] += 1
+                self.get_logger().info(f"now running policy version {version}")
+            except Exception as exc:
+                self.counts["weights_rejected"] += 1
+                self._problem("weights", f"weights version {version} failed to load, keeping {self.version}: {exc}")
+        start = time.perf_counter()
+        with torch.inference_mode():
+            out = self.policy.sample(self.policy.batch_single(obs_hist), stochastic=bool(self.cfg["stochastic"]),
+                                     generator=self.generator)
+        self.latencies.append(time.perf_counter() - start)
+        predicted = out.actions[0].cpu().numpy().astype(np.float64)
+        if not np.all(np.isfinite(predicted)):
+            raise FloatingPointError("the model produced non-finite actions")
+        decision: dict[str, np.ndarray] = {f"observation.{k}": np.asarray(v) for k, v in obs_hist.items() if k != "images"}
+        for cam, img in obs_hist.get("images", {}).items():
+            decision[f"observation.image.{cam}"] = np.asarray(img, dtype=np.uint8)
+        decision["observation.stamp"] = stamps
+        if out.logprobs is not None:
+            k = out.chain.shape[1] - 1
+            n = out.ft_steps or k
+            decision["chain"] = out.chain[0, k - n:].cpu().numpy().astype(np.float32)
+            decision["chain_logprob"] = out.logprobs[0, k - n:].cpu().numpy().astype(np.float64)
+        chunk = Chunk(self.policy.executable(predicted), self.version, index, decision, predicted)
+        return episode, chunk
+
+    def _request(self) -> None:
+        self.in_flight, self.flight_started = True, time.monotonic()
+        self.requests.put((self.history.stacked(), np.array(self.stamps, dtype=np.float64), self.episode,
+                           self.chunks_started))
+        self.chunks_started += 1
+
+    def _collect(self, wait: float) -> None:
+        """Move finished inference results to the executor (waiting up to ``wait`` s for one)."""
+        try:
+            res = self.results.get(timeout=wait) if wait > 0 else self.results.get_nowait()
+        except queue.Empty:
+            return
+        self.in_flight = False
+        if isinstance(res, Exception):
+            self.counts["hold_model"] += 1
+            self._problem("model", f"inference failed, holding: {res!r}")
+            return
+        episode, chunk = res
+        if episode == self.episode:
+            self.executor_.offer(chunk)
+            self._publish_markers(chunk)
+
+    # ------------------------------------------------------------ control
+    def _tick(self) -> None:
+        if self.episode is None:
+            self._collect(0.0)
+            return
+        now = self._now()
+        try:
+            obs, stamp = self.assembler.snapshot(now)
+        except StaleObservation as exc:
+            self.counts["hold_stale"] += 1
+            self._problem("stale", f"holding: {exc}")
+            self._hold()
+            return
+        if not self.safety.initialized:
+            self.safety.reset(obs["qpos"])
+        self.history.push(obs)
+        self.stamps.append(stamp)
+        if self.executor_.wants_plan(self.in_flight):
+            self._request()
+        self._collect(0.0)
+        if (self.executor_.remaining() == 0 and self.executor_.next is None and self.in_flight
+                and self.cfg["wait_for_inference"] and self._sim_time()):
+            self._collect(self.cfg["inference_timeout"])  # on sim time, waiting costs no robot time
+        item = self.executor_.pop()
+        if item is None:
+            self.counts["hold_no_action"] += 1
+            if self.in_flight and time.monotonic() - self.flight_started > self.cfg["inference_timeout"]:
+                self._problem("model", f"no chunk after {self.cfg['inference_timeout']} s, holding")
+            self._hold()
+            return
+        action, chunk, k = item
+        try:
+            res = self.safety.filter(action[:7], float(action[7]))
+        except ValueError as exc:
+            self.counts["hold_model"] += 1
+            self._problem("action", f"policy action refused, holding: {exc}")
+            self._hold()
+            return
+        self._send(res.q, res.gripper_width)
+        self.counts["clamped"] += res.clamped
+        tr = Transition()
+        tr.header.stamp = self.get_clock().now().to_msg()
+        tr.header.frame_id = "fr3_link0"
+        tr.episode, tr.step, tr.chunk, tr.chunk_step = self.episode, self.step, chunk.index, k
+        tr.policy_version = chunk.version
+        tr.action = wire.as_float64_array(np.append(res.q, res.gripper_width))
+        tr.clamped = res.clamped
+        if k == 0:
+            tr.decision = [wire.tensor_to_msg(name, arr) for name, arr in chunk.decision.items()]
+        self.transition_pub.publish(tr)
+        self.counts["transitions"] += 1
+        self.step += 1
+        if self.executor_.wants_plan(self.in_flight):
+            self._request()
+
+    def _sim_time(self) -> bool:
+        return bool(self.get_parameter("use_sim_time").value)
+
+    def _hold(self) -> None:
+        if self.safety.initialized:
+            res = self.safety.hold()
+            self._send(res.q, None)
+
+    def _send(self, q: np.ndarray, width: float | None) -> None:
+        if self.cfg["command_type"] == "array":
+            self.cmd_pub.publish(Float64MultiArray(data=[float(v) for v in q]))
+        else:
+            msg = JointTrajectory()
+            msg.joint_names = list(fr3.JOINT_NAMES)
+            secs = self.dt
+            msg.points = [JointTrajectoryPoint(positions=[float(v) for v in q],
+                                               time_from_start=rclpy.duration.Duration(seconds=secs).to_msg())]
+            self.cmd_pub.publish(msg)
+        if width is not None and np.isfinite(width):
+            self.gripper_pub.publish(Float64MultiArray(data=[float(width)]))
+        self.counts["commands"] += 1
+
+    # ------------------------------------------------------------ outputs
+    def _publish_markers(self, chunk: Chunk) -> None:
+        if chunk.predicted is None:
+            return
+        m = Marker()
+        m.header.frame_id = "fr3_link0"
+        m.header.stamp = self.get_clock().now().to_msg()
+        m.ns, m.id, m.type, m.action = "predicted_tcp_path", 0, Marker.LINE_STRIP, Marker.ADD
+        m.scale.x = 0.005
+        m.color.r, m.color.g, m.color.b, m.color.a = 0.1, 0.8, 0.2, 1.0
+        m.pose.orientation.w = 1.0
+        for q in chunk.predicted[:, :7]:
+            p = fr3.forward_kinematics(np.clip(q, fr3.Q_MIN, fr3.Q_MAX))[:3, 3]
+            m.points.append(Point(x=float(p[0]), y=float(p[1]), z=float(p[2])))
+        self.marker_pub.publish(MarkerArray(markers=[m]))
+
+    def _publish_diagnostics(self) -> None:
+        lat = np.array(self.latencies) * 1e3 if self.latencies else np.zeros(1)
+        status = DiagnosticStatus(level=DiagnosticStatus.OK, name="policy_node: diffusion policy",
+                                  hardware_id=self.policy.arch_id)
+        holds = self.counts["hold_stale"] + self.counts["hold_no_action"] + self.counts["hold_model"]
+        status.message = f"version {self.version}, " + ("acting" if self.episode is not None else "idle")
+        if self.last_problem:
+            status.level, status.message = DiagnosticStatus.WARN, f"{status.message}; last problem: {self.last_problem}"
+        values = {**self.counts, "policy_version": self.version, "episode": self.episode, "step": self.step,
+                  "holds": holds, "inference_ms_p50": f"{np.percentile(lat, 50):.1f}",
+                  "inference_ms_p99": f"{np.percentile(lat, 99):.1f}"}
+        status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
+        arr = DiagnosticArray(status=[status])
+        arr.header.stamp = self.get_clock().now().to_msg()
+        self.diag_pub.publish(arr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    rclpy.init(args=argv if argv is not None else sys.argv)
+    node = None
+    try:
+        node = PolicyNode()
+        rclpy.spin(node)
+        return 0
+    except (KeyboardInterrupt, ExternalShutdownException):
+        return 0
+    except Exception:
+        if not rclpy.ok():
+            return 0  # a callback ran into the shutdown: not a failure
+        raise
+    finally:
+        if node is not None:
+            node.destroy_node()
+        if rclpy.ok():
+            rclpy.shutdown()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,155 @@
+"""Run-time pieces of the policy node that need no ROS: assembling a
+time-aligned observation from the latest sensor inputs, and executing action
+chunks (Diffusion Policy runs T_a of the T_p predicted actions, then replans).
+
+Both are small state machines the node drives from its callbacks and its
+control timer; they are tested on their own.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+
+from mechanic_rl_ros import fr3
+
+
+class StaleObservation(RuntimeError):
+    """No observation fit for the policy: an input is missing, too old, or out of sync."""
+
+
+@dataclass
+class Stamped:
+    value: Any
+    stamp: float
+
+
+@dataclass
+class ObservationAssembler:
+    """Latest value of each input; ``snapshot`` returns a time-aligned observation.
+
+    Joint states are matched by *name* (``fr3_joint1..7``, the gripper width is
+    the sum of ``fr3_finger_joint1..2``), never by position in the message.
+    """
+
+    cameras: Sequence[str] = ()
+    lowdim_keys: Sequence[str] = ("qpos", "gripper")
+    image_size: int = 96
+    #: An input older than this at snapshot time is stale [s].
+    max_age: float = 0.3
+    #: Largest stamp difference allowed between the inputs of one observation [s].
+    max_skew: float = 0.15
+    inputs: dict[str, Stamped] = field(default_factory=dict)
+
+    def set_joint_state(self, names: Sequence[str], positions: Sequence[float], velocities: Sequence[float],
+                        stamp: float) -> None:
+        """Store a JointState; raises ValueError naming the field when names or values are wrong."""
+        names = list(names)
+        missing = [n for n in fr3.ALL_JOINT_NAMES if n not in names]
+        if missing:
+            raise ValueError(f"name: missing {missing}; expected all of {list(fr3.ALL_JOINT_NAMES)}, got {names}")
+        if len(positions) != len(names):
+            raise ValueError(f"position: {len(positions)} values for {len(names)} names")
+        idx = [names.index(n) for n in fr3.ALL_JOINT_NAMES]
+        pos = np.asarray(positions, dtype=np.float64)[idx]
+        if not np.all(np.isfinite(pos)):
+            raise ValueError(f"position: must be finite, got {pos}")
+        vel = np.asarray(velocities, dtype=np.float64)[idx[:7]] if len(velocities) == len(names) else np.zeros(7)
+        self.inputs["joints"] = Stamped({"qpos": pos[:7].astype(np.float32),
+                                         "gripper": np.array([pos[7] + pos[8]], np.float32),
+                                         "qvel": np.nan_to_num(vel).astype(np.float32)}, stamp)
+
+    def set_image(self, camera: str, rgb: np.ndarray, stamp: float) -> None:
+        if camera not in self.cameras:
+            raise ValueError(f"camera: {camera!r} is not one of the policy's cameras {list(self.cameras)}")
+        if rgb.shape != (self.image_size, self.image_size, 3) or rgb.dtype != np.uint8:
+            raise ValueError(f"image: expected rgb8 {self.image_size}x{self.image_size}, got {rgb.dtype} {rgb.shape} "
+                             "(is camera_node's output size the policy's image size?)")
+        self.inputs[f"image:{camera}"] = Stamped(rgb, stamp)
+
+    def set_task_state(self, values: Sequence[float], stamp: float) -> None:
+        v = np.asarray(values, dtype=np.float32)
+        if not np.all(np.isfinite(v)):
+            raise ValueError(f"values: must be finite, got {v}")
+        self.inputs["task_state"] = Stamped(v, stamp)
+
+    def required(self) -> list[str]:
+        req = ["joints"] + [f"image:{c}" for c in self.cameras]
+        if "task_state" in self.lowdim_keys:
+            req.append("task_state")
+        return req
+
+    def snapshot(self, now: float) -> tuple[dict[str, Any], float]:
+        """(observation, newest stamp) for ``ObsHistory.push``; raises StaleObservation."""
+        stamps = {}
+        for key in self.required():
+            item = self.inputs.get(key)
+            if item is None:
+                raise StaleObservation(f"no {key} received yet")
+            age = now - item.stamp
+            if age > self.max_age:
+                raise StaleObservation(f"{key} is {age:.3f} s old (max_age {self.max_age} s)")
+            stamps[key] = item.stamp
+        skew = max(stamps.values()) - min(stamps.values())
+        if skew > self.max_skew:
+            raise StaleObservation(f"inputs {stamps} are {skew:.3f} s apart (max_skew {self.max_skew} s)")
+        joints = self.inputs["joints"].value
+        obs: dict[str, Any] = {k: joints[k] for k in ("qpos", "gripper", "qvel")}
+        if "task_state" in self.inputs:
+            obs["task_state"] = self.inputs["task_state"].value
+        if self.cameras:
+            obs["images"] = {c: self.inputs[f"image:{c}"].value for c in self.cameras}
+        return obs, max(stamps.values())
+
+
+@dataclass
+class Chunk:
+    """One inference result: the actions to execute and what the learner needs."""
+
+    actions: np.ndarray            # [T_a, A] real units
+    version: int
+    index: int                     # chunk number within the episode
+    decision: dict[str, np.ndarray]  # observation history, chain, chain_logprob
+    predicted: np.ndarray | None = None  # [T_p, A] the whole prediction (for RViz)
+
+
+class ChunkExecutor:
+    """Hands out the actions of the current chunk and says when to plan the next.
+
+    The next inference starts when at most ``replan_margin`` actions of the
+    current chunk remain, so that at control rate the arm never waits for the
+    model; a chunk is adopted only when the current one is used up, so new
+    weights (swapped before an inference) take effect between chunks.
+    """
+
+    def __init__(self, replan_margin: int):
+        if replan_margin < 0:
+            raise ValueError(f"replan_margin: must be >= 0, got {replan_margin}")
+        self.replan_margin = replan_margin
+        self.current: Chunk | None = None
+        self.position = 0
+        self.next: Chunk | None = None
+
+    def reset(self) -> None:
+        self.current, self.position, self.next = None, 0, None
+
+    def remaining(self) -> int:
+        return 0 if self.current is None else len(self.current.actions) - self.position
+
+    def wants_plan(self, in_flight: bool) -> bool:
+        return not in_flight and self.next is None and self.remaining() <= self.replan_margin
+
+    def offer(self, chunk: Chunk) -> None:
+        self.next = chunk
+
+    def pop(self) -> tuple[np.ndarray, Chunk, int] | None:
+        """(action, its chunk, position in the chunk), or None when no action is ready."""
+        if self.remaining() == 0:
+            if self.next is None:
+                return None
+            self.current, self.position, self.next = self.next, 0, None
+        assert self.current is not None
+        k = self.position
+        self.position += 1
+        return self.current.actions[k], self.current, k

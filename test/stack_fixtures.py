@@ -1,0 +1,65 @@
+"""Shared fixtures for tests that run nodes of the stack: a small policy
+checkpoint made on the spot (random weights, FR3-sized normaliser), and a
+probe node that records what the stack publishes."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import rclpy
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+
+from mechanic_rl_ros import fr3
+from mechanic_rl_ros.policy import DiffusionPolicy, MinMaxNormalizer, PolicyNormalizer
+from mechanic_rl_ros.policy.testing import tiny_config
+
+RELIABLE = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE)
+LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+EVENTS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+
+def make_checkpoint(directory: Path, image_size: int = 96, finetune_steps: int = 10, seed: int = 0) -> DiffusionPolicy:
+    """A tiny random-weight policy whose actions stay near the FR3 home pose."""
+    import torch
+
+    torch.manual_seed(seed)
+    cfg = tiny_config(image_size=image_size)
+    lo = np.append(fr3.Q_HOME - 0.05, 0.0).astype(np.float32)
+    hi = np.append(fr3.Q_HOME + 0.05, 0.08).astype(np.float32)
+    norm = PolicyNormalizer(MinMaxNormalizer(lo, hi), {
+        "qpos": MinMaxNormalizer(fr3.Q_MIN.astype(np.float32), fr3.Q_MAX.astype(np.float32)),
+        "gripper": MinMaxNormalizer(np.zeros(1, np.float32), np.full(1, 0.08, np.float32))})
+    policy = DiffusionPolicy(cfg, norm)
+    policy.save(directory)
+    policy.make_finetune_copy(finetune_steps)
+    return policy
+
+
+class Probe:
+    """A node in the test process that records messages per topic."""
+
+    def __init__(self, domain: int, name: str = "probe"):
+        self.ctx = rclpy.Context()
+        rclpy.init(context=self.ctx, domain_id=domain)
+        self.node = rclpy.create_node(name, context=self.ctx)
+        self.ex = rclpy.executors.SingleThreadedExecutor(context=self.ctx)
+        self.ex.add_node(self.node)
+        self.msgs: dict[str, list] = {}
+
+    def record(self, typ, topic: str, qos=RELIABLE) -> list:
+        box = self.msgs.setdefault(topic, [])
+        self.node.create_subscription(typ, topic, box.append, qos)
+        return box
+
+    def spin_until(self, pred, timeout: float) -> bool:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            self.ex.spin_once(timeout_sec=0.02)
+            if pred():
+                return True
+        return False
+
+    def close(self) -> None:
+        self.node.destroy_node()
+        rclpy.shutdown(context=self.ctx)

@@ -1,0 +1,129 @@
+"""policy_node with sim_node and reward_node as separate processes (lock-step
+sim time): it acts at control rate inside episodes, publishes one Transition
+per executed step, hot-swaps good weights between chunks, refuses bad ones,
+and holds position on joint states with wrong names."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Float64MultiArray
+
+from mechanic_rl_ros import fr3, wire
+from mechanic_rl_ros.msg import EpisodeEvent, PolicyWeights, Transition
+
+from rosenv import fresh_domain_id, start_python
+from stack_fixtures import EVENTS, LATCHED, Probe, make_checkpoint
+
+
+def _weights_msg(policy, version, mutate=None):
+    state = {k: v.detach().clone() for k, v in policy.ft_net.state_dict().items()}
+    first = next(iter(state))
+    state[first] += 0.01 * version
+    if mutate:
+        mutate(state)
+    payload = wire.encode_weights({k: v.numpy() for k, v in state.items()})
+    return wire.weights_to_msg(payload, version=version, architecture_id=policy.arch_id)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("policy_node")
+    policy = make_checkpoint(tmp / "ckpt")
+    domain = fresh_domain_id()
+    sim_time = ["-p", "use_sim_time:=true"]
+    procs = {
+        "sim": start_python(["-m", "mechanic_rl_ros.nodes.sim_node", "--ros-args", "--params-file", "config/sim.yaml",
+                             "-p", "mode:=lockstep", *sim_time], domain, tmp / "sim.log"),
+        "reward": start_python(["-m", "mechanic_rl_ros.nodes.reward_node", "--ros-args", "--params-file",
+                                "config/reward.yaml", "-p", "max_steps:=20", *sim_time], domain, tmp / "reward.log"),
+        "policy": start_python(["-m", "mechanic_rl_ros.nodes.policy_node", "--ros-args", "--params-file",
+                                "config/policy_node.yaml", "-p", f"checkpoint:={tmp / 'ckpt'}",
+                                "-p", "image_topics:=[/camera/scene/image_raw]", *sim_time], domain, tmp / "policy.log"),
+    }
+    probe = Probe(domain)
+    transitions = probe.record(Transition, "/learner/transitions")
+    events = probe.record(EpisodeEvent, "/reward/events", EVENTS)
+    commands = probe.record(Float64MultiArray, "/fr3_position_controller/commands")
+    weights_pub = probe.node.create_publisher(PolicyWeights, "/policy/weights", LATCHED)
+    js_pub = probe.node.create_publisher(JointState, "/joint_states", 10)
+
+    def logs():
+        return "\n".join(f"--- {n}\n{(tmp / f'{n}.log').read_text()[-3000:]}" for n in procs)
+
+    yield {"policy": policy, "probe": probe, "transitions": transitions, "events": events, "commands": commands,
+           "weights_pub": weights_pub, "js_pub": js_pub, "procs": procs, "logs": logs, "tmp": tmp}
+    probe.close()
+    for p in procs.values():
+        p.terminate()
+    for p in procs.values():
+        p.wait(20)
+
+
+def test_acts_and_publishes_one_transition_per_step(stack):
+    probe, tr, logs = stack["probe"], stack["transitions"], stack["logs"]
+    assert probe.spin_until(lambda: len(tr) >= 30, 120), logs()
+    first = [t for t in tr if t.episode == tr[0].episode]
+    assert [t.step for t in first] == list(range(len(first))), "steps must be consecutive from 0"
+    for t in first[:16]:
+        assert t.chunk_step == t.step % 8 and t.chunk == t.step // 8
+        names = {d.name for d in t.decision}
+        if t.chunk_step == 0:
+            assert {"chain", "chain_logprob", "observation.qpos", "observation.image.scene"} <= names
+            d = wire.tensors_from_msgs(t.decision)
+            assert d["chain"].shape == (11, 16, 8) and d["chain_logprob"].shape == (10,)
+            assert d["observation.image.scene"].shape == (2, 96, 96, 3)
+        else:
+            assert not names
+        q = np.array(t.action[:7])
+        assert np.all(q >= fr3.Q_MIN) and np.all(q <= fr3.Q_MAX)
+    assert any(e.event == EpisodeEvent.TIMEOUT for e in stack["events"]) or probe.spin_until(
+        lambda: any(e.event == EpisodeEvent.TIMEOUT for e in stack["events"]), 60), logs()
+
+
+def test_good_weights_are_adopted_bad_ones_refused(stack):
+    probe, tr, policy, logs = stack["probe"], stack["transitions"], stack["policy"], stack["logs"]
+    pub = stack["weights_pub"]
+    bad = []
+    m = _weights_msg(policy, 5)
+    m.sha256 = "0" * 64
+    bad.append(("corrupt", m))
+    m = _weights_msg(policy, 6)
+    m.payload = m.payload[: len(m.payload) // 2]
+    bad.append(("truncated", m))
+    bad.append(("nan", _weights_msg(policy, 7, lambda s: s[next(iter(s))].fill_(float("nan")))))
+    m = _weights_msg(policy, 8)
+    m.architecture_id = "someone-elses-net"
+    bad.append(("architecture", m))
+    for _, msg in bad:
+        pub.publish(msg)
+        probe.spin_until(lambda: False, 0.3)
+    text = (stack["tmp"] / "policy.log").read_text
+    assert probe.spin_until(lambda: text().count("refused, keeping version 0") >= 4, 20), logs()
+    for needle in ("sha256: payload of", "contains NaN or Inf", "architecture_id: got 'someone-elses-net'"):
+        assert needle in text(), needle
+    n = len(tr)
+    assert probe.spin_until(lambda: len(tr) > n + 10, 60), logs()
+    assert all(t.policy_version == 0 for t in tr), "refused weights must never be used"
+
+    pub.publish(_weights_msg(policy, 9))
+    assert probe.spin_until(lambda: any(t.policy_version == 9 for t in tr), 60), logs()
+    swapped = [t for t in tr if t.policy_version == 9]
+    assert swapped[0].chunk_step == 0, "weights change only between chunks"
+
+
+def test_wrong_joint_names_hold_position_without_crashing(stack):
+    probe, logs = stack["probe"], stack["logs"]
+    js = JointState()
+    js.name = [f"panda_joint{i}" for i in range(1, 10)]
+    js.position = [0.0] * 9
+    for _ in range(5):
+        js.header.stamp = probe.node.get_clock().now().to_msg()
+        stack["js_pub"].publish(js)
+        probe.spin_until(lambda: False, 0.1)
+    text = (stack["tmp"] / "policy.log").read_text
+    assert probe.spin_until(lambda: "name: missing ['fr3_joint1'" in text(), 10), logs()
+    n = len(stack["transitions"])
+    assert probe.spin_until(lambda: len(stack["transitions"]) > n + 5, 60), "the node stopped acting"
+    assert all(p.poll() is None for p in stack["procs"].values()), logs()

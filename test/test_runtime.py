@@ -1,0 +1,63 @@
+"""ObservationAssembler and ChunkExecutor: matching by name, staleness, chunk hand-over."""
+import numpy as np
+import pytest
+
+from mechanic_rl_ros import fr3
+from mechanic_rl_ros.runtime import Chunk, ChunkExecutor, ObservationAssembler, StaleObservation
+
+
+def _js(names=fr3.ALL_JOINT_NAMES, q=None):
+    q = np.append(fr3.Q_HOME, [0.02, 0.02]) if q is None else q
+    return list(names), list(q), [0.0] * len(q)
+
+
+def test_joint_states_matched_by_name_in_any_order():
+    a = ObservationAssembler(cameras=(), lowdim_keys=("qpos", "gripper"))
+    names, q, v = _js()
+    order = list(reversed(range(9)))
+    a.set_joint_state([names[i] for i in order], [q[i] for i in order], [v[i] for i in order], stamp=1.0)
+    obs, stamp = a.snapshot(now=1.05)
+    np.testing.assert_allclose(obs["qpos"], fr3.Q_HOME, rtol=1e-6)
+    assert obs["gripper"][0] == pytest.approx(0.04) and stamp == 1.0
+
+
+def test_wrong_names_and_nan_are_refused():
+    a = ObservationAssembler()
+    with pytest.raises(ValueError, match=r"name: missing \['fr3_joint1'"):
+        a.set_joint_state(*_js(names=[n.replace("fr3", "panda") for n in fr3.ALL_JOINT_NAMES]), stamp=0.0)
+    bad = np.append(fr3.Q_HOME, [0.0, 0.0])
+    bad[2] = np.nan
+    with pytest.raises(ValueError, match="position: must be finite"):
+        a.set_joint_state(*_js(q=bad), stamp=0.0)
+
+
+def test_stale_missing_and_skewed_inputs():
+    a = ObservationAssembler(cameras=("scene",), image_size=8, max_age=0.3, max_skew=0.1)
+    a.set_joint_state(*_js(), stamp=10.0)
+    with pytest.raises(StaleObservation, match="no image:scene received yet"):
+        a.snapshot(10.0)
+    a.set_image("scene", np.zeros((8, 8, 3), np.uint8), stamp=9.8)
+    with pytest.raises(StaleObservation, match="0.200 s apart"):
+        a.snapshot(10.0)
+    a.set_image("scene", np.zeros((8, 8, 3), np.uint8), stamp=10.0)
+    a.snapshot(10.1)
+    with pytest.raises(StaleObservation, match="joints is 0.500 s old"):
+        a.snapshot(10.5)
+    with pytest.raises(ValueError, match="expected rgb8 8x8"):
+        a.set_image("scene", np.zeros((9, 8, 3), np.uint8), stamp=10.0)
+
+
+def test_chunks_hand_over_without_gap_and_replan_early():
+    ex = ChunkExecutor(replan_margin=2)
+    assert ex.wants_plan(in_flight=False) and ex.pop() is None
+    ex.offer(Chunk(np.arange(8)[:, None] * np.ones((1, 8)), version=0, index=0, decision={}))
+    got = []
+    for _ in range(6):
+        got.append(ex.pop()[0][0])
+    assert ex.remaining() == 2 and ex.wants_plan(in_flight=False) and not ex.wants_plan(in_flight=True)
+    ex.offer(Chunk(100 + np.arange(8)[:, None] * np.ones((1, 8)), version=1, index=1, decision={}))
+    assert not ex.wants_plan(in_flight=False), "a chunk is already waiting"
+    for _ in range(4):
+        action, chunk, k = ex.pop()
+        got.append(action[0])
+    assert got == [0, 1, 2, 3, 4, 5, 6, 7, 100, 101] and chunk.version == 1 and k == 1
