@@ -34,7 +34,8 @@ import rclpy
 import torch
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import Point
-from rclpy.executors import ExternalShutdownException
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import Image, JointState
@@ -71,6 +72,7 @@ class PolicyNode(Node):
             ("max_skew", 0.15),
             ("inference_timeout", 2.0),
             ("wait_for_inference", True),
+            ("input_wait", 0.3),
             ("image_topics", ["/policy/camera/scene/image"]),
             ("joint_states_topic", "/joint_states"),
             ("task_state_topic", "/sim/task_state"),
@@ -150,15 +152,22 @@ class PolicyNode(Node):
             QoSProfile(depth=int(cfg["transition_queue_depth"]), reliability=ReliabilityPolicy.RELIABLE))
         self.marker_pub = self.create_publisher(MarkerArray, cfg["marker_topic"], 1)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self.create_subscription(JointState, cfg["joint_states_topic"], self._on_joint_states, qos_profile_sensor_data)
+        # inputs run beside the control tick (two executor threads), so a tick
+        # on sim time can wait for the inputs of its own instant
+        inputs = MutuallyExclusiveCallbackGroup()
+        self.create_subscription(JointState, cfg["joint_states_topic"], self._on_joint_states, qos_profile_sensor_data,
+                                 callback_group=inputs)
         for cam, topic in zip(self.cameras, cfg["image_topics"]):
-            self.create_subscription(Image, topic, lambda m, c=cam: self._on_image(c, m), qos_profile_sensor_data)
+            self.create_subscription(Image, topic, lambda m, c=cam: self._on_image(c, m), qos_profile_sensor_data,
+                                     callback_group=inputs)
         if "task_state" in pcfg.lowdim_keys:
-            self.create_subscription(TaskState, cfg["task_state_topic"], self._on_task_state, reliable)
-        self.create_subscription(PolicyWeights, cfg["weights_topic"], self._on_weights, latched)
+            self.create_subscription(TaskState, cfg["task_state_topic"], self._on_task_state, reliable,
+                                     callback_group=inputs)
+        self.create_subscription(PolicyWeights, cfg["weights_topic"], self._on_weights, latched, callback_group=inputs)
         self.create_subscription(EpisodeEvent, cfg["episode_event_topic"], self._on_event, events_qos)
         self.create_timer(self.dt, self._tick)
         self.create_timer(cfg["diagnostics_period"], self._publish_diagnostics, clock=rclpy.clock.Clock())
+        self.stopping = threading.Event()
         self.worker = threading.Thread(target=self._inference_loop, name="inference", daemon=True)
         self.worker.start()
         self.get_logger().info(
@@ -235,7 +244,7 @@ class PolicyNode(Node):
 
     # ------------------------------------------------------------ inference
     def _inference_loop(self) -> None:
-        while rclpy.ok(context=self.context):
+        while rclpy.ok(context=self.context) and not self.stopping.is_set():
             try:
                 req = self.requests.get(timeout=0.2)
             except queue.Empty:
@@ -306,13 +315,19 @@ class PolicyNode(Node):
             self._collect(0.0)
             return
         now = self._now()
-        try:
-            obs, stamp = self.assembler.snapshot(now)
-        except StaleObservation as exc:
-            self.counts["hold_stale"] += 1
-            self._problem("stale", f"holding: {exc}")
-            self._hold()
-            return
+        deadline = time.monotonic() + (self.cfg["input_wait"] if self._sim_time() else 0.0)
+        while True:
+            try:
+                obs, stamp = self.assembler.snapshot(now)
+                break
+            except StaleObservation as exc:
+                if time.monotonic() < deadline:  # on sim time: the inputs of this instant are in flight
+                    time.sleep(0.002)
+                    continue
+                self.counts["hold_stale"] += 1
+                self._problem("stale", f"holding: {exc}")
+                self._hold()
+                return
         if not self.safety.initialized:
             self.safety.reset(obs["qpos"])
         self.history.push(obs)
@@ -393,6 +408,11 @@ class PolicyNode(Node):
             m.points.append(Point(x=float(p[0]), y=float(p[1]), z=float(p[2])))
         self.marker_pub.publish(MarkerArray(markers=[m]))
 
+    def destroy_node(self) -> None:
+        self.stopping.set()
+        self.worker.join(timeout=10.0)  # never leave torch running under interpreter teardown
+        super().destroy_node()
+
     def _publish_diagnostics(self) -> None:
         lat = np.array(self.latencies) * 1e3 if self.latencies else np.zeros(1)
         status = DiagnosticStatus(level=DiagnosticStatus.OK, name="policy_node: diffusion policy",
@@ -415,7 +435,9 @@ def main(argv: list[str] | None = None) -> int:
     node = None
     try:
         node = PolicyNode()
-        rclpy.spin(node)
+        executor = MultiThreadedExecutor(num_threads=2)
+        executor.add_node(node)
+        executor.spin()
         return 0
     except (KeyboardInterrupt, ExternalShutdownException):
         return 0

@@ -67,15 +67,28 @@ def resolve(values: Mapping[str, str]) -> dict[str, str]:
     return out
 
 
+def default_checkpoint(task: str, config_dir: Path) -> Path:
+    """The pretrained checkpoint shipped for ``task``: ``checkpoints/<task>_pretrained``
+    next to ``config/`` (source tree and installed share directory alike)."""
+    return config_dir.parent / "checkpoints" / f"{task}_pretrained"
+
+
 def nodes(values: Mapping[str, str], config_dir: Path) -> list[NodeSpec]:
     """The stack for resolved argument ``values``; parameter files from ``config_dir``."""
     v = resolve(values)
     sim = v["sim"] == "true"
     common: dict[str, object] = {"use_sim_time": sim}
+    checkpoint = v["checkpoint"] or str(default_checkpoint(v["task"], config_dir))
+    trajectory = v["command_type"] == "trajectory"
     specs: list[NodeSpec] = []
     if sim:
+        sim_topics = {"trajectory_topic": v["command_topic"]} if trajectory else {"command_topic": v["command_topic"]}
         specs.append(NodeSpec("sim_node", "sim_node", config_dir / "sim.yaml", {
-            **common, "mode": "lockstep", "task": v["task"], "command_topic": v["command_topic"]}))
+            **common, "mode": "lockstep", "task": v["task"], **sim_topics}))
+    specs.append(NodeSpec("camera_node", "camera_node", config_dir / "camera.yaml", {
+        **common, "input_topic": v["camera_topic"]}))
+    specs.append(NodeSpec("policy_node", "policy_node", config_dir / "policy_node.yaml", {
+        **common, "checkpoint": checkpoint, "command_topic": v["command_topic"], "command_type": v["command_type"]}))
     specs.append(NodeSpec("reward_node", "reward_node", config_dir / "reward.yaml", {
         **common, "mode": "sim" if sim else "real", "command_topic": v["command_topic"]}))
     return specs

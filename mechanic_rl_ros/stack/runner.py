@@ -26,6 +26,7 @@ from typing import Sequence
 import yaml
 
 from mechanic_rl_ros.stack import description
+from mechanic_rl_ros.stack.monitor import MonitorNode, Progress
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 
@@ -134,10 +135,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     config_dir = ns.config_dir or default_config_dir()
     specs = description.nodes(values, config_dir)
     run_dir = Path(values["run_dir"])
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
     if values["sim"] == "true":
-        env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+        os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
     stack = Stack(specs, run_dir / "logs", env)
+    progress = Progress()
 
     stopping = threading.Event()
 
@@ -151,6 +153,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     print(f"[finetune] {len(specs)} nodes: {', '.join(s.name for s in specs)}; logs in {run_dir / 'logs'}", flush=True)
     stack.start()
+    monitor = MonitorNode(progress)
     started = time.monotonic()
     failed: list[tuple[str, int]] = []
     while not stopping.is_set():
@@ -164,8 +167,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             break
         stopping.wait(0.2)
     codes = stack.stop(ns.stop_timeout)
+    monitor.close()
     summary = ", ".join(f"{n}={c}" for n, c in codes.items())
     print(f"[finetune] stopped: {summary}", flush=True)
+    for path in progress.write(run_dir):
+        print(f"[finetune] wrote {path}", flush=True)
+    print(f"[finetune] {len(progress.episodes)} episodes, success rate {progress.success_rate():.2f} "
+          f"over the last {min(len(progress.episodes), progress.window)}, policy version {progress.policy_version}",
+          flush=True)
     if failed:
         return failed[0][1] or 1
     bad = [c for c in codes.values() if c != 0]

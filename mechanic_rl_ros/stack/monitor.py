@@ -1,0 +1,157 @@
+"""Progress of a fine-tuning run, for people: one line per finished episode
+(success rate, policy version, Mechanic scale) and, when the run stops, a
+learning-curve PNG and a CSV of the episodes.
+
+:class:`Progress` is plain Python (tested alone); :class:`MonitorNode` feeds
+it from ``EpisodeEvent`` and ``LearnerStats`` in the runner's process.
+"""
+from __future__ import annotations
+
+import csv
+import math
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+OUTCOMES = {1: "success", 2: "failure", 3: "timeout"}
+
+
+@dataclass
+class EpisodeRecord:
+    episode: int
+    outcome: str
+    steps: int
+    episode_return: float
+    policy_version: int
+    actor_scale: float
+    num_updates: int
+
+
+@dataclass
+class Progress:
+    window: int = 20
+    episodes: list[EpisodeRecord] = field(default_factory=list)
+    policy_version: int = 0
+    num_updates: int = 0
+    actor_scale: float = math.nan
+    updates: list[tuple[int, float, float, float]] = field(default_factory=list)  # (updates, actor_scale, actor_loss, critic_loss)
+
+    def on_stats(self, num_updates: int, policy_version: int, actor_scale: float, actor_loss: float,
+                 critic_loss: float) -> None:
+        self.num_updates, self.policy_version, self.actor_scale = num_updates, policy_version, actor_scale
+        self.updates.append((num_updates, actor_scale, actor_loss, critic_loss))
+
+    def on_episode_end(self, episode: int, event: int, steps: int, episode_return: float) -> str:
+        rec = EpisodeRecord(episode, OUTCOMES.get(event, str(event)), steps, episode_return,
+                            self.policy_version, self.actor_scale, self.num_updates)
+        self.episodes.append(rec)
+        return (f"[progress] episode {episode:4d} {rec.outcome:<8s} steps {steps:3d} | success rate "
+                f"{self.success_rate():.2f} (last {min(len(self.episodes), self.window)}) | policy v{self.policy_version}"
+                f" | updates {self.num_updates} | Mechanic scale {self.actor_scale:.3g}")
+
+    def success_rate(self) -> float:
+        last = self.episodes[-self.window:]
+        return sum(e.outcome == "success" for e in last) / len(last) if last else 0.0
+
+    def write(self, run_dir: Path) -> list[Path]:
+        """Write ``episodes.csv`` and ``learning_curve.png``; returns the paths written."""
+        run_dir.mkdir(parents=True, exist_ok=True)
+        out = []
+        path = run_dir / "episodes.csv"
+        with open(path, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["episode", "outcome", "steps", "return", "policy_version", "actor_scale", "num_updates"])
+            for e in self.episodes:
+                w.writerow([e.episode, e.outcome, e.steps, f"{e.episode_return:.4f}", e.policy_version,
+                            f"{e.actor_scale:.6g}", e.num_updates])
+        out.append(path)
+        if self.episodes:
+            out.append(self._plot(run_dir / "learning_curve.png"))
+        return out
+
+    def _plot(self, path: Path) -> Path:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        eps = [e.episode for e in self.episodes]
+        wins = [1.0 if e.outcome == "success" else 0.0 for e in self.episodes]
+        rolling = [sum(wins[max(0, i - self.window + 1):i + 1]) / len(wins[max(0, i - self.window + 1):i + 1])
+                   for i in range(len(wins))]
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+        ax = axes[0]
+        ax.plot(eps, rolling, label=f"success rate (last {self.window})")
+        ax.scatter(eps, wins, s=6, alpha=0.3, label="episode outcome")
+        ax2 = ax.twinx()
+        ax2.step(eps, [e.policy_version for e in self.episodes], where="post", color="gray", alpha=0.6)
+        ax2.set_ylabel("policy version", color="gray")
+        ax.set_xlabel("episode")
+        ax.set_ylabel("success")
+        ax.set_ylim(-0.05, 1.05)
+        ax.legend(loc="upper left", fontsize=8)
+        ax.set_title("online fine-tuning on the simulated FR3")
+        ax = axes[1]
+        if self.updates:
+            u = [x[0] for x in self.updates]
+            ax.plot(u, [x[1] for x in self.updates], label="Mechanic scale (actor)")
+            ax.set_yscale("log")
+            ax.set_xlabel("learner updates")
+            ax.set_ylabel("effective learning-rate scale")
+            ax.legend(fontsize=8)
+        else:
+            ax.text(0.5, 0.5, "no learner updates yet", ha="center", va="center", transform=ax.transAxes)
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        return path
+
+
+class MonitorNode:
+    """rclpy glue: spins a node on its own thread and feeds :class:`Progress`."""
+
+    def __init__(self, progress: Progress, event_topic: str = "/reward/events", stats_topic: str = "/learner/stats"):
+        import rclpy
+        from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+        from rclpy.signals import SignalHandlerOptions
+
+        from mechanic_rl_ros.msg import EpisodeEvent, LearnerStats
+
+        self._rclpy = rclpy
+        self.progress = progress
+        self.lines: list[str] = []
+        self.ctx = rclpy.Context()
+        rclpy.init(context=self.ctx, signal_handler_options=SignalHandlerOptions.NO)
+        self.node = rclpy.create_node("finetune_monitor", context=self.ctx)
+        events = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        ends = {EpisodeEvent.SUCCESS, EpisodeEvent.FAILURE, EpisodeEvent.TIMEOUT}
+        self._seen: set[int] = set()
+
+        def on_event(m):
+            if m.event in ends and m.episode not in self._seen:
+                self._seen.add(m.episode)
+                line = progress.on_episode_end(m.episode, m.event, m.steps, m.episode_return)
+                print(line, flush=True)
+
+        def on_stats(m):
+            progress.on_stats(m.num_updates, m.policy_version, m.actor_scale, m.actor_loss, m.critic_loss)
+
+        self.node.create_subscription(EpisodeEvent, event_topic, on_event, events)
+        self.node.create_subscription(LearnerStats, stats_topic, on_stats, 50)
+        self.executor = rclpy.executors.SingleThreadedExecutor(context=self.ctx)
+        self.executor.add_node(self.node)
+        self.thread = threading.Thread(target=self._spin, daemon=True)
+        self.thread.start()
+
+    def _spin(self) -> None:
+        while self.ctx.ok():
+            try:
+                self.executor.spin_once(timeout_sec=0.1)
+            except Exception:  # shutting down
+                if not self.ctx.ok():
+                    return
+                raise
+
+    def close(self) -> None:
+        self.ctx.shutdown()
+        self.thread.join(timeout=2.0)
