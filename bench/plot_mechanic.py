@@ -1,0 +1,170 @@
+"""Plot Mechanic against Adam at several learning rates: docs/mechanic_vs_adam.png.
+
+The problem is the regression fine-tuning task of
+test/test_mechanic_training.py: a 4-16-1 tanh MLP starts from 'pretrained'
+weights and fits the noisy outputs of a perturbed copy (4096 points, minibatch
+64, noise floor ~0.032). Three panels:
+
+1. full-data loss vs step: Adam at lr 1e-4 ... 1e-1 and Mechanic(Adam(lr=1));
+2. Mechanic(Adam(lr)) for base lr 1e-4 ... 10 (nearly the same curves);
+3. the effective learning rate S * lr that Mechanic learned in panel 2, with
+   the best Adam lr for reference; also Mechanic with weight_decay=0 at base
+   lr 1e-4, to show the lambda term's share of the remaining lr dependence.
+
+``--lambda-check`` also prints, for a from-scratch regression (random init,
+teacher of the same shape, minibatch 32), the final loss and effective lr of
+Mechanic at base lr 1e-4 / 1e-2 / 10 with weight_decay 1e-2 (default) and 0.
+
+Usage::
+
+    .venv/bin/python bench/plot_mechanic.py [--out docs/mechanic_vs_adam.png] [--steps 1500]
+    .venv/bin/python bench/plot_mechanic.py --lambda-check
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "test"))
+from mechanic_rl_ros.optim import Mechanic  # noqa: E402
+from test_mechanic_training import N, _finetune_problem, _net  # noqa: E402
+
+EVERY = 25
+
+
+def run(make_opt, problem, steps, batch=64, seed=3):
+    x, y, init = problem
+    model = _net()
+    model.load_state_dict(init)
+    opt = make_opt(model.parameters())
+    index = torch.randint(0, N, (steps, batch), generator=torch.Generator().manual_seed(seed))
+    marks, losses, eff = [], [], []
+
+    def record(t):
+        with torch.no_grad():
+            losses.append(float(((model(x) - y) ** 2).mean()))
+        marks.append(t)
+        if isinstance(opt, Mechanic):
+            eff.append(opt.scale * opt.param_groups[0]["lr"])
+
+    record(0)
+    for t in range(steps):
+        opt.zero_grad()
+        ((model(x[index[t]]) - y[index[t]]) ** 2).mean().backward()
+        opt.step()
+        if (t + 1) % EVERY == 0:
+            record(t + 1)
+    return marks, losses, eff
+
+
+def lambda_check(steps: int = 1500, batch: int = 32) -> None:
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(N, 4, generator=gen)
+    torch.manual_seed(1)
+    teacher = _net()
+    with torch.no_grad():
+        for p in teacher.parameters():
+            p.mul_(2.0)
+        y = teacher(x)
+        y = y / y.std() + 0.3 * torch.randn(N, 1, generator=gen)
+    torch.manual_seed(2)
+    init = _net().state_dict()
+    problem = (x, y, init)
+    print(f"from-scratch regression, minibatch {batch}, {steps} steps (noise floor 0.09):")
+    for wd in (1e-2, 0.0):
+        for lr in (1e-4, 1e-2, 10.0):
+            _, loss, eff = run(lambda p, lr=lr, wd=wd: Mechanic(torch.optim.Adam(p, lr=lr),
+                                                                 weight_decay=wd),
+                               problem, steps, batch=batch)
+            print(f"  weight_decay={wd:<5g} base lr={lr:<6g} loss {loss[-1]:.4f}   "
+                  f"effective lr {eff[-1]:.2e}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default=os.path.join(ROOT, "docs", "mechanic_vs_adam.png"))
+    parser.add_argument("--steps", type=int, default=1500)
+    parser.add_argument("--lambda-check", action="store_true",
+                        help="only print the weight_decay comparison on a from-scratch problem")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    if args.lambda_check:
+        lambda_check(args.steps)
+        return 0
+    problem = _finetune_problem()
+
+    adam_lrs = (1e-4, 1e-3, 1e-2, 1e-1)
+    mech_lrs = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)
+    adam = {lr: run(lambda p, lr=lr: torch.optim.Adam(p, lr=lr), problem, args.steps)
+            for lr in adam_lrs}
+    mech = {lr: run(lambda p, lr=lr: Mechanic(torch.optim.Adam(p, lr=lr)), problem, args.steps)
+            for lr in mech_lrs}
+    no_wd = run(lambda p: Mechanic(torch.optim.Adam(p, lr=1e-4), weight_decay=0.0),
+                problem, args.steps)
+
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.8))
+    cmap = plt.get_cmap("viridis")
+    ax = axes[0]
+    for i, (lr, (t, loss, _)) in enumerate(adam.items()):
+        ax.plot(t, loss, color=cmap(i / len(adam)), lw=1.2, label=f"Adam lr={lr:g}")
+    t, loss, _ = mech[1.0]
+    ax.plot(t, loss, color="crimson", lw=2.5, label="Mechanic(Adam lr=1)")
+    ax.set_title("Mechanic vs Adam at fixed learning rates")
+
+    ax = axes[1]
+    for i, (lr, (t, loss, _)) in enumerate(mech.items()):
+        ax.plot(t, loss, color=cmap(i / len(mech)), lw=1.5, label=f"Mechanic(Adam lr={lr:g})")
+    best_lr = min(adam, key=lambda lr: adam[lr][1][-1])
+    ax.plot(adam[best_lr][0], adam[best_lr][1], "k--", lw=1.2, label=f"best Adam (lr={best_lr:g})")
+    ax.set_title("Mechanic with misspecified base lr")
+    for ax in axes[:2]:
+        ax.set_yscale("log")
+        ax.set_ylim(0.025, 0.2)
+        ax.axhline(0.032, color="grey", lw=0.8, ls=":")
+        ax.set_xlabel("step")
+        ax.set_ylabel("full-data MSE (dotted: noise floor)")
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3, which="both")
+
+    ax = axes[2]
+    for i, (lr, (t, _, eff)) in enumerate(mech.items()):
+        ax.plot(t, eff, color=cmap(i / len(mech)), lw=1.5, label=f"base lr={lr:g}")
+    ax.plot(no_wd[0], no_wd[2], color=cmap(0.0), ls="--", lw=1.5,
+            label="base lr=1e-4, weight_decay=0")
+    ax.axhline(best_lr, color="k", ls="--", lw=1.0, label=f"best Adam lr={best_lr:g}")
+    ax.set_yscale("log")
+    ax.set_ylim(1e-4, 1e-1)
+    ax.set_xlabel("step")
+    ax.set_ylabel("effective lr = S * base lr")
+    ax.set_title("Learned scale (effective learning rate)")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3, which="both")
+
+    fig.suptitle("Regression fine-tuning, 4-16-1 MLP, minibatch 64, "
+                 f"{args.steps} steps (bench/plot_mechanic.py)")
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    fig.savefig(args.out, dpi=110)
+    print(f"wrote {args.out}")
+    print("final full-data loss:")
+    for lr, (_, loss, _) in adam.items():
+        print(f"  Adam lr={lr:<8g} {loss[-1]:.4f}")
+    for lr, (_, loss, eff) in mech.items():
+        print(f"  Mechanic(Adam lr={lr:<6g}) {loss[-1]:.4f}   effective lr {eff[-1]:.2e}")
+    print(f"  Mechanic(Adam lr=1e-4, weight_decay=0) {no_wd[1][-1]:.4f}   "
+          f"effective lr {no_wd[2][-1]:.2e}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
