@@ -1,0 +1,406 @@
+"""``mechanic-rl train-rl``: headless online RL fine-tuning in the batched simulator (no ROS).
+
+The same learner code as the ROS stack (:class:`~mechanic_rl_ros.rl.dppo.DPPO`
+fed through a :class:`~mechanic_rl_ros.rl.buffer.RolloutBuffer`), driven
+synchronously as in DPPO's training loop (Ren et al. 2024): every iteration
+each of ``num_envs`` simulated FR3s makes ``steps_per_iter`` decisions (one
+per action chunk of T_a control steps; episodes run on across iterations),
+then one learner update on all of them, then new weights. Every
+``eval_every`` iterations the policy is evaluated with deterministic DDIM on
+``eval_episodes`` fixed initial states (reset seeds ``eval_seed + j``), so
+runs and optimisers are compared on the same episodes.
+
+Outputs in ``--out``: ``log.csv`` and ``log.json`` (one row per iteration),
+``learning_curve.png``, ``checkpoints/iter_XXXX/`` (learner checkpoints, see
+:meth:`DPPO.save`, plus ``trainer.json``) and ``final/``.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import torch
+
+from .buffer import RolloutBuffer
+from .config import DPPOConfig, load_config
+from .dppo import DPPO
+
+#: defaults of the ``train`` section (kept equal to config/rl.yaml; a test checks it)
+TRAIN_DEFAULTS: dict[str, Any] = {
+    "task": "lift", "checkpoint": None, "out": None, "reward": "sparse", "num_envs": 8, "iterations": 30,
+    "steps_per_iter": 10, "eval_every": 5, "eval_episodes": 16, "eval_seed": 100000, "save_every": 10,
+    "seed": 0, "threads": 1, "state_obs": False, "resume": None,
+}
+
+LOG_FIELDS = ("iteration", "env_steps", "episodes", "train_success", "train_return", "eval_success",
+              "eval_episodes", "actor_loss", "critic_loss", "approx_kl", "clip_fraction", "actor_scale",
+              "critic_scale", "policy_version", "num_updates", "refused_stale_total", "explained_variance",
+              "grad_steps", "kl_stop", "collect_s", "update_s", "eval_s", "wall_s")
+
+
+# ----------------------------------------------------------------- arguments
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="mechanic-rl train-rl", description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--task", help="simulated task (lift, push)")
+    ap.add_argument("--checkpoint", help="pretrained policy checkpoint directory (mechanic-rl pretrain --out)")
+    ap.add_argument("--optimizer", choices=("mechanic", "adam"),
+                    help="actor and critic optimiser: Mechanic(Adam(lr=1)) or Adam with a fixed lr")
+    ap.add_argument("--actor-optimizer", choices=("mechanic", "adam"), help="actor optimiser only")
+    ap.add_argument("--critic-optimizer", choices=("mechanic", "adam"), help="critic optimiser only")
+    ap.add_argument("--lr", type=float, help="actor learning rate for Adam (learner.actor_lr)")
+    ap.add_argument("--critic-lr", type=float, help="critic learning rate for Adam (learner.critic_lr)")
+    ap.add_argument("--state-obs", action="store_true",
+                    help="state observations (no rendering); requires a state-only checkpoint")
+    ap.add_argument("--seed", type=int)
+    ap.add_argument("--iterations", type=int)
+    ap.add_argument("--num-envs", type=int)
+    ap.add_argument("--steps-per-iter", type=int, help="decisions (action chunks) per environment per iteration")
+    ap.add_argument("--eval-every", type=int, help="iterations between evaluations (0: none)")
+    ap.add_argument("--eval-episodes", type=int)
+    ap.add_argument("--threads", type=int, help="torch CPU threads")
+    ap.add_argument("--out", help="output directory")
+    ap.add_argument("--resume", help="learner checkpoint directory to continue from (out/checkpoints/iter_XXXX)")
+    ap.add_argument("--config", action="append", default=[], help="YAML file(s) merged over config/rl.yaml")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override any entry, e.g. --set learner.clip=0.02 --set train.eval_episodes=32")
+    ap.add_argument("--quiet", action="store_true", help="no per-iteration lines")
+    return ap
+
+
+def resolve_config(args: argparse.Namespace) -> tuple[dict[str, Any], DPPOConfig]:
+    file_cfg = load_config(args.config, args.set)
+    train = dict(TRAIN_DEFAULTS, **file_cfg.train)
+    unknown = set(train) - set(TRAIN_DEFAULTS)
+    if unknown:
+        raise ValueError(f"unknown train config keys: {sorted(unknown)}")
+    for flag, key in [("task", "task"), ("checkpoint", "checkpoint"), ("seed", "seed"),
+                      ("iterations", "iterations"), ("num_envs", "num_envs"), ("steps_per_iter", "steps_per_iter"),
+                      ("eval_every", "eval_every"), ("eval_episodes", "eval_episodes"), ("threads", "threads"),
+                      ("out", "out"), ("resume", "resume")]:
+        if getattr(args, flag) is not None:
+            train[key] = getattr(args, flag)
+    if args.state_obs:
+        train["state_obs"] = True
+    learner = file_cfg.learner.to_dict()
+    if args.optimizer:
+        learner["actor_optimizer"] = learner["critic_optimizer"] = args.optimizer
+    if args.actor_optimizer:
+        learner["actor_optimizer"] = args.actor_optimizer
+    if args.critic_optimizer:
+        learner["critic_optimizer"] = args.critic_optimizer
+    if args.lr is not None:
+        learner["actor_lr"] = args.lr
+    if args.critic_lr is not None:
+        learner["critic_lr"] = args.critic_lr
+    learner["seed"] = int(train["seed"])
+    return train, DPPOConfig.from_dict(learner)
+
+
+# ------------------------------------------------------------------- rollouts
+class Collector:
+    """``num_envs`` simulated FR3s, each with its observation history, episode id and chunk counter."""
+
+    def __init__(self, learner: DPPO, task: str, num_envs: int, seed: int, reward: str):
+        from mechanic_rl_ros.policy import ObsHistory
+        from mechanic_rl_ros.sim import BatchedEnv
+
+        cfg = learner.policy.cfg
+        self.learner = learner
+        self.benv = BatchedEnv(task=task, num_envs=num_envs, render=bool(cfg.cameras),
+                               cameras=cfg.cameras or ("scene",), image_size=cfg.image_size, seed=seed,
+                               reward=reward, autoreset=False)
+        self.hist = [ObsHistory.for_policy(learner.policy) for _ in range(num_envs)]
+        self.next_episode = 0
+        self.episode = [0] * num_envs
+        self.chunk = [0] * num_envs
+        self._ep_return = [0.0] * num_envs
+        obs, _ = self.benv.reset(seed=seed)
+        for i, env in enumerate(self.benv.envs):
+            self._start(i, env.observation())
+
+    def _start(self, i: int, obs: Mapping[str, Any]) -> None:
+        self.hist[i].reset()
+        self.hist[i].push(obs)
+        self.episode[i] = self.next_episode
+        self.next_episode += 1
+        self.chunk[i] = 0
+
+    def collect(self, buf: RolloutBuffer, steps: int, generator: torch.Generator) -> dict[str, float]:
+        """``steps`` decisions per environment into ``buf``; the last ones get their bootstrap observation."""
+        from mechanic_rl_ros.policy import stack_histories
+
+        policy = self.learner.policy
+        n = len(self.benv.envs)
+        env_steps, successes, returns = 0, [], []
+        ep_return = self._ep_return
+        for _ in range(steps):
+            obs_hist = [h.stacked() for h in self.hist]
+            out = self.learner.act(stack_histories(obs_hist), generator=generator)
+            for i in range(n):
+                buf.add_decision(obs_hist[i], out.chain[i], out.chain_logprob[i], out.policy_version,
+                                 self.episode[i], self.chunk[i])
+            actions = policy.executable(out.actions).astype(np.float64)
+            for i, env in enumerate(self.benv.envs):
+                total, k, term, trunc, info = 0.0, 0, False, False, {}
+                for k in range(actions.shape[1]):
+                    o, r, term, trunc, info = env.step(actions[i, k])
+                    total += r
+                    env_steps += 1
+                    self.hist[i].push(o)
+                    if term or trunc:
+                        break
+                ended = term or trunc
+                ep_return[i] += total
+                buf.set_outcome(self.episode[i], self.chunk[i], total, terminated=term, truncated=trunc,
+                                final_obs=self.hist[i].stacked() if trunc else None, env_steps=k + 1)
+                if ended:
+                    successes.append(bool(info.get("success", False)))
+                    returns.append(ep_return[i])
+                    ep_return[i] = 0.0
+                    o, _ = env.reset()
+                    self._start(i, o)
+                else:
+                    self.chunk[i] += 1
+        for i in range(n):
+            if self.chunk[i] > 0:
+                buf.set_next_obs(self.episode[i], self.chunk[i] - 1, self.hist[i].stacked())
+        return {"env_steps": float(env_steps), "episodes": float(len(successes)),
+                "train_success": float(np.mean(successes)) if successes else float("nan"),
+                "train_return": float(np.mean(returns)) if returns else float("nan")}
+
+    def close(self) -> None:
+        self.benv.close()
+
+
+def evaluate(learner: DPPO, task: str, episodes: int, seed: int, num_envs: int, reward: str = "sparse") -> float:
+    """Success rate of deterministic DDIM (eta = 0) over episodes reset with seeds ``seed + j``."""
+    from mechanic_rl_ros.policy import ObsHistory, stack_histories
+    from mechanic_rl_ros.sim import BatchedEnv
+
+    cfg = learner.policy.cfg
+    n = max(1, min(num_envs, episodes))
+    benv = BatchedEnv(task=task, num_envs=n, render=bool(cfg.cameras), cameras=cfg.cameras or ("scene",),
+                      image_size=cfg.image_size, seed=seed, reward=reward, autoreset=False)
+    wins = 0
+    try:
+        for start in range(0, episodes, n):
+            idx = list(range(min(n, episodes - start)))
+            hist = [ObsHistory.for_policy(learner.policy) for _ in idx]
+            for i in idx:
+                o, _ = benv.envs[i].reset(seed=seed + start + i)
+                hist[i].push(o)
+            active = list(idx)
+            while active:
+                out = learner.act(stack_histories([hist[i].stacked() for i in active]), deterministic=True)
+                acts = learner.policy.executable(out.actions).astype(np.float64)
+                still = []
+                for row, i in enumerate(active):
+                    done = False
+                    for a in acts[row]:
+                        o, _, term, trunc, info = benv.envs[i].step(a)
+                        hist[i].push(o)
+                        if term or trunc:
+                            wins += int(bool(info["success"]))
+                            done = True
+                            break
+                    if not done:
+                        still.append(i)
+                active = still
+    finally:
+        benv.close()
+    return wins / episodes
+
+
+# ------------------------------------------------------------------ logging
+def plot_curve(rows: list[Mapping[str, Any]], path: Path, title: str = "") -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = np.array([r["env_steps"] for r in rows], dtype=float)
+    fig, ax = plt.subplots(1, 3, figsize=(15, 4))
+    tr = np.array([r["train_success"] for r in rows], dtype=float)
+    ax[0].plot(steps, tr, ".-", alpha=0.5, label="train (stochastic)")
+    ev = [(r["env_steps"], r["eval_success"]) for r in rows if not math.isnan(r["eval_success"])]
+    if ev:
+        ax[0].plot(*zip(*ev), "o-", label="eval (DDIM)")
+    ax[0].set_xlabel("env steps")
+    ax[0].set_ylabel("success rate")
+    ax[0].set_ylim(-0.02, 1.02)
+    ax[0].legend()
+    ax[1].plot(steps, [r["actor_loss"] for r in rows], label="actor loss")
+    ax[1].plot(steps, [r["critic_loss"] for r in rows], label="critic loss")
+    ax[1].set_yscale("symlog", linthresh=1e-4)
+    ax[1].set_xlabel("env steps")
+    ax[1].legend()
+    for key in ("actor_scale", "critic_scale"):
+        y = np.array([r[key] for r in rows], dtype=float)
+        if np.isfinite(y).any():
+            ax[2].semilogy(steps, y, label=f"Mechanic {key}")
+    ax[2].semilogy(steps, np.maximum([r["approx_kl"] for r in rows], 1e-12), label="approx KL")
+    ax[2].set_xlabel("env steps")
+    ax[2].legend()
+    if title:
+        fig.suptitle(title)
+    fig.subplots_adjust(left=0.05, right=0.99, bottom=0.12, top=0.9, wspace=0.25)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def _fmt(x: float) -> str:
+    return "nan" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3g}"
+
+
+# --------------------------------------------------------------------- train
+def train(train_cfg: Mapping[str, Any], learner_cfg: DPPOConfig, log: Callable[[str], None] = print,
+          progress: bool = True) -> tuple[DPPO, list[dict[str, Any]]]:
+    """Run the headless fine-tuning; returns the learner and the per-iteration log rows."""
+    t = dict(TRAIN_DEFAULTS, **train_cfg)
+    torch.set_num_threads(int(t["threads"]))
+    out = Path(t["out"]) if t["out"] else None
+    rows: list[dict[str, Any]] = []
+    start_it, env_steps, wall0 = 0, 0, 0.0
+    gen = torch.Generator().manual_seed(int(t["seed"]))
+    if t["resume"]:
+        learner = DPPO.load(t["resume"])
+        tj = json.loads((Path(t["resume"]) / "trainer.json").read_text())
+        rows, start_it, env_steps, wall0 = tj["rows"], tj["iteration"], tj["env_steps"], tj["wall_s"]
+        gen.set_state(torch.tensor(tj["generator"], dtype=torch.uint8))
+        log(f"train-rl: resumed from {t['resume']} at iteration {start_it} (episodes restart)")
+    else:
+        if not t["checkpoint"]:
+            raise ValueError("train-rl: no policy checkpoint (--checkpoint or train.checkpoint)")
+        learner = DPPO.from_checkpoint(t["checkpoint"], learner_cfg)
+    pcfg = learner.policy.cfg
+    if t["state_obs"] and pcfg.cameras:
+        raise ValueError(f"--state-obs: the checkpoint's policy uses cameras {list(pcfg.cameras)}; "
+                         "give a state-only checkpoint (mechanic-rl pretrain --state-only)")
+    buf = RolloutBuffer(action_horizon=pcfg.action_horizon,
+                        capacity=int(t["num_envs"]) * int(t["steps_per_iter"]) * 2 + 64)
+    collector = Collector(learner, t["task"], int(t["num_envs"]), int(t["seed"]) + 1000 * (start_it + 1),
+                          t["reward"])
+    if out:
+        out.mkdir(parents=True, exist_ok=True)
+        import yaml
+
+        (out / "config.yaml").write_text(yaml.safe_dump({"train": dict(t), "learner": learner.cfg.to_dict()},
+                                                        sort_keys=False))
+    log(f"train-rl: task {t['task']}, {'images ' + ','.join(pcfg.cameras) if pcfg.cameras else 'state obs'}, "
+        f"{t['num_envs']} envs x {t['steps_per_iter']} decisions (T_a={pcfg.action_horizon}) per iteration, "
+        f"actor {learner.cfg.actor_optimizer}"
+        f"{'' if learner.cfg.actor_optimizer == 'mechanic' else f' lr {learner.cfg.actor_lr:g}'}, "
+        f"critic {learner.cfg.critic_optimizer}"
+        f"{'' if learner.cfg.critic_optimizer == 'mechanic' else f' lr {learner.cfg.critic_lr:g}'}, "
+        f"K'={learner.cfg.ft_steps} of K={pcfg.sampling.inference_steps}, seed {t['seed']}")
+    t_start = time.perf_counter() - wall0
+    eval_every = int(t["eval_every"])
+    n_it = int(t["iterations"])
+
+    def run_eval() -> tuple[float, float]:
+        te = time.perf_counter()
+        sr = evaluate(learner, t["task"], int(t["eval_episodes"]), int(t["eval_seed"]), int(t["num_envs"]),
+                      t["reward"])
+        return sr, time.perf_counter() - te
+
+    try:
+        for it in range(start_it, n_it):
+            eval_sr, eval_s = (float("nan"), 0.0)
+            if eval_every > 0 and it % eval_every == 0:
+                eval_sr, eval_s = run_eval()
+            tc = time.perf_counter()
+            col = collector.collect(buf, int(t["steps_per_iter"]), gen)
+            collect_s = time.perf_counter() - tc
+            env_steps += int(col["env_steps"])
+            stats = learner.update(buf.take_batch())
+            row = {"iteration": it + 1, **col, "env_steps": env_steps, "eval_success": eval_sr,
+                   "eval_episodes": int(t["eval_episodes"]) if not math.isnan(eval_sr) else 0,
+                   **{k: stats[k] for k in ("actor_loss", "critic_loss", "approx_kl", "clip_fraction", "actor_scale",
+                                            "critic_scale", "policy_version", "num_updates", "refused_stale_total",
+                                            "explained_variance", "grad_steps", "kl_stop", "update_s")},
+                   "collect_s": collect_s, "eval_s": eval_s, "wall_s": time.perf_counter() - t_start}
+            row = {k: row[k] for k in LOG_FIELDS}
+            rows.append(row)
+            if progress:
+                log(f"it {it + 1}/{n_it} | env steps {env_steps} | success train {_fmt(row['train_success'])}"
+                    f" eval {_fmt(eval_sr)} | actor {_fmt(row['actor_loss'])} critic {_fmt(row['critic_loss'])}"
+                    f" | scale a {_fmt(row['actor_scale'])} c {_fmt(row['critic_scale'])}"
+                    f" | kl {_fmt(row['approx_kl'])} clip {_fmt(row['clip_fraction'])}"
+                    f" | {row['collect_s']:.1f}+{row['update_s']:.1f}+{eval_s:.1f} s, total {row['wall_s']:.0f} s")
+            if out:
+                save_now = int(t["save_every"]) > 0 and (it + 1) % int(t["save_every"]) == 0
+                _write_logs(out, rows, t, learner, plot=save_now)
+                if save_now:
+                    _save(out / "checkpoints" / f"iter_{it + 1:04d}", learner, rows, it + 1, env_steps, gen,
+                          time.perf_counter() - t_start)
+        if eval_every > 0:
+            eval_sr, eval_s = run_eval()
+            final = {k: float("nan") for k in LOG_FIELDS}
+            final.update({"iteration": n_it, "env_steps": env_steps, "episodes": 0.0, "eval_success": eval_sr,
+                          "eval_episodes": int(t["eval_episodes"]), "eval_s": eval_s,
+                          "policy_version": learner.policy_version, "num_updates": learner.num_updates,
+                          "actor_scale": rows[-1]["actor_scale"] if rows else float("nan"),
+                          "critic_scale": rows[-1]["critic_scale"] if rows else float("nan"),
+                          "wall_s": time.perf_counter() - t_start})
+            rows.append(final)
+            if progress:
+                log(f"final eval | env steps {env_steps} | success {_fmt(eval_sr)} | total {final['wall_s']:.0f} s")
+        if out:
+            _write_logs(out, rows, t, learner)
+            _save(out / "final", learner, rows, n_it, env_steps, gen, time.perf_counter() - t_start)
+    finally:
+        collector.close()
+    return learner, rows
+
+
+def _write_logs(out: Path, rows: list[dict[str, Any]], t: Mapping[str, Any], learner: DPPO,
+                plot: bool = True) -> None:
+    with open(out / "log.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(LOG_FIELDS))
+        w.writeheader()
+        w.writerows(rows)
+    (out / "log.json").write_text(json.dumps({"train": dict(t), "learner": learner.cfg.to_dict(), "rows": rows},
+                                             indent=1) + "\n")
+    if not plot:
+        return
+    title = (f"{t['task']}: actor {learner.cfg.actor_optimizer}"
+             f"{'' if learner.cfg.actor_optimizer == 'mechanic' else ' ' + format(learner.cfg.actor_lr, 'g')}, "
+             f"seed {t['seed']}")
+    plot_curve(rows, out / "learning_curve.png", title)
+
+
+def _save(d: Path, learner: DPPO, rows: list[dict[str, Any]], iteration: int, env_steps: int,
+          gen: torch.Generator, wall_s: float) -> None:
+    learner.save(d)
+    (d / "trainer.json").write_text(json.dumps({
+        "iteration": iteration, "env_steps": env_steps, "wall_s": wall_s, "rows": rows,
+        "generator": gen.get_state().tolist()}) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        train_cfg, learner_cfg = resolve_config(args)
+    except ValueError as e:
+        print(f"mechanic-rl train-rl: {e}", file=sys.stderr)
+        return 2
+    if not train_cfg["checkpoint"] and not train_cfg["resume"]:
+        print("mechanic-rl train-rl: --checkpoint (a pretrained policy directory) or --resume is required",
+              file=sys.stderr)
+        return 2
+    _, rows = train(train_cfg, learner_cfg, progress=not args.quiet)
+    if train_cfg["out"]:
+        print(f"train-rl: logs and checkpoints in {train_cfg['out']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
