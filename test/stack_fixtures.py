@@ -19,7 +19,7 @@ LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability
 EVENTS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
 
-def make_checkpoint(directory: Path, image_size: int = 96, finetune_steps: int = 10, seed: int = 0) -> DiffusionPolicy:
+def make_checkpoint(directory: Path, image_size: int = 96, finetune_steps: int = 5, seed: int = 0) -> DiffusionPolicy:
     """A tiny random-weight policy whose actions stay near the FR3 home pose."""
     import torch
 

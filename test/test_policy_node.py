@@ -30,7 +30,7 @@ def _weights_msg(policy, version, mutate=None):
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("policy_node")
-    policy = make_checkpoint(tmp / "ckpt")
+    policy = make_checkpoint(tmp / "ckpt", finetune_steps=5)
     domain = fresh_domain_id()
     sim_time = ["-p", "use_sim_time:=true"]
     procs = {
@@ -72,7 +72,7 @@ def test_acts_and_publishes_one_transition_per_step(stack):
         if t.chunk_step == 0:
             assert {"chain", "chain_logprob", "observation.qpos", "observation.image.scene"} <= names
             d = wire.tensors_from_msgs(t.decision)
-            assert d["chain"].shape == (11, 16, 8) and d["chain_logprob"].shape == (10,)
+            assert d["chain"].shape == (6, 16, 8) and d["chain_logprob"].shape == (5,)
             assert d["observation.image.scene"].shape == (2, 96, 96, 3)
         else:
             assert not names

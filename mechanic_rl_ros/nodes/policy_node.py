@@ -46,6 +46,7 @@ from visualization_msgs.msg import Marker, MarkerArray
 from mechanic_rl_ros import fr3, wire
 from mechanic_rl_ros.msg import EpisodeEvent, PolicyWeights, TaskState, Transition
 from mechanic_rl_ros.policy import DiffusionPolicy, ObsHistory
+from mechanic_rl_ros.policy.checkpoint import safetensors_metadata
 from mechanic_rl_ros.runtime import Chunk, ChunkExecutor, ObservationAssembler, StaleObservation
 from mechanic_rl_ros.safety import SafetyConfig, SafetyFilter
 from mechanic_rl_ros.vision.imgmsg import imgmsg_to_array
@@ -62,7 +63,7 @@ class PolicyNode(Node):
         super().__init__("policy_node")
         params = self.declare_parameters("", [
             ("checkpoint", ""),
-            ("finetune_steps", 10),
+            ("finetune_steps", 5),
             ("stochastic", True),
             ("seed", 0),
             ("torch_threads", 1),
@@ -147,9 +148,11 @@ class PolicyNode(Node):
         cmd_type = Float64MultiArray if cfg["command_type"] == "array" else JointTrajectory
         self.cmd_pub = self.create_publisher(cmd_type, cfg["command_topic"], reliable)
         self.gripper_pub = self.create_publisher(Float64MultiArray, cfg["gripper_topic"], reliable)
+        # transient-local: a restarted learner gets the last transition_queue_depth steps replayed
         self.transition_pub = self.create_publisher(
             Transition, cfg["transition_topic"],
-            QoSProfile(depth=int(cfg["transition_queue_depth"]), reliability=ReliabilityPolicy.RELIABLE))
+            QoSProfile(depth=int(cfg["transition_queue_depth"]), reliability=ReliabilityPolicy.RELIABLE,
+                       durability=DurabilityPolicy.TRANSIENT_LOCAL))
         self.marker_pub = self.create_publisher(MarkerArray, cfg["marker_topic"], 1)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         # inputs run beside the control tick (two executor threads), so a tick
@@ -220,6 +223,10 @@ class PolicyNode(Node):
             if msg.version <= self.version:
                 raise wire.WireError("version", f"got {msg.version}; already running version {self.version}")
             wire.weights_from_msg(msg, architecture_id=self.policy.arch_id, expected_shapes=self.ft_shapes)
+            k_ft = safetensors_metadata(wire.field_bytes(msg.payload)).get("finetune_steps")
+            if k_ft is not None and int(k_ft) != self.ft_steps:
+                raise wire.WireError("payload", f"weights fine-tuned for the last {k_ft} denoising steps; this policy "
+                                                f"runs finetune_steps = {self.ft_steps}")
         except wire.WireError as exc:
             self.counts["weights_rejected"] += 1
             self._problem("weights", f"weights version {msg.version} refused, keeping version {self.version}: {exc}")

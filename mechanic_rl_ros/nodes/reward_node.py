@@ -55,6 +55,7 @@ class RewardNode(Node):
             ("max_episodes", 0),
             ("seed_base", 1000),
             ("success_window", 20),
+            ("history_depth", 2000),
             ("transition_topic", "/learner/transitions"),
             ("task_state_topic", "/sim/task_state"),
             ("step_reward_topic", "/reward/step"),
@@ -78,7 +79,10 @@ class RewardNode(Node):
         ))
         reliable = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
         latched = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
-        self.reward_pub = self.create_publisher(StepReward, cfg["step_reward_topic"], reliable)
+        # transient-local: a restarted learner gets the last history_depth rewards replayed
+        history = QoSProfile(depth=int(cfg["history_depth"]), reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self.reward_pub = self.create_publisher(StepReward, cfg["step_reward_topic"], history)
         self.event_pub = self.create_publisher(EpisodeEvent, cfg["episode_event_topic"], latched)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_subscription(Transition, cfg["transition_topic"], self._on_transition, reliable)

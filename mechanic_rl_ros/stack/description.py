@@ -35,6 +35,7 @@ ARGUMENTS: tuple[Argument, ...] = (
     Argument("optimizer", "mechanic", "learner optimiser: mechanic (no learning rate) or adam (config/learner.yaml lr)",
              ("mechanic", "adam")),
     Argument("run_dir", "runs/finetune", "where the learner writes checkpoints and logs"),
+    Argument("episodes", "0", "stop starting new episodes after this many (0 = run until stopped)"),
     Argument("rviz", "false", "start RViz with config/finetune.rviz", BOOL),
 )
 
@@ -60,6 +61,8 @@ def resolve(values: Mapping[str, str]) -> dict[str, str]:
     if unknown:
         raise ValueError(f"unknown launch argument(s) {unknown}; expected some of {sorted(known)}")
     out = {a.name: str(values.get(a.name, a.default)) for a in ARGUMENTS}
+    if not out["episodes"].isdigit():
+        raise ValueError(f"launch argument episodes: got {out['episodes']!r}; expected a whole number >= 0")
     for name, value in out.items():
         choices = known[name].choices
         if choices and value not in choices:
@@ -90,5 +93,9 @@ def nodes(values: Mapping[str, str], config_dir: Path) -> list[NodeSpec]:
     specs.append(NodeSpec("policy_node", "policy_node", config_dir / "policy_node.yaml", {
         **common, "checkpoint": checkpoint, "command_topic": v["command_topic"], "command_type": v["command_type"]}))
     specs.append(NodeSpec("reward_node", "reward_node", config_dir / "reward.yaml", {
-        **common, "mode": "sim" if sim else "real", "command_topic": v["command_topic"]}))
+        **common, "mode": "sim" if sim else "real", "command_topic": v["command_topic"],
+        "max_episodes": int(v["episodes"])}))
+    specs.append(NodeSpec("learner_node", "learner_node", config_dir / "learner.yaml", {
+        **common, "checkpoint": checkpoint, "optimizer": v["optimizer"], "run_dir": v["run_dir"],
+        "rl_config": ""}))
     return specs

@@ -65,8 +65,17 @@ def parse_args(argv: Sequence[str]) -> tuple[dict[str, str], argparse.Namespace]
     parser.add_argument("--duration", type=float, default=0.0,
                         help="stop the stack after this many wall seconds (0 = run until Ctrl-C)")
     parser.add_argument("--config-dir", type=Path, default=None, help="parameter files (default: the package's config/)")
-    parser.add_argument("--stop-timeout", type=float, default=15.0, help="seconds nodes get to exit after SIGINT")
+    parser.add_argument("--stop-timeout", type=float, default=30.0, help="seconds nodes get to exit after SIGINT")
+    parser.add_argument("--set", action="append", default=[], metavar="NODE.PARAM=VALUE",
+                        help="override one node parameter (YAML value), e.g. --set learner_node.batch_size=8; repeatable")
     ns = parser.parse_args(argv)
+    ns.param_overrides = {}
+    for item in ns.set:
+        key, sep, value = item.partition("=")
+        node, dot, param = key.partition(".")
+        if not sep or not dot or not node or not param:
+            parser.error(f"--set {item!r} must look like NODE.PARAM=VALUE")
+        ns.param_overrides.setdefault(node, {})[param] = yaml.safe_load(value)
     values: dict[str, str] = {}
     for item in ns.launch_args:
         if ":=" not in item:
@@ -134,6 +143,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     values, ns = parse_args(list(sys.argv[1:] if argv is None else argv))
     config_dir = ns.config_dir or default_config_dir()
     specs = description.nodes(values, config_dir)
+    names = {s.name for s in specs}
+    for node, params in ns.param_overrides.items():
+        if node not in names:
+            print(f"mechanic-rl finetune: --set names node {node!r}; the stack has {sorted(names)}", file=sys.stderr)
+            return 2
+        next(s for s in specs if s.name == node).overrides.update(params)
     run_dir = Path(values["run_dir"])
     if values["sim"] == "true":
         os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")

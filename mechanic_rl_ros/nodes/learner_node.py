@@ -1,0 +1,355 @@
+"""learner_node: asynchronous DPPO + Mechanic on the stack's own data.
+
+A thin adapter around :class:`mechanic_rl_ros.rl.dppo.DPPO` and
+:class:`mechanic_rl_ros.rl.buffer.RolloutBuffer`:
+
+* joins ``Transition`` (policy_node) and ``StepReward`` (reward_node) by
+  (episode, step): a transition's decision payload becomes a decision step of
+  the buffer, each reward is added to the chunk its step belongs to; a reward
+  that arrives before its transition waits for it. Duplicates (replayed by
+  transient-local QoS after a restart) are recognised and ignored; nothing is
+  dropped silently -- every refusal is counted and reported;
+* runs an update on a worker thread whenever ``batch_size`` complete decisions
+  are there, and every ``publish_every`` updates publishes the fine-tuned
+  network as ``PolicyWeights`` (reliable, transient-local, depth 1: a
+  restarted policy gets the latest at once);
+* publishes ``LearnerStats`` after each update and ``/diagnostics``;
+* checkpoints (learner: networks, optimisers incl. Mechanic state, counters;
+  buffer; join state) every ``checkpoint_every`` updates and at shutdown, and
+  resumes from ``<run_dir>/learner`` when it exists.
+
+A NaN loss or gradient (NonFiniteUpdateError) rolls the learner back to its
+last good state; nothing is published for that update.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from collections import deque
+from pathlib import Path
+
+import numpy as np
+import rclpy
+import torch
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from visualization_msgs.msg import Marker, MarkerArray
+
+from mechanic_rl_ros import wire
+from mechanic_rl_ros.msg import EpisodeEvent, LearnerStats, PolicyWeights, StepReward, Transition
+from mechanic_rl_ros.rl.algorithm import NonFiniteUpdateError
+from mechanic_rl_ros.rl.buffer import RolloutBuffer
+from mechanic_rl_ros.rl.config import load_config
+from mechanic_rl_ros.rl.dppo import DPPO
+
+OBS_PREFIX = "observation."
+IMG_PREFIX = "observation.image."
+
+
+def decision_obs(tensors: dict[str, np.ndarray]) -> dict:
+    """Observation history dict (``qpos``, ..., ``images``) from a Transition's decision tensors."""
+    obs: dict = {}
+    for name, arr in tensors.items():
+        if name.startswith(IMG_PREFIX):
+            obs.setdefault("images", {})[name[len(IMG_PREFIX):]] = arr
+        elif name.startswith(OBS_PREFIX) and name != "observation.stamp":
+            obs[name[len(OBS_PREFIX):]] = arr
+    return obs
+
+
+class Join:
+    """(episode, step) bookkeeping between transitions and rewards; serialisable to JSON."""
+
+    def __init__(self) -> None:
+        self.step_chunk: dict[tuple[int, int], int] = {}
+        self.rewarded: set[tuple[int, int]] = set()
+        self.waiting: dict[tuple[int, int], tuple] = {}
+
+    def state(self) -> dict:
+        return {"step_chunk": [[e, s, c] for (e, s), c in self.step_chunk.items()],
+                "rewarded": [[e, s] for e, s in self.rewarded]}
+
+    def load(self, d: dict) -> None:
+        self.step_chunk = {(int(e), int(s)): int(c) for e, s, c in d["step_chunk"]}
+        self.rewarded = {(int(e), int(s)) for e, s in d["rewarded"]}
+
+
+class LearnerNode(Node):
+    def __init__(self) -> None:
+        super().__init__("learner_node")
+        params = self.declare_parameters("", [
+            ("checkpoint", ""),
+            ("rl_config", ""),
+            ("optimizer", "mechanic"),
+            ("run_dir", "runs/finetune"),
+            ("batch_size", 16),
+            ("buffer_capacity", 4096),
+            ("publish_every", 1),
+            ("checkpoint_every", 5),
+            ("torch_threads", 1),
+            ("transition_topic", "/learner/transitions"),
+            ("step_reward_topic", "/reward/step"),
+            ("episode_event_topic", "/reward/events"),
+            ("weights_topic", "/policy/weights"),
+            ("stats_topic", "/learner/stats"),
+            ("marker_topic", "/learner/status_text"),
+            ("history_depth", 2000),
+            ("success_window", 20),
+            ("diagnostics_period", 1.0),
+        ])
+        self.cfg = cfg = {p.name: p.value for p in params}
+        if cfg["optimizer"] not in ("mechanic", "adam"):
+            raise ValueError(f"parameter optimizer: got {cfg['optimizer']!r}; expected 'mechanic' or 'adam'")
+        torch.set_num_threads(int(cfg["torch_threads"]))
+        self.dir = Path(cfg["run_dir"]) / "learner"
+        self.lock = threading.Lock()
+        self.join = Join()
+        self.counts = {"transitions_received": 0, "transitions_duplicate": 0, "rewards_received": 0,
+                       "rewards_duplicate": 0, "rewards_unmatched": 0, "decisions_refused": 0, "updates_failed": 0}
+        self.resumed = self._build()
+        self.outcomes: deque[bool] = deque(maxlen=int(cfg["success_window"]))
+        self.updating = False
+        self.last_stats: dict[str, float] = {}
+        self.samples_per_s = 0.0
+
+        history = QoSProfile(depth=int(cfg["history_depth"]), reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        events = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self.weights_pub = self.create_publisher(PolicyWeights, cfg["weights_topic"], latched)
+        self.stats_pub = self.create_publisher(LearnerStats, cfg["stats_topic"], 50)
+        self.marker_pub = self.create_publisher(MarkerArray, cfg["marker_topic"], 1)
+        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        data = MutuallyExclusiveCallbackGroup()
+        self.create_subscription(Transition, cfg["transition_topic"], self._on_transition, history, callback_group=data)
+        self.create_subscription(StepReward, cfg["step_reward_topic"], self._on_reward, history, callback_group=data)
+        self.create_subscription(EpisodeEvent, cfg["episode_event_topic"], self._on_event, events, callback_group=data)
+        self.create_timer(0.2, self._maybe_update, clock=rclpy.clock.Clock())
+        self.create_timer(cfg["diagnostics_period"], self._publish_diagnostics, clock=rclpy.clock.Clock())
+        if self.learner.policy_version > 0:
+            self._publish_weights()  # a restarted learner re-announces its latest weights
+        self.get_logger().info(
+            f"learner ready ({'resumed from ' + str(self.dir) if self.resumed else 'fresh from ' + cfg['checkpoint']}): "
+            f"optimizer={cfg['optimizer']} K'={self.learner.ft_steps} batch={cfg['batch_size']} decisions, "
+            f"policy version {self.learner.policy_version}, {self.learner.num_updates} updates so far")
+
+    # ------------------------------------------------------------ build / resume
+    def _build(self) -> bool:
+        cfg = self.cfg
+        overrides = [f"learner.actor_optimizer={cfg['optimizer']}", f"learner.critic_optimizer={cfg['optimizer']}"]
+        rl = load_config([cfg["rl_config"]] if cfg["rl_config"] else None, overrides)
+        if (self.dir / "node_state.json").is_file():
+            self.learner = DPPO.load(self.dir)
+            self.buffer = RolloutBuffer.load(self.dir / "buffer.npz")
+            state = json.loads((self.dir / "node_state.json").read_text())
+            self.join.load(state["join"])
+            self.counts.update(state["counts"])
+            return True
+        if not cfg["checkpoint"]:
+            raise ValueError("parameter checkpoint: empty and no learner state in run_dir; expected the pretrained "
+                             "policy checkpoint directory")
+        self.learner = DPPO.from_checkpoint(Path(cfg["checkpoint"]), rl.learner)
+        self.buffer = RolloutBuffer(action_horizon=self.learner.policy.cfg.action_horizon,
+                                    capacity=int(cfg["buffer_capacity"]))
+        return False
+
+    def save(self) -> None:
+        """Learner + buffer + join state, written to a temporary directory then renamed (never half-written)."""
+        with self.lock:
+            tmp = self.dir.with_name("learner.tmp")
+            if tmp.exists():
+                import shutil
+
+                shutil.rmtree(tmp)
+            self.learner.save(tmp)
+            self.buffer.save(tmp / "buffer.npz")
+            (tmp / "node_state.json").write_text(json.dumps({"join": self.join.state(), "counts": self.counts}))
+            if self.dir.exists():
+                import shutil
+
+                old = self.dir.with_name("learner.old")
+                if old.exists():
+                    shutil.rmtree(old)
+                self.dir.rename(old)
+                tmp.rename(self.dir)
+                shutil.rmtree(old)
+            else:
+                tmp.rename(self.dir)
+
+    # ------------------------------------------------------------ data
+    def _on_transition(self, msg: Transition) -> None:
+        key = (int(msg.episode), int(msg.step))
+        with self.lock:
+            if key in self.join.step_chunk:
+                self.counts["transitions_duplicate"] += 1
+                return
+            self.counts["transitions_received"] += 1
+            self.join.step_chunk[key] = int(msg.chunk)
+            if msg.chunk_step == 0:
+                try:
+                    tensors = wire.tensors_from_msgs(msg.decision)
+                    self.buffer.add_decision(decision_obs(tensors), tensors["chain"], tensors["chain_logprob"],
+                                             int(msg.policy_version), key[0], int(msg.chunk))
+                except (wire.WireError, KeyError, ValueError) as exc:
+                    self.counts["decisions_refused"] += 1
+                    self.get_logger().error(f"decision of episode {key[0]} chunk {msg.chunk} refused: {exc}",
+                                            throttle_duration_sec=1.0)
+            waiting = self.join.waiting.pop(key, None)
+        if waiting is not None:
+            self._apply_reward(key, *waiting)
+
+    def _on_reward(self, msg: StepReward) -> None:
+        key = (int(msg.episode), int(msg.step))
+        args = (float(msg.reward), bool(msg.terminal and not msg.truncated), bool(msg.truncated))
+        with self.lock:
+            if key in self.join.rewarded or key in self.join.waiting:
+                self.counts["rewards_duplicate"] += 1
+                return
+            self.counts["rewards_received"] += 1
+            if key not in self.join.step_chunk:
+                self.join.waiting[key] = args  # its transition is still on the way
+                return
+        self._apply_reward(key, *args)
+
+    def _apply_reward(self, key: tuple[int, int], reward: float, terminated: bool, truncated: bool) -> None:
+        with self.lock:
+            self.join.rewarded.add(key)
+            chunk = self.join.step_chunk[key]
+            if not self.buffer.add_step_reward(key[0], chunk, reward, terminated=terminated, truncated=truncated):
+                self.counts["rewards_unmatched"] += 1
+
+    def _on_event(self, msg: EpisodeEvent) -> None:
+        if msg.event in (EpisodeEvent.SUCCESS, EpisodeEvent.FAILURE, EpisodeEvent.TIMEOUT):
+            self.outcomes.append(msg.event == EpisodeEvent.SUCCESS)
+
+    # ------------------------------------------------------------ learning
+    def _maybe_update(self) -> None:
+        if self.updating:
+            return
+        with self.lock:
+            if not self.buffer.ready(int(self.cfg["batch_size"])):
+                return
+            batch = self.buffer.take_batch(int(self.cfg["batch_size"]))
+        self.updating = True
+        threading.Thread(target=self._update, args=(batch,), daemon=True).start()
+
+    def _update(self, batch) -> None:
+        try:
+            t0 = time.perf_counter()
+            try:
+                stats = self.learner.update(batch)
+            except NonFiniteUpdateError as exc:
+                self.counts["updates_failed"] += 1
+                self.get_logger().error(f"update refused, weights unchanged and not published: {exc}")
+                return
+            dt = time.perf_counter() - t0
+            if not stats.get("decisions_used", 0):
+                self.get_logger().info(f"batch of {len(batch)} decisions refused as stale "
+                                       f"(max_staleness {self.learner.cfg.max_staleness}); no update",
+                                       throttle_duration_sec=5.0)
+                return
+            self.samples_per_s = float(np.sum(batch.env_steps)) / max(dt, 1e-9)
+            self.last_stats = stats
+            n = self.learner.update_calls
+            if n % int(self.cfg["publish_every"]) == 0:
+                self._publish_weights()
+            self._publish_stats(stats)
+            self.get_logger().info(
+                f"update {n}: {len(batch)} decisions in {dt:.2f} s, actor loss {stats.get('actor_loss', float('nan')):.4f}, "
+                f"critic loss {stats.get('critic_loss', float('nan')):.4f}, Mechanic scale "
+                f"{stats.get('actor_scale', float('nan')):.3g}, policy version {self.learner.policy_version}")
+            if n % int(self.cfg["checkpoint_every"]) == 0:
+                self.save()
+        except Exception as exc:  # keep learning on the next batch; say why this one failed
+            if not rclpy.ok(context=self.context):
+                return  # shutting down while publishing
+            self.counts["updates_failed"] += 1
+            self.get_logger().error(f"update failed: {exc!r}")
+        finally:
+            self.updating = False
+
+    def _publish_weights(self) -> None:
+        w = self.learner.policy_weights()
+        msg = wire.weights_to_msg(w.payload, version=w.version, architecture_id=w.arch_id, num_updates=w.num_updates)
+        msg.header.stamp = self.get_clock().now().to_msg()
+        self.weights_pub.publish(msg)
+        self.get_logger().info(f"published policy version {w.version} ({len(w.payload) / 1e6:.1f} MB)")
+
+    def _publish_stats(self, stats: dict[str, float]) -> None:
+        m = LearnerStats()
+        m.header.stamp = self.get_clock().now().to_msg()
+        m.num_updates, m.policy_version = int(self.learner.num_updates), int(self.learner.policy_version)
+        for f in ("actor_loss", "critic_loss", "approx_kl", "clip_fraction"):
+            setattr(m, f, float(stats.get(f, float("nan"))))
+        m.actor_scale = float(stats.get("actor_scale", float("nan")))
+        m.critic_scale = float(stats.get("critic_scale", float("nan")))
+        m.samples_per_second = float(self.samples_per_s)
+        m.buffer_size = len(self.buffer)
+        m.transitions_received = self.counts["transitions_received"]
+        m.transitions_stale = int(self.learner.counters.get("refused_stale", 0) + self.buffer.counters.dropped_stale)
+        m.transitions_unmatched = self.counts["rewards_unmatched"] + self.buffer.counters.unmatched_rewards
+        m.success_rate = float(sum(self.outcomes) / len(self.outcomes)) if self.outcomes else 0.0
+        self.stats_pub.publish(m)
+        text = Marker(ns="learner_status", id=0, type=Marker.TEXT_VIEW_FACING, action=Marker.ADD)
+        text.header.frame_id, text.header.stamp = "fr3_link0", m.header.stamp
+        text.pose.position.x, text.pose.position.z, text.pose.orientation.w = 0.5, 0.9, 1.0
+        text.scale.z = 0.05
+        text.color.r = text.color.g = text.color.b = text.color.a = 1.0
+        text.text = (f"policy v{m.policy_version} | updates {m.num_updates} | success {m.success_rate:.2f} | "
+                     f"Mechanic scale {m.actor_scale:.3g} | KL {m.approx_kl:.3g}")
+        self.marker_pub.publish(MarkerArray(markers=[text]))
+
+    def _publish_diagnostics(self) -> None:
+        status = DiagnosticStatus(level=DiagnosticStatus.OK, name="learner_node: DPPO + Mechanic",
+                                  hardware_id=self.learner.policy.arch_id)
+        status.message = f"version {self.learner.policy_version}, {self.learner.num_updates} updates"
+        if self.counts["updates_failed"]:
+            status.level = DiagnosticStatus.WARN
+        values = {**self.counts, **{f"buffer_{k}": v for k, v in vars(self.buffer.counters).items()},
+                  "buffer_size": len(self.buffer), "buffer_complete": self.buffer.num_complete(),
+                  "policy_version": self.learner.policy_version, "num_updates": self.learner.num_updates,
+                  "refused_stale": self.learner.counters.get("refused_stale", 0),
+                  "rewards_waiting": len(self.join.waiting)}
+        status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
+        arr = DiagnosticArray(status=[status])
+        arr.header.stamp = self.get_clock().now().to_msg()
+        self.diag_pub.publish(arr)
+
+    def destroy_node(self) -> None:
+        deadline = time.monotonic() + 60.0
+        while self.updating and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.save()
+        self.get_logger().info(f"checkpoint written to {self.dir}")
+        super().destroy_node()
+
+
+def main(argv: list[str] | None = None) -> int:
+    rclpy.init(args=argv if argv is not None else sys.argv)
+    node = None
+    try:
+        node = LearnerNode()
+        executor = MultiThreadedExecutor(num_threads=2)
+        executor.add_node(node)
+        executor.spin()
+        return 0
+    except (KeyboardInterrupt, ExternalShutdownException):
+        return 0
+    except Exception:
+        if not rclpy.ok():
+            return 0
+        raise
+    finally:
+        if node is not None:
+            node.destroy_node()
+        if rclpy.ok():
+            rclpy.shutdown()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,84 @@
+"""Checks of a running fine-tuning stack, shared by the runner-based
+integration test (test_finetune_stack.py, runs everywhere) and the
+launch_testing test (test_finetune_launch.py, runs under `colcon test` on a
+ROS install). Each check takes a :class:`StackObserver` and asserts."""
+from __future__ import annotations
+
+import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray
+from std_msgs.msg import Float64MultiArray
+
+from mechanic_rl_ros.msg import EpisodeEvent, LearnerStats, PolicyWeights, Transition
+
+from stack_fixtures import EVENTS, LATCHED, RELIABLE, Probe
+
+ENDS = (EpisodeEvent.SUCCESS, EpisodeEvent.FAILURE, EpisodeEvent.TIMEOUT)
+
+
+class StackObserver(Probe):
+    """Records what the stack publishes: commands, transitions, events, weights, stats, diagnostics."""
+
+    def __init__(self, domain: int, command_topic: str = "/fr3_position_controller/commands"):
+        super().__init__(domain, "stack_observer")
+        self.commands = self.record(Float64MultiArray, command_topic)
+        self.transitions = self.record(Transition, "/learner/transitions")
+        self.events = self.record(EpisodeEvent, "/reward/events", EVENTS)
+        self.weights = self.record(PolicyWeights, "/policy/weights", LATCHED)
+        self.stats = self.record(LearnerStats, "/learner/stats", 50)
+        self.diagnostics: dict[str, dict[str, str]] = {}
+        self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, 50)
+
+    def _on_diag(self, msg: DiagnosticArray) -> None:
+        for st in msg.status:
+            self.diagnostics[st.name.split(":")[0]] = {kv.key: kv.value for kv in st.values}
+
+    def versions_in_use(self) -> set[int]:
+        return {t.policy_version for t in self.transitions}
+
+    def ended_episodes(self) -> int:
+        return len({e.episode for e in self.events if e.event in ENDS})
+
+
+def wait_for_learning(obs: StackObserver, versions: int = 3, timeout: float = 600.0) -> None:
+    """Block until the policy has acted with ``versions`` learner versions beyond the pretrained one."""
+    ok = obs.spin_until(lambda: len(obs.versions_in_use() - {0}) >= versions, timeout)
+    assert ok, (f"only versions {sorted(obs.versions_in_use())} were used in {len(obs.transitions)} transitions; "
+                f"weights published: {[w.version for w in obs.weights]}; learner: {obs.diagnostics.get('learner_node')}")
+
+
+def check_command_rate(obs: StackObserver, rate: float = 10.0) -> None:
+    """Consecutive executed steps of an episode are 1/rate apart (in the stack's clock)."""
+    by_episode: dict[int, list[float]] = {}
+    for t in obs.transitions:
+        by_episode.setdefault(t.episode, []).append(t.header.stamp.sec + t.header.stamp.nanosec * 1e-9)
+    gaps = np.concatenate([np.diff(v) for v in by_episode.values() if len(v) > 1])
+    assert gaps.size > 20, "too few steps to judge the command rate"
+    assert abs(np.median(gaps) - 1.0 / rate) < 0.1 / rate, f"median step interval {np.median(gaps):.4f} s"
+    assert len(obs.commands) >= len(obs.transitions), "a step was recorded without its command"
+
+
+def check_versions_adopted(obs: StackObserver, versions: int = 3) -> None:
+    """>= ``versions`` new weight versions were published and used; versions never go back in an episode."""
+    used = sorted(obs.versions_in_use() - {0})
+    assert len(used) >= versions, used
+    for e in {t.episode for t in obs.transitions}:
+        seq = [t.policy_version for t in obs.transitions if t.episode == e]
+        assert seq == sorted(seq), f"episode {e} went back to an older policy version: {seq}"
+
+
+def check_resets(obs: StackObserver) -> None:
+    """Episodes end and the next starts only after a reset."""
+    done = [e for e in obs.events if e.event == EpisodeEvent.RESET_DONE]
+    assert obs.ended_episodes() >= 2 and len(done) >= 3, f"{obs.ended_episodes()} episodes ended, {len(done)} resets"
+    episodes = sorted({t.episode for t in obs.transitions})
+    assert episodes == list(range(episodes[0], episodes[-1] + 1)), episodes
+
+
+def check_every_step_reached_learner(obs: StackObserver, timeout: float = 30.0) -> None:
+    """Between episodes, the learner has received exactly the steps the policy executed."""
+    def equal() -> bool:
+        pol, lrn = obs.diagnostics.get("policy_node", {}), obs.diagnostics.get("learner_node", {})
+        return "transitions" in pol and pol.get("transitions") == lrn.get("transitions_received")
+    assert obs.spin_until(equal, timeout), (f"policy executed {obs.diagnostics.get('policy_node', {}).get('transitions')} "
+                                            f"steps, learner received "
+                                            f"{obs.diagnostics.get('learner_node', {}).get('transitions_received')}")

@@ -1,0 +1,65 @@
+"""The whole stack, as the user runs it (`mechanic-rl finetune`, the venv twin
+of finetune.launch.py): sim + camera + policy + reward + learner as separate
+processes on lock-step sim time, with a tiny policy so that it runs on CI.
+The assertions are the ones test_finetune_launch.py makes under ros2 launch
+(test/stack_checks.py)."""
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import stack_checks as checks
+from rosenv import REPO, fresh_domain_id, ros_env
+from stack_checks import StackObserver
+from stack_fixtures import make_checkpoint
+
+EPISODES = 10
+FAST_RL = {"learner": {"update_epochs": 2, "critic_warmup_updates": 0}}
+
+
+def fast_settings(tmp: Path, episodes: int = EPISODES) -> list[str]:
+    """Runner options that make a short, CI-sized run: short episodes, small batches, quick updates."""
+    (tmp / "rl_fast.yaml").write_text(json.dumps(FAST_RL))
+    return ["--set", "reward_node.max_steps=24", "--set", f"reward_node.max_episodes={episodes}",
+            "--set", "learner_node.batch_size=3", "--set", "learner_node.checkpoint_every=1",
+            "--set", f"learner_node.rl_config={tmp / 'rl_fast.yaml'}"]
+
+
+@pytest.mark.slow
+def test_finetune_runner_learns_and_shuts_down_cleanly(tmp_path):
+    make_checkpoint(tmp_path / "ckpt")
+    domain = fresh_domain_id()
+    log = open(tmp_path / "runner.log", "wb")
+    runner = subprocess.Popen(
+        [sys.executable, "-m", "mechanic_rl_ros.cli", "finetune", f"checkpoint:={tmp_path / 'ckpt'}",
+         f"run_dir:={tmp_path / 'run'}", *fast_settings(tmp_path)],
+        cwd=REPO, env=ros_env(domain), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    obs = StackObserver(domain)
+    text = (tmp_path / "runner.log").read_text
+    try:
+        checks.wait_for_learning(obs, versions=3, timeout=900)
+        assert obs.spin_until(lambda: obs.ended_episodes() >= EPISODES, 600), text()[-5000:]
+        checks.check_every_step_reached_learner(obs)
+        checks.check_command_rate(obs, rate=10.0)
+        checks.check_versions_adopted(obs, versions=3)
+        checks.check_resets(obs)
+    finally:
+        obs.close()
+        runner.send_signal(signal.SIGINT)
+        try:
+            code = runner.wait(120)
+        except subprocess.TimeoutExpired:
+            runner.kill()
+            code = None
+    out = text()
+    assert code == 0, out[-5000:]
+    assert "stopped: sim_node=0, camera_node=0, policy_node=0, reward_node=0, learner_node=0" in out, out[-3000:]
+    assert "[progress] episode" in out and "Mechanic scale" in out
+    assert (tmp_path / "run" / "learning_curve.png").stat().st_size > 10_000
+    assert (tmp_path / "run" / "learner" / "learner.json").is_file()
