@@ -177,3 +177,26 @@ def test_constructor_validation():
     opt = Mechanic(torch.optim.SGD([w], lr=1.0), num_betas=3, s_init=1e-5)
     assert opt.scale == pytest.approx(3e-5)
     assert "Mechanic(" in repr(opt) and "SGD" in repr(opt)
+
+
+def test_mixed_dtypes_and_deepcopy():
+    import copy
+
+    torch.manual_seed(0)
+    fp32 = torch.nn.Linear(3, 2)
+    bf16 = torch.nn.Linear(3, 2).to(torch.bfloat16)
+    opt = Mechanic(torch.optim.Adam([{"params": fp32.parameters()},
+                                     {"params": bf16.parameters()}], lr=1.0))
+    for t in range(5):
+        x = torch.randn(4, 3, generator=torch.Generator().manual_seed(t))
+        opt.zero_grad()
+        (fp32(x).pow(2).sum() + bf16(x.bfloat16()).float().pow(2).sum()).backward()
+        opt.step()
+    assert set(opt.state[fp32.weight]) == {"offset", "offset_scale"}
+    assert opt.state[fp32.weight]["offset"].dtype == torch.float32
+    assert set(opt.state[bf16.weight]) == {"offset", "offset_scale", "master"}
+
+    twin = copy.deepcopy(opt)
+    assert twin.scale == opt.scale
+    assert twin.param_groups is twin.base_optimizer.param_groups
+    assert twin.tuner_state == opt.tuner_state
