@@ -10,7 +10,7 @@ from std_msgs.msg import Float64MultiArray
 
 from mechanic_rl_ros.msg import EpisodeEvent, LearnerStats, PolicyWeights, Transition
 
-from stack_fixtures import EVENTS, LATCHED, RELIABLE, Probe
+from stack_fixtures import EVENTS, HISTORY, LATCHED, Probe
 
 ENDS = (EpisodeEvent.SUCCESS, EpisodeEvent.FAILURE, EpisodeEvent.TIMEOUT)
 
@@ -21,7 +21,7 @@ class StackObserver(Probe):
     def __init__(self, domain: int, command_topic: str = "/fr3_position_controller/commands"):
         super().__init__(domain, "stack_observer")
         self.commands = self.record(Float64MultiArray, command_topic)
-        self.transitions = self.record(Transition, "/learner/transitions")
+        self.transitions = self.record(Transition, "/learner/transitions", HISTORY)
         self.events = self.record(EpisodeEvent, "/reward/events", EVENTS)
         self.weights = self.record(PolicyWeights, "/policy/weights", LATCHED)
         self.stats = self.record(LearnerStats, "/learner/stats", 50)

@@ -14,7 +14,7 @@ from mechanic_rl_ros import fr3, wire
 from mechanic_rl_ros.msg import EpisodeEvent, PolicyWeights, Transition
 
 from rosenv import fresh_domain_id, start_python
-from stack_fixtures import EVENTS, LATCHED, Probe, make_checkpoint
+from stack_fixtures import EVENTS, HISTORY, LATCHED, Probe, make_checkpoint
 
 
 def _weights_msg(policy, version, mutate=None):
@@ -43,7 +43,7 @@ def stack(tmp_path_factory):
                                 "-p", "image_topics:=[/camera/scene/image_raw]", *sim_time], domain, tmp / "policy.log"),
     }
     probe = Probe(domain)
-    transitions = probe.record(Transition, "/learner/transitions")
+    transitions = probe.record(Transition, "/learner/transitions", HISTORY)
     events = probe.record(EpisodeEvent, "/reward/events", EVENTS)
     commands = probe.record(Float64MultiArray, "/fr3_position_controller/commands")
     weights_pub = probe.node.create_publisher(PolicyWeights, "/policy/weights", LATCHED)
