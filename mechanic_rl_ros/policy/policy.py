@@ -1,0 +1,439 @@
+"""The diffusion visuomotor policy (Chi et al., RSS 2023) with the DPPO sampling API (Ren et al. 2024).
+
+``DiffusionPolicy`` owns
+
+* ``net`` -- a :class:`NoiseNet` (per-camera ResNet encoders + conditional
+  1D U-Net), the pretrained eps_theta;
+* ``ft_net`` -- optionally a second :class:`NoiseNet` of the same architecture
+  that runs the last K' denoising steps (DPPO fine-tunes only those, the earlier
+  steps keep the frozen pretrained network; Ren et al. 2024, Sec. 5.1);
+* the normaliser (min/max to [-1, 1], fitted on the demonstrations) and the
+  noise schedule.
+
+Observations, batched: ``{"images": {cam: uint8[B, T_o, H, W, 3]}, key: float[B, T_o, d], ...}``
+for every low-dim key of the config (numpy or torch).  Actions in real units:
+``float[B, T_p, action_dim]``.  :class:`~mechanic_rl_ros.policy.history.ObsHistory`
+builds the unbatched ``[T_o, ...]`` form used by :meth:`DiffusionPolicy.predict_chunk`.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .checkpoint import (CheckpointMismatchError, check_state_dict, read_checkpoint, safetensors_metadata,
+                         sha256_hex, state_dict_from_bytes, state_dict_to_bytes, write_checkpoint)
+from .config import PolicyConfig
+from .diffusion import NoiseSchedule, ddim_mean_sigma, gaussian_log_prob, training_target
+from .normalizer import PolicyNormalizer
+from .unet import ConditionalUnet1D
+from .vision import ResNetEncoder
+
+
+class NoiseNet(nn.Module):
+    """eps_theta(x_k, k, O): observation encoder + conditional U-Net.
+
+    The conditioning vector is the concatenation over the T_o observation
+    frames of [camera features..., normalised low-dim obs] (Chi et al. 2023,
+    Sec. III-B: observation features are computed once and reused by every
+    denoising step, which is why :meth:`encode` is separate from :meth:`forward`).
+    """
+
+    #: feed images to the CNN in channels-last (NHWC) memory layout -- the layout they arrive in
+    #: (measured faster on CPU, see docs/policy.md); False copies them to NCHW first
+    channels_last: bool = True
+
+    def __init__(self, cfg: PolicyConfig):
+        super().__init__()
+        self.cameras = tuple(cfg.cameras)
+        self.encoders = nn.ModuleDict({cam: ResNetEncoder(cfg.vision) for cam in self.cameras})
+        per_frame = len(self.cameras) * cfg.vision.feature_dim + cfg.lowdim_dim
+        self.cond_dim = cfg.obs_horizon * per_frame
+        self.unet = ConditionalUnet1D(cfg.action_dim, self.cond_dim, cfg.unet)
+
+    def encode(self, images: Mapping[str, torch.Tensor], lowdim: torch.Tensor | None) -> torch.Tensor:
+        """images: {cam: uint8 or float[B, T_o, H, W, 3]} (uint8 or [0, 1]); lowdim: [B, T_o, D] normalised."""
+        feats = []
+        for cam in self.cameras:
+            img = images[cam]
+            b, t = img.shape[:2]
+            x = img.flatten(0, 1).permute(0, 3, 1, 2)  # NCHW view of NHWC memory = channels-last
+            if not self.channels_last:
+                x = x.contiguous()
+            x = x.float().div(255.0) if x.dtype == torch.uint8 else x.float()
+            feats.append(self.encoders[cam](x).view(b, t, -1))
+        if lowdim is not None:
+            feats.append(lowdim)
+        return torch.cat(feats, dim=-1).flatten(1)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        return self.unet(x, t, cond)
+
+
+@dataclass
+class DiffusionSample:
+    """Result of :meth:`DiffusionPolicy.sample`.
+
+    ``chain[:, 0]`` is x_K ~ N(0, I), ``chain[:, i + 1]`` the sample of step i,
+    ``chain[:, -1]`` is x_0 (normalised, unclipped unless ``clip_chain``).
+    ``logprobs[:, i]`` is log pi(chain[:, i+1] | chain[:, i], obs), summed over
+    the T_p x A elements (None for deterministic sampling).
+    """
+
+    actions: torch.Tensor          #: [B, T_p, A] real units (clipped x_0, un-normalised)
+    actions_norm: torch.Tensor     #: [B, T_p, A] in [-1, 1]
+    chain: torch.Tensor            #: [B, K + 1, T_p, A]
+    logprobs: torch.Tensor | None  #: [B, K]
+    timesteps: torch.Tensor        #: [K] training-step index of each denoising step
+    ft_steps: int                  #: K', the last K' steps used ft_net
+
+
+def _as_tensor(x: Any, device: torch.device, dtype: torch.dtype | None = None) -> torch.Tensor:
+    if isinstance(x, torch.Tensor):
+        return x.to(device=device, dtype=dtype or x.dtype)
+    return torch.as_tensor(np.asarray(x), device=device, dtype=dtype)
+
+
+def random_shift(images: torch.Tensor, pad: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Random-shift augmentation (Kostrikov et al., DrQ, ICLR 2021): replicate-pad by ``pad`` pixels
+    and crop back to H x W at a random offset, the same offset for all T_o frames of a sample.
+
+    images: [B, T, H, W, C] (any dtype); implemented as clamped index gathering (= replicate padding).
+    """
+    if pad <= 0:
+        return images
+    b, _, h, w, _ = images.shape
+    dev = images.device
+    off = torch.randint(0, 2 * pad + 1, (2, b), generator=generator, device="cpu").to(dev) - pad
+    rows = (off[0][:, None] + torch.arange(h, device=dev)[None]).clamp(0, h - 1)  # [B, H]
+    cols = (off[1][:, None] + torch.arange(w, device=dev)[None]).clamp(0, w - 1)  # [B, W]
+    bi = torch.arange(b, device=dev)[:, None, None]
+    out = images[bi, :, rows[:, :, None], cols[:, None, :]]  # [B, H, W, T, C]
+    return out.permute(0, 3, 1, 2, 4)
+
+
+class DiffusionPolicy(nn.Module):
+    """Diffusion Policy with DDIM inference and DPPO-style stochastic sampling.
+
+    Main entry points: :meth:`predict_chunk` (one observation history, real
+    units, deterministic DDIM), :meth:`sample` (batched, stochastic, returns
+    the denoising chain and per-step log-probabilities), :meth:`chain_log_prob`
+    (re-evaluates the log-probabilities of a stored chain under the current
+    weights, with gradients), :meth:`compute_loss` (DDPM training loss),
+    :meth:`save` / :meth:`from_checkpoint`, and the weight-bytes helpers.
+    """
+
+    def __init__(self, cfg: PolicyConfig, normalizer: PolicyNormalizer | None = None):
+        super().__init__()
+        self.cfg = cfg.validate()
+        self.normalizer = normalizer or PolicyNormalizer.identity(cfg.action_dim,
+                                                                  {k: cfg.lowdim_dims[k] for k in cfg.lowdim_keys})
+        self.net = NoiseNet(cfg)
+        self.ft_net: NoiseNet | None = None
+        self.schedule = NoiseSchedule(cfg.diffusion.train_steps, cfg.diffusion.beta_max)
+        self.train_info: dict[str, Any] = {}
+
+    # ------------------------------------------------------------------ basics
+    @property
+    def arch_id(self) -> str:
+        return self.cfg.arch_id
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def num_parameters(self, module: nn.Module | None = None) -> int:
+        return sum(p.numel() for p in (module or self.net).parameters())
+
+    def make_finetune_copy(self, ft_steps: int) -> NoiseNet:
+        """Create ``ft_net`` (a trainable copy of ``net``) for the last ``ft_steps`` denoising steps.
+
+        The pretrained ``net`` is frozen (``requires_grad=False``); returns ``ft_net``.
+        """
+        if not 0 < ft_steps <= self.cfg.sampling.inference_steps:
+            raise ValueError(f"ft_steps must be in [1, {self.cfg.sampling.inference_steps}]")
+        self.ft_net = copy.deepcopy(self.net)
+        self.ft_net.requires_grad_(True)
+        self.net.requires_grad_(False)
+        self.cfg.sampling.finetune_steps = int(ft_steps)
+        return self.ft_net
+
+    # ------------------------------------------------------------- observations
+    def prepare_obs(self, obs: Mapping[str, Any], augment_pad: int = 0,
+                    generator: torch.Generator | None = None) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
+        """Batched raw obs -> (images {cam: uint8[B, T_o, H, W, 3]}, normalised low-dim [B, T_o, D])."""
+        dev = self.device
+        images = {}
+        for cam in self.cfg.cameras:
+            img = _as_tensor(obs["images"][cam], dev)
+            if img.dim() != 5 or img.shape[1] != self.cfg.obs_horizon:
+                raise ValueError(f"images[{cam!r}] must be [B, T_o={self.cfg.obs_horizon}, H, W, 3], "
+                                 f"got {tuple(img.shape)}")
+            images[cam] = random_shift(img, augment_pad, generator)
+        lowdim = None
+        if self.cfg.lowdim_keys:
+            parts = [self.normalizer.lowdim[k].normalize(_as_tensor(obs[k], dev, torch.float32))
+                     for k in self.cfg.lowdim_keys]
+            lowdim = torch.cat(parts, dim=-1)
+            if lowdim.dim() != 3 or lowdim.shape[1] != self.cfg.obs_horizon:
+                raise ValueError(f"low-dim obs must be [B, T_o={self.cfg.obs_horizon}, d], got {tuple(lowdim.shape)}")
+        return images, lowdim
+
+    def encode(self, obs: Mapping[str, Any], net: NoiseNet | None = None) -> torch.Tensor:
+        """Conditioning vector [B, cond_dim] of ``net`` (default: the pretrained net)."""
+        images, lowdim = self.prepare_obs(obs)
+        return (net or self.net).encode(images, lowdim)
+
+    # ----------------------------------------------------------------- training
+    def compute_loss(self, batch: Mapping[str, Any], generator: torch.Generator | None = None,
+                     augment_pad: int = 0, net: NoiseNet | None = None) -> torch.Tensor:
+        """DDPM simple loss E_{t, eps} ||target - f_theta(x_t, t, O)||^2 (Ho et al. 2020, Eq. 14).
+
+        target = eps, x0 or v according to ``diffusion.prediction`` (see :mod:`.diffusion`).
+
+        ``batch`` holds the observations plus ``"action": [B, T_p, A]`` in real units.
+        """
+        net = net or self.net
+        images, lowdim = self.prepare_obs(batch, augment_pad, generator)
+        cond = net.encode(images, lowdim)
+        a = self.normalizer.action.normalize(_as_tensor(batch["action"], self.device, torch.float32))
+        t = torch.randint(0, self.schedule.train_steps, (a.shape[0],), generator=generator).to(a.device)
+        eps = torch.randn(a.shape, generator=generator, dtype=a.dtype).to(a.device)
+        abar = self.schedule.abar_at(t, a.dtype).view(-1, 1, 1)
+        target = training_target(a, eps, abar, self.cfg.diffusion.prediction)
+        return F.mse_loss(net(self.schedule.add_noise(a, eps, t), t, cond), target)
+
+    # ----------------------------------------------------------------- sampling
+    def _resolve_ft(self, ft_steps: int | None, k: int) -> int:
+        if self.ft_net is None:
+            if ft_steps:
+                raise ValueError("ft_steps > 0 but the policy has no ft_net (call make_finetune_copy)")
+            return 0
+        n = self.cfg.sampling.finetune_steps if ft_steps is None else int(ft_steps)
+        if not 0 <= n <= k:
+            raise ValueError(f"ft_steps={n} must be in [0, K={k}]")
+        return n
+
+    def _stds(self, sigma_unit: torch.Tensor, eta: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(DDIM sigma, sampling std, log-prob std) per step, float64 [K]."""
+        s = self.cfg.sampling
+        sigma = eta * sigma_unit
+        std = sigma.clamp_min(s.min_sampling_std)
+        return sigma, std, std.clamp_min(s.min_logprob_std)
+
+    @torch.no_grad()
+    def sample(self, obs: Mapping[str, Any], *, stochastic: bool = True, num_steps: int | None = None,
+               eta: float | None = None, generator: torch.Generator | None = None,
+               x_init: torch.Tensor | None = None, ft_steps: int | None = None) -> DiffusionSample:
+        """Denoise K steps from x_K ~ N(0, I) for a batch of observations.
+
+        stochastic=True: DPPO sampling, x_prev ~ N(mean_i, std_i^2) with the
+        DDIM mean (noise ``eta``, default ``sampling.eta``) and
+        std_i = max(eta sigma_i, min_sampling_std); returns exact per-step
+        Gaussian log-probabilities (std floored at ``min_logprob_std``).
+        stochastic=False: plain DDIM (``eta`` default 0), x_prev = mean_i, no log-probs.
+        The last ``ft_steps`` (default ``sampling.finetune_steps``) use ``ft_net``.
+        The observation features are computed once per call and shared by all steps.
+        """
+        s = self.cfg.sampling
+        k = int(num_steps or s.inference_steps)
+        eta = float(eta if eta is not None else (s.eta if stochastic else 0.0))
+        n_ft = self._resolve_ft(ft_steps, k)
+        sp = self.schedule.step_params(k)
+        sigma, std, lp_std = self._stds(sp.ddim_sigma_unit, eta)
+        images, lowdim = self.prepare_obs(obs)
+        cond_base = self.net.encode(images, lowdim) if n_ft < k else None
+        cond_ft = self.ft_net.encode(images, lowdim) if n_ft > 0 else None  # type: ignore[union-attr]
+        b = (cond_base if cond_base is not None else cond_ft).shape[0]  # type: ignore[union-attr]
+        dev, dt = self.device, torch.float32
+        shape = (b, self.cfg.pred_horizon, self.cfg.action_dim)
+        x = (torch.randn(shape, generator=generator, dtype=dt).to(dev) if x_init is None
+             else x_init.to(device=dev, dtype=dt))
+        chain, logps = [x], []
+        clip = s.clip_action
+        for i in range(k):
+            use_ft = i >= k - n_ft
+            net, cond = (self.ft_net, cond_ft) if use_ft else (self.net, cond_base)
+            t = sp.timesteps[i].to(dev).expand(b)
+            eps = net(x, t, cond)  # type: ignore[misc]
+            c = [v[i].to(device=dev, dtype=dt) for v in (sp.abar, sp.abar_prev, sigma, std, lp_std)]
+            mean, _ = ddim_mean_sigma(x, eps, c[0], c[1], c[2], s.clip_x0, self.cfg.diffusion.prediction)
+            if stochastic:
+                z = torch.randn(shape, generator=generator, dtype=dt).to(dev)
+                x = mean + c[3] * z
+                if s.clip_chain and clip > 0:
+                    x = x.clamp(-clip, clip)
+                logps.append(gaussian_log_prob(x, mean, c[4]).sum(dim=(-1, -2)))
+            else:
+                x = mean
+            chain.append(x)
+        x0 = x.clamp(-clip, clip) if clip > 0 else x
+        return DiffusionSample(actions=self.normalizer.action.unnormalize(x0), actions_norm=x0,
+                               chain=torch.stack(chain, dim=1),
+                               logprobs=torch.stack(logps, dim=1) if stochastic else None,
+                               timesteps=sp.timesteps.clone(), ft_steps=n_ft)
+
+    def chain_log_prob(self, obs: Mapping[str, Any], chain: torch.Tensor, *,
+                       step_indices: Sequence[int] | None = None, eta: float | None = None,
+                       ft_steps: int | None = None, reduce: bool = True) -> torch.Tensor:
+        """log pi(chain[:, i+1] | chain[:, i], obs) under the *current* weights, with gradients.
+
+        ``chain``: [B, K+1, T_p, A] from :meth:`sample` (K is inferred from it).
+        ``step_indices``: steps to evaluate (default: all K); all selected steps
+        of one network are evaluated in a single batched forward pass.  Steps
+        i >= K - ft_steps use ``ft_net``, the others the (frozen) ``net``.
+        Returns [B, len(step_indices)] (or [B, n, T_p, A] with ``reduce=False``),
+        the PPO numerator of the DPPO importance ratio (Ren et al. 2024, Eq. 6).
+        """
+        s = self.cfg.sampling
+        k = chain.shape[1] - 1
+        eta = float(s.eta if eta is None else eta)
+        n_ft = self._resolve_ft(ft_steps, k)
+        idx = list(range(k)) if step_indices is None else [int(i) for i in step_indices]
+        if any(not 0 <= i < k for i in idx):
+            raise ValueError(f"step_indices must be in [0, {k})")
+        sp = self.schedule.step_params(k)
+        sigma, _, lp_std = self._stds(sp.ddim_sigma_unit, eta)
+        dev, dt = self.device, torch.float32
+        chain = chain.to(device=dev, dtype=dt)
+        b = chain.shape[0]
+        images, lowdim = self.prepare_obs(obs)
+        out: dict[int, torch.Tensor] = {}
+        for use_ft in (False, True):
+            sel = [i for i in idx if (i >= k - n_ft) == use_ft]
+            if not sel:
+                continue
+            net = self.ft_net if use_ft else self.net
+            cond = net.encode(images, lowdim)  # type: ignore[union-attr]
+            n = len(sel)
+            sel_t = torch.tensor(sel, device=dev)
+            x_t = chain[:, sel_t].flatten(0, 1)                       # [B*n, T, A], row = b*n + j
+            x_next = chain[:, sel_t + 1].flatten(0, 1)
+            t = sp.timesteps[sel].to(dev).repeat(b)
+            eps = net(x_t, t, cond.repeat_interleave(n, dim=0))  # type: ignore[misc]
+
+            def per_row(v: torch.Tensor) -> torch.Tensor:
+                return v[sel].to(device=dev, dtype=dt).repeat(b).view(-1, 1, 1)
+            mean, _ = ddim_mean_sigma(x_t, eps, per_row(sp.abar), per_row(sp.abar_prev), per_row(sigma), s.clip_x0,
+                                      self.cfg.diffusion.prediction)
+            lp = gaussian_log_prob(x_next, mean, per_row(lp_std)).view(b, n, *chain.shape[2:])
+            for j, i in enumerate(sel):
+                out[i] = lp[:, j]
+        lp_all = torch.stack([out[i] for i in idx], dim=1)
+        return lp_all.sum(dim=(-1, -2)) if reduce else lp_all
+
+    # ------------------------------------------------------- single-obs helpers
+    def batch_single(self, obs_history: Mapping[str, Any]) -> dict[str, Any]:
+        """Add the batch dimension to an unbatched ``[T_o, ...]`` observation history."""
+        out: dict[str, Any] = {}
+        if self.cfg.cameras:
+            out["images"] = {c: _as_tensor(obs_history["images"][c], self.device)[None] for c in self.cfg.cameras}
+        for k in self.cfg.lowdim_keys:
+            out[k] = _as_tensor(obs_history[k], self.device, torch.float32)[None]
+        return out
+
+    def predict_chunk(self, obs_history: Mapping[str, Any], *, generator: torch.Generator | None = None,
+                      seed: int | None = None, stochastic: bool = False) -> np.ndarray:
+        """Predict T_p actions (real units, float32[T_p, A]) from one history of T_o observations.
+
+        Deterministic DDIM with K = ``sampling.inference_steps`` unless
+        ``stochastic``; ``seed`` (or ``generator``) fixes x_K.  Actions
+        [T_o - 1, T_o - 1 + T_a) are the ones to execute (:meth:`executable`).
+        """
+        if generator is None and seed is not None:
+            generator = torch.Generator().manual_seed(int(seed))
+        with torch.inference_mode():
+            out = self.sample(self.batch_single(obs_history), stochastic=stochastic, generator=generator)
+        return out.actions[0].cpu().numpy().astype(np.float32)
+
+    def executable(self, actions: np.ndarray | torch.Tensor) -> Any:
+        """The T_a actions of a predicted chunk to execute: indices [T_o - 1, T_o - 1 + T_a) of axis -2."""
+        a0 = self.cfg.action_start
+        return actions[..., a0:a0 + self.cfg.action_horizon, :]
+
+    def predict_action(self, obs_history: Mapping[str, Any], **kw: Any) -> np.ndarray:
+        """``executable(predict_chunk(obs_history))``: float32[T_a, A] in real units."""
+        return self.executable(self.predict_chunk(obs_history, **kw))
+
+    # ------------------------------------------------------------- checkpoints
+    def checkpoint_config(self) -> dict[str, Any]:
+        return {"arch_id": self.arch_id, "policy": self.cfg.to_dict(), "normalizer": self.normalizer.to_dict(),
+                "has_ft_net": self.ft_net is not None, "train_info": self.train_info}
+
+    def save(self, directory: str | Path) -> Path:
+        """Write ``model.safetensors`` + ``config.json`` (see :mod:`.checkpoint`)."""
+        return write_checkpoint(directory, self.state_dict(), self.checkpoint_config())
+
+    @classmethod
+    def from_checkpoint(cls, directory: str | Path, *, expected_arch_id: str | None = None,
+                        map_location: str | torch.device = "cpu") -> "DiffusionPolicy":
+        """Rebuild a policy from a checkpoint directory, checking the architecture id and all tensor shapes."""
+        config, state, meta = read_checkpoint(directory)
+        cfg = PolicyConfig.from_dict(config["policy"])
+        ids = {"recomputed from config.json": cfg.arch_id, "config.json arch_id": config.get("arch_id"),
+               "safetensors metadata": meta.get("arch_id")}
+        if expected_arch_id is not None:
+            ids["expected by caller"] = expected_arch_id
+        policy = cls(cfg, PolicyNormalizer.from_dict(config["normalizer"]))
+        if config.get("has_ft_net"):
+            policy.ft_net = copy.deepcopy(policy.net)
+            policy.net.requires_grad_(False)
+        distinct = {v for v in ids.values() if v is not None}
+        try:
+            check_state_dict(policy.state_dict(), state, source=f"checkpoint {directory}")
+        except CheckpointMismatchError as e:
+            if len(distinct) > 1:
+                raise CheckpointMismatchError(f"architecture ids differ: {ids}\n{e}") from None
+            raise
+        if len(distinct) > 1:
+            raise CheckpointMismatchError(f"checkpoint {directory}: architecture ids differ: {ids}")
+        policy.load_state_dict(state, strict=True)
+        policy.train_info = dict(config.get("train_info") or {})
+        return policy.to(map_location)
+
+    def load_checkpoint_weights(self, directory: str | Path) -> None:
+        """Load a checkpoint's ``net`` weights into this (already built) policy, checking id and shapes."""
+        config, state, _ = read_checkpoint(directory)
+        net_state = {k[len("net."):]: v for k, v in state.items() if k.startswith("net.")}
+        check_state_dict(self.net.state_dict(), net_state, expected_arch_id=self.arch_id,
+                         got_arch_id=config.get("arch_id"), source=f"checkpoint {directory}")
+        self.net.load_state_dict(net_state, strict=True)
+
+    # ---------------------------------------------------- weights as raw bytes
+    def _target(self, which: str) -> NoiseNet:
+        if which == "net":
+            return self.net
+        if which == "ft_net":
+            if self.ft_net is None:
+                raise ValueError("policy has no ft_net")
+            return self.ft_net
+        raise ValueError(f"which must be 'net' or 'ft_net', got {which!r}")
+
+    def weights_to_bytes(self, which: str = "ft_net") -> tuple[bytes, str, str]:
+        """(safetensors bytes, sha256 hex, architecture id) of one :class:`NoiseNet` -- the ROS weights message."""
+        data = state_dict_to_bytes(self._target(which).state_dict(), {"arch_id": self.arch_id})
+        return data, sha256_hex(data), self.arch_id
+
+    def load_weights_bytes(self, data: bytes, *, arch_id: str, sha256: str | None = None,
+                           which: str = "ft_net") -> None:
+        """Load bytes from :meth:`weights_to_bytes` into ``net`` or ``ft_net`` (created if absent).
+
+        Verifies the sha256, the architecture id (argument and blob metadata) and every tensor shape.
+        """
+        state = state_dict_from_bytes(data, sha256)
+        meta_id = safetensors_metadata(data).get("arch_id")
+        if meta_id is not None and meta_id != arch_id:
+            raise CheckpointMismatchError(f"architecture id of the message ({arch_id}) differs from the one "
+                                          f"inside the weights ({meta_id})")
+        if which == "ft_net" and self.ft_net is None:
+            self.ft_net = copy.deepcopy(self.net)
+        target = self._target(which)
+        check_state_dict(target.state_dict(), state, expected_arch_id=self.arch_id, got_arch_id=arch_id,
+                         source="weights message")
+        target.load_state_dict(state, strict=True)
