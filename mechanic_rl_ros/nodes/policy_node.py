@@ -127,7 +127,7 @@ class PolicyNode(Node):
         self.generator = torch.Generator().manual_seed(int(cfg["seed"]))
 
         self.version = 0
-        self.pending_weights: tuple[bytes, str, int] | None = None
+        self.pending_weights: tuple[bytes, str, int, float] | None = None
         self.lock = threading.Lock()
         self.requests: queue.Queue = queue.Queue()
         self.results: queue.Queue = queue.Queue()
@@ -139,6 +139,8 @@ class PolicyNode(Node):
         self.counts = {"commands": 0, "transitions": 0, "hold_stale": 0, "hold_no_action": 0, "hold_model": 0,
                        "clamped": 0, "weights_adopted": 0, "weights_rejected": 0, "inputs_rejected": 0}
         self.latencies: deque[float] = deque(maxlen=200)
+        #: publish stamp -> verified / -> swapped in, of the last adopted weights [ms, node clock]
+        self.weights_timing: dict[str, float] = {"verified_ms": float("nan"), "swapped_ms": float("nan")}
         self.last_problem = ""
         self._last_logged: dict[str, float] = {}
 
@@ -231,8 +233,10 @@ class PolicyNode(Node):
             self.counts["weights_rejected"] += 1
             self._problem("weights", f"weights version {msg.version} refused, keeping version {self.version}: {exc}")
             return
+        sent = seconds(msg.header.stamp)
+        self.weights_timing["verified_ms"] = (self._now() - sent) * 1e3
         with self.lock:
-            self.pending_weights = (wire.field_bytes(msg.payload), msg.sha256, int(msg.version))
+            self.pending_weights = (wire.field_bytes(msg.payload), msg.sha256, int(msg.version), sent)
         self.get_logger().info(f"weights version {msg.version} verified; swapping in at the next chunk")
 
     def _on_event(self, msg: EpisodeEvent) -> None:
@@ -265,10 +269,11 @@ class PolicyNode(Node):
         with self.lock:
             pending, self.pending_weights = self.pending_weights, None
         if pending is not None:  # between chunks: the only place weights change
-            data, sha, version = pending
+            data, sha, version, sent = pending
             try:
                 self.policy.load_weights_bytes(data, arch_id=self.policy.arch_id, sha256=sha)
                 self.version = version
+                self.weights_timing["swapped_ms"] = (self._now() - sent) * 1e3
                 self.counts["weights_adopted"] += 1
                 self.get_logger().info(f"now running policy version {version}")
             except Exception as exc:
@@ -430,7 +435,8 @@ class PolicyNode(Node):
             status.level, status.message = DiagnosticStatus.WARN, f"{status.message}; last problem: {self.last_problem}"
         values = {**self.counts, "policy_version": self.version, "episode": self.episode, "step": self.step,
                   "holds": holds, "inference_ms_p50": f"{np.percentile(lat, 50):.1f}",
-                  "inference_ms_p99": f"{np.percentile(lat, 99):.1f}"}
+                  "inference_ms_p99": f"{np.percentile(lat, 99):.1f}",
+                  **{f"weights_{k}": f"{v:.1f}" for k, v in self.weights_timing.items()}}
         status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
         arr = DiagnosticArray(status=[status])
         arr.header.stamp = self.get_clock().now().to_msg()
