@@ -5,13 +5,16 @@ PY    := $(VENV)/bin/python
 export MUJOCO_GL ?= egl
 export ROS_AUTOMATIC_DISCOVERY_RANGE ?= LOCALHOST
 
-.PHONY: help setup test test-fast run bench clean
+.PHONY: help setup run test test-fast bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
 setup:  ## install everything (apt, .venv, pinned pip packages, messages, package); idempotent
 	@scripts/setup.sh
+
+run: setup  ## set up, then fine-tune the policy on the simulated FR3 with the whole node stack (Ctrl-C stops)
+	@scripts/run_default.sh $(ARGS)
 
 test: setup  ## set up, then run the whole test suite (unit + real-process integration)
 	@$(PY) -m pytest; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc

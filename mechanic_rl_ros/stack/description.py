@@ -92,9 +92,13 @@ def nodes(values: Mapping[str, str], config_dir: Path) -> list[NodeSpec]:
         **common, "input_topic": v["camera_topic"]}))
     specs.append(NodeSpec("policy_node", "policy_node", config_dir / "policy_node.yaml", {
         **common, "checkpoint": checkpoint, "command_topic": v["command_topic"], "command_type": v["command_type"]}))
-    specs.append(NodeSpec("reward_node", "reward_node", config_dir / "reward.yaml", {
-        **common, "mode": "sim" if sim else "real", "command_topic": v["command_topic"],
-        "max_episodes": int(v["episodes"])}))
+    reward: dict[str, object] = {**common, "mode": "sim" if sim else "real", "command_topic": v["command_topic"],
+                                 "max_episodes": int(v["episodes"])}
+    if sim:  # the simulated task's own time limit
+        from mechanic_rl_ros.sim.tasks import TASKS
+
+        reward["max_steps"] = int(TASKS[v["task"]].default_config().max_steps)
+    specs.append(NodeSpec("reward_node", "reward_node", config_dir / "reward.yaml", reward))
     specs.append(NodeSpec("learner_node", "learner_node", config_dir / "learner.yaml", {
         **common, "checkpoint": checkpoint, "optimizer": v["optimizer"], "run_dir": v["run_dir"],
         "rl_config": ""}))

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The main job on the embedded default: online RL fine-tuning of the diffusion
+# policy on the simulated FR3 (task lift), the whole ROS 2 node stack, with
+# Mechanic choosing the learning rate. Ctrl-C stops it; the learning curve is
+# written to runs/finetune/learning_curve.png.
+#
+# The policy starts from checkpoints/lift_pretrained when the repository ships
+# one; otherwise it is made here first: 100 noisy-expert demonstrations
+# (mechanic-rl collect) and behaviour-cloning pretraining (mechanic-rl
+# pretrain), both cached under runs/ so a second run goes straight to the stack.
+#
+# Extra arguments go to `mechanic-rl finetune` (e.g. episodes:=50 task:=lift).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=.venv/bin
+export MUJOCO_GL=${MUJOCO_GL:-egl}
+CKPT=checkpoints/lift_pretrained
+if [ ! -f "$CKPT/model.safetensors" ]; then
+  CKPT=runs/pretrain/lift
+  if [ ! -f "$CKPT/model.safetensors" ]; then
+    if [ ! -f runs/demos/lift/.complete ]; then
+      echo "[run] recording 100 noisy-expert demonstrations of the lift task (runs/demos/lift)"
+      rm -rf runs/demos/lift
+      "$BIN/mechanic-rl" collect --task lift --episodes 100 --out runs/demos/lift
+      touch runs/demos/lift/.complete
+    fi
+    echo "[run] pretraining the diffusion policy from the demonstrations (runs/pretrain/lift)"
+    "$BIN/mechanic-rl" pretrain --data runs/demos/lift --out "$CKPT.partial"
+    rm -rf "$CKPT" && mv "$CKPT.partial" "$CKPT"
+  fi
+fi
+echo "[run] fine-tuning $CKPT on the simulated FR3 with the ROS 2 node stack (Ctrl-C to stop)"
+exec "$BIN/mechanic-rl" finetune checkpoint:="$CKPT" "$@"
