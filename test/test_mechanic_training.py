@@ -111,7 +111,7 @@ def test_other_bases_learn(problem, tuned_adam, make):
     best, _ = tuned_adam
     loss, opt, _ = _train(lambda p: Mechanic(make(p)), problem, 800, 64)
     start = 0.150
-    assert loss < best + 0.25 * (start - best), (loss, best, opt.scale)
+    assert loss < best + 0.15 * (start - best), (loss, best, opt.scale)  # measured <= 0.040
     assert opt.scale > 100 * 1e-6
 
 
@@ -172,7 +172,7 @@ def test_bf16_model_learns(problem):
                           dtype=torch.bfloat16)
     assert opt.scale > 1e-4
     assert bf16 < 0.150 / 2, (bf16, fp32)
-    assert bf16 < 1.5 * fp32, (bf16, fp32)
+    assert bf16 < 1.15 * fp32, (bf16, fp32)  # measured: 0.0352 vs 0.0351
 
 
 def test_float32_with_tiny_s_init_does_not_stall():

@@ -20,6 +20,8 @@ _TUNER_KEYS = ("s", "m", "v", "r")
 # offset_scale is folded back into offset when it leaves this range, so that
 # offset stays far from overflow and underflow in its own dtype.
 _RESCALE_BELOW, _RESCALE_ABOVE = 1e-8, 1e8
+# Below this many elements the per-step snapshot is made of separate clones.
+_FLAT_SNAPSHOT_MIN = 1 << 16
 
 
 class Mechanic(Optimizer):
@@ -80,7 +82,8 @@ class Mechanic(Optimizer):
 
     * float32/float64 parameters: per-parameter state is ``offset`` (parameter
       dtype) and ``offset_scale``: one extra copy of the parameters plus
-      ``4 * num_betas`` float64 scalars, no gradient copy. A step allocates one
+      ``4 * num_betas`` float64 scalars and one float per parameter tensor,
+      no gradient copy. A step allocates one
       transient parameter-sized buffer (the parameters before the base step,
       needed to read :math:`u_t` off the base optimizer).
     * parameters narrower than float32 (bf16, fp16): additionally ``master``, a
@@ -463,6 +466,8 @@ def _snapshot(params: List[torch.Tensor]) -> List[torch.Tensor]:
     ~8000 minor faults per step for 4.7 M float32 parameters, ~5x the cost of
     the copy itself)."""
     total = sum(p.numel() for p in params)
+    if total < _FLAT_SNAPSHOT_MIN:
+        return [p.clone() for p in params]
     flat = torch.empty(total, dtype=params[0].dtype, device=params[0].device)
     views, offset = [], 0
     for p in params:
