@@ -202,3 +202,21 @@ def test_inference_mode_first_does_not_poison_later_training():
     ft = policy.make_finetune_copy(2)
     policy.chain_log_prob(obs, out.chain).sum().backward()
     assert next(ft.parameters()).grad is not None
+
+
+def test_noise_clip_bounds_the_draws_and_keeps_exact_logprobs():
+    policy = _policy()
+    obs = random_obs(policy.cfg, 4)
+    a = policy.sample(obs, generator=torch.Generator().manual_seed(0), noise_clip=0.5)
+    b = policy.sample(obs, generator=torch.Generator().manual_seed(0))
+    assert not torch.equal(a.chain, b.chain)
+    assert torch.allclose(policy.chain_log_prob(obs, a.chain), a.logprobs, atol=1e-3)
+    std = policy.cfg.sampling.min_sampling_std  # the last step's std is the floor (DDIM sigma = 0 there)
+    with torch.no_grad():
+        prev = policy.chain_log_prob(obs, a.chain, step_indices=[9], reduce=False)
+    # per-element log-density >= that of a 0.5-sigma deviation
+    assert prev.min() >= -0.5 * 0.5 ** 2 - torch.log(torch.tensor(std)) - 0.5 * torch.log(torch.tensor(2 * torch.pi)) - 1e-4
+    from mechanic_rl_ros.policy.dppo_sampling import sample_clipped_noise
+
+    c = sample_clipped_noise(policy, obs, noise_clip=0.5, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(c.chain, a.chain)

@@ -89,6 +89,7 @@ class SamplingConfig:
     clip_x0: float = 1.0          #: clip the x0 prediction to [-c, c] (0 or negative disables)
     clip_action: float = 1.0      #: clip the final (normalised) action before un-normalising
     clip_chain: bool = False      #: also clip every *stored* chain sample to [-clip_action, clip_action]
+    noise_clip: float = 0.0       #: clip each N(0, I) draw to [-c, c] (DPPO randn_clip_value 3); 0 = off (exact Gaussian)
     finetune_steps: int = 0       #: K', last denoising steps run by the fine-tuned copy (0 = none)
 
 

@@ -18,6 +18,7 @@ builds the unbatched ``[T_o, ...]`` form used by :meth:`DiffusionPolicy.predict_
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -230,7 +231,8 @@ class DiffusionPolicy(nn.Module):
     @torch.no_grad()
     def sample(self, obs: Mapping[str, Any], *, stochastic: bool = True, num_steps: int | None = None,
                eta: float | None = None, generator: torch.Generator | None = None,
-               x_init: torch.Tensor | None = None, ft_steps: int | None = None) -> DiffusionSample:
+               x_init: torch.Tensor | None = None, ft_steps: int | None = None,
+               noise_clip: float | None = None) -> DiffusionSample:
         """Denoise K steps from x_K ~ N(0, I) for a batch of observations.
 
         stochastic=True: DPPO sampling, x_prev ~ N(mean_i, std_i^2) with the
@@ -238,6 +240,9 @@ class DiffusionPolicy(nn.Module):
         std_i = max(eta sigma_i, min_sampling_std); returns exact per-step
         Gaussian log-probabilities (std floored at ``min_logprob_std``).
         stochastic=False: plain DDIM (``eta`` default 0), x_prev = mean_i, no log-probs.
+        ``noise_clip`` (default ``sampling.noise_clip``; 0 = off) clips each
+        standard-normal draw to [-c, c] as DPPO does (randn_clip_value = 3); the
+        log-probabilities stay those of the unclipped Gaussian at the sampled point.
         The last ``ft_steps`` (default ``sampling.finetune_steps``) use ``ft_net``.
         The observation features are computed once per call and shared by all steps.
         """
@@ -257,6 +262,8 @@ class DiffusionPolicy(nn.Module):
              else x_init.to(device=dev, dtype=dt))
         chain, logps = [x], []
         clip = s.clip_action
+        zclip = float(s.noise_clip if noise_clip is None else noise_clip)
+        zclip = zclip if zclip > 0 and math.isfinite(zclip) else 0.0
         for i in range(k):
             use_ft = i >= k - n_ft
             net, cond = (self.ft_net, cond_ft) if use_ft else (self.net, cond_base)
@@ -266,6 +273,8 @@ class DiffusionPolicy(nn.Module):
             mean, _ = ddim_mean_sigma(x, eps, c[0], c[1], c[2], s.clip_x0, self.cfg.diffusion.prediction)
             if stochastic:
                 z = torch.randn(shape, generator=generator, dtype=dt).to(dev)
+                if zclip:
+                    z = z.clamp(-zclip, zclip)
                 x = mean + c[3] * z
                 if s.clip_chain and clip > 0:
                     x = x.clamp(-clip, clip)
