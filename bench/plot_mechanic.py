@@ -15,10 +15,14 @@ weights and fits the noisy outputs of a perturbed copy (4096 points, minibatch
 teacher of the same shape, minibatch 32), the final loss and effective lr of
 Mechanic at base lr 1e-4 / 1e-2 / 10 with weight_decay 1e-2 (default) and 0.
 
+``--clip-check`` prints S over 3000 steps of the fine-tuning problem for
+Mechanic(Adam) and Mechanic(SGD), with and without clip_grad_norm_(0.01).
+
 Usage::
 
     .venv/bin/python bench/plot_mechanic.py [--out docs/mechanic_vs_adam.png] [--steps 1500]
     .venv/bin/python bench/plot_mechanic.py --lambda-check
+    .venv/bin/python bench/plot_mechanic.py --clip-check
 """
 
 from __future__ import annotations
@@ -90,16 +94,43 @@ def lambda_check(steps: int = 1500, batch: int = 32) -> None:
                   f"effective lr {eff[-1]:.2e}")
 
 
+def clip_check(steps: int = 3000, clip: float = 0.01) -> None:
+    from test_mechanic_training import _train
+
+    problem = _finetune_problem()
+    marks = (100, 400, 800, 1600, steps)
+    print(f"fine-tuning problem, minibatch 64, {steps} steps; S at steps {marks}:")
+    for name, base in (("Adam", torch.optim.Adam), ("SGD", torch.optim.SGD)):
+        for max_norm in (None, clip):
+            scales = []
+            loss, _, norms = _train(lambda p, base=base: Mechanic(base(p, lr=1.0)), problem,
+                                    steps, 64, clip=max_norm,
+                                    after_step=lambda opt: scales.append(opt.scale))
+            extra = ""
+            if norms:
+                late = sorted(norms[-200:])[100]
+                extra = (f"  raw grad norm min {min(norms):.3f}, late median {late:.3f}, "
+                         f"clip active {sum(n > max_norm for n in norms)}/{len(norms)}")
+            label = "no clip" if max_norm is None else f"clip {max_norm:g}"
+            print(f"  {name:4s} {label:9s} S " + " / ".join(f"{scales[m - 1]:.2e}" for m in marks)
+                  + f"  final loss {loss:.4f}{extra}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=os.path.join(ROOT, "docs", "mechanic_vs_adam.png"))
     parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--lambda-check", action="store_true",
                         help="only print the weight_decay comparison on a from-scratch problem")
+    parser.add_argument("--clip-check", action="store_true",
+                        help="only print S with and without clip_grad_norm_")
     args = parser.parse_args()
     torch.set_num_threads(1)
     if args.lambda_check:
         lambda_check(args.steps)
+        return 0
+    if args.clip_check:
+        clip_check()
         return 0
     problem = _finetune_problem()
 
