@@ -17,6 +17,8 @@ from launch_ros.actions import Node
 from mechanic_rl_ros.stack import description
 
 PACKAGE = "mechanic_rl_ros"
+#: seconds a node gets after SIGINT before launch escalates to SIGTERM
+SHUTDOWN_SECONDS = 60
 
 
 def _stack(context):
@@ -31,6 +33,8 @@ def _stack(context):
             emulate_tty=True,
             parameters=[str(spec.params_file), spec.overrides],
             on_exit=Shutdown(reason=f"{spec.name} exited"),
+            # the learner finishes its update and writes a checkpoint on SIGINT
+            sigterm_timeout=str(SHUTDOWN_SECONDS),
         )
         for spec in description.nodes(values, config_dir)
     ]

@@ -35,13 +35,13 @@ import sys
 import time
 
 import rclpy
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rclpy.executors import ExternalShutdownException
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.time import Time
 from sensor_msgs.msg import CompressedImage, Image
 
+from mechanic_rl_ros.nodes.common import RateLimitedLog, publish_diagnostics, run_node
 from mechanic_rl_ros.vision.imgmsg import ImageFormatError, select_converter
 from mechanic_rl_ros.vision.preprocess import PreprocessConfig, preprocess
 
@@ -96,7 +96,7 @@ class CameraNode(Node):
         self.last_error = ""
         self.last_age = math.nan
         self.last_frame_id = ""
-        self._last_logged: dict[str, float] = {}
+        self.log = RateLimitedLog(self, self.cfg["error_log_period"])
         self.create_timer(cfg["diagnostics_period"], self._publish_diagnostics, clock=rclpy.clock.Clock())
 
         log = self.get_logger()
@@ -117,12 +117,7 @@ class CameraNode(Node):
     # ------------------------------------------------------------ callbacks
     def _log_limited(self, kind: str, text: str) -> None:
         """Log ``text`` as an error at most once per ``error_log_period`` per kind of problem."""
-        # digits stripped from the key, so a flood of one problem does not hide a different one
-        key = kind + "|" + "".join(c for c in text if not c.isdigit())
-        now = time.monotonic()
-        if now - self._last_logged.get(key, -math.inf) >= self.cfg["error_log_period"]:
-            self._last_logged[key] = now
-            self.get_logger().error(text)
+        self.log.error(kind, text)
 
     def _on_frame(self, msg) -> None:
         self.stats["frames_in"] += 1
@@ -179,14 +174,12 @@ class CameraNode(Node):
         w = self._window
         elapsed = max(time.monotonic() - w["start"], 1e-9)
         converted = max(w["converted"], 1)
-        status = DiagnosticStatus(name=f"camera_node: {self.cfg['input_topic']}", hardware_id=self.last_frame_id)
+        level, message = DiagnosticStatus.OK, "running"
         if w["frames_in"] == 0:
-            status.level, status.message = DiagnosticStatus.WARN, f"no frames on {self.cfg['input_topic']}"
+            level, message = DiagnosticStatus.WARN, f"no frames on {self.cfg['input_topic']}"
         elif w["dropped"]:
-            status.level = DiagnosticStatus.WARN
-            status.message = f"{w['dropped']} of {w['frames_in']} frames dropped; last: {self.last_error}"
-        else:
-            status.level, status.message = DiagnosticStatus.OK, "running"
+            level = DiagnosticStatus.WARN
+            message = f"{w['dropped']} of {w['frames_in']} frames dropped; last: {self.last_error}"
         values = {
             **self.stats,
             "input_rate_hz": f"{w['frames_in'] / elapsed:.2f}",
@@ -197,28 +190,13 @@ class CameraNode(Node):
             "converter_reason": self.converter_reason,
             "output": f"{self.cfg['output_topic']} rgb8 {self.prep.width}x{self.prep.height}",
         }
-        status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
-        arr = DiagnosticArray(status=[status])
-        arr.header.stamp = self.get_clock().now().to_msg()
-        self.diag_pub.publish(arr)
+        publish_diagnostics(self, self.diag_pub, f"camera_node: {self.cfg['input_topic']}", self.last_frame_id,
+                            level, message, values)
         self._window = self._new_window()
 
 
 def main(argv: list[str] | None = None) -> int:
-    rclpy.init(args=argv if argv is not None else sys.argv)
-    node = None
-    try:
-        node = CameraNode()
-        rclpy.spin(node)
-        return 0
-    except (KeyboardInterrupt, ExternalShutdownException):
-        return 0
-    finally:
-        if node is not None:
-            node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
-
+    return run_node(CameraNode, argv)
 
 if __name__ == "__main__":
     sys.exit(main())

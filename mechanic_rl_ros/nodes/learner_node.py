@@ -33,15 +33,15 @@ from pathlib import Path
 import numpy as np
 import rclpy
 import torch
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from visualization_msgs.msg import Marker, MarkerArray
 
 from mechanic_rl_ros import wire
 from mechanic_rl_ros.msg import EpisodeEvent, LearnerStats, PolicyWeights, StepReward, Transition
+from mechanic_rl_ros.nodes.common import publish_diagnostics, run_node
 from mechanic_rl_ros.rl.algorithm import NonFiniteUpdateError
 from mechanic_rl_ros.rl.buffer import RolloutBuffer
 from mechanic_rl_ros.rl.config import load_config
@@ -305,20 +305,14 @@ class LearnerNode(Node):
         self.marker_pub.publish(MarkerArray(markers=[text]))
 
     def _publish_diagnostics(self) -> None:
-        status = DiagnosticStatus(level=DiagnosticStatus.OK, name="learner_node: DPPO + Mechanic",
-                                  hardware_id=self.learner.policy.arch_id)
-        status.message = f"version {self.learner.policy_version}, {self.learner.num_updates} updates"
-        if self.counts["updates_failed"]:
-            status.level = DiagnosticStatus.WARN
         values = {**self.counts, **{f"buffer_{k}": v for k, v in vars(self.buffer.counters).items()},
                   "buffer_size": len(self.buffer), "buffer_complete": self.buffer.num_complete(),
                   "policy_version": self.learner.policy_version, "num_updates": self.learner.num_updates,
                   "refused_stale": self.learner.counters.get("refused_stale", 0),
                   "rewards_waiting": len(self.join.waiting)}
-        status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
-        arr = DiagnosticArray(status=[status])
-        arr.header.stamp = self.get_clock().now().to_msg()
-        self.diag_pub.publish(arr)
+        level = DiagnosticStatus.WARN if self.counts["updates_failed"] else DiagnosticStatus.OK
+        publish_diagnostics(self, self.diag_pub, "learner_node: DPPO + Mechanic", self.learner.policy.arch_id, level,
+                            f"version {self.learner.policy_version}, {self.learner.num_updates} updates", values)
 
     def destroy_node(self) -> None:
         deadline = time.monotonic() + 60.0
@@ -330,26 +324,7 @@ class LearnerNode(Node):
 
 
 def main(argv: list[str] | None = None) -> int:
-    rclpy.init(args=argv if argv is not None else sys.argv)
-    node = None
-    try:
-        node = LearnerNode()
-        executor = MultiThreadedExecutor(num_threads=2)
-        executor.add_node(node)
-        executor.spin()
-        return 0
-    except (KeyboardInterrupt, ExternalShutdownException):
-        return 0
-    except Exception:
-        if not rclpy.ok():
-            return 0
-        raise
-    finally:
-        if node is not None:
-            node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
-
+    return run_node(LearnerNode, argv, threads=2)
 
 if __name__ == "__main__":
     sys.exit(main())

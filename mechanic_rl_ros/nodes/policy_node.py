@@ -32,10 +32,9 @@ from pathlib import Path
 import numpy as np
 import rclpy
 import torch
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from geometry_msgs.msg import Point
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import Image, JointState
@@ -45,6 +44,7 @@ from visualization_msgs.msg import Marker, MarkerArray
 
 from mechanic_rl_ros import fr3, wire
 from mechanic_rl_ros.msg import EpisodeEvent, PolicyWeights, TaskState, Transition
+from mechanic_rl_ros.nodes.common import RateLimitedLog, publish_diagnostics, run_node
 from mechanic_rl_ros.policy import DiffusionPolicy, ObsHistory
 from mechanic_rl_ros.policy.checkpoint import safetensors_metadata
 from mechanic_rl_ros.runtime import Chunk, ChunkExecutor, ObservationAssembler, StaleObservation
@@ -142,7 +142,7 @@ class PolicyNode(Node):
         #: publish stamp -> verified / -> swapped in, of the last adopted weights [ms, node clock]
         self.weights_timing: dict[str, float] = {"verified_ms": float("nan"), "swapped_ms": float("nan")}
         self.last_problem = ""
-        self._last_logged: dict[str, float] = {}
+        self.log = RateLimitedLog(self, cfg["error_log_period"])
 
         reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
         latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
@@ -183,13 +183,8 @@ class PolicyNode(Node):
 
     # ------------------------------------------------------------ logging
     def _problem(self, key: str, text: str) -> None:
-        """Log an error, rate-limited per kind (``key`` + the text without its digits)."""
         self.last_problem = text
-        key = key + "|" + "".join(c for c in text if not c.isdigit())
-        now = time.monotonic()
-        if now - self._last_logged.get(key, -1e9) >= self.cfg["error_log_period"]:
-            self._last_logged[key] = now
-            self.get_logger().error(text)
+        self.log.error(key, text)
 
     def _now(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
@@ -427,43 +422,21 @@ class PolicyNode(Node):
 
     def _publish_diagnostics(self) -> None:
         lat = np.array(self.latencies) * 1e3 if self.latencies else np.zeros(1)
-        status = DiagnosticStatus(level=DiagnosticStatus.OK, name="policy_node: diffusion policy",
-                                  hardware_id=self.policy.arch_id)
         holds = self.counts["hold_stale"] + self.counts["hold_no_action"] + self.counts["hold_model"]
-        status.message = f"version {self.version}, " + ("acting" if self.episode is not None else "idle")
+        level, message = DiagnosticStatus.OK, f"version {self.version}, " + ("acting" if self.episode is not None else "idle")
         if self.last_problem:
-            status.level, status.message = DiagnosticStatus.WARN, f"{status.message}; last problem: {self.last_problem}"
+            level, message = DiagnosticStatus.WARN, f"{message}; last problem: {self.last_problem}"
         values = {**self.counts, "policy_version": self.version, "episode": self.episode, "step": self.step,
                   "holds": holds, "inference_ms_p50": f"{np.percentile(lat, 50):.1f}",
                   "inference_ms_p99": f"{np.percentile(lat, 99):.1f}",
                   **{f"weights_{k}": f"{v:.1f}" for k, v in self.weights_timing.items()}}
-        status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
-        arr = DiagnosticArray(status=[status])
-        arr.header.stamp = self.get_clock().now().to_msg()
-        self.diag_pub.publish(arr)
+        publish_diagnostics(self, self.diag_pub, "policy_node: diffusion policy", self.policy.arch_id, level, message,
+                            values)
 
 
 def main(argv: list[str] | None = None) -> int:
-    rclpy.init(args=argv if argv is not None else sys.argv)
-    node = None
-    try:
-        node = PolicyNode()
-        executor = MultiThreadedExecutor(num_threads=2)
-        executor.add_node(node)
-        executor.spin()
-        return 0
-    except (KeyboardInterrupt, ExternalShutdownException):
-        return 0
-    except Exception:
-        if not rclpy.ok():
-            return 0  # a callback ran into the shutdown: not a failure
-        raise
-    finally:
-        if node is not None:
-            node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
-
+    # inputs run beside the control tick: two executor threads
+    return run_node(PolicyNode, argv, threads=2)
 
 if __name__ == "__main__":
     sys.exit(main())

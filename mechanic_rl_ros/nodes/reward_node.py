@@ -23,8 +23,7 @@ from collections import deque
 
 import numpy as np
 import rclpy
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rclpy.executors import ExternalShutdownException
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import JointState
@@ -32,6 +31,7 @@ from std_msgs.msg import Float64MultiArray, String
 
 from mechanic_rl_ros import fr3
 from mechanic_rl_ros.msg import EpisodeEvent, StepReward, TaskState, Transition
+from mechanic_rl_ros.nodes.common import publish_diagnostics, run_node
 from mechanic_rl_ros.rl.episodes import EpisodeBook, EpisodeConfig, Outcome, StepResult, TaskSample
 from mechanic_rl_ros.srv import ResetEpisode
 
@@ -233,32 +233,16 @@ class RewardNode(Node):
         self.cmd_pub.publish(Float64MultiArray(data=q.tolist()))
 
     def _publish_diagnostics(self) -> None:
-        status = DiagnosticStatus(level=DiagnosticStatus.OK, name="reward_node: episodes", hardware_id=self.cfg["mode"])
-        status.message = f"episode {self.book.episode} {'running' if self.book.running else 'resetting'}"
         rate = sum(self.outcomes) / len(self.outcomes) if self.outcomes else 0.0
         values = {**self.counts, "episode": self.book.episode, "late_steps": self.book.late_steps,
                   "pending_steps": self.book.pending_steps(), "success_rate": f"{rate:.3f}"}
-        status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
-        arr = DiagnosticArray(status=[status])
-        arr.header.stamp = self.get_clock().now().to_msg()
-        self.diag_pub.publish(arr)
+        message = f"episode {self.book.episode} {'running' if self.book.running else 'resetting'}"
+        publish_diagnostics(self, self.diag_pub, "reward_node: episodes", self.cfg["mode"], DiagnosticStatus.OK,
+                            message, values)
 
 
 def main(argv: list[str] | None = None) -> int:
-    rclpy.init(args=argv if argv is not None else sys.argv)
-    node = None
-    try:
-        node = RewardNode()
-        rclpy.spin(node)
-        return 0
-    except (KeyboardInterrupt, ExternalShutdownException):
-        return 0
-    finally:
-        if node is not None:
-            node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
-
+    return run_node(RewardNode, argv)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -42,8 +42,7 @@ from dataclasses import dataclass
 import numpy as np
 import rclpy
 from builtin_interfaces.msg import Time
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rclpy.executors import ExternalShutdownException
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rosgraph_msgs.msg import Clock
@@ -53,6 +52,7 @@ from trajectory_msgs.msg import JointTrajectory
 
 from mechanic_rl_ros import fr3
 from mechanic_rl_ros.msg import TaskState
+from mechanic_rl_ros.nodes.common import RateLimitedLog, publish_diagnostics, run_node
 from mechanic_rl_ros.sim.env import make_env
 from mechanic_rl_ros.sim.tasks import TASK_STATE_FIELDS
 from mechanic_rl_ros.srv import ResetEpisode
@@ -178,7 +178,7 @@ class SimNode(Node):
         self.stats = {"commands_applied": 0, "commands_rejected": 0, "resets": 0, "ticks": 0, "frames": 0}
         self.last_error = ""
         self.failed = False
-        self._last_logged: dict[str, float] = {}
+        self.log = RateLimitedLog(self, cfg["error_log_period"])
         self.time_offset = 0.0  # sim time keeps increasing across resets
         self._stop = threading.Event()
         self._started_wall = time.monotonic()
@@ -195,13 +195,7 @@ class SimNode(Node):
     def _reject(self, source: str, exc: Exception) -> None:
         self.stats["commands_rejected"] += 1
         self.last_error = f"{source}: {exc}"
-        # rate-limited per kind of problem (digits stripped), so a flood of one
-        # bad command does not hide a different one
-        kind = source + "|" + "".join(c for c in str(exc) if not c.isdigit())
-        now = time.monotonic()
-        if now - self._last_logged.get(kind, -math.inf) >= self.cfg["error_log_period"]:
-            self._last_logged[kind] = now
-            self.get_logger().error(f"rejected {source} command, not applied: {exc}")
+        self.log.error(source, f"rejected {source} command, not applied: {exc}")
 
     def _on_arm_array(self, msg: Float64MultiArray) -> None:
         try:
@@ -357,19 +351,14 @@ class SimNode(Node):
     def _publish_diagnostics(self) -> None:
         wall = time.monotonic() - self._started_wall
         sim_t = self.time_offset + self.env.sim.time
-        status = DiagnosticStatus(level=DiagnosticStatus.OK, name="sim_node: simulated FR3", hardware_id="mujoco")
+        level, message = DiagnosticStatus.OK, "running"
         if not self.worker.is_alive():
-            status.level, status.message = DiagnosticStatus.ERROR, "physics thread stopped"
+            level, message = DiagnosticStatus.ERROR, "physics thread stopped"
         elif self.stats["commands_rejected"]:
-            status.level, status.message = DiagnosticStatus.WARN, f"last rejected command: {self.last_error}"
-        else:
-            status.message = "running"
+            level, message = DiagnosticStatus.WARN, f"last rejected command: {self.last_error}"
         values = {**self.stats, "sim_time_s": f"{sim_t:.3f}", "real_time_factor": f"{sim_t / max(wall, 1e-9):.2f}",
                   "mode": self.cfg["mode"], "task": self.cfg["task"]}
-        status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
-        arr = DiagnosticArray(status=[status])
-        arr.header.stamp = self.get_clock().now().to_msg()
-        self.diag_pub.publish(arr)
+        publish_diagnostics(self, self.diag_pub, "sim_node: simulated FR3", "mujoco", level, message, values)
 
     def destroy_node(self) -> None:
         self._stop.set()
@@ -379,21 +368,7 @@ class SimNode(Node):
 
 
 def main(argv: list[str] | None = None) -> int:
-    rclpy.init(args=argv if argv is not None else sys.argv)
-    node = None
-    try:
-        node = SimNode()
-        while rclpy.ok() and not node.failed:
-            rclpy.spin_once(node, timeout_sec=0.1)
-        return 1 if node.failed else 0
-    except (KeyboardInterrupt, ExternalShutdownException):
-        return 0
-    finally:
-        if node is not None:
-            node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
-
+    return run_node(SimNode, argv, failed=lambda node: node.failed)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -65,7 +65,7 @@ def parse_args(argv: Sequence[str]) -> tuple[dict[str, str], argparse.Namespace]
     parser.add_argument("--duration", type=float, default=0.0,
                         help="stop the stack after this many wall seconds (0 = run until Ctrl-C)")
     parser.add_argument("--config-dir", type=Path, default=None, help="parameter files (default: the package's config/)")
-    parser.add_argument("--stop-timeout", type=float, default=30.0, help="seconds nodes get to exit after SIGINT")
+    parser.add_argument("--stop-timeout", type=float, default=60.0, help="seconds nodes get to exit after SIGINT")
     parser.add_argument("--set", action="append", default=[], metavar="NODE.PARAM=VALUE",
                         help="override one node parameter (YAML value), e.g. --set learner_node.batch_size=8; repeatable")
     ns = parser.parse_args(argv)
@@ -126,10 +126,13 @@ class Stack:
         for p in self.procs.values():
             if p.poll() is None:
                 p.send_signal(signal.SIGINT)
-        deadline = time.monotonic() + timeout
+        start = time.monotonic()
+        deadline = start + timeout
         for name, p in self.procs.items():
             try:
                 p.wait(max(0.1, deadline - time.monotonic()))
+                print(f"[finetune] {name} exited with {p.returncode} ({time.monotonic() - start:.1f} s after SIGINT)",
+                      flush=True)
             except subprocess.TimeoutExpired:
                 print(f"[finetune] {name} ignored SIGINT for {timeout:.0f} s; killing it", flush=True)
                 p.kill()
