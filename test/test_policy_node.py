@@ -127,3 +127,48 @@ def test_wrong_joint_names_hold_position_without_crashing(stack):
     n = len(stack["transitions"])
     assert probe.spin_until(lambda: len(stack["transitions"]) > n + 5, 60), "the node stopped acting"
     assert all(p.poll() is None for p in stack["procs"].values()), logs()
+
+
+def test_unknown_image_encoding_is_refused_and_the_arm_holds(tmp_path):
+    """A camera that only sends an encoding the policy cannot use: clear error, no action, hold, no crash."""
+    from sensor_msgs.msg import Image
+
+    make_checkpoint(tmp_path / "ckpt")
+    domain = fresh_domain_id()
+    sim_time = ["-p", "use_sim_time:=true"]
+    procs = {
+        "sim": start_python(["-m", "mechanic_rl_ros.nodes.sim_node", "--ros-args", "--params-file", "config/sim.yaml",
+                             "-p", "mode:=lockstep", "-p", "lockstep_idle_timeout:=0.1", *sim_time],
+                            domain, tmp_path / "sim.log"),
+        "reward": start_python(["-m", "mechanic_rl_ros.nodes.reward_node", "--ros-args", "--params-file",
+                                "config/reward.yaml", *sim_time], domain, tmp_path / "reward.log"),
+        "policy": start_python(["-m", "mechanic_rl_ros.nodes.policy_node", "--ros-args", "--params-file",
+                                "config/policy_node.yaml", "-p", f"checkpoint:={tmp_path / 'ckpt'}",
+                                "-p", "image_topics:=[/bad_camera/image]", *sim_time], domain, tmp_path / "policy.log"),
+    }
+    probe = Probe(domain)
+    transitions = probe.record(Transition, "/learner/transitions", HISTORY)
+    events = probe.record(EpisodeEvent, "/reward/events", EVENTS)
+    commands = probe.record(Float64MultiArray, "/fr3_position_controller/commands")
+    bad = probe.node.create_publisher(Image, "/bad_camera/image", 10)
+    text = (tmp_path / "policy.log").read_text
+    try:
+        assert probe.spin_until(lambda: any(e.event == EpisodeEvent.START for e in events), 60), text()
+        for _ in range(30):
+            img = Image(height=96, width=96, encoding="yuv422", step=192)
+            img.data = bytes(96 * 192)
+            img.header.stamp = probe.node.get_clock().now().to_msg()
+            bad.publish(img)
+            probe.spin_until(lambda: False, 0.1)
+        assert probe.spin_until(lambda: "encoding: got 'yuv422'; expected 'rgb8'" in text(), 20), text()
+        assert probe.spin_until(lambda: "holding: no image:scene received yet" in text() and len(commands) > 5, 30), text()
+        held = np.array([c.data for c in commands[-5:]])
+        assert np.abs(held - held[0]).max() < 1e-3, "holding must keep the arm where it is"
+        assert not transitions, "no step may be executed without a valid observation"
+        assert all(p.poll() is None for p in procs.values())
+    finally:
+        probe.close()
+        for p in procs.values():
+            p.terminate()
+        for p in procs.values():
+            p.wait(20)

@@ -381,9 +381,14 @@ class PolicyNode(Node):
         return bool(self.get_parameter("use_sim_time").value)
 
     def _hold(self) -> None:
-        if self.safety.initialized:
-            res = self.safety.hold()
-            self._send(res.q, None)
+        """Brake to the last command; before the first command, hold the measured joint positions."""
+        if not self.safety.initialized:
+            joints = self.assembler.inputs.get("joints")
+            if joints is None:
+                return  # nothing known about the arm: send nothing, its controller keeps its target
+            self.safety.reset(joints.value["qpos"])
+        res = self.safety.hold()
+        self._send(res.q, None)
 
     def _send(self, q: np.ndarray, width: float | None) -> None:
         if self.cfg["command_type"] == "array":
