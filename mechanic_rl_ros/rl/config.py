@@ -9,11 +9,12 @@ the dataclass defaults are kept identical (a test checks it).
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
+
+from mechanic_rl_ros.policy.config import apply_overrides, deep_update, load_yaml
 
 #: repo root / config / rl.yaml
 DEFAULT_CONFIG_PATH = Path(__file__).resolve().parents[2] / "config" / "rl.yaml"
@@ -124,40 +125,6 @@ def _num(v: Any) -> Any:
         except ValueError:
             return v
     return v
-
-
-def load_yaml(path: str | Path) -> dict[str, Any]:
-    import yaml
-
-    with open(path) as f:
-        return yaml.safe_load(f) or {}
-
-
-def deep_update(base: Mapping[str, Any], upd: Mapping[str, Any]) -> dict[str, Any]:
-    out = copy.deepcopy(dict(base))
-    for k, v in upd.items():
-        if isinstance(v, Mapping) and isinstance(out.get(k), dict):
-            out[k] = deep_update(out[k], v)
-        else:
-            out[k] = copy.deepcopy(v)
-    return out
-
-
-def apply_overrides(cfg: Mapping[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """``section.key=value`` overrides, values parsed as YAML (``learner.clip=0.02``, ``train.num_envs=4``)."""
-    import yaml
-
-    out = copy.deepcopy(dict(cfg))
-    for item in overrides:
-        if "=" not in item:
-            raise ValueError(f"override {item!r} is not of the form key=value")
-        key, raw = item.split("=", 1)
-        parts = key.strip().split(".")
-        node = out
-        for p in parts[:-1]:
-            node = node.setdefault(p, {})
-        node[parts[-1]] = _num(yaml.safe_load(raw))
-    return out
 
 
 @dataclass
