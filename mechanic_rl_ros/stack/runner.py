@@ -146,6 +146,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     values, ns = parse_args(list(sys.argv[1:] if argv is None else argv))
     config_dir = ns.config_dir or default_config_dir()
     specs = description.nodes(values, config_dir)
+    policy_ckpt = next((Path(str(s.overrides["checkpoint"])) for s in specs if s.name == "policy_node"), None)
+    if policy_ckpt is not None and not (policy_ckpt / "model.safetensors").is_file():
+        print(f"mechanic-rl finetune: no policy checkpoint at {policy_ckpt} (model.safetensors + config.json); pass "
+              "checkpoint:=DIR from 'mechanic-rl pretrain', or run 'make run', which pretrains one first",
+              file=sys.stderr)
+        return 2
     names = {s.name for s in specs}
     for node, params in ns.param_overrides.items():
         if node not in names:
