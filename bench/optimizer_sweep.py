@@ -54,7 +54,7 @@ DPPO_ACTOR_LR, DPPO_CRITIC_LR = 1e-5, 1e-3
 #: per-run budget of each setting (train section of config/rl.yaml; learner overrides)
 FULL = {"train": {"num_envs": 8, "steps_per_iter": 10, "iterations": 40, "eval_every": 5, "eval_episodes": 24},
         "learner": {}}
-QUICK = {"train": {"num_envs": 4, "steps_per_iter": 10, "iterations": 12, "eval_every": 3, "eval_episodes": 12},
+QUICK = {"train": {"num_envs": 4, "steps_per_iter": 10, "iterations": 12, "eval_every": 4, "eval_episodes": 12},
          "learner": {"update_epochs": 4}}
 SMOKE = {"train": {"num_envs": 2, "steps_per_iter": 3, "iterations": 2, "eval_every": 1, "eval_episodes": 2},
          "learner": {"update_epochs": 2, "critic_warmup_updates": 0}}
@@ -86,10 +86,15 @@ def expert_episodes(task: str, n: int, seed: int, noise: float = 1.0) -> list[di
     return eps
 
 
-def make_state_checkpoint(out: Path, task: str = "lift", episodes: int = 40, epochs: int = 40,
-                          max_minutes: float = 20.0, seed: int = 0, threads: int = 1) -> Path:
+def make_state_checkpoint(out: Path, task: str = "lift", episodes: int = 30, epochs: int = 12,
+                          max_minutes: float = 15.0, seed: int = 0, threads: int = 1) -> Path:
     """Pretrain a state-only policy (default architecture, low-dim obs qpos/gripper/task_state) on noisy-expert
-    demonstrations with ``mechanic_rl_ros.policy.train`` and save it to ``out``; reused when present."""
+    demonstrations with ``mechanic_rl_ros.policy.train`` and save it to ``out``; reused when present.
+
+    The defaults (30 noisy demonstrations, of which ~21 successful, 12 epochs, ~2 min) deliberately stop
+    early: measured 34.4 % deterministic success on lift (32 episodes), leaving room for RL. The same
+    recipe trained for 41 epochs on 100 demonstrations reaches 97 %, where fine-tuning has nothing to show.
+    """
     if (out / "config.json").is_file():
         return out
     from mechanic_rl_ros.policy.train import TRAIN_DEFAULTS, train
@@ -175,7 +180,7 @@ def summarise(configs: list[dict[str, Any]], runs_dir: Path, seeds: list[int]) -
         span = xs[-1] - xs[0] if n > 1 else 1.0
         auc = np.array([np.trapezoid(y, xs) / span if n > 1 else y[0] for y in ys])
         se = (lambda a: float(a.std(ddof=1) / math.sqrt(len(a))) if len(a) > 1 else float("nan"))
-        out[c["name"]] = {"sweeps": c["sweeps"], "lr": c.get("lr"), "seeds": len(curves), "env_steps": xs.tolist(),
+        out[c["name"]] = {"sweeps": c["sweeps"], "lr": c.get("lr"), "alias": c.get("alias"), "seeds": len(curves), "env_steps": xs.tolist(),
                           "mean": ys.mean(0).tolist(), "se": [se(ys[:, j]) for j in range(n)],
                           "initial": float(ys[:, 0].mean()),
                           "final": float(ys[:, -1].mean()), "final_se": se(ys[:, -1]),
@@ -234,7 +239,8 @@ def write_table(summary: dict[str, Any], path: Path, setting: str, wall_s: float
                   "| configuration | seeds | initial success | final success (± SE) | AUC (± SE) |",
                   "|---|---|---|---|---|"]
         for k, v in rows:
-            lines.append(f"| {k} | {v['seeds']} | {v['initial']:.3f} | {v['final']:.3f} ± {v['final_se']:.3f} | "
+            label = k + (f" (= {v['alias']})" if v.get("alias") else "")
+            lines.append(f"| {label} | {v['seeds']} | {v['initial']:.3f} | {v['final']:.3f} ± {v['final_se']:.3f} | "
                          f"{v['auc']:.3f} ± {v['auc_se']:.3f} |")
         lines += ["", verdict(summary, sweep), ""]
     lines += ["AUC: area under the mean-eval-success curve over the env-step range, divided by its length "

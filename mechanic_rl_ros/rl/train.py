@@ -181,7 +181,10 @@ class Collector:
 
 
 def evaluate(learner: DPPO, task: str, episodes: int, seed: int, num_envs: int, reward: str = "sparse") -> float:
-    """Success rate of deterministic DDIM (eta = 0) over episodes reset with seeds ``seed + j``."""
+    """Success rate of deterministic DDIM (eta = 0) over episodes reset with seeds ``seed + j``.
+
+    The initial noise x_K of every chunk comes from a generator seeded with ``seed``, so the same weights
+    always get the same score."""
     from mechanic_rl_ros.policy import ObsHistory, stack_histories
     from mechanic_rl_ros.sim import BatchedEnv
 
@@ -190,6 +193,7 @@ def evaluate(learner: DPPO, task: str, episodes: int, seed: int, num_envs: int, 
     benv = BatchedEnv(task=task, num_envs=n, render=bool(cfg.cameras), cameras=cfg.cameras or ("scene",),
                       image_size=cfg.image_size, seed=seed, reward=reward, autoreset=False)
     wins = 0
+    gen = torch.Generator().manual_seed(int(seed))
     try:
         for start in range(0, episodes, n):
             idx = list(range(min(n, episodes - start)))
@@ -199,7 +203,8 @@ def evaluate(learner: DPPO, task: str, episodes: int, seed: int, num_envs: int, 
                 hist[i].push(o)
             active = list(idx)
             while active:
-                out = learner.act(stack_histories([hist[i].stacked() for i in active]), deterministic=True)
+                out = learner.act(stack_histories([hist[i].stacked() for i in active]), deterministic=True,
+                                  generator=gen)
                 acts = learner.policy.executable(out.actions).astype(np.float64)
                 still = []
                 for row, i in enumerate(active):
@@ -261,7 +266,11 @@ def _fmt(x: float) -> str:
 
 
 # --------------------------------------------------------------------- train
-def train(train_cfg: Mapping[str, Any], learner_cfg: DPPOConfig, log: Callable[[str], None] = print,
+def _print(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def train(train_cfg: Mapping[str, Any], learner_cfg: DPPOConfig, log: Callable[[str], None] = _print,
           progress: bool = True) -> tuple[DPPO, list[dict[str, Any]]]:
     """Run the headless fine-tuning; returns the learner and the per-iteration log rows."""
     t = dict(TRAIN_DEFAULTS, **train_cfg)
