@@ -65,6 +65,7 @@ class PolicyNode(Node):
             ("checkpoint", ""),
             ("finetune_steps", 5),
             ("stochastic", True),
+            ("noise_clip", 3.0),
             ("seed", 0),
             ("torch_threads", 1),
             ("control_rate", 10.0),
@@ -277,7 +278,7 @@ class PolicyNode(Node):
         start = time.perf_counter()
         with torch.inference_mode():
             out = self.policy.sample(self.policy.batch_single(obs_hist), stochastic=bool(self.cfg["stochastic"]),
-                                     generator=self.generator)
+                                     generator=self.generator, noise_clip=float(self.cfg["noise_clip"]) or None)
         self.latencies.append(time.perf_counter() - start)
         predicted = out.actions[0].cpu().numpy().astype(np.float64)
         if not np.all(np.isfinite(predicted)):
