@@ -55,7 +55,7 @@ class VisionConfig:
 class UNetConfig:
     """Conditional 1D temporal U-Net (Chi et al. 2023, Sec. III-B, Fig. 2)."""
 
-    down_dims: tuple[int, ...] = (64, 128)  #: channels of each resolution level (2 levels: latency, see docs/policy.md)
+    down_dims: tuple[int, ...] = (64, 128, 256)  #: channels of each resolution level
     kernel_size: int = 5          #: temporal convolution kernel
     mid_blocks: int = 1           #: residual blocks at the coarsest level (Chi et al. use 2)
     n_groups: int = 8             #: GroupNorm groups inside the residual blocks
