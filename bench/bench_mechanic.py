@@ -1,10 +1,12 @@
 """Step time of Mechanic(Adam) against plain Adam on CPU.
 
-Two identical ~4.7 M-parameter MLPs (256-1024-2048-1024-256), one trained by
-``torch.optim.Adam`` and one by ``Mechanic(torch.optim.Adam(lr=1.0))``, both
-with torch's default Adam implementation. Steps of the two are interleaved
-(A, M, A, M, ...) so that load from other processes hits both alike, and the
-median of each is reported. Two measurements:
+Identical ~4.7 M-parameter MLPs (256-1024-2048-1024-256), one trained by
+``torch.optim.Adam`` and the others by ``Mechanic(torch.optim.Adam(lr=1.0))``
+with its fused CPU kernels (``optim/fused_kernels.c``, the default) and with
+torch ``_foreach`` kernels (``fused=False``), all with torch's default Adam
+implementation. Steps are interleaved (A, M, M', A, M, M', ...) so that load
+from other processes hits all alike, and the median of each is reported.
+Two measurements:
 
 * ``optimizer step``: ``opt.step()`` alone, gradients fixed (random);
 * ``training step``: ``zero_grad`` + forward + backward + ``step`` on a batch.
@@ -29,9 +31,10 @@ import time
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from mechanic_rl_ros.optim import Mechanic  # noqa: E402
+from mechanic_rl_ros.optim import Mechanic, fused  # noqa: E402
 
 WIDTHS = (256, 1024, 2048, 1024, 256)
+VARIANTS = ("Adam", "Mechanic(Adam) fused", "Mechanic(Adam) torch kernels")
 
 
 def make_model(seed: int = 0) -> torch.nn.Module:
@@ -44,43 +47,44 @@ def make_model(seed: int = 0) -> torch.nn.Module:
     return torch.nn.Sequential(*layers)
 
 
-def interleaved(step_a, step_b, steps: int, warmup: int = 3, between=None):
-    """Alternate the two steps; return wall-clock and process-CPU seconds of each."""
+def interleaved(steps_by_name, steps: int, warmup: int = 3, between=None):
+    """Run the named steps round robin; return wall-clock and process-CPU seconds of each."""
     for _ in range(warmup):
-        step_a()
-        step_b()
+        for step in steps_by_name.values():
+            step()
         if between is not None:
             between()
-    wall_a, wall_b, cpu_a, cpu_b = [], [], [], []
+    wall = {name: [] for name in steps_by_name}
+    cpu = {name: [] for name in steps_by_name}
     for _ in range(steps):
-        c0, t0 = time.process_time(), time.perf_counter()
-        step_a()
-        c1, t1 = time.process_time(), time.perf_counter()
-        step_b()
-        c2, t2 = time.process_time(), time.perf_counter()
-        wall_a.append(t1 - t0)
-        wall_b.append(t2 - t1)
-        cpu_a.append(c1 - c0)
-        cpu_b.append(c2 - c1)
+        for name, step in steps_by_name.items():
+            c0, t0 = time.process_time(), time.perf_counter()
+            step()
+            wall[name].append(time.perf_counter() - t0)
+            cpu[name].append(time.process_time() - c0)
         if between is not None:
             between()
-    return wall_a, wall_b, cpu_a, cpu_b
+    return wall, cpu
 
 
-def report(title: str, wall_a, wall_b, cpu_a, cpu_b) -> float:
-    med_a = statistics.median(wall_a) * 1e3
-    med_b = statistics.median(wall_b) * 1e3
-    cpu_ma = statistics.median(cpu_a) * 1e3
-    cpu_mb = statistics.median(cpu_b) * 1e3
-    pair = statistics.median(b / a for a, b in zip(wall_a, wall_b))
+def report(title: str, wall, cpu) -> dict:
+    """Print medians and each variant's ratio to the first (Adam); return the wall ratios."""
+    names = list(wall)
+    base = names[0]
+    med = {n: statistics.median(wall[n]) * 1e3 for n in names}
+    cpu_med = {n: statistics.median(cpu[n]) * 1e3 for n in names}
     print(f"{title}")
-    print(f"  Adam            median {med_a:9.2f} ms wall (min {min(wall_a) * 1e3:8.2f}),"
-          f" {cpu_ma:9.2f} ms CPU")
-    print(f"  Mechanic(Adam)  median {med_b:9.2f} ms wall (min {min(wall_b) * 1e3:8.2f}),"
-          f" {cpu_mb:9.2f} ms CPU")
-    print(f"  ratio of wall medians Mechanic/Adam = {med_b / med_a:.3f}"
-          f"   (paired {pair:.3f}, CPU {cpu_mb / cpu_ma:.3f})")
-    return med_b / med_a
+    ratios = {}
+    for n in names:
+        line = (f"  {n:<28} median {med[n]:9.2f} ms wall (min {min(wall[n]) * 1e3:8.2f}),"
+                f" {cpu_med[n]:9.2f} ms CPU")
+        if n != base:
+            ratios[n] = med[n] / med[base]
+            paired = statistics.median(b / a for a, b in zip(wall[base], wall[n]))
+            line += (f"   ratio to {base}: {ratios[n]:.3f} (paired {paired:.3f},"
+                     f" CPU {cpu_med[n] / cpu_med[base]:.3f})")
+        print(line)
+    return ratios
 
 
 def main() -> int:
@@ -90,13 +94,23 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=256)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if not fused.available():
+        print(f"note: Mechanic's fused kernels are not available ({fused.unavailable_reason()})")
 
-    model_a, model_b = make_model(), make_model()
-    n_params = sum(p.numel() for p in model_a.parameters())
-    adam = torch.optim.Adam(model_a.parameters(), lr=1e-3)
-    mech = Mechanic(torch.optim.Adam(model_b.parameters(), lr=1.0))
+    def optimizers(seed):
+        models = {name: make_model(seed) for name in VARIANTS}
+        opts = {"Adam": torch.optim.Adam(models["Adam"].parameters(), lr=1e-3)}
+        for name, use_fused in (("Mechanic(Adam) fused", True), ("Mechanic(Adam) torch kernels", False)):
+            if use_fused and not fused.available():
+                del models[name]
+                continue
+            opts[name] = Mechanic(torch.optim.Adam(models[name].parameters(), lr=1.0), fused=use_fused)
+        return models, opts
+
+    models, opts = optimizers(0)
+    n_params = sum(p.numel() for p in models["Adam"].parameters())
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"{n_params / 1e6:.2f} M parameters in {len(list(model_a.parameters()))} tensors, "
+          f"{n_params / 1e6:.2f} M parameters in {len(list(models['Adam'].parameters()))} tensors, "
           f"{args.steps} interleaved steps each")
 
     # Fixed random gradients whose sign flips between steps (untimed): a
@@ -104,17 +118,16 @@ def main() -> int:
     # rightly grows without bound.
     gen = torch.Generator().manual_seed(0)
     grads = []
-    for pa, pb in zip(model_a.parameters(), model_b.parameters()):
-        grad = torch.randn(pa.shape, generator=gen) * 1e-3
-        pa.grad, pb.grad = grad.clone(), grad.clone()
-        grads += [pa.grad, pb.grad]
+    for params in zip(*(m.parameters() for m in models.values())):
+        grad = torch.randn(params[0].shape, generator=gen) * 1e-3
+        for p in params:
+            p.grad = grad.clone()
+            grads.append(p.grad)
     ratio_opt = report("optimizer step (opt.step() only)",
-                       *interleaved(adam.step, mech.step, args.steps,
+                       *interleaved({n: o.step for n, o in opts.items()}, args.steps,
                                     between=lambda: torch._foreach_neg_(grads)))
 
-    model_a, model_b = make_model(1), make_model(1)
-    adam = torch.optim.Adam(model_a.parameters(), lr=1e-3)
-    mech = Mechanic(torch.optim.Adam(model_b.parameters(), lr=1.0))
+    models, opts = optimizers(1)
     x = torch.randn(args.batch, WIDTHS[0], generator=gen)
     y = torch.randn(args.batch, WIDTHS[-1], generator=gen)
 
@@ -126,10 +139,11 @@ def main() -> int:
         return run
 
     ratio_train = report(f"training step (zero_grad + forward + backward + step, batch {args.batch})",
-                         *interleaved(train_step(model_a, adam), train_step(model_b, mech),
+                         *interleaved({n: train_step(models[n], o) for n, o in opts.items()},
                                       args.steps))
-    print(f"RESULT optimizer-step ratio {ratio_opt:.3f}, training-step ratio {ratio_train:.3f} "
-          f"(target <= 1.25)")
+    for name in ratio_opt:
+        print(f"RESULT {name}: optimizer-step ratio {ratio_opt[name]:.3f}, "
+              f"training-step ratio {ratio_train[name]:.3f} (target <= 1.25)")
     return 0
 
 

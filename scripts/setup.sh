@@ -22,7 +22,7 @@ digest() { cat "$@" 2>/dev/null | sha256sum | cut -c1-16; }
 fresh() { [ -f "$STAMPS/$1" ] && [ "$(cat "$STAMPS/$1")" = "$2" ]; }
 
 # ---------------------------------------------------------------- 1. apt
-step="1/5 Debian packages"
+step="1/6 Debian packages"
 APT_PKGS=(cmake g++ make libegl1 libegl-mesa0 libgl1-mesa-dri libgles2)
 "$PYTHON" -c "import venv, ensurepip" 2>/dev/null || APT_PKGS+=(python3-venv)
 [ -f "$("$PYTHON" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')/Python.h" ] || APT_PKGS+=(python3-dev)
@@ -38,7 +38,7 @@ else
 fi
 
 # ---------------------------------------------------------------- 2. venv
-step="2/5 virtual environment"
+step="2/6 virtual environment"
 if [ ! -x "$VENV/bin/python" ]; then
   say "$step: creating .venv with $("$PYTHON" --version)"
   "$PYTHON" -m venv "$VENV"
@@ -48,7 +48,7 @@ else
 fi
 
 # ---------------------------------------------------------------- 3. pip
-step="3/5 Python packages"
+step="3/6 Python packages"
 req=$(digest requirements.txt)
 if ! fresh requirements "$req"; then
   say "$step: installing requirements.txt (first time: several minutes)"
@@ -61,7 +61,7 @@ else
 fi
 
 # ---------------------------------------------------------------- 4. messages
-step="4/5 ROS 2 messages"
+step="4/6 ROS 2 messages"
 msgs=$(digest CMakeLists.txt package.xml msg/*.msg srv/*.srv scripts/build_msgs.sh)
 if ! fresh msgs "$msgs" || [ ! -d mechanic_rl_ros/msg ] || ! ls "$VENV"/lib/libmechanic_rl_ros__rosidl_typesupport_c.so >/dev/null 2>&1; then
   say "$step: building msg/ and srv/ with rosidl (about a minute)"
@@ -72,7 +72,7 @@ else
 fi
 
 # ---------------------------------------------------------------- 5. package
-step="5/5 mechanic_rl_ros package"
+step="5/6 mechanic_rl_ros package"
 pkg=$( (cat setup.py; ls mechanic_rl_ros/nodes) | sha256sum | cut -c1-16)
 if ! fresh package "$pkg" || [ ! -x "$VENV/bin/mechanic-rl" ]; then
   say "$step: pip install -e ."
@@ -83,7 +83,22 @@ else
   say "$step: up to date"
 fi
 
-"$VENV/bin/python" -c "import rclpy, torch, mujoco; from mechanic_rl_ros.msg import PolicyWeights" \
+# ---------------------------------------------------------------- fused Mechanic kernels
+step="6/6 Mechanic's fused CPU kernels"
+KSRC=mechanic_rl_ros/optim/fused_kernels.c
+KLIB=mechanic_rl_ros/optim/_fused_kernels.so
+kern=$(digest "$KSRC")
+if ! fresh kernels "$kern" || [ ! -f "$KLIB" ]; then
+  say "$step: gcc $KSRC"
+  gcc -O3 -fopenmp-simd -fno-math-errno -fPIC -shared -pthread -o "$KLIB.tmp" "$KSRC"
+  mv "$KLIB.tmp" "$KLIB"
+  echo "$kern" >"$STAMPS/kernels"
+else
+  say "$step: up to date"
+fi
+
+"$VENV/bin/python" -c "import rclpy, torch, mujoco; from mechanic_rl_ros.msg import PolicyWeights
+from mechanic_rl_ros.optim import fused; assert fused.available(), fused.unavailable_reason()" \
   || { step="final import check"; exit 1; }
 step=""
 say "done: activate with 'source .venv/bin/activate'"

@@ -75,6 +75,8 @@ def test_messages_and_python_package_import_from_the_install(colcon_install):
         "import mechanic_rl_ros, mechanic_rl_ros.wire, mechanic_rl_ros.optim\n"
         "from mechanic_rl_ros.msg import PolicyWeights, Transition\n"
         "from mechanic_rl_ros.srv import ResetEpisode\n"
+        "from mechanic_rl_ros.optim import fused\n"
+        "assert fused.available(), fused.unavailable_reason()\n"
         "print(mechanic_rl_ros.__file__)\n"
         "print(PolicyWeights.__module__)\n"))
     first = out.splitlines()[0]

@@ -60,7 +60,7 @@ def _warmup_cosine(meta):
     return factor
 
 
-def _replay(case, meta, steps=None):
+def _replay(case, meta, steps=None, fused=None):
     """Run the torch Mechanic on the case's problem; return per-step scales,
     parameters after each step and the final loss."""
     params = {k: torch.tensor(v, dtype=torch.float64, requires_grad=True)
@@ -79,7 +79,7 @@ def _replay(case, meta, steps=None):
     sched = None
     if desc.get("schedule") == "warmup_cosine":
         sched = torch.optim.lr_scheduler.LambdaLR(base, _warmup_cosine(meta["schedule"]))
-    opt = Mechanic(base, **case["mechanic"])
+    opt = Mechanic(base, **case["mechanic"], fused=fused)
     scales, traj = [], []
     for _ in range(steps or case["steps"]):
         opt.zero_grad()
@@ -105,17 +105,22 @@ def _assert_close_steps(case, scales, traj, upto):
             assert err <= tol, f"{k} after step {t + 1}: max abs error {err:.3e} > {tol:.3e}"
 
 
+FUSED = pytest.mark.parametrize("fused", [True, False], ids=["fused", "torch"])
+
+
+@FUSED
 @pytest.mark.parametrize("name", ["mlp_sgd", "mlp_sgd_momentum", "mlp_adam", "mlp_adamw",
                                   "mlp_adam_schedule", "mlp_adam_custom"])
-def test_matches_optax_step_by_step(reference, name):
+def test_matches_optax_step_by_step(reference, name, fused):
     case = reference["cases"][name]
     assert case["steps"] >= 50
-    scales, traj, final = _replay(case, reference["meta"])
+    scales, traj, final = _replay(case, reference["meta"], fused=fused)
     _assert_close_steps(case, scales, traj, case["steps"])
     assert final == pytest.approx(case["final_loss"], rel=RTOL)
 
 
-def test_sanity_anchor(reference):
+@FUSED
+def test_sanity_anchor(reference, fused):
     """The issue's anchor numbers, the first 100 steps at 1e-6 and loss after 200.
 
     The anchor runs at the edge of stability, where rounding differences grow
@@ -129,7 +134,7 @@ def test_sanity_anchor(reference):
     assert case["scale"][49] == pytest.approx(1.463900191637e-02, rel=1e-12)
     assert case["final_loss"] == pytest.approx(1.930218386715e-02, rel=1e-12)
 
-    scales, traj, final = _replay(case, reference["meta"])
+    scales, traj, final = _replay(case, reference["meta"], fused=fused)
     assert scales[0] == pytest.approx(1.0e-06, rel=1e-12)
     assert scales[2] == pytest.approx(1.347440414266e-06, rel=1e-10)
     assert scales[49] == pytest.approx(1.463900191637e-02, rel=1e-9)

@@ -14,6 +14,8 @@ from typing import Any, Callable, Dict, List, Optional
 import torch
 from torch.optim import Optimizer
 
+from . import fused as _fused
+
 __all__ = ["Mechanic"]
 
 _TUNER_KEYS = ("s", "m", "v", "r")
@@ -113,6 +115,12 @@ class Mechanic(Optimizer):
         eps: :math:`\epsilon` of the formulas above.
         s_init: initial scale; each of the ``num_betas`` tuners starts at it.
         num_betas: number of tuners, :math:`\beta_i = 1 - 10^{-i}`.
+        fused: use the compiled CPU kernels of ``fused_kernels.c`` for
+            float32/float64 CPU parameters (two passes over memory instead of
+            about twenty torch kernels; same step up to rounding). ``None``:
+            when the library is built (``make setup``) and ``MECHANIC_FUSED``
+            is not ``0``; ``True``: required; ``False``: torch kernels only.
+            Other dtypes and devices always use torch kernels.
 
     Example::
 
@@ -128,6 +136,7 @@ class Mechanic(Optimizer):
         eps: float = 1e-8,
         s_init: float = 1e-6,
         num_betas: int = 6,
+        fused: Optional[bool] = None,
     ) -> None:
         if not isinstance(base_optimizer, Optimizer):
             raise TypeError(
@@ -144,6 +153,9 @@ class Mechanic(Optimizer):
         self.__dict__["base_optimizer"] = base_optimizer
         self._hyper = hyper
         self._tuner = _initial_tuner(hyper)
+        if fused and not _fused.available():
+            raise RuntimeError(f"Mechanic(fused=True): {_fused.unavailable_reason()}")
+        self._fused = _fused.available() if fused is None else bool(fused)
 
     # ------------------------------------------------------------------ groups
     @property
@@ -245,7 +257,7 @@ class Mechanic(Optimizer):
             key = (entry.param.device, entry.param.dtype)
             buckets.setdefault(key, _Bucket()).add(entry, self.state.get(entry.param))
         for bucket in buckets.values():
-            bucket.measure()
+            bucket.measure(self._fused)
 
         g_sq = x_sq = 0.0
         for entry in entries:
@@ -365,7 +377,7 @@ class Mechanic(Optimizer):
 
     def __getstate__(self) -> Dict[str, Any]:
         return {"state": self.state, "base_optimizer": self.base_optimizer, "_hyper": self._hyper,
-                "_tuner": self._tuner}
+                "_tuner": self._tuner, "_fused": self._fused}
 
     def __setstate__(self, state: Dict[str, Any]) -> None:
         super().__setstate__(state)
@@ -459,21 +471,24 @@ def _bad_input_message(entry: "_Entry", what: str) -> str:
             f"state are untouched. Drop this batch (zero_grad()) or fix the loss.")
 
 
-def _snapshot(params: List[torch.Tensor]) -> List[torch.Tensor]:
-    """Copies of the parameters, as views of one flat buffer: a single large
+def _snapshot(params: List[torch.Tensor], copy: bool = True) -> List[torch.Tensor]:
+    """Copies of the parameters (uninitialised buffers of their shapes with
+    ``copy=False``), as views of one flat buffer: a single large
     allocation is recycled by the C allocator from step to step, where many
     separate ones are returned to the OS and page-faulted in again (measured:
     ~8000 minor faults per step for 4.7 M float32 parameters, ~5x the cost of
     the copy itself)."""
     total = sum(p.numel() for p in params)
     if total < _FLAT_SNAPSHOT_MIN:
-        return [p.clone() for p in params]
+        return [p.clone() if copy else torch.empty_like(p, memory_format=torch.contiguous_format)
+                for p in params]
     flat = torch.empty(total, dtype=params[0].dtype, device=params[0].device)
     views, offset = [], 0
     for p in params:
         views.append(flat[offset:offset + p.numel()].view(p.shape))
         offset += p.numel()
-    torch._foreach_copy_(views, params)
+    if copy:
+        torch._foreach_copy_(views, params)
     return views
 
 
@@ -516,9 +531,15 @@ class _Bucket:
         self.entries.append(entry)
         self.states.append(state if state else None)
 
-    def measure(self) -> None:
+    def measure(self, use_fused: bool) -> None:
         params = [e.param.detach() for e in self.entries]
         grads = [e.param.grad for e in self.entries]
+        self.fused = False
+        if use_fused and not self.narrow:
+            offsets = [None if s is None else s["offset"] for s in self.states]
+            if _fused.supports(params + grads + [r for r in offsets if r is not None]):
+                self._measure_fused(params, grads, offsets)
+                return
         if self.narrow:
             grads = [g.float() for g in grads]
             xs = []
@@ -564,10 +585,39 @@ class _Bucket:
             elif self.narrow:
                 state["master"] = self.masters[i]
             self.states[i] = state
-        self.snapshots = _snapshot(self.params)
+        if not self.fused:
+            self.snapshots = _snapshot(self.params)
         self.masters = self.xs = self.grads = None
 
+    def _measure_fused(self, params, grads, offsets) -> None:
+        """measure() and the snapshot of prepare() in one pass (fused_kernels.c)."""
+        self.params = params
+        self.snapshots = _snapshot(params, copy=False)
+        values = _fused.measure(grads, params, offsets, self.snapshots)
+        for entry, (gg, xx, _, _) in zip(self.entries, values):
+            entry.g_norm, entry.x_norm = math.sqrt(gg), math.sqrt(xx)
+        scales = [0.0 if s is None else s["offset_scale"] for s in self.states]
+        self.g_dot = math.fsum(k * v for k, v in zip(scales, values[:, 2].tolist()))
+        self.x_dot = math.fsum(k * v for k, v in zip(scales, values[:, 3].tolist()))
+        self.fused = True
+
     def finish(self, s_eps: float, scale_new: float) -> None:
+        if self.fused:
+            ks = [state["offset_scale"] for state in self.states]
+            _fused.finish(self.params, self.snapshots, [state["offset"] for state in self.states],
+                         [s_eps / k for k in ks], [scale_new * k / s_eps - k for k in ks], s_eps)
+        else:
+            self._finish_foreach(s_eps, scale_new)
+        for state in self.states:
+            k_new = scale_new * state["offset_scale"] / s_eps
+            if _RESCALE_BELOW <= k_new <= _RESCALE_ABOVE:
+                state["offset_scale"] = k_new
+            else:
+                state["offset"].mul_(k_new)
+                state["offset_scale"] = 1.0
+        self.snapshots = None
+
+    def _finish_foreach(self, s_eps: float, scale_new: float) -> None:
         groups: Dict[float, List[int]] = {}
         for i, state in enumerate(self.states):
             groups.setdefault(state["offset_scale"], []).append(i)
@@ -591,11 +641,4 @@ class _Bucket:
                 for p, snap in zip(params, snaps):
                     torch.lerp(snap, p, s_eps, out=p)
                 torch._foreach_add_(params, offsets, alpha=k_new - k)
-            for i in idx:
-                state = self.states[i]
-                if _RESCALE_BELOW <= k_new <= _RESCALE_ABOVE:
-                    state["offset_scale"] = k_new
-                else:
-                    state["offset"].mul_(k_new)
-                    state["offset_scale"] = 1.0
-        self.snapshots = None
+
