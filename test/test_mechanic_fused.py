@@ -46,6 +46,17 @@ def _run(dtype, use_fused, steps=60, base="adamw", freeze_from=None):
     return traj
 
 
+def _assert_runs_agree(a, b, scale_rtol, param_rtol=1e-6):
+    for t, ((pa, sa), (pb, sb)) in enumerate(zip(a, b)):
+        assert sa == pytest.approx(sb, rel=scale_rtol), f"scale after step {t + 1}"
+        for i, (x, y) in enumerate(zip(pa, pb)):
+            err = float((x - y).abs().max())
+            tol = param_rtol * max(1.0, float(y.abs().max()))
+            assert err <= tol, f"param {i} after step {t + 1}: {err:.3e} > {tol:.3e}"
+    # the run did move: the comparison is not between two untouched models
+    assert a[-1][1] > 10 * a[0][1]
+
+
 def test_library_is_built_and_loads():
     assert fused.available(), fused.unavailable_reason()
     assert Mechanic(torch.optim.SGD([torch.nn.Parameter(torch.zeros(3))], lr=1.0))._fused
@@ -53,16 +64,8 @@ def test_library_is_built_and_loads():
 
 @pytest.mark.parametrize("base", ["adamw", "sgd"])
 def test_fused_and_torch_paths_agree_in_float64(base):
-    a = _run(torch.float64, True, base=base, freeze_from=5)
-    b = _run(torch.float64, False, base=base, freeze_from=5)
-    for t, ((pa, sa), (pb, sb)) in enumerate(zip(a, b)):
-        assert sa == pytest.approx(sb, rel=1e-6), f"scale after step {t + 1}"
-        for i, (x, y) in enumerate(zip(pa, pb)):
-            err = float((x - y).abs().max())
-            tol = 1e-6 * max(1.0, float(y.abs().max()))
-            assert err <= tol, f"param {i} after step {t + 1}: {err:.3e} > {tol:.3e}"
-    # the run did move: the comparison is not between two untouched models
-    assert a[-1][1] > 10 * a[0][1]
+    _assert_runs_agree(_run(torch.float64, True, base=base, freeze_from=5),
+                       _run(torch.float64, False, base=base, freeze_from=5), scale_rtol=1e-6)
 
 
 @pytest.mark.parametrize("base", ["adamw", "sgd"])
@@ -71,15 +74,8 @@ def test_fused_and_torch_paths_agree_in_float32(base):
     differences (its first steps are nearly sign(g)), so after ~45 steps of
     this problem float32 runs drift apart (as float32 and float64 runs of the
     same path do from the start). The first 40 steps agree to ~1e-7."""
-    a = _run(torch.float32, True, steps=40, base=base, freeze_from=5)
-    b = _run(torch.float32, False, steps=40, base=base, freeze_from=5)
-    for t, ((pa, sa), (pb, sb)) in enumerate(zip(a, b)):
-        assert sa == pytest.approx(sb, rel=1e-5), f"scale after step {t + 1}"
-        for i, (x, y) in enumerate(zip(pa, pb)):
-            err = float((x - y).abs().max())
-            tol = 1e-6 * max(1.0, float(y.abs().max()))
-            assert err <= tol, f"param {i} after step {t + 1}: {err:.3e} > {tol:.3e}"
-    assert a[-1][1] > 10 * a[0][1]
+    _assert_runs_agree(_run(torch.float32, True, steps=40, base=base, freeze_from=5),
+                       _run(torch.float32, False, steps=40, base=base, freeze_from=5), scale_rtol=1e-5)
 
 
 def test_fused_reductions_do_not_depend_on_threads():
