@@ -82,3 +82,39 @@ def test_eval_cli_runs_a_policy_in_the_simulator(tmp_path):
     assert res["episodes_detail"][0]["steps"] > 0
     video = tmp_path / "ev" / os.path.basename(res["video"])
     assert video.is_file() and video.stat().st_size > 1000
+
+
+def test_eval_cli_stochastic_mode_samples_with_the_given_noise_floor(tmp_path):
+    """`mechanic-rl eval --stochastic` samples as the RL policy does; the floor on the
+    per-step std (--min-sampling-std) widens the spread of the executed actions."""
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    from mechanic_rl_ros.policy.evaluate import PolicyActor, main
+    from mechanic_rl_ros.policy.testing import random_obs
+
+    torch.manual_seed(0)
+    cfg = tiny_config(image_size=32)
+    cfg.sampling.inference_steps = 2
+    policy = DiffusionPolicy(cfg)
+    policy.save(tmp_path / "ckpt")
+    rc = main(["--checkpoint", str(tmp_path / "ckpt"), "--task", "lift", "--episodes", "1", "--video-episodes", "0",
+               "--threads", "1", "--stochastic", "--min-sampling-std", "0.2"])
+    assert rc == 0
+    res = json.loads((tmp_path / "ckpt" / "eval_lift_stochastic_std0.2" / "eval.json").read_text())
+    assert "stochastic, min_sampling_std 0.2" in res["source"] and res["episodes"] == 1
+
+    batch = random_obs(cfg, 1)  # [B=1, T_o, ...]; one observation is its first frame
+    obs = {k: np.asarray(v)[0, 0] for k, v in batch.items() if k != "images"}
+    obs["images"] = {c: np.asarray(im)[0, 0] for c, im in batch["images"].items()}
+
+    def spread(actor):
+        actor.reset(obs)
+        return np.std(np.stack([actor(obs) for _ in range(16)]), axis=0).mean()
+
+    det = PolicyActor(policy, 0)
+    narrow, wide = PolicyActor(policy, 0, stochastic=True), PolicyActor(policy, 0, stochastic=True)
+    policy.cfg.sampling.min_sampling_std = 0.001
+    s_narrow = spread(narrow)
+    policy.cfg.sampling.min_sampling_std = 0.5
+    s_wide = spread(wide)
+    assert s_wide > 2 * s_narrow, (s_narrow, s_wide)
+    assert np.isfinite(spread(det))

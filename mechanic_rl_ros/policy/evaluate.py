@@ -89,13 +89,14 @@ def rollout(env: Any, actor: Any, seed: int, record: bool, video_camera: str | N
 class PolicyActor:
     """Receding-horizon driver of a :class:`DiffusionPolicy` around an :class:`ObsHistory`."""
 
-    def __init__(self, policy: Any, seed: int = 0):
+    def __init__(self, policy: Any, seed: int = 0, stochastic: bool = False, noise_clip: float = 0.0):
         from .history import ObsHistory
 
         self.policy = policy
         self.history = ObsHistory.for_policy(policy)
         self.calls = 0
         self.seed = seed
+        self.sample_kw = {"stochastic": True, "noise_clip": noise_clip} if stochastic else {}
 
     def reset(self, obs: dict) -> None:
         self.history.reset()
@@ -106,7 +107,8 @@ class PolicyActor:
 
     def __call__(self, obs: dict) -> np.ndarray:
         self.calls += 1
-        return self.policy.predict_action(self.history.stacked(), seed=self.seed * 100003 + self.calls)
+        return self.policy.predict_action(self.history.stacked(), seed=self.seed * 100003 + self.calls,
+                                          **self.sample_kw)
 
 
 class ExpertActor:
@@ -140,6 +142,13 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--out", default=None, help="output directory (default: <checkpoint>/eval_<task>)")
     ap.add_argument("--steps", type=int, default=None, help="DDIM steps K (default: checkpoint config)")
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    ap.add_argument("--stochastic", action="store_true",
+                    help="sample chunks as the RL policy does (DPPO: eta, noise floors of the checkpoint's "
+                         "sampling config, clipped noise) instead of deterministic DDIM")
+    ap.add_argument("--noise-clip", type=float, default=3.0,
+                    help="with --stochastic: clip each N(0, I) draw to +-this (config/rl.yaml noise_clip)")
+    ap.add_argument("--min-sampling-std", type=float, default=None,
+                    help="with --stochastic: floor on the per-step sampling std (default: checkpoint config)")
     return ap
 
 
@@ -158,13 +167,19 @@ def main(argv: list[str] | None = None) -> int:
         policy = DiffusionPolicy.from_checkpoint(args.checkpoint).eval()
         if args.steps:
             policy.cfg.sampling.inference_steps = int(args.steps)
+        if args.min_sampling_std is not None:
+            policy.cfg.sampling.min_sampling_std = float(args.min_sampling_std)
         cfg = policy.cfg
         cams = tuple(cfg.cameras) or ("scene",)
         env = make_env(task=args.task, render=bool(cfg.cameras), cameras=cams, image_size=cfg.image_size,
                        seed=args.seed)
-        actor: Any = PolicyActor(policy, args.seed)
+        actor: Any = PolicyActor(policy, args.seed, stochastic=args.stochastic, noise_clip=args.noise_clip)
         label = str(args.checkpoint)
-        out = Path(args.out) if args.out else Path(args.checkpoint) / f"eval_{args.task}"
+        mode = ""
+        if args.stochastic:
+            mode = f"_stochastic_std{cfg.sampling.min_sampling_std:g}"
+            label += f" (stochastic, min_sampling_std {cfg.sampling.min_sampling_std:g})"
+        out = Path(args.out) if args.out else Path(args.checkpoint) / f"eval_{args.task}{mode}"
         video_cam = args.video_camera or cams[0]
     else:
         env = make_env(task=args.task, render=False, seed=args.seed)

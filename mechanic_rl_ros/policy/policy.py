@@ -363,17 +363,20 @@ class DiffusionPolicy(nn.Module):
         return out
 
     def predict_chunk(self, obs_history: Mapping[str, Any], *, generator: torch.Generator | None = None,
-                      seed: int | None = None, stochastic: bool = False) -> np.ndarray:
+                      seed: int | None = None, stochastic: bool = False,
+                      noise_clip: float | None = None) -> np.ndarray:
         """Predict T_p actions (real units, float32[T_p, A]) from one history of T_o observations.
 
         Deterministic DDIM with K = ``sampling.inference_steps`` unless
-        ``stochastic``; ``seed`` (or ``generator``) fixes x_K.  Actions
+        ``stochastic`` (the DPPO sampler of :meth:`sample`, with ``noise_clip``);
+        ``seed`` (or ``generator``) fixes the draws.  Actions
         [T_o - 1, T_o - 1 + T_a) are the ones to execute (:meth:`executable`).
         """
         if generator is None and seed is not None:
             generator = torch.Generator().manual_seed(int(seed))
         with torch.inference_mode():
-            out = self.sample(self.batch_single(obs_history), stochastic=stochastic, generator=generator)
+            out = self.sample(self.batch_single(obs_history), stochastic=stochastic, generator=generator,
+                              noise_clip=noise_clip)
         return out.actions[0].cpu().numpy().astype(np.float32)
 
     def executable(self, actions: np.ndarray | torch.Tensor) -> Any:
