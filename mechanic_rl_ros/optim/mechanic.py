@@ -507,7 +507,9 @@ class _Entry:
 
 
 class _Bucket:
-    """Parameters of one device and dtype, updated with torch._foreach_* kernels.
+    """Parameters of one device and dtype, updated in two fused passes
+    (fused_kernels.c: float32/float64 on the CPU, contiguous) or with
+    torch._foreach_* kernels (everything else, and ``fused=False``).
 
     With P = x - x_ref = k * R (k = offset_scale, R = offset), a = (S + eps)/k
     and k' = S' k / (S + eps), one step is
@@ -523,6 +525,7 @@ class _Bucket:
         self.entries: List[_Entry] = []
         self.states: List[Optional[dict]] = []
         self.narrow = False
+        self.fused = False
         self.g_dot = 0.0
         self.x_dot = 0.0
 
