@@ -73,20 +73,8 @@ class NoiseNet(nn.Module):
             feats.append(lowdim)
         return torch.cat(feats, dim=-1).flatten(1)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor | None, cond: torch.Tensor | None,
-                film: torch.Tensor | None = None) -> torch.Tensor:
-        """Network output for x_t [B, T_p, A] at steps t [B] given cond [B, D] (or a precomputed FiLM table)."""
-        return self.unet(x, t, cond, film)
-
-    def film_tables(self, timesteps: torch.Tensor, cond: torch.Tensor) -> list[torch.Tensor]:
-        """FiLM tables of a whole chunk: entry j is the [B, F] table for step ``timesteps[j]``.
-
-        One matrix product for all steps and blocks (see ``ConditionalUnet1D.film_table``),
-        so the denoising loop runs only the convolutions.
-        """
-        b, n = cond.shape[0], timesteps.shape[0]
-        table = self.unet.film_table(timesteps.to(cond.device).repeat_interleave(b), cond.repeat(n, 1))
-        return list(table.view(n, b, -1).unbind(0))
+    def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        return self.unet(x, t, cond)
 
 
 @dataclass
@@ -268,11 +256,6 @@ class DiffusionPolicy(nn.Module):
         cond_base = self.net.encode(images, lowdim) if n_ft < k else None
         cond_ft = self.ft_net.encode(images, lowdim) if n_ft > 0 else None  # type: ignore[union-attr]
         b = (cond_base if cond_base is not None else cond_ft).shape[0]  # type: ignore[union-attr]
-        films = []
-        if cond_base is not None:
-            films += self.net.film_tables(sp.timesteps[: k - n_ft], cond_base)
-        if cond_ft is not None:
-            films += self.ft_net.film_tables(sp.timesteps[k - n_ft:], cond_ft)  # type: ignore[union-attr]
         dev, dt = self.device, torch.float32
         shape = (b, self.cfg.pred_horizon, self.cfg.action_dim)
         x = (torch.randn(shape, generator=generator, dtype=dt).to(dev) if x_init is None
@@ -282,8 +265,10 @@ class DiffusionPolicy(nn.Module):
         zclip = float(s.noise_clip if noise_clip is None else noise_clip)
         zclip = zclip if zclip > 0 and math.isfinite(zclip) else 0.0
         for i in range(k):
-            net = self.ft_net if i >= k - n_ft else self.net
-            eps = net(x, None, None, films[i])  # type: ignore[misc]
+            use_ft = i >= k - n_ft
+            net, cond = (self.ft_net, cond_ft) if use_ft else (self.net, cond_base)
+            t = sp.timesteps[i].to(dev).expand(b)
+            eps = net(x, t, cond)  # type: ignore[misc]
             c = [v[i].to(device=dev, dtype=dt) for v in (sp.abar, sp.abar_prev, sigma, std, lp_std)]
             mean, _ = ddim_mean_sigma(x, eps, c[0], c[1], c[2], s.clip_x0, self.cfg.diffusion.prediction)
             if stochastic:

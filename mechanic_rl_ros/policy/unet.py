@@ -74,10 +74,9 @@ class FiLMResBlock(nn.Module):
         self.film = nn.Sequential(nn.Mish(), nn.Linear(cond_dim, 2 * cout))
         self.residual = nn.Conv1d(cin, cout, 1) if cin != cout else nn.Identity()
 
-    def forward(self, x: torch.Tensor, film: torch.Tensor) -> torch.Tensor:
-        """x: [B, C_in, T]; film: [B, 2 C_out], this block's slice of :meth:`ConditionalUnet1D.film_table`."""
+    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         h = self.block1(x)
-        gamma, beta = film.unsqueeze(-1).chunk(2, dim=1)
+        gamma, beta = self.film(cond).unsqueeze(-1).chunk(2, dim=1)
         h = self.block2(gamma * h + beta)
         return h + self.residual(x)
 
@@ -114,52 +113,18 @@ class ConditionalUnet1D(nn.Module):
                                           FiLMResBlock(dims[i], dims[i], cond_dim, k, g)]))
         self.final = nn.Sequential(Conv1dBlock(dims[0], dims[0], k, g), nn.Conv1d(dims[0], action_dim, 1))
 
-    def blocks(self) -> list[FiLMResBlock]:
-        """All FiLM blocks in execution order (the column order of :meth:`film_table`)."""
-        out = [r for pair in self.down for r in pair] + list(self.mid)
-        return out + [r for pair in self.up for r in pair]
-
-    def film_table(self, t: torch.Tensor, global_cond: torch.Tensor) -> torch.Tensor:
-        """FiLM parameters [gamma, beta] of every block for rows (t, global_cond): [N, sum of 2 C_out].
-
-        Mathematically each block's ``film`` layer applied to
-        cond = [step_embed(t), global_cond] (Chi et al. 2023, Sec. III-B), but
-        computed as one matrix product over all blocks, so that a sampler can
-        build the table for all K steps of a chunk at once instead of running
-        a linear layer per block and step.
-        """
-        cond = F.mish(torch.cat([self.step_embed(t), global_cond], dim=-1))
-        films = [b.film[1] for b in self.blocks()]
-        w = torch.cat([f.weight for f in films], 0)
-        bias = torch.cat([f.bias for f in films], 0)
-        return torch.addmm(bias, cond, w.t())
-
-    def forward(self, x: torch.Tensor, t: torch.Tensor | None, global_cond: torch.Tensor | None,
-                film: torch.Tensor | None = None) -> torch.Tensor:
-        """x: [B, T, A]; either (t [B], global_cond [B, D]) or a precomputed ``film`` [B, F] row block."""
-        if film is None:
-            film = self.film_table(t, global_cond)  # type: ignore[arg-type]
-        blocks = iter(self.blocks())
-        offset = 0
-
-        def run(block: FiLMResBlock, h: torch.Tensor) -> torch.Tensor:
-            nonlocal offset
-            n = 2 * block.block1[0].out_channels
-            out = block(h, film[:, offset:offset + n])  # type: ignore[index]
-            offset += n
-            return out
+    def forward(self, x: torch.Tensor, t: torch.Tensor, global_cond: torch.Tensor) -> torch.Tensor:
+        cond = torch.cat([self.step_embed(t), global_cond], dim=-1)
         h = x.transpose(1, 2)  # [B, A, T]
         skips = []
-        for i in range(len(self.down)):
-            h = run(next(blocks), h)
-            h = run(next(blocks), h)
+        for i, (r1, r2) in enumerate(self.down):
+            h = r2(r1(h, cond), cond)
             if i < len(self.downsample):
                 skips.append(h)
                 h = self.downsample[i](h)
-        for _ in self.mid:
-            h = run(next(blocks), h)
-        for up in self.upsample:
+        for r in self.mid:
+            h = r(h, cond)
+        for up, (r1, r2) in zip(self.upsample, self.up):
             h = torch.cat([up(h), skips.pop()], dim=1)
-            h = run(next(blocks), h)
-            h = run(next(blocks), h)
+            h = r2(r1(h, cond), cond)
         return self.final(h).transpose(1, 2)
