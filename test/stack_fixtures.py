@@ -62,6 +62,21 @@ class Probe:
                 return True
         return False
 
+    def publish_until(self, publisher, make_msg, pred, timeout: float, period: float = 0.1) -> bool:
+        """Publish ``make_msg()`` every ``period`` s until ``pred()`` holds.
+
+        The stack reads sensors with best-effort, keep-last QoS: on a loaded
+        machine a single message can be overwritten in the reader's history
+        before its callback runs. A test of how a node treats a bad input
+        therefore keeps the input coming, as a real faulty sensor would.
+        """
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            publisher.publish(make_msg())
+            if self.spin_until(pred, period):
+                return True
+        return False
+
     def close(self) -> None:
         self.node.destroy_node()
         rclpy.shutdown(context=self.ctx)

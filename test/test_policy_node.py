@@ -115,15 +115,14 @@ def test_good_weights_are_adopted_bad_ones_refused(stack):
 
 def test_wrong_joint_names_hold_position_without_crashing(stack):
     probe, logs = stack["probe"], stack["logs"]
-    js = JointState()
-    js.name = [f"panda_joint{i}" for i in range(1, 10)]
-    js.position = [0.0] * 9
-    for _ in range(5):
+
+    def wrong_names():
+        js = JointState(name=[f"panda_joint{i}" for i in range(1, 10)], position=[0.0] * 9)
         js.header.stamp = probe.node.get_clock().now().to_msg()
-        stack["js_pub"].publish(js)
-        probe.spin_until(lambda: False, 0.1)
+        return js
+
     text = (stack["tmp"] / "policy.log").read_text
-    assert probe.spin_until(lambda: "name: missing ['fr3_joint1'" in text(), 10), logs()
+    assert probe.publish_until(stack["js_pub"], wrong_names, lambda: "name: missing ['fr3_joint1'" in text(), 20), logs()
     n = len(stack["transitions"])
     assert probe.spin_until(lambda: len(stack["transitions"]) > n + 5, 60), "the node stopped acting"
     assert all(p.poll() is None for p in stack["procs"].values()), logs()
@@ -154,13 +153,14 @@ def test_unknown_image_encoding_is_refused_and_the_arm_holds(tmp_path):
     text = (tmp_path / "policy.log").read_text
     try:
         assert probe.spin_until(lambda: any(e.event == EpisodeEvent.START for e in events), 60), text()
-        for _ in range(30):
+
+        def yuv():
             img = Image(height=96, width=96, encoding="yuv422", step=192)
             img.data = bytes(96 * 192)
             img.header.stamp = probe.node.get_clock().now().to_msg()
-            bad.publish(img)
-            probe.spin_until(lambda: False, 0.1)
-        assert probe.spin_until(lambda: "encoding: got 'yuv422'; expected 'rgb8'" in text(), 20), text()
+            return img
+
+        assert probe.publish_until(bad, yuv, lambda: "encoding: got 'yuv422'; expected 'rgb8'" in text(), 30), text()
         assert probe.spin_until(lambda: "holding: no image:scene received yet" in text() and len(commands) > 5, 30), text()
         held = np.array([c.data for c in commands[-5:]])
         assert np.abs(held - held[0]).max() < 1e-3, "holding must keep the arm where it is"
