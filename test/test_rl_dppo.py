@@ -198,3 +198,23 @@ def test_noise_clip_sampling_extends_policy_sample():
     std = policy._stds(policy.schedule.step_params(10).ddim_sigma_unit, 1.0)[1]
     z_bound = -0.5 * 0.25 - std.log().max().item() - 0.5 * np.log(2 * np.pi)
     assert (clipped.logprobs / (16 * 8) >= z_bound - 1e-4).all()
+
+
+def test_time_out_ends_the_return_unless_bootstrap_is_chosen():
+    """truncation='terminate' (DPPO) drops gamma V(s') at a time-out; 'bootstrap' keeps it; nothing else differs."""
+    import dataclasses
+
+    def critic_after(truncation, batch):
+        learner = _learner(truncation=truncation, reward_scale_running=False)
+        learner.update(batch)
+        return {k: v.clone() for k, v in learner.critic.state_dict().items()}
+
+    batch = _batch(_learner())
+    assert batch.truncated.any()
+    assert not _same(critic_after("terminate", batch), critic_after("bootstrap", batch))
+    ended = dataclasses.replace(batch, terminated=batch.terminated | batch.truncated,
+                                truncated=np.zeros_like(batch.truncated))
+    assert _same(critic_after("terminate", ended), critic_after("bootstrap", ended))
+    assert _same(critic_after("terminate", batch), critic_after("terminate", ended))
+    with pytest.raises(ValueError, match="truncation"):
+        DPPOConfig(truncation="ignore").validate()

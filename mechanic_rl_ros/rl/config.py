@@ -38,6 +38,7 @@ class DPPOConfig:
     gae_lambda: float = 0.95
     reward_scale_running: bool = True     #: divide rewards by the running std of the discounted return
     reward_scale_const: float = 1.0       #: constant reward multiplier (after running scaling)
+    truncation: str = "terminate"         #: at the time limit: "terminate" (return ends, DPPO) or "bootstrap" V(s')
     # --- PPO
     clip: float = 0.01                    #: clip range at the last denoising step
     clip_base: float = 0.001              #: clip range at the first fine-tuned (noisiest) step
@@ -80,6 +81,8 @@ class DPPOConfig:
         for name in ("gamma", "gae_lambda", "gamma_denoising"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise bad(name, "a number in [0, 1]")
+        if self.truncation not in ("terminate", "bootstrap"):
+            raise bad("truncation", "'terminate' (the time limit ends the return) or 'bootstrap'")
         if self.logprob_reduction not in ("mean", "sum"):
             raise bad("logprob_reduction", "'mean' or 'sum'")
         if not (0 < self.clip_base and 0 < self.clip):

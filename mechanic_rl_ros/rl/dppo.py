@@ -394,7 +394,10 @@ class DPPO:
         rewards = torch.as_tensor(self._scale_rewards(data, np.arange(n)), dtype=torch.float64)
         values = self._batched_values(data.obs, n)
         next_values = self._batched_values(data.next_obs, n)
-        adv, returns = gae(rewards, values, next_values, torch.as_tensor(data.terminated),
+        # the task's success must come within max_steps and the observation does not show the time left:
+        # with "terminate" a time-out is worth 0, as in DPPO, instead of the value of a state that looks the same
+        terminal = data.terminated | data.truncated if cfg.truncation == "terminate" else data.terminated
+        adv, returns = gae(rewards, values, next_values, torch.as_tensor(terminal),
                            torch.as_tensor(trace_end), cfg.gamma, cfg.gae_lambda)
         if not (torch.isfinite(adv).all() and torch.isfinite(returns).all()):
             raise NonFiniteUpdateError("DPPO.update: advantages/returns are not finite (critic output or "
