@@ -1,9 +1,11 @@
-"""reward_node + sim_node as separate processes (lock-step sim time); the test
-plays the policy: executes steps, publishes a Transition per step, and checks
-that every step gets exactly one reward, episodes time out and are reset."""
+"""reward_node as a separate process. With sim_node (lock-step sim time) the test plays the policy:
+executes steps, publishes a Transition per step, and checks that every step gets exactly one reward, episodes
+time out and are reset. In real mode it plays the arm and checks the home motion commands."""
 from __future__ import annotations
 
 import time
+
+import numpy as np
 
 import rclpy
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
@@ -80,3 +82,56 @@ def test_rewards_episodes_and_resets(tmp_path):
         for p in (sim, reward):
             p.wait(15)
     assert reward.returncode == 0, logs()
+
+
+def test_real_mode_homes_the_arm_with_the_configured_command_type(tmp_path):
+    """mode=real, command_type=trajectory: the home motion goes out as JointTrajectory (named FR3 joints),
+    each target within the FR3 limits and the home velocity scale, moving towards home."""
+    from sensor_msgs.msg import JointState
+    from trajectory_msgs.msg import JointTrajectory
+
+    domain = fresh_domain_id()
+    dt, scale = 0.1, 0.2
+    reward = start_python(["-m", "mechanic_rl_ros.nodes.reward_node", "--ros-args", "--params-file", "config/reward.yaml",
+                           "-p", "mode:=real", "-p", "command_type:=trajectory", "-p", f"control_dt:={dt}",
+                           "-p", f"home_velocity_scale:={scale}"], domain, tmp_path / "reward.log")
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx, domain_id=domain)
+    node = rclpy.create_node("fake_arm", context=ctx)
+    ex = rclpy.executors.SingleThreadedExecutor(context=ctx)
+    ex.add_node(node)
+    got: list[JointTrajectory] = []
+    node.create_subscription(JointTrajectory, "/fr3_position_controller/commands", got.append, RELIABLE)
+    js_pub = node.create_publisher(JointState, "/joint_states", 10)
+    start = fr3.Q_HOME.copy()
+    start[0] += 0.5
+    q = start.copy()
+
+    def follow(msg: JointTrajectory) -> None:  # a perfect controller: the arm is where it was told to go
+        q[:] = msg.points[0].positions
+
+    node.create_subscription(JointTrajectory, "/fr3_position_controller/commands", follow, RELIABLE)
+    end = time.monotonic() + 60
+    try:
+        while len(got) < 10 and time.monotonic() < end:
+            js = JointState(name=list(fr3.ALL_JOINT_NAMES), position=[*q.tolist(), 0.02, 0.02])
+            js.header.stamp = node.get_clock().now().to_msg()
+            js_pub.publish(js)
+            ex.spin_once(timeout_sec=0.02)
+        log = (tmp_path / "reward.log").read_text()
+        assert len(got) >= 10, log
+        prev = start
+        for m in got[:10]:
+            assert list(m.joint_names) == list(fr3.JOINT_NAMES) and len(m.points) == 1
+            assert m.points[0].time_from_start.nanosec == int(dt * 1e9)
+            target = np.array(m.points[0].positions)
+            assert np.all(target >= fr3.Q_MIN) and np.all(target <= fr3.Q_MAX)
+            assert np.all(np.abs(target - prev) <= scale * fr3.DQ_MAX * dt + 1e-9)
+            prev = target
+        assert abs(prev[0] - fr3.Q_HOME[0]) < 0.5, "the home motion must approach home"
+        assert reward.poll() is None, log
+    finally:
+        node.destroy_node()
+        rclpy.shutdown(context=ctx)
+        reward.terminate()
+        reward.wait(15)

@@ -1,5 +1,6 @@
 """What every node of the stack does the same way: the process entry point,
-rate-limited error logs, and the /diagnostics message."""
+rate-limited error logs, the /diagnostics message, and the joint command
+message the arm's controller takes."""
 from __future__ import annotations
 
 import math
@@ -10,7 +11,15 @@ from typing import Callable, Mapping
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
+from rclpy.duration import Duration
 from rclpy.node import Node
+from std_msgs.msg import Float64MultiArray
+from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+
+from mechanic_rl_ros import fr3
+
+#: ``command_type`` parameter values: forward_command_controller's array, or joint_trajectory_controller's message
+COMMAND_TYPES = ("array", "trajectory")
 
 
 class RateLimitedLog:
@@ -31,6 +40,25 @@ class RateLimitedLog:
         if now - self._last.get(kind, -math.inf) >= self.period:
             self._last[kind] = now
             self.node.get_logger().error(text)
+
+
+def command_message_type(command_type: str) -> type:
+    """The message class for ``command_type``; ValueError naming the parameter otherwise."""
+    if command_type not in COMMAND_TYPES:
+        raise ValueError(f"parameter command_type: got {command_type!r}; expected one of {COMMAND_TYPES}")
+    return Float64MultiArray if command_type == "array" else JointTrajectory
+
+
+def joint_command(q, command_type: str, reach_in: float):
+    """Seven FR3 joint position targets (already clamped by the caller) as the controller's message.
+
+    ``trajectory`` gives one point named with :data:`fr3.JOINT_NAMES`, to be
+    reached ``reach_in`` seconds after receipt (the control period)."""
+    positions = [float(v) for v in q]
+    if command_message_type(command_type) is Float64MultiArray:
+        return Float64MultiArray(data=positions)
+    return JointTrajectory(joint_names=list(fr3.JOINT_NAMES), points=[
+        JointTrajectoryPoint(positions=positions, time_from_start=Duration(seconds=reach_in).to_msg())])
 
 
 def publish_diagnostics(node: Node, publisher, name: str, hardware_id: str, level: int, message: str,

@@ -39,12 +39,12 @@ from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Float64MultiArray
-from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 from visualization_msgs.msg import Marker, MarkerArray
 
 from mechanic_rl_ros import fr3, wire
 from mechanic_rl_ros.msg import EpisodeEvent, PolicyWeights, TaskState, Transition
-from mechanic_rl_ros.nodes.common import RateLimitedLog, publish_diagnostics, run_node
+from mechanic_rl_ros.nodes.common import (RateLimitedLog, command_message_type, joint_command, publish_diagnostics,
+                                         run_node)
 from mechanic_rl_ros.policy import DiffusionPolicy, ObsHistory
 from mechanic_rl_ros.policy.checkpoint import safetensors_metadata
 from mechanic_rl_ros.runtime import Chunk, ChunkExecutor, ObservationAssembler, StaleObservation
@@ -96,8 +96,7 @@ class PolicyNode(Node):
             ("diagnostics_period", 1.0),
         ])
         self.cfg = cfg = {p.name: p.value for p in params}
-        if cfg["command_type"] not in ("array", "trajectory"):
-            raise ValueError(f"parameter command_type: got {cfg['command_type']!r}; expected 'array' or 'trajectory'")
+        cmd_type = command_message_type(cfg["command_type"])
         if not cfg["checkpoint"]:
             raise ValueError("parameter checkpoint: empty; expected a policy checkpoint directory "
                              "(model.safetensors + config.json, e.g. from 'mechanic-rl pretrain')")
@@ -148,7 +147,6 @@ class PolicyNode(Node):
         reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
         latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
         events_qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
-        cmd_type = Float64MultiArray if cfg["command_type"] == "array" else JointTrajectory
         self.cmd_pub = self.create_publisher(cmd_type, cfg["command_topic"], reliable)
         self.gripper_pub = self.create_publisher(Float64MultiArray, cfg["gripper_topic"], reliable)
         # transient-local: a restarted learner gets the last transition_queue_depth steps replayed
@@ -392,15 +390,7 @@ class PolicyNode(Node):
         self._send(res.q, None)
 
     def _send(self, q: np.ndarray, width: float | None) -> None:
-        if self.cfg["command_type"] == "array":
-            self.cmd_pub.publish(Float64MultiArray(data=[float(v) for v in q]))
-        else:
-            msg = JointTrajectory()
-            msg.joint_names = list(fr3.JOINT_NAMES)
-            secs = self.dt
-            msg.points = [JointTrajectoryPoint(positions=[float(v) for v in q],
-                                               time_from_start=rclpy.duration.Duration(seconds=secs).to_msg())]
-            self.cmd_pub.publish(msg)
+        self.cmd_pub.publish(joint_command(q, self.cfg["command_type"], self.dt))
         if width is not None and np.isfinite(width):
             self.gripper_pub.publish(Float64MultiArray(data=[float(width)]))
         self.counts["commands"] += 1

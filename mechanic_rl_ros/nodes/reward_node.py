@@ -31,7 +31,7 @@ from std_msgs.msg import Float64MultiArray, String
 
 from mechanic_rl_ros import fr3
 from mechanic_rl_ros.msg import EpisodeEvent, StepReward, TaskState, Transition
-from mechanic_rl_ros.nodes.common import publish_diagnostics, run_node
+from mechanic_rl_ros.nodes.common import command_message_type, joint_command, publish_diagnostics, run_node
 from mechanic_rl_ros.rl.episodes import EpisodeBook, EpisodeConfig, Outcome, StepResult, TaskSample
 from mechanic_rl_ros.srv import ResetEpisode
 
@@ -65,6 +65,7 @@ class RewardNode(Node):
             ("operator_topic", "/operator/key"),
             ("joint_states_topic", "/joint_states"),
             ("command_topic", "/fr3_position_controller/commands"),
+            ("command_type", "array"),
             ("gripper_topic", "/fr3_gripper/commands"),
             ("home_tolerance", 0.01),
             ("home_velocity_scale", 0.2),
@@ -94,7 +95,8 @@ class RewardNode(Node):
         else:
             self.create_timer(cfg["control_dt"], self._on_real_tick)
             self.create_subscription(JointState, cfg["joint_states_topic"], self._on_joint_states, qos_profile_sensor_data)
-            self.cmd_pub = self.create_publisher(Float64MultiArray, cfg["command_topic"], reliable)
+            self.cmd_pub = self.create_publisher(command_message_type(cfg["command_type"]), cfg["command_topic"],
+                                                 reliable)
             self.gripper_pub = self.create_publisher(Float64MultiArray, cfg["gripper_topic"], reliable)
             self.create_timer(cfg["control_dt"], self._home_motion_tick)
         self.q: np.ndarray | None = None
@@ -230,7 +232,7 @@ class RewardNode(Node):
         q = fr3.clamp_joint_command(fr3.Q_HOME, prev, dt, velocity_scale=self.cfg["home_velocity_scale"],
                                     dq_previous=self.homing["dq_prev"])
         self.homing["dq_prev"], self.homing["q_prev"] = (q - prev) / dt, q
-        self.cmd_pub.publish(Float64MultiArray(data=q.tolist()))
+        self.cmd_pub.publish(joint_command(q, self.cfg["command_type"], dt))
 
     def _publish_diagnostics(self) -> None:
         rate = sum(self.outcomes) / len(self.outcomes) if self.outcomes else 0.0

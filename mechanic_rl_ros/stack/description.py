@@ -93,6 +93,7 @@ def nodes(values: Mapping[str, str], config_dir: Path) -> list[NodeSpec]:
     specs.append(NodeSpec("policy_node", "policy_node", config_dir / "policy_node.yaml", {
         **common, "checkpoint": checkpoint, "command_topic": v["command_topic"], "command_type": v["command_type"]}))
     reward: dict[str, object] = {**common, "mode": "sim" if sim else "real", "command_topic": v["command_topic"],
+                                 "command_type": v["command_type"],
                                  "max_episodes": int(v["episodes"])}
     if sim:  # the simulated task's own time limit
         from mechanic_rl_ros.sim.tasks import TASKS
