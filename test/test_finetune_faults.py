@@ -57,10 +57,13 @@ def test_learner_killed_and_restarted(tmp_path):
         assert obs.spin_until(lambda: (tmp_path / "run" / "learner" / "node_state.json").is_file(), 120), logs()
         procs["learner_node"].send_signal(signal.SIGKILL)
         procs["learner_node"].wait(10)
-        last = max(obs.versions_in_use())
+        # weights published just before the kill may still be on their way and may be adopted at the next
+        # chunk boundary: the newest version that existed is the newest one seen once they have arrived
+        obs.spin_until(lambda: False, 3.0)
+        last = max([*obs.versions_in_use(), *(w.version for w in obs.weights)])
         n = len(obs.transitions)
         assert obs.spin_until(lambda: len(obs.transitions) > n + 30, 120), "the policy stopped without its learner"
-        assert max(obs.versions_in_use()) == last, "versions changed while no learner ran"
+        assert max(obs.versions_in_use()) <= last, "a version nobody published was used while no learner ran"
         assert all(p.poll() is None for k, p in procs.items() if k != "learner_node"), logs()
 
         start("learner_node", "learner_node.restarted.log")
