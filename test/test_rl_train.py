@@ -57,3 +57,24 @@ def test_state_obs_refuses_a_camera_policy(tmp_path):
 
 def test_train_defaults_match_the_yaml():
     assert load_config().train == TRAIN_DEFAULTS
+
+
+def test_simulator_workers_change_nothing_but_the_processes(tiny_ckpt, tmp_path):
+    """Same seed, in-process simulators vs two worker processes: identical weights and evaluation."""
+    extra = ["--eval-every", "2", "--set", "train.eval_episodes=3"]
+    assert main(_argv(tiny_ckpt, tmp_path / "local", 4) + extra) == 0
+    assert main(_argv(tiny_ckpt, tmp_path / "spread", 4) + extra + ["--workers", "2"]) == 0
+    for name in ("policy/model.safetensors", "critic.safetensors"):
+        wa, wb = load_file(tmp_path / "local" / "final" / name), load_file(tmp_path / "spread" / "final" / name)
+        assert all(torch.equal(wa[k], wb[k]) for k in wa), name
+    logs = [list(csv.DictReader(open(tmp_path / d / "log.csv"))) for d in ("local", "spread")]
+    keys = ("env_steps", "episodes", "train_success", "eval_success", "actor_loss", "critic_loss")
+    assert [[r[k] for k in keys] for r in logs[0]] == [[r[k] for k in keys] for r in logs[1]]
+
+
+def test_device_is_checked_with_a_clear_error(tiny_ckpt, tmp_path):
+    with pytest.raises(ValueError, match=r"train.device: 'gpu0'.*expected cpu or cuda"):
+        main(_argv(tiny_ckpt, tmp_path / "x", 0) + ["--device", "gpu0"])
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match=r"train.device: 'cuda'.*no CUDA GPU"):
+            main(_argv(tiny_ckpt, tmp_path / "y", 0) + ["--device", "cuda"])

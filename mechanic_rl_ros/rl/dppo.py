@@ -288,7 +288,7 @@ class DPPO:
 
     @torch.no_grad()
     def _batched_values(self, obs: Mapping[str, Any], n: int, chunk: int = 256) -> torch.Tensor:
-        return torch.cat([self.values(_index_obs(obs, slice(i, i + chunk))).double() for i in range(0, n, chunk)])
+        return torch.cat([self.values(_index_obs(obs, slice(i, i + chunk))).double().cpu() for i in range(0, n, chunk)])
 
     def _scale_rewards(self, batch: Batch, order: np.ndarray) -> np.ndarray:
         """DPPO's running reward scaling: r / std(running discounted return), per episode, in time order."""

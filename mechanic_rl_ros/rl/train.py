@@ -36,7 +36,8 @@ from .dppo import DPPO
 TRAIN_DEFAULTS: dict[str, Any] = {
     "task": "lift", "checkpoint": None, "out": None, "reward": "sparse", "num_envs": 8, "iterations": 30,
     "steps_per_iter": 10, "eval_every": 5, "eval_episodes": 16, "eval_seed": 100000, "save_every": 10,
-    "seed": 0, "threads": 1, "state_obs": False, "resume": None,
+    "seed": 0, "threads": 1, "state_obs": False, "resume": None, "device": "cpu",
+    "workers": 0,
 }
 
 LOG_FIELDS = ("iteration", "env_steps", "episodes", "train_success", "train_return", "eval_success",
@@ -66,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--eval-every", type=int, help="iterations between evaluations (0: none)")
     ap.add_argument("--eval-episodes", type=int)
     ap.add_argument("--threads", type=int, help="torch CPU threads")
+    ap.add_argument("--device", help="torch device of policy, critic and update: cpu (default) or cuda[:N]; "
+                                     "the simulator always runs on the CPU")
+    ap.add_argument("--workers", type=int, help="simulator processes (0: step the environments in this process)")
     ap.add_argument("--out", help="output directory")
     ap.add_argument("--resume", help="learner checkpoint directory to continue from (out/checkpoints/iter_XXXX)")
     ap.add_argument("--config", action="append", default=[], help="YAML file(s) merged over config/rl.yaml")
@@ -84,7 +88,7 @@ def resolve_config(args: argparse.Namespace) -> tuple[dict[str, Any], DPPOConfig
     for flag, key in [("task", "task"), ("checkpoint", "checkpoint"), ("seed", "seed"),
                       ("iterations", "iterations"), ("num_envs", "num_envs"), ("steps_per_iter", "steps_per_iter"),
                       ("eval_every", "eval_every"), ("eval_episodes", "eval_episodes"), ("threads", "threads"),
-                      ("out", "out"), ("resume", "resume")]:
+                      ("out", "out"), ("resume", "resume"), ("device", "device"), ("workers", "workers")]:
         if getattr(args, flag) is not None:
             train[key] = getattr(args, flag)
     if args.state_obs:
@@ -106,25 +110,28 @@ def resolve_config(args: argparse.Namespace) -> tuple[dict[str, Any], DPPOConfig
 
 # ------------------------------------------------------------------- rollouts
 class Collector:
-    """``num_envs`` simulated FR3s, each with its observation history, episode id and chunk counter."""
+    """``num_envs`` simulated FR3s, each with its observation history, episode id and chunk counter.
 
-    def __init__(self, learner: DPPO, task: str, num_envs: int, seed: int, reward: str):
+    ``workers`` > 0 steps the simulators in that many processes (:class:`ChunkRunner`); the data are the
+    same as with ``workers=0``."""
+
+    def __init__(self, learner: DPPO, task: str, num_envs: int, seed: int, reward: str, workers: int = 0):
         from mechanic_rl_ros.policy import ObsHistory
-        from mechanic_rl_ros.sim import BatchedEnv
+        from mechanic_rl_ros.sim.chunks import ChunkRunner
 
         cfg = learner.policy.cfg
         self.learner = learner
-        self.benv = BatchedEnv(task=task, num_envs=num_envs, render=bool(cfg.cameras),
-                               cameras=cfg.cameras or ("scene",), image_size=cfg.image_size, seed=seed,
-                               reward=reward, autoreset=False)
+        self.num_envs = int(num_envs)
+        self.runner = ChunkRunner(task=task, num_envs=num_envs, render=bool(cfg.cameras),
+                                  cameras=cfg.cameras or ("scene",), image_size=cfg.image_size, seed=seed,
+                                  reward=reward, workers=workers)
         self.hist = [ObsHistory.for_policy(learner.policy) for _ in range(num_envs)]
         self.next_episode = 0
         self.episode = [0] * num_envs
         self.chunk = [0] * num_envs
         self._ep_return = [0.0] * num_envs
-        obs, _ = self.benv.reset(seed=seed)
-        for i, env in enumerate(self.benv.envs):
-            self._start(i, env.observation())
+        for i, obs in enumerate(self.runner.reset(seed=seed)):
+            self._start(i, obs)
 
     def _start(self, i: int, obs: Mapping[str, Any]) -> None:
         self.hist[i].reset()
@@ -138,7 +145,7 @@ class Collector:
         from mechanic_rl_ros.policy import stack_histories
 
         policy = self.learner.policy
-        n = len(self.benv.envs)
+        n = self.num_envs
         env_steps, successes, returns = 0, [], []
         ep_return = self._ep_return
         for _ in range(steps):
@@ -148,25 +155,19 @@ class Collector:
                 buf.add_decision(obs_hist[i], out.chain[i], out.chain_logprob[i], out.policy_version,
                                  self.episode[i], self.chunk[i])
             actions = policy.executable(out.actions).astype(np.float64)
-            for i, env in enumerate(self.benv.envs):
-                total, k, term, trunc, info = 0.0, 0, False, False, {}
-                for k in range(actions.shape[1]):
-                    o, r, term, trunc, info = env.step(actions[i, k])
-                    total += r
-                    env_steps += 1
+            for i, res in enumerate(self.runner.run(range(n), actions)):
+                for o in res.observations:
                     self.hist[i].push(o)
-                    if term or trunc:
-                        break
-                ended = term or trunc
-                ep_return[i] += total
-                buf.set_outcome(self.episode[i], self.chunk[i], total, terminated=term, truncated=trunc,
-                                final_obs=self.hist[i].stacked() if trunc else None, env_steps=k + 1)
-                if ended:
-                    successes.append(bool(info.get("success", False)))
+                env_steps += res.steps
+                ep_return[i] += res.reward
+                buf.set_outcome(self.episode[i], self.chunk[i], res.reward, terminated=res.terminated,
+                                truncated=res.truncated, final_obs=self.hist[i].stacked() if res.truncated else None,
+                                env_steps=res.steps)
+                if res.terminated or res.truncated:
+                    successes.append(res.success)
                     returns.append(ep_return[i])
                     ep_return[i] = 0.0
-                    o, _ = env.reset()
-                    self._start(i, o)
+                    self._start(i, res.reset_obs)
                 else:
                     self.chunk[i] += 1
         for i in range(n):
@@ -177,29 +178,29 @@ class Collector:
                 "train_return": float(np.mean(returns)) if returns else float("nan")}
 
     def close(self) -> None:
-        self.benv.close()
+        self.runner.close()
 
 
-def evaluate(learner: DPPO, task: str, episodes: int, seed: int, num_envs: int, reward: str = "sparse") -> float:
+def evaluate(learner: DPPO, task: str, episodes: int, seed: int, num_envs: int, reward: str = "sparse",
+             workers: int = 0) -> float:
     """Success rate of deterministic DDIM (eta = 0) over episodes reset with seeds ``seed + j``.
 
     The initial noise x_K of every chunk comes from a generator seeded with ``seed``, so the same weights
-    always get the same score."""
+    always get the same score (for a given ``num_envs``; ``workers`` does not change it)."""
     from mechanic_rl_ros.policy import ObsHistory, stack_histories
-    from mechanic_rl_ros.sim import BatchedEnv
+    from mechanic_rl_ros.sim.chunks import ChunkRunner
 
     cfg = learner.policy.cfg
     n = max(1, min(num_envs, episodes))
-    benv = BatchedEnv(task=task, num_envs=n, render=bool(cfg.cameras), cameras=cfg.cameras or ("scene",),
-                      image_size=cfg.image_size, seed=seed, reward=reward, autoreset=False)
+    runner = ChunkRunner(task=task, num_envs=n, render=bool(cfg.cameras), cameras=cfg.cameras or ("scene",),
+                         image_size=cfg.image_size, seed=seed, reward=reward, workers=workers)
     wins = 0
     gen = torch.Generator().manual_seed(int(seed))
     try:
         for start in range(0, episodes, n):
             idx = list(range(min(n, episodes - start)))
             hist = [ObsHistory.for_policy(learner.policy) for _ in idx]
-            for i in idx:
-                o, _ = benv.envs[i].reset(seed=seed + start + i)
+            for i, o in zip(idx, runner.reset_envs(idx, [seed + start + i for i in idx])):
                 hist[i].push(o)
             active = list(idx)
             while active:
@@ -207,20 +208,16 @@ def evaluate(learner: DPPO, task: str, episodes: int, seed: int, num_envs: int, 
                                   generator=gen)
                 acts = learner.policy.executable(out.actions).astype(np.float64)
                 still = []
-                for row, i in enumerate(active):
-                    done = False
-                    for a in acts[row]:
-                        o, _, term, trunc, info = benv.envs[i].step(a)
+                for i, res in zip(active, runner.run(active, acts, reset_on_end=False)):
+                    for o in res.observations:
                         hist[i].push(o)
-                        if term or trunc:
-                            wins += int(bool(info["success"]))
-                            done = True
-                            break
-                    if not done:
+                    if res.terminated or res.truncated:
+                        wins += int(res.success)
+                    else:
                         still.append(i)
                 active = still
     finally:
-        benv.close()
+        runner.close()
     return wins / episodes
 
 
@@ -266,6 +263,19 @@ def _fmt(x: float) -> str:
 
 
 # --------------------------------------------------------------------- train
+def _device(name: Any) -> torch.device:
+    """``train.device`` as a torch device; a clear error for a malformed name or an absent GPU."""
+    try:
+        dev = torch.device(str(name))
+    except RuntimeError as e:
+        raise ValueError(f"train.device: {name!r} is not a torch device (expected cpu or cuda[:N]): {e}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"train.device: {name!r} asked for, but torch sees no CUDA GPU (expected cpu)")
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"train.device: {name!r}: expected cpu or cuda[:N]")
+    return dev
+
+
 def _print(msg: str) -> None:
     print(msg, flush=True)
 
@@ -275,12 +285,13 @@ def train(train_cfg: Mapping[str, Any], learner_cfg: DPPOConfig, log: Callable[[
     """Run the headless fine-tuning; returns the learner and the per-iteration log rows."""
     t = dict(TRAIN_DEFAULTS, **train_cfg)
     torch.set_num_threads(int(t["threads"]))
+    device = _device(t["device"])
     out = Path(t["out"]) if t["out"] else None
     rows: list[dict[str, Any]] = []
     start_it, env_steps, wall0 = 0, 0, 0.0
     gen = torch.Generator().manual_seed(int(t["seed"]))
     if t["resume"]:
-        learner = DPPO.load(t["resume"])
+        learner = DPPO.load(t["resume"], map_location=device)
         tj = json.loads((Path(t["resume"]) / "trainer.json").read_text())
         rows, start_it, env_steps, wall0 = tj["rows"], tj["iteration"], tj["env_steps"], tj["wall_s"]
         gen.set_state(torch.tensor(tj["generator"], dtype=torch.uint8))
@@ -288,7 +299,7 @@ def train(train_cfg: Mapping[str, Any], learner_cfg: DPPOConfig, log: Callable[[
     else:
         if not t["checkpoint"]:
             raise ValueError("train-rl: no policy checkpoint (--checkpoint or train.checkpoint)")
-        learner = DPPO.from_checkpoint(t["checkpoint"], learner_cfg)
+        learner = DPPO.from_checkpoint(t["checkpoint"], learner_cfg, map_location=device)
     pcfg = learner.policy.cfg
     if t["state_obs"] and pcfg.cameras:
         raise ValueError(f"--state-obs: the checkpoint's policy uses cameras {list(pcfg.cameras)}; "
@@ -296,7 +307,7 @@ def train(train_cfg: Mapping[str, Any], learner_cfg: DPPOConfig, log: Callable[[
     buf = RolloutBuffer(action_horizon=pcfg.action_horizon,
                         capacity=int(t["num_envs"]) * int(t["steps_per_iter"]) * 2 + 64)
     collector = Collector(learner, t["task"], int(t["num_envs"]), int(t["seed"]) + 1000 * (start_it + 1),
-                          t["reward"])
+                          t["reward"], workers=int(t["workers"]))
     if out:
         out.mkdir(parents=True, exist_ok=True)
         import yaml
@@ -309,7 +320,7 @@ def train(train_cfg: Mapping[str, Any], learner_cfg: DPPOConfig, log: Callable[[
         f"{'' if learner.cfg.actor_optimizer == 'mechanic' else f' lr {learner.cfg.actor_lr:g}'}, "
         f"critic {learner.cfg.critic_optimizer}"
         f"{'' if learner.cfg.critic_optimizer == 'mechanic' else f' lr {learner.cfg.critic_lr:g}'}, "
-        f"K'={learner.cfg.ft_steps} of K={pcfg.sampling.inference_steps}, seed {t['seed']}")
+        f"K'={learner.cfg.ft_steps} of K={pcfg.sampling.inference_steps}, seed {t['seed']}, device {device}")
     t_start = time.perf_counter() - wall0
     eval_every = int(t["eval_every"])
     n_it = int(t["iterations"])
@@ -317,7 +328,7 @@ def train(train_cfg: Mapping[str, Any], learner_cfg: DPPOConfig, log: Callable[[
     def run_eval() -> tuple[float, float]:
         te = time.perf_counter()
         sr = evaluate(learner, t["task"], int(t["eval_episodes"]), int(t["eval_seed"]), int(t["num_envs"]),
-                      t["reward"])
+                      t["reward"], workers=int(t["workers"]))
         return sr, time.perf_counter() - te
 
     try:
