@@ -3,8 +3,10 @@
     MUJOCO_GL=egl .venv/bin/python bench/bench_sim.py [--episodes 100] [--quick]
 
 Measures physics steps/s, env control steps/s, render time per frame and
-camera, batched-env throughput with and without rendering, and the scripted
-experts' success rates (clean and noisy) over seeded episodes.
+camera, batched-env throughput with and without rendering, action-chunk
+throughput with the simulators in worker processes against in-process (a ratio
+in one run), and the scripted experts' success rates (clean and noisy) over
+seeded episodes.
 """
 from __future__ import annotations
 
@@ -77,6 +79,25 @@ def bench_batched(min_time: float, num_envs: int) -> None:
         benv.close()
 
 
+def bench_chunk_workers(min_time: float, num_envs: int, workers: tuple[int, ...]) -> None:
+    """Env steps/s of 8-step action chunks with rendering, per number of simulator processes (ChunkRunner)."""
+    from mechanic_rl_ros.sim.chunks import ChunkRunner
+
+    rates = {}
+    for w in workers:
+        with ChunkRunner("lift", num_envs=num_envs, render=True, image_size=96, seed=0, workers=w) as runner:
+            obs = runner.reset(seed=0)
+            chunk = np.stack([np.concatenate([o["qpos"], [0.08]]) for o in obs])[:, None].repeat(8, axis=1)
+            steps = []
+            rate, _ = _rate(lambda: steps.append(sum(r.steps for r in runner.run(range(num_envs), chunk))),
+                            min_time)
+            rates[w] = rate * float(np.mean(steps))
+    base = rates[workers[0]]
+    for w, r in rates.items():
+        print(f"chunks: {num_envs} envs, scene 96x96, {w} worker processes: {r:,.0f} env steps/s "
+              f"({r / base:.2f}x of {workers[0]} workers)")
+
+
 def bench_experts(episodes: int) -> None:
     for task in sorted(TASKS):
         for noise in (0.0, DEFAULT_NOISE):
@@ -97,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--episodes", type=int, default=100, help="expert episodes per task and noise level")
     p.add_argument("--num-envs", type=int, default=8, help="batched environments")
+    p.add_argument("--workers", type=int, nargs="+", default=[0, 2],
+                   help="simulator processes to compare for action chunks (the first is the reference)")
     p.add_argument("--quick", action="store_true", help="short timings and 20 expert episodes")
     args = p.parse_args(argv)
     min_time = 0.5 if args.quick else 3.0
@@ -106,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     bench_physics(min_time)
     bench_render(min_time)
     bench_batched(min_time, args.num_envs)
+    bench_chunk_workers(min_time, args.num_envs, tuple(args.workers))
     bench_experts(episodes)
     return 0
 
