@@ -78,3 +78,39 @@ def test_device_is_checked_with_a_clear_error(tiny_ckpt, tmp_path):
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match=r"train.device: 'cuda'.*no CUDA GPU"):
             main(_argv(tiny_ckpt, tmp_path / "y", 0) + ["--device", "cuda"])
+
+
+def test_ctrl_c_stops_after_the_iteration_and_saves_a_resumable_final(tiny_ckpt, tmp_path):
+    """SIGINT to the whole process group (a terminal's Ctrl-C, simulator workers included)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    argv = _argv(tiny_ckpt, tmp_path / "run", 2)
+    argv[argv.index("--iterations") + 1] = "500"
+    argv.remove("--quiet")
+    proc = subprocess.Popen([sys.executable, "-m", "mechanic_rl_ros.cli", "train-rl", *argv, "--workers", "1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    lines = []
+    deadline = time.monotonic() + 300
+    for line in proc.stdout:
+        lines.append(line)
+        if line.startswith("it 2/500") or time.monotonic() > deadline:
+            break
+    os.killpg(proc.pid, signal.SIGINT)
+    out, _ = proc.communicate(timeout=120)
+    text = "".join(lines) + out
+    assert proc.returncode == 0, text
+    assert "stopping after this iteration" in text and "stopped by signal after iteration" in text, text
+    trainer = json.loads((tmp_path / "run" / "final" / "trainer.json").read_text())
+    with open(tmp_path / "run" / "log.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert 2 <= trainer["iteration"] < 500 and len(rows) == trainer["iteration"]
+    # the saved state continues
+    resumed = _argv(tiny_ckpt, tmp_path / "more", 2)
+    resumed[resumed.index("--iterations") + 1] = str(trainer["iteration"] + 1)
+    assert main(resumed + ["--resume", str(tmp_path / "run" / "final")]) == 0
+    learner = json.loads((tmp_path / "more" / "final" / "learner.json").read_text())
+    assert learner["scalars"]["policy_version"] == trainer["iteration"] + 1

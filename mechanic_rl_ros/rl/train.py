@@ -13,6 +13,11 @@ runs and optimisers are compared on the same episodes.
 Outputs in ``--out``: ``log.csv`` and ``log.json`` (one row per iteration),
 ``learning_curve.png``, ``checkpoints/iter_XXXX/`` (learner checkpoints, see
 :meth:`DPPO.save`, plus ``trainer.json``) and ``final/``.
+
+Ctrl-C (SIGINT) or SIGTERM stops after the iteration in progress and writes
+logs, curve and ``final/`` for the iterations completed, so a run cut short
+(a lent machine's time running out, say) keeps its work and can be continued
+with ``--resume out/final``; a second Ctrl-C aborts at once without saving.
 """
 from __future__ import annotations
 
@@ -20,7 +25,9 @@ import argparse
 import csv
 import json
 import math
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -331,8 +338,12 @@ def train(train_cfg: Mapping[str, Any], learner_cfg: DPPOConfig, log: Callable[[
                       t["reward"], workers=int(t["workers"]))
         return sr, time.perf_counter() - te
 
+    stop = _StopRequest(log)
+    done_it = start_it
     try:
         for it in range(start_it, n_it):
+            if stop.requested:
+                break
             eval_sr, eval_s = (float("nan"), 0.0)
             if eval_every > 0 and it % eval_every == 0:
                 eval_sr, eval_s = run_eval()
@@ -361,7 +372,11 @@ def train(train_cfg: Mapping[str, Any], learner_cfg: DPPOConfig, log: Callable[[
                 if save_now:
                     _save(out / "checkpoints" / f"iter_{it + 1:04d}", learner, rows, it + 1, env_steps, gen,
                           time.perf_counter() - t_start)
-        if eval_every > 0:
+            done_it = it + 1
+        if stop.requested:
+            hint = f"; continue with --resume {out / 'final'}" if out else ""
+            log(f"train-rl: stopped by signal after iteration {done_it} of {n_it}{hint}")
+        elif eval_every > 0:
             eval_sr, eval_s = run_eval()
             final = {k: float("nan") for k in LOG_FIELDS}
             final.update({"iteration": n_it, "env_steps": env_steps, "episodes": 0.0, "eval_success": eval_sr,
@@ -375,10 +390,37 @@ def train(train_cfg: Mapping[str, Any], learner_cfg: DPPOConfig, log: Callable[[
                 log(f"final eval | env steps {env_steps} | success {_fmt(eval_sr)} | total {final['wall_s']:.0f} s")
         if out:
             _write_logs(out, rows, t, learner)
-            _save(out / "final", learner, rows, n_it, env_steps, gen, time.perf_counter() - t_start)
+            _save(out / "final", learner, rows, done_it, env_steps, gen, time.perf_counter() - t_start)
     finally:
+        stop.restore()
         collector.close()
     return learner, rows
+
+
+class _StopRequest:
+    """SIGINT/SIGTERM handler for the training loop: the first signal asks to stop after the current
+    iteration (the learner's update is never cut in half), a second SIGINT raises KeyboardInterrupt.
+    Outside the main thread signals cannot be caught; then nothing is installed."""
+
+    def __init__(self, log: Callable[[str], None]):
+        self.requested = False
+        self._log = log
+        self._old: dict[int, Any] = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+
+    def _handle(self, signum: int, _frame: Any) -> None:
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+        self._log(f"train-rl: {signal.Signals(signum).name}: stopping after this iteration, then saving "
+                  "(Ctrl-C again aborts without saving)")
+
+    def restore(self) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        self._old = {}
 
 
 def _write_logs(out: Path, rows: list[dict[str, Any]], t: Mapping[str, Any], learner: DPPO,

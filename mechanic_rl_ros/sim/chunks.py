@@ -19,6 +19,7 @@ network.
 from __future__ import annotations
 
 import multiprocessing as mp
+import signal
 import traceback
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -84,7 +85,11 @@ class _Block:
 
 
 def _worker_main(conn: Any, env_kwargs: dict, start: int, n: int, seed: int) -> None:
-    """Serve one block of environments over ``conn`` until told to close."""
+    """Serve one block of environments over ``conn`` until told to close (or the parent is gone).
+
+    Ctrl-C in a terminal reaches the whole process group; the parent decides when to stop, so the
+    worker ignores SIGINT and ends on "close" or when its pipe closes."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         block = _Block(env_kwargs, start, n, seed)
         conn.send(("ok", None))
