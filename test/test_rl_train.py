@@ -72,6 +72,32 @@ def test_simulator_workers_change_nothing_but_the_processes(tiny_ckpt, tmp_path)
     assert [[r[k] for k in keys] for r in logs[0]] == [[r[k] for k in keys] for r in logs[1]]
 
 
+def test_best_evaluation_keeps_its_weights_in_best(tiny_ckpt, tmp_path):
+    argv = _argv(tiny_ckpt, tmp_path / "run", 3)
+    argv[argv.index("--eval-every") + 1] = "1"
+    assert main(argv + ["--eval-episodes", "2"]) == 0
+    with open(tmp_path / "run" / "log.csv") as f:
+        rows = list(csv.DictReader(f))
+    # in-loop evaluations measure the policy before row i's update (after i - 1 updates); the last row is the final
+    evals = [(float(r["eval_success"]), int(r["iteration"]) - 1) for r in rows[:-1]]
+    evals.append((float(rows[-1]["eval_success"]), int(rows[-1]["iteration"])))
+    assert len(evals) == 3 and not any(e != e for e, _ in evals)
+    top = max(e for e, _ in evals)
+    first_top = min(i for e, i in evals if e == top)
+    best = json.loads((tmp_path / "run" / "best" / "best.json").read_text())
+    assert best["eval_success"] == top and best["iteration"] == first_top and best["eval_episodes"] == 2
+    # the weights in best/ are those the evaluation measured: after first_top updates
+    policy = load_file(tmp_path / "run" / "best" / "policy" / "model.safetensors")
+    final = load_file(tmp_path / "run" / "final" / "policy" / "model.safetensors")
+    ft = [k for k in policy if k.startswith("ft_net.")]
+    moved = any(not torch.equal(policy[k], final[k]) for k in ft)
+    assert moved == (first_top != 2)
+    if first_top == 0:
+        assert all(torch.equal(policy[k], policy["net." + k[len("ft_net."):]]) for k in ft)
+    trainer = json.loads((tmp_path / "run" / "best" / "trainer.json").read_text())
+    assert trainer["iteration"] == first_top
+
+
 def test_device_is_checked_with_a_clear_error(tiny_ckpt, tmp_path):
     with pytest.raises(ValueError, match=r"train.device: 'gpu0'.*expected cpu or cuda"):
         main(_argv(tiny_ckpt, tmp_path / "x", 0) + ["--device", "gpu0"])
