@@ -133,7 +133,6 @@ class Collector:
 
         cfg = learner.policy.cfg
         self.learner = learner
-        self.num_envs = int(num_envs)
         self.runner = ChunkRunner(task=task, num_envs=num_envs, render=bool(cfg.cameras),
                                   cameras=cfg.cameras or ("scene",), image_size=cfg.image_size, seed=seed,
                                   reward=reward, workers=workers)
@@ -157,7 +156,7 @@ class Collector:
         from mechanic_rl_ros.policy import stack_histories
 
         policy = self.learner.policy
-        n = self.num_envs
+        n = self.runner.num_envs
         env_steps, successes, returns = 0, [], []
         ep_return = self._ep_return
         for _ in range(steps):

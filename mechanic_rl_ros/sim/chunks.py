@@ -71,9 +71,6 @@ class _Block:
         self.start = start
         self.benv = BatchedEnv(num_envs=n, seed=seed + start, autoreset=False, **env_kwargs)
 
-    def reset(self, seeds: Sequence[int | None]) -> list[dict]:
-        return [env.reset(seed=s)[0] for env, s in zip(self.benv.envs, seeds)]
-
     def reset_envs(self, items: Sequence[tuple[int, int | None]]) -> list[dict]:
         return [self.benv.envs[i - self.start].reset(seed=s)[0] for i, s in items]
 
@@ -167,8 +164,7 @@ class ChunkRunner:
     # ----------------------------------------------------------------- API
     def reset(self, seed: int | None = None) -> list[dict]:
         """Reset every environment (``i`` with ``seed + i`` when given); the first observations."""
-        seeds = [None if seed is None else seed + i for i in range(self.num_envs)]
-        return self._scatter("reset", [(i, s) for i, s in enumerate(seeds)], pack=lambda items: ([s for _, s in items],))
+        return self.reset_envs(range(self.num_envs), [None if seed is None else seed + i for i in range(self.num_envs)])
 
     def reset_envs(self, indices: Sequence[int], seeds: Sequence[int | None] | None = None) -> list[dict]:
         """Reset the given environments (with the given seeds); their first observations, in order."""
