@@ -17,6 +17,8 @@ import pytest
 import stack_checks as checks
 from rosenv import REPO, fresh_domain_id, ros_env
 from stack_checks import StackObserver
+
+from mechanic_rl_ros.msg import EpisodeEvent
 from stack_fixtures import make_checkpoint
 
 EPISODES = 10
@@ -63,3 +65,34 @@ def test_finetune_runner_learns_and_shuts_down_cleanly(tmp_path):
     assert "[progress] episode" in out and "Mechanic scale" in out
     assert (tmp_path / "run" / "learning_curve.png").stat().st_size > 10_000
     assert (tmp_path / "run" / "learner" / "learner.json").is_file()
+
+
+@pytest.mark.slow
+def test_shipped_policy_lifts_the_cube_through_the_stack(tmp_path):
+    """The pretrained lift policy, run deterministically by the stack, succeeds as it does in the simulator
+    (74 % over 50 seeds in `mechanic-rl eval`). The policy plans each chunk `replan_margin` control periods
+    before it runs; executing the actions predicted for the instant of the observation instead of those for
+    the instants they run at made it 0 of 8 here."""
+    episodes = 8
+    domain = fresh_domain_id()
+    log = open(tmp_path / "runner.log", "wb")
+    runner = subprocess.Popen(
+        [sys.executable, "-m", "mechanic_rl_ros.cli", "finetune", f"run_dir:={tmp_path / 'run'}",
+         f"episodes:={episodes}", "--set", "policy_node.stochastic=false"],
+        cwd=REPO, env=ros_env(domain), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    obs = StackObserver(domain)
+    text = (tmp_path / "runner.log").read_text
+    try:
+        assert obs.spin_until(lambda: obs.ended_episodes() >= episodes, 900), text()[-5000:]
+    finally:
+        obs.close()
+        runner.send_signal(signal.SIGINT)
+        try:
+            runner.wait(120)
+        except subprocess.TimeoutExpired:
+            runner.kill()
+    ends = {e.episode: e.event for e in obs.events if e.event in checks.ENDS}
+    successes = sum(1 for ev in ends.values() if ev == EpisodeEvent.SUCCESS)
+    # 8 of 10 when measured (reset seeds 1000+); two or more of eight: probability 0.965 at a true rate of 0.5,
+    # 0.9996 at 0.75
+    assert successes >= 2, f"{successes} of {len(ends)} episodes succeeded\n{text()[-3000:]}"

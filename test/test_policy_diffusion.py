@@ -172,6 +172,18 @@ def test_default_config_shapes():
     assert np.isfinite(out.actions.numpy()).all()
 
 
+def test_a_chunk_that_starts_later_executes_the_actions_for_its_instants():
+    cfg = PolicyConfig()  # T_o 2, T_p 16, T_a 8: the action for the observation's instant is index 1
+    policy = DiffusionPolicy(cfg)
+    predicted = np.arange(16, dtype=np.float32)[None, :, None].repeat(8, axis=2)
+    assert policy.executable(predicted)[0, :, 0].tolist() == list(range(1, 9))
+    assert policy.executable(predicted, lead=2)[0, :, 0].tolist() == list(range(3, 11))
+    assert cfg.max_lead == 7 and policy.executable(predicted, lead=7)[0, -1, 0] == 15
+    for lead in (8, -1):
+        with pytest.raises(ValueError, match=r"lead: .*expected 0\.\.7"):
+            policy.executable(predicted, lead=lead)
+
+
 @pytest.mark.parametrize("prediction", ["epsilon", "sample", "v"])
 def test_prediction_parameterisations_invert(prediction):
     from mechanic_rl_ros.policy.diffusion import split_prediction, training_target

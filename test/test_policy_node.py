@@ -173,3 +173,12 @@ def test_unknown_image_encoding_is_refused_and_the_arm_holds(tmp_path):
             p.terminate()
         for p in procs.values():
             p.wait(20)
+
+
+def test_a_replan_margin_beyond_the_prediction_is_refused_at_start(tmp_path):
+    make_checkpoint(tmp_path / "ckpt")
+    proc = start_python(["-m", "mechanic_rl_ros.nodes.policy_node", "--ros-args", "--params-file",
+                         "config/policy_node.yaml", "-p", f"checkpoint:={tmp_path / 'ckpt'}",
+                         "-p", "replan_margin:=8"], fresh_domain_id(), tmp_path / "policy.log")
+    assert proc.wait(120) != 0
+    assert "parameter replan_margin: 8; expected 0..7" in (tmp_path / "policy.log").read_text()

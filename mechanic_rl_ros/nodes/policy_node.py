@@ -3,7 +3,10 @@
 * assembles observations from the preprocessed camera image(s) and
   ``/joint_states`` (matched by joint name, time-aligned within ``max_skew``),
   keeps the T_o history, and runs inference on a worker thread, starting the
-  next chunk ``replan_margin`` actions before the current one runs out;
+  next chunk ``replan_margin`` actions before the current one runs out; that
+  chunk then executes the actions predicted for the instants it runs at
+  (:meth:`DiffusionPolicy.executable` with ``lead``), not those for the
+  instant of its observation, which has passed;
 * executes the chunk at ``control_rate``; every command passes
   :class:`mechanic_rl_ros.safety.SafetyFilter` (FR3 position / velocity /
   acceleration / jerk limits, TCP workspace) and goes out as
@@ -118,6 +121,10 @@ class PolicyNode(Node):
                                               cfg["max_age"], cfg["max_skew"])
         self.history = ObsHistory.for_policy(self.policy)
         self.stamps: deque[float] = deque(maxlen=pcfg.obs_horizon)
+        if not 0 <= cfg["replan_margin"] <= pcfg.max_lead:
+            raise ValueError(f"parameter replan_margin: {cfg['replan_margin']}; expected 0..{pcfg.max_lead} "
+                             f"(a chunk planned that early must still hold T_a = {pcfg.action_horizon} of the "
+                             f"policy's T_p = {pcfg.pred_horizon} predicted actions)")
         self.executor_ = ChunkExecutor(int(cfg["replan_margin"]))
         self.safety = SafetyFilter(SafetyConfig(
             control_dt=self.dt, position_margin=cfg["safety_position_margin"],
@@ -259,7 +266,8 @@ class PolicyNode(Node):
             except Exception as exc:  # a dead model makes the node hold, not crash
                 self.results.put(exc)
 
-    def _infer(self, obs_hist: dict, stamps: np.ndarray, episode: int, index: int) -> tuple[int, Chunk]:
+    def _infer(self, obs_hist: dict, stamps: np.ndarray, episode: int, index: int,
+               lead: int) -> tuple[int, Chunk]:
         with self.lock:
             pending, self.pending_weights = self.pending_weights, None
         if pending is not None:  # between chunks: the only place weights change
@@ -290,13 +298,15 @@ class PolicyNode(Node):
             n = out.ft_steps or k
             decision["chain"] = out.chain[0, k - n:].cpu().numpy().astype(np.float32)
             decision["chain_logprob"] = out.logprobs[0, k - n:].cpu().numpy().astype(np.float64)
-        chunk = Chunk(self.policy.executable(predicted), self.version, index, decision, predicted)
+        chunk = Chunk(self.policy.executable(predicted, lead), self.version, index, decision, predicted)
         return episode, chunk
 
     def _request(self) -> None:
         self.in_flight, self.flight_started = True, time.monotonic()
+        # the current chunk's remaining actions run first, this tick's included: the new chunk starts that
+        # many control periods after the observation it is planned from, and executes the actions for then
         self.requests.put((self.history.stacked(), np.array(self.stamps, dtype=np.float64), self.episode,
-                           self.chunks_started))
+                           self.chunks_started, self.executor_.remaining()))
         self.chunks_started += 1
 
     def _collect(self, wait: float) -> None:

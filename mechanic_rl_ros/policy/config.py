@@ -156,6 +156,11 @@ class PolicyConfig:
         """Index in the predicted chunk of the first action to execute (T_o - 1, Chi et al.)."""
         return self.obs_horizon - 1
 
+    @property
+    def max_lead(self) -> int:
+        """Most control periods a chunk may start after its observation and still have T_a predicted actions."""
+        return self.pred_horizon - self.action_start - self.action_horizon
+
     # -------------------------------------------------------------- (de)serialise
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

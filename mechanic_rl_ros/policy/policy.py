@@ -364,9 +364,19 @@ class DiffusionPolicy(nn.Module):
                               noise_clip=noise_clip)
         return out.actions[0].cpu().numpy().astype(np.float32)
 
-    def executable(self, actions: np.ndarray | torch.Tensor) -> Any:
-        """The T_a actions of a predicted chunk to execute: indices [T_o - 1, T_o - 1 + T_a) of axis -2."""
-        a0 = self.cfg.action_start
+    def executable(self, actions: np.ndarray | torch.Tensor, lead: int = 0) -> Any:
+        """The T_a actions of a predicted chunk to execute: indices [T_o - 1, T_o - 1 + T_a) of axis -2.
+
+        Index T_o - 1 is the action for the instant of the newest observation
+        (Chi et al.). A chunk that starts ``lead`` control periods after its
+        observation (planned while the previous chunk still runs) executes
+        [T_o - 1 + lead, T_o - 1 + lead + T_a): each action at the instant it
+        was predicted for. ``lead`` is at most :attr:`PolicyConfig.max_lead`.
+        """
+        if not 0 <= lead <= self.cfg.max_lead:
+            raise ValueError(f"lead: {lead} control periods; expected 0..{self.cfg.max_lead} "
+                             f"(T_p - T_o + 1 - T_a of this policy)")
+        a0 = self.cfg.action_start + int(lead)
         return actions[..., a0:a0 + self.cfg.action_horizon, :]
 
     def predict_action(self, obs_history: Mapping[str, Any], **kw: Any) -> np.ndarray:
