@@ -41,42 +41,47 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from rclpy.time import Time
 from sensor_msgs.msg import CompressedImage, Image
 
-from mechanic_rl_ros.nodes.common import RateLimitedLog, publish_diagnostics, run_node
+from mechanic_rl_ros.nodes.common import Param, RateLimitedLog, declare_parameters, publish_diagnostics, run_node
 from mechanic_rl_ros.vision.imgmsg import ImageFormatError, select_converter
 from mechanic_rl_ros.vision.preprocess import PreprocessConfig, preprocess
 
 INPUT_TYPES = ("raw", "compressed")
 
-#: (name, default) of every parameter; config/camera.yaml documents each with its unit.
+#: every parameter, with what it means (``ros2 param describe camera_node <name>``); config/camera.yaml sets them
 PARAMETERS = [
-    ("input_topic", "/camera/scene/image_raw"),
-    ("input_type", "raw"),
-    ("output_topic", "/policy/camera/scene/image"),
-    ("output_width", 96),
-    ("output_height", 96),
-    ("crop_mode", "center"),
-    ("depth_max", 2.0),
-    ("max_age", 0.5),
-    ("converter", "auto"),
-    ("qos_depth", 1),
-    ("error_log_period", 1.0),
-    ("diagnostics_period", 1.0),
+    Param("input_topic", "/camera/scene/image_raw",
+          "camera images to convert: sensor_msgs/Image, or sensor_msgs/CompressedImage with input_type compressed "
+          "(e.g. .../image_raw/compressed)"),
+    Param("input_type", "raw", "message type on input_topic: raw = sensor_msgs/Image (rgb8, bgr8, rgba8, bgra8, "
+          "mono8, mono16, rgb16, bgr16, 16UC1 / 32FC1 depth), compressed = sensor_msgs/CompressedImage (jpeg, png)",
+          choices=INPUT_TYPES),
+    Param("output_topic", "/policy/camera/scene/image",
+          "where the policy's input goes: sensor_msgs/Image rgb8, output_width x output_height, with the input's "
+          "header (stamp, frame_id) unchanged"),
+    Param("output_width", 96, "[px] width of the output image; must be the policy's image width", range=(1, None)),
+    Param("output_height", 96, "[px] height of the output image; must be the policy's image height", range=(1, None)),
+    Param("crop_mode", "center", "center = crop to the output aspect ratio around the image center, then resize; "
+          "none = resize only (distorts the aspect)", choices=("center", "none")),
+    Param("depth_max", 2.0, "[m] depth images (16UC1 in mm, 32FC1 in m): depths in [0, depth_max] map to gray "
+          "[0, 255], farther ones saturate", range=(0.001, None)),
+    Param("max_age", 0.5, "[s] a frame whose header.stamp is older than this on the node's clock (sim time under "
+          "use_sim_time) is stale and not forwarded; 0 disables the check", range=(0.0, None)),
+    Param("converter", "auto", "image decoding: auto = cv_bridge if importable and it passes the start-up "
+          "self-test, else numpy; numpy = the package's own converter; cv_bridge = cv_bridge even if it fails the "
+          "self-test", choices=("auto", "numpy", "cv_bridge")),
+    Param("qos_depth", 1, "[messages] history depth of the best-effort (sensor-data) subscription and publication",
+          range=(1, None)),
+    Param("error_log_period", 1.0, "[s] least time between two logged errors of one kind (stale / malformed "
+          "frames; the rest are only counted); 0 logs every one", range=(0.0, None)),
+    Param("diagnostics_period", 1.0, "[wall s] period of /diagnostics, also the window of its rate and latency "
+          "figures", range=(0.01, None)),
 ]
 
 
 class CameraNode(Node):
     def __init__(self) -> None:
         super().__init__("camera_node")
-        p = self.declare_parameters("", PARAMETERS)
-        cfg = {param.name: param.value for param in p}
-        if cfg["input_type"] not in INPUT_TYPES:
-            raise ValueError(f"parameter input_type: got {cfg['input_type']!r}; expected one of {INPUT_TYPES}")
-        if not cfg["max_age"] >= 0:
-            raise ValueError(f"parameter max_age: must be >= 0 s (0 disables the check), got {cfg['max_age']}")
-        for name in ("qos_depth", "error_log_period", "diagnostics_period"):
-            if not cfg[name] > 0:
-                raise ValueError(f"parameter {name}: must be > 0, got {cfg[name]}")
-        self.cfg = cfg
+        self.cfg = cfg = declare_parameters(self, PARAMETERS)
         self.prep = PreprocessConfig(width=cfg["output_width"], height=cfg["output_height"],
                                      crop=cfg["crop_mode"], depth_max=cfg["depth_max"])
         selection = select_converter(cfg["converter"], Image)

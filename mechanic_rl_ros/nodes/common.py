@@ -1,15 +1,19 @@
-"""What every node of the stack does the same way: the process entry point,
-rate-limited error logs, the /diagnostics message, and the joint command
-message the arm's controller takes."""
+"""What every node of the stack does the same way: parameters declared with
+their descriptors, the process entry point, rate-limited error logs, the
+/diagnostics message, and the joint command message the arm's controller
+takes."""
 from __future__ import annotations
 
 import math
 import sys
 import time
-from typing import Callable, Mapping
+from dataclasses import dataclass
+from typing import Callable, Mapping, Sequence
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
 from rclpy.duration import Duration
 from rclpy.node import Node
@@ -20,6 +24,95 @@ from mechanic_rl_ros import fr3
 
 #: ``command_type`` parameter values: forward_command_controller's array, or joint_trajectory_controller's message
 COMMAND_TYPES = ("array", "trajectory")
+
+_INT64 = (-(2 ** 63), 2 ** 63 - 1)
+
+
+@dataclass(frozen=True)
+class Param:
+    """One node parameter, as ``ros2 param describe`` shows it.
+
+    ``description`` says what it is, its unit and what it is for: the code is
+    the place a user reads it (config/*.yaml only sets values). ``range`` is
+    inclusive ``(low, high)``, ``None`` for an open end; it becomes an
+    ``IntegerRange`` for integer and a ``FloatingPointRange`` for float
+    defaults, and rclpy refuses values outside it at start-up and on ``ros2
+    param set``. ``choices`` are the only valid string values (shown as the
+    descriptor's ``additional_constraints``). ``read_only``: the node reads the
+    value once at start-up, so changing it later would do nothing -- ``ros2
+    param set`` says so instead of pretending.
+    """
+
+    name: str
+    default: object
+    description: str
+    range: tuple[float | None, float | None] | None = None
+    choices: tuple[str, ...] | None = None
+    read_only: bool = True
+
+    def expected(self) -> str:
+        """The valid values in words, for error messages."""
+        if self.choices:
+            return f"one of {list(self.choices)}"
+        kind = _kind(self.default)
+        text = f"{'an' if kind[0] in 'aeiou' else 'a'} {kind}" + (" (with a decimal point)" if kind == "double" else "")
+        if self.range is None:
+            return text
+        low, high = self.range
+        return f"{text} in [{'-inf' if low is None else low}, {'inf' if high is None else high}]"
+
+    def descriptor(self) -> ParameterDescriptor:
+        d = ParameterDescriptor(name=self.name, description=self.description, read_only=self.read_only)
+        if self.choices:
+            d.additional_constraints = "one of: " + ", ".join(self.choices)
+        if self.range is not None:
+            low, high = self.range
+            if _kind(self.default) == "integer":
+                d.integer_range = [IntegerRange(from_value=_INT64[0] if low is None else int(low),
+                                                to_value=_INT64[1] if high is None else int(high), step=0)]
+            elif _kind(self.default) == "double":
+                d.floating_point_range = [FloatingPointRange(from_value=-math.inf if low is None else float(low),
+                                                             to_value=math.inf if high is None else float(high),
+                                                             step=0.0)]
+            else:
+                raise TypeError(f"parameter {self.name}: a range needs an integer or float default, "
+                                f"got {self.default!r}")
+        return d
+
+
+def _kind(value: object) -> str:
+    """The ROS parameter type name of a Python default."""
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "double"
+    if isinstance(value, str):
+        return "string"
+    return "array"
+
+
+def declare_parameters(node: Node, params: Sequence[Param]) -> dict[str, object]:
+    """Declare every parameter of ``params`` with its descriptor; return ``{name: value}``.
+
+    The value is the override (params file, ``-p``, launch) if one is given,
+    else the default. A value of the wrong type, outside ``range`` or not in
+    ``choices`` raises ``ValueError`` naming the parameter, the value and what
+    was expected.
+    """
+    cfg: dict[str, object] = {}
+    for p in params:
+        try:
+            value = node.declare_parameter(p.name, p.default, p.descriptor()).value
+        except (InvalidParameterTypeException, InvalidParameterValueException) as exc:
+            given = getattr(node, "_parameter_overrides", {}).get(p.name)  # rclpy keeps overrides only there
+            got = f"got {given.value!r}" if given is not None else str(exc)
+            raise ValueError(f"parameter {p.name}: {got}; expected {p.expected()}") from None
+        if p.choices and value not in p.choices:
+            raise ValueError(f"parameter {p.name}: got {value!r}; expected {p.expected()}")
+        cfg[p.name] = value
+    return cfg
 
 
 class RateLimitedLog:

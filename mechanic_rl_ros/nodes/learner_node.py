@@ -41,7 +41,7 @@ from visualization_msgs.msg import Marker, MarkerArray
 
 from mechanic_rl_ros import wire
 from mechanic_rl_ros.msg import EpisodeEvent, LearnerStats, PolicyWeights, StepReward, Transition
-from mechanic_rl_ros.nodes.common import publish_diagnostics, run_node
+from mechanic_rl_ros.nodes.common import Param, declare_parameters, publish_diagnostics, run_node
 from mechanic_rl_ros.rl.algorithm import NonFiniteUpdateError
 from mechanic_rl_ros.rl.buffer import RolloutBuffer
 from mechanic_rl_ros.rl.config import load_config
@@ -79,32 +79,44 @@ class Join:
         self.rewarded = {(int(e), int(s)) for e, s in d["rewarded"]}
 
 
+#: every parameter, with what it means (``ros2 param describe learner_node <name>``); config/learner.yaml sets them.
+#: The algorithm's own settings (DPPO, Mechanic, critic) are in config/rl.yaml.
+PARAMETERS = [
+    Param("checkpoint", "", "pretrained policy checkpoint directory the learner starts from (ignored when resuming "
+          "from run_dir); the launch sets it"),
+    Param("rl_config", "", "extra YAML merged over config/rl.yaml (DPPO, Mechanic, critic); '' = its defaults"),
+    Param("optimizer", "mechanic", "mechanic = Mechanic(Adam(lr=1)), no learning rate to choose; adam = plain Adam "
+          "with config/rl.yaml actor_lr / critic_lr", choices=("mechanic", "adam")),
+    Param("run_dir", "runs/finetune", "checkpoints go to <run_dir>/learner, and a learner resumes from there when it "
+          "exists; a relative path is taken from the node's current directory (the launch passes an absolute one)"),
+    Param("batch_size", 16, "[decisions] complete action chunks per update", range=(1, None)),
+    Param("buffer_capacity", 4096, "[decisions] held in the buffer; the oldest are dropped (and counted) beyond this",
+          range=(1, None)),
+    Param("publish_every", 1, "[updates] publish new weights every this many updates", range=(1, None)),
+    Param("checkpoint_every", 5, "[updates] write a checkpoint every this many updates (and always at shutdown)",
+          range=(1, None)),
+    Param("torch_threads", 1, "CPU threads torch uses for the updates", range=(1, None)),
+    Param("transition_topic", "/learner/transitions", "the policy's executed steps (mechanic_rl_ros/Transition)"),
+    Param("step_reward_topic", "/reward/step", "reward_node's per-step rewards (mechanic_rl_ros/StepReward)"),
+    Param("episode_event_topic", "/reward/events", "episode outcomes (mechanic_rl_ros/EpisodeEvent), for the "
+          "success rate"),
+    Param("weights_topic", "/policy/weights", "where new versioned weights go (mechanic_rl_ros/PolicyWeights, "
+          "reliable, transient-local)"),
+    Param("stats_topic", "/learner/stats", "mechanic_rl_ros/LearnerStats after each update (losses, Mechanic "
+          "scale, success rate), for rqt"),
+    Param("marker_topic", "/learner/status_text", "visualization_msgs/MarkerArray text with the key figures, for "
+          "RViz"),
+    Param("history_depth", 2000, "[messages] transient-local history asked of the transition and reward "
+          "publishers: what a restarted learner can get replayed", range=(1, None)),
+    Param("success_window", 20, "[episodes] window of the reported success rate", range=(1, None)),
+    Param("diagnostics_period", 1.0, "[wall s] period of /diagnostics", range=(0.01, None)),
+]
+
+
 class LearnerNode(Node):
     def __init__(self) -> None:
         super().__init__("learner_node")
-        params = self.declare_parameters("", [
-            ("checkpoint", ""),
-            ("rl_config", ""),
-            ("optimizer", "mechanic"),
-            ("run_dir", "runs/finetune"),
-            ("batch_size", 16),
-            ("buffer_capacity", 4096),
-            ("publish_every", 1),
-            ("checkpoint_every", 5),
-            ("torch_threads", 1),
-            ("transition_topic", "/learner/transitions"),
-            ("step_reward_topic", "/reward/step"),
-            ("episode_event_topic", "/reward/events"),
-            ("weights_topic", "/policy/weights"),
-            ("stats_topic", "/learner/stats"),
-            ("marker_topic", "/learner/status_text"),
-            ("history_depth", 2000),
-            ("success_window", 20),
-            ("diagnostics_period", 1.0),
-        ])
-        self.cfg = cfg = {p.name: p.value for p in params}
-        if cfg["optimizer"] not in ("mechanic", "adam"):
-            raise ValueError(f"parameter optimizer: got {cfg['optimizer']!r}; expected 'mechanic' or 'adam'")
+        self.cfg = cfg = declare_parameters(self, PARAMETERS)
         torch.set_num_threads(int(cfg["torch_threads"]))
         self.dir = Path(cfg["run_dir"]) / "learner"
         self.lock = threading.Lock()

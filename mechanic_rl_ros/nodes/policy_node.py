@@ -46,8 +46,8 @@ from visualization_msgs.msg import Marker, MarkerArray
 
 from mechanic_rl_ros import fr3, wire
 from mechanic_rl_ros.msg import EpisodeEvent, PolicyWeights, TaskState, Transition
-from mechanic_rl_ros.nodes.common import (RateLimitedLog, command_message_type, joint_command, publish_diagnostics,
-                                         run_node)
+from mechanic_rl_ros.nodes.common import (COMMAND_TYPES, Param, RateLimitedLog, command_message_type,
+                                         declare_parameters, joint_command, publish_diagnostics, run_node)
 from mechanic_rl_ros.policy import DiffusionPolicy, ObsHistory
 from mechanic_rl_ros.policy.checkpoint import safetensors_metadata
 from mechanic_rl_ros.runtime import Chunk, ChunkExecutor, ObservationAssembler, StaleObservation
@@ -61,44 +61,77 @@ def seconds(stamp) -> float:
     return stamp.sec + stamp.nanosec * 1e-9
 
 
+#: every parameter, with what it means (``ros2 param describe policy_node <name>``); config/policy_node.yaml sets them
+PARAMETERS = [
+    Param("checkpoint", "", "policy checkpoint directory (model.safetensors + config.json, from 'mechanic-rl "
+          "pretrain'); required, the launch sets it"),
+    Param("finetune_steps", 5, "K': the last K' denoising steps run by the fine-tuned copy that the learner trains "
+          "and streams; must equal learner.ft_steps in config/rl.yaml; 0 = no fine-tuned copy, weights are refused",
+          range=(0, None)),
+    Param("stochastic", True, "true = sample the denoising chain (DPPO exploration; its log-probabilities go to the "
+          "learner); false = deterministic DDIM"),
+    Param("noise_clip", 3.0, "clip each denoising step's N(0, I) draw to +-this many standard deviations (DPPO "
+          "randn_clip_value 3; as config/rl.yaml); 0 = off", range=(0.0, None)),
+    Param("seed", 0, "seed of the sampling noise", range=(0, None)),
+    Param("torch_threads", 1, "CPU threads torch uses for inference", range=(1, None)),
+    Param("control_rate", 10.0, "[Hz] commands per second, one action of the chunk each", range=(0.1, 1000.0)),
+    Param("replan_margin", 2, "[actions] start the next chunk's inference when this many actions of the current one "
+          "remain; that chunk then executes the actions predicted for the instants it runs at "
+          "(0 .. T_p - T_o + 1 - T_a, 7 for the default policy; checked against the checkpoint at start)",
+          range=(0, None)),
+    Param("max_age", 0.3, "[s] an observation input (image, joint state) older than this on the node's clock is "
+          "stale: the arm holds instead of acting on it", range=(0.001, None)),
+    Param("max_skew", 0.15, "[s] largest stamp difference between the inputs of one observation", range=(0.0, None)),
+    Param("inference_timeout", 2.0, "[wall s] a chunk later than this counts as a dead model (logged; the arm holds)",
+          range=(0.001, None)),
+    Param("wait_for_inference", True, "on sim time only: wait for a late chunk instead of holding (waiting costs no "
+          "sim time)"),
+    Param("input_wait", 0.3, "[wall s] on sim time only: how long a control tick waits for the inputs of its own "
+          "instant", range=(0.0, None)),
+    Param("image_topics", ["/policy/camera/scene/image"], "preprocessed rgb8 images (camera_node's output), one "
+          "topic per policy camera, in the checkpoint's camera order"),
+    Param("joint_states_topic", "/joint_states", "sensor_msgs/JointState of the arm and gripper; joints are "
+          "matched by name"),
+    Param("task_state_topic", "/sim/task_state", "mechanic_rl_ros/TaskState, read only by state-only policies "
+          "whose observation includes task_state"),
+    Param("command_topic", "/fr3_position_controller/commands", "where the filtered joint position commands go "
+          "(the arm controller's topic)"),
+    Param("command_type", "array", "command message: array = std_msgs/Float64MultiArray (forward command "
+          "controller), trajectory = trajectory_msgs/JointTrajectory (joint trajectory controller)",
+          choices=COMMAND_TYPES),
+    Param("gripper_topic", "/fr3_gripper/commands", "gripper width commands [m], std_msgs/Float64MultiArray"),
+    Param("transition_topic", "/learner/transitions", "mechanic_rl_ros/Transition of every executed step, to the "
+          "learner"),
+    Param("weights_topic", "/policy/weights", "mechanic_rl_ros/PolicyWeights from the learner, hot-swapped between "
+          "chunks after verification"),
+    Param("episode_event_topic", "/reward/events", "mechanic_rl_ros/EpisodeEvent from reward_node; the policy acts "
+          "only between START and the episode's end"),
+    Param("marker_topic", "/policy/predicted_path", "visualization_msgs/MarkerArray: the predicted TCP path of each "
+          "chunk, for RViz"),
+    Param("transition_queue_depth", 1000, "[messages] reliable, transient-local history of transition_topic: a "
+          "restarted learner gets this many recent steps replayed", range=(1, None)),
+    Param("safety_position_margin", 0.02, "[rad] commands stay this far inside the FR3 joint position limits",
+          range=(0.0, 0.5)),
+    Param("safety_velocity_scale", 1.0, "fraction of the FR3 joint velocity limits commands may use",
+          range=(0.001, 1.0)),
+    Param("safety_acceleration_scale", 1.0, "fraction of the FR3 joint acceleration limit (10 rad/s^2) commands "
+          "may use", range=(0.001, 1.0)),
+    Param("safety_jerk_scale", 1.0, "fraction of the FR3 joint jerk limit (5000 rad/s^3) commands may use",
+          range=(0.001, 1.0)),
+    Param("workspace_min", [0.2, -0.4, 0.0], "[m] x, y, z lower corner of the box the TCP must stay in, in "
+          "fr3_link0"),
+    Param("workspace_max", [0.8, 0.4, 0.7], "[m] x, y, z upper corner of the box the TCP must stay in, in "
+          "fr3_link0"),
+    Param("error_log_period", 1.0, "[s] least time between two logged errors of one kind (the rest are only "
+          "counted); 0 logs every one", range=(0.0, None)),
+    Param("diagnostics_period", 1.0, "[wall s] period of /diagnostics", range=(0.01, None)),
+]
+
+
 class PolicyNode(Node):
     def __init__(self) -> None:
         super().__init__("policy_node")
-        params = self.declare_parameters("", [
-            ("checkpoint", ""),
-            ("finetune_steps", 5),
-            ("stochastic", True),
-            ("noise_clip", 3.0),
-            ("seed", 0),
-            ("torch_threads", 1),
-            ("control_rate", 10.0),
-            ("replan_margin", 2),
-            ("max_age", 0.3),
-            ("max_skew", 0.15),
-            ("inference_timeout", 2.0),
-            ("wait_for_inference", True),
-            ("input_wait", 0.3),
-            ("image_topics", ["/policy/camera/scene/image"]),
-            ("joint_states_topic", "/joint_states"),
-            ("task_state_topic", "/sim/task_state"),
-            ("command_topic", "/fr3_position_controller/commands"),
-            ("command_type", "array"),
-            ("gripper_topic", "/fr3_gripper/commands"),
-            ("transition_topic", "/learner/transitions"),
-            ("weights_topic", "/policy/weights"),
-            ("episode_event_topic", "/reward/events"),
-            ("marker_topic", "/policy/predicted_path"),
-            ("transition_queue_depth", 1000),
-            ("safety_position_margin", 0.02),
-            ("safety_velocity_scale", 1.0),
-            ("safety_acceleration_scale", 1.0),
-            ("safety_jerk_scale", 1.0),
-            ("workspace_min", [0.2, -0.4, 0.0]),
-            ("workspace_max", [0.8, 0.4, 0.7]),
-            ("error_log_period", 1.0),
-            ("diagnostics_period", 1.0),
-        ])
-        self.cfg = cfg = {p.name: p.value for p in params}
+        self.cfg = cfg = declare_parameters(self, PARAMETERS)
         cmd_type = command_message_type(cfg["command_type"])
         if not cfg["checkpoint"]:
             raise ValueError("parameter checkpoint: empty; expected a policy checkpoint directory "

@@ -31,8 +31,9 @@ from std_msgs.msg import Float64MultiArray, String
 
 from mechanic_rl_ros import fr3
 from mechanic_rl_ros.msg import EpisodeEvent, StepReward, TaskState, Transition
-from mechanic_rl_ros.nodes.common import command_message_type, joint_command, publish_diagnostics, run_node
-from mechanic_rl_ros.rl.episodes import EpisodeBook, EpisodeConfig, Outcome, StepResult, TaskSample
+from mechanic_rl_ros.nodes.common import (COMMAND_TYPES, Param, command_message_type, declare_parameters, joint_command,
+                                         publish_diagnostics, run_node)
+from mechanic_rl_ros.rl.episodes import REWARD_KINDS, EpisodeBook, EpisodeConfig, Outcome, StepResult, TaskSample
 from mechanic_rl_ros.srv import ResetEpisode
 
 MODES = ("sim", "real")
@@ -43,37 +44,51 @@ def stamp_seconds(stamp) -> float:
     return stamp.sec + stamp.nanosec * 1e-9
 
 
+#: every parameter, with what it means (``ros2 param describe reward_node <name>``); config/reward.yaml sets them
+PARAMETERS = [
+    Param("mode", "sim", "sim = rewards from the simulator's task state, resets through its reset service; real = "
+          "an operator ends episodes with keys on operator_topic, resets drive the arm home", choices=MODES),
+    Param("reward", "sparse", "reward the learner gets: sparse = 1 on success, else 0; shaped = the task's dense "
+          "reward (sim only)", choices=REWARD_KINDS),
+    Param("max_steps", 100, "[control steps] episode time limit; the episode ends with TIMEOUT after this many",
+          range=(1, None)),
+    Param("control_dt", 0.1, "[s] control period: step t is rewarded by the task state one period later",
+          range=(0.001, None)),
+    Param("terminate_on_success", True, "end the episode at its first successful state"),
+    Param("max_episodes", 0, "stop starting episodes after this many; 0 = never stop", range=(0, None)),
+    Param("seed_base", 1000, "sim: episode e resets the simulator with seed seed_base + e", range=(0, None)),
+    Param("success_window", 20, "[episodes] window of the success rate in /diagnostics", range=(1, None)),
+    Param("history_depth", 2000, "[messages] reliable, transient-local history of step_reward_topic: a restarted "
+          "learner gets this many recent rewards replayed", range=(1, None)),
+    Param("transition_topic", "/learner/transitions", "the policy's executed steps (mechanic_rl_ros/Transition; "
+          "only episode, step and stamp are read)"),
+    Param("task_state_topic", "/sim/task_state", "sim: the simulator's privileged task state "
+          "(mechanic_rl_ros/TaskState)"),
+    Param("step_reward_topic", "/reward/step", "mechanic_rl_ros/StepReward of every executed step, to the learner"),
+    Param("episode_event_topic", "/reward/events", "mechanic_rl_ros/EpisodeEvent: START, SUCCESS, FAILURE, TIMEOUT, "
+          "RESET_DONE, INTERVENTION"),
+    Param("reset_service", "/sim/reset", "sim: the simulator's mechanic_rl_ros/srv/ResetEpisode service"),
+    Param("reset_timeout", 30.0, "[wall s] a reset not done after this long is logged and retried",
+          range=(0.1, None)),
+    Param("operator_topic", "/operator/key", "std_msgs/String from the operator: success | failure | intervention"),
+    Param("joint_states_topic", "/joint_states", "real: sensor_msgs/JointState the home motion starts from"),
+    Param("command_topic", "/fr3_position_controller/commands", "real: where the home motion's joint position "
+          "commands go"),
+    Param("command_type", "array", "real: home motion command message: array = std_msgs/Float64MultiArray, "
+          "trajectory = trajectory_msgs/JointTrajectory", choices=COMMAND_TYPES),
+    Param("gripper_topic", "/fr3_gripper/commands", "real: gripper width command [m] that opens the gripper on reset"),
+    Param("home_tolerance", 0.01, "[rad] real: the arm is home when every joint is this close to the home pose",
+          range=(0.0001, None)),
+    Param("home_velocity_scale", 0.2, "real: fraction of the FR3 joint velocity limits the home motion uses",
+          range=(0.001, 1.0)),
+    Param("diagnostics_period", 1.0, "[wall s] period of /diagnostics", range=(0.01, None)),
+]
+
+
 class RewardNode(Node):
     def __init__(self) -> None:
         super().__init__("reward_node")
-        params = self.declare_parameters("", [
-            ("mode", "sim"),
-            ("reward", "sparse"),
-            ("max_steps", 100),
-            ("control_dt", 0.1),
-            ("terminate_on_success", True),
-            ("max_episodes", 0),
-            ("seed_base", 1000),
-            ("success_window", 20),
-            ("history_depth", 2000),
-            ("transition_topic", "/learner/transitions"),
-            ("task_state_topic", "/sim/task_state"),
-            ("step_reward_topic", "/reward/step"),
-            ("episode_event_topic", "/reward/events"),
-            ("reset_service", "/sim/reset"),
-            ("reset_timeout", 30.0),
-            ("operator_topic", "/operator/key"),
-            ("joint_states_topic", "/joint_states"),
-            ("command_topic", "/fr3_position_controller/commands"),
-            ("command_type", "array"),
-            ("gripper_topic", "/fr3_gripper/commands"),
-            ("home_tolerance", 0.01),
-            ("home_velocity_scale", 0.2),
-            ("diagnostics_period", 1.0),
-        ])
-        self.cfg = cfg = {p.name: p.value for p in params}
-        if cfg["mode"] not in MODES:
-            raise ValueError(f"parameter mode: got {cfg['mode']!r}; expected one of {MODES}")
+        self.cfg = cfg = declare_parameters(self, PARAMETERS)
         self.book = EpisodeBook(EpisodeConfig(
             reward=cfg["reward"], max_steps=int(cfg["max_steps"]), control_dt=float(cfg["control_dt"]),
             terminate_on_success=bool(cfg["terminate_on_success"]),

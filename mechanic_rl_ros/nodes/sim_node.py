@@ -52,9 +52,10 @@ from trajectory_msgs.msg import JointTrajectory
 
 from mechanic_rl_ros import fr3
 from mechanic_rl_ros.msg import TaskState
-from mechanic_rl_ros.nodes.common import RateLimitedLog, publish_diagnostics, run_node
-from mechanic_rl_ros.sim.env import make_env
-from mechanic_rl_ros.sim.tasks import TASK_STATE_FIELDS
+from mechanic_rl_ros.nodes.common import Param, RateLimitedLog, declare_parameters, publish_diagnostics, run_node
+from mechanic_rl_ros.sim.env import REWARD_TYPES, make_env
+from mechanic_rl_ros.sim.fr3_sim import CAMERAS
+from mechanic_rl_ros.sim.tasks import TASK_STATE_FIELDS, TASKS
 from mechanic_rl_ros.srv import ResetEpisode
 
 MODES = ("realtime", "lockstep")
@@ -118,37 +119,44 @@ class _Request:
     result: object = None
 
 
+#: every parameter, with what it means (``ros2 param describe sim_node <name>``); config/sim.yaml sets them
+PARAMETERS = [
+    Param("task", "lift", "simulated task", choices=tuple(sorted(TASKS))),
+    Param("seed", 0, "seed of the first episode's randomisation (a reset may pass its own)", range=(0, None)),
+    Param("reward", "shaped", "reward the task reports in its task state: sparse = 1 on success; shaped = dense",
+          choices=REWARD_TYPES),
+    Param("mode", "realtime", "realtime = physics follows the wall clock (times real_time_factor); lockstep = one "
+          "control period per arm command, /clock published, every node on use_sim_time", choices=MODES),
+    Param("real_time_factor", 1.0, "realtime mode: sim seconds per wall second", range=(0.001, None)),
+    Param("publish_rate", 50.0, "[Hz of sim time] rate of joint_states and task_state, at most the 500 Hz physics "
+          "rate", range=(0.1, 500.0)),
+    Param("camera_rate", 10.0, "[Hz of sim time] camera frame rate, at most publish_rate", range=(0.1, 500.0)),
+    Param("cameras", ["scene"], f"cameras rendered and published on /camera/<name>/image_raw: a subset of "
+          f"{list(CAMERAS)}"),
+    Param("image_width", 96, "[px] rendered image width", range=(1, None)),
+    Param("image_height", 96, "[px] rendered image height", range=(1, None)),
+    Param("command_topic", "/fr3_position_controller/commands", "arm commands as std_msgs/Float64MultiArray: 7 "
+          "joint position targets [rad], fr3_joint1..7 order"),
+    Param("trajectory_topic", "/fr3_position_controller/joint_trajectory", "arm commands as "
+          "trajectory_msgs/JointTrajectory (joints matched by name; the last point is the target)"),
+    Param("gripper_topic", "/fr3_gripper/commands", "gripper commands: std_msgs/Float64MultiArray with one opening "
+          "width [m]"),
+    Param("joint_states_topic", "/joint_states", "sensor_msgs/JointState of the 7 arm joints and 2 finger joints"),
+    Param("task_state_topic", "/sim/task_state", "the task's privileged state (mechanic_rl_ros/TaskState), for "
+          "reward_node"),
+    Param("reset_service", "/sim/reset", "mechanic_rl_ros/srv/ResetEpisode service: new episode, optional seed"),
+    Param("lockstep_idle_timeout", 0.5, "[wall s] lockstep mode: without a command for this long the sim advances "
+          "anyway, holding the last target, so the stack never deadlocks", range=(0.001, None)),
+    Param("error_log_period", 1.0, "[s] least time between two logged 'rejected command' errors of one kind (the "
+          "rest are only counted); 0 logs every one", range=(0.0, None)),
+    Param("diagnostics_period", 1.0, "[wall s] period of /diagnostics", range=(0.01, None)),
+]
+
+
 class SimNode(Node):
     def __init__(self) -> None:
         super().__init__("sim_node")
-        p = self.declare_parameters("", [
-            ("task", "lift"),
-            ("seed", 0),
-            ("reward", "shaped"),
-            ("mode", "realtime"),
-            ("real_time_factor", 1.0),
-            ("publish_rate", 50.0),
-            ("camera_rate", 10.0),
-            ("cameras", ["scene"]),
-            ("image_width", 96),
-            ("image_height", 96),
-            ("command_topic", "/fr3_position_controller/commands"),
-            ("trajectory_topic", "/fr3_position_controller/joint_trajectory"),
-            ("gripper_topic", "/fr3_gripper/commands"),
-            ("joint_states_topic", "/joint_states"),
-            ("task_state_topic", "/sim/task_state"),
-            ("reset_service", "/sim/reset"),
-            ("lockstep_idle_timeout", 0.5),
-            ("error_log_period", 1.0),
-            ("diagnostics_period", 1.0),
-        ])
-        cfg = {param.name: param.value for param in p}
-        if cfg["mode"] not in MODES:
-            raise ValueError(f"parameter mode: got {cfg['mode']!r}; expected one of {MODES}")
-        for name in ("publish_rate", "camera_rate", "real_time_factor", "lockstep_idle_timeout"):
-            if not cfg[name] > 0:
-                raise ValueError(f"parameter {name}: must be > 0, got {cfg[name]}")
-        self.cfg = cfg
+        self.cfg = cfg = declare_parameters(self, PARAMETERS)
         self.env = make_env(
             task=cfg["task"], render=False, cameras=tuple(cfg["cameras"]),
             image_size=(cfg["image_height"], cfg["image_width"]), seed=int(cfg["seed"]), reward=cfg["reward"],
