@@ -113,6 +113,21 @@ def test_good_weights_are_adopted_bad_ones_refused(stack):
     swapped = [t for t in tr if t.policy_version == 9]
     assert swapped[0].chunk_step == 0, "weights change only between chunks"
 
+    # the running version again (a restarted learner re-announces its latest) is nothing to do: no error
+    errors = text().count("[ERROR]")
+    pub.publish(_weights_msg(policy, 9))
+    n = len(tr)
+    assert probe.spin_until(lambda: len(tr) > n + 10, 60), logs()
+    assert text().count("[ERROR]") == errors, text()[-2000:]
+    # an older version, or other weights under the running version's number, are refused
+    pub.publish(_weights_msg(policy, 4))
+    assert probe.spin_until(lambda: "weights version 4 refused, keeping version 9" in text(), 30), logs()
+    pub.publish(_weights_msg(policy, 9, lambda s: s[next(iter(s))].add_(1.0)))
+    assert probe.spin_until(lambda: "weights version 9 refused, keeping version 9" in text(), 30), logs()
+    n = len(tr)
+    assert probe.spin_until(lambda: len(tr) > n + 10, 60), logs()
+    assert {t.policy_version for t in tr[n:]} == {9}
+
 
 def test_wrong_joint_names_hold_position_without_crashing(stack):
     probe, logs = stack["probe"], stack["logs"]

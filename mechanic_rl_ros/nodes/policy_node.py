@@ -167,6 +167,7 @@ class PolicyNode(Node):
         self.generator = torch.Generator().manual_seed(int(cfg["seed"]))
 
         self.version = 0
+        self.sha256: str | None = None  # of the adopted weights; None while running the checkpoint's own
         self.pending_weights: tuple[bytes, str, int, float] | None = None
         self.lock = threading.Lock()
         self.requests: queue.Queue = queue.Queue()
@@ -256,8 +257,14 @@ class PolicyNode(Node):
         try:
             if self.policy.ft_net is None:
                 raise wire.WireError("payload", "this policy has no fine-tuned network (finetune_steps is 0)")
+            if msg.version == self.version and self.sha256 in (None, msg.sha256):
+                # a fresh learner's version 0 (= this checkpoint) or a restarted one re-announcing its latest
+                self.get_logger().debug(f"weights version {msg.version} already running; nothing to do")
+                return
             if msg.version <= self.version:
-                raise wire.WireError("version", f"got {msg.version}; already running version {self.version}")
+                raise wire.WireError("version", f"got {msg.version} (sha256 {msg.sha256[:12]}); expected a version "
+                                                f"newer than the one running, {self.version} (sha256 "
+                                                f"{(self.sha256 or 'of the checkpoint')[:12]})")
             wire.weights_from_msg(msg, architecture_id=self.policy.arch_id, expected_shapes=self.ft_shapes)
             k_ft = safetensors_metadata(wire.field_bytes(msg.payload)).get("finetune_steps")
             if k_ft is not None and int(k_ft) != self.ft_steps:
@@ -307,7 +314,7 @@ class PolicyNode(Node):
             data, sha, version, sent = pending
             try:
                 self.policy.load_weights_bytes(data, arch_id=self.policy.arch_id, sha256=sha)
-                self.version = version
+                self.version, self.sha256 = version, sha
                 self.weights_timing["swapped_ms"] = (self._now() - sent) * 1e3
                 self.counts["weights_adopted"] += 1
                 self.get_logger().info(f"now running policy version {version}")
