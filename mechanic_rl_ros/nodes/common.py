@@ -1,13 +1,19 @@
 """What every node of the stack does the same way: parameters declared with
-their descriptors, the process entry point, rate-limited error logs, the
-/diagnostics message, and the joint command message the arm's controller
-takes."""
+their descriptors, the process entry point and its signal handling,
+rate-limited error logs, the /diagnostics message, the joint command message
+the arm's controller takes, and directories replaced without ever being
+half-written."""
 from __future__ import annotations
 
 import math
+import os
+import shutil
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 import rclpy
@@ -17,6 +23,7 @@ from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValu
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
 from rclpy.duration import Duration
 from rclpy.node import Node
+from rclpy.signals import SignalHandlerOptions
 from std_msgs.msg import Float64MultiArray
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
@@ -164,26 +171,77 @@ def publish_diagnostics(node: Node, publisher, name: str, hardware_id: str, leve
     publisher.publish(arr)
 
 
+class StopSignals:
+    """SIGINT / SIGTERM handling of a node process: the first signal asks for a
+    clean shutdown, every later one is logged and ignored.
+
+    rclpy's own handlers (``SignalHandlerOptions.ALL``) shut the context down
+    and chain to Python's, which raises ``KeyboardInterrupt`` wherever the main
+    thread is -- on a second Ctrl-C, or a supervisor signalling the whole
+    process group after ``ros2 launch`` already did, inside ``destroy_node``,
+    killing the learner half-way through its checkpoint. So nodes start with
+    ``SignalHandlerOptions.NO`` and this handler instead; SIGKILL still stops a
+    node that hangs in its cleanup.
+    """
+
+    def __init__(self) -> None:
+        self.received: str | None = None
+        self.logger = None
+
+    def install(self) -> None:
+        if threading.current_thread() is threading.main_thread():  # Python only delivers signals there
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, self._on_signal)
+
+    def ignore(self) -> None:
+        """Ignore both signals from now on: cleanup is over, and Python's finalisation would otherwise put the
+        default handlers back, so that one more signal during interpreter exit kills the node (exit -2)."""
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, signal.SIG_IGN)
+
+    def _on_signal(self, signum: int, _frame) -> None:
+        name = signal.Signals(signum).name
+        if self.received is None:
+            self.received = name
+            self._log(f"{name}: shutting down")
+        else:
+            self._log(f"{name} while already shutting down (on {self.received}): ignored, finishing the cleanup "
+                      "first (SIGKILL stops the node at once)")
+
+    def _log(self, text: str) -> None:
+        try:
+            (self.logger or rclpy.logging.get_logger("run_node")).info(text)
+        except Exception:  # logging already shut down (interpreter exit)
+            print(text, file=sys.stderr, flush=True)
+
+
 def run_node(factory: Callable[[], Node], argv: list[str] | None = None, threads: int = 1,
              failed: Callable[[Node], bool] | None = None) -> int:
-    """Process entry point of a node: init, spin until SIGINT / shutdown, clean up.
+    """Process entry point of a node: init, spin until SIGINT / SIGTERM / shutdown, clean up.
 
-    Returns 0 on a requested shutdown (a callback that runs into the shutdown
-    is not a failure) and 1 when ``failed(node)`` turns true; any other
-    exception propagates (the process exits non-zero with its traceback).
+    The first SIGINT or SIGTERM ends the spin; ``destroy_node`` (e.g. the
+    learner's final checkpoint) then runs to its end whatever other signals
+    arrive (:class:`StopSignals`). Returns 0 on a requested shutdown (a
+    callback that runs into the shutdown is not a failure) and 1 when
+    ``failed(node)`` turns true; any other exception propagates (the process
+    exits non-zero with its traceback).
     """
-    rclpy.init(args=argv if argv is not None else sys.argv)
+    stop = StopSignals()
+    stop.install()  # before init: no signal may cut start-up or cleanup short
+    rclpy.init(args=argv if argv is not None else sys.argv, signal_handler_options=SignalHandlerOptions.NO)
     node = None
     try:
         node = factory()
+        stop.logger = node.get_logger()
         executor = MultiThreadedExecutor(num_threads=threads) if threads > 1 else SingleThreadedExecutor()
         executor.add_node(node)
-        while rclpy.ok():
+        while rclpy.ok() and stop.received is None:
             executor.spin_once(timeout_sec=0.1)
             if failed is not None and failed(node):
                 return 1
         return 0
-    except (KeyboardInterrupt, ExternalShutdownException):
+    except ExternalShutdownException:
         return 0
     except Exception:
         if not rclpy.ok():
@@ -194,3 +252,49 @@ def run_node(factory: Callable[[], Node], argv: list[str] | None = None, threads
             node.destroy_node()
         if rclpy.ok():
             rclpy.shutdown()
+        stop.ignore()
+
+
+def replace_dir(tmp: Path, dest: Path) -> None:
+    """Make the complete directory ``tmp`` the new ``dest``, never leaving a half-written one.
+
+    Files are flushed to disk before anything is renamed. The old ``dest`` is
+    renamed to ``<dest>.old`` first (a directory cannot be renamed over a
+    non-empty one), then ``tmp`` to ``dest``; a crash between the two renames
+    leaves both complete, and :func:`recover_dir` picks the newer.
+    """
+    for path in [*tmp.rglob("*"), tmp]:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    old = dest.with_name(dest.name + ".old")
+    if old.exists():
+        shutil.rmtree(old)
+    if dest.exists():
+        dest.rename(old)
+    tmp.rename(dest)
+    fd = os.open(dest.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def recover_dir(dest: Path, marker: str) -> None:
+    """Undo a :func:`replace_dir` cut short between its renames.
+
+    ``marker`` is the file written last into the temporary directory
+    ``<dest>.tmp``, so its presence means that directory is complete. When
+    ``dest`` is missing, the complete ``<dest>.tmp`` (newer) or else
+    ``<dest>.old`` becomes ``dest``.
+    """
+    if dest.exists():
+        return
+    for candidate in (dest.with_name(dest.name + ".tmp"), dest.with_name(dest.name + ".old")):
+        if (candidate / marker).is_file():
+            candidate.rename(dest)
+            return

@@ -24,6 +24,7 @@ last good state; nothing is published for that update.
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import threading
 import time
@@ -41,7 +42,8 @@ from visualization_msgs.msg import Marker, MarkerArray
 
 from mechanic_rl_ros import wire
 from mechanic_rl_ros.msg import EpisodeEvent, LearnerStats, PolicyWeights, StepReward, Transition
-from mechanic_rl_ros.nodes.common import Param, declare_parameters, publish_diagnostics, run_node
+from mechanic_rl_ros.nodes.common import (Param, declare_parameters, publish_diagnostics, recover_dir, replace_dir,
+                                         run_node)
 from mechanic_rl_ros.rl.algorithm import NonFiniteUpdateError
 from mechanic_rl_ros.rl.buffer import RolloutBuffer
 from mechanic_rl_ros.rl.config import load_config
@@ -155,6 +157,7 @@ class LearnerNode(Node):
         cfg = self.cfg
         overrides = [f"learner.actor_optimizer={cfg['optimizer']}", f"learner.critic_optimizer={cfg['optimizer']}"]
         rl = load_config([cfg["rl_config"]] if cfg["rl_config"] else None, overrides)
+        recover_dir(self.dir, "node_state.json")  # a save cut short between its two renames
         if (self.dir / "node_state.json").is_file():
             self.learner = DPPO.load(self.dir)
             self.buffer = RolloutBuffer.load(self.dir / "buffer.npz")
@@ -171,27 +174,17 @@ class LearnerNode(Node):
         return False
 
     def save(self) -> None:
-        """Learner + buffer + join state, written to a temporary directory then renamed (never half-written)."""
+        """Learner + buffer + join state, written to a temporary directory then swapped in (never half-written:
+        :func:`replace_dir`, :func:`recover_dir`)."""
         with self.lock:
             tmp = self.dir.with_name("learner.tmp")
             if tmp.exists():
-                import shutil
-
                 shutil.rmtree(tmp)
             self.learner.save(tmp)
             self.buffer.save(tmp / "buffer.npz")
+            # written last: its presence marks the directory complete
             (tmp / "node_state.json").write_text(json.dumps({"join": self.join.state(), "counts": self.counts}))
-            if self.dir.exists():
-                import shutil
-
-                old = self.dir.with_name("learner.old")
-                if old.exists():
-                    shutil.rmtree(old)
-                self.dir.rename(old)
-                tmp.rename(self.dir)
-                shutil.rmtree(old)
-            else:
-                tmp.rename(self.dir)
+            replace_dir(tmp, self.dir)
 
     # ------------------------------------------------------------ data
     def _on_transition(self, msg: Transition) -> None:
