@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, OpaqueFunction, Shutdown
+from launch.actions import DeclareLaunchArgument, LogInfo, OpaqueFunction, Shutdown
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
@@ -24,7 +24,10 @@ SHUTDOWN_SECONDS = 60
 def _stack(context):
     values = {a.name: LaunchConfiguration(a.name).perform(context) for a in description.ARGUMENTS}
     config_dir = Path(get_package_share_directory(PACKAGE)) / "config"
-    actions = [
+    # a relative run_dir becomes absolute here, once (description.resolve), and the log says where it went
+    run_dir = description.resolve(values)["run_dir"]
+    actions = [LogInfo(msg=description.run_dir_message(values["run_dir"], run_dir))]
+    actions += [
         Node(
             package=PACKAGE,
             executable=spec.executable,

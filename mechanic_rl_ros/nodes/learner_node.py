@@ -24,6 +24,7 @@ last good state; nothing is published for that update.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 import threading
@@ -120,7 +121,11 @@ class LearnerNode(Node):
         super().__init__("learner_node")
         self.cfg = cfg = declare_parameters(self, PARAMETERS)
         torch.set_num_threads(int(cfg["torch_threads"]))
-        self.dir = Path(cfg["run_dir"]) / "learner"
+        run_dir = Path(os.path.abspath(os.path.expanduser(cfg["run_dir"])))
+        if str(run_dir) != cfg["run_dir"]:
+            self.get_logger().info(f"run_dir {cfg['run_dir']!r} taken from the current directory {os.getcwd()}: "
+                                   f"{run_dir}")
+        self.dir = run_dir / "learner"
         self.lock = threading.Lock()
         self.join = Join()
         self.counts = {"transitions_received": 0, "transitions_duplicate": 0, "rewards_received": 0,
@@ -148,7 +153,8 @@ class LearnerNode(Node):
         if self.learner.policy_version > 0:
             self._publish_weights()  # a restarted learner re-announces its latest weights
         self.get_logger().info(
-            f"learner ready ({'resumed from ' + str(self.dir) if self.resumed else 'fresh from ' + cfg['checkpoint']}): "
+            f"learner ready ({'resumed from ' + str(self.dir) if self.resumed else 'fresh from ' + cfg['checkpoint']}"
+            f"{'' if self.resumed else ', checkpoints to ' + str(self.dir)}): "
             f"optimizer={cfg['optimizer']} K'={self.learner.ft_steps} batch={cfg['batch_size']} decisions, "
             f"policy version {self.learner.policy_version}, {self.learner.num_updates} updates so far")
 

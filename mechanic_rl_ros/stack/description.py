@@ -7,6 +7,7 @@ same nodes with the same parameter files and overrides.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
@@ -34,7 +35,8 @@ ARGUMENTS: tuple[Argument, ...] = (
              "trajectory = JointTrajectory", ("array", "trajectory")),
     Argument("optimizer", "mechanic", "learner optimiser: mechanic (no learning rate) or adam (config/learner.yaml lr)",
              ("mechanic", "adam")),
-    Argument("run_dir", "runs/finetune", "where the learner writes checkpoints and logs"),
+    Argument("run_dir", "runs/finetune", "where the learner writes checkpoints and logs, and resumes from; a "
+             "relative path is taken from the current directory"),
     Argument("episodes", "0", "stop starting new episodes after this many (0 = run until stopped)"),
     Argument("rviz", "false", "start RViz with config/finetune.rviz", BOOL),
 )
@@ -52,9 +54,13 @@ class NodeSpec:
 
 
 def resolve(values: Mapping[str, str]) -> dict[str, str]:
-    """Fill defaults and check ``values`` against :data:`ARGUMENTS`.
+    """Fill defaults and check ``values`` against :data:`ARGUMENTS`; ``run_dir`` becomes absolute.
 
-    Raises ``ValueError`` naming the argument and what was expected.
+    A relative ``run_dir`` (the default is one) is taken from the current
+    directory here, once, so that every node and the runner use the same
+    directory whatever their own working directory, and the start-up log can
+    say where the run goes (:func:`run_dir_message`). Raises ``ValueError``
+    naming the argument and what was expected.
     """
     known = {a.name: a for a in ARGUMENTS}
     unknown = sorted(set(values) - set(known))
@@ -67,7 +73,20 @@ def resolve(values: Mapping[str, str]) -> dict[str, str]:
         choices = known[name].choices
         if choices and value not in choices:
             raise ValueError(f"launch argument {name}: got {value!r}; expected one of {list(choices)}")
+    out["run_dir"] = os.path.abspath(os.path.expanduser(out["run_dir"]))
     return out
+
+
+def run_dir_message(given: str | None, run_dir: str) -> str:
+    """The start-up line of the runner and the launch file: where the run goes.
+
+    ``given`` is the ``run_dir`` argument as the user gave it (``None``: the
+    default), ``run_dir`` the absolute path :func:`resolve` made of it.
+    """
+    given = next(a.default for a in ARGUMENTS if a.name == "run_dir") if given is None else given
+    if given == run_dir:
+        return f"run_dir: {run_dir}"
+    return f"run_dir: {run_dir} ({given!r} taken from the current directory {os.getcwd()})"
 
 
 def default_checkpoint(task: str, config_dir: Path) -> Path:

@@ -82,6 +82,7 @@ def parse_args(argv: Sequence[str]) -> tuple[dict[str, str], argparse.Namespace]
             parser.error(f"launch argument {item!r} must look like name:=value")
         key, value = item.split(":=", 1)
         values[key] = value
+    ns.given_run_dir = values.get("run_dir")
     try:
         return description.resolve(values), ns
     except ValueError as exc:
@@ -175,6 +176,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
+    print(f"[finetune] {description.run_dir_message(ns.given_run_dir, str(run_dir))}", flush=True)
     print(f"[finetune] {len(specs)} nodes: {', '.join(s.name for s in specs)}; logs in {run_dir / 'logs'}", flush=True)
     stack.start()
     monitor = MonitorNode(progress)
