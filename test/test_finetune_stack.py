@@ -6,6 +6,7 @@ The assertions are the ones test_finetune_launch.py makes under ros2 launch
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -22,7 +23,13 @@ from mechanic_rl_ros.msg import EpisodeEvent
 from stack_fixtures import make_checkpoint
 
 EPISODES = 10
-FAST_RL = {"learner": {"update_epochs": 2, "critic_warmup_updates": 0}}
+#: a node log line at WARN level or above, or a Python traceback / warning
+PROBLEM = re.compile(r"^\[(WARN|ERROR|FATAL)\]|^Traceback|Warning: ")
+#: a stale input making the arm hold: a real event, not a start-up flaw -- seen once in four runs on a loaded
+#: 2-core machine, in the first episode, while the first (slowest) inferences run
+UNDER_LOAD = re.compile(r"\[policy_node\]: holding: \S+ is [0-9.]+ s old")
+#: one critic-only warm-up update (config/rl.yaml: 2) publishes version 0 again, as every real start does
+FAST_RL = {"learner": {"update_epochs": 2, "critic_warmup_updates": 1}}
 
 
 def fast_settings(tmp: Path, episodes: int = EPISODES) -> list[str]:
@@ -62,6 +69,11 @@ def test_finetune_runner_learns_and_shuts_down_cleanly(tmp_path):
     out = text()
     assert code == 0, out[-5000:]
     assert "stopped: sim_node=0, camera_node=0, policy_node=0, reward_node=0, learner_node=0" in out, out[-3000:]
+    assert f"run_dir: {tmp_path / 'run'}" in out
+    # a normal run, start to shutdown, logs nothing a user should worry about
+    problems = [f"{log.name}: {line}" for log in sorted((tmp_path / "run" / "logs").glob("*.log"))
+                for line in log.read_text().splitlines() if PROBLEM.search(line) and not UNDER_LOAD.search(line)]
+    assert not problems, "\n".join(problems)
     assert "[progress] episode" in out and "Mechanic scale" in out
     assert (tmp_path / "run" / "learning_curve.png").stat().st_size > 10_000
     assert (tmp_path / "run" / "learner" / "learner.json").is_file()
