@@ -29,7 +29,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mechanic_rl_ros.policy import DiffusionPolicy, ObsHistory, PolicyConfig  # noqa: E402
+from mechanic_rl_ros.control.history import ObsHistory  # noqa: E402
+from mechanic_rl_ros.policy import DiffusionPolicy, PolicyConfig  # noqa: E402
 from mechanic_rl_ros.policy.unet import TemporalConv1d  # noqa: E402
 
 

@@ -20,8 +20,9 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 import mujoco
 import numpy as np
 
-from mechanic_rl_ros import fr3
-from mechanic_rl_ros.sim import DEFAULT_NOISE, TASKS, BatchedEnv, FR3Sim, make_env, run_expert_episode
+from mechanic_rl_ros.control import fr3
+from mechanic_rl_ros.control.chunk_loop import ChunkLoop, run_episode  # noqa: E402
+from mechanic_rl_ros.sim import DEFAULT_NOISE, TASKS, BatchedEnv, ExpertPlanner, FR3Sim, make_env
 
 
 def _rate(fn, min_time: float) -> tuple[float, int]:
@@ -104,9 +105,9 @@ def bench_experts(episodes: int) -> None:
             env = make_env(task, seed=0)
             expert = env.expert(noise=noise, seed=0)
             start = time.perf_counter()
-            res = [run_expert_episode(env, expert, seed=s) for s in range(episodes)]
+            res = [run_episode(env, ChunkLoop(1), ExpertPlanner(expert), seed=s) for s in range(episodes)]
             wall = time.perf_counter() - start
-            ok = [r["steps"] for r in res if r["success"]]
+            ok = [r.steps for r in res if r.success]
             rate = len(ok) / episodes
             se = np.sqrt(rate * (1 - rate) / episodes)
             print(f"expert: {task:4s} noise {noise:.1f}: success {rate:.0%} +- {se:.0%} over {episodes} seeds, "

@@ -30,9 +30,9 @@ from std_msgs.msg import Float64MultiArray
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "test"))
 
-from mechanic_rl_ros import wire  # noqa: E402
 from mechanic_rl_ros.msg import PolicyWeights  # noqa: E402
 from mechanic_rl_ros.policy import DiffusionPolicy  # noqa: E402
+from mechanic_rl_ros.wire.weights import weights_message  # noqa: E402
 from mechanic_rl_ros.stack import description  # noqa: E402
 from mechanic_rl_ros.stack.runner import node_command  # noqa: E402
 from rosenv import fresh_domain_id, ros_env  # noqa: E402
@@ -89,13 +89,13 @@ def main() -> int:
 
         # weights: publish the policy's own net as a new version and time its adoption
         policy = DiffusionPolicy.from_checkpoint(ckpt)
-        if policy.ft_net is None:
-            policy.make_finetune_copy(policy.cfg.sampling.finetune_steps or 5)
-        data, sha, arch = policy.weights_to_bytes("ft_net")
+        k_ft = policy.cfg.sampling.finetune_steps or 5
+        state = (policy.ft_net or policy.net).state_dict()
         pub = obs.node.create_publisher(PolicyWeights, "/policy/weights", LATCHED)
         verified, swapped = [], []
         for k in range(5):
-            msg = wire.weights_to_msg(data, version=10_000 + k, architecture_id=arch)
+            msg = weights_message(state, version=10_000 + k, architecture_id=policy.arch_id, finetune_steps=k_ft)
+            data = msg.payload
             msg.header.stamp = obs.node.get_clock().now().to_msg()
             before = obs.diagnostics.get("policy_node", {}).get("weights_swapped_ms")
             pub.publish(msg)

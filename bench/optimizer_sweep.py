@@ -89,7 +89,7 @@ def expert_episodes(task: str, n: int, seed: int, noise: float = 1.0) -> list[di
 def make_state_checkpoint(out: Path, task: str = "lift", episodes: int = 30, epochs: int = 12,
                           max_minutes: float = 15.0, seed: int = 0, threads: int = 1) -> Path:
     """Pretrain a state-only policy (default architecture, low-dim obs qpos/gripper/task_state) on noisy-expert
-    demonstrations with ``mechanic_rl_ros.policy.train`` and save it to ``out``; reused when present.
+    demonstrations with ``mechanic_rl_ros.jobs.pretrain`` and save it to ``out``; reused when present.
 
     The defaults (30 noisy demonstrations, of which ~21 successful, 12 epochs, ~2 min) deliberately stop
     early: measured 34.4 % deterministic success on lift (32 episodes), leaving room for RL. The same
@@ -97,7 +97,7 @@ def make_state_checkpoint(out: Path, task: str = "lift", episodes: int = 30, epo
     """
     if (out / "config.json").is_file():
         return out
-    from mechanic_rl_ros.policy.train import TRAIN_DEFAULTS, train
+    from mechanic_rl_ros.jobs.pretrain import TRAIN_DEFAULTS, train
 
     eps = expert_episodes(task, episodes, seed=seed + 50000)
     cfg = {"policy": {"cameras": [], "lowdim_keys": ["qpos", "gripper", "task_state"]},

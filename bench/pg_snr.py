@@ -45,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from mechanic_rl_ros.rl import DPPO, RolloutBuffer  # noqa: E402
 from mechanic_rl_ros.rl.config import DPPOConfig  # noqa: E402
 from mechanic_rl_ros.rl.gae import denoising_advantages, denoising_discount, normalize_advantages  # noqa: E402
-from mechanic_rl_ros.rl.train import Collector  # noqa: E402
+from mechanic_rl_ros.jobs.rollouts import Collector  # noqa: E402
 
 
 def complete_episode_returns(batch, gamma: float) -> tuple[np.ndarray, np.ndarray]:
@@ -69,21 +69,20 @@ def complete_episode_returns(batch, gamma: float) -> tuple[np.ndarray, np.ndarra
 
 def policy_gradients(learner: DPPO, batch, rows: np.ndarray, returns: np.ndarray) -> dict[str, torch.Tensor]:
     """Flattened gradient of the DPPO surrogate at ratio 1 for each log-probability window."""
-    from mechanic_rl_ros.rl.dppo import _index_obs
+    from mechanic_rl_ros.control.decision import index_obs
 
     policy, cfg = learner.policy, learner.cfg
-    obs = _index_obs(batch.obs, rows)
+    obs = index_obs(batch.obs, rows)
     chain = torch.as_tensor(batch.chain[rows])
     adv = normalize_advantages(torch.as_tensor(returns - returns.mean(), dtype=torch.float32))
-    a_k = denoising_advantages(adv, denoising_discount(cfg.ft_steps, cfg.gamma_denoising).float())
+    a_k = denoising_advantages(adv, denoising_discount(cfg.finetune_steps, cfg.gamma_denoising).float())
     a0, ta = policy.cfg.action_start, policy.cfg.action_horizon
     out = {}
     for window in ("chunk", "executed"):
         for p in learner.actor_params:
             p.grad = None
-        pad = chain.new_zeros((chain.shape[0], learner.k - cfg.ft_steps, *chain.shape[2:]))
-        full = torch.cat([pad, chain], dim=1)   # as DPPO.log_probs: only the K' fine-tuned steps are evaluated
-        lp = policy.chain_log_prob(obs, full, step_indices=learner.ft_indices, reduce=False)  # [B, K', T_p, A]
+        # as DPPO.log_probs: only the K' fine-tuned steps are evaluated
+        lp = policy.chain_log_prob(obs, chain, step_indices=learner.ft_indices, reduce=False)  # [B, K', T_p, A]
         lp = lp.sum(dim=(-1, -2)) if window == "chunk" else lp[:, :, a0:a0 + ta].sum(dim=(-1, -2))
         loss = -(a_k * (lp - lp.detach())).mean()   # d/dtheta of -A * ratio at ratio 1
         loss.backward()
@@ -99,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batches", type=int, default=4, help="independent batches (>= 2)")
     ap.add_argument("--num-envs", type=int, default=24)
     ap.add_argument("--steps", type=int, default=20, help="decisions per environment per batch")
-    ap.add_argument("--ft-steps", type=int, default=None, help="K' (default: config/rl.yaml)")
+    ap.add_argument("--finetune-steps", type=int, default=None, help="K' (default: config/rl.yaml)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", help="write the figures as JSON here")
@@ -109,10 +108,10 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     from mechanic_rl_ros.rl.config import load_config
 
-    cfg: DPPOConfig = load_config(None, [f"learner.ft_steps={args.ft_steps}"] if args.ft_steps else []).learner
+    cfg: DPPOConfig = load_config(None, [f"learner.finetune_steps={args.finetune_steps}"] if args.finetune_steps else []).learner
     learner = DPPO.from_checkpoint(args.checkpoint, cfg)
     k = learner.policy.cfg.sampling.inference_steps
-    print(f"pg_snr: {args.checkpoint}, K'={cfg.ft_steps} of K={k}, {args.batches} batches of "
+    print(f"pg_snr: {args.checkpoint}, K'={cfg.finetune_steps} of K={k}, {args.batches} batches of "
           f"{args.num_envs} envs x {args.steps} decisions", flush=True)
     col = Collector(learner, args.task, args.num_envs, args.seed, "sparse")
     gen = torch.Generator().manual_seed(args.seed)
@@ -135,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         col.close()
     n = float(np.mean(sizes))
-    result = {"checkpoint": args.checkpoint, "ft_steps": cfg.ft_steps, "inference_steps": k,
+    result = {"checkpoint": args.checkpoint, "finetune_steps": cfg.finetune_steps, "inference_steps": k,
               "decisions_per_batch": n, "batches": args.batches, "success": float(np.mean(succ)),
               "wall_s": time.perf_counter() - t0}
     for w, gs in grads.items():

@@ -11,10 +11,10 @@ import sys
 
 #: sub-command -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "collect": ("mechanic_rl_ros.sim.collect", "record scripted-expert demonstrations as MCAP"),
-    "pretrain": ("mechanic_rl_ros.policy.train", "pretrain the diffusion policy from demonstrations"),
-    "eval": ("mechanic_rl_ros.policy.evaluate", "evaluate a policy checkpoint in the simulated FR3"),
-    "train-rl": ("mechanic_rl_ros.rl.train", "headless online RL fine-tuning (no ROS)"),
+    "collect": ("mechanic_rl_ros.jobs.collect", "record scripted-expert demonstrations as MCAP"),
+    "pretrain": ("mechanic_rl_ros.jobs.pretrain", "pretrain the diffusion policy from demonstrations"),
+    "eval": ("mechanic_rl_ros.jobs.evaluate", "evaluate a policy checkpoint in the simulated FR3"),
+    "train-rl": ("mechanic_rl_ros.jobs.train_rl", "headless online RL fine-tuning (no ROS)"),
     "finetune": ("mechanic_rl_ros.stack.runner", "run the whole ROS 2 node stack (venv runner of finetune.launch.py)"),
 }
 

@@ -8,17 +8,19 @@ from pathlib import Path
 
 import numpy as np
 import rclpy
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.qos import QoSProfile, ReliabilityPolicy
 
-from mechanic_rl_ros import fr3
+from mechanic_rl_ros.control import fr3
 from mechanic_rl_ros.policy import DiffusionPolicy, MinMaxNormalizer, PolicyNormalizer
 from mechanic_rl_ros.policy.testing import tiny_config
+from mechanic_rl_ros.wire import topics
 
+#: a probe's queue for volatile reliable topics (commands): deep, so a loaded test process loses nothing
 RELIABLE = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE)
-LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
-#: what the transition / step-reward publishers offer: a late subscriber gets the history replayed
-HISTORY = QoSProfile(depth=2000, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
-EVENTS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+LATCHED = topics.WEIGHTS.qos
+#: the transitions / step rewards topics: a late subscriber gets the history replayed
+HISTORY = topics.history(2000)
+EVENTS = topics.EPISODE_EVENTS.qos
 
 
 def make_checkpoint(directory: Path, image_size: int = 96, finetune_steps: int = 5, seed: int = 0) -> DiffusionPolicy:

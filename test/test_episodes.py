@@ -1,7 +1,7 @@
 """EpisodeBook: per-step rewards with r_t = r(s_{t+1}), terminal and time-limit ends."""
 import pytest
 
-from mechanic_rl_ros.rl.episodes import EpisodeBook, EpisodeConfig, Outcome, TaskSample
+from mechanic_rl_ros.control.episodes import EpisodeBook, EpisodeConfig, Outcome, TaskSample
 
 
 def S(t, success=False, failure=False, shaped=0.0):

@@ -6,15 +6,16 @@ import time
 import numpy as np
 import pytest
 import rclpy
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
-from mechanic_rl_ros import wire
 from mechanic_rl_ros.msg import PolicyWeights
+from mechanic_rl_ros.wire import topics
+from mechanic_rl_ros.wire.transition import decision_from_transition
+from mechanic_rl_ros.wire.weights import verify_weights
 
 from msg_samples import samples
 from rosenv import fresh_domain_id, start_python
 
-LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+LATCHED = topics.WEIGHTS.qos
 
 
 @pytest.fixture
@@ -63,10 +64,12 @@ def test_every_message_round_trips_between_processes(ros_node, tmp_path):
     for name, msg in expected.items():
         assert got[name] == msg, f"{name} changed in transit:\n sent {msg}\n got  {got[name]}"
     # The decoded content, not only the message equality, survives.
-    tr = wire.tensors_from_msgs(got["Transition"].decision)
-    assert tr["chain"].shape == (3, 16, 8) and tr["chain"].dtype == np.float32
-    w = wire.weights_from_msg(got["PolicyWeights"], architecture_id="arch-0123abcd")
-    np.testing.assert_array_equal(w["b"], np.arange(4, dtype=np.float32))
+    d = decision_from_transition(got["Transition"])
+    assert d.chain.shape == (3, 16, 8) and d.chain.dtype == np.float32 and d.finetune_steps == 2
+    assert d.obs["images"]["scene"].shape == (2, 8, 8, 3) and (d.episode, d.chunk, d.policy_version) == (3, 2, 7)
+    np.testing.assert_array_equal(d.stamps, [99.9, 100.0])
+    w = verify_weights(got["PolicyWeights"], architecture_id="arch-0123abcd", finetune_steps=2)
+    np.testing.assert_array_equal(w.tensors["b"], np.arange(4, dtype=np.float32))
 
 
 def test_20mb_weights_reach_a_late_joiner(ros_node, tmp_path):
@@ -88,6 +91,6 @@ def test_20mb_weights_reach_a_late_joiner(ros_node, tmp_path):
     finally:
         _stop(peer)
     assert [m.version for m in got] == [3], "transient-local depth 1 must deliver exactly the latest version"
-    tensors = wire.weights_from_msg(got[0], architecture_id="arch-test", expected_shapes={"w": (5_000_000,)})
+    tensors = verify_weights(got[0], architecture_id="arch-test", expected_shapes={"w": (5_000_000,)}).tensors
     assert len(got[0].payload) > 20_000_000
     assert float(tensors["w"][0]) == 3.0 and float(tensors["w"][-1]) == 3.0

@@ -10,7 +10,6 @@ from __future__ import annotations
 import subprocess
 
 import pytest
-import rclpy
 import yaml
 from rcl_interfaces.msg import Parameter as ParameterMsg
 from rcl_interfaces.msg import ParameterType, ParameterValue

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from mechanic_rl_ros.policy import (CheckpointMismatchError, DiffusionPolicy, ObsHistory, PolicyNormalizer,
+from mechanic_rl_ros.control.history import ObsHistory
+from mechanic_rl_ros.policy import (CheckpointMismatchError, DiffusionPolicy, PolicyNormalizer,
                                     state_dict_from_bytes, state_dict_to_bytes)
-from mechanic_rl_ros.policy.checkpoint import CONFIG_FILE, WEIGHTS_FILE
+from mechanic_rl_ros.policy.checkpoint import CONFIG_FILE, WEIGHTS_FILE, sha256_hex
 from mechanic_rl_ros.policy.dataset import synthetic_episodes
 from mechanic_rl_ros.policy.testing import random_obs, tiny_config
 
@@ -114,40 +115,39 @@ def test_corrupted_weights_are_refused(tmp_path):
         DiffusionPolicy.from_checkpoint(tmp_path / "c")
 
 
-def test_weights_bytes_round_trip_and_checks():
+def test_finetuned_weights_round_trip_and_checks():
     src, _ = _trained_like_policy(seed=0)
     torch.manual_seed(1)
     dst = DiffusionPolicy(tiny_config(), src.normalizer)  # same normaliser (it travels in config.json)
+    dst.load_state_dict(src.state_dict())
     ft = src.make_finetune_copy(3)
     with torch.no_grad():
         next(ft.parameters()).mul_(1.5)
-    data, sha, arch = src.weights_to_bytes("ft_net")
-    assert isinstance(data, bytes) and len(sha) == 64 and arch == src.arch_id
-    sd = state_dict_from_bytes(data, sha)
+    data = state_dict_to_bytes(ft.state_dict(), {"arch_id": src.arch_id})
+    assert data == state_dict_to_bytes(dict(reversed(list(ft.state_dict().items()))), {"arch_id": src.arch_id})
+    sd = state_dict_from_bytes(data, sha256_hex(data))
     assert set(sd) == set(ft.state_dict())
-    assert state_dict_from_bytes(state_dict_to_bytes(sd)).keys() == sd.keys()
+    with pytest.raises(CheckpointMismatchError, match="sha256"):
+        state_dict_from_bytes(data, "0" * 64)
 
-    dst.load_weights_bytes(data, arch_id=arch, sha256=sha, which="ft_net")
+    with pytest.raises(CheckpointMismatchError, match="without finetune_steps"):
+        dst.load_finetuned(sd)                              # no ft_net yet and no K' given
+    dst.load_finetuned(sd, finetune_steps=3)
     for k, v in ft.state_dict().items():
         assert torch.equal(dst.ft_net.state_dict()[k], v)
-    base_data, base_sha, _ = src.weights_to_bytes("net")
-    dst.load_weights_bytes(base_data, arch_id=arch, sha256=base_sha, which="net")
-    dst.cfg.sampling.finetune_steps = 3
     obs = random_obs(src.cfg, 2)
     a = src.sample(obs, generator=torch.Generator().manual_seed(0))
     b = dst.sample(obs, generator=torch.Generator().manual_seed(0))
     assert torch.equal(a.chain, b.chain)
 
-    with pytest.raises(CheckpointMismatchError, match="sha256"):
-        dst.load_weights_bytes(data, arch_id=arch, sha256="0" * 64)
-    with pytest.raises(CheckpointMismatchError, match="architecture id"):
-        dst.load_weights_bytes(data, arch_id="ffffffffffffffff", sha256=sha)
+    with pytest.raises(CheckpointMismatchError, match="fine-tuned for the last 4 denoising steps"):
+        dst.load_finetuned(sd, finetune_steps=4)
     other_cfg = tiny_config()
     other_cfg.vision.feature_dim = 8
     other = DiffusionPolicy(other_cfg)
     with pytest.raises(CheckpointMismatchError, match=r"tensor 'encoders.scene.out.weight': expected shape \(8, 16\), "
                                                       r"got \(16, 16\)"):
-        other.load_weights_bytes(base_data, arch_id=arch, which="net")
+        other.load_finetuned(sd, finetune_steps=3)
 
 
 def test_no_pickle_in_policy_package():

@@ -3,8 +3,10 @@ import numpy as np
 import pytest
 import torch
 
-from mechanic_rl_ros.policy import MinMaxNormalizer, ObsHistory, PolicyConfig, PolicyNormalizer, stack_histories
-from mechanic_rl_ros.policy.config import DEFAULT_CONFIG_PATH, apply_overrides, load_yaml
+from mechanic_rl_ros.control.history import ObsHistory, stack_histories
+from mechanic_rl_ros.policy import MinMaxNormalizer, PolicyConfig, PolicyNormalizer
+from mechanic_rl_ros.config_files import apply_overrides, load_yaml
+from mechanic_rl_ros.policy.config import DEFAULT_CONFIG_PATH
 from mechanic_rl_ros.policy.dataset import SequenceDataset, synthetic_episodes
 from mechanic_rl_ros.policy.testing import tiny_config
 
@@ -83,7 +85,7 @@ def test_training_windows_pad_at_both_ends():
 def test_yaml_defaults_equal_dataclass_defaults_and_overrides():
     y = load_yaml(DEFAULT_CONFIG_PATH)
     assert PolicyConfig.from_dict(y["policy"]).to_dict() == PolicyConfig().to_dict()
-    from mechanic_rl_ros.policy.train import TRAIN_DEFAULTS
+    from mechanic_rl_ros.jobs.pretrain import TRAIN_DEFAULTS
 
     assert y["train"] == TRAIN_DEFAULTS
     o = apply_overrides(y, ["policy.unet.down_dims=[32,64]", "train.lr=1e-3", "policy.cameras=[]"])

@@ -138,11 +138,11 @@ def test_finetune_copy_runs_only_the_last_steps():
     assert ft.unet.final[1].weight.grad is not None and ft.unet.final[1].weight.grad.abs().sum() > 0
     # sampling with the copy: the earlier steps are those of the frozen net
     out1 = policy.sample(obs, stochastic=True, generator=torch.Generator().manual_seed(0))
-    assert out1.ft_steps == kp
+    assert out1.finetune_steps == kp
     assert torch.allclose(out1.chain[:, : k - kp + 1], out0.chain[:, : k - kp + 1])
     assert torch.allclose(policy.chain_log_prob(obs, out1.chain), out1.logprobs, atol=1e-3)
-    # ft_steps=0 override: everything from the pretrained net again
-    out2 = policy.sample(obs, stochastic=True, generator=torch.Generator().manual_seed(0), ft_steps=0)
+    # finetune_steps=0 override: everything from the pretrained net again
+    out2 = policy.sample(obs, stochastic=True, generator=torch.Generator().manual_seed(0), finetune_steps=0)
     assert torch.allclose(out2.chain, out0.chain)
 
 
@@ -232,7 +232,3 @@ def test_noise_clip_bounds_the_draws_and_keeps_exact_logprobs():
     z = 0.5 * std_s / std_l
     bound = -0.5 * z ** 2 - math.log(std_l) - 0.5 * math.log(2 * math.pi)
     assert prev.min() >= bound - 1e-4
-    from mechanic_rl_ros.policy.dppo_sampling import sample_clipped_noise
-
-    c = sample_clipped_noise(policy, obs, noise_clip=0.5, generator=torch.Generator().manual_seed(0))
-    assert torch.equal(c.chain, a.chain)

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray
 
-from mechanic_rl_ros import fr3, wire
+from mechanic_rl_ros.control import fr3
 from mechanic_rl_ros.msg import EpisodeEvent, PolicyWeights, Transition
+from mechanic_rl_ros.wire.transition import decision_from_transition
+from mechanic_rl_ros.wire.weights import weights_message
 
 from rosenv import fresh_domain_id, start_python
 from stack_fixtures import EVENTS, HISTORY, LATCHED, Probe, make_checkpoint
@@ -23,8 +24,7 @@ def _weights_msg(policy, version, mutate=None):
     state[first] += 0.01 * version
     if mutate:
         mutate(state)
-    payload = wire.encode_weights({k: v.numpy() for k, v in state.items()})
-    return wire.weights_to_msg(payload, version=version, architecture_id=policy.arch_id)
+    return weights_message(state, version=version, architecture_id=policy.arch_id, finetune_steps=5)
 
 
 @pytest.fixture(scope="module")
@@ -68,14 +68,13 @@ def test_acts_and_publishes_one_transition_per_step(stack):
     assert [t.step for t in first] == list(range(len(first))), "steps must be consecutive from 0"
     for t in first[:16]:
         assert t.chunk_step == t.step % 8 and t.chunk == t.step // 8
-        names = {d.name for d in t.decision}
+        d = decision_from_transition(t)
         if t.chunk_step == 0:
-            assert {"chain", "chain_logprob", "observation.qpos", "observation.image.scene"} <= names
-            d = wire.tensors_from_msgs(t.decision)
-            assert d["chain"].shape == (6, 16, 8) and d["chain_logprob"].shape == (5,)
-            assert d["observation.image.scene"].shape == (2, 96, 96, 3)
+            assert d.chain.shape == (11, 16, 8) and d.chain_logprob.shape == (10,)   # the whole chain, K = 10
+            assert d.obs["images"]["scene"].shape == (2, 96, 96, 3) and d.obs["qpos"].shape == (2, 7)
+            assert (d.episode, d.chunk) == (t.episode, t.chunk) and d.stamps.shape == (2,)
         else:
-            assert not names
+            assert d is None
         q = np.array(t.action[:7])
         assert np.all(q >= fr3.Q_MIN) and np.all(q <= fr3.Q_MAX)
     assert any(e.event == EpisodeEvent.TIMEOUT for e in stack["events"]) or probe.spin_until(

@@ -8,9 +8,9 @@ import torch
 
 from mechanic_rl_ros.policy import DiffusionPolicy
 from mechanic_rl_ros.policy.dataset import synthetic_episodes
-from mechanic_rl_ros.policy.evaluate import wilson_interval
+from mechanic_rl_ros.jobs.evaluate import wilson_interval
 from mechanic_rl_ros.policy.testing import tiny_config
-from mechanic_rl_ros.policy.train import train
+from mechanic_rl_ros.jobs.pretrain import train
 
 torch.set_num_threads(1)
 
@@ -68,7 +68,7 @@ def test_wilson_interval_known_values():
 
 def test_eval_cli_runs_a_policy_in_the_simulator(tmp_path):
     os.environ.setdefault("MUJOCO_GL", "egl")
-    from mechanic_rl_ros.policy.evaluate import main
+    from mechanic_rl_ros.jobs.evaluate import main
 
     torch.manual_seed(0)
     cfg = tiny_config(image_size=32)
@@ -88,7 +88,9 @@ def test_eval_cli_stochastic_mode_samples_with_the_given_noise_floor(tmp_path):
     """`mechanic-rl eval --stochastic` samples as the RL policy does; the floor on the
     per-step std (--min-sampling-std) widens the spread of the executed actions."""
     os.environ.setdefault("MUJOCO_GL", "egl")
-    from mechanic_rl_ros.policy.evaluate import PolicyActor, main
+    from mechanic_rl_ros.control.chunk_loop import ChunkLoop
+    from mechanic_rl_ros.jobs.evaluate import main
+    from mechanic_rl_ros.policy import PolicyPlanner
     from mechanic_rl_ros.policy.testing import random_obs
 
     torch.manual_seed(0)
@@ -106,12 +108,14 @@ def test_eval_cli_stochastic_mode_samples_with_the_given_noise_floor(tmp_path):
     obs = {k: np.asarray(v)[0, 0] for k, v in batch.items() if k != "images"}
     obs["images"] = {c: np.asarray(im)[0, 0] for c, im in batch["images"].items()}
 
-    def spread(actor):
-        actor.reset(obs)
-        return np.std(np.stack([actor(obs) for _ in range(16)]), axis=0).mean()
+    def spread(planner):
+        loop = ChunkLoop.for_policy(policy)
+        loop.observe(obs)
+        req = loop.request()
+        return np.std(np.stack([planner(req).actions for _ in range(16)]), axis=0).mean()
 
-    det = PolicyActor(policy, 0)
-    narrow, wide = PolicyActor(policy, 0, stochastic=True), PolicyActor(policy, 0, stochastic=True)
+    det = PolicyPlanner(policy)
+    narrow, wide = PolicyPlanner(policy, stochastic=True), PolicyPlanner(policy, stochastic=True)
     policy.cfg.sampling.min_sampling_std = 0.001
     s_narrow = spread(narrow)
     policy.cfg.sampling.min_sampling_std = 0.5

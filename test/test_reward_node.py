@@ -8,17 +8,18 @@ import time
 import numpy as np
 
 import rclpy
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.qos import QoSProfile, ReliabilityPolicy
 from rosgraph_msgs.msg import Clock
 from std_msgs.msg import Float64MultiArray
 
-from mechanic_rl_ros import fr3
+from mechanic_rl_ros.control import fr3
 from mechanic_rl_ros.msg import EpisodeEvent, StepReward, Transition
+from mechanic_rl_ros.wire import topics
 
 from rosenv import fresh_domain_id, start_python
 
 RELIABLE = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
-LATCHED = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+LATCHED = topics.EPISODE_EVENTS.qos
 MAX_STEPS = 5
 
 
@@ -42,7 +43,7 @@ def test_rewards_episodes_and_resets(tmp_path):
     node.create_subscription(EpisodeEvent, "/reward/events", events.append, LATCHED)
     node.create_subscription(StepReward, "/reward/step", rewards.append, RELIABLE)
     cmd = node.create_publisher(Float64MultiArray, "/fr3_position_controller/commands", RELIABLE)
-    trans = node.create_publisher(Transition, "/learner/transitions", RELIABLE)
+    trans = node.create_publisher(Transition, "/learner/transitions", topics.TRANSITIONS.profile(100))
 
     def spin_until(pred, timeout):
         end = time.monotonic() + timeout

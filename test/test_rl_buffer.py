@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 
+from mechanic_rl_ros.control.decision import Decision
 from mechanic_rl_ros.rl.buffer import Batch, RolloutBuffer
 
 KP, TP, A = 3, 16, 8
@@ -17,8 +18,8 @@ def _obs(seed, images=True):
 
 def _decision(buf, ep, ck, version=0, seed=None, images=True):
     rng = np.random.default_rng(100 * ep + ck if seed is None else seed)
-    buf.add_decision(_obs(100 * ep + ck, images), rng.normal(size=(KP + 1, TP, A)).astype(np.float32),
-                     rng.normal(size=KP) * 50, version, ep, ck)
+    buf.add_decision(Decision(_obs(100 * ep + ck, images), rng.normal(size=(KP + 1, TP, A)).astype(np.float32),
+                              rng.normal(size=KP) * 50, version, ep, ck))
 
 
 def test_step_rewards_sum_per_chunk_and_completion_needs_bootstrap():
@@ -74,11 +75,11 @@ def test_oldest_complete_first_capacity_and_validation():
     assert len(buf) == 3 and buf.counters.dropped_overflow == 1
     assert buf.take_batch(2).episode.tolist() == [1, 2]
     with pytest.raises(ValueError, match="chain_logprob"):
-        buf.add_decision(_obs(0), np.zeros((KP + 1, TP, A), np.float32), np.zeros(KP + 1), 0, 9, 0)
+        buf.add_decision(Decision(_obs(0), np.zeros((KP + 1, TP, A), np.float32), np.zeros(KP + 1), 0, 9, 0))
     with pytest.raises(ValueError, match="qpos"):
         bad = _obs(0)
         bad["qpos"] = bad["qpos"][:, :6]
-        buf.add_decision(bad, np.zeros((KP + 1, TP, A), np.float32), np.zeros(KP), 0, 9, 0)
+        buf.add_decision(Decision(bad, np.zeros((KP + 1, TP, A), np.float32), np.zeros(KP), 0, 9, 0))
     with pytest.raises(ValueError, match="finite"):
         buf.set_outcome(3, 0, float("nan"))
     assert buf.drop_stale(min_version=1) == 1 and buf.counters.dropped_stale == 1

@@ -5,15 +5,15 @@ import numpy as np
 import pytest
 import torch
 
+from mechanic_rl_ros.control.decision import Decision
 from mechanic_rl_ros.policy import DiffusionPolicy
-from mechanic_rl_ros.policy.dppo_sampling import sample_clipped_noise
+from mechanic_rl_ros.policy.checkpoint import state_dict_to_bytes
 from mechanic_rl_ros.policy.testing import random_obs, tiny_config
-from mechanic_rl_ros.rl import (DPPO, Batch, DPPOConfig, NonFiniteUpdateError, RLAlgorithm, RolloutBuffer,
-                                load_config)
+from mechanic_rl_ros.rl import DPPO, Batch, DPPOConfig, NonFiniteUpdateError, RolloutBuffer, load_config
 
 torch.set_num_threads(1)
 
-FAST = dict(critic_hidden=(32, 32), update_epochs=2, minibatch_size=12, critic_warmup_updates=0, ft_steps=3)
+FAST = dict(critic_hidden=(32, 32), update_epochs=2, minibatch_size=12, critic_warmup_updates=0, finetune_steps=3)
 
 
 def _policy(seed=0):
@@ -35,8 +35,8 @@ def _batch(learner, episodes=3, chunks=4, seed=0, version=None):
     buf = RolloutBuffer(action_horizon=learner.policy.cfg.action_horizon)
     for i in range(n):
         ep, ck = seed * 100 + i // chunks, i % chunks
-        buf.add_decision({k: v[i] for k, v in obs.items()}, out.chain[i], out.chain_logprob[i],
-                         out.policy_version if version is None else version, ep, ck)
+        buf.add_decision(Decision({k: v[i] for k, v in obs.items()}, out.chain[i], out.chain_logprob[i],
+                                  out.policy_version if version is None else version, ep, ck))
         last = ck == chunks - 1
         buf.set_outcome(ep, ck, float(rng.random() < 0.3), terminated=last and ep % 2 == 0,
                         truncated=last and ep % 2 == 1)
@@ -51,8 +51,7 @@ def _same(a, b):
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_is_an_rl_algorithm_and_config_defaults_match_the_yaml():
-    assert isinstance(_learner(), RLAlgorithm)
+def test_config_defaults_match_the_yaml():
     assert load_config().learner == DPPOConfig()
 
 
@@ -61,7 +60,8 @@ def test_behaviour_logprobs_match_the_current_policy_before_any_step():
     batch = _batch(learner)
     with torch.no_grad():
         lp = learner.log_probs(batch.obs, torch.as_tensor(batch.chain))
-    np.testing.assert_allclose(lp.double().numpy(), batch.chain_logprob, rtol=1e-5, atol=1e-3)
+    np.testing.assert_allclose(lp.double().numpy(), batch.chain_logprob[:, -FAST["finetune_steps"]:], rtol=1e-5,
+                               atol=1e-3)
     stats = learner.update(batch)
     assert stats["approx_kl"] < 1e-6
     for key in ("num_updates", "actor_loss", "critic_loss", "approx_kl", "clip_fraction", "actor_scale",
@@ -111,7 +111,7 @@ def test_critic_warmup_leaves_the_actor_and_version_alone():
 def test_nan_loss_rolls_back_everything():
     learner = _learner(update_epochs=3)
     learner.update(_batch(learner, seed=1))
-    published = learner.policy_weights()
+    published_version = learner.policy_version
     state = copy.deepcopy(learner.state_dict())
     calls = {"n": 0}
 
@@ -131,10 +131,9 @@ def test_nan_loss_rolls_back_everything():
     assert _same(state["ft_net"], after["ft_net"]) and _same(state["critic"], after["critic"])
     assert after["scalars"] == state["scalars"]
     assert learner.actor_opt.state_dict()["tuner"]["s"].tolist() == state["actor_opt"]["tuner"]["s"].tolist()
-    w = learner.policy_weights()
-    assert (w.version, w.sha256, w.payload) == (published.version, published.sha256, published.payload)
+    assert learner.policy_version == published_version
     learner.update(_batch(learner, seed=2))                     # and it carries on
-    assert learner.policy_version == published.version + 1
+    assert learner.policy_version == published_version + 1
 
 
 def test_non_finite_batch_is_refused_before_anything_changes():
@@ -156,7 +155,7 @@ def test_same_seed_same_weights_and_resume_is_bit_for_bit(tmp_path):
 
     a, b = run(2), run(2)
     assert _same(_weights(a), _weights(b))
-    assert a.policy_weights().sha256 == b.policy_weights().sha256
+    assert state_dict_to_bytes(_weights(a)) == state_dict_to_bytes(_weights(b))
     assert _same(a.critic.state_dict(), b.critic.state_dict())
 
     c = run(1)
@@ -171,26 +170,31 @@ def test_same_seed_same_weights_and_resume_is_bit_for_bit(tmp_path):
 def test_published_weights_load_into_a_policy_node_copy():
     learner = _learner()
     learner.update(_batch(learner))
-    w = learner.policy_weights()
-    assert w.version == 1 and w.finetune_steps == 3 and learner.policy_weights() is w   # cached per version
-    node_policy = _policy()                                     # the policy node's pretrained copy
-    node_policy.load_weights_bytes(w.payload, arch_id=w.arch_id, sha256=w.sha256, which="ft_net")
-    node_policy.cfg.sampling.finetune_steps = w.finetune_steps
+    from mechanic_rl_ros.wire.weights import verify_weights, weights_message
+
+    msg = weights_message(learner.policy.ft_net.state_dict(), version=learner.policy_version,
+                          architecture_id=learner.policy.arch_id, finetune_steps=learner.finetune_steps)
+    node_policy = _policy()                                     # the policy node's pretrained copy, no ft_net yet
+    w = verify_weights(msg, architecture_id=node_policy.arch_id,
+                       expected_shapes={k: tuple(v.shape) for k, v in node_policy.net.state_dict().items()})
+    assert w.version == 1 and w.finetune_steps == 3
+    node_policy.load_finetuned(w.tensors, w.finetune_steps)
+    assert node_policy.cfg.sampling.finetune_steps == 3
     assert _same(node_policy.ft_net.state_dict(), learner.policy.ft_net.state_dict())
     obs = random_obs(node_policy.cfg, 2, seed=5)
-    x1 = sample_clipped_noise(node_policy, obs, generator=torch.Generator().manual_seed(0)).chain
-    x2 = sample_clipped_noise(learner.policy, obs, generator=torch.Generator().manual_seed(0)).chain
+    x1 = node_policy.sample(obs, noise_clip=3.0, generator=torch.Generator().manual_seed(0)).chain
+    x2 = learner.policy.sample(obs, noise_clip=3.0, generator=torch.Generator().manual_seed(0)).chain
     assert torch.equal(x1, x2)
 
 
-def test_noise_clip_sampling_extends_policy_sample():
+def test_noise_clip_clips_the_draws_and_keeps_exact_logprobs():
     policy = _policy()
     policy.make_finetune_copy(3)
     obs = random_obs(policy.cfg, 4, seed=1)
     ref = policy.sample(obs, stochastic=True, generator=torch.Generator().manual_seed(0))
-    off = sample_clipped_noise(policy, obs, noise_clip=0.0, generator=torch.Generator().manual_seed(0))
+    off = policy.sample(obs, noise_clip=0.0, generator=torch.Generator().manual_seed(0))
     assert torch.equal(ref.chain, off.chain) and torch.equal(ref.logprobs, off.logprobs)
-    clipped = sample_clipped_noise(policy, obs, noise_clip=0.5, generator=torch.Generator().manual_seed(0))
+    clipped = policy.sample(obs, noise_clip=0.5, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         lp = policy.chain_log_prob(obs, clipped.chain)
     torch.testing.assert_close(lp, clipped.logprobs, rtol=1e-5, atol=1e-3)

@@ -9,7 +9,8 @@ from safetensors.torch import load_file
 from mechanic_rl_ros.policy import DiffusionPolicy
 from mechanic_rl_ros.policy.testing import tiny_config
 from mechanic_rl_ros.rl.config import load_config
-from mechanic_rl_ros.rl.train import LOG_FIELDS, TRAIN_DEFAULTS, main
+from mechanic_rl_ros.jobs.train_log import LOG_FIELDS
+from mechanic_rl_ros.jobs.train_rl import TRAIN_DEFAULTS, main
 
 torch.set_num_threads(1)
 
@@ -26,7 +27,7 @@ def _argv(ckpt, out, seed):
     return ["--checkpoint", str(ckpt), "--state-obs", "--iterations", "2", "--num-envs", "2", "--steps-per-iter",
             "2", "--eval-every", "0", "--out", str(out), "--seed", str(seed), "--optimizer", "mechanic", "--quiet",
             "--set", "learner.critic_warmup_updates=0", "--set", "learner.update_epochs=1",
-            "--set", "learner.critic_hidden=[32,32]", "--set", "learner.ft_steps=2", "--set", "train.save_every=0"]
+            "--set", "learner.critic_hidden=[32,32]", "--set", "learner.finetune_steps=2", "--set", "train.save_every=0"]
 
 
 def test_seeded_run_is_reproducible_bit_for_bit_and_writes_logs(tiny_ckpt, tmp_path):

@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from mechanic_rl_ros import fr3
-from mechanic_rl_ros.safety import SafetyConfig, SafetyFilter
+from mechanic_rl_ros.control import fr3
+from mechanic_rl_ros.control.safety import SafetyConfig, SafetyFilter
 
 DT = 0.1
 

@@ -9,7 +9,8 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 import numpy as np
 import pytest
 
-from mechanic_rl_ros import fr3
+from mechanic_rl_ros.control import fr3
+from mechanic_rl_ros.control.chunk_loop import ChunkLoop, run_episode
 from mechanic_rl_ros.sim import (
     DEFAULT_NOISE,
     TASK_STATE_DIM,
@@ -18,7 +19,7 @@ from mechanic_rl_ros.sim import (
     FR3Sim,
     LiftConfig,
     make_env,
-    run_expert_episode,
+    ExpertPlanner,
 )
 
 
@@ -195,16 +196,16 @@ def test_images_have_the_right_size_and_content():
 def test_clean_expert_succeeds_95_percent(task):
     env = make_env(task, seed=0)
     expert = env.expert(noise=0.0, seed=0)
-    results = [run_expert_episode(env, expert, seed=seed) for seed in range(20)]
-    rate = np.mean([r["success"] for r in results])
+    results = [run_episode(env, ChunkLoop(1), ExpertPlanner(expert), seed=seed) for seed in range(20)]
+    rate = np.mean([r.success for r in results])
     assert rate >= 0.95, f"{task} expert success {rate:.2f}"
-    assert max(r["steps"] for r in results if r["success"]) < env.max_steps
+    assert max(r.steps for r in results if r.success) < env.max_steps
 
 
 def test_noisy_expert_is_imperfect_but_useful():
     env = make_env("lift", seed=0)
     expert = env.expert(noise=DEFAULT_NOISE, seed=0)
-    rate = np.mean([run_expert_episode(env, expert, seed=100 + s)["success"] for s in range(20)])
+    rate = np.mean([run_episode(env, ChunkLoop(1), ExpertPlanner(expert), seed=100 + s).success for s in range(20)])
     assert 0.3 <= rate <= 0.95, rate
 
 

@@ -17,10 +17,11 @@ import pytest
 import yaml
 from mcap.reader import make_reader
 
-from mechanic_rl_ros import cli, fr3
+from mechanic_rl_ros import cli
+from mechanic_rl_ros.control import fr3
 from mechanic_rl_ros.sim import TASK_STATE_FIELDS, make_env
-from mechanic_rl_ros.sim.demos import load_cache, load_episodes, read_bag
-from mechanic_rl_ros.sim.rosbag import MSG_DEFINITIONS
+from mechanic_rl_ros.data.demos import load_cache, load_episodes, read_bag
+from mechanic_rl_ros.data.rosbag import MSG_DEFINITIONS
 
 from mcap_ros2.reader import read_ros2_messages  # noqa: E402  (after demos, which silences its import warning)
 

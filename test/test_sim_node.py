@@ -12,7 +12,7 @@ from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import Float64MultiArray
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
-from mechanic_rl_ros import fr3
+from mechanic_rl_ros.control import fr3
 from mechanic_rl_ros.msg import TaskState
 from mechanic_rl_ros.srv import ResetEpisode
 

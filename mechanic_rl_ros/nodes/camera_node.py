@@ -14,8 +14,9 @@ A thin adapter around :mod:`mechanic_rl_ros.vision` (no ROS there):
 * publishes ``/diagnostics``: frames in / out / stale / rejected, input rate,
   conversion latency, the age of the last frame and the converter in use.
 
-Both topics use sensor-data QoS (best effort, keep last ``qos_depth``): a late
-frame is worth less than the next one.
+The input is read best effort, keep last ``qos_depth`` (the camera driver's
+topic); the output has the stack's sensor QoS (:data:`mechanic_rl_ros.wire.topics.SENSOR`):
+a late frame is worth less than the next one.
 
 A frame whose ``header.stamp`` is more than ``max_age`` seconds behind the
 node's clock (sim time under ``use_sim_time``) is stale: it is counted, logged
@@ -35,7 +36,7 @@ import sys
 import time
 
 import rclpy
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from diagnostic_msgs.msg import DiagnosticStatus
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.time import Time
@@ -44,18 +45,19 @@ from sensor_msgs.msg import CompressedImage, Image
 from mechanic_rl_ros.nodes.common import Param, RateLimitedLog, declare_parameters, publish_diagnostics, run_node
 from mechanic_rl_ros.vision.imgmsg import ImageFormatError, select_converter
 from mechanic_rl_ros.vision.preprocess import PreprocessConfig, preprocess
+from mechanic_rl_ros.wire import topics
 
 INPUT_TYPES = ("raw", "compressed")
 
 #: every parameter, with what it means (``ros2 param describe camera_node <name>``); config/camera.yaml sets them
 PARAMETERS = [
-    Param("input_topic", "/camera/scene/image_raw",
+    Param("input_topic", topics.CAMERA_IMAGE.name.format(camera="scene"),
           "camera images to convert: sensor_msgs/Image, or sensor_msgs/CompressedImage with input_type compressed "
           "(e.g. .../image_raw/compressed)"),
     Param("input_type", "raw", "message type on input_topic: raw = sensor_msgs/Image (rgb8, bgr8, rgba8, bgra8, "
           "mono8, mono16, rgb16, bgr16, 16UC1 / 32FC1 depth), compressed = sensor_msgs/CompressedImage (jpeg, png)",
           choices=INPUT_TYPES),
-    Param("output_topic", "/policy/camera/scene/image",
+    Param("output_topic", topics.POLICY_IMAGE.name,
           "where the policy's input goes: sensor_msgs/Image rgb8, output_width x output_height, with the input's "
           "header (stamp, frame_id) unchanged"),
     Param("output_width", 96, "[px] width of the output image; must be the policy's image width", range=(1, None)),
@@ -91,8 +93,8 @@ class CameraNode(Node):
 
         sensor_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=cfg["qos_depth"],
                                 reliability=ReliabilityPolicy.BEST_EFFORT, durability=DurabilityPolicy.VOLATILE)
-        self.pub = self.create_publisher(Image, cfg["output_topic"], sensor_qos)
-        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.pub = self.create_publisher(topics.POLICY_IMAGE.type, cfg["output_topic"], topics.POLICY_IMAGE.qos)
+        self.diag_pub = self.create_publisher(topics.DIAGNOSTICS.type, topics.DIAGNOSTICS.name, topics.DIAGNOSTICS.qos)
         in_type = CompressedImage if cfg["input_type"] == "compressed" else Image
         self.create_subscription(in_type, cfg["input_topic"], self._on_frame, sensor_qos)
 

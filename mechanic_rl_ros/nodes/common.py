@@ -27,7 +27,7 @@ from rclpy.signals import SignalHandlerOptions
 from std_msgs.msg import Float64MultiArray
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
-from mechanic_rl_ros import fr3
+from mechanic_rl_ros.control import fr3
 
 #: ``command_type`` parameter values: forward_command_controller's array, or joint_trajectory_controller's message
 COMMAND_TYPES = ("array", "trajectory")

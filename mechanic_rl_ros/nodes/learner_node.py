@@ -35,52 +35,22 @@ from pathlib import Path
 import numpy as np
 import rclpy
 import torch
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from diagnostic_msgs.msg import DiagnosticStatus
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from visualization_msgs.msg import Marker, MarkerArray
 
-from mechanic_rl_ros import wire
-from mechanic_rl_ros.msg import EpisodeEvent, LearnerStats, PolicyWeights, StepReward, Transition
+from mechanic_rl_ros.control.join import Join
+from mechanic_rl_ros.msg import EpisodeEvent, LearnerStats, StepReward, Transition
 from mechanic_rl_ros.nodes.common import (Param, declare_parameters, publish_diagnostics, recover_dir, replace_dir,
                                          run_node)
-from mechanic_rl_ros.rl.algorithm import NonFiniteUpdateError
 from mechanic_rl_ros.rl.buffer import RolloutBuffer
 from mechanic_rl_ros.rl.config import load_config
 from mechanic_rl_ros.rl.dppo import DPPO
-
-OBS_PREFIX = "observation."
-IMG_PREFIX = "observation.image."
-
-
-def decision_obs(tensors: dict[str, np.ndarray]) -> dict:
-    """Observation history dict (``qpos``, ..., ``images``) from a Transition's decision tensors."""
-    obs: dict = {}
-    for name, arr in tensors.items():
-        if name.startswith(IMG_PREFIX):
-            obs.setdefault("images", {})[name[len(IMG_PREFIX):]] = arr
-        elif name.startswith(OBS_PREFIX) and name != "observation.stamp":
-            obs[name[len(OBS_PREFIX):]] = arr
-    return obs
-
-
-class Join:
-    """(episode, step) bookkeeping between transitions and rewards; serialisable to JSON."""
-
-    def __init__(self) -> None:
-        self.step_chunk: dict[tuple[int, int], int] = {}
-        self.rewarded: set[tuple[int, int]] = set()
-        self.waiting: dict[tuple[int, int], tuple] = {}
-
-    def state(self) -> dict:
-        return {"step_chunk": [[e, s, c] for (e, s), c in self.step_chunk.items()],
-                "rewarded": [[e, s] for e, s in self.rewarded]}
-
-    def load(self, d: dict) -> None:
-        self.step_chunk = {(int(e), int(s)): int(c) for e, s, c in d["step_chunk"]}
-        self.rewarded = {(int(e), int(s)) for e, s in d["rewarded"]}
-
+from mechanic_rl_ros.rl.errors import NonFiniteUpdateError
+from mechanic_rl_ros.wire import WireError, topics
+from mechanic_rl_ros.wire.transition import decision_from_transition
+from mechanic_rl_ros.wire.weights import weights_message
 
 #: every parameter, with what it means (``ros2 param describe learner_node <name>``); config/learner.yaml sets them.
 #: The algorithm's own settings (DPPO, Mechanic, critic) are in config/rl.yaml.
@@ -99,15 +69,15 @@ PARAMETERS = [
     Param("checkpoint_every", 5, "[updates] write a checkpoint every this many updates (and always at shutdown)",
           range=(1, None)),
     Param("torch_threads", 1, "CPU threads torch uses for the updates", range=(1, None)),
-    Param("transition_topic", "/learner/transitions", "the policy's executed steps (mechanic_rl_ros/Transition)"),
-    Param("step_reward_topic", "/reward/step", "reward_node's per-step rewards (mechanic_rl_ros/StepReward)"),
-    Param("episode_event_topic", "/reward/events", "episode outcomes (mechanic_rl_ros/EpisodeEvent), for the "
+    Param("transition_topic", topics.TRANSITIONS.name, "the policy's executed steps (mechanic_rl_ros/Transition)"),
+    Param("step_reward_topic", topics.STEP_REWARDS.name, "reward_node's per-step rewards (mechanic_rl_ros/StepReward)"),
+    Param("episode_event_topic", topics.EPISODE_EVENTS.name, "episode outcomes (mechanic_rl_ros/EpisodeEvent), for the "
           "success rate"),
-    Param("weights_topic", "/policy/weights", "where new versioned weights go (mechanic_rl_ros/PolicyWeights, "
+    Param("weights_topic", topics.WEIGHTS.name, "where new versioned weights go (mechanic_rl_ros/PolicyWeights, "
           "reliable, transient-local)"),
-    Param("stats_topic", "/learner/stats", "mechanic_rl_ros/LearnerStats after each update (losses, Mechanic "
+    Param("stats_topic", topics.LEARNER_STATS.name, "mechanic_rl_ros/LearnerStats after each update (losses, Mechanic "
           "scale, success rate), for rqt"),
-    Param("marker_topic", "/learner/status_text", "visualization_msgs/MarkerArray text with the key figures, for "
+    Param("marker_topic", topics.LEARNER_STATUS_TEXT.name, "visualization_msgs/MarkerArray text with the key figures, for "
           "RViz"),
     Param("history_depth", 2000, "[messages] transient-local history asked of the transition and reward "
           "publishers: what a restarted learner can get replayed", range=(1, None)),
@@ -136,18 +106,20 @@ class LearnerNode(Node):
         self.last_stats: dict[str, float] = {}
         self.samples_per_s = 0.0
 
-        history = QoSProfile(depth=int(cfg["history_depth"]), reliability=ReliabilityPolicy.RELIABLE,
-                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
-        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
-        events = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
-        self.weights_pub = self.create_publisher(PolicyWeights, cfg["weights_topic"], latched)
-        self.stats_pub = self.create_publisher(LearnerStats, cfg["stats_topic"], 50)
-        self.marker_pub = self.create_publisher(MarkerArray, cfg["marker_topic"], 1)
-        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        t = topics
+        depth = int(cfg["history_depth"])
+        self.weights_pub = self.create_publisher(t.WEIGHTS.type, cfg["weights_topic"], t.WEIGHTS.qos)
+        self.stats_pub = self.create_publisher(t.LEARNER_STATS.type, cfg["stats_topic"], t.LEARNER_STATS.qos)
+        self.marker_pub = self.create_publisher(t.LEARNER_STATUS_TEXT.type, cfg["marker_topic"],
+                                                t.LEARNER_STATUS_TEXT.qos)
+        self.diag_pub = self.create_publisher(t.DIAGNOSTICS.type, t.DIAGNOSTICS.name, t.DIAGNOSTICS.qos)
         data = MutuallyExclusiveCallbackGroup()
-        self.create_subscription(Transition, cfg["transition_topic"], self._on_transition, history, callback_group=data)
-        self.create_subscription(StepReward, cfg["step_reward_topic"], self._on_reward, history, callback_group=data)
-        self.create_subscription(EpisodeEvent, cfg["episode_event_topic"], self._on_event, events, callback_group=data)
+        self.create_subscription(t.TRANSITIONS.type, cfg["transition_topic"], self._on_transition,
+                                 t.TRANSITIONS.profile(depth), callback_group=data)
+        self.create_subscription(t.STEP_REWARDS.type, cfg["step_reward_topic"], self._on_reward,
+                                 t.STEP_REWARDS.profile(depth), callback_group=data)
+        self.create_subscription(t.EPISODE_EVENTS.type, cfg["episode_event_topic"], self._on_event,
+                                 t.EPISODE_EVENTS.qos, callback_group=data)
         self.create_timer(0.2, self._maybe_update, clock=rclpy.clock.Clock())
         self.create_timer(cfg["diagnostics_period"], self._publish_diagnostics, clock=rclpy.clock.Clock())
         if self.learner.policy_version > 0:
@@ -155,7 +127,7 @@ class LearnerNode(Node):
         self.get_logger().info(
             f"learner ready ({'resumed from ' + str(self.dir) if self.resumed else 'fresh from ' + cfg['checkpoint']}"
             f"{'' if self.resumed else ', checkpoints to ' + str(self.dir)}): "
-            f"optimizer={cfg['optimizer']} K'={self.learner.ft_steps} batch={cfg['batch_size']} decisions, "
+            f"optimizer={cfg['optimizer']} K'={self.learner.finetune_steps} batch={cfg['batch_size']} decisions, "
             f"policy version {self.learner.policy_version}, {self.learner.num_updates} updates so far")
 
     # ------------------------------------------------------------ build / resume
@@ -196,41 +168,41 @@ class LearnerNode(Node):
     def _on_transition(self, msg: Transition) -> None:
         key = (int(msg.episode), int(msg.step))
         with self.lock:
-            if key in self.join.step_chunk:
+            new, waiting = self.join.add_step(key, int(msg.chunk))
+            if not new:
                 self.counts["transitions_duplicate"] += 1
                 return
             self.counts["transitions_received"] += 1
-            self.join.step_chunk[key] = int(msg.chunk)
             if msg.chunk_step == 0:
                 try:
-                    tensors = wire.tensors_from_msgs(msg.decision)
-                    self.buffer.add_decision(decision_obs(tensors), tensors["chain"], tensors["chain_logprob"],
-                                             int(msg.policy_version), key[0], int(msg.chunk))
-                except (wire.WireError, KeyError, ValueError) as exc:
+                    decision = decision_from_transition(msg)
+                    if decision is None:
+                        raise WireError("decision", "empty on the first step of a chunk (chunk_step 0)")
+                    self.buffer.add_decision(decision)
+                except ValueError as exc:  # WireError included
                     self.counts["decisions_refused"] += 1
                     self.get_logger().error(f"decision of episode {key[0]} chunk {msg.chunk} refused: {exc}",
                                             throttle_duration_sec=1.0)
-            waiting = self.join.waiting.pop(key, None)
         if waiting is not None:
-            self._apply_reward(key, *waiting)
+            with self.lock:
+                chunk = self.join.credit(key)
+            self._apply_reward(key, chunk, *waiting)
 
     def _on_reward(self, msg: StepReward) -> None:
         key = (int(msg.episode), int(msg.step))
         args = (float(msg.reward), bool(msg.terminal and not msg.truncated), bool(msg.truncated))
         with self.lock:
-            if key in self.join.rewarded or key in self.join.waiting:
+            new, chunk = self.join.add_reward(key, args)
+            if not new:
                 self.counts["rewards_duplicate"] += 1
                 return
             self.counts["rewards_received"] += 1
-            if key not in self.join.step_chunk:
-                self.join.waiting[key] = args  # its transition is still on the way
-                return
-        self._apply_reward(key, *args)
+        if chunk is not None:  # else its transition is still on the way
+            self._apply_reward(key, chunk, *args)
 
-    def _apply_reward(self, key: tuple[int, int], reward: float, terminated: bool, truncated: bool) -> None:
+    def _apply_reward(self, key: tuple[int, int], chunk: int, reward: float, terminated: bool,
+                      truncated: bool) -> None:
         with self.lock:
-            self.join.rewarded.add(key)
-            chunk = self.join.step_chunk[key]
             if not self.buffer.add_step_reward(key[0], chunk, reward, terminated=terminated, truncated=truncated):
                 self.counts["rewards_unmatched"] += 1
 
@@ -285,11 +257,13 @@ class LearnerNode(Node):
             self.updating = False
 
     def _publish_weights(self) -> None:
-        w = self.learner.policy_weights()
-        msg = wire.weights_to_msg(w.payload, version=w.version, architecture_id=w.arch_id, num_updates=w.num_updates)
+        lr = self.learner
+        msg = weights_message(lr.policy.ft_net.state_dict(), version=lr.policy_version,  # type: ignore[union-attr]
+                              architecture_id=lr.policy.arch_id, finetune_steps=lr.finetune_steps,
+                              num_updates=lr.num_updates)
         msg.header.stamp = self.get_clock().now().to_msg()
         self.weights_pub.publish(msg)
-        self.get_logger().info(f"published policy version {w.version} ({len(w.payload) / 1e6:.1f} MB)")
+        self.get_logger().info(f"published policy version {msg.version} ({len(msg.payload) / 1e6:.1f} MB)")
 
     def _publish_stats(self, stats: dict[str, float]) -> None:
         m = LearnerStats()

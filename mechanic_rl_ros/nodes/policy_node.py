@@ -8,7 +8,7 @@
   (:meth:`DiffusionPolicy.executable` with ``lead``), not those for the
   instant of its observation, which has passed;
 * executes the chunk at ``control_rate``; every command passes
-  :class:`mechanic_rl_ros.safety.SafetyFilter` (FR3 position / velocity /
+  :class:`mechanic_rl_ros.control.safety.SafetyFilter` (FR3 position / velocity /
   acceleration / jerk limits, TCP workspace) and goes out as
   Float64MultiArray or JointTrajectory (``command_type``), the gripper width on
   its own topic. A stale observation, a missing chunk or a dead model makes it
@@ -25,34 +25,33 @@
 """
 from __future__ import annotations
 
-import queue
 import sys
-import threading
 import time
-from collections import deque
 from pathlib import Path
 
 import numpy as np
 import rclpy
 import torch
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from diagnostic_msgs.msg import DiagnosticStatus
 from geometry_msgs.msg import Point
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Float64MultiArray
 from visualization_msgs.msg import Marker, MarkerArray
 
-from mechanic_rl_ros import fr3, wire
-from mechanic_rl_ros.msg import EpisodeEvent, PolicyWeights, TaskState, Transition
+from mechanic_rl_ros.control import fr3
+from mechanic_rl_ros.control.chunk_loop import BackgroundPlanning, Chunk, ChunkLoop
+from mechanic_rl_ros.control.observation import ObservationAssembler, StaleObservation
+from mechanic_rl_ros.control.safety import SafetyConfig, SafetyFilter
+from mechanic_rl_ros.msg import EpisodeEvent, PolicyWeights, TaskState
 from mechanic_rl_ros.nodes.common import (COMMAND_TYPES, Param, RateLimitedLog, command_message_type,
                                          declare_parameters, joint_command, publish_diagnostics, run_node)
-from mechanic_rl_ros.policy import DiffusionPolicy, ObsHistory
-from mechanic_rl_ros.policy.checkpoint import safetensors_metadata
-from mechanic_rl_ros.runtime import Chunk, ChunkExecutor, ObservationAssembler, StaleObservation
-from mechanic_rl_ros.safety import SafetyConfig, SafetyFilter
+from mechanic_rl_ros.policy import DiffusionPolicy, PolicyPlanner
 from mechanic_rl_ros.vision.imgmsg import imgmsg_to_array
+from mechanic_rl_ros.wire import WireError, topics
+from mechanic_rl_ros.wire.transition import ExecutedStep, transition_message
+from mechanic_rl_ros.wire.weights import verify_weights
 
 ENDS = (EpisodeEvent.SUCCESS, EpisodeEvent.FAILURE, EpisodeEvent.TIMEOUT)
 
@@ -65,9 +64,6 @@ def seconds(stamp) -> float:
 PARAMETERS = [
     Param("checkpoint", "", "policy checkpoint directory (model.safetensors + config.json, from 'mechanic-rl "
           "pretrain'); required, the launch sets it"),
-    Param("finetune_steps", 5, "K': the last K' denoising steps run by the fine-tuned copy that the learner trains "
-          "and streams; must equal learner.ft_steps in config/rl.yaml; 0 = no fine-tuned copy, weights are refused",
-          range=(0, None)),
     Param("stochastic", True, "true = sample the denoising chain (DPPO exploration; its log-probabilities go to the "
           "learner); false = deterministic DDIM"),
     Param("noise_clip", 3.0, "clip each denoising step's N(0, I) draw to +-this many standard deviations (DPPO "
@@ -88,25 +84,25 @@ PARAMETERS = [
           "sim time)"),
     Param("input_wait", 0.3, "[wall s] on sim time only: how long a control tick waits for the inputs of its own "
           "instant", range=(0.0, None)),
-    Param("image_topics", ["/policy/camera/scene/image"], "preprocessed rgb8 images (camera_node's output), one "
+    Param("image_topics", [topics.POLICY_IMAGE.name], "preprocessed rgb8 images (camera_node's output), one "
           "topic per policy camera, in the checkpoint's camera order"),
-    Param("joint_states_topic", "/joint_states", "sensor_msgs/JointState of the arm and gripper; joints are "
+    Param("joint_states_topic", topics.JOINT_STATES.name, "sensor_msgs/JointState of the arm and gripper; joints are "
           "matched by name"),
-    Param("task_state_topic", "/sim/task_state", "mechanic_rl_ros/TaskState, read only by state-only policies "
+    Param("task_state_topic", topics.TASK_STATE.name, "mechanic_rl_ros/TaskState, read only by state-only policies "
           "whose observation includes task_state"),
-    Param("command_topic", "/fr3_position_controller/commands", "where the filtered joint position commands go "
+    Param("command_topic", topics.ARM_COMMAND.name, "where the filtered joint position commands go "
           "(the arm controller's topic)"),
     Param("command_type", "array", "command message: array = std_msgs/Float64MultiArray (forward command "
           "controller), trajectory = trajectory_msgs/JointTrajectory (joint trajectory controller)",
           choices=COMMAND_TYPES),
-    Param("gripper_topic", "/fr3_gripper/commands", "gripper width commands [m], std_msgs/Float64MultiArray"),
-    Param("transition_topic", "/learner/transitions", "mechanic_rl_ros/Transition of every executed step, to the "
+    Param("gripper_topic", topics.GRIPPER_COMMAND.name, "gripper width commands [m], std_msgs/Float64MultiArray"),
+    Param("transition_topic", topics.TRANSITIONS.name, "mechanic_rl_ros/Transition of every executed step, to the "
           "learner"),
-    Param("weights_topic", "/policy/weights", "mechanic_rl_ros/PolicyWeights from the learner, hot-swapped between "
+    Param("weights_topic", topics.WEIGHTS.name, "mechanic_rl_ros/PolicyWeights from the learner, hot-swapped between "
           "chunks after verification"),
-    Param("episode_event_topic", "/reward/events", "mechanic_rl_ros/EpisodeEvent from reward_node; the policy acts "
+    Param("episode_event_topic", topics.EPISODE_EVENTS.name, "mechanic_rl_ros/EpisodeEvent from reward_node; the policy acts "
           "only between START and the episode's end"),
-    Param("marker_topic", "/policy/predicted_path", "visualization_msgs/MarkerArray: the predicted TCP path of each "
+    Param("marker_topic", topics.PREDICTED_PATH.name, "visualization_msgs/MarkerArray: the predicted TCP path of each "
           "chunk, for RViz"),
     Param("transition_queue_depth", 1000, "[messages] reliable, transient-local history of transition_topic: a "
           "restarted learner gets this many recent steps replayed", range=(1, None)),
@@ -139,11 +135,8 @@ class PolicyNode(Node):
         torch.set_num_threads(int(cfg["torch_threads"]))
         self.policy = DiffusionPolicy.from_checkpoint(Path(cfg["checkpoint"]))
         self.policy.eval()
-        if self.policy.ft_net is None and cfg["finetune_steps"] > 0:
-            self.policy.make_finetune_copy(int(cfg["finetune_steps"]))
-        self.ft_steps = self.policy.cfg.sampling.finetune_steps if self.policy.ft_net is not None else 0
-        self.ft_shapes = ({k: tuple(v.shape) for k, v in self.policy.ft_net.state_dict().items()}
-                          if self.policy.ft_net is not None else {})
+        #: every fine-tuned network has the shapes of the pretrained one it was copied from
+        self.ft_shapes = {k: tuple(v.shape) for k, v in self.policy.net.state_dict().items()}
         pcfg = self.policy.cfg
         self.cameras = tuple(pcfg.cameras)
         if len(cfg["image_topics"]) < len(self.cameras):
@@ -152,73 +145,59 @@ class PolicyNode(Node):
         self.dt = 1.0 / cfg["control_rate"]
         self.assembler = ObservationAssembler(self.cameras, pcfg.lowdim_keys, pcfg.image_size,
                                               cfg["max_age"], cfg["max_skew"])
-        self.history = ObsHistory.for_policy(self.policy)
-        self.stamps: deque[float] = deque(maxlen=pcfg.obs_horizon)
         if not 0 <= cfg["replan_margin"] <= pcfg.max_lead:
             raise ValueError(f"parameter replan_margin: {cfg['replan_margin']}; expected 0..{pcfg.max_lead} "
                              f"(a chunk planned that early must still hold T_a = {pcfg.action_horizon} of the "
                              f"policy's T_p = {pcfg.pred_horizon} predicted actions)")
-        self.executor_ = ChunkExecutor(int(cfg["replan_margin"]))
+        self.planner = PolicyPlanner(self.policy, stochastic=bool(cfg["stochastic"]), noise_clip=float(cfg["noise_clip"]),
+                                     seed=int(cfg["seed"]), on_weights=self._on_swap)
+        self.planning = BackgroundPlanning(ChunkLoop.for_policy(self.policy, int(cfg["replan_margin"])), self.planner)
         self.safety = SafetyFilter(SafetyConfig(
             control_dt=self.dt, position_margin=cfg["safety_position_margin"],
             velocity_scale=cfg["safety_velocity_scale"], acceleration_scale=cfg["safety_acceleration_scale"],
             jerk_scale=cfg["safety_jerk_scale"], workspace_min=tuple(cfg["workspace_min"]),
             workspace_max=tuple(cfg["workspace_max"])))
-        self.generator = torch.Generator().manual_seed(int(cfg["seed"]))
-
-        self.version = 0
-        self.sha256: str | None = None  # of the adopted weights; None while running the checkpoint's own
-        self.pending_weights: tuple[bytes, str, int, float] | None = None
-        self.lock = threading.Lock()
-        self.requests: queue.Queue = queue.Queue()
-        self.results: queue.Queue = queue.Queue()
-        self.in_flight = False
-        self.flight_started = 0.0
         self.episode: int | None = None
         self.step = 0
-        self.chunks_started = 0
+        #: weights version -> (publish stamp, sha256) of verified weights waiting for the next chunk
+        self.staged: dict[int, tuple[float, str]] = {}
+        self.running_sha256: str | None = None  # of the adopted weights; None while running the checkpoint's own
         self.counts = {"commands": 0, "transitions": 0, "hold_stale": 0, "hold_no_action": 0, "hold_model": 0,
                        "clamped": 0, "weights_adopted": 0, "weights_rejected": 0, "inputs_rejected": 0}
-        self.latencies: deque[float] = deque(maxlen=200)
         #: publish stamp -> verified / -> swapped in, of the last adopted weights [ms, node clock]
         self.weights_timing: dict[str, float] = {"verified_ms": float("nan"), "swapped_ms": float("nan")}
         self.last_problem = ""
         self.log = RateLimitedLog(self, cfg["error_log_period"])
 
-        reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
-        events_qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
-        self.cmd_pub = self.create_publisher(cmd_type, cfg["command_topic"], reliable)
-        self.gripper_pub = self.create_publisher(Float64MultiArray, cfg["gripper_topic"], reliable)
-        # transient-local: a restarted learner gets the last transition_queue_depth steps replayed
-        self.transition_pub = self.create_publisher(
-            Transition, cfg["transition_topic"],
-            QoSProfile(depth=int(cfg["transition_queue_depth"]), reliability=ReliabilityPolicy.RELIABLE,
-                       durability=DurabilityPolicy.TRANSIENT_LOCAL))
-        self.marker_pub = self.create_publisher(MarkerArray, cfg["marker_topic"], 1)
-        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        t = topics
+        arm = t.ARM_COMMAND if cmd_type is t.ARM_COMMAND.type else t.ARM_TRAJECTORY
+        self.cmd_pub = self.create_publisher(cmd_type, cfg["command_topic"], arm.qos)
+        self.gripper_pub = self.create_publisher(t.GRIPPER_COMMAND.type, cfg["gripper_topic"], t.GRIPPER_COMMAND.qos)
+        self.transition_pub = self.create_publisher(t.TRANSITIONS.type, cfg["transition_topic"],
+                                                    t.TRANSITIONS.profile(int(cfg["transition_queue_depth"])))
+        self.marker_pub = self.create_publisher(t.PREDICTED_PATH.type, cfg["marker_topic"], t.PREDICTED_PATH.qos)
+        self.diag_pub = self.create_publisher(t.DIAGNOSTICS.type, t.DIAGNOSTICS.name, t.DIAGNOSTICS.qos)
         # inputs run beside the control tick (two executor threads), so a tick
         # on sim time can wait for the inputs of its own instant
         inputs = MutuallyExclusiveCallbackGroup()
-        self.create_subscription(JointState, cfg["joint_states_topic"], self._on_joint_states, qos_profile_sensor_data,
-                                 callback_group=inputs)
+        self.create_subscription(t.JOINT_STATES.type, cfg["joint_states_topic"], self._on_joint_states,
+                                 t.JOINT_STATES.qos, callback_group=inputs)
         for cam, topic in zip(self.cameras, cfg["image_topics"]):
-            self.create_subscription(Image, topic, lambda m, c=cam: self._on_image(c, m), qos_profile_sensor_data,
-                                     callback_group=inputs)
+            self.create_subscription(t.POLICY_IMAGE.type, topic, lambda m, c=cam: self._on_image(c, m),
+                                     t.POLICY_IMAGE.qos, callback_group=inputs)
         if "task_state" in pcfg.lowdim_keys:
-            self.create_subscription(TaskState, cfg["task_state_topic"], self._on_task_state, reliable,
-                                     callback_group=inputs)
-        self.create_subscription(PolicyWeights, cfg["weights_topic"], self._on_weights, latched, callback_group=inputs)
-        self.create_subscription(EpisodeEvent, cfg["episode_event_topic"], self._on_event, events_qos)
+            self.create_subscription(t.TASK_STATE.type, cfg["task_state_topic"], self._on_task_state,
+                                     t.TASK_STATE.qos, callback_group=inputs)
+        self.create_subscription(t.WEIGHTS.type, cfg["weights_topic"], self._on_weights, t.WEIGHTS.qos,
+                                 callback_group=inputs)
+        self.create_subscription(t.EPISODE_EVENTS.type, cfg["episode_event_topic"], self._on_event,
+                                 t.EPISODE_EVENTS.qos)
         self.create_timer(self.dt, self._tick)
         self.create_timer(cfg["diagnostics_period"], self._publish_diagnostics, clock=rclpy.clock.Clock())
-        self.stopping = threading.Event()
-        self.worker = threading.Thread(target=self._inference_loop, name="inference", daemon=True)
-        self.worker.start()
         self.get_logger().info(
             f"policy ready: {cfg['checkpoint']} arch {self.policy.arch_id} cameras={list(self.cameras)} "
             f"lowdim={list(pcfg.lowdim_keys)} T_o={pcfg.obs_horizon} T_p={pcfg.pred_horizon} T_a={pcfg.action_horizon} "
-            f"K={pcfg.sampling.inference_steps} K'={self.ft_steps} at {cfg['control_rate']} Hz, "
+            f"K={pcfg.sampling.inference_steps} K'={pcfg.sampling.finetune_steps} at {cfg['control_rate']} Hz, "
             f"commands as {cfg['command_type']} on {cfg['command_topic']}")
 
     # ------------------------------------------------------------ logging
@@ -254,124 +233,66 @@ class PolicyNode(Node):
             self._problem("task_state", f"{self.cfg['task_state_topic']} refused: {exc}")
 
     def _on_weights(self, msg: PolicyWeights) -> None:
+        version = self.planner.version
         try:
-            if self.policy.ft_net is None:
-                raise wire.WireError("payload", "this policy has no fine-tuned network (finetune_steps is 0)")
-            if msg.version == self.version and self.sha256 in (None, msg.sha256):
+            version = self.planner.version
+            if msg.version == version and self.running_sha256 in (None, msg.sha256):
                 # a fresh learner's version 0 (= this checkpoint) or a restarted one re-announcing its latest
                 self.get_logger().debug(f"weights version {msg.version} already running; nothing to do")
                 return
-            if msg.version <= self.version:
-                raise wire.WireError("version", f"got {msg.version} (sha256 {msg.sha256[:12]}); expected a version "
-                                                f"newer than the one running, {self.version} (sha256 "
-                                                f"{(self.sha256 or 'of the checkpoint')[:12]})")
-            wire.weights_from_msg(msg, architecture_id=self.policy.arch_id, expected_shapes=self.ft_shapes)
-            k_ft = safetensors_metadata(wire.field_bytes(msg.payload)).get("finetune_steps")
-            if k_ft is not None and int(k_ft) != self.ft_steps:
-                raise wire.WireError("payload", f"weights fine-tuned for the last {k_ft} denoising steps; this policy "
-                                                f"runs finetune_steps = {self.ft_steps}")
-        except wire.WireError as exc:
+            if msg.version <= version:
+                raise WireError("version", f"got {msg.version} (sha256 {msg.sha256[:12]}); expected a version newer "
+                                           f"than the one running, {version} (sha256 "
+                                           f"{(self.running_sha256 or 'of the checkpoint')[:12]})")
+            has_ft = self.policy.ft_net is not None
+            weights = verify_weights(msg, architecture_id=self.policy.arch_id, expected_shapes=self.ft_shapes,
+                                     finetune_steps=self.policy.cfg.sampling.finetune_steps if has_ft else None)
+            if not has_ft and weights.finetune_steps is None:
+                raise WireError("payload", "no finetune_steps in the metadata: for how many of the last denoising "
+                                           "steps are these weights? (this policy has no fine-tuned network yet)")
+        except WireError as exc:
             self.counts["weights_rejected"] += 1
-            self._problem("weights", f"weights version {msg.version} refused, keeping version {self.version}: {exc}")
+            self._problem("weights", f"weights version {msg.version} refused, keeping version {version}: {exc}")
             return
         sent = seconds(msg.header.stamp)
         self.weights_timing["verified_ms"] = (self._now() - sent) * 1e3
-        with self.lock:
-            self.pending_weights = (wire.field_bytes(msg.payload), msg.sha256, int(msg.version), sent)
+        self.staged[weights.version] = (sent, weights.sha256)
+        self.planner.stage_weights(weights.tensors, weights.version, weights.finetune_steps)
         self.get_logger().info(f"weights version {msg.version} verified; swapping in at the next chunk")
+
+    def _on_swap(self, version: int, error: Exception | None) -> None:
+        """Called by the planner between chunks, after it tried to swap in staged weights."""
+        sent, sha256 = self.staged.pop(version, (float("nan"), None))
+        if error is not None:
+            self.counts["weights_rejected"] += 1
+            self._problem("weights", f"weights version {version} failed to load, keeping {self.planner.version}: "
+                                     f"{error}")
+            return
+        self.running_sha256 = sha256
+        self.weights_timing["swapped_ms"] = (self._now() - sent) * 1e3
+        self.counts["weights_adopted"] += 1
+        self.get_logger().info(f"now running policy version {version}")
 
     def _on_event(self, msg: EpisodeEvent) -> None:
         if msg.event == EpisodeEvent.START:
             if self.episode is not None and msg.episode <= self.episode:
                 return  # a replayed (transient-local) event of an episode already seen
-            self.episode, self.step, self.chunks_started = int(msg.episode), 0, 0
-            self.history.reset()
-            self.stamps.clear()
-            self.executor_.reset()
+            self.episode, self.step = int(msg.episode), 0
+            self.planning.reset(self.episode)
             self.safety = SafetyFilter(self.safety.config)
             self.get_logger().info(f"episode {msg.episode}: acting")
         elif msg.event in ENDS and self.episode == msg.episode:
             self.episode = None
-            self.executor_.reset()
-
-    # ------------------------------------------------------------ inference
-    def _inference_loop(self) -> None:
-        while rclpy.ok(context=self.context) and not self.stopping.is_set():
-            try:
-                req = self.requests.get(timeout=0.2)
-            except queue.Empty:
-                continue
-            try:
-                self.results.put(self._infer(*req))
-            except Exception as exc:  # a dead model makes the node hold, not crash
-                self.results.put(exc)
-
-    def _infer(self, obs_hist: dict, stamps: np.ndarray, episode: int, index: int,
-               lead: int) -> tuple[int, Chunk]:
-        with self.lock:
-            pending, self.pending_weights = self.pending_weights, None
-        if pending is not None:  # between chunks: the only place weights change
-            data, sha, version, sent = pending
-            try:
-                self.policy.load_weights_bytes(data, arch_id=self.policy.arch_id, sha256=sha)
-                self.version, self.sha256 = version, sha
-                self.weights_timing["swapped_ms"] = (self._now() - sent) * 1e3
-                self.counts["weights_adopted"] += 1
-                self.get_logger().info(f"now running policy version {version}")
-            except Exception as exc:
-                self.counts["weights_rejected"] += 1
-                self._problem("weights", f"weights version {version} failed to load, keeping {self.version}: {exc}")
-        start = time.perf_counter()
-        with torch.inference_mode():
-            out = self.policy.sample(self.policy.batch_single(obs_hist), stochastic=bool(self.cfg["stochastic"]),
-                                     generator=self.generator, noise_clip=float(self.cfg["noise_clip"]) or None)
-        self.latencies.append(time.perf_counter() - start)
-        predicted = out.actions[0].cpu().numpy().astype(np.float64)
-        if not np.all(np.isfinite(predicted)):
-            raise FloatingPointError("the model produced non-finite actions")
-        decision: dict[str, np.ndarray] = {f"observation.{k}": np.asarray(v) for k, v in obs_hist.items() if k != "images"}
-        for cam, img in obs_hist.get("images", {}).items():
-            decision[f"observation.image.{cam}"] = np.asarray(img, dtype=np.uint8)
-        decision["observation.stamp"] = stamps
-        if out.logprobs is not None:
-            k = out.chain.shape[1] - 1
-            n = out.ft_steps or k
-            decision["chain"] = out.chain[0, k - n:].cpu().numpy().astype(np.float32)
-            decision["chain_logprob"] = out.logprobs[0, k - n:].cpu().numpy().astype(np.float64)
-        chunk = Chunk(self.policy.executable(predicted, lead), self.version, index, decision, predicted)
-        return episode, chunk
-
-    def _request(self) -> None:
-        self.in_flight, self.flight_started = True, time.monotonic()
-        # the current chunk's remaining actions run first, this tick's included: the new chunk starts that
-        # many control periods after the observation it is planned from, and executes the actions for then
-        self.requests.put((self.history.stacked(), np.array(self.stamps, dtype=np.float64), self.episode,
-                           self.chunks_started, self.executor_.remaining()))
-        self.chunks_started += 1
-
-    def _collect(self, wait: float) -> None:
-        """Move finished inference results to the executor (waiting up to ``wait`` s for one)."""
-        try:
-            res = self.results.get(timeout=wait) if wait > 0 else self.results.get_nowait()
-        except queue.Empty:
-            return
-        self.in_flight = False
-        if isinstance(res, Exception):
-            self.counts["hold_model"] += 1
-            self._problem("model", f"inference failed, holding: {res!r}")
-            return
-        episode, chunk = res
-        if episode == self.episode:
-            self.executor_.offer(chunk)
-            self._publish_markers(chunk)
+            self.planning.reset(-1)
 
     # ------------------------------------------------------------ control
     def _tick(self) -> None:
         if self.episode is None:
-            self._collect(0.0)
+            self.planning.poll()
             return
         now = self._now()
-        deadline = time.monotonic() + (self.cfg["input_wait"] if self._sim_time() else 0.0)
+        sim_time = self._sim_time()
+        deadline = time.monotonic() + (self.cfg["input_wait"] if sim_time else 0.0)
         while True:
             try:
                 obs, stamp = self.assembler.snapshot(now)
@@ -386,22 +307,22 @@ class PolicyNode(Node):
                 return
         if not self.safety.initialized:
             self.safety.reset(obs["qpos"])
-        self.history.push(obs)
-        self.stamps.append(stamp)
-        if self.executor_.wants_plan(self.in_flight):
-            self._request()
-        self._collect(0.0)
-        if (self.executor_.remaining() == 0 and self.executor_.next is None and self.in_flight
-                and self.cfg["wait_for_inference"] and self._sim_time()):
-            self._collect(self.cfg["inference_timeout"])  # on sim time, waiting costs no robot time
-        item = self.executor_.pop()
+        wait = self.cfg["inference_timeout"] if (self.cfg["wait_for_inference"] and sim_time) else 0.0
+        item = self.planning.tick(obs, stamp, wait)  # on sim time, waiting for a chunk costs no robot time
+        failure = self.planning.take_failure()
+        if failure is not None:
+            self.counts["hold_model"] += 1
+            self._problem("model", f"inference failed, holding: {failure!r}")
         if item is None:
             self.counts["hold_no_action"] += 1
-            if self.in_flight and time.monotonic() - self.flight_started > self.cfg["inference_timeout"]:
+            if (self.planning.in_flight
+                    and time.monotonic() - self.planning.flight_started > self.cfg["inference_timeout"]):
                 self._problem("model", f"no chunk after {self.cfg['inference_timeout']} s, holding")
             self._hold()
             return
         action, chunk, k = item
+        if k == 0:
+            self._publish_markers(chunk)
         try:
             res = self.safety.filter(action[:7], float(action[7]))
         except ValueError as exc:
@@ -411,20 +332,13 @@ class PolicyNode(Node):
             return
         self._send(res.q, res.gripper_width)
         self.counts["clamped"] += res.clamped
-        tr = Transition()
+        step = ExecutedStep(self.episode, self.step, chunk.index, k, chunk.version,
+                            np.append(res.q, res.gripper_width), bool(res.clamped))
+        tr = transition_message(step, chunk.decision if k == 0 else None)
         tr.header.stamp = self.get_clock().now().to_msg()
-        tr.header.frame_id = "fr3_link0"
-        tr.episode, tr.step, tr.chunk, tr.chunk_step = self.episode, self.step, chunk.index, k
-        tr.policy_version = chunk.version
-        tr.action = wire.as_float64_array(np.append(res.q, res.gripper_width))
-        tr.clamped = res.clamped
-        if k == 0:
-            tr.decision = [wire.tensor_to_msg(name, arr) for name, arr in chunk.decision.items()]
         self.transition_pub.publish(tr)
         self.counts["transitions"] += 1
         self.step += 1
-        if self.executor_.wants_plan(self.in_flight):
-            self._request()
 
     def _sim_time(self) -> bool:
         return bool(self.get_parameter("use_sim_time").value)
@@ -462,17 +376,16 @@ class PolicyNode(Node):
         self.marker_pub.publish(MarkerArray(markers=[m]))
 
     def destroy_node(self) -> None:
-        self.stopping.set()
-        self.worker.join(timeout=10.0)  # never leave torch running under interpreter teardown
+        self.planning.close()  # never leave torch running under interpreter teardown
         super().destroy_node()
 
     def _publish_diagnostics(self) -> None:
-        lat = np.array(self.latencies) * 1e3 if self.latencies else np.zeros(1)
+        lat = np.array(self.planner.latencies) * 1e3 if self.planner.latencies else np.zeros(1)
         holds = self.counts["hold_stale"] + self.counts["hold_no_action"] + self.counts["hold_model"]
-        level, message = DiagnosticStatus.OK, f"version {self.version}, " + ("acting" if self.episode is not None else "idle")
+        level, message = DiagnosticStatus.OK, f"version {self.planner.version}, " + ("acting" if self.episode is not None else "idle")
         if self.last_problem:
             level, message = DiagnosticStatus.WARN, f"{message}; last problem: {self.last_problem}"
-        values = {**self.counts, "policy_version": self.version, "episode": self.episode, "step": self.step,
+        values = {**self.counts, "policy_version": self.planner.version, "episode": self.episode, "step": self.step,
                   "holds": holds, "inference_ms_p50": f"{np.percentile(lat, 50):.1f}",
                   "inference_ms_p99": f"{np.percentile(lat, 99):.1f}",
                   **{f"weights_{k}": f"{v:.1f}" for k, v in self.weights_timing.items()}}

@@ -1,6 +1,6 @@
 """reward_node: per-step rewards, episode bookkeeping and resets.
 
-A thin adapter around :class:`mechanic_rl_ros.rl.episodes.EpisodeBook`.
+A thin adapter around :class:`mechanic_rl_ros.control.episodes.EpisodeBook`.
 
 * listens to the policy's executed steps (``Transition``, only episode / step /
   stamp are used) and, in ``sim`` mode, to the simulator's privileged
@@ -23,18 +23,17 @@ from collections import deque
 
 import numpy as np
 import rclpy
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from diagnostic_msgs.msg import DiagnosticStatus
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray, String
 
-from mechanic_rl_ros import fr3
+from mechanic_rl_ros.control import fr3
 from mechanic_rl_ros.msg import EpisodeEvent, StepReward, TaskState, Transition
+from mechanic_rl_ros.control.episodes import REWARD_KINDS, EpisodeBook, EpisodeConfig, Outcome, StepResult, TaskSample
 from mechanic_rl_ros.nodes.common import (COMMAND_TYPES, Param, command_message_type, declare_parameters, joint_command,
                                          publish_diagnostics, run_node)
-from mechanic_rl_ros.rl.episodes import REWARD_KINDS, EpisodeBook, EpisodeConfig, Outcome, StepResult, TaskSample
-from mechanic_rl_ros.srv import ResetEpisode
+from mechanic_rl_ros.wire import topics
 
 MODES = ("sim", "real")
 _EVENT = {Outcome.SUCCESS: EpisodeEvent.SUCCESS, Outcome.FAILURE: EpisodeEvent.FAILURE, Outcome.TIMEOUT: EpisodeEvent.TIMEOUT}
@@ -60,23 +59,23 @@ PARAMETERS = [
     Param("success_window", 20, "[episodes] window of the success rate in /diagnostics", range=(1, None)),
     Param("history_depth", 2000, "[messages] reliable, transient-local history of step_reward_topic: a restarted "
           "learner gets this many recent rewards replayed", range=(1, None)),
-    Param("transition_topic", "/learner/transitions", "the policy's executed steps (mechanic_rl_ros/Transition; "
+    Param("transition_topic", topics.TRANSITIONS.name, "the policy's executed steps (mechanic_rl_ros/Transition; "
           "only episode, step and stamp are read)"),
-    Param("task_state_topic", "/sim/task_state", "sim: the simulator's privileged task state "
+    Param("task_state_topic", topics.TASK_STATE.name, "sim: the simulator's privileged task state "
           "(mechanic_rl_ros/TaskState)"),
-    Param("step_reward_topic", "/reward/step", "mechanic_rl_ros/StepReward of every executed step, to the learner"),
-    Param("episode_event_topic", "/reward/events", "mechanic_rl_ros/EpisodeEvent: START, SUCCESS, FAILURE, TIMEOUT, "
+    Param("step_reward_topic", topics.STEP_REWARDS.name, "mechanic_rl_ros/StepReward of every executed step, to the learner"),
+    Param("episode_event_topic", topics.EPISODE_EVENTS.name, "mechanic_rl_ros/EpisodeEvent: START, SUCCESS, FAILURE, TIMEOUT, "
           "RESET_DONE, INTERVENTION"),
-    Param("reset_service", "/sim/reset", "sim: the simulator's mechanic_rl_ros/srv/ResetEpisode service"),
+    Param("reset_service", topics.RESET.name, "sim: the simulator's mechanic_rl_ros/srv/ResetEpisode service"),
     Param("reset_timeout", 30.0, "[wall s] a reset not done after this long is logged and retried",
           range=(0.1, None)),
-    Param("operator_topic", "/operator/key", "std_msgs/String from the operator: success | failure | intervention"),
-    Param("joint_states_topic", "/joint_states", "real: sensor_msgs/JointState the home motion starts from"),
-    Param("command_topic", "/fr3_position_controller/commands", "real: where the home motion's joint position "
+    Param("operator_topic", topics.OPERATOR_KEY.name, "std_msgs/String from the operator: success | failure | intervention"),
+    Param("joint_states_topic", topics.JOINT_STATES.name, "real: sensor_msgs/JointState the home motion starts from"),
+    Param("command_topic", topics.ARM_COMMAND.name, "real: where the home motion's joint position "
           "commands go"),
     Param("command_type", "array", "real: home motion command message: array = std_msgs/Float64MultiArray, "
           "trajectory = trajectory_msgs/JointTrajectory", choices=COMMAND_TYPES),
-    Param("gripper_topic", "/fr3_gripper/commands", "real: gripper width command [m] that opens the gripper on reset"),
+    Param("gripper_topic", topics.GRIPPER_COMMAND.name, "real: gripper width command [m] that opens the gripper on reset"),
     Param("home_tolerance", 0.01, "[rad] real: the arm is home when every joint is this close to the home pose",
           range=(0.0001, None)),
     Param("home_velocity_scale", 0.2, "real: fraction of the FR3 joint velocity limits the home motion uses",
@@ -93,26 +92,27 @@ class RewardNode(Node):
             reward=cfg["reward"], max_steps=int(cfg["max_steps"]), control_dt=float(cfg["control_dt"]),
             terminate_on_success=bool(cfg["terminate_on_success"]),
         ))
-        reliable = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
-        latched = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        t = topics
         # transient-local: a restarted learner gets the last history_depth rewards replayed
-        history = QoSProfile(depth=int(cfg["history_depth"]), reliability=ReliabilityPolicy.RELIABLE,
-                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
-        self.reward_pub = self.create_publisher(StepReward, cfg["step_reward_topic"], history)
-        self.event_pub = self.create_publisher(EpisodeEvent, cfg["episode_event_topic"], latched)
-        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self.create_subscription(Transition, cfg["transition_topic"], self._on_transition, reliable)
-        self.create_subscription(String, cfg["operator_topic"], self._on_operator, 10)
+        self.reward_pub = self.create_publisher(t.STEP_REWARDS.type, cfg["step_reward_topic"],
+                                                t.STEP_REWARDS.profile(int(cfg["history_depth"])))
+        self.event_pub = self.create_publisher(t.EPISODE_EVENTS.type, cfg["episode_event_topic"], t.EPISODE_EVENTS.qos)
+        self.diag_pub = self.create_publisher(t.DIAGNOSTICS.type, t.DIAGNOSTICS.name, t.DIAGNOSTICS.qos)
+        self.create_subscription(t.TRANSITIONS.type, cfg["transition_topic"], self._on_transition,
+                                 t.TRANSITIONS.profile(int(cfg["history_depth"])))
+        self.create_subscription(t.OPERATOR_KEY.type, cfg["operator_topic"], self._on_operator, t.OPERATOR_KEY.qos)
         self.sim = cfg["mode"] == "sim"
         if self.sim:
-            self.create_subscription(TaskState, cfg["task_state_topic"], self._on_task_state, reliable)
-            self.reset_client = self.create_client(ResetEpisode, cfg["reset_service"])
+            self.create_subscription(t.TASK_STATE.type, cfg["task_state_topic"], self._on_task_state, t.TASK_STATE.qos)
+            self.reset_client = self.create_client(t.RESET.type, cfg["reset_service"])
         else:
             self.create_timer(cfg["control_dt"], self._on_real_tick)
-            self.create_subscription(JointState, cfg["joint_states_topic"], self._on_joint_states, qos_profile_sensor_data)
+            self.create_subscription(t.JOINT_STATES.type, cfg["joint_states_topic"], self._on_joint_states,
+                                     t.JOINT_STATES.qos)
             self.cmd_pub = self.create_publisher(command_message_type(cfg["command_type"]), cfg["command_topic"],
-                                                 reliable)
-            self.gripper_pub = self.create_publisher(Float64MultiArray, cfg["gripper_topic"], reliable)
+                                                 t.ARM_COMMAND.qos)
+            self.gripper_pub = self.create_publisher(t.GRIPPER_COMMAND.type, cfg["gripper_topic"],
+                                                     t.GRIPPER_COMMAND.qos)
             self.create_timer(cfg["control_dt"], self._home_motion_tick)
         self.q: np.ndarray | None = None
         self.homing: dict | None = None
@@ -144,7 +144,7 @@ class RewardNode(Node):
                 self.get_logger().info(f"waiting for {self.cfg['reset_service']}", throttle_duration_sec=5.0)
                 return
             seed = int(self.cfg["seed_base"]) + self.next_episode
-            future = self.reset_client.call_async(ResetEpisode.Request(seed=seed))
+            future = self.reset_client.call_async(topics.RESET.type.Request(seed=seed))
             future.add_done_callback(self._on_reset_done)
         else:
             self.gripper_pub.publish(Float64MultiArray(data=[fr3.GRIPPER_MAX_WIDTH]))

@@ -42,21 +42,21 @@ from dataclasses import dataclass
 import numpy as np
 import rclpy
 from builtin_interfaces.msg import Time
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from diagnostic_msgs.msg import DiagnosticStatus
 from rclpy.node import Node
-from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import Float64MultiArray
 from trajectory_msgs.msg import JointTrajectory
 
-from mechanic_rl_ros import fr3
+from mechanic_rl_ros.control import fr3
 from mechanic_rl_ros.msg import TaskState
 from mechanic_rl_ros.nodes.common import Param, RateLimitedLog, declare_parameters, publish_diagnostics, run_node
 from mechanic_rl_ros.sim.env import REWARD_TYPES, make_env
 from mechanic_rl_ros.sim.fr3_sim import CAMERAS
 from mechanic_rl_ros.sim.tasks import TASK_STATE_FIELDS, TASKS
 from mechanic_rl_ros.srv import ResetEpisode
+from mechanic_rl_ros.wire import topics
 
 MODES = ("realtime", "lockstep")
 
@@ -135,16 +135,16 @@ PARAMETERS = [
           f"{list(CAMERAS)}"),
     Param("image_width", 96, "[px] rendered image width", range=(1, None)),
     Param("image_height", 96, "[px] rendered image height", range=(1, None)),
-    Param("command_topic", "/fr3_position_controller/commands", "arm commands as std_msgs/Float64MultiArray: 7 "
+    Param("command_topic", topics.ARM_COMMAND.name, "arm commands as std_msgs/Float64MultiArray: 7 "
           "joint position targets [rad], fr3_joint1..7 order"),
-    Param("trajectory_topic", "/fr3_position_controller/joint_trajectory", "arm commands as "
+    Param("trajectory_topic", topics.ARM_TRAJECTORY.name, "arm commands as "
           "trajectory_msgs/JointTrajectory (joints matched by name; the last point is the target)"),
-    Param("gripper_topic", "/fr3_gripper/commands", "gripper commands: std_msgs/Float64MultiArray with one opening "
+    Param("gripper_topic", topics.GRIPPER_COMMAND.name, "gripper commands: std_msgs/Float64MultiArray with one opening "
           "width [m]"),
-    Param("joint_states_topic", "/joint_states", "sensor_msgs/JointState of the 7 arm joints and 2 finger joints"),
-    Param("task_state_topic", "/sim/task_state", "the task's privileged state (mechanic_rl_ros/TaskState), for "
+    Param("joint_states_topic", topics.JOINT_STATES.name, "sensor_msgs/JointState of the 7 arm joints and 2 finger joints"),
+    Param("task_state_topic", topics.TASK_STATE.name, "the task's privileged state (mechanic_rl_ros/TaskState), for "
           "reward_node"),
-    Param("reset_service", "/sim/reset", "mechanic_rl_ros/srv/ResetEpisode service: new episode, optional seed"),
+    Param("reset_service", topics.RESET.name, "mechanic_rl_ros/srv/ResetEpisode service: new episode, optional seed"),
     Param("lockstep_idle_timeout", 0.5, "[wall s] lockstep mode: without a command for this long the sim advances "
           "anyway, holding the last target, so the stack never deadlocks", range=(0.001, None)),
     Param("error_log_period", 1.0, "[s] least time between two logged 'rejected command' errors of one kind (the "
@@ -169,17 +169,21 @@ class SimNode(Node):
         self.publishes_per_control = max(1, int(round(self.control_dt / (self.substeps_per_publish * sim.physics_dt))))
         self.publishes_per_frame = max(1, int(round(1.0 / (cfg["camera_rate"] * self.substeps_per_publish * sim.physics_dt))))
 
-        reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-        self.joint_pub = self.create_publisher(JointState, cfg["joint_states_topic"], qos_profile_sensor_data)
-        self.task_pub = self.create_publisher(TaskState, cfg["task_state_topic"], reliable)
-        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self.clock_pub = self.create_publisher(Clock, "/clock", 10) if self.lockstep else None
-        self.image_pubs = {c: self.create_publisher(Image, f"/camera/{c}/image_raw", qos_profile_sensor_data) for c in self.cameras}
-        self.info_pubs = {c: self.create_publisher(CameraInfo, f"/camera/{c}/camera_info", qos_profile_sensor_data) for c in self.cameras}
-        self.create_subscription(Float64MultiArray, cfg["command_topic"], self._on_arm_array, reliable)
-        self.create_subscription(JointTrajectory, cfg["trajectory_topic"], self._on_trajectory, reliable)
-        self.create_subscription(Float64MultiArray, cfg["gripper_topic"], self._on_gripper, reliable)
-        self.create_service(ResetEpisode, cfg["reset_service"], self._on_reset)
+        t = topics
+        self.joint_pub = self.create_publisher(t.JOINT_STATES.type, cfg["joint_states_topic"], t.JOINT_STATES.qos)
+        self.task_pub = self.create_publisher(t.TASK_STATE.type, cfg["task_state_topic"], t.TASK_STATE.qos)
+        self.diag_pub = self.create_publisher(t.DIAGNOSTICS.type, t.DIAGNOSTICS.name, t.DIAGNOSTICS.qos)
+        self.clock_pub = self.create_publisher(t.CLOCK.type, t.CLOCK.name, t.CLOCK.qos) if self.lockstep else None
+        self.image_pubs = {c: self.create_publisher(t.CAMERA_IMAGE.type, t.CAMERA_IMAGE.name.format(camera=c),
+                                                    t.CAMERA_IMAGE.qos) for c in self.cameras}
+        self.info_pubs = {c: self.create_publisher(t.CAMERA_INFO.type, t.CAMERA_INFO.name.format(camera=c),
+                                                   t.CAMERA_INFO.qos) for c in self.cameras}
+        self.create_subscription(t.ARM_COMMAND.type, cfg["command_topic"], self._on_arm_array, t.ARM_COMMAND.qos)
+        self.create_subscription(t.ARM_TRAJECTORY.type, cfg["trajectory_topic"], self._on_trajectory,
+                                 t.ARM_TRAJECTORY.qos)
+        self.create_subscription(t.GRIPPER_COMMAND.type, cfg["gripper_topic"], self._on_gripper,
+                                 t.GRIPPER_COMMAND.qos)
+        self.create_service(t.RESET.type, cfg["reset_service"], self._on_reset)
 
         self.requests: queue.Queue[_Request] = queue.Queue()
         self.arm_commands_in_step = 0

@@ -2,10 +2,12 @@
 
 Public API::
 
-    from mechanic_rl_ros.policy import DiffusionPolicy, PolicyConfig, ObsHistory
+    from mechanic_rl_ros.policy import DiffusionPolicy, PolicyConfig
+    from mechanic_rl_ros.control.history import ObsHistory
     policy = DiffusionPolicy.from_checkpoint("checkpoints/lift_pretrained")
     hist = ObsHistory.for_policy(policy); hist.push(obs)
     actions = policy.predict_chunk(hist.stacked())          # float32[T_p, 8], real units
+    planner = PolicyPlanner(policy)                          # plans chunks for control.chunk_loop
     out = policy.sample(batch_obs, stochastic=True)          # actions, chain, logprobs
     lp = policy.chain_log_prob(batch_obs, out.chain)         # PPO ratios (with grad)
 
@@ -15,13 +17,13 @@ from .checkpoint import (CheckpointMismatchError, check_state_dict, sha256_hex, 
                          state_dict_to_bytes)
 from .config import (DiffusionConfig, PolicyConfig, SamplingConfig, UNetConfig, VisionConfig)
 from .diffusion import NoiseSchedule
-from .history import ObsHistory, stack_histories
 from .normalizer import MinMaxNormalizer, PolicyNormalizer
+from .planner import PolicyPlanner
 from .policy import DiffusionPolicy, DiffusionSample, NoiseNet
 
 __all__ = [
     "CheckpointMismatchError", "DiffusionConfig", "DiffusionPolicy", "DiffusionSample", "MinMaxNormalizer",
-    "NoiseNet", "NoiseSchedule", "ObsHistory", "PolicyConfig", "PolicyNormalizer", "SamplingConfig",
-    "UNetConfig", "VisionConfig", "check_state_dict", "sha256_hex", "stack_histories", "state_dict_from_bytes",
+    "NoiseNet", "NoiseSchedule", "PolicyConfig", "PolicyPlanner", "PolicyNormalizer", "SamplingConfig",
+    "UNetConfig", "VisionConfig", "check_state_dict", "sha256_hex", "state_dict_from_bytes",
     "state_dict_to_bytes",
 ]

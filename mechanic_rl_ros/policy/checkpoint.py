@@ -22,6 +22,7 @@ import struct
 from pathlib import Path
 from typing import Any, Mapping
 
+import numpy as np
 import torch
 from safetensors.torch import load as _st_load
 from safetensors.torch import save as _st_save
@@ -39,10 +40,25 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def state_dict_to_bytes(state_dict: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None) -> bytes:
-    """Serialise a state dict to safetensors bytes (``safetensors.torch.save``); tensors are copied to CPU."""
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
-    return _st_save(tensors, metadata=dict(metadata or {}))
+def state_dict_to_bytes(state_dict: Mapping[str, Any], metadata: Mapping[str, str] | None = None) -> bytes:
+    """Serialise a state dict (torch tensors or numpy arrays) to canonical safetensors bytes.
+
+    Canonical: the same tensors and metadata always give the same bytes, so
+    the sha256 is a function of the content. safetensors writes its
+    ``__metadata__`` from a hash map, whose key order can differ between two
+    saves; the header is rewritten with the keys sorted (tensor entries and
+    data are left as they are).
+    """
+    tensors = {k: (v.detach().to("cpu") if isinstance(v, torch.Tensor) else torch.tensor(np.asarray(v))).contiguous()
+               for k, v in state_dict.items()}
+    data = _st_save(tensors, metadata={str(k): str(v) for k, v in (metadata or {}).items()})
+    (n,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8:8 + n])
+    if "__metadata__" in header:
+        header = {"__metadata__": dict(sorted(header.pop("__metadata__").items())), **header}
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    return struct.pack("<Q", len(text)) + text + data[8 + n:]
 
 
 def state_dict_from_bytes(data: bytes, expected_sha256: str | None = None) -> dict[str, torch.Tensor]:

@@ -19,7 +19,7 @@ from .config import PolicyConfig
 class SequenceDataset:
     """All windows of a list of episodes, stored as contiguous arrays and gathered by index.
 
-    Episodes are dicts as returned by ``mechanic_rl_ros.sim.demos.load_episodes``:
+    Episodes are dicts as returned by ``mechanic_rl_ros.data.demos.load_episodes``:
     ``"images": {cam: uint8[L, H, W, 3]}``, low-dim keys ``[L, d]``, ``"action": [L, A]``.
     """
 

@@ -12,7 +12,7 @@
 
 Observations, batched: ``{"images": {cam: uint8[B, T_o, H, W, 3]}, key: float[B, T_o, d], ...}``
 for every low-dim key of the config (numpy or torch).  Actions in real units:
-``float[B, T_p, action_dim]``.  :class:`~mechanic_rl_ros.policy.history.ObsHistory`
+``float[B, T_p, action_dim]``.  :class:`~mechanic_rl_ros.control.history.ObsHistory`
 builds the unbatched ``[T_o, ...]`` form used by :meth:`DiffusionPolicy.predict_chunk`.
 """
 from __future__ import annotations
@@ -28,8 +28,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .checkpoint import (CheckpointMismatchError, check_state_dict, read_checkpoint, safetensors_metadata,
-                         sha256_hex, state_dict_from_bytes, state_dict_to_bytes, write_checkpoint)
+from .checkpoint import CheckpointMismatchError, check_state_dict, read_checkpoint, write_checkpoint
 from .config import PolicyConfig
 from .diffusion import NoiseSchedule, ddim_mean_sigma, gaussian_log_prob, training_target
 from .normalizer import PolicyNormalizer
@@ -92,7 +91,23 @@ class DiffusionSample:
     chain: torch.Tensor            #: [B, K + 1, T_p, A]
     logprobs: torch.Tensor | None  #: [B, K]
     timesteps: torch.Tensor        #: [K] training-step index of each denoising step
-    ft_steps: int                  #: K', the last K' steps used ft_net
+    finetune_steps: int                  #: K', the last K' steps used ft_net
+
+    def trained_chain(self) -> tuple[np.ndarray, np.ndarray]:
+        """What a learner trains on: ``(chain, logprobs)`` of the fine-tuned steps, as numpy.
+
+        ``chain`` float32 ``[B, n+1, T_p, A]`` (the input of the first of those
+        steps to x_0) and ``logprobs`` float64 ``[B, n]``, with n = K' (all K
+        steps when no step used ``ft_net``). A deterministic sample has no
+        log-probabilities: both come back with n = 0.
+        """
+        if self.logprobs is None:
+            b = self.chain.shape[0]
+            return (np.zeros((b, 0, *self.chain.shape[2:]), np.float32), np.zeros((b, 0), np.float64))
+        k = self.logprobs.shape[1]
+        n = self.finetune_steps or k
+        return (self.chain[:, k - n:].cpu().numpy().astype(np.float32),
+                self.logprobs[:, k - n:].cpu().numpy().astype(np.float64))
 
 
 def _as_tensor(x: Any, device: torch.device, dtype: torch.dtype | None = None) -> torch.Tensor:
@@ -152,17 +167,17 @@ class DiffusionPolicy(nn.Module):
     def num_parameters(self, module: nn.Module | None = None) -> int:
         return sum(p.numel() for p in (module or self.net).parameters())
 
-    def make_finetune_copy(self, ft_steps: int) -> NoiseNet:
-        """Create ``ft_net`` (a trainable copy of ``net``) for the last ``ft_steps`` denoising steps.
+    def make_finetune_copy(self, finetune_steps: int) -> NoiseNet:
+        """Create ``ft_net`` (a trainable copy of ``net``) for the last ``finetune_steps`` denoising steps.
 
         The pretrained ``net`` is frozen (``requires_grad=False``); returns ``ft_net``.
         """
-        if not 0 < ft_steps <= self.cfg.sampling.inference_steps:
-            raise ValueError(f"ft_steps must be in [1, {self.cfg.sampling.inference_steps}]")
+        if not 0 < finetune_steps <= self.cfg.sampling.inference_steps:
+            raise ValueError(f"finetune_steps must be in [1, {self.cfg.sampling.inference_steps}]")
         self.ft_net = copy.deepcopy(self.net)
         self.ft_net.requires_grad_(True)
         self.net.requires_grad_(False)
-        self.cfg.sampling.finetune_steps = int(ft_steps)
+        self.cfg.sampling.finetune_steps = int(finetune_steps)
         return self.ft_net
 
     # ------------------------------------------------------------- observations
@@ -211,14 +226,14 @@ class DiffusionPolicy(nn.Module):
         return F.mse_loss(net(self.schedule.add_noise(a, eps, t), t, cond), target)
 
     # ----------------------------------------------------------------- sampling
-    def _resolve_ft(self, ft_steps: int | None, k: int) -> int:
+    def _resolve_ft(self, finetune_steps: int | None, k: int) -> int:
         if self.ft_net is None:
-            if ft_steps:
-                raise ValueError("ft_steps > 0 but the policy has no ft_net (call make_finetune_copy)")
+            if finetune_steps:
+                raise ValueError("finetune_steps > 0 but the policy has no ft_net (call make_finetune_copy)")
             return 0
-        n = self.cfg.sampling.finetune_steps if ft_steps is None else int(ft_steps)
+        n = self.cfg.sampling.finetune_steps if finetune_steps is None else int(finetune_steps)
         if not 0 <= n <= k:
-            raise ValueError(f"ft_steps={n} must be in [0, K={k}]")
+            raise ValueError(f"finetune_steps={n} must be in [0, K={k}]")
         return n
 
     def _stds(self, sigma_unit: torch.Tensor, eta: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -231,7 +246,7 @@ class DiffusionPolicy(nn.Module):
     @torch.no_grad()
     def sample(self, obs: Mapping[str, Any], *, stochastic: bool = True, num_steps: int | None = None,
                eta: float | None = None, generator: torch.Generator | None = None,
-               x_init: torch.Tensor | None = None, ft_steps: int | None = None,
+               x_init: torch.Tensor | None = None, finetune_steps: int | None = None,
                noise_clip: float | None = None) -> DiffusionSample:
         """Denoise K steps from x_K ~ N(0, I) for a batch of observations.
 
@@ -243,13 +258,13 @@ class DiffusionPolicy(nn.Module):
         ``noise_clip`` (default ``sampling.noise_clip``; 0 = off) clips each
         standard-normal draw to [-c, c] as DPPO does (randn_clip_value = 3); the
         log-probabilities stay those of the unclipped Gaussian at the sampled point.
-        The last ``ft_steps`` (default ``sampling.finetune_steps``) use ``ft_net``.
+        The last ``finetune_steps`` (default ``sampling.finetune_steps``) use ``ft_net``.
         The observation features are computed once per call and shared by all steps.
         """
         s = self.cfg.sampling
         k = int(num_steps or s.inference_steps)
         eta = float(eta if eta is not None else (s.eta if stochastic else 0.0))
-        n_ft = self._resolve_ft(ft_steps, k)
+        n_ft = self._resolve_ft(finetune_steps, k)
         sp = self.schedule.step_params(k)
         sigma, std, lp_std = self._stds(sp.ddim_sigma_unit, eta)
         images, lowdim = self.prepare_obs(obs)
@@ -286,24 +301,24 @@ class DiffusionPolicy(nn.Module):
         return DiffusionSample(actions=self.normalizer.action.unnormalize(x0), actions_norm=x0,
                                chain=torch.stack(chain, dim=1),
                                logprobs=torch.stack(logps, dim=1) if stochastic else None,
-                               timesteps=sp.timesteps.clone(), ft_steps=n_ft)
+                               timesteps=sp.timesteps.clone(), finetune_steps=n_ft)
 
     def chain_log_prob(self, obs: Mapping[str, Any], chain: torch.Tensor, *,
                        step_indices: Sequence[int] | None = None, eta: float | None = None,
-                       ft_steps: int | None = None, reduce: bool = True) -> torch.Tensor:
+                       finetune_steps: int | None = None, reduce: bool = True) -> torch.Tensor:
         """log pi(chain[:, i+1] | chain[:, i], obs) under the *current* weights, with gradients.
 
         ``chain``: [B, K+1, T_p, A] from :meth:`sample` (K is inferred from it).
         ``step_indices``: steps to evaluate (default: all K); all selected steps
         of one network are evaluated in a single batched forward pass.  Steps
-        i >= K - ft_steps use ``ft_net``, the others the (frozen) ``net``.
+        i >= K - finetune_steps use ``ft_net``, the others the (frozen) ``net``.
         Returns [B, len(step_indices)] (or [B, n, T_p, A] with ``reduce=False``),
         the PPO numerator of the DPPO importance ratio (Ren et al. 2024, Eq. 6).
         """
         s = self.cfg.sampling
         k = chain.shape[1] - 1
         eta = float(s.eta if eta is None else eta)
-        n_ft = self._resolve_ft(ft_steps, k)
+        n_ft = self._resolve_ft(finetune_steps, k)
         idx = list(range(k)) if step_indices is None else [int(i) for i in step_indices]
         if any(not 0 <= i < k for i in idx):
             raise ValueError(f"step_indices must be in [0, {k})")
@@ -427,35 +442,23 @@ class DiffusionPolicy(nn.Module):
                          got_arch_id=config.get("arch_id"), source=f"checkpoint {directory}")
         self.net.load_state_dict(net_state, strict=True)
 
-    # ---------------------------------------------------- weights as raw bytes
-    def _target(self, which: str) -> NoiseNet:
-        if which == "net":
-            return self.net
-        if which == "ft_net":
-            if self.ft_net is None:
-                raise ValueError("policy has no ft_net")
-            return self.ft_net
-        raise ValueError(f"which must be 'net' or 'ft_net', got {which!r}")
+    # ------------------------------------------------- fine-tuned network
+    def load_finetuned(self, tensors: Mapping[str, Any], finetune_steps: int | None = None) -> None:
+        """Load verified weights (name -> array or tensor) into ``ft_net``, creating it when absent.
 
-    def weights_to_bytes(self, which: str = "ft_net") -> tuple[bytes, str, str]:
-        """(safetensors bytes, sha256 hex, architecture id) of one :class:`NoiseNet` -- the ROS weights message."""
-        data = state_dict_to_bytes(self._target(which).state_dict(), {"arch_id": self.arch_id})
-        return data, sha256_hex(data), self.arch_id
-
-    def load_weights_bytes(self, data: bytes, *, arch_id: str, sha256: str | None = None,
-                           which: str = "ft_net") -> None:
-        """Load bytes from :meth:`weights_to_bytes` into ``net`` or ``ft_net`` (created if absent).
-
-        Verifies the sha256, the architecture id (argument and blob metadata) and every tensor shape.
+        ``finetune_steps`` (K', from the weights' metadata) must equal the
+        policy's when it already has an ``ft_net``; a policy without one
+        takes it. Every tensor's name, shape and dtype is checked first
+        (:class:`CheckpointMismatchError` lists all differences).
         """
-        state = state_dict_from_bytes(data, sha256)
-        meta_id = safetensors_metadata(data).get("arch_id")
-        if meta_id is not None and meta_id != arch_id:
-            raise CheckpointMismatchError(f"architecture id of the message ({arch_id}) differs from the one "
-                                          f"inside the weights ({meta_id})")
-        if which == "ft_net" and self.ft_net is None:
-            self.ft_net = copy.deepcopy(self.net)
-        target = self._target(which)
-        check_state_dict(target.state_dict(), state, expected_arch_id=self.arch_id, got_arch_id=arch_id,
-                         source="weights message")
-        target.load_state_dict(state, strict=True)
+        state = {k: v if isinstance(v, torch.Tensor) else torch.tensor(np.asarray(v)) for k, v in tensors.items()}
+        check_state_dict(self.net.state_dict(), state, source="fine-tuned weights")
+        if self.ft_net is None:
+            if finetune_steps is None:
+                raise CheckpointMismatchError("fine-tuned weights without finetune_steps for a policy that has no "
+                                              "fine-tuned network: for how many denoising steps are they?")
+            self.make_finetune_copy(int(finetune_steps))
+        elif finetune_steps is not None and int(finetune_steps) != self.cfg.sampling.finetune_steps:
+            raise CheckpointMismatchError(f"weights fine-tuned for the last {finetune_steps} denoising steps; this "
+                                          f"policy runs finetune_steps = {self.cfg.sampling.finetune_steps}")
+        self.ft_net.load_state_dict(state, strict=True)  # type: ignore[union-attr]

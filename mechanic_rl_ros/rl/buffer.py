@@ -1,16 +1,18 @@
 """Decision-step rollout buffer, filled incrementally by an asynchronous learner.
 
-One RL decision is one action chunk (Diffusion Policy executes T_a of the T_p
+It stores :class:`~mechanic_rl_ros.control.decision.Decision` objects, the
+same type the policy node and the headless collector make. One RL decision is
+one action chunk (Diffusion Policy executes T_a of the T_p
 predicted actions, then replans; DPPO's MDP is at the same granularity, Ren et
 al. 2024, Sec. 4). A decision step holds
 
 * ``obs`` -- the policy's input, the T_o-step observation history
   (``{"qpos": float32[T_o, 7], ..., "images": {cam: uint8[T_o, H, W, 3]}}``);
-* ``chain`` -- float32 ``[K'+1, T_p, A]``: the sampled denoising chain from the
-  input of the first fine-tuned step to the final (normalised) action;
-* ``chain_logprob`` -- ``[K']``, the behaviour log-probability of each
-  fine-tuned denoising transition, summed over the T_p x A elements, recorded
-  at sampling time;
+* ``chain`` -- float32 ``[K+1, T_p, A]``: the whole sampled denoising chain,
+  from x_K to the final (normalised) action;
+* ``chain_logprob`` -- ``[K]``, the behaviour log-probability of each
+  denoising transition, summed over the T_p x A elements, recorded at
+  sampling time (the learner trains the last K' of them);
 * ``policy_version`` -- the weights version that sampled it;
 * ``episode``, ``chunk`` -- which trajectory, and the decision's index in it;
 * later: its reward, the **undiscounted sum** of the per-step rewards of the
@@ -44,37 +46,10 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
+from mechanic_rl_ros.control.decision import Decision, flatten_obs, index_obs, unflatten_obs
+
 FORMAT = "mechanic_rl_ros.rl_buffer/1"
-_IMG_PREFIX = "images."
 _CHAIN_KEY = "__chain__"
-
-
-# ------------------------------------------------------------------ observations
-def flatten_obs(obs: Mapping[str, Any]) -> dict[str, np.ndarray]:
-    """``{"qpos": a, "images": {"scene": b}}`` -> ``{"qpos": a, "images.scene": b}`` (numpy, no copy)."""
-    out: dict[str, np.ndarray] = {}
-    for key, value in obs.items():
-        if key == "images":
-            for cam, img in value.items():
-                out[_IMG_PREFIX + cam] = np.asarray(img)
-        else:
-            out[key] = np.asarray(value)
-    return out
-
-
-def unflatten_obs(flat: Mapping[str, Any]) -> dict[str, Any]:
-    """Inverse of :func:`flatten_obs`."""
-    out: dict[str, Any] = {}
-    for key, value in flat.items():
-        if key.startswith(_IMG_PREFIX):
-            out.setdefault("images", {})[key[len(_IMG_PREFIX):]] = value
-        else:
-            out[key] = value
-    return out
-
-
-def _index_obs(obs: Mapping[str, Any], idx: Any) -> dict[str, Any]:
-    return unflatten_obs({k: v[idx] for k, v in flatten_obs(obs).items()})
 
 
 # ------------------------------------------------------------------------ batch
@@ -92,8 +67,8 @@ class Batch:
 
     obs: dict[str, Any]
     next_obs: dict[str, Any]
-    chain: np.ndarray            #: float32 [N, K'+1, T_p, A]
-    chain_logprob: np.ndarray    #: float64 [N, K'] behaviour log-probs (summed over T_p x A)
+    chain: np.ndarray            #: float32 [N, K+1, T_p, A]
+    chain_logprob: np.ndarray    #: float64 [N, K] behaviour log-probs (summed over T_p x A)
     policy_version: np.ndarray   #: int64 [N]
     reward: np.ndarray           #: float64 [N], sum of the chunk's per-step rewards
     terminated: np.ndarray       #: bool [N]
@@ -107,7 +82,7 @@ class Batch:
 
     def select(self, idx: Any) -> "Batch":
         """Rows ``idx`` (index array or boolean mask) as a new batch."""
-        return Batch(obs=_index_obs(self.obs, idx), next_obs=_index_obs(self.next_obs, idx),
+        return Batch(obs=index_obs(self.obs, idx), next_obs=index_obs(self.next_obs, idx),
                      **{f: getattr(self, f)[idx] for f in _BATCH_FIELDS})
 
     def to_arrays(self) -> dict[str, np.ndarray]:
@@ -134,7 +109,7 @@ class Batch:
 
 # ----------------------------------------------------------------------- buffer
 @dataclass
-class _Decision:
+class _HeldStep:
     obs: dict[str, np.ndarray]
     chain: np.ndarray
     chain_logprob: np.ndarray
@@ -184,20 +159,21 @@ class RolloutBuffer:
     def __post_init__(self) -> None:
         if self.action_horizon < 1 or self.capacity < 1:
             raise ValueError("action_horizon and capacity must be >= 1")
-        self._steps: "OrderedDict[tuple[int, int], _Decision]" = OrderedDict()
+        self._steps: "OrderedDict[tuple[int, int], _HeldStep]" = OrderedDict()
         self._spec: dict[str, tuple[tuple[int, ...], str]] | None = None
 
     # ---------------------------------------------------------------- filling
-    def add_decision(self, obs: Mapping[str, Any], chain: Any, chain_logprob: Any, policy_version: int,
-                     episode: int, chunk: int) -> None:
+    def add_decision(self, decision: Decision) -> None:
         """Store a decision step at sampling time (its reward comes later).
 
         Its observation also becomes the bootstrap state s' of decision
-        ``(episode, chunk - 1)`` if that one is still held.
+        ``(episode, chunk - 1)`` if that one is still held. Raises ValueError
+        for shapes that differ from the held decisions' or non-finite values.
         """
-        flat = {k: np.array(v, copy=True) for k, v in flatten_obs(obs).items()}
-        chain = np.array(chain, dtype=np.float32, copy=True)
-        logp = np.array(chain_logprob, dtype=np.float64, copy=True).reshape(-1)
+        flat = {k: np.array(v, copy=True) for k, v in flatten_obs(decision.obs).items()}
+        chain = np.array(decision.chain, dtype=np.float32, copy=True)
+        logp = np.array(decision.chain_logprob, dtype=np.float64, copy=True).reshape(-1)
+        policy_version, episode, chunk = decision.policy_version, decision.episode, decision.chunk
         self._check(flat, chain, logp)
         if not np.all(np.isfinite(chain)) or not np.all(np.isfinite(logp)):
             raise ValueError("add_decision: chain and chain_logprob must be finite")
@@ -208,7 +184,7 @@ class RolloutBuffer:
         while len(self._steps) >= self.capacity:
             self._steps.popitem(last=False)
             self.counters.dropped_overflow += 1
-        self._steps[key] = _Decision(flat, chain, logp, int(policy_version), key[0], key[1])
+        self._steps[key] = _HeldStep(flat, chain, logp, int(policy_version), key[0], key[1])
         self.counters.decisions_received += 1
         prev = self._steps.get((key[0], key[1] - 1))
         if prev is not None and not prev.terminated:
@@ -266,7 +242,7 @@ class RolloutBuffer:
         step.next_obs = flat
         return True
 
-    def _finish(self, step: _Decision, terminated: bool, truncated: bool,
+    def _finish(self, step: _HeldStep, terminated: bool, truncated: bool,
                 final_obs: Mapping[str, Any] | None) -> None:
         step.reward_final = True
         step.terminated = bool(terminated)
@@ -334,9 +310,9 @@ class RolloutBuffer:
 
     def _check(self, flat: Mapping[str, np.ndarray], chain: np.ndarray, logp: np.ndarray) -> None:
         if chain.ndim != 3:
-            raise ValueError(f"chain must be [K'+1, T_p, A], got shape {chain.shape}")
+            raise ValueError(f"chain must be [K+1, T_p, A], got shape {chain.shape}")
         if logp.shape != (chain.shape[0] - 1,):
-            raise ValueError(f"chain_logprob must be [K'] = [{chain.shape[0] - 1}] for a chain of "
+            raise ValueError(f"chain_logprob must be [K] = [{chain.shape[0] - 1}] for a chain of "
                              f"{chain.shape[0]} samples, got shape {logp.shape}")
         if self._spec is None:
             self._spec = {k: (v.shape, str(v.dtype)) for k, v in flat.items()}
@@ -345,7 +321,7 @@ class RolloutBuffer:
             raise ValueError(f"chain: expected shape {self._spec[_CHAIN_KEY][0]}, got {chain.shape}")
         self._check_obs(flat)
 
-    def _stack(self, steps: list[_Decision]) -> Batch:
+    def _stack(self, steps: list[_HeldStep]) -> Batch:
         obs_keys = list(steps[0].obs)
         obs = {k: np.stack([s.obs[k] for s in steps]) for k in obs_keys}
         nxt = {k: np.stack([(s.next_obs or s.obs)[k] for s in steps]) for k in obs_keys}
@@ -393,7 +369,7 @@ class RolloutBuffer:
             flat_obs, flat_next = flatten_obs(batch.obs), flatten_obs(batch.next_obs)
             for i in range(n):
                 has_next = bool(arrays["has_next_obs"][i])
-                step = _Decision(
+                step = _HeldStep(
                     obs={k: v[i].copy() for k, v in flat_obs.items()}, chain=batch.chain[i].copy(),
                     chain_logprob=batch.chain_logprob[i].copy(), policy_version=int(batch.policy_version[i]),
                     episode=int(batch.episode[i]), chunk=int(batch.chunk[i]), reward=float(batch.reward[i]),

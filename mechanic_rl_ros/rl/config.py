@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from mechanic_rl_ros.policy.config import apply_overrides, deep_update, load_yaml
+from mechanic_rl_ros.config_files import apply_overrides, deep_update, load_yaml
 
 #: repo root / config / rl.yaml
 DEFAULT_CONFIG_PATH = Path(__file__).resolve().parents[2] / "config" / "rl.yaml"
@@ -27,7 +27,7 @@ class DPPOConfig:
     """Every knob of :class:`~mechanic_rl_ros.rl.dppo.DPPO`; see ``config/rl.yaml`` for sources."""
 
     # --- denoising MDP
-    ft_steps: int = 5                     #: K', fine-tuned (last) denoising steps of the K DDIM steps
+    finetune_steps: int = 5                     #: K', fine-tuned (last) denoising steps of the K DDIM steps
     gamma_denoising: float = 0.9          #: discount along the fine-tuned denoising steps
     noise_clip: float = 3.0               #: clip the N(0, I) draw of each denoising step to +-this (<= 0: off)
     min_sampling_std: float | None = None  #: override the policy's floor on the sampling std (None: keep 0.1)
@@ -76,8 +76,8 @@ class DPPOConfig:
     def validate(self) -> "DPPOConfig":
         def bad(name: str, what: str) -> ValueError:
             return ValueError(f"rl config: {name} = {getattr(self, name)!r}; expected {what}")
-        if self.ft_steps < 1:
-            raise bad("ft_steps", "an integer >= 1")
+        if self.finetune_steps < 1:
+            raise bad("finetune_steps", "an integer >= 1")
         for name in ("gamma", "gae_lambda", "gamma_denoising"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise bad(name, "a number in [0, 1]")

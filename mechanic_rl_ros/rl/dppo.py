@@ -28,7 +28,7 @@ does, with the released defaults (see ``config/rl.yaml``):
 * exploration and likelihood noise floors (``min_sampling_std``,
   ``min_logprob_std``, both 0.1; implemented by the policy,
   ``policy.cfg.sampling``) and a clipped N(0, I) draw (``noise_clip`` = 3,
-  :func:`mechanic_rl_ros.policy.dppo_sampling.sample_clipped_noise`);
+  the ``noise_clip`` option of :meth:`DiffusionPolicy.sample`);
 * per-minibatch advantage normalisation, a running reward scale, critic-only
   warm-up updates, early stop of the epochs at ``target_kl``.
 
@@ -36,7 +36,7 @@ Asynchrony: each decision carries the version of the weights that sampled it;
 :meth:`DPPO.update` refuses decisions more than ``max_staleness`` versions older
 than the learner's current version (and any from a "future" version) and
 counts them. An update is all-or-nothing: a NaN/inf loss or gradient raises
-:class:`~mechanic_rl_ros.rl.algorithm.NonFiniteUpdateError` after restoring
+:class:`~mechanic_rl_ros.rl.errors.NonFiniteUpdateError` after restoring
 networks, optimiser states (Mechanic's included), reward statistics and random
 state, so the published weights stay the last good ones.
 """
@@ -45,7 +45,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import struct
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,82 +53,20 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
+from mechanic_rl_ros.control.decision import index_obs
 from mechanic_rl_ros.optim import Mechanic
-from mechanic_rl_ros.policy import DiffusionPolicy, PolicyConfig
-from mechanic_rl_ros.policy.checkpoint import sha256_hex, state_dict_to_bytes
-from mechanic_rl_ros.policy.dppo_sampling import sample_clipped_noise
-from mechanic_rl_ros.policy.vision import ResNetEncoder
+from mechanic_rl_ros.policy import DiffusionPolicy
 
-from .algorithm import NonFiniteUpdateError, PolicyWeights
-from .buffer import Batch, _index_obs
+from .buffer import Batch
 from .config import DPPOConfig
+from .critic import ObsCritic
+from .errors import NonFiniteUpdateError
+from .running_stats import RunningMeanStd
 from .gae import (clip_schedule, denoising_advantages, denoising_discount, gae, normalize_advantages,
                   ppo_clip_loss)
 
 FORMAT = "mechanic_rl_ros.dppo_learner/1"
-
-
-# ---------------------------------------------------------------------- critic
-class ObsCritic(nn.Module):
-    """V(O) from the policy's observation (T_o frames of images and low-dim state), no action input.
-
-    Per camera a ResNet encoder of the policy's architecture (by default
-    initialised from the pretrained policy's encoder; DPPO's pixel critic has
-    its own encoder too), the normalised low-dim history, then a residual MLP
-    with Mish activations (DPPO's ``CriticObs``: 256-256-256, residual, Mish).
-    """
-
-    def __init__(self, cfg: PolicyConfig, hidden: tuple[int, ...] = (256, 256, 256)):
-        super().__init__()
-        self.cameras = tuple(cfg.cameras)
-        self.encoders = nn.ModuleDict({cam: ResNetEncoder(cfg.vision) for cam in self.cameras})
-        in_dim = cfg.obs_horizon * (len(self.cameras) * cfg.vision.feature_dim + cfg.lowdim_dim)
-        self.inp = nn.Linear(in_dim, hidden[0])
-        self.hidden = nn.ModuleList(nn.Linear(a, b) for a, b in zip(hidden[:-1], hidden[1:]))
-        self.out = nn.Linear(hidden[-1], 1)
-
-    def forward(self, images: Mapping[str, torch.Tensor], lowdim: torch.Tensor | None) -> torch.Tensor:
-        feats = []
-        for cam in self.cameras:
-            img = images[cam]
-            b, t = img.shape[:2]
-            x = img.flatten(0, 1).permute(0, 3, 1, 2)
-            x = x.float().div(255.0) if x.dtype == torch.uint8 else x.float()
-            feats.append(self.encoders[cam](x).view(b, t, -1))
-        if lowdim is not None:
-            feats.append(lowdim)
-        h = F.mish(self.inp(torch.cat(feats, dim=-1).flatten(1)))
-        for layer in self.hidden:
-            y = F.mish(layer(h))
-            h = h + y if y.shape == h.shape else y
-        return self.out(h).squeeze(-1)
-
-
-# ------------------------------------------------------------------ helpers
-class RunningMeanStd:
-    """Running mean/variance with the parallel update of Chan et al. (1979); starts at (0, 1, count=1e-4)
-    like DPPO's reward scaler."""
-
-    def __init__(self) -> None:
-        self.mean, self.var, self.count = 0.0, 1.0, 1e-4
-
-    def update(self, x: np.ndarray) -> None:
-        x = np.asarray(x, dtype=np.float64).reshape(-1)
-        if x.size == 0:
-            return
-        b_mean, b_var, b_n = float(x.mean()), float(x.var()), float(x.size)
-        delta = b_mean - self.mean
-        tot = self.count + b_n
-        m2 = self.var * self.count + b_var * b_n + delta * delta * self.count * b_n / tot
-        self.mean, self.var, self.count = self.mean + delta * b_n / tot, m2 / tot, tot
-
-    def state(self) -> dict[str, float]:
-        return {"mean": self.mean, "var": self.var, "count": self.count}
-
-    def load(self, d: Mapping[str, float]) -> None:
-        self.mean, self.var, self.count = float(d["mean"]), float(d["var"]), float(d["count"])
 
 
 def _build_optimizer(kind: str, params: list[nn.Parameter], lr: float, cfg: DPPOConfig) -> torch.optim.Optimizer:
@@ -142,24 +79,6 @@ def _build_optimizer(kind: str, params: list[nn.Parameter], lr: float, cfg: DPPO
 
 def _scale(opt: torch.optim.Optimizer) -> float:
     return float(opt.scale) if isinstance(opt, Mechanic) else float("nan")
-
-
-def canonical_safetensors(data: bytes) -> bytes:
-    """The same safetensors blob with its ``__metadata__`` keys sorted.
-
-    safetensors writes metadata from a hash map, so two saves of identical
-    tensors with more than one metadata key can differ in byte order (and so
-    in sha256); sorting makes the bytes, and the hash, a function of the
-    content. Tensor entries and data are left as they are.
-    """
-    (n,) = struct.unpack("<Q", data[:8])
-    header = json.loads(data[8:8 + n])
-    if "__metadata__" in header:
-        header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
-        header = {"__metadata__": header.pop("__metadata__"), **header}
-    text = json.dumps(header, separators=(",", ":")).encode()
-    text += b" " * (-len(text) % 8)
-    return struct.pack("<Q", len(text)) + text + data[8 + n:]
 
 
 def _order(batch: Batch) -> tuple[np.ndarray, np.ndarray]:
@@ -178,8 +97,8 @@ class ActResult:
     """Output of :meth:`DPPO.act`: what to execute and what to record for the learner."""
 
     actions: np.ndarray        #: float32 [B, T_p, A] real units (execute ``policy.executable(actions)``)
-    chain: np.ndarray          #: float32 [B, K'+1, T_p, A] (empty K' axis for deterministic sampling)
-    chain_logprob: np.ndarray  #: float64 [B, K']
+    chain: np.ndarray          #: float32 [B, K+1, T_p, A], the whole sampled chain
+    chain_logprob: np.ndarray  #: float64 [B, K] (empty for deterministic sampling)
     policy_version: int
 
 
@@ -188,23 +107,24 @@ class DPPO:
     """The DPPO learner: policy (frozen ``net`` + trainable ``ft_net``), critic, optimisers, counters.
 
     Build it with :meth:`from_checkpoint` (a pretrained policy directory) or
-    :meth:`load` (a learner checkpoint written by :meth:`save`). It implements
-    :class:`~mechanic_rl_ros.rl.algorithm.RLAlgorithm`.
+    :meth:`load` (a learner checkpoint written by :meth:`save`). The weights
+    it publishes are ``policy.ft_net``'s, for the last :attr:`finetune_steps`
+    denoising steps, at version :attr:`policy_version`.
     """
 
     def __init__(self, policy: DiffusionPolicy, config: DPPOConfig | None = None):
         self.cfg = (config or DPPOConfig()).validate()
         cfg = self.cfg
         k = policy.cfg.sampling.inference_steps
-        if cfg.ft_steps > k:
-            raise ValueError(f"ft_steps = {cfg.ft_steps} exceeds the policy's K = {k} denoising steps")
+        if cfg.finetune_steps > k:
+            raise ValueError(f"finetune_steps = {cfg.finetune_steps} exceeds the policy's K = {k} denoising steps")
         self.policy = policy
         if policy.ft_net is None:
-            policy.make_finetune_copy(cfg.ft_steps)
+            policy.make_finetune_copy(cfg.finetune_steps)
         else:
             policy.net.requires_grad_(False)
             policy.ft_net.requires_grad_(True)
-            policy.cfg.sampling.finetune_steps = cfg.ft_steps
+            policy.cfg.sampling.finetune_steps = cfg.finetune_steps
         s = policy.cfg.sampling
         if cfg.min_sampling_std is not None:
             s.min_sampling_std = float(cfg.min_sampling_std)
@@ -229,7 +149,6 @@ class DPPO:
         self.reward_rms = RunningMeanStd()
         self._episode_return: dict[int, float] = {}
         self._rng = np.random.default_rng(cfg.seed)
-        self._weights_cache: PolicyWeights | None = None
 
     # ------------------------------------------------------------ building
     @classmethod
@@ -243,12 +162,12 @@ class DPPO:
         return cls(DiffusionPolicy.from_checkpoint(directory, map_location=map_location), config)
 
     @property
-    def ft_steps(self) -> int:
-        return self.cfg.ft_steps
+    def finetune_steps(self) -> int:
+        return self.cfg.finetune_steps
 
     @property
     def ft_indices(self) -> list[int]:
-        return list(range(self.k - self.cfg.ft_steps, self.k))
+        return list(range(self.k - self.cfg.finetune_steps, self.k))
 
     # -------------------------------------------------------------- acting
     @torch.no_grad()
@@ -256,21 +175,17 @@ class DPPO:
             generator: torch.Generator | None = None) -> ActResult:
         """Sample action chunks for a batch of observation histories ``[B, T_o, ...]``.
 
-        Stochastic (training): DPPO sampling with clipped noise; returns the
-        last K'+1 chain samples and the K' behaviour log-probabilities to
-        store with the decision. Deterministic (evaluation): DDIM, eta = 0.
+        Stochastic (training): DPPO sampling with clipped noise (``noise_clip``);
+        returns the chain and the behaviour log-probabilities to store with
+        the decision. Deterministic (evaluation): DDIM, eta = 0, no log-probs.
         """
-        if deterministic:
-            out = self.policy.sample(obs, stochastic=False, generator=generator)
-            b = out.actions.shape[0]
-            empty = np.zeros((b, 0, *out.actions.shape[1:]), np.float32)
-            return ActResult(out.actions.cpu().numpy().astype(np.float32), empty, np.zeros((b, 0)),
-                             self.policy_version)
-        out = sample_clipped_noise(self.policy, obs, noise_clip=self.cfg.noise_clip, generator=generator)
-        kf = self.cfg.ft_steps
+        clip = self.cfg.noise_clip if self.cfg.noise_clip > 0 else 0.0
+        out = self.policy.sample(obs, stochastic=not deterministic, generator=generator, noise_clip=clip)
+        b = out.actions.shape[0]
+        logp = (out.logprobs.cpu().numpy().astype(np.float64) if out.logprobs is not None
+                else np.zeros((b, 0), np.float64))
         return ActResult(actions=out.actions.cpu().numpy().astype(np.float32),
-                         chain=out.chain[:, self.k - kf:].cpu().numpy().astype(np.float32),
-                         chain_logprob=out.logprobs[:, self.k - kf:].cpu().numpy().astype(np.float64),
+                         chain=out.chain.cpu().numpy().astype(np.float32), chain_logprob=logp,
                          policy_version=self.policy_version)
 
     # ------------------------------------------------------------- pieces
@@ -279,16 +194,13 @@ class DPPO:
         return self.critic(images, lowdim)
 
     def log_probs(self, obs: Mapping[str, Any], chain: torch.Tensor) -> torch.Tensor:
-        """log pi_theta of the K' fine-tuned transitions of ``chain`` ``[B, K'+1, T_p, A]`` -> ``[B, K']``
+        """log pi_theta of the K' fine-tuned transitions of the whole chain ``[B, K+1, T_p, A]`` -> ``[B, K']``
         (summed over T_p x A), with gradients into ``ft_net``."""
-        b = chain.shape[0]
-        pad = chain.new_zeros((b, self.k - self.cfg.ft_steps, *chain.shape[2:]))
-        full = torch.cat([pad, chain], dim=1)
-        return self.policy.chain_log_prob(obs, full, step_indices=self.ft_indices)
+        return self.policy.chain_log_prob(obs, chain, step_indices=self.ft_indices)
 
     @torch.no_grad()
     def _batched_values(self, obs: Mapping[str, Any], n: int, chunk: int = 256) -> torch.Tensor:
-        return torch.cat([self.values(_index_obs(obs, slice(i, i + chunk))).double().cpu() for i in range(0, n, chunk)])
+        return torch.cat([self.values(index_obs(obs, slice(i, i + chunk))).double().cpu() for i in range(0, n, chunk)])
 
     def _scale_rewards(self, batch: Batch, order: np.ndarray) -> np.ndarray:
         """DPPO's running reward scaling: r / std(running discounted return), per episode, in time order."""
@@ -355,7 +267,6 @@ class DPPO:
         self.update_calls += 1
         if stats["actor_trained"]:
             self.policy_version += 1
-            self._weights_cache = None
         return self._finish_stats(stats, t0)
 
     def _finish_stats(self, stats: dict[str, float], t0: float) -> dict[str, float]:
@@ -371,12 +282,11 @@ class DPPO:
 
     def _validate(self, batch: Batch) -> None:
         n = len(batch)
-        kf = self.cfg.ft_steps
-        want = (n, kf + 1, self.policy.cfg.pred_horizon, self.policy.cfg.action_dim)
+        want = (n, self.k + 1, self.policy.cfg.pred_horizon, self.policy.cfg.action_dim)
         if batch.chain.shape != want:
-            raise ValueError(f"batch.chain: expected shape {want} ([N, K'+1, T_p, A]), got {batch.chain.shape}")
-        if batch.chain_logprob.shape != (n, kf):
-            raise ValueError(f"batch.chain_logprob: expected shape {(n, kf)} ([N, K']), "
+            raise ValueError(f"batch.chain: expected shape {want} ([N, K+1, T_p, A]), got {batch.chain.shape}")
+        if batch.chain_logprob.shape != (n, self.k):
+            raise ValueError(f"batch.chain_logprob: expected shape {(n, self.k)} ([N, K]), "
                              f"got {batch.chain_logprob.shape}")
         for name in ("reward", "chain", "chain_logprob"):
             arr = np.asarray(getattr(batch, name))
@@ -402,10 +312,11 @@ class DPPO:
         if not (torch.isfinite(adv).all() and torch.isfinite(returns).all()):
             raise NonFiniteUpdateError("DPPO.update: advantages/returns are not finite (critic output or "
                                        "reward scale); rolled back, the weights are the last good ones")
-        discount = denoising_discount(cfg.ft_steps, cfg.gamma_denoising).to(dev, torch.float32)
-        clip = clip_schedule(cfg.ft_steps, cfg.clip, cfg.clip_base, cfg.clip_rate).to(dev, torch.float32)
+        discount = denoising_discount(cfg.finetune_steps, cfg.gamma_denoising).to(dev, torch.float32)
+        clip = clip_schedule(cfg.finetune_steps, cfg.clip, cfg.clip_base, cfg.clip_rate).to(dev, torch.float32)
         chain = torch.as_tensor(data.chain, device=dev)
-        old_lp = torch.as_tensor(data.chain_logprob, device=dev, dtype=torch.float64)
+        old_lp = torch.as_tensor(data.chain_logprob[:, self.k - cfg.finetune_steps:], device=dev,
+                                 dtype=torch.float64)
         ret32 = returns.to(dev, torch.float32)
         train_actor = self.update_calls >= cfg.critic_warmup_updates
         mb = min(cfg.minibatch_size, n)
@@ -417,7 +328,7 @@ class DPPO:
             perm = self._rng.permutation(n)
             for j in range(n_mb):
                 idx = perm[j * mb:(j + 1) * mb]
-                obs_b = _index_obs(data.obs, idx)
+                obs_b = index_obs(data.obs, idx)
                 with torch.set_grad_enabled(train_actor):
                     new_lp = self.log_probs(obs_b, chain[idx])
                 logratio = (new_lp.double() - old_lp[idx])
@@ -494,7 +405,6 @@ class DPPO:
         }
 
     def _restore(self, snap: Mapping[str, Any]) -> None:
-        published = self._weights_cache
         with torch.no_grad():
             self.policy.ft_net.load_state_dict(snap["ft_net"])  # type: ignore[union-attr]
             self.critic.load_state_dict(snap["critic"])
@@ -503,7 +413,6 @@ class DPPO:
         self.actor_opt.zero_grad(set_to_none=True)
         self.critic_opt.zero_grad(set_to_none=True)
         self._load_scalars(snap["scalars"])
-        self._weights_cache = published  # the weights are exactly those of the snapshot again
 
     def _scalars(self) -> dict[str, Any]:
         return {
@@ -522,19 +431,6 @@ class DPPO:
         self.reward_rms.load(s["reward_rms"])
         self._episode_return = {int(k): float(v) for k, v in s["episode_return"]}
         self._rng.bit_generator.state = copy.deepcopy(s["rng"])
-        self._weights_cache = None
-
-    # ------------------------------------------------------------ weights
-    def policy_weights(self) -> PolicyWeights:
-        """The fine-tuned network as safetensors bytes with version, sha256 and architecture id."""
-        if self._weights_cache is None or self._weights_cache.version != self.policy_version:
-            meta = {"arch_id": self.policy.arch_id, "finetune_steps": str(self.cfg.ft_steps),
-                    "policy_version": str(self.policy_version)}
-            data = canonical_safetensors(state_dict_to_bytes(self.policy.ft_net.state_dict(), meta))  # type: ignore
-            self._weights_cache = PolicyWeights(version=self.policy_version, num_updates=self.num_updates,
-                                                arch_id=self.policy.arch_id, sha256=sha256_hex(data), payload=data,
-                                                finetune_steps=self.cfg.ft_steps)
-        return self._weights_cache
 
     # -------------------------------------------------------- state / disk
     def state_dict(self) -> dict[str, Any]:
@@ -550,8 +446,8 @@ class DPPO:
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         if state.get("format") != FORMAT:
             raise ValueError(f"not a DPPO learner state: format {state.get('format')!r}")
-        if int(state["config"]["ft_steps"]) != self.cfg.ft_steps:
-            raise ValueError(f"state has ft_steps = {state['config']['ft_steps']}, this learner {self.cfg.ft_steps}")
+        if int(state["config"]["finetune_steps"]) != self.cfg.finetune_steps:
+            raise ValueError(f"state has finetune_steps = {state['config']['finetune_steps']}, this learner {self.cfg.finetune_steps}")
         with torch.no_grad():
             self.policy.ft_net.load_state_dict(state["ft_net"])  # type: ignore[union-attr]
             self.critic.load_state_dict(state["critic"])

@@ -70,7 +70,7 @@ def gae(rewards: torch.Tensor, values: torch.Tensor, next_values: torch.Tensor, 
     return adv, adv + values
 
 
-def denoising_discount(ft_steps: int, gamma_denoising: float, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+def denoising_discount(finetune_steps: int, gamma_denoising: float, dtype: torch.dtype = torch.float64) -> torch.Tensor:
     """Weights ``[K']`` of the shared advantage on the fine-tuned denoising steps, earliest (noisiest) first.
 
     DPPO's denoising MDP (Ren et al. 2024, Sec. 4) rewards only the final
@@ -79,9 +79,9 @@ def denoising_discount(ft_steps: int, gamma_denoising: float, dtype: torch.dtype
     fine-tuned step ``i`` (``i = 0 .. K'-1``, in sampling order) gets
     ``gamma_denoising ** (K' - 1 - i)``, and the last one gets 1.
     """
-    if ft_steps < 1:
-        raise ValueError(f"ft_steps must be >= 1, got {ft_steps}")
-    return torch.tensor([gamma_denoising ** (ft_steps - 1 - i) for i in range(ft_steps)], dtype=dtype)
+    if finetune_steps < 1:
+        raise ValueError(f"finetune_steps must be >= 1, got {finetune_steps}")
+    return torch.tensor([gamma_denoising ** (finetune_steps - 1 - i) for i in range(finetune_steps)], dtype=dtype)
 
 
 def denoising_advantages(advantages: torch.Tensor, discount: torch.Tensor) -> torch.Tensor:
@@ -90,7 +90,7 @@ def denoising_advantages(advantages: torch.Tensor, discount: torch.Tensor) -> to
     return advantages[:, None] * discount.to(advantages.dtype)[None, :]
 
 
-def clip_schedule(ft_steps: int, clip: float, clip_base: float, rate: float,
+def clip_schedule(finetune_steps: int, clip: float, clip_base: float, rate: float,
                   dtype: torch.dtype = torch.float64) -> torch.Tensor:
     r"""PPO clip range per fine-tuned denoising step ``[K']``, earliest (noisiest) first.
 
@@ -102,14 +102,14 @@ def clip_schedule(ft_steps: int, clip: float, clip_base: float, rate: float,
     ``clip`` (DPPO: 0.001 -> 0.01 with rate 3; a tighter range where the
     denoising step is noisier). With ``K' = 1`` the single step gets ``clip``.
     """
-    if ft_steps < 1:
-        raise ValueError(f"ft_steps must be >= 1, got {ft_steps}")
-    if ft_steps == 1:
+    if finetune_steps < 1:
+        raise ValueError(f"finetune_steps must be >= 1, got {finetune_steps}")
+    if finetune_steps == 1:
         return torch.tensor([clip], dtype=dtype)
     if rate == 0:
-        frac = [i / (ft_steps - 1) for i in range(ft_steps)]
+        frac = [i / (finetune_steps - 1) for i in range(finetune_steps)]
     else:
-        frac = [math.expm1(rate * i / (ft_steps - 1)) / math.expm1(rate) for i in range(ft_steps)]
+        frac = [math.expm1(rate * i / (finetune_steps - 1)) / math.expm1(rate) for i in range(finetune_steps)]
     return torch.tensor([clip_base + (clip - clip_base) * f for f in frac], dtype=dtype)
 
 

@@ -24,9 +24,9 @@ from mechanic_rl_ros.sim.env import (
     EnvConfig,
     FR3Env,
     make_env,
-    run_expert_episode,
 )
-from mechanic_rl_ros.sim.expert import DEFAULT_NOISE, ExpertConfig, LiftExpert, PushExpert, ScriptedExpert
+from mechanic_rl_ros.sim.expert import (DEFAULT_NOISE, ExpertConfig, ExpertPlanner, LiftExpert, PushExpert,
+                                        ScriptedExpert)
 from mechanic_rl_ros.sim.fr3_sim import CAMERAS, FR3Sim, SimConfig
 from mechanic_rl_ros.sim.model import ControllerConfig, SceneConfig
 from mechanic_rl_ros.sim.tasks import TASK_STATE_DIM, TASK_STATE_FIELDS, TASKS, LiftConfig, PushConfig
@@ -41,6 +41,7 @@ __all__ = [
     "ControllerConfig",
     "DEFAULT_NOISE",
     "EnvConfig",
+    "ExpertPlanner",
     "ExpertConfig",
     "FR3Env",
     "FR3Sim",
@@ -55,5 +56,4 @@ __all__ = [
     "TASK_STATE_DIM",
     "TASK_STATE_FIELDS",
     "make_env",
-    "run_expert_episode",
 ]

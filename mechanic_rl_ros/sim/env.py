@@ -20,7 +20,7 @@ from typing import Any, Sequence
 import mujoco
 import numpy as np
 
-from mechanic_rl_ros import fr3
+from mechanic_rl_ros.control import fr3
 from mechanic_rl_ros.sim.expert import (
     DEFAULT_NOISE,
     EXPERTS,
@@ -241,18 +241,6 @@ def make_env(
     return FR3Env(config, seed=seed)
 
 
-def run_expert_episode(env: FR3Env, expert: ScriptedExpert, seed: int | None = None) -> dict:
-    """Roll out one expert episode; returns ``{"success", "steps", "return"}``."""
-    obs, info = env.reset(seed=seed)
-    total = 0.0
-    for _ in range(env.max_steps):
-        obs, reward, terminated, truncated, info = env.step(expert.act(obs))
-        total += reward
-        if terminated or truncated:
-            break
-    return {"success": bool(info["success"]), "steps": env.step_count, "return": total}
-
-
 __all__ = [
     "ACTION_DIM",
     "ACTION_HIGH",
@@ -262,5 +250,4 @@ __all__ = [
     "FR3Env",
     "check_action",
     "make_env",
-    "run_expert_episode",
 ]

@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from mechanic_rl_ros import fr3
+from mechanic_rl_ros.control import fr3
+from mechanic_rl_ros.control.chunk_loop import Chunk, PlanRequest
 from mechanic_rl_ros.sim.ik import DLSIK, IKConfig
 from mechanic_rl_ros.sim.tasks import PushConfig
 
@@ -260,6 +261,19 @@ class PushExpert(ScriptedExpert):
         # done: back off upwards
         up = np.array([self._p[0], self._p[1], h + c.approach_height])
         return up, 0.0, c.fine_speed, closed_w
+
+
+class ExpertPlanner:
+    """A scripted expert as the planner of a :class:`~mechanic_rl_ros.control.chunk_loop.ChunkLoop`:
+    a chunk of one action from the newest observation (use the loop with ``obs_horizon=1``)."""
+
+    def __init__(self, expert: ScriptedExpert):
+        self.expert = expert
+
+    def __call__(self, req: PlanRequest) -> Chunk:
+        if req.index == 0:
+            self.expert.reset(req.observation)
+        return Chunk(np.asarray(self.expert.act(req.observation), dtype=np.float64)[None], req.index)
 
 
 EXPERTS: dict[str, type[ScriptedExpert]] = {"lift": LiftExpert, "push": PushExpert}

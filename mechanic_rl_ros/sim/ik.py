@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import mujoco
 import numpy as np
 
-from mechanic_rl_ros import fr3
+from mechanic_rl_ros.control import fr3
 
 
 @dataclass

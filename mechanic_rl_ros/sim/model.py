@@ -1,7 +1,7 @@
 """MJCF of the simulated world: an FR3 arm with a Franka Hand on a table, a cube,
 a goal marker, a fixed scene camera and a wrist camera.
 
-The arm is generated from the modified-DH table in :mod:`mechanic_rl_ros.fr3`, so
+The arm is generated from the modified-DH table in :mod:`mechanic_rl_ros.control.fr3`, so
 the simulated kinematics are the published FR3 kinematics by construction. The
 geometry is simple (capsules and boxes); masses are close to the published
 per-link values so that the joint controller sees realistic loads.
@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from mechanic_rl_ros import fr3
+from mechanic_rl_ros.control import fr3
 
 #: Approximate link masses [kg] of links 1..7 (published Panda identification values).
 LINK_MASSES = (4.97, 0.65, 3.23, 3.59, 1.23, 1.67, 0.74)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mechanic_rl_ros import fr3
+from mechanic_rl_ros.control import fr3
 from mechanic_rl_ros.sim.fr3_sim import FR3Sim
 
 TASK_STATE_FIELDS: tuple[str, ...] = (

@@ -110,20 +110,21 @@ class Progress:
 class MonitorNode:
     """rclpy glue: spins a node on its own thread and feeds :class:`Progress`."""
 
-    def __init__(self, progress: Progress, event_topic: str = "/reward/events", stats_topic: str = "/learner/stats"):
+    def __init__(self, progress: Progress, event_topic: str | None = None, stats_topic: str | None = None):
         import rclpy
-        from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
         from rclpy.signals import SignalHandlerOptions
 
-        from mechanic_rl_ros.msg import EpisodeEvent, LearnerStats
+        from mechanic_rl_ros.msg import EpisodeEvent
+        from mechanic_rl_ros.wire import topics
 
         self._rclpy = rclpy
+        event_topic = event_topic or topics.EPISODE_EVENTS.name
+        stats_topic = stats_topic or topics.LEARNER_STATS.name
         self.progress = progress
         self.lines: list[str] = []
         self.ctx = rclpy.Context()
         rclpy.init(context=self.ctx, signal_handler_options=SignalHandlerOptions.NO)
         self.node = rclpy.create_node("finetune_monitor", context=self.ctx)
-        events = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
         ends = {EpisodeEvent.SUCCESS, EpisodeEvent.FAILURE, EpisodeEvent.TIMEOUT}
         self._seen: set[int] = set()
 
@@ -136,8 +137,8 @@ class MonitorNode:
         def on_stats(m):
             progress.on_stats(m.num_updates, m.policy_version, m.actor_scale, m.actor_loss, m.critic_loss)
 
-        self.node.create_subscription(EpisodeEvent, event_topic, on_event, events)
-        self.node.create_subscription(LearnerStats, stats_topic, on_stats, 50)
+        self.node.create_subscription(topics.EPISODE_EVENTS.type, event_topic, on_event, topics.EPISODE_EVENTS.qos)
+        self.node.create_subscription(topics.LEARNER_STATS.type, stats_topic, on_stats, topics.LEARNER_STATS.qos)
         self.executor = rclpy.executors.SingleThreadedExecutor(context=self.ctx)
         self.executor.add_node(self.node)
         self.thread = threading.Thread(target=self._spin, daemon=True)

@@ -8,22 +8,20 @@ import sys
 
 import numpy as np
 import rclpy
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
-from mechanic_rl_ros import wire
-from mechanic_rl_ros.msg import PolicyWeights
+from mechanic_rl_ros.wire import topics
+from mechanic_rl_ros.wire.weights import weights_message
 
 
 def main() -> None:
     size_mb, versions = float(sys.argv[1]), int(sys.argv[2])
     rclpy.init()
     node = rclpy.create_node("weights_publisher")
-    qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
-    pub = node.create_publisher(PolicyWeights, "/policy_weights", qos)
+    pub = node.create_publisher(topics.WEIGHTS.type, "/policy_weights", topics.WEIGHTS.qos)
     n = int(size_mb * 1e6 / 4)
     for v in range(1, versions + 1):
-        payload = wire.encode_weights({"w": np.full(n, float(v), dtype=np.float32)})
-        pub.publish(wire.weights_to_msg(payload, version=v, architecture_id="arch-test"))
+        pub.publish(weights_message({"w": np.full(n, float(v), dtype=np.float32)}, version=v,
+                                    architecture_id="arch-test", finetune_steps=1))
     print(f"published {versions} versions", flush=True)
     try:
         rclpy.spin(node)

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from mechanic_rl_ros import fr3
+from mechanic_rl_ros.control import fr3
 
 
 @dataclass

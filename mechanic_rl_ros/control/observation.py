@@ -1,9 +1,11 @@
-"""Run-time pieces of the policy node that need no ROS: assembling a
-time-aligned observation from the latest sensor inputs, and executing action
-chunks (Diffusion Policy runs T_a of the T_p predicted actions, then replans).
+"""Assembling one time-aligned observation from the latest sensor inputs.
 
-Both are small state machines the node drives from its callbacks and its
-control timer; they are tested on their own.
+A robot's inputs arrive on their own clocks (camera frames, joint states, the
+simulator's task state); the policy needs one observation per control tick in
+which every part is recent (``max_age``) and the parts agree in time
+(``max_skew``). :class:`ObservationAssembler` keeps the latest value of each
+input and refuses, with :class:`StaleObservation`, to make an observation
+from stale or skewed parts: the caller then holds the arm instead of guessing.
 """
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from mechanic_rl_ros import fr3
+from mechanic_rl_ros.control import fr3
 
 
 class StaleObservation(RuntimeError):
@@ -101,55 +103,3 @@ class ObservationAssembler:
         if self.cameras:
             obs["images"] = {c: self.inputs[f"image:{c}"].value for c in self.cameras}
         return obs, max(stamps.values())
-
-
-@dataclass
-class Chunk:
-    """One inference result: the actions to execute and what the learner needs."""
-
-    actions: np.ndarray            # [T_a, A] real units
-    version: int
-    index: int                     # chunk number within the episode
-    decision: dict[str, np.ndarray]  # observation history, chain, chain_logprob
-    predicted: np.ndarray | None = None  # [T_p, A] the whole prediction (for RViz)
-
-
-class ChunkExecutor:
-    """Hands out the actions of the current chunk and says when to plan the next.
-
-    The next inference starts when at most ``replan_margin`` actions of the
-    current chunk remain, so that at control rate the arm never waits for the
-    model; a chunk is adopted only when the current one is used up, so new
-    weights (swapped before an inference) take effect between chunks.
-    """
-
-    def __init__(self, replan_margin: int):
-        if replan_margin < 0:
-            raise ValueError(f"replan_margin: must be >= 0, got {replan_margin}")
-        self.replan_margin = replan_margin
-        self.current: Chunk | None = None
-        self.position = 0
-        self.next: Chunk | None = None
-
-    def reset(self) -> None:
-        self.current, self.position, self.next = None, 0, None
-
-    def remaining(self) -> int:
-        return 0 if self.current is None else len(self.current.actions) - self.position
-
-    def wants_plan(self, in_flight: bool) -> bool:
-        return not in_flight and self.next is None and self.remaining() <= self.replan_margin
-
-    def offer(self, chunk: Chunk) -> None:
-        self.next = chunk
-
-    def pop(self) -> tuple[np.ndarray, Chunk, int] | None:
-        """(action, its chunk, position in the chunk), or None when no action is ready."""
-        if self.remaining() == 0:
-            if self.next is None:
-                return None
-            self.current, self.position, self.next = self.next, 0, None
-        assert self.current is not None
-        k = self.position
-        self.position += 1
-        return self.current.actions[k], self.current, k

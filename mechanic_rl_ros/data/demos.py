@@ -34,8 +34,8 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
     from mcap_ros2.reader import read_ros2_messages
 
-from mechanic_rl_ros import fr3
-from mechanic_rl_ros.sim.rosbag import DemoTopics
+from mechanic_rl_ros.control import fr3
+from mechanic_rl_ros.data.rosbag import DemoTopics
 
 CACHE_DIR_NAME = "cache"
 _CAMERA_PREFIX = "image_"

@@ -27,7 +27,6 @@ with ``--resume out/final``; a second Ctrl-C aborts at once without saving.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
 import signal
@@ -37,12 +36,13 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-import numpy as np
 import torch
 
-from .buffer import RolloutBuffer
-from .config import DPPOConfig, load_config
-from .dppo import DPPO
+from mechanic_rl_ros.jobs.rollouts import Collector, evaluate
+from mechanic_rl_ros.jobs.train_log import LOG_FIELDS, write_logs
+from mechanic_rl_ros.rl.buffer import RolloutBuffer
+from mechanic_rl_ros.rl.config import DPPOConfig, load_config
+from mechanic_rl_ros.rl.dppo import DPPO
 
 #: defaults of the ``train`` section (kept equal to config/rl.yaml; a test checks it)
 TRAIN_DEFAULTS: dict[str, Any] = {
@@ -51,12 +51,6 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "seed": 0, "threads": 1, "state_obs": False, "resume": None, "device": "cpu",
     "workers": 0,
 }
-
-LOG_FIELDS = ("iteration", "env_steps", "episodes", "train_success", "train_return", "eval_success",
-              "eval_episodes", "actor_loss", "critic_loss", "approx_kl", "clip_fraction", "actor_scale",
-              "critic_scale", "policy_version", "num_updates", "refused_stale_total", "explained_variance",
-              "grad_steps", "kl_stop", "collect_s", "update_s", "eval_s", "wall_s")
-
 
 # ----------------------------------------------------------------- arguments
 def build_parser() -> argparse.ArgumentParser:
@@ -120,155 +114,7 @@ def resolve_config(args: argparse.Namespace) -> tuple[dict[str, Any], DPPOConfig
     return train, DPPOConfig.from_dict(learner)
 
 
-# ------------------------------------------------------------------- rollouts
-class Collector:
-    """``num_envs`` simulated FR3s, each with its observation history, episode id and chunk counter.
-
-    ``workers`` > 0 steps the simulators in that many processes (:class:`ChunkRunner`); the data are the
-    same as with ``workers=0``."""
-
-    def __init__(self, learner: DPPO, task: str, num_envs: int, seed: int, reward: str, workers: int = 0):
-        from mechanic_rl_ros.policy import ObsHistory
-        from mechanic_rl_ros.sim.chunks import ChunkRunner
-
-        cfg = learner.policy.cfg
-        self.learner = learner
-        self.runner = ChunkRunner(task=task, num_envs=num_envs, render=bool(cfg.cameras),
-                                  cameras=cfg.cameras or ("scene",), image_size=cfg.image_size, seed=seed,
-                                  reward=reward, workers=workers)
-        self.hist = [ObsHistory.for_policy(learner.policy) for _ in range(num_envs)]
-        self.next_episode = 0
-        self.episode = [0] * num_envs
-        self.chunk = [0] * num_envs
-        self._ep_return = [0.0] * num_envs
-        for i, obs in enumerate(self.runner.reset(seed=seed)):
-            self._start(i, obs)
-
-    def _start(self, i: int, obs: Mapping[str, Any]) -> None:
-        self.hist[i].reset()
-        self.hist[i].push(obs)
-        self.episode[i] = self.next_episode
-        self.next_episode += 1
-        self.chunk[i] = 0
-
-    def collect(self, buf: RolloutBuffer, steps: int, generator: torch.Generator) -> dict[str, float]:
-        """``steps`` decisions per environment into ``buf``; the last ones get their bootstrap observation."""
-        from mechanic_rl_ros.policy import stack_histories
-
-        policy = self.learner.policy
-        n = self.runner.num_envs
-        env_steps, successes, returns = 0, [], []
-        ep_return = self._ep_return
-        for _ in range(steps):
-            obs_hist = [h.stacked() for h in self.hist]
-            out = self.learner.act(stack_histories(obs_hist), generator=generator)
-            for i in range(n):
-                buf.add_decision(obs_hist[i], out.chain[i], out.chain_logprob[i], out.policy_version,
-                                 self.episode[i], self.chunk[i])
-            actions = policy.executable(out.actions).astype(np.float64)
-            for i, res in enumerate(self.runner.run(range(n), actions)):
-                for o in res.observations:
-                    self.hist[i].push(o)
-                env_steps += res.steps
-                ep_return[i] += res.reward
-                buf.set_outcome(self.episode[i], self.chunk[i], res.reward, terminated=res.terminated,
-                                truncated=res.truncated, final_obs=self.hist[i].stacked() if res.truncated else None,
-                                env_steps=res.steps)
-                if res.terminated or res.truncated:
-                    successes.append(res.success)
-                    returns.append(ep_return[i])
-                    ep_return[i] = 0.0
-                    self._start(i, res.reset_obs)
-                else:
-                    self.chunk[i] += 1
-        for i in range(n):
-            if self.chunk[i] > 0:
-                buf.set_next_obs(self.episode[i], self.chunk[i] - 1, self.hist[i].stacked())
-        return {"env_steps": float(env_steps), "episodes": float(len(successes)),
-                "train_success": float(np.mean(successes)) if successes else float("nan"),
-                "train_return": float(np.mean(returns)) if returns else float("nan")}
-
-    def close(self) -> None:
-        self.runner.close()
-
-
-def evaluate(learner: DPPO, task: str, episodes: int, seed: int, num_envs: int, reward: str = "sparse",
-             workers: int = 0) -> float:
-    """Success rate of deterministic DDIM (eta = 0) over episodes reset with seeds ``seed + j``.
-
-    The initial noise x_K of every chunk comes from a generator seeded with ``seed``, so the same weights
-    always get the same score (for a given ``num_envs``; ``workers`` does not change it)."""
-    from mechanic_rl_ros.policy import ObsHistory, stack_histories
-    from mechanic_rl_ros.sim.chunks import ChunkRunner
-
-    cfg = learner.policy.cfg
-    n = max(1, min(num_envs, episodes))
-    runner = ChunkRunner(task=task, num_envs=n, render=bool(cfg.cameras), cameras=cfg.cameras or ("scene",),
-                         image_size=cfg.image_size, seed=seed, reward=reward, workers=workers)
-    wins = 0
-    gen = torch.Generator().manual_seed(int(seed))
-    try:
-        for start in range(0, episodes, n):
-            idx = list(range(min(n, episodes - start)))
-            hist = [ObsHistory.for_policy(learner.policy) for _ in idx]
-            for i, o in zip(idx, runner.reset_envs(idx, [seed + start + i for i in idx])):
-                hist[i].push(o)
-            active = list(idx)
-            while active:
-                out = learner.act(stack_histories([hist[i].stacked() for i in active]), deterministic=True,
-                                  generator=gen)
-                acts = learner.policy.executable(out.actions).astype(np.float64)
-                still = []
-                for i, res in zip(active, runner.run(active, acts, reset_on_end=False)):
-                    for o in res.observations:
-                        hist[i].push(o)
-                    if res.terminated or res.truncated:
-                        wins += int(res.success)
-                    else:
-                        still.append(i)
-                active = still
-    finally:
-        runner.close()
-    return wins / episodes
-
-
 # ------------------------------------------------------------------ logging
-def plot_curve(rows: list[Mapping[str, Any]], path: Path, title: str = "") -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    steps = np.array([r["env_steps"] for r in rows], dtype=float)
-    fig, ax = plt.subplots(1, 3, figsize=(15, 4))
-    tr = np.array([r["train_success"] for r in rows], dtype=float)
-    ax[0].plot(steps, tr, ".-", alpha=0.5, label="train (stochastic)")
-    ev = [(r["env_steps"], r["eval_success"]) for r in rows if not math.isnan(r["eval_success"])]
-    if ev:
-        ax[0].plot(*zip(*ev), "o-", label="eval (DDIM)")
-    ax[0].set_xlabel("env steps")
-    ax[0].set_ylabel("success rate")
-    ax[0].set_ylim(-0.02, 1.02)
-    ax[0].legend()
-    ax[1].plot(steps, [r["actor_loss"] for r in rows], label="actor loss")
-    ax[1].plot(steps, [r["critic_loss"] for r in rows], label="critic loss")
-    ax[1].set_yscale("symlog", linthresh=1e-4)
-    ax[1].set_xlabel("env steps")
-    ax[1].legend()
-    for key in ("actor_scale", "critic_scale"):
-        y = np.array([r[key] for r in rows], dtype=float)
-        if np.isfinite(y).any():
-            ax[2].semilogy(steps, y, label=f"Mechanic {key}")
-    ax[2].semilogy(steps, np.maximum([r["approx_kl"] for r in rows], 1e-12), label="approx KL")
-    ax[2].set_xlabel("env steps")
-    ax[2].legend()
-    if title:
-        fig.suptitle(title)
-    fig.subplots_adjust(left=0.05, right=0.99, bottom=0.12, top=0.9, wspace=0.25)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-
-
 def _fmt(x: float) -> str:
     return "nan" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3g}"
 
@@ -331,7 +177,7 @@ def train(train_cfg: Mapping[str, Any], learner_cfg: DPPOConfig, log: Callable[[
         f"{'' if learner.cfg.actor_optimizer == 'mechanic' else f' lr {learner.cfg.actor_lr:g}'}, "
         f"critic {learner.cfg.critic_optimizer}"
         f"{'' if learner.cfg.critic_optimizer == 'mechanic' else f' lr {learner.cfg.critic_lr:g}'}, "
-        f"K'={learner.cfg.ft_steps} of K={pcfg.sampling.inference_steps}, seed {t['seed']}, device {device}")
+        f"K'={learner.cfg.finetune_steps} of K={pcfg.sampling.inference_steps}, seed {t['seed']}, device {device}")
     t_start = time.perf_counter() - wall0
     eval_every = int(t["eval_every"])
     n_it = int(t["iterations"])
@@ -388,7 +234,7 @@ def train(train_cfg: Mapping[str, Any], learner_cfg: DPPOConfig, log: Callable[[
                     f" | {row['collect_s']:.1f}+{row['update_s']:.1f}+{eval_s:.1f} s, total {row['wall_s']:.0f} s")
             if out:
                 save_now = int(t["save_every"]) > 0 and (it + 1) % int(t["save_every"]) == 0
-                _write_logs(out, rows, t, learner, plot=save_now)
+                write_logs(out, rows, t, learner.cfg, plot=save_now)
                 if save_now:
                     _save(out / "checkpoints" / f"iter_{it + 1:04d}", learner, rows, it + 1, env_steps, gen,
                           time.perf_counter() - t_start)
@@ -410,7 +256,7 @@ def train(train_cfg: Mapping[str, Any], learner_cfg: DPPOConfig, log: Callable[[
                 log(f"final eval | env steps {env_steps} | success {_fmt(eval_sr)} | total {final['wall_s']:.0f} s")
             keep_if_best(eval_sr, done_it)
         if out:
-            _write_logs(out, rows, t, learner)
+            write_logs(out, rows, t, learner.cfg)
             _save(out / "final", learner, rows, done_it, env_steps, gen, time.perf_counter() - t_start)
     finally:
         stop.restore()
@@ -442,22 +288,6 @@ class _StopRequest:
         for sig, old in self._old.items():
             signal.signal(sig, old)
         self._old = {}
-
-
-def _write_logs(out: Path, rows: list[dict[str, Any]], t: Mapping[str, Any], learner: DPPO,
-                plot: bool = True) -> None:
-    with open(out / "log.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(LOG_FIELDS))
-        w.writeheader()
-        w.writerows(rows)
-    (out / "log.json").write_text(json.dumps({"train": dict(t), "learner": learner.cfg.to_dict(), "rows": rows},
-                                             indent=1) + "\n")
-    if not plot:
-        return
-    title = (f"{t['task']}: actor {learner.cfg.actor_optimizer}"
-             f"{'' if learner.cfg.actor_optimizer == 'mechanic' else ' ' + format(learner.cfg.actor_lr, 'g')}, "
-             f"seed {t['seed']}")
-    plot_curve(rows, out / "learning_curve.png", title)
 
 
 def _save(d: Path, learner: DPPO, rows: list[dict[str, Any]], iteration: int, env_steps: int,

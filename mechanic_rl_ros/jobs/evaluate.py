@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from mechanic_rl_ros.control.chunk_loop import ChunkLoop, run_episode
+
 
 def wilson_interval(successes: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
     """95 % Wilson score interval for a binomial proportion (z = Phi^-1(0.975))."""
@@ -58,73 +60,26 @@ def _annotate(frame: np.ndarray, upscale: int, ok: bool | None) -> np.ndarray:
     return f
 
 
-def rollout(env: Any, actor: Any, seed: int, record: bool, video_camera: str | None,
+def rollout(env: Any, planner: Any, loop: ChunkLoop, seed: int, record: bool, video_camera: str | None,
             upscale: int) -> dict[str, Any]:
-    """Run one episode.  ``actor.reset(obs)`` starts it, ``actor(obs) -> float[n, 8]`` gives the actions
-    to execute before the next call, ``actor.observe(obs)`` sees every intermediate observation."""
-    obs, info = env.reset(seed=seed)
-    actor.reset(obs)
-    frames, success, steps, t_inf = [], False, 0, []
-    done = False
-    while not done:
-        t0 = time.perf_counter()
-        chunk = actor(obs)
-        t_inf.append(time.perf_counter() - t0)
-        for a in chunk:
-            if record and video_camera:
-                frames.append(_annotate(env.render(video_camera), upscale, success))
-            obs, _, terminated, truncated, info = env.step(np.asarray(a, dtype=np.float64))
-            steps += 1
-            success = success or bool(info.get("success", False))
-            done = terminated or truncated
-            if done:
-                break
-            actor.observe(obs)
+    """Run one episode through :func:`~mechanic_rl_ros.control.chunk_loop.run_episode`; frames if ``record``."""
+    frames: list[np.ndarray] = []
+    seen = {"success": False}
+
+    def on_observation(obs: Any, info: Any, success: bool) -> None:
+        seen["success"] = success
+
+    def on_action(obs: Any, action: np.ndarray) -> None:
+        frames.append(_annotate(env.render(video_camera), upscale, seen["success"]))
+
+    t_before = len(getattr(planner, "latencies", ()))
+    rec = run_episode(env, loop, planner, seed=seed, on_observation=on_observation,
+                      on_action=on_action if record and video_camera else None)
     if record and video_camera:
-        frames.extend([_annotate(env.render(video_camera), upscale, success)] * 5)
-    return {"seed": seed, "success": success, "steps": steps, "frames": frames,
+        frames.extend([_annotate(env.render(video_camera), upscale, rec.success)] * 5)
+    t_inf = list(getattr(planner, "latencies", ()))[t_before:]
+    return {"seed": seed, "success": rec.success, "steps": rec.steps, "frames": frames,
             "inference_s": float(np.median(t_inf)) if t_inf else float("nan")}
-
-
-class PolicyActor:
-    """Receding-horizon driver of a :class:`DiffusionPolicy` around an :class:`ObsHistory`."""
-
-    def __init__(self, policy: Any, seed: int = 0, stochastic: bool = False, noise_clip: float = 0.0):
-        from .history import ObsHistory
-
-        self.policy = policy
-        self.history = ObsHistory.for_policy(policy)
-        self.calls = 0
-        self.seed = seed
-        self.sample_kw = {"stochastic": True, "noise_clip": noise_clip} if stochastic else {}
-
-    def reset(self, obs: dict) -> None:
-        self.history.reset()
-        self.history.push(obs)
-
-    def observe(self, obs: dict) -> None:
-        self.history.push(obs)
-
-    def __call__(self, obs: dict) -> np.ndarray:
-        self.calls += 1
-        return self.policy.predict_action(self.history.stacked(), seed=self.seed * 100003 + self.calls,
-                                          **self.sample_kw)
-
-
-class ExpertActor:
-    """The scripted (noisy) expert, one action per call."""
-
-    def __init__(self, env: Any, noise: float, seed: int):
-        self.expert = env.expert(noise=noise, seed=seed)
-
-    def reset(self, obs: dict) -> None:
-        self.expert.reset(obs)
-
-    def observe(self, obs: dict) -> None:
-        pass
-
-    def __call__(self, obs: dict) -> np.ndarray:
-        return self.expert.act(obs)[None]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -142,6 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--out", default=None, help="output directory (default: <checkpoint>/eval_<task>)")
     ap.add_argument("--steps", type=int, default=None, help="DDIM steps K (default: checkpoint config)")
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    ap.add_argument("--replan-margin", type=int, default=0,
+                    help="plan the next chunk when this many actions of the current one remain, as policy_node "
+                         "does with its replan_margin (0: plan when the chunk is used up)")
     ap.add_argument("--stochastic", action="store_true",
                     help="sample chunks as the RL policy does (DPPO: eta, noise floors of the checkpoint's "
                          "sampling config, clipped noise) instead of deterministic DDIM")
@@ -155,13 +113,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     os.environ.setdefault("MUJOCO_GL", "egl")
-    from mechanic_rl_ros.sim import make_env
+    from mechanic_rl_ros.sim import ExpertPlanner, make_env
 
     label: str
     if args.checkpoint:
         import torch
 
-        from .policy import DiffusionPolicy
+        from mechanic_rl_ros.policy import DiffusionPolicy, PolicyPlanner
 
         torch.set_num_threads(args.threads)
         policy = DiffusionPolicy.from_checkpoint(args.checkpoint).eval()
@@ -173,7 +131,8 @@ def main(argv: list[str] | None = None) -> int:
         cams = tuple(cfg.cameras) or ("scene",)
         env = make_env(task=args.task, render=bool(cfg.cameras), cameras=cams, image_size=cfg.image_size,
                        seed=args.seed)
-        actor: Any = PolicyActor(policy, args.seed, stochastic=args.stochastic, noise_clip=args.noise_clip)
+        planner: Any = PolicyPlanner(policy, stochastic=args.stochastic, noise_clip=args.noise_clip, seed=args.seed)
+        loop = ChunkLoop.for_policy(policy, args.replan_margin)
         label = str(args.checkpoint)
         mode = ""
         if args.stochastic:
@@ -183,7 +142,8 @@ def main(argv: list[str] | None = None) -> int:
         video_cam = args.video_camera or cams[0]
     else:
         env = make_env(task=args.task, render=False, seed=args.seed)
-        actor = ExpertActor(env, args.noise, args.seed)
+        planner = ExpertPlanner(env.expert(noise=args.noise, seed=args.seed))
+        loop = ChunkLoop(obs_horizon=1)
         label = f"scripted expert (noise {args.noise})"
         out = Path(args.out) if args.out else Path("runs") / f"eval_expert_{args.task}_noise{args.noise:g}"
         video_cam = args.video_camera or "scene"
@@ -195,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.time()
     bar = tqdm(range(args.episodes), desc="eval", unit="ep", dynamic_ncols=True, file=sys.stderr)
     for i in bar:
-        r = rollout(env, actor, args.seed + i, i < args.video_episodes, video_cam, args.video_upscale)
+        r = rollout(env, planner, loop, args.seed + i, i < args.video_episodes, video_cam, args.video_upscale)
         frames.extend(r.pop("frames"))
         results.append(r)
         bar.set_postfix(success=f"{sum(x['success'] for x in results)}/{len(results)}")
@@ -204,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     lo, hi = wilson_interval(n_ok, len(results))
     summary = {"source": label, "task": args.task, "episodes": len(results), "successes": n_ok,
                "success_rate": n_ok / max(1, len(results)), "wilson95": [lo, hi], "seed": args.seed,
+               "replan_margin": loop.replan_margin,
                "wall_time_s": round(wall, 1),
                "median_chunk_inference_s": float(np.median([r["inference_s"] for r in results])),
                "episodes_detail": results}

@@ -1,9 +1,9 @@
-"""ObservationAssembler and ChunkExecutor: matching by name, staleness, chunk hand-over."""
+"""ObservationAssembler: joint states matched by name, stale and skewed inputs refused."""
 import numpy as np
 import pytest
 
-from mechanic_rl_ros import fr3
-from mechanic_rl_ros.runtime import Chunk, ChunkExecutor, ObservationAssembler, StaleObservation
+from mechanic_rl_ros.control import fr3
+from mechanic_rl_ros.control.observation import ObservationAssembler, StaleObservation
 
 
 def _js(names=fr3.ALL_JOINT_NAMES, q=None):
@@ -45,19 +45,3 @@ def test_stale_missing_and_skewed_inputs():
         a.snapshot(10.5)
     with pytest.raises(ValueError, match="expected rgb8 8x8"):
         a.set_image("scene", np.zeros((9, 8, 3), np.uint8), stamp=10.0)
-
-
-def test_chunks_hand_over_without_gap_and_replan_early():
-    ex = ChunkExecutor(replan_margin=2)
-    assert ex.wants_plan(in_flight=False) and ex.pop() is None
-    ex.offer(Chunk(np.arange(8)[:, None] * np.ones((1, 8)), version=0, index=0, decision={}))
-    got = []
-    for _ in range(6):
-        got.append(ex.pop()[0][0])
-    assert ex.remaining() == 2 and ex.wants_plan(in_flight=False) and not ex.wants_plan(in_flight=True)
-    ex.offer(Chunk(100 + np.arange(8)[:, None] * np.ones((1, 8)), version=1, index=1, decision={}))
-    assert not ex.wants_plan(in_flight=False), "a chunk is already waiting"
-    for _ in range(4):
-        action, chunk, k = ex.pop()
-        got.append(action[0])
-    assert got == [0, 1, 2, 3, 4, 5, 6, 7, 100, 101] and chunk.version == 1 and k == 1

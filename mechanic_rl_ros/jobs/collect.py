@@ -22,11 +22,12 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 import numpy as np
 from tqdm import tqdm
 
-from mechanic_rl_ros.sim.demos import cache_path_for, read_bag, save_cache
+from mechanic_rl_ros.control.chunk_loop import ChunkLoop, run_episode
+from mechanic_rl_ros.data.demos import cache_path_for, read_bag, save_cache
+from mechanic_rl_ros.data.rosbag import EpisodeBagWriter
 from mechanic_rl_ros.sim.env import FR3Env, make_env
-from mechanic_rl_ros.sim.expert import DEFAULT_NOISE, ScriptedExpert
+from mechanic_rl_ros.sim.expert import DEFAULT_NOISE, ExpertPlanner
 from mechanic_rl_ros.sim.fr3_sim import CAMERAS
-from mechanic_rl_ros.sim.rosbag import EpisodeBagWriter
 from mechanic_rl_ros.sim.tasks import TASK_STATE_FIELDS, TASKS
 
 
@@ -49,16 +50,15 @@ class CollectConfig:
 
 
 def record_episode(
-    env: FR3Env, expert: ScriptedExpert, directory: Path, seed: int, start_time_ns: int, meta: dict
+    env: FR3Env, expert: ExpertPlanner, directory: Path, seed: int, start_time_ns: int, meta: dict
 ) -> dict:
-    """Run one expert episode in ``env`` and write it as a bag under ``directory``."""
-    obs, info = env.reset(seed=seed)
+    """Run one expert episode in ``env`` (through the one chunk loop) and write it as a bag under ``directory``."""
     meta = {**meta, "seed": seed, "event": "start"}
     with EpisodeBagWriter(directory, start_time_ns) as bag:
         bag.add_metadata("mechanic_rl_ros.episode", meta)
         bag.write_episode_info(0.0, meta)
 
-        def write_obs(o: dict) -> None:
+        def write_obs(o: dict, info: dict, success: bool) -> None:
             t = env.sim.time
             for cam, img in o.get("images", {}).items():
                 bag.write_image(t, cam, img)
@@ -69,18 +69,9 @@ def record_episode(
                 status.shaped_reward,
             )
 
-        write_obs(obs)
-        steps, total = 0, 0.0
-        while True:
-            action = expert.act(obs)
-            bag.write_command(env.sim.time, action)
-            obs, reward, terminated, truncated, info = env.step(action)
-            steps += 1
-            total += reward
-            write_obs(obs)
-            if terminated or truncated:
-                break
-        outcome = {**meta, "event": "end", "success": bool(info["success"]), "steps": steps, "return": total}
+        rec = run_episode(env, ChunkLoop(obs_horizon=1), expert, seed=seed, on_observation=write_obs,
+                          on_action=lambda o, a: bag.write_command(env.sim.time, a))
+        outcome = {**meta, "event": "end", "success": rec.success, "steps": rec.steps, "return": rec.total_reward}
         bag.write_episode_info(env.sim.time, outcome)
     return outcome
 
@@ -98,14 +89,14 @@ def collect(config: CollectConfig) -> dict:
     env = make_env(
         task=config.task, render=True, cameras=config.cameras, image_size=config.image_size, seed=config.seed
     )
-    expert = env.expert(noise=config.noise, seed=config.seed)
+    expert = ExpertPlanner(env.expert(noise=config.noise, seed=config.seed))
     meta = {
         "task": config.task,
         "noise": config.noise,
         "cameras": list(env.config.cameras),
         "image_size": list(env.config.image_size),
         "control_dt": env.control_dt,
-        "expert": type(expert).__name__,
+        "expert": type(expert.expert).__name__,
     }
     start = time.time()
     t0_ns = time.time_ns()
@@ -138,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="mechanic-rl collect",
         description="Record scripted-expert demonstrations of the simulated FR3 as rosbag2 MCAP "
-        "(+ an .npz training cache). Load them with mechanic_rl_ros.sim.demos.load_episodes.",
+        "(+ an .npz training cache). Load them with mechanic_rl_ros.data.demos.load_episodes.",
     )
     p.add_argument("--task", default="lift", choices=sorted(TASKS), help="task (default: lift)")
     p.add_argument("--episodes", type=int, default=100, help="number of episodes (default: 100)")

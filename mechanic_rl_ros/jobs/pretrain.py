@@ -27,10 +27,11 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import torch
 
-from .config import DEFAULT_CONFIG_PATH, PolicyConfig, apply_overrides, deep_update, load_yaml
-from .dataset import SequenceDataset, synthetic_episodes
-from .normalizer import PolicyNormalizer
-from .policy import DiffusionPolicy, NoiseNet
+from mechanic_rl_ros.config_files import apply_overrides, deep_update, load_yaml
+from mechanic_rl_ros.policy.config import DEFAULT_CONFIG_PATH, PolicyConfig
+from mechanic_rl_ros.policy.dataset import SequenceDataset, synthetic_episodes
+from mechanic_rl_ros.policy.normalizer import PolicyNormalizer
+from mechanic_rl_ros.policy.policy import DiffusionPolicy, NoiseNet
 
 #: defaults used when a key is missing from the YAML file (kept equal to config/policy.yaml)
 TRAIN_DEFAULTS: dict[str, Any] = {
@@ -110,12 +111,12 @@ def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
 
 # ------------------------------------------------------------------- data
 def load_demos(spec: str, policy_cfg: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Episodes from ``mechanic_rl_ros.sim.demos.load_episodes`` or the synthetic generator."""
+    """Episodes from ``mechanic_rl_ros.data.demos.load_episodes`` or the synthetic generator."""
     if spec.startswith("synthetic"):
         n = int(spec.split(":")[1]) if ":" in spec else 16
         return synthetic_episodes(n, 40, tuple(policy_cfg.get("cameras", ("scene",))),
                                   int(policy_cfg.get("image_size", 96)), 13)
-    from mechanic_rl_ros.sim.demos import load_episodes  # lazy: keeps the policy package sim-free
+    from mechanic_rl_ros.data.demos import load_episodes  # lazy: keeps the policy package sim-free
 
     return list(load_episodes(spec))
 

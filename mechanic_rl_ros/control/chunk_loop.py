@@ -1,0 +1,295 @@
+"""The act-observe-replan loop of a chunked policy, written once.
+
+Diffusion Policy (Chi et al., RSS 2023, Sec. III-A) predicts T_p actions from
+the last T_o observations, executes T_a of them, observes, and replans. On a
+robot the next chunk has to be planned *before* the current one runs out, so
+that the arm never waits for the model: with ``replan_margin`` = m the plan
+for the next chunk starts at the tick at which m actions of the current chunk
+remain. That chunk then starts ``lead`` = m control periods after the
+observation it was planned from, and executes the actions the model predicted
+for those instants (:meth:`DiffusionPolicy.executable` with ``lead``), not
+those for the instant of its observation, which has passed.
+
+One tick of :class:`ChunkLoop`, at control period t:
+
+1. :meth:`ChunkLoop.observe` the observation o_t (into the T_o history);
+2. if :meth:`ChunkLoop.wants_plan`: :meth:`ChunkLoop.request` a plan from the
+   history up to o_t, with ``lead`` = the actions of the current chunk still
+   to run (this tick's included);
+3. :meth:`ChunkLoop.pop` the action a_t. A planned chunk is adopted only when
+   the current one is used up, so new weights (swapped before an inference)
+   act between chunks.
+
+Every path runs exactly this: the policy node (planning on a worker thread,
+:meth:`request` / :meth:`offer` / :meth:`pop` from its control timer),
+evaluation and demonstrations (:meth:`ChunkLoop.act`, planning synchronously)
+and the batched RL collector (:meth:`ChunkLoop.drain`, planning many loops in
+one batch). With the same planner the three give the same actions.
+
+Only numpy and the standard library are used; what plans is a callable.
+"""
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from mechanic_rl_ros.control.decision import Decision
+from mechanic_rl_ros.control.history import ObsHistory
+
+
+@dataclass
+class PlanRequest:
+    """What a planner needs to make the next chunk."""
+
+    history: dict[str, Any]   #: the stacked T_o observation history (ObsHistory.stacked())
+    observation: Mapping[str, Any]  #: the newest raw observation (a scripted expert acts on it)
+    stamps: np.ndarray        #: float64 [T_o] stamps of the history [s] (0 where no clock)
+    index: int                #: chunk number within the episode
+    lead: int                 #: control periods from the newest observation to the chunk's first action
+    episode: int = 0          #: the episode the loop was reset for
+
+
+@dataclass
+class Chunk:
+    """One planned chunk: the actions to execute and what the learner needs."""
+
+    actions: np.ndarray                  #: [n, A] real units, executed one per tick
+    index: int                           #: chunk number within the episode
+    version: int = 0                     #: weights version that planned it
+    decision: Decision | None = None     #: the RL decision, where a learner wants one
+    predicted: np.ndarray | None = None  #: [T_p, A] the whole prediction (for RViz)
+
+
+Planner = Callable[[PlanRequest], Chunk]
+
+
+class ChunkLoop:
+    """The act-observe-replan state machine of one robot (see the module docstring).
+
+    Args:
+        obs_horizon, cameras, lowdim_keys: the policy's T_o and inputs (what
+            :class:`ObsHistory` keeps).
+        replan_margin: plan the next chunk when this many actions of the
+            current one remain (0: plan when it is used up).
+    """
+
+    def __init__(self, obs_horizon: int, cameras: Sequence[str] = (), lowdim_keys: Sequence[str] = (),
+                 replan_margin: int = 0):
+        if replan_margin < 0:
+            raise ValueError(f"replan_margin: must be >= 0, got {replan_margin}")
+        self.replan_margin = int(replan_margin)
+        self.history = ObsHistory(obs_horizon, cameras, lowdim_keys)
+        self._stamps: list[float] = []
+        self._latest: Mapping[str, Any] | None = None
+        self.reset()
+
+    @classmethod
+    def for_policy(cls, policy: Any, replan_margin: int = 0) -> "ChunkLoop":
+        """A loop with the horizons and inputs of ``policy`` (anything with a ``PolicyConfig`` as ``.cfg``)."""
+        cfg = policy.cfg
+        return cls(cfg.obs_horizon, cfg.cameras, cfg.lowdim_keys, replan_margin)
+
+    # ------------------------------------------------------------- state
+    def reset(self, episode: int = 0) -> None:
+        """Start episode ``episode``: empty history, no chunk, chunk numbering from 0."""
+        self.episode = int(episode)
+        self.history.reset()
+        self._stamps.clear()
+        self._latest = None
+        self.current: Chunk | None = None
+        self.position = 0
+        self.next: Chunk | None = None
+        self.chunks_planned = 0
+
+    def remaining(self) -> int:
+        """Actions of the current chunk not yet popped."""
+        return 0 if self.current is None else len(self.current.actions) - self.position
+
+    # ------------------------------------------------------------- a tick
+    def observe(self, obs: Mapping[str, Any], stamp: float = 0.0) -> None:
+        """Step 1: the observation of this tick."""
+        self.history.push(obs)
+        self._stamps = (self._stamps + [float(stamp)])[-self.history.horizon:]
+        self._latest = obs
+
+    def wants_plan(self, in_flight: bool = False) -> bool:
+        """Step 2's condition: no plan running or waiting, and at most ``replan_margin`` actions left."""
+        return not in_flight and self.next is None and self.remaining() <= self.replan_margin
+
+    def request(self) -> PlanRequest:
+        """Step 2: the input of the next plan; numbers the chunk."""
+        if self._latest is None:
+            raise RuntimeError("ChunkLoop.request before any observation")
+        stamps = np.array(self._stamps, dtype=np.float64)
+        stamps = np.concatenate([np.full(self.history.horizon - len(stamps), stamps[0]), stamps])
+        req = PlanRequest(self.history.stacked(), self._latest, stamps, self.chunks_planned, self.remaining(),
+                          self.episode)
+        self.chunks_planned += 1
+        return req
+
+    def offer(self, chunk: Chunk) -> None:
+        """A planned chunk; it runs when the current one is used up."""
+        self.next = chunk
+
+    def pop(self) -> tuple[np.ndarray, Chunk, int] | None:
+        """Step 3: (action, its chunk, its position in the chunk), or None when no action is ready."""
+        if self.remaining() == 0:
+            if self.next is None:
+                return None
+            self.current, self.position, self.next = self.next, 0, None
+        assert self.current is not None
+        k = self.position
+        self.position += 1
+        return self.current.actions[k], self.current, k
+
+    # ------------------------------------------------- synchronous drivers
+    def act(self, obs: Mapping[str, Any], planner: Planner, stamp: float = 0.0) -> tuple[np.ndarray, Chunk, int]:
+        """One whole tick with a synchronous planner: observe, plan if due, pop."""
+        self.observe(obs, stamp)
+        if self.wants_plan():
+            self.offer(planner(self.request()))
+        item = self.pop()
+        if item is None:
+            raise RuntimeError("the planner returned a chunk without actions")
+        return item
+
+    def drain(self) -> list[tuple[np.ndarray, Chunk, int]]:
+        """Pop every action up to the next planning tick (at least one), for executing them as a block.
+
+        The caller executes them in order and :meth:`observe` s the
+        observation after each, except that the observation after the last one
+        starts the next tick; so a batched driver does, per loop: observe ->
+        (plan all loops that :meth:`wants_plan` in one batch) -> drain ->
+        execute -> observe all but the last -> repeat with the last.
+        """
+        items = []
+        while True:
+            item = self.pop()
+            if item is None:
+                break
+            items.append(item)
+            if self.wants_plan():
+                break
+        if not items:
+            raise RuntimeError("ChunkLoop.drain with no chunk to run: plan first")
+        return items
+
+
+class BackgroundPlanning:
+    """A :class:`ChunkLoop` ticked from a control timer, with its planner on a worker thread.
+
+    :meth:`tick` never blocks on inference unless asked to (``wait``, used on
+    simulated time, where waiting costs no robot time): a plan that is not
+    ready when the current chunk runs out makes :meth:`tick` return None and
+    the caller holds the arm. A planner exception is kept in
+    :attr:`failure` (the caller reports it and holds); results planned for an
+    earlier episode are dropped.
+    """
+
+    def __init__(self, loop: ChunkLoop, planner: Planner):
+        self.loop = loop
+        self.planner = planner
+        self.in_flight = False
+        self.flight_started = 0.0
+        self.failure: Exception | None = None
+        self._generation = 0
+        self._requests: queue.Queue = queue.Queue()
+        self._results: queue.Queue = queue.Queue()
+        self._stop = threading.Event()
+        self._worker = threading.Thread(target=self._serve, name="planner", daemon=True)
+        self._worker.start()
+
+    def reset(self, episode: int) -> None:
+        """Start an episode; a plan still running for the previous one is dropped when it arrives."""
+        self._generation += 1
+        self.loop.reset(episode)
+
+    def tick(self, obs: Mapping[str, Any], stamp: float = 0.0, wait: float = 0.0) -> tuple[np.ndarray, Chunk, int] | None:
+        """One control tick (see :class:`ChunkLoop`); None when no action is ready."""
+        self.loop.observe(obs, stamp)
+        if self.loop.wants_plan(self.in_flight):
+            self.in_flight, self.flight_started = True, time.monotonic()
+            self._requests.put((self._generation, self.loop.request()))
+        self.poll()
+        if wait > 0 and self.in_flight and self.loop.remaining() == 0 and self.loop.next is None:
+            self.poll(wait)
+        return self.loop.pop()
+
+    def poll(self, wait: float = 0.0) -> None:
+        """Move a finished plan to the loop (waiting up to ``wait`` seconds for one)."""
+        try:
+            generation, result = self._results.get(timeout=wait) if wait > 0 else self._results.get_nowait()
+        except queue.Empty:
+            return
+        self.in_flight = False
+        if generation != self._generation:
+            return
+        if isinstance(result, Exception):
+            self.failure = result
+        else:
+            self.loop.offer(result)
+
+    def take_failure(self) -> Exception | None:
+        failure, self.failure = self.failure, None
+        return failure
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop the worker (waits for a plan in progress, so no inference runs under interpreter teardown)."""
+        self._stop.set()
+        self._worker.join(timeout=timeout)
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                generation, req = self._requests.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            try:
+                result: Any = self.planner(req)
+            except Exception as exc:  # noqa: BLE001 - a failing model makes the caller hold, not crash
+                result = exc
+            self._results.put((generation, result))
+
+
+@dataclass
+class EpisodeRecord:
+    """What :func:`run_episode` saw."""
+
+    success: bool
+    steps: int
+    chunks: int
+    total_reward: float
+
+
+def run_episode(env: Any, loop: ChunkLoop, planner: Planner, seed: int | None = None, episode: int = 0,
+                on_action: Callable[[Mapping[str, Any], np.ndarray], None] | None = None,
+                on_observation: Callable[[Mapping[str, Any], Mapping[str, Any], bool], None] | None = None
+                ) -> EpisodeRecord:
+    """Roll out one episode of a gym-style ``env`` (``reset(seed=) -> (obs, info)``, ``step(a)``) with ``loop``.
+
+    ``on_observation(obs, info, success_so_far)`` sees the first observation
+    and the one after every step; ``on_action(obs, action)`` each action just
+    before it is executed (recorders of videos and bags hook in here).
+    """
+    obs, info = env.reset(seed=seed)
+    loop.reset(episode)
+    success, steps, total, done = False, 0, 0.0, False
+    if on_observation is not None:
+        on_observation(obs, info, success)
+    while not done:
+        action = np.asarray(loop.act(obs, planner)[0], dtype=np.float64)
+        if on_action is not None:
+            on_action(obs, action)
+        obs, reward, terminated, truncated, info = env.step(action)
+        steps += 1
+        total += float(reward)
+        success = success or bool(info.get("success", False))
+        done = bool(terminated or truncated)
+        if on_observation is not None:
+            on_observation(obs, info, success)
+    return EpisodeRecord(success, steps, loop.chunks_planned, total)

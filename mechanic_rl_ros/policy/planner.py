@@ -1,0 +1,96 @@
+"""The diffusion policy as the planner of a :class:`~mechanic_rl_ros.control.chunk_loop.ChunkLoop`.
+
+:class:`PolicyPlanner` turns a :class:`~mechanic_rl_ros.control.chunk_loop.PlanRequest`
+into a :class:`~mechanic_rl_ros.control.chunk_loop.Chunk`: it samples T_p
+actions from the T_o history, keeps the T_a actions for the instants the
+chunk will run at (``lead``), and records the :class:`Decision` a learner
+trains on. The policy node, ``mechanic-rl eval`` and the tests use this one
+class, so a seed gives the same actions everywhere.
+
+Chunk j of a planner's lifetime draws its noise from a generator seeded with
+``seed * 100003 + j + 1``, so results do not depend on what else used the
+global random state. New weights given to :meth:`PolicyPlanner.stage_weights`
+are swapped in at the start of the next plan, never inside one.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import torch
+
+from mechanic_rl_ros.control.chunk_loop import Chunk, PlanRequest
+from mechanic_rl_ros.control.decision import Decision
+
+from .policy import DiffusionPolicy
+
+
+class PolicyPlanner:
+    """Plans chunks with a :class:`DiffusionPolicy` (see the module docstring).
+
+    Args:
+        policy: the policy, in eval mode.
+        stochastic: sample as the RL sampler does (DPPO's stochastic DDIM,
+            recorded chain and log-probabilities) instead of deterministic DDIM.
+        noise_clip: with ``stochastic``, clip each N(0, I) draw to +-this (0: off).
+        seed: see the module docstring.
+        version: the weights version the policy starts with.
+        on_weights: called after every swap attempt with ``(version, None)``
+            or ``(version, exception)``; a failed swap keeps the old weights.
+    """
+
+    def __init__(self, policy: DiffusionPolicy, *, stochastic: bool = False, noise_clip: float = 0.0,
+                 seed: int = 0, version: int = 0,
+                 on_weights: Callable[[int, Exception | None], None] | None = None):
+        self.policy = policy
+        self.stochastic = bool(stochastic)
+        self.noise_clip = float(noise_clip)
+        self.seed = int(seed)
+        self.version = int(version)
+        self.calls = 0
+        self.on_weights = on_weights
+        self.latencies: deque[float] = deque(maxlen=200)
+        self._pending: tuple[Mapping[str, Any], int, int | None] | None = None
+        self._lock = threading.Lock()
+
+    def stage_weights(self, tensors: Mapping[str, Any], version: int, finetune_steps: int | None) -> None:
+        """Verified fine-tuned-network tensors to swap in before the next plan (the newest staged wins)."""
+        with self._lock:
+            self._pending = (tensors, int(version), finetune_steps)
+
+    def _swap(self) -> None:
+        with self._lock:
+            pending, self._pending = self._pending, None
+        if pending is None:
+            return
+        tensors, version, k_ft = pending
+        try:
+            self.policy.load_finetuned(tensors, k_ft)
+            self.version = version
+            err = None
+        except (ValueError, RuntimeError) as exc:
+            err = exc
+        if self.on_weights is not None:
+            self.on_weights(version, err)
+
+    def __call__(self, req: PlanRequest) -> Chunk:
+        self._swap()
+        self.calls += 1
+        gen = torch.Generator().manual_seed(self.seed * 100003 + self.calls)
+        start = time.perf_counter()
+        with torch.inference_mode():
+            out = self.policy.sample(self.policy.batch_single(req.history), stochastic=self.stochastic,
+                                     generator=gen, noise_clip=self.noise_clip if self.stochastic else None)
+        self.latencies.append(time.perf_counter() - start)
+        predicted = out.actions[0].cpu().numpy().astype(np.float64)
+        if not np.all(np.isfinite(predicted)):
+            raise FloatingPointError("the model produced non-finite actions")
+        logp = (out.logprobs[0].cpu().numpy().astype(np.float64) if out.logprobs is not None
+                else np.zeros(0, np.float64))
+        decision = Decision(obs=req.history, chain=out.chain[0].cpu().numpy().astype(np.float32),
+                            chain_logprob=logp, policy_version=self.version, episode=req.episode,
+                            chunk=req.index, stamps=req.stamps)
+        return Chunk(self.policy.executable(predicted, req.lead), req.index, self.version, decision, predicted)

@@ -1,0 +1,98 @@
+"""Every topic and service the stack uses: default name, type and QoS, stated once.
+
+Nodes take topic *names* as parameters (so a real robot's drivers can be
+remapped), but the message type and the QoS of a topic are properties of the
+topic and live here only; publisher and subscribers use the same profile.
+
+QoS, and why:
+
+* :data:`SENSOR` -- camera frames and joint states: best effort, volatile,
+  keep last 1; a late sample is worth nothing, so it is never retransmitted.
+  (A real camera driver's own topic is read with the QoS set in
+  camera_node's parameters.)
+* :data:`COMMAND` -- arm and gripper commands, task state: reliable, depth 10.
+* :data:`LATCHED` -- policy weights: reliable, transient local, depth 1; a
+  restarted policy gets the newest weights at once.
+* :data:`EVENTS` -- episode events: reliable, transient local, depth 50.
+* :func:`history` -- transitions and step rewards: reliable, transient local
+  with a bounded depth (a parameter of the publishing node); a restarted
+  learner gets the recent history replayed and de-duplicates it by
+  (episode, step). What falls out of the depth is lost to a restarted learner
+  and shows in its counters.
+* :data:`MONITOR` -- statistics, diagnostics, RViz markers, the clock: reliable, depth 50.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rosgraph_msgs.msg import Clock
+from sensor_msgs.msg import CameraInfo, Image, JointState
+from std_msgs.msg import Float64MultiArray, String
+from trajectory_msgs.msg import JointTrajectory
+from visualization_msgs.msg import MarkerArray
+
+from mechanic_rl_ros.msg import EpisodeEvent, LearnerStats, PolicyWeights, StepReward, TaskState, Transition
+from mechanic_rl_ros.srv import ResetEpisode
+
+SENSOR = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.BEST_EFFORT,
+                    durability=DurabilityPolicy.VOLATILE)
+COMMAND = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+EVENTS = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+MONITOR = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
+
+
+def history(depth: int) -> QoSProfile:
+    """Reliable, transient local, keep the last ``depth`` samples (see the module docstring)."""
+    if int(depth) < 1:
+        raise ValueError(f"history depth: got {depth}; expected >= 1")
+    return QoSProfile(depth=int(depth), reliability=ReliabilityPolicy.RELIABLE,
+                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+
+@dataclass(frozen=True)
+class Topic:
+    """A topic's default name, message type and QoS (``qos`` is None where the depth is a parameter)."""
+
+    name: str
+    type: type
+    qos: QoSProfile | None
+
+    def profile(self, depth: int | None = None) -> QoSProfile:
+        """The QoS; for a :func:`history` topic the node's configured ``depth``."""
+        if self.qos is not None:
+            return self.qos
+        if depth is None:
+            raise ValueError(f"topic {self.name}: its history depth is a node parameter; pass depth")
+        return history(depth)
+
+
+JOINT_STATES = Topic("/joint_states", JointState, SENSOR)
+CAMERA_IMAGE = Topic("/camera/{camera}/image_raw", Image, SENSOR)   #: the simulator's cameras (format: camera=)
+CAMERA_INFO = Topic("/camera/{camera}/camera_info", CameraInfo, SENSOR)
+POLICY_IMAGE = Topic("/policy/camera/scene/image", Image, SENSOR)   #: camera_node's output, the policy's input
+TASK_STATE = Topic("/sim/task_state", TaskState, COMMAND)
+ARM_COMMAND = Topic("/fr3_position_controller/commands", Float64MultiArray, COMMAND)
+ARM_TRAJECTORY = Topic("/fr3_position_controller/joint_trajectory", JointTrajectory, COMMAND)
+GRIPPER_COMMAND = Topic("/fr3_gripper/commands", Float64MultiArray, COMMAND)
+TRANSITIONS = Topic("/learner/transitions", Transition, None)
+STEP_REWARDS = Topic("/reward/step", StepReward, None)
+EPISODE_EVENTS = Topic("/reward/events", EpisodeEvent, EVENTS)
+WEIGHTS = Topic("/policy/weights", PolicyWeights, LATCHED)
+LEARNER_STATS = Topic("/learner/stats", LearnerStats, MONITOR)
+LEARNER_STATUS_TEXT = Topic("/learner/status_text", MarkerArray, MONITOR)
+PREDICTED_PATH = Topic("/policy/predicted_path", MarkerArray, MONITOR)
+OPERATOR_KEY = Topic("/operator/key", String, MONITOR)
+DIAGNOSTICS = Topic("/diagnostics", DiagnosticArray, MONITOR)
+CLOCK = Topic("/clock", Clock, MONITOR)
+
+
+@dataclass(frozen=True)
+class Service:
+    name: str
+    type: type
+
+
+RESET = Service("/sim/reset", ResetEpisode)

@@ -1,0 +1,100 @@
+"""The one act-observe-replan loop: chunk hand-over, leads, blocks, and the same actions on every path."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mechanic_rl_ros.control.chunk_loop import BackgroundPlanning, Chunk, ChunkLoop, run_episode
+from mechanic_rl_ros.policy import DiffusionPolicy, PolicyPlanner
+
+SHIPPED = Path(__file__).resolve().parents[1] / "checkpoints" / "lift_pretrained"
+
+
+def _chunk(start, index, n=8):
+    return Chunk(start + np.arange(n)[:, None] * np.ones((1, 8)), index)
+
+
+def _loop(margin):
+    loop = ChunkLoop(obs_horizon=2, lowdim_keys=("qpos",), replan_margin=margin)
+    loop.reset(episode=3)
+    return loop
+
+
+def test_chunks_hand_over_without_gap_and_replan_early():
+    loop = _loop(2)
+    obs = {"qpos": np.zeros(7)}
+    loop.observe(obs)
+    assert loop.wants_plan() and loop.pop() is None
+    req = loop.request()
+    assert (req.index, req.lead, req.episode) == (0, 0, 3)
+    loop.offer(_chunk(0, req.index))
+    got = [loop.pop()[0][0] for _ in range(6)]
+    assert loop.remaining() == 2 and loop.wants_plan() and not loop.wants_plan(in_flight=True)
+    req = loop.request()
+    assert (req.index, req.lead) == (1, 2), "planned with 2 actions of the current chunk still to run"
+    loop.offer(_chunk(100, req.index))
+    assert not loop.wants_plan(), "a chunk is already waiting"
+    for _ in range(4):
+        action, chunk, k = loop.pop()
+        got.append(action[0])
+    assert got == [0, 1, 2, 3, 4, 5, 6, 7, 100, 101] and chunk.index == 1 and k == 1
+
+
+def test_history_and_stamps_are_padded_with_the_first_observation():
+    loop = _loop(0)
+    loop.observe({"qpos": np.full(7, 1.0)}, stamp=5.0)
+    req = loop.request()
+    np.testing.assert_array_equal(req.history["qpos"], np.ones((2, 7)))
+    np.testing.assert_array_equal(req.stamps, [5.0, 5.0])
+
+
+def test_drain_runs_up_to_the_next_planning_tick():
+    for margin, first, then in ((0, 8, 8), (3, 5, 8)):
+        loop = _loop(margin)
+        loop.observe({"qpos": np.zeros(7)})
+        loop.offer(_chunk(0, loop.request().index))
+        assert len(loop.drain()) == first
+        assert loop.wants_plan()
+        loop.offer(_chunk(100, loop.request().index))
+        block = loop.drain()
+        assert len(block) == then and block[0][0][0] == (first if margin else 100)
+
+
+def test_drain_without_a_chunk_is_an_error():
+    with pytest.raises(RuntimeError, match="plan first"):
+        _loop(0).drain()
+
+
+@pytest.mark.parametrize("margin", [0, 2])
+def test_headless_and_policy_node_paths_give_the_same_actions(margin):
+    """run_episode (evaluation, demonstrations) and BackgroundPlanning (the policy node's tick, planning on a
+    worker thread) drive the same ChunkLoop with the same planner: same seed, same actions, step for step."""
+    from mechanic_rl_ros.sim import make_env
+
+    torch.set_num_threads(1)
+    policy = DiffusionPolicy.from_checkpoint(SHIPPED).eval()
+    cfg = policy.cfg
+    env = make_env(task="lift", render=True, cameras=cfg.cameras, image_size=cfg.image_size, seed=7)
+    seed, steps = 100_003, 30
+
+    headless = []
+    planner = PolicyPlanner(policy, stochastic=True, noise_clip=3.0, seed=1)
+    run_episode(env, ChunkLoop.for_policy(policy, margin), planner, seed=seed,
+                on_action=lambda o, a: headless.append(a) if len(headless) < steps else None)
+
+    node = []
+    planning = BackgroundPlanning(ChunkLoop.for_policy(policy, margin),
+                                  PolicyPlanner(policy, stochastic=True, noise_clip=3.0, seed=1))
+    try:
+        obs, _ = env.reset(seed=seed)
+        planning.reset(episode=0)
+        for _ in range(steps):
+            action, chunk, k = planning.tick(obs, wait=60.0)
+            node.append(np.asarray(action, dtype=np.float64))
+            obs = env.step(node[-1])[0]
+    finally:
+        planning.close()
+        env.close()
+    assert len(headless) == steps
+    np.testing.assert_array_equal(np.stack(node), np.stack(headless))
