@@ -311,6 +311,9 @@ class RolloutBuffer:
     def _check(self, flat: Mapping[str, np.ndarray], chain: np.ndarray, logp: np.ndarray) -> None:
         if chain.ndim != 3:
             raise ValueError(f"chain must be [K+1, T_p, A], got shape {chain.shape}")
+        if logp.shape == (0,) and chain.shape[0] > 1:
+            raise ValueError("chain_logprob is empty: a deterministic sample (policy_node stochastic:=false) has no "
+                             "behaviour log-probabilities to learn from")
         if logp.shape != (chain.shape[0] - 1,):
             raise ValueError(f"chain_logprob must be [K] = [{chain.shape[0] - 1}] for a chain of "
                              f"{chain.shape[0]} samples, got shape {logp.shape}")
