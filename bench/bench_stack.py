@@ -69,6 +69,7 @@ def main() -> int:
             s.overrides["mode"] = "realtime"
         if s.name == "learner_node":
             s.overrides["batch_size"] = 4
+            s.overrides["min_batch_size"] = 1
     domain = fresh_domain_id()
     procs = [subprocess.Popen(node_command(s), cwd=REPO, env=ros_env(domain), stdout=open(tmp / f"{s.name}.log", "wb"),
                               stderr=subprocess.STDOUT, start_new_session=True) for s in specs]

@@ -35,7 +35,8 @@ def fast_settings(tmp: Path, episodes: int = EPISODES) -> list[str]:
     """Runner options that make a short, CI-sized run: short episodes, small batches, quick updates."""
     (tmp / "rl_fast.yaml").write_text(json.dumps(FAST_RL))
     return ["--set", "reward_node.max_steps=24", "--set", f"reward_node.max_episodes={episodes}",
-            "--set", "learner_node.batch_size=3", "--set", "learner_node.checkpoint_every=1",
+            "--set", "learner_node.batch_size=3", "--set", "learner_node.min_batch_size=1",
+            "--set", "learner_node.checkpoint_every=1",
             "--set", f"learner_node.rl_config={tmp / 'rl_fast.yaml'}"]
 
 

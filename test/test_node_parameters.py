@@ -100,3 +100,20 @@ def test_a_value_outside_its_range_stops_the_node_with_the_parameter_named(tmp_p
     text = (tmp_path / "reward.log").read_text()
     assert code != 0, text
     assert "parameter max_steps: got 0; expected an integer in [1, inf]" in text, text
+
+
+def test_a_dppo_batch_below_the_measured_signal_to_noise_threshold_is_refused(tmp_path):
+    """The stack's DPPO may not update on fewer decisions than bench/pg_snr.py says it needs."""
+    make_checkpoint(tmp_path / "ckpt")
+    proc = start_python(["-m", "mechanic_rl_ros.nodes.learner_node", "--ros-args", "--params-file",
+                         "config/learner.yaml", "-p", f"checkpoint:={tmp_path / 'ckpt'}",
+                         "-p", f"run_dir:={tmp_path / 'run'}", "-p", "batch_size:=16"],
+                        fresh_domain_id(), tmp_path / "learner.log")
+    try:
+        code = proc.wait(120)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
+    text = (tmp_path / "learner.log").read_text()
+    assert code != 0, text
+    assert "parameter batch_size: got 16; expected at least min_batch_size = 2600" in text, text

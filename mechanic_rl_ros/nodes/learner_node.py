@@ -62,7 +62,12 @@ PARAMETERS = [
           "with config/rl.yaml actor_lr / critic_lr", choices=("mechanic", "adam")),
     Param("run_dir", "runs/finetune", "checkpoints go to <run_dir>/learner, and a learner resumes from there when it "
           "exists; a relative path is taken from the node's current directory (the launch passes an absolute one)"),
-    Param("batch_size", 16, "[decisions] complete action chunks per update", range=(1, None)),
+    Param("batch_size", 2600, "[decisions] complete action chunks per DPPO update (at least min_batch_size)",
+          range=(1, None)),
+    Param("min_batch_size", 2600, "[decisions] the smallest batch_size the node starts with: bench/pg_snr.py "
+          "measured that the policy gradient's signal only equals its noise at about 2 600 decisions per update "
+          "(docs/rl.md); with 16 the stack drove the shipped policy from about 45 % to 0 % success in 130 "
+          "episodes. Lower it only for tests and deliberate experiments", range=(1, None)),
     Param("buffer_capacity", 4096, "[decisions] held in the buffer; the oldest are dropped (and counted) beyond this",
           range=(1, None)),
     Param("publish_every", 1, "[updates] publish new weights every this many updates", range=(1, None)),
@@ -90,6 +95,11 @@ class LearnerNode(Node):
     def __init__(self) -> None:
         super().__init__("learner_node")
         self.cfg = cfg = declare_parameters(self, PARAMETERS)
+        if cfg["batch_size"] < cfg["min_batch_size"]:
+            raise ValueError(f"parameter batch_size: got {cfg['batch_size']}; expected at least min_batch_size = "
+                             f"{cfg['min_batch_size']} decisions per DPPO update: smaller batches make the update "
+                             "mostly noise and drive the policy down (docs/rl.md, bench/pg_snr.py). Set "
+                             "min_batch_size too to run small batches on purpose")
         torch.set_num_threads(int(cfg["torch_threads"]))
         run_dir = Path(os.path.abspath(os.path.expanduser(cfg["run_dir"])))
         if str(run_dir) != cfg["run_dir"]:
