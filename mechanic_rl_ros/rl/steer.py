@@ -14,6 +14,9 @@ Here:
   per camera the ResNet keypoint features of the T_o frames, plus the normalised joint state);
 * the actor is an MLP -> tanh-squashed Gaussian over ``noise_dim = T_p * A`` dims, scaled by
   ``noise_bound`` (x_K in [-b, b]^{T_p x A}); the deterministic action is ``b * tanh(mu)``;
+* the bootstrapped value is clipped to [0, ``q_max``] (with sparse 0/1 reward and episodes that end
+  on success every return lies in [0, 1]; without the clip Q rose to 4.5 in 1 700 control steps,
+  see docs/offpolicy.md);
 * the entropy term is per dimension (log pi / noise_dim), with a learned temperature
   ``alpha = exp(log_alpha)`` driven to the target entropy per dimension;
 * every optimiser (actor, critic ensemble, temperature) is ``Mechanic(Adam(lr=1))`` unless
@@ -56,6 +59,8 @@ class SteerConfig:
     target_entropy: float = -0.5    #: per noise dimension
     init_alpha: float = 0.01
     actor_q: str = "min"            #: how the actor aggregates the ensemble: min or mean
+    q_max: float = 1.0              #: clip the bootstrapped value to [0, q_max] (sparse 0/1 reward,
+                                    #: episode ends on success: returns lie in [0, 1]); 0 = no clip
     optimizer: str = "mechanic"     #: mechanic (Mechanic(Adam(lr=1))) or adam (Adam(lr))
     lr: float = 3e-4                #: only for optimizer=adam
     seed: int = 0
@@ -210,7 +215,10 @@ class SteerLearner:
             if cfg.target_subset < cfg.num_critics:
                 idx = torch.randperm(cfg.num_critics, generator=self.generator)[:cfg.target_subset].to(dev)
                 qn = qn[idx]
-            target = t["reward"] + cfg.gamma * (1.0 - t["done"]) * (qn.min(0).values - alpha * nlogp)
+            v_next = qn.min(0).values - alpha * nlogp
+            if cfg.q_max > 0:
+                v_next = v_next.clamp(0.0, cfg.q_max)
+            target = t["reward"] + cfg.gamma * (1.0 - t["done"]) * v_next
         q = self.critic(t["feat"], t["noise"])
         critic_loss = (q - target.unsqueeze(0)).pow(2).mean(1).sum()
         c_params = list(self.critic.parameters())

@@ -6,6 +6,10 @@ chunk, and the chunk's T_a actions run in the simulator (sparse reward: 1 on suc
 decisions go into a bounded replay buffer; after every round of ``num_envs`` decisions the learner
 makes ``utd`` gradient steps per new decision. The first ``warmup_steps`` control steps use
 x_K ~ N(0, I) clipped to the actor's bound (the pretrained policy as it is).
+An episode that reaches the time limit without success counts as terminal with value 0
+(``truncation_terminal``): the critic does not see the time, and bootstrapping through the
+last state of a failed episode let every failure inherit the value of a success (Q pinned at
+the clip, see docs/offpolicy.md).
 
 Robot time is counted in control steps (10 Hz): robot minutes = control steps / 600.
 
@@ -40,7 +44,7 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "num_envs": 8, "total_steps": 9000, "warmup_steps": 640, "utd": 20, "actor_every": 1,
     "replay_capacity": 100000, "eval_every": 3000, "eval_episodes": 50, "final_eval_episodes": 200,
     "eval_seed": 100000, "train_seed_base": 1000, "seed": 0, "threads": 1, "workers": 0, "save_every": 3000,
-    "resume": None, "log_every": 4,
+    "resume": None, "log_every": 4, "truncation_terminal": True,
 }
 
 EPISODE_FIELDS = ("episode", "env", "env_steps", "robot_min", "length", "success", "return")
@@ -350,7 +354,8 @@ def train(t: Mapping[str, Any], learner_overrides: Mapping[str, Any],
                 env_steps += res.steps
                 ep_ret[i] += res.reward
                 ep_len[i] += res.steps
-                replay.add(feat[i].numpy(), noise[i].numpy(), res.reward, res.terminated, next_feat[i].numpy(),
+                done = res.terminated or (res.truncated and bool(t["truncation_terminal"]))
+                replay.add(feat[i].numpy(), noise[i].numpy(), res.reward, done, next_feat[i].numpy(),
                            ep_id[i], chunk[i], res.steps)
                 chunk[i] += 1
                 if res.terminated or res.truncated:
