@@ -81,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--resume", help="OUT/ckpt of an earlier run to continue")
     g.add_argument("--eval-only", action="store_true",
                    help="only evaluate (the actor of --resume, or the pretrained policy with x_K ~ N(0, I))")
+    g.add_argument("--eval-stochastic", action="store_true",
+                   help="with --eval-only --resume: sample x_K from the actor (seeded) instead of b tanh(mu)")
     g.add_argument("--quiet", action="store_true")
     ga = ap.add_argument_group("learner")
     ga.add_argument("--optimizer", choices=("mechanic", "adam"), help="all optimisers (default mechanic)")
@@ -437,7 +439,10 @@ def main(argv: list[str] | None = None) -> int:
         npol = NoisePolicy(policy)
         if t["resume"]:
             sl = SteerLearner.load(Path(t["resume"]) / "learner")
-            choose, what = (lambda f: sl.act(f, deterministic=True)), f"actor of {t['resume']}"
+            det = not args.eval_stochastic
+            gen = torch.Generator().manual_seed(int(t["eval_seed"]))
+            choose = (lambda f: sl.act(f, deterministic=det, generator=gen))
+            what = f"{'deterministic' if det else 'stochastic'} actor of {t['resume']}"
         else:
             nd = policy.cfg.pred_horizon * policy.cfg.action_dim
             choose, what = base_chooser(nd, int(t["eval_seed"])), "pretrained policy, x_K ~ N(0, I)"
