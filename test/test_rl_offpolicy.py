@@ -6,11 +6,12 @@ import pytest
 import torch
 
 from mechanic_rl_ros.optim import Mechanic
-from mechanic_rl_ros.policy import DiffusionPolicy, ObsHistory
+from mechanic_rl_ros.control.history import ObsHistory
+from mechanic_rl_ros.policy import DiffusionPolicy
 from mechanic_rl_ros.policy.testing import random_obs, tiny_config
 from mechanic_rl_ros.rl.replay import ReplayBuffer
 from mechanic_rl_ros.rl.steer import SteerConfig, SteerLearner
-from mechanic_rl_ros.rl.train_offpolicy import NoisePolicy, build_parser, resolve_config
+from mechanic_rl_ros.jobs.train_offpolicy import NoisePolicy, build_parser, resolve_config
 
 FEAT, NOISE = 12, 16
 

@@ -36,8 +36,8 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import torch
 
-from .replay import ReplayBuffer
-from .steer import SteerConfig, SteerLearner
+from mechanic_rl_ros.rl.replay import ReplayBuffer
+from mechanic_rl_ros.rl.steer import SteerConfig, SteerLearner
 
 TRAIN_DEFAULTS: dict[str, Any] = {
     "task": "lift", "checkpoint": "checkpoints/lift_pretrained", "out": None, "reward": "sparse",
@@ -147,13 +147,13 @@ class NoisePolicy:
 
     @torch.no_grad()
     def features(self, histories: Sequence[Mapping[str, Any]]) -> torch.Tensor:
-        from mechanic_rl_ros.policy import stack_histories
+        from mechanic_rl_ros.control.history import stack_histories
 
         return self.policy.encode(stack_histories(list(histories)))
 
     @torch.no_grad()
     def actions(self, histories: Sequence[Mapping[str, Any]], noise: torch.Tensor) -> np.ndarray:
-        from mechanic_rl_ros.policy import stack_histories
+        from mechanic_rl_ros.control.history import stack_histories
 
         out = self.policy.sample(stack_histories(list(histories)), stochastic=False,
                                  x_init=noise.view(len(histories), *self.shape))
@@ -163,7 +163,7 @@ class NoisePolicy:
 def evaluate(np_policy: NoisePolicy, choose: Callable[[torch.Tensor], torch.Tensor], task: str, episodes: int,
              seed: int, num_envs: int, workers: int = 0) -> int:
     """Successes over ``episodes`` episodes reset with seeds ``seed + j``; ``choose(features) -> x_K``."""
-    from mechanic_rl_ros.policy import ObsHistory
+    from mechanic_rl_ros.control.history import ObsHistory
     from mechanic_rl_ros.sim.chunks import ChunkRunner
 
     policy = np_policy.policy
@@ -246,8 +246,9 @@ def _fmt(x: Any) -> str:
 # --------------------------------------------------------------------- train
 def train(t: Mapping[str, Any], learner_overrides: Mapping[str, Any],
           log: Callable[[str], None] = lambda m: print(m, flush=True)) -> dict[str, Any]:
-    from mechanic_rl_ros.policy import DiffusionPolicy, ObsHistory
-    from mechanic_rl_ros.policy.evaluate import wilson_interval
+    from mechanic_rl_ros.control.history import ObsHistory
+    from mechanic_rl_ros.policy import DiffusionPolicy
+    from mechanic_rl_ros.jobs.evaluate import wilson_interval
     from mechanic_rl_ros.sim.chunks import ChunkRunner
 
     torch.set_num_threads(int(t["threads"]))
@@ -432,7 +433,7 @@ def main(argv: list[str] | None = None) -> int:
     t["quiet"] = args.quiet
     if args.eval_only:
         from mechanic_rl_ros.policy import DiffusionPolicy
-        from mechanic_rl_ros.policy.evaluate import wilson_interval
+        from mechanic_rl_ros.jobs.evaluate import wilson_interval
 
         torch.set_num_threads(int(t["threads"]))
         policy = DiffusionPolicy.from_checkpoint(t["checkpoint"]).eval().requires_grad_(False)
