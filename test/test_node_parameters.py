@@ -88,32 +88,29 @@ def test_every_parameter_is_described_ranged_and_read_only(stack, node):
     assert not result.successful and "read-only" in result.reason, result
 
 
-def test_a_value_outside_its_range_stops_the_node_with_the_parameter_named(tmp_path):
-    proc = start_python(["-m", "mechanic_rl_ros.nodes.reward_node", "--ros-args", "--params-file",
-                         "config/reward.yaml", "-p", "max_steps:=0"],
-                        fresh_domain_id(), tmp_path / "reward.log")
+def _refused_start(tmp_path, node: str, *params: str) -> str:
+    """Start ``node`` with its YAML and ``params``; it must exit non-zero. Its log."""
+    proc = start_python(["-m", f"mechanic_rl_ros.nodes.{node}", "--ros-args", "--params-file",
+                         f"config/{node.removesuffix('_node')}.yaml", *[a for p in params for a in ("-p", p)]],
+                        fresh_domain_id(), tmp_path / f"{node}.log")
     try:
         code = proc.wait(120)
     except subprocess.TimeoutExpired:
         proc.kill()
         raise
-    text = (tmp_path / "reward.log").read_text()
+    text = (tmp_path / f"{node}.log").read_text()
     assert code != 0, text
+    return text
+
+
+def test_a_value_outside_its_range_stops_the_node_with_the_parameter_named(tmp_path):
+    text = _refused_start(tmp_path, "reward_node", "max_steps:=0")
     assert "parameter max_steps: got 0; expected an integer in [1, inf]" in text, text
 
 
 def test_a_dppo_batch_below_the_measured_signal_to_noise_threshold_is_refused(tmp_path):
     """The stack's DPPO may not update on fewer decisions than bench/pg_snr.py says it needs."""
     make_checkpoint(tmp_path / "ckpt")
-    proc = start_python(["-m", "mechanic_rl_ros.nodes.learner_node", "--ros-args", "--params-file",
-                         "config/learner.yaml", "-p", f"checkpoint:={tmp_path / 'ckpt'}",
-                         "-p", f"run_dir:={tmp_path / 'run'}", "-p", "batch_size:=16"],
-                        fresh_domain_id(), tmp_path / "learner.log")
-    try:
-        code = proc.wait(120)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        raise
-    text = (tmp_path / "learner.log").read_text()
-    assert code != 0, text
+    text = _refused_start(tmp_path, "learner_node", f"checkpoint:={tmp_path / 'ckpt'}",
+                          f"run_dir:={tmp_path / 'run'}", "batch_size:=16")
     assert "parameter batch_size: got 16; expected at least min_batch_size = 2600" in text, text
