@@ -40,6 +40,10 @@ def _optimizer(model, base, use_fused):
     groups = [{"params": params[:2], "lr": 0.5}, {"params": params[2:]}]
     if base == "adamw":
         opt_base = torch.optim.AdamW(groups, lr=1.0, weight_decay=0.1)
+    elif base == "adam_l2":  # coupled weight decay, beta1 < 0.5 (torch's other lerp formula)
+        opt_base = torch.optim.Adam(groups, lr=1.0, betas=(0.4, 0.99), weight_decay=0.1)
+    elif base == "amsgrad":  # not taken by the fused Adam kernel: measure/finish around it
+        opt_base = torch.optim.Adam(groups, lr=1.0, amsgrad=True)
     else:
         opt_base = torch.optim.SGD(groups, lr=1.0, momentum=0.9)
     return Mechanic(opt_base, fused=use_fused)
@@ -144,7 +148,7 @@ def test_library_is_built_and_loads():
     assert Mechanic(torch.optim.SGD([torch.nn.Parameter(torch.zeros(3))], lr=1.0))._fused
 
 
-@pytest.mark.parametrize("base", ["adamw", "sgd"])
+@pytest.mark.parametrize("base", ["adamw", "adam_l2", "amsgrad", "sgd"])
 def test_fused_and_torch_paths_agree_in_float64(base):
     """Each step of a 60-step run, taken by both paths from the same state
     (the torch path's), agrees to a bound derived from the rounding of the
@@ -194,6 +198,58 @@ def test_fused_and_torch_paths_agree_in_float32(base):
     same path do from the start). The first 40 steps agree to ~1e-7."""
     _assert_runs_agree(_run(torch.float32, True, steps=40, base=base, freeze_from=5),
                        _run(torch.float32, False, steps=40, base=base, freeze_from=5), scale_rtol=1e-5)
+
+
+def _adam_run(threads=1, steps=12, bump_versions=False, dtype=torch.float32):
+    """Mechanic(AdamW) on the regression with tensors larger than a kernel
+    block; returns the model and optimizer."""
+    torch.set_num_threads(threads)
+    model = _model(dtype)
+    opt = _optimizer(model, "adamw", use_fused=True)
+    x, y = _data(dtype)
+    for t in range(steps):
+        opt.zero_grad()
+        _backward(model, x, y, t, None)
+        opt.step()
+        if bump_versions:  # as any in-place write would: the cached sums are not used
+            torch.autograd.graph.increment_version(list(model.parameters()))
+    return model, opt
+
+
+def test_fused_adam_does_not_depend_on_threads():
+    runs = [_adam_run(threads=n) for n in (1, 2, 3)]
+    for model, opt in runs[1:]:
+        assert opt.tuner_state == runs[0][1].tuner_state
+        assert all(torch.equal(p, q) for p, q in zip(model.parameters(), runs[0][0].parameters()))
+
+
+def test_fused_adam_sums_left_for_the_next_step_equal_recomputed_ones():
+    """The update pass leaves |x'|^2 and <x', R'> for the next step; a run that
+    recomputes them every step (its parameters' versions bumped) is bitwise
+    the same run, which is what a resumed run relies on."""
+    (model_a, opt_a), (model_b, opt_b) = _adam_run(), _adam_run(bump_versions=True)
+    assert opt_a.tuner_state == opt_b.tuner_state
+    assert all(torch.equal(p, q) for p, q in zip(model_a.parameters(), model_b.parameters()))
+
+
+def test_fused_adam_sees_in_place_changes_between_steps():
+    """A parameter scaled in place between steps: the next step uses its new
+    value in h (as a twin loaded from the same state, which recomputes all
+    sums, does)."""
+    model, opt = _adam_run(steps=6)
+    with torch.no_grad():
+        model[2].weight.mul_(0.5)
+    twin = _model(torch.float32)
+    opt_twin = _optimizer(twin, "adamw", use_fused=True)
+    twin.load_state_dict(model.state_dict())
+    opt_twin.load_state_dict(copy.deepcopy(opt.state_dict()))
+    x, y = _data(torch.float32)
+    for m, o in ((model, opt), (twin, opt_twin)):
+        o.zero_grad()
+        _backward(m, x, y, 6, None)
+        o.step()
+    assert opt.tuner_state == opt_twin.tuner_state
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), twin.parameters()))
 
 
 def test_fused_reductions_do_not_depend_on_threads():

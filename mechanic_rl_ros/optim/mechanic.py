@@ -21,6 +21,7 @@ from torch.optim import Optimizer
 
 from . import fused as _fused
 from . import tuner as _tuner
+from .adam_fused import AdamBucket, fusable
 from .buckets import Bucket, Entry, is_narrow, work_dtype
 
 __all__ = ["Mechanic"]
@@ -116,8 +117,10 @@ class Mechanic(Optimizer):
         s_init: initial scale; each of the ``num_betas`` tuners starts at it.
         num_betas: number of tuners, :math:`\beta_i = 1 - 10^{-i}`.
         fused: use the compiled CPU kernels of ``fused_kernels.c`` for
-            float32/float64 CPU parameters (two passes over memory instead of
-            about twenty torch kernels; same step up to rounding). ``None``:
+            float32/float64 CPU parameters: two passes over memory instead of
+            about twenty torch kernels, same step up to rounding; with
+            ``torch.optim.Adam``/``AdamW`` as the base, Adam's own step is
+            computed in Mechanic's update pass (``adam_fused.py``). ``None``:
             when the library is built (``make setup``) and ``MECHANIC_FUSED``
             is not ``0``; ``True``: required; ``False``: torch kernels only.
             Other dtypes and devices always use torch kernels.
@@ -156,6 +159,8 @@ class Mechanic(Optimizer):
         if fused and not _fused.available():
             raise RuntimeError(f"Mechanic(fused=True): {_fused.unavailable_reason()}")
         self._fused = _fused.available() if fused is None else bool(fused)
+        # |x|^2 and <x, R> per parameter left by the fused Adam pass (adam_fused.py)
+        self._x_stats: Dict[Any, tuple] = {}
 
     # ------------------------------------------------------------------ groups
     @property
@@ -251,12 +256,26 @@ class Mechanic(Optimizer):
         scale_old = _tuner.scale(self._tuner)
 
         # Read-only pass: norms and inner products with x - x_ref.
-        buckets: Dict[Any, Bucket] = {}
+        buckets: Dict[Any, Any] = {}
+        base, groups = self.base_optimizer, self.param_groups
         for entry in entries:
-            key = (entry.param.device, entry.param.dtype)
-            buckets.setdefault(key, Bucket()).add(entry, self.state.get(entry.param))
+            p, state = entry.param, self.state.get(entry.param)
+            group = groups[entry.group]
+            if self._fused and fusable(base, group, p, state):
+                key = ("adam", p.dtype)
+                if key not in buckets:
+                    buckets[key] = AdamBucket(base, self._x_stats)
+                buckets[key].add(entry, state, group)
+            else:
+                key = (p.device, p.dtype)
+                if key not in buckets:
+                    buckets[key] = Bucket()
+                buckets[key].add(entry, state)
         for bucket in buckets.values():
-            bucket.measure(self._fused)
+            if isinstance(bucket, AdamBucket):
+                bucket.measure()
+            else:
+                bucket.measure(self._fused)
 
         g_sq = x_sq = 0.0
         for entry in entries:
@@ -280,11 +299,22 @@ class Mechanic(Optimizer):
 
         # From here on state changes.
         s_eps = scale_old + hyper["eps"]
-        for bucket in buckets.values():
+        adam = [b for b in buckets.values() if isinstance(b, AdamBucket)]
+        generic = [b for b in buckets.values() if not isinstance(b, AdamBucket)]
+        for bucket in generic:
             bucket.prepare(self.state)
-        self.base_optimizer.step()
-        for bucket in buckets.values():
+        # The base optimizer steps the other parameters (and runs its hooks);
+        # the fused Adam path steps its own below.
+        hidden = [b.hide_grads() for b in adam]
+        try:
+            self.base_optimizer.step()
+        finally:
+            for bucket, grads in zip(adam, hidden):
+                bucket.restore_grads(grads)
+        for bucket in generic:
             bucket.finish(s_eps, scale_new)
+        for bucket in adam:
+            bucket.update(s_eps, scale_new)
 
         new_tuner["step"] = self._tuner["step"] + 1
         self._tuner = new_tuner
@@ -367,6 +397,7 @@ class Mechanic(Optimizer):
             loaded_state[params[index]] = _load_param_state(params[index], index, saved_state)
 
         self.base_optimizer.load_state_dict(state_dict["base"])
+        self._x_stats.clear()
         self.state.clear()
         self.state.update(loaded_state)
         self._hyper = hyper
@@ -378,6 +409,7 @@ class Mechanic(Optimizer):
 
     def __setstate__(self, state: Dict[str, Any]) -> None:
         super().__setstate__(state)
+        self._x_stats = {}
 
 
 def _load_param_state(p: torch.Tensor, index: int, saved: Dict[str, Any]) -> Dict[str, Any]:
