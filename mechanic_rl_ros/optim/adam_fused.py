@@ -47,13 +47,18 @@ import torch
 from . import fused as _fused
 from .buckets import Entry, rescale_offset
 
-__all__ = ["fusable", "AdamBucket"]
+__all__ = ["group_supported", "fusable", "AdamBucket"]
 
 _ADAM_TYPES = (torch.optim.Adam, torch.optim.AdamW)
 _SCALAR = (int, float)
+_DTYPES = (torch.float32, torch.float64)
 
 
-def _group_supported(group: Dict[str, Any]) -> bool:
+def group_supported(base: torch.optim.Optimizer, group: Dict[str, Any]) -> bool:
+    """Whether the base optimizer and this group's settings are ones the
+    kernel computes (see the module docstring)."""
+    if type(base) not in _ADAM_TYPES:
+        return False
     if group.get("amsgrad") or group.get("maximize") or group.get("capturable") \
             or group.get("differentiable"):
         return False
@@ -62,22 +67,22 @@ def _group_supported(group: Dict[str, Any]) -> bool:
             and all(isinstance(group.get(key), _SCALAR) for key in ("lr", "eps", "weight_decay")))
 
 
-def fusable(base: torch.optim.Optimizer, group: Dict[str, Any], p: torch.Tensor,
-            mechanic_state: Dict[str, Any]) -> bool:
-    """Whether parameter ``p`` (with a gradient) of ``group`` can take the fused
-    Adam path this step (see the module docstring)."""
-    if type(base) not in _ADAM_TYPES or not mechanic_state or not _group_supported(group):
+def fusable(base: torch.optim.Optimizer, p: torch.Tensor, mechanic_state: Dict[str, Any]) -> bool:
+    """Whether parameter ``p`` (with a gradient, in a group for which
+    :func:`group_supported` holds) can take the fused Adam path this step."""
+    if not mechanic_state or p.dtype not in _DTYPES or p.device.type != "cpu":
         return False
     adam = base.state.get(p)
-    if not adam or not isinstance(adam.get("step"), torch.Tensor):
+    if not adam:
         return False
-    step = adam["step"]
-    if step.numel() != 1 or step.device.type != "cpu" or step.requires_grad:
+    step, m, v = adam.get("step"), adam.get("exp_avg"), adam.get("exp_avg_sq")
+    if not (isinstance(step, torch.Tensor) and step.device.type == "cpu" and step.numel() == 1
+            and not step.requires_grad and isinstance(m, torch.Tensor)
+            and isinstance(v, torch.Tensor)):
         return False
-    tensors = [p.detach(), p.grad, mechanic_state["offset"], adam.get("exp_avg"),
-               adam.get("exp_avg_sq")]
-    return all(isinstance(t, torch.Tensor) and t.shape == p.shape for t in tensors) \
-        and _fused.supports(tensors)
+    return all(t.dtype == p.dtype and t.device == p.device and t.shape == p.shape
+               and t.is_contiguous() and not t.requires_grad
+               for t in (p.grad, mechanic_state["offset"], m, v)) and p.is_contiguous()
 
 
 class AdamBucket:
@@ -142,7 +147,8 @@ class AdamBucket:
         """Pass 2: Adam's step as Mechanic's update; caches the value sums."""
         adam = [self.base.state[e.param] for e in self.entries]
         steps = [a["step"] for a in adam]
-        torch._foreach_add_(steps, 1)  # torch's Adam: step_t += 1
+        for step in steps:
+            step += 1  # as torch's Adam: step_t += 1
         coef = np.empty((len(adam), len(_fused.ADAM_COEFFICIENTS)), dtype=np.float64)
         for i, (group, state, step) in enumerate(zip(self.groups, self.states, steps)):
             coef[i] = _coefficients(self.base, group, step.item(), state["offset_scale"],

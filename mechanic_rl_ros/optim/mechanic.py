@@ -21,7 +21,7 @@ from torch.optim import Optimizer
 
 from . import fused as _fused
 from . import tuner as _tuner
-from .adam_fused import AdamBucket, fusable
+from .adam_fused import AdamBucket, fusable, group_supported
 from .buckets import Bucket, Entry, is_narrow, work_dtype
 
 __all__ = ["Mechanic"]
@@ -258,10 +258,11 @@ class Mechanic(Optimizer):
         # Read-only pass: norms and inner products with x - x_ref.
         buckets: Dict[Any, Any] = {}
         base, groups = self.base_optimizer, self.param_groups
+        adam_groups = [self._fused and group_supported(base, group) for group in groups]
         for entry in entries:
             p, state = entry.param, self.state.get(entry.param)
             group = groups[entry.group]
-            if self._fused and fusable(base, group, p, state):
+            if adam_groups[entry.group] and fusable(base, p, state):
                 key = ("adam", p.dtype)
                 if key not in buckets:
                     buckets[key] = AdamBucket(base, self._x_stats)
