@@ -214,12 +214,9 @@ typedef struct {
     block_t *blocks;
     double *partial; /* nsums per block */
     int64_t nblocks;
+    int64_t next; /* the next block to take (atomic) */
 } job_t;
 
-typedef struct {
-    job_t *job;
-    int64_t first, last;
-} slice_t;
 
 /* tensor `ten`'s pointer number `which`, offset by `off` elements, or NULL */
 #define PTR(job, which, ten, off, T) \
@@ -266,15 +263,22 @@ static void run_block(job_t *job, int64_t b) {
     }
 }
 
-static void *run_slice(void *arg) {
-    slice_t *sl = (slice_t *)arg;
-    for (int64_t b = sl->first; b < sl->last; ++b) run_block(sl->job, b);
-    return NULL;
+/* Take blocks until none is left. Blocks are handed out one at a time, so a
+ * thread that the OS runs late (a busy machine) delays the call by about one
+ * block, not by its share; which thread runs a block does not change any sum
+ * (each block's sums have their own slot). */
+static void *work(void *arg) {
+    job_t *job = (job_t *)arg;
+    for (;;) {
+        int64_t b = __atomic_fetch_add(&job->next, 1, __ATOMIC_RELAXED);
+        if (b >= job->nblocks) return NULL;
+        run_block(job, b);
+    }
 }
 
-/* Cut every tensor into blocks, run them on nthreads threads (contiguous
- * ranges of blocks, the caller takes the first), then add each tensor's block
- * sums in order into out[nsums * t + j]. Returns 0, or -1 when out of memory. */
+/* Cut every tensor into blocks, run them on nthreads threads (the caller is
+ * one of them), then add each tensor's block sums in order into
+ * out[nsums * t + j]. Returns 0, or -1 when out of memory. */
 static int run(job_t *job, int nthreads, double *out) {
     int64_t nb = 0;
     for (int64_t t = 0; t < job->ntensors; ++t) nb += (job->numel[t] + BLOCK - 1) / BLOCK;
@@ -300,23 +304,14 @@ static int run(job_t *job, int nthreads, double *out) {
     if (nthreads < 1) nthreads = 1;
     if (nthreads > MAX_THREADS) nthreads = MAX_THREADS;
     if (nthreads > nb) nthreads = nb > 0 ? (int)nb : 1;
-    slice_t slices[MAX_THREADS];
     pthread_t threads[MAX_THREADS];
     int started[MAX_THREADS] = {0};
-    for (int i = 0; i < nthreads; ++i) {
-        slices[i].job = job;
-        slices[i].first = nb * i / nthreads;
-        slices[i].last = nb * (i + 1) / nthreads;
-    }
+    job->next = 0;
     for (int i = 1; i < nthreads; ++i)
-        started[i] = pthread_create(&threads[i], NULL, run_slice, &slices[i]) == 0;
-    run_slice(&slices[0]);
-    for (int i = 1; i < nthreads; ++i) {
-        if (started[i])
-            pthread_join(threads[i], NULL);
-        else
-            run_slice(&slices[i]); /* could not start a thread: do its share here */
-    }
+        started[i] = pthread_create(&threads[i], NULL, work, job) == 0;
+    work(job); /* threads that could not start leave their blocks to the others */
+    for (int i = 1; i < nthreads; ++i)
+        if (started[i]) pthread_join(threads[i], NULL);
 
     int ns = job->nsums;
     b = 0;
