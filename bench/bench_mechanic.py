@@ -1,12 +1,20 @@
-"""Step time of Mechanic(Adam) against plain Adam on CPU.
+"""Step time of Mechanic(Adam) against torch's Adam on CPU, at 1 and 2 threads.
 
-Identical ~4.7 M-parameter MLPs (256-1024-2048-1024-256), one trained by
-``torch.optim.Adam`` and the others by ``Mechanic(torch.optim.Adam(lr=1.0))``
-with its fused CPU kernels (``optim/fused_kernels.c``, the default) and with
-torch ``_foreach`` kernels (``fused=False``), all with torch's default Adam
-implementation. Steps are interleaved (A, M, M', A, M, M', ...) so that load
-from other processes hits all alike, and the median of each is reported.
-Two measurements:
+Identical ~4.7 M-parameter MLPs (256-1024-2048-1024-256, 8 tensors, 18.9 MB
+of float32 parameters), one per variant:
+
+* ``Adam``: ``torch.optim.Adam`` with torch's default CPU implementation;
+* ``Adam fused=True``: ``torch.optim.Adam(fused=True)``, torch's one-pass kernel;
+* ``Mechanic(Adam)``: ``Mechanic(torch.optim.Adam(lr=1.0))`` as built by
+  default: the two-pass fused Adam + Mechanic kernel (``optim/adam_fused.py``);
+* ``Mechanic(Adam) torch kernels``: the same with ``fused=False``
+  (``torch._foreach`` kernels around torch's Adam step).
+
+Steps are interleaved (every variant at 1 thread, then at 2 threads, then
+again) so that load from other processes hits all alike; each step touches
+more memory than the L3 cache holds, so every variant starts from a cold
+cache. Medians are reported, with each Mechanic variant's ratio to the two
+Adams at the same thread count. Two measurements:
 
 * ``optimizer step``: ``opt.step()`` alone, gradients fixed (random);
 * ``training step``: ``zero_grad`` + forward + backward + ``step`` on a batch.
@@ -16,8 +24,8 @@ which is less sensitive to other processes on a shared machine.
 
 Usage::
 
-    .venv/bin/python bench/bench_mechanic.py            # 2 threads, 40 steps each
-    .venv/bin/python bench/bench_mechanic.py --threads 1 --steps 60 --batch 256
+    .venv/bin/python bench/bench_mechanic.py                    # threads 1 and 2, 40 steps each
+    .venv/bin/python bench/bench_mechanic.py --threads 1 2 --steps 60 --batch 256
 """
 
 from __future__ import annotations
@@ -34,7 +42,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from mechanic_rl_ros.optim import Mechanic, fused  # noqa: E402
 
 WIDTHS = (256, 1024, 2048, 1024, 256)
-VARIANTS = ("Adam", "Mechanic(Adam) fused", "Mechanic(Adam) torch kernels")
+VARIANTS = ("Adam", "Adam fused=True", "Mechanic(Adam)", "Mechanic(Adam) torch kernels")
+BASELINES = ("Adam", "Adam fused=True")
 
 
 def make_model(seed: int = 0) -> torch.nn.Module:
@@ -47,71 +56,74 @@ def make_model(seed: int = 0) -> torch.nn.Module:
     return torch.nn.Sequential(*layers)
 
 
-def interleaved(steps_by_name, steps: int, warmup: int = 3, between=None):
-    """Run the named steps round robin; return wall-clock and process-CPU seconds of each."""
-    for _ in range(warmup):
-        for step in steps_by_name.values():
-            step()
-        if between is not None:
-            between()
-    wall = {name: [] for name in steps_by_name}
-    cpu = {name: [] for name in steps_by_name}
-    for _ in range(steps):
-        for name, step in steps_by_name.items():
-            c0, t0 = time.process_time(), time.perf_counter()
-            step()
-            wall[name].append(time.perf_counter() - t0)
-            cpu[name].append(time.process_time() - c0)
+def make_optimizer(name: str, model: torch.nn.Module) -> torch.optim.Optimizer:
+    params = model.parameters()
+    if name == "Adam":
+        return torch.optim.Adam(params, lr=1e-3)
+    if name == "Adam fused=True":
+        return torch.optim.Adam(params, lr=1e-3, fused=True)
+    return Mechanic(torch.optim.Adam(params, lr=1.0), fused=not name.endswith("torch kernels"))
+
+
+def interleaved(steps_by_name, threads, steps: int, warmup: int = 3, between=None):
+    """Run the named steps round robin at each thread count in turn; return
+    wall-clock and process-CPU seconds keyed by (threads, name)."""
+    wall = {(n, name): [] for n in threads for name in steps_by_name}
+    cpu = {key: [] for key in wall}
+    for i in range(warmup + steps):
+        for n in threads:
+            torch.set_num_threads(n)
+            for name, step in steps_by_name.items():
+                c0, t0 = time.process_time(), time.perf_counter()
+                step()
+                if i >= warmup:
+                    wall[n, name].append(time.perf_counter() - t0)
+                    cpu[n, name].append(time.process_time() - c0)
         if between is not None:
             between()
     return wall, cpu
 
 
-def report(title: str, wall, cpu) -> dict:
-    """Print medians and each variant's ratio to the first (Adam); return the wall ratios."""
-    names = list(wall)
-    base = names[0]
-    med = {n: statistics.median(wall[n]) * 1e3 for n in names}
-    cpu_med = {n: statistics.median(cpu[n]) * 1e3 for n in names}
-    print(f"{title}")
+def report(title: str, wall, cpu, threads, names) -> dict:
+    """Print medians and each Mechanic variant's ratios to the Adams; return
+    the wall-clock ratios keyed by (threads, name, baseline)."""
+    print(title)
     ratios = {}
-    for n in names:
-        line = (f"  {n:<28} median {med[n]:9.2f} ms wall (min {min(wall[n]) * 1e3:8.2f}),"
-                f" {cpu_med[n]:9.2f} ms CPU")
-        if n != base:
-            ratios[n] = med[n] / med[base]
-            paired = statistics.median(b / a for a, b in zip(wall[base], wall[n]))
-            line += (f"   ratio to {base}: {ratios[n]:.3f} (paired {paired:.3f},"
-                     f" CPU {cpu_med[n] / cpu_med[base]:.3f})")
-        print(line)
+    for n in threads:
+        med = {name: statistics.median(wall[n, name]) * 1e3 for name in names}
+        cpu_med = {name: statistics.median(cpu[n, name]) * 1e3 for name in names}
+        for name in names:
+            line = (f"  {n} thread{'s' if n > 1 else ' '} {name:<30} median {med[name]:8.2f} ms wall"
+                    f" (min {min(wall[n, name]) * 1e3:7.2f}), {cpu_med[name]:8.2f} ms CPU")
+            for base in BASELINES:
+                if name in BASELINES or base not in med:
+                    continue
+                ratios[n, name, base] = med[name] / med[base]
+                paired = statistics.median(b / a for a, b in zip(wall[n, base], wall[n, name]))
+                line += f"\n      / {base:<16} {ratios[n, name, base]:.3f} (paired {paired:.3f}," \
+                        f" CPU {cpu_med[name] / cpu_med[base]:.3f})"
+            print(line)
     return ratios
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--batch", type=int, default=256)
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
     if not fused.available():
         print(f"note: Mechanic's fused kernels are not available ({fused.unavailable_reason()})")
 
     def optimizers(seed):
         models = {name: make_model(seed) for name in VARIANTS}
-        opts = {"Adam": torch.optim.Adam(models["Adam"].parameters(), lr=1e-3)}
-        for name, use_fused in (("Mechanic(Adam) fused", True), ("Mechanic(Adam) torch kernels", False)):
-            if use_fused and not fused.available():
-                del models[name]
-                continue
-            opts[name] = Mechanic(torch.optim.Adam(models[name].parameters(), lr=1.0), fused=use_fused)
-        return models, opts
+        return models, {name: make_optimizer(name, models[name]) for name in VARIANTS}
 
     models, opts = optimizers(0)
     n_params = sum(p.numel() for p in models["Adam"].parameters())
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"{n_params / 1e6:.2f} M parameters in {len(list(models['Adam'].parameters()))} tensors, "
-          f"{args.steps} interleaved steps each")
+    print(f"torch {torch.__version__}, threads {args.threads}, {n_params / 1e6:.2f} M parameters in "
+          f"{len(list(models['Adam'].parameters()))} tensors, {args.steps} interleaved steps each, "
+          f"load average {os.getloadavg()[0]:.2f} at start")
 
     # Fixed random gradients whose sign flips between steps (untimed): a
     # constant gradient would be a linear loss, on which Mechanic's scale
@@ -124,8 +136,9 @@ def main() -> int:
             p.grad = grad.clone()
             grads.append(p.grad)
     ratio_opt = report("optimizer step (opt.step() only)",
-                       *interleaved({n: o.step for n, o in opts.items()}, args.steps,
-                                    between=lambda: torch._foreach_neg_(grads)))
+                       *interleaved({n: o.step for n, o in opts.items()}, args.threads,
+                                    args.steps, between=lambda: torch._foreach_neg_(grads)),
+                       args.threads, VARIANTS)
 
     models, opts = optimizers(1)
     x = torch.randn(args.batch, WIDTHS[0], generator=gen)
@@ -140,10 +153,14 @@ def main() -> int:
 
     ratio_train = report(f"training step (zero_grad + forward + backward + step, batch {args.batch})",
                          *interleaved({n: train_step(models[n], o) for n, o in opts.items()},
-                                      args.steps))
-    for name in ratio_opt:
-        print(f"RESULT {name}: optimizer-step ratio {ratio_opt[name]:.3f}, "
-              f"training-step ratio {ratio_train[name]:.3f} (target <= 1.25)")
+                                      args.threads, args.steps),
+                         args.threads, VARIANTS)
+    print(f"load average {os.getloadavg()[0]:.2f} at the end")
+    for n in args.threads:
+        for base in BASELINES:
+            print(f"RESULT {n} thread(s) Mechanic(Adam) / {base}: optimizer step "
+                  f"{ratio_opt[n, 'Mechanic(Adam)', base]:.3f}, training step "
+                  f"{ratio_train[n, 'Mechanic(Adam)', base]:.3f}")
     return 0
 
 

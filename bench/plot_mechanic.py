@@ -1,7 +1,8 @@
 """Plot Mechanic against Adam at several learning rates: docs/mechanic_vs_adam.png.
 
 The problem is the regression fine-tuning task of
-test/test_mechanic_training.py: a 4-16-1 tanh MLP starts from 'pretrained'
+mechanic_rl_ros/optim/reference_problem.py (also asserted on by
+test/test_mechanic_training.py): a 4-16-1 tanh MLP starts from 'pretrained'
 weights and fits the noisy outputs of a perturbed copy (4096 points, minibatch
 64, noise floor ~0.032). Three panels:
 
@@ -39,35 +40,36 @@ import torch  # noqa: E402
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.join(ROOT, "test"))
 from mechanic_rl_ros.optim import Mechanic  # noqa: E402
-from test_mechanic_training import N, _finetune_problem, _net  # noqa: E402
+from mechanic_rl_ros.optim.reference_problem import (  # noqa: E402
+    N, finetune_problem, full_loss, net, train)
 
 EVERY = 25
 
 
 def run(make_opt, problem, steps, batch=64, seed=3):
-    x, y, init = problem
-    model = _net()
-    model.load_state_dict(init)
-    opt = make_opt(model.parameters())
-    index = torch.randint(0, N, (steps, batch), generator=torch.Generator().manual_seed(seed))
-    marks, losses, eff = [], [], []
+    """Train as reference_problem.train; return the steps recorded (every
+    EVERY), the full-data loss and the effective lr S * lr at each."""
+    start = net()
+    start.load_state_dict(problem[2])
+    marks, losses, eff = [0], [full_loss(start, problem)], []
 
-    def record(t):
-        with torch.no_grad():
-            losses.append(float(((model(x) - y) ** 2).mean()))
-        marks.append(t)
+    def scale_of(opt):
         if isinstance(opt, Mechanic):
             eff.append(opt.scale * opt.param_groups[0]["lr"])
 
-    record(0)
-    for t in range(steps):
-        opt.zero_grad()
-        ((model(x[index[t]]) - y[index[t]]) ** 2).mean().backward()
-        opt.step()
-        if (t + 1) % EVERY == 0:
-            record(t + 1)
+    def make(params):
+        opt = make_opt(params)
+        scale_of(opt)  # before the first step
+        return opt
+
+    def record(opt, model, t):
+        if t % EVERY == 0:
+            marks.append(t)
+            losses.append(full_loss(model, problem))
+            scale_of(opt)
+
+    train(make, problem, steps, batch, seed=seed, after_step=record)
     return marks, losses, eff
 
 
@@ -75,14 +77,14 @@ def lambda_check(steps: int = 1500, batch: int = 32) -> None:
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(N, 4, generator=gen)
     torch.manual_seed(1)
-    teacher = _net()
+    teacher = net()
     with torch.no_grad():
         for p in teacher.parameters():
             p.mul_(2.0)
         y = teacher(x)
         y = y / y.std() + 0.3 * torch.randn(N, 1, generator=gen)
     torch.manual_seed(2)
-    init = _net().state_dict()
+    init = net().state_dict()
     problem = (x, y, init)
     print(f"from-scratch regression, minibatch {batch}, {steps} steps (noise floor 0.09):")
     for wd in (1e-2, 0.0):
@@ -95,17 +97,15 @@ def lambda_check(steps: int = 1500, batch: int = 32) -> None:
 
 
 def clip_check(steps: int = 3000, clip: float = 0.01) -> None:
-    from test_mechanic_training import _train
-
-    problem = _finetune_problem()
+    problem = finetune_problem()
     marks = (100, 400, 800, 1600, steps)
     print(f"fine-tuning problem, minibatch 64, {steps} steps; S at steps {marks}:")
     for name, base in (("Adam", torch.optim.Adam), ("SGD", torch.optim.SGD)):
         for max_norm in (None, clip):
             scales = []
-            loss, _, norms = _train(lambda p, base=base: Mechanic(base(p, lr=1.0)), problem,
-                                    steps, 64, clip=max_norm,
-                                    after_step=lambda opt: scales.append(opt.scale))
+            loss, _, norms = train(lambda p, base=base: Mechanic(base(p, lr=1.0)), problem,
+                                   steps, 64, clip=max_norm,
+                                   after_step=lambda opt, *_: scales.append(opt.scale))
             extra = ""
             if norms:
                 late = sorted(norms[-200:])[100]
@@ -132,7 +132,7 @@ def main() -> int:
     if args.clip_check:
         clip_check()
         return 0
-    problem = _finetune_problem()
+    problem = finetune_problem()
 
     adam_lrs = (1e-4, 1e-3, 1e-2, 1e-1)
     mech_lrs = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)

@@ -7,69 +7,20 @@ import pytest
 import torch
 
 from mechanic_rl_ros.optim import Mechanic
+from mechanic_rl_ros.optim.reference_problem import finetune_problem, train
 
 torch.set_num_threads(1)
-
-N, D, H = 4096, 4, 16
-
-
-def _net():
-    return torch.nn.Sequential(torch.nn.Linear(D, H), torch.nn.Tanh(), torch.nn.Linear(H, 1))
-
-
-def _finetune_problem():
-    """Regression fine-tuning: start from 'pretrained' weights A, fit the
-    noisy outputs of a perturbed network B (noise floor 0.032, start 0.150)."""
-    gen = torch.Generator().manual_seed(0)
-    x = torch.randn(N, D, generator=gen)
-    torch.manual_seed(1)
-    pre = _net()
-    target = _net()
-    with torch.no_grad():
-        for p in pre.parameters():
-            p.mul_(2.0)
-        for pa, pb in zip(pre.parameters(), target.parameters()):
-            pb.copy_(pa + 0.5 * torch.randn(pa.shape, generator=gen) * pa.abs().mean())
-        clean = target(x)
-        y = clean + 0.3 * clean.std() * torch.randn(N, 1, generator=gen)
-    return x, y, pre.state_dict()
-
-
-def _train(make_opt, problem, steps, batch, seed=3, clip=None, dtype=torch.float32,
-           after_step=None):
-    """Minibatch training from the pretrained weights; returns the full-data
-    loss, the optimizer and the gradient norms before clipping."""
-    x, y, init = problem
-    model = _net()
-    model.load_state_dict(init)
-    model.to(dtype)
-    x, y = x.to(dtype), y.to(dtype)
-    opt = make_opt(model.parameters())
-    index = torch.randint(0, N, (steps, batch), generator=torch.Generator().manual_seed(seed))
-    norms = []
-    for t in range(steps):
-        opt.zero_grad()
-        batch_x, batch_y = x[index[t]], y[index[t]]
-        ((model(batch_x) - batch_y) ** 2).mean().backward()
-        if clip is not None:
-            norms.append(float(torch.nn.utils.clip_grad_norm_(model.parameters(), clip)))
-        opt.step()
-        if after_step is not None:
-            after_step(opt)
-    with torch.no_grad():
-        loss = float(((model(x) - y) ** 2).float().mean())
-    return loss, opt, norms
 
 
 @pytest.fixture(scope="module")
 def problem():
-    return _finetune_problem()
+    return finetune_problem()
 
 
 @pytest.fixture(scope="module")
 def tuned_adam(problem):
     grid = (1e-3, 3e-3, 1e-2)
-    losses = {lr: _train(lambda p, lr=lr: torch.optim.Adam(p, lr=lr), problem, 1500, 64)[0]
+    losses = {lr: train(lambda p, lr=lr: torch.optim.Adam(p, lr=lr), problem, 1500, 64)[0]
               for lr in grid}
     return min(losses.values()), losses
 
@@ -88,7 +39,7 @@ def test_misspecified_base_lr_reaches_tuned_adam(problem, tuned_adam):
     grid = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)
     mech = {}
     for lr in grid:
-        loss, opt, _ = _train(lambda p, lr=lr: Mechanic(torch.optim.Adam(p, lr=lr)),
+        loss, opt, _ = train(lambda p, lr=lr: Mechanic(torch.optim.Adam(p, lr=lr)),
                               problem, 1500, 64)
         mech[lr] = (loss, opt.scale * lr)
     report = (f"tuned Adam (lr grid {sorted(adam)}): losses "
@@ -109,7 +60,7 @@ def test_misspecified_base_lr_reaches_tuned_adam(problem, tuned_adam):
 ], ids=["sgd", "sgd_momentum", "adamw", "rmsprop"])
 def test_other_bases_learn(problem, tuned_adam, make):
     best, _ = tuned_adam
-    loss, opt, _ = _train(lambda p: Mechanic(make(p)), problem, 800, 64)
+    loss, opt, _ = train(lambda p: Mechanic(make(p)), problem, 800, 64)
     start = 0.150
     assert loss < best + 0.15 * (start - best), (loss, best, opt.scale)  # measured <= 0.040
     assert opt.scale > 100 * 1e-6
@@ -120,8 +71,8 @@ def test_two_equal_groups_equal_one_group(problem):
         params = list(params)
         return Mechanic(torch.optim.Adam([{"params": params[:2]}, {"params": params[2:]}], lr=1.0))
 
-    one = _train(lambda p: Mechanic(torch.optim.Adam(p, lr=1.0)), problem, 50, 64)
-    two = _train(split, problem, 50, 64)
+    one = train(lambda p: Mechanic(torch.optim.Adam(p, lr=1.0)), problem, 50, 64)
+    two = train(split, problem, 50, 64)
     assert one[0] == two[0]
     assert one[1].tuner_state == two[1].tuner_state
 
@@ -136,7 +87,7 @@ def test_group_with_zero_lr_is_frozen_and_others_learn(problem):
         return Mechanic(torch.optim.Adam([{"params": params[:2], "lr": 0.0},
                                           {"params": params[2:], "lr": 1.0}]))
 
-    loss, opt, _ = _train(make, problem, 300, 64)
+    loss, opt, _ = train(make, problem, 300, 64)
     for before, p in zip(frozen["params"], frozen["refs"]):
         assert torch.equal(before, p.detach())
     assert loss < 0.9 * 0.150
@@ -156,8 +107,8 @@ def test_scheduler_on_base_or_on_mechanic_is_the_same(problem):
                 target, max_lr=1.0, total_steps=100))
             return opt
 
-        runs.append(_train(build, problem, 100, 64,
-                           after_step=lambda opt, s=schedulers: s[0].step()))
+        runs.append(train(build, problem, 100, 64,
+                          after_step=lambda opt, *_, s=schedulers: s[0].step()))
     (loss_a, opt_a, _), (loss_b, opt_b, _) = runs
     assert loss_a == loss_b and opt_a.tuner_state == opt_b.tuner_state
     assert opt_a.param_groups[0]["lr"] < 1e-3  # the schedule annealed
@@ -167,8 +118,8 @@ def test_scheduler_on_base_or_on_mechanic_is_the_same(problem):
 def test_bf16_model_learns(problem):
     """bf16 parameters: Mechanic's arithmetic runs on a float32 master copy,
     so the tiny early steps (S*|u| far below a bf16 ulp) are not lost."""
-    fp32, _, _ = _train(lambda p: Mechanic(torch.optim.Adam(p, lr=1.0)), problem, 600, 64)
-    bf16, opt, _ = _train(lambda p: Mechanic(torch.optim.Adam(p, lr=1.0)), problem, 600, 64,
+    fp32, _, _ = train(lambda p: Mechanic(torch.optim.Adam(p, lr=1.0)), problem, 600, 64)
+    bf16, opt, _ = train(lambda p: Mechanic(torch.optim.Adam(p, lr=1.0)), problem, 600, 64,
                           dtype=torch.bfloat16)
     assert opt.scale > 1e-4
     assert bf16 < 0.150 / 2, (bf16, fp32)
@@ -208,10 +159,10 @@ def test_with_clip_grad_norm(problem, base):
     step on the raw gradient, S * 0.01 / |g|, ends up ~4x the unclipped one)."""
     make = {"adam": lambda p: Mechanic(torch.optim.Adam(p, lr=1.0)),
             "sgd": lambda p: Mechanic(torch.optim.SGD(p, lr=1.0))}[base]
-    free, opt_free, _ = _train(make, problem, 800, 64)
+    free, opt_free, _ = train(make, problem, 800, 64)
     scales = []
-    clipped, opt_clip, norms = _train(make, problem, 800, 64, clip=0.01,
-                                      after_step=lambda opt: scales.append(opt.scale))
+    clipped, opt_clip, norms = train(make, problem, 800, 64, clip=0.01,
+                                     after_step=lambda opt, *_: scales.append(opt.scale))
     assert all(n > 0.01 for n in norms)
     assert clipped < 1.10 * free, (clipped, free)
     assert scales[-1] < 2.0 * scales[399], scales[399::100]

@@ -7,6 +7,9 @@ parameters on the CPU whose tensors are contiguous, and falls back to torch
 ``_foreach`` kernels otherwise (or when the library is missing, or when
 ``MECHANIC_FUSED=0`` is set in the environment). Both compute the same step;
 the fused one reads and writes parameter-sized memory about half as often.
+:func:`measure` and :func:`finish` go around any base optimizer's step;
+:func:`adam_measure` and :func:`adam_update` replace it when the base is
+torch's Adam/AdamW (:mod:`.adam_fused`).
 
 Only pointers to tensors' memory and element counts cross into C; nothing is
 copied or converted.
@@ -21,7 +24,12 @@ from typing import List, Optional, Sequence
 import numpy as np
 import torch
 
-__all__ = ["LIBRARY_PATH", "available", "supports", "measure", "finish"]
+__all__ = ["LIBRARY_PATH", "available", "supports", "measure", "finish", "adam_measure",
+           "adam_update", "ADAM_COEFFICIENTS"]
+
+# The per-tensor coefficients of adam_update, in the kernel's order (K_* in C).
+ADAM_COEFFICIENTS = ("b1w", "beta2", "one_minus_beta2", "l2", "decay", "neg_step",
+                     "inv_bc2_sqrt", "eps", "a", "e", "d")
 
 LIBRARY_PATH = Path(__file__).with_name("_fused_kernels.so")
 _lib: Optional[ctypes.CDLL] = None
@@ -38,10 +46,22 @@ def _load() -> Optional[ctypes.CDLL]:
         _load_error = f"{LIBRARY_PATH.name} not loadable ({exc}); build it with `make setup`"
         return None
     vp, i64, dbl = ctypes.c_void_p, ctypes.c_int64, ctypes.c_double
-    lib.mechanic_measure.argtypes = [ctypes.c_int, i64, vp, vp, vp, vp, vp, vp, ctypes.c_int]
-    lib.mechanic_measure.restype = ctypes.c_int
-    lib.mechanic_finish.argtypes = [ctypes.c_int, i64, vp, vp, vp, vp, vp, vp, dbl, ctypes.c_int]
-    lib.mechanic_finish.restype = ctypes.c_int
+    try:
+        ncoef = lib.mechanic_adam_ncoef()
+    except AttributeError:
+        ncoef = None
+    if ncoef != len(ADAM_COEFFICIENTS):
+        _load_error = (f"{LIBRARY_PATH.name} is older than fused_kernels.c (Adam coefficients "
+                       f"{ncoef}, expected {len(ADAM_COEFFICIENTS)}); rebuild it with `make setup`")
+        return None
+    c_int = ctypes.c_int
+    lib.mechanic_measure.argtypes = [c_int, i64, vp, vp, vp, vp, vp, vp, c_int]
+    lib.mechanic_finish.argtypes = [c_int, i64, vp, vp, vp, vp, vp, dbl, c_int]
+    lib.mechanic_adam_measure.argtypes = [c_int, i64, vp, vp, vp, vp, vp, vp, c_int]
+    lib.mechanic_adam_update.argtypes = [c_int, i64, vp, vp, vp, vp, vp, vp, vp, vp, c_int]
+    for fn in (lib.mechanic_measure, lib.mechanic_finish, lib.mechanic_adam_measure,
+               lib.mechanic_adam_update):
+        fn.restype = c_int
     _lib = lib
     return lib
 
@@ -76,7 +96,23 @@ def _ptrs(tensors: Sequence[Optional[torch.Tensor]]) -> np.ndarray:
 
 
 def _addr(array: np.ndarray) -> int:
-    return array.ctypes.data
+    # __array_interface__ costs ~1 us; ndarray.ctypes builds an object (~100 us).
+    return array.__array_interface__["data"][0]
+
+
+def _call(fn: str, tensors: Sequence[torch.Tensor], *args, what: str) -> None:
+    """Call kernel ``fn`` on the tensors' dtype and element counts; each of
+    ``args`` is a list of tensors (their pointers are passed), a numpy array
+    (its address) or a float."""
+    lib = _load()
+    assert lib is not None
+    numel = np.array([t.numel() for t in tensors], dtype=np.int64)
+    keep = [_ptrs(a) if isinstance(a, list) else a for a in args]
+    rc = getattr(lib, fn)(int(tensors[0].dtype == torch.float64), len(tensors), _addr(numel),
+                          *(a if isinstance(a, float) else _addr(a) for a in keep),
+                          torch.get_num_threads())
+    if rc != 0:
+        raise MemoryError(f"Mechanic fused {what}: out of memory for the block table")
 
 
 def measure(grads: List[torch.Tensor], xs: List[torch.Tensor], offsets: List[Optional[torch.Tensor]],
@@ -84,31 +120,39 @@ def measure(grads: List[torch.Tensor], xs: List[torch.Tensor], offsets: List[Opt
     """Per tensor ``(|g|^2, |x|^2, <g, R>, <x, R>)`` as a float64 array
     [n, 4] (the dots are 0 where ``offsets[i]`` is None), and ``snaps[i] = xs[i]``;
     one pass over the four lists."""
-    lib = _load()
-    assert lib is not None
-    n = len(xs)
-    numel = np.array([x.numel() for x in xs], dtype=np.int64)
-    out = np.zeros((n, 4), dtype=np.float64)
-    keep = (_ptrs(grads), _ptrs(xs), _ptrs(offsets), _ptrs(snaps))
-    rc = lib.mechanic_measure(int(xs[0].dtype == torch.float64), n, _addr(numel),
-                              *(_addr(a) for a in keep), _addr(out), torch.get_num_threads())
-    if rc != 0:
-        raise MemoryError("Mechanic fused measure: out of memory for the block table")
+    out = np.zeros((len(xs), 4), dtype=np.float64)
+    _call("mechanic_measure", xs, grads, xs, offsets, snaps, out, what="measure")
     return out
 
 
 def finish(params: List[torch.Tensor], snaps: List[torch.Tensor], offsets: List[torch.Tensor],
            a: Sequence[float], d: Sequence[float], e: float) -> None:
     """In place: ``u = p - snap; R += a_i u; p = snap + e u + d_i R`` for every tensor i."""
-    lib = _load()
-    assert lib is not None
-    n = len(params)
-    numel = np.array([p.numel() for p in params], dtype=np.int64)
-    a_arr = np.asarray(a, dtype=np.float64)
-    d_arr = np.asarray(d, dtype=np.float64)
-    keep = (_ptrs(params), _ptrs(snaps), _ptrs(offsets))
-    rc = lib.mechanic_finish(int(params[0].dtype == torch.float64), n, _addr(numel),
-                             *(_addr(x) for x in keep), _addr(a_arr), _addr(d_arr), float(e),
-                             torch.get_num_threads())
-    if rc != 0:
-        raise MemoryError("Mechanic fused finish: out of memory for the block table")
+    ad = np.ascontiguousarray(np.stack([np.asarray(a, np.float64), np.asarray(d, np.float64)], 1))
+    _call("mechanic_finish", params, params, snaps, offsets, ad, float(e), what="finish")
+    torch.autograd.graph.increment_version(params)
+
+
+def adam_measure(grads: List[torch.Tensor], xs: List[torch.Tensor], offsets: List[torch.Tensor],
+                 need_x: Sequence[bool]) -> np.ndarray:
+    """Per tensor ``(|g|^2, |x|^2, <g, R>, <x, R>)`` as a float64 array [n, 4],
+    reading ``xs[i]`` only where ``need_x[i]`` (its two sums are 0 elsewhere)."""
+    out = np.zeros((len(xs), 4), dtype=np.float64)
+    flags = np.asarray(need_x, dtype=np.int8)
+    _call("mechanic_adam_measure", xs, grads, xs, offsets, flags, out, what="adam_measure")
+    return out
+
+
+def adam_update(xs: List[torch.Tensor], grads: List[torch.Tensor], exp_avgs: List[torch.Tensor],
+                exp_avg_sqs: List[torch.Tensor], offsets: List[torch.Tensor],
+                coef: np.ndarray) -> np.ndarray:
+    """In place, torch's Adam step on ``xs``, ``exp_avgs``, ``exp_avg_sqs`` taken
+    as Mechanic's update (``coef``: [n, len(ADAM_COEFFICIENTS)] float64, see
+    fused_kernels.c); returns ``(|x'|^2, <x', R'>)`` per tensor as [n, 2]."""
+    coef = np.ascontiguousarray(coef, dtype=np.float64)
+    assert coef.shape == (len(xs), len(ADAM_COEFFICIENTS))
+    out = np.zeros((len(xs), 2), dtype=np.float64)
+    _call("mechanic_adam_update", xs, xs, grads, exp_avgs, exp_avg_sqs, offsets, coef, out,
+          what="adam_update")
+    torch.autograd.graph.increment_version(xs + exp_avgs + exp_avg_sqs)
+    return out

@@ -4,6 +4,11 @@ Reference: A. Cutkosky, A. Defazio, H. Mehta, "Mechanic: A Learning Rate Tuner",
 NeurIPS 2023, arXiv:2306.00144, Algorithm 1 (MECHANIC). The arithmetic follows
 ``optax.contrib.mechanize`` of optax 0.2.8 step for step; ``docs/mechanic.md``
 explains the algorithm, its use with schedules and with gradient clipping.
+
+This module is the ``torch.optim.Optimizer`` wrapper: parameter groups, the
+order of a step, non-finite input, state dicts. It composes
+:mod:`.tuner` (the scale update, scalars only) and :mod:`.buckets` (the
+per-parameter arithmetic around the base optimizer's step).
 """
 
 from __future__ import annotations
@@ -15,15 +20,11 @@ import torch
 from torch.optim import Optimizer
 
 from . import fused as _fused
+from . import tuner as _tuner
+from .adam_fused import AdamBucket, fusable, group_supported
+from .buckets import Bucket, Entry, is_narrow, work_dtype
 
 __all__ = ["Mechanic"]
-
-_TUNER_KEYS = ("s", "m", "v", "r")
-# offset_scale is folded back into offset when it leaves this range, so that
-# offset stays far from overflow and underflow in its own dtype.
-_RESCALE_BELOW, _RESCALE_ABOVE = 1e-8, 1e8
-# Below this many elements the per-step snapshot is made of separate clones.
-_FLAT_SNAPSHOT_MIN = 1 << 16
 
 
 class Mechanic(Optimizer):
@@ -116,8 +117,10 @@ class Mechanic(Optimizer):
         s_init: initial scale; each of the ``num_betas`` tuners starts at it.
         num_betas: number of tuners, :math:`\beta_i = 1 - 10^{-i}`.
         fused: use the compiled CPU kernels of ``fused_kernels.c`` for
-            float32/float64 CPU parameters (two passes over memory instead of
-            about twenty torch kernels; same step up to rounding). ``None``:
+            float32/float64 CPU parameters: two passes over memory instead of
+            about twenty torch kernels, same step up to rounding; with
+            ``torch.optim.Adam``/``AdamW`` as the base, Adam's own step is
+            computed in Mechanic's update pass (``adam_fused.py``). ``None``:
             when the library is built (``make setup``) and ``MECHANIC_FUSED``
             is not ``0``; ``True``: required; ``False``: torch kernels only.
             Other dtypes and devices always use torch kernels.
@@ -143,7 +146,7 @@ class Mechanic(Optimizer):
                 f"Mechanic wraps a torch.optim.Optimizer, got {type(base_optimizer).__name__}")
         if isinstance(base_optimizer, Mechanic):
             raise TypeError("Mechanic cannot wrap another Mechanic")
-        hyper = _check_hyper(weight_decay, eps, s_init, num_betas)
+        hyper = _tuner.check_hyper(weight_decay, eps, s_init, num_betas)
         params = [p for group in base_optimizer.param_groups for p in group["params"]]
         # Optimizer.__init__ builds throw-away groups (see the param_groups
         # property); afterwards the base optimizer's groups are the only ones.
@@ -152,10 +155,12 @@ class Mechanic(Optimizer):
         self.__dict__.pop("_init_defaults", None)
         self.__dict__["base_optimizer"] = base_optimizer
         self._hyper = hyper
-        self._tuner = _initial_tuner(hyper)
+        self._tuner = _tuner.initial_tuner(hyper)
         if fused and not _fused.available():
             raise RuntimeError(f"Mechanic(fused=True): {_fused.unavailable_reason()}")
         self._fused = _fused.available() if fused is None else bool(fused)
+        # |x|^2 and <x, R> per parameter left by the fused Adam pass (adam_fused.py)
+        self._x_stats: Dict[Any, tuple] = {}
 
     # ------------------------------------------------------------------ groups
     @property
@@ -211,7 +216,7 @@ class Mechanic(Optimizer):
     @property
     def scale(self) -> float:
         """The current learned scale :math:`S = \\sum_i s_i`."""
-        return math.fsum(self._tuner["s"])
+        return _tuner.scale(self._tuner)
 
     @property
     def tuner_state(self) -> Dict[str, Any]:
@@ -248,16 +253,30 @@ class Mechanic(Optimizer):
             self.base_optimizer.step()
             return loss
         hyper = self._hyper
-        eps = hyper["eps"]
-        scale_old = math.fsum(self._tuner["s"])
+        scale_old = _tuner.scale(self._tuner)
 
         # Read-only pass: norms and inner products with x - x_ref.
-        buckets: Dict[Any, _Bucket] = {}
+        buckets: Dict[Any, Any] = {}
+        base, groups = self.base_optimizer, self.param_groups
+        adam_groups = [self._fused and group_supported(base, group) for group in groups]
         for entry in entries:
-            key = (entry.param.device, entry.param.dtype)
-            buckets.setdefault(key, _Bucket()).add(entry, self.state.get(entry.param))
+            p, state = entry.param, self.state.get(entry.param)
+            group = groups[entry.group]
+            if adam_groups[entry.group] and fusable(base, p, state):
+                key = ("adam", p.dtype)
+                if key not in buckets:
+                    buckets[key] = AdamBucket(base, self._x_stats)
+                buckets[key].add(entry, state, group)
+            else:
+                key = (p.device, p.dtype)
+                if key not in buckets:
+                    buckets[key] = Bucket()
+                buckets[key].add(entry, state)
         for bucket in buckets.values():
-            bucket.measure(self._fused)
+            if isinstance(bucket, AdamBucket):
+                bucket.measure()
+            else:
+                bucket.measure(self._fused)
 
         g_sq = x_sq = 0.0
         for entry in entries:
@@ -270,30 +289,39 @@ class Mechanic(Optimizer):
         g_dot = math.fsum(b.g_dot for b in buckets.values())
         x_dot = math.fsum(b.x_dot for b in buckets.values())
 
-        # h = <g + c x, x - x_ref> / (S + eps), c the weight-decay coefficient.
-        c = hyper["weight_decay"] * scale_old * math.sqrt(g_sq) / (math.sqrt(x_sq) + eps)
-        h = (g_dot + c * x_dot) / (scale_old + eps)
-        new_tuner = _tuner_update(self._tuner, h, hyper)
-        scale_new = math.fsum(new_tuner["s"])
-        if not (math.isfinite(h) and math.isfinite(scale_new) and all(
-                math.isfinite(x) for key in ("m", "v", "r") for x in new_tuner[key])):
+        h = _tuner.betting_signal(g_sq, x_sq, g_dot, x_dot, scale_old, hyper)
+        new_tuner = _tuner.tuner_update(self._tuner, h, hyper)
+        scale_new = _tuner.scale(new_tuner)
+        if not _tuner.is_finite(h, new_tuner):
             raise ValueError(
                 f"Mechanic.step(): the scale update is not finite (h={h!r}, new scale="
                 f"{scale_new!r}); nothing was updated: parameters, Mechanic state (offset, "
                 f"s, m, v, r) and the base optimizer's state are untouched.")
 
         # From here on state changes.
-        for bucket in buckets.values():
+        s_eps = scale_old + hyper["eps"]
+        adam = [b for b in buckets.values() if isinstance(b, AdamBucket)]
+        generic = [b for b in buckets.values() if not isinstance(b, AdamBucket)]
+        for bucket in generic:
             bucket.prepare(self.state)
-        self.base_optimizer.step()
-        for bucket in buckets.values():
-            bucket.finish(scale_old + eps, scale_new)
+        # The base optimizer steps the other parameters (and runs its hooks);
+        # the fused Adam path steps its own below.
+        hidden = [b.hide_grads() for b in adam]
+        try:
+            self.base_optimizer.step()
+        finally:
+            for bucket, grads in zip(adam, hidden):
+                bucket.restore_grads(grads)
+        for bucket in generic:
+            bucket.finish(s_eps, scale_new)
+        for bucket in adam:
+            bucket.update(s_eps, scale_new)
 
         new_tuner["step"] = self._tuner["step"] + 1
         self._tuner = new_tuner
         return loss
 
-    def _entries(self) -> List["_Entry"]:
+    def _entries(self) -> List[Entry]:
         entries = []
         flat = 0
         for gi, group in enumerate(self.param_groups):
@@ -308,7 +336,7 @@ class Mechanic(Optimizer):
                 if not torch.is_floating_point(p):
                     raise RuntimeError("Mechanic supports real floating-point parameters only "
                                        f"(param_groups[{gi}]['params'][{pi}] is {p.dtype})")
-                entries.append(_Entry(p, gi, pi, index))
+                entries.append(Entry(p, gi, pi, index))
         return entries
 
     # ------------------------------------------------------------- state dict
@@ -332,7 +360,7 @@ class Mechanic(Optimizer):
             if state:
                 per_param[index] = dict(state)
         tuner: Dict[str, Any] = {key: torch.tensor(self._tuner[key], dtype=torch.float64)
-                                 for key in _TUNER_KEYS}
+                                 for key in _tuner.TUNER_KEYS}
         tuner["step"] = self._tuner["step"]
         return {
             "state": per_param,
@@ -350,11 +378,11 @@ class Mechanic(Optimizer):
             if key not in state_dict:
                 raise ValueError(f"Mechanic.load_state_dict: missing key {key!r}")
         saved = state_dict["hyper"]
-        hyper = _check_hyper(saved["weight_decay"], saved["eps"], saved["s_init"],
-                             saved["num_betas"])
+        hyper = _tuner.check_hyper(saved["weight_decay"], saved["eps"], saved["s_init"],
+                                   saved["num_betas"])
         tuner = state_dict["tuner"]
         loaded_tuner: Dict[str, Any] = {"step": int(tuner["step"])}
-        for key in _TUNER_KEYS:
+        for key in _tuner.TUNER_KEYS:
             value = torch.as_tensor(tuner[key]).detach()
             if value.shape != (hyper["num_betas"],):
                 raise ValueError(f"Mechanic.load_state_dict: tuner {key!r} has shape "
@@ -370,6 +398,7 @@ class Mechanic(Optimizer):
             loaded_state[params[index]] = _load_param_state(params[index], index, saved_state)
 
         self.base_optimizer.load_state_dict(state_dict["base"])
+        self._x_stats.clear()
         self.state.clear()
         self.state.update(loaded_state)
         self._hyper = hyper
@@ -381,61 +410,11 @@ class Mechanic(Optimizer):
 
     def __setstate__(self, state: Dict[str, Any]) -> None:
         super().__setstate__(state)
-
-
-# ---------------------------------------------------------------------------
-# helpers
-
-
-def _check_hyper(weight_decay, eps, s_init, num_betas) -> Dict[str, Any]:
-    if not (math.isfinite(weight_decay) and weight_decay >= 0.0):
-        raise ValueError(f"weight_decay must be finite and >= 0, got {weight_decay!r}")
-    if not (math.isfinite(eps) and eps > 0.0):
-        raise ValueError(f"eps must be finite and > 0, got {eps!r}")
-    if not (math.isfinite(s_init) and s_init > 0.0):
-        raise ValueError(f"s_init must be finite and > 0, got {s_init!r}")
-    if isinstance(num_betas, bool) or int(num_betas) != num_betas or num_betas < 1:
-        raise ValueError(f"num_betas must be an integer >= 1, got {num_betas!r}")
-    return {"weight_decay": float(weight_decay), "eps": float(eps), "s_init": float(s_init),
-            "num_betas": int(num_betas)}
-
-
-def _initial_tuner(hyper: Dict[str, Any]) -> Dict[str, Any]:
-    n = hyper["num_betas"]
-    return {"step": 0, "s": [hyper["s_init"]] * n, "m": [0.0] * n, "v": [0.0] * n,
-            "r": [0.0] * n}
-
-
-def _tuner_update(tuner: Dict[str, Any], h: float, hyper: Dict[str, Any]) -> Dict[str, Any]:
-    """The betting update of the paper's Algorithm 1 with optax's clipping
-    (clip with the previous m; wealth and s from the new m, r, v), in float64."""
-    n, eps, s_init = hyper["num_betas"], hyper["eps"], hyper["s_init"]
-    out: Dict[str, Any] = {key: [] for key in _TUNER_KEYS}
-    for i in range(n):
-        beta = 1.0 - 0.1 ** (i + 1)
-        s, m, v, r = (tuner[key][i] for key in _TUNER_KEYS)
-        clipped = min(max(h, -m), m)
-        m_new = max(beta * m, abs(h) + eps)
-        v_new = beta ** 2 * v + h * h
-        r_new = beta * r - clipped * s
-        wealth = (s_init / n) * m_new + max(0.0, r_new)
-        out["s"].append(wealth / (math.sqrt(v_new) + eps))
-        out["m"].append(m_new)
-        out["v"].append(v_new)
-        out["r"].append(r_new)
-    return out
-
-
-def _is_narrow(dtype: torch.dtype) -> bool:
-    return torch.finfo(dtype).bits < 32
-
-
-def _work_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float32 if _is_narrow(dtype) else dtype
+        self._x_stats = {}
 
 
 def _load_param_state(p: torch.Tensor, index: int, saved: Dict[str, Any]) -> Dict[str, Any]:
-    narrow = _is_narrow(p.dtype)
+    narrow = is_narrow(p.dtype)
     want = {"offset", "offset_scale"} | ({"master"} if narrow else set())
     if set(saved) != want:
         raise ValueError(f"Mechanic.load_state_dict: parameter {index} ({p.dtype}) needs "
@@ -450,14 +429,14 @@ def _load_param_state(p: torch.Tensor, index: int, saved: Dict[str, Any]) -> Dic
         if not isinstance(value, torch.Tensor) or value.shape != p.shape:
             raise ValueError(f"Mechanic.load_state_dict: {key} of parameter {index} must be "
                              f"a tensor of shape {tuple(p.shape)}")
-        if value.dtype != _work_dtype(p.dtype):
+        if value.dtype != work_dtype(p.dtype):
             raise ValueError(f"Mechanic.load_state_dict: {key} of parameter {index} is "
-                             f"{value.dtype}, expected {_work_dtype(p.dtype)}")
+                             f"{value.dtype}, expected {work_dtype(p.dtype)}")
         out[key] = value.detach().to(p.device).clone(memory_format=torch.preserve_format)
     return out
 
 
-def _bad_input_message(entry: "_Entry", what: str) -> str:
+def _bad_input_message(entry: Entry, what: str) -> str:
     p = entry.param
     tensor = p.grad if what == "gradient" else p
     if bool(torch.isfinite(tensor).all()):
@@ -469,179 +448,3 @@ def _bad_input_message(entry: "_Entry", what: str) -> str:
             f"{entry.flat}, shape {tuple(p.shape)}, {p.dtype}); nothing was updated: "
             f"parameters, Mechanic state (offset, s, m, v, r) and the base optimizer's "
             f"state are untouched. Drop this batch (zero_grad()) or fix the loss.")
-
-
-def _snapshot(params: List[torch.Tensor], copy: bool = True) -> List[torch.Tensor]:
-    """Copies of the parameters (uninitialised buffers of their shapes with
-    ``copy=False``), as views of one flat buffer: a single large
-    allocation is recycled by the C allocator from step to step, where many
-    separate ones are returned to the OS and page-faulted in again (measured:
-    ~8000 minor faults per step for 4.7 M float32 parameters, ~5x the cost of
-    the copy itself)."""
-    total = sum(p.numel() for p in params)
-    if total < _FLAT_SNAPSHOT_MIN:
-        return [p.clone() if copy else torch.empty_like(p, memory_format=torch.contiguous_format)
-                for p in params]
-    flat = torch.empty(total, dtype=params[0].dtype, device=params[0].device)
-    views, offset = [], 0
-    for p in params:
-        views.append(flat[offset:offset + p.numel()].view(p.shape))
-        offset += p.numel()
-    if copy:
-        torch._foreach_copy_(views, params)
-    return views
-
-
-def _flat_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    # linalg.vecdot is a TensorIterator reduction; torch.dot goes to BLAS,
-    # which costs ~10x more CPU time with 2 threads on a busy machine.
-    return torch.linalg.vecdot(a.reshape(-1), b.reshape(-1))
-
-
-class _Entry:
-    __slots__ = ("param", "group", "index", "flat", "g_norm", "x_norm")
-
-    def __init__(self, param, group, index, flat):
-        self.param, self.group, self.index, self.flat = param, group, index, flat
-        self.g_norm = self.x_norm = 0.0
-
-
-class _Bucket:
-    """Parameters of one device and dtype, updated in two fused passes
-    (fused_kernels.c: float32/float64 on the CPU, contiguous) or with
-    torch._foreach_* kernels (everything else, and ``fused=False``).
-
-    With P = x - x_ref = k * R (k = offset_scale, R = offset), a = (S + eps)/k
-    and k' = S' k / (S + eps), one step is
-
-        R' = R + a u,    x' = x + (S + eps) u + (k' - k) R'
-
-    which is x' = x_ref + S' (Delta + u) and Delta' = P'/(S' + eps) of optax.
-    For bf16/fp16 parameters x is the float32 ``master`` and the parameter is
-    set to its rounding; u is read off the parameter itself.
-    """
-
-    def __init__(self) -> None:
-        self.entries: List[_Entry] = []
-        self.states: List[Optional[dict]] = []
-        self.narrow = False
-        self.fused = False
-        self.g_dot = 0.0
-        self.x_dot = 0.0
-
-    def add(self, entry: _Entry, state: Optional[dict]) -> None:
-        self.narrow = _is_narrow(entry.param.dtype)
-        self.entries.append(entry)
-        self.states.append(state if state else None)
-
-    def measure(self, use_fused: bool) -> None:
-        params = [e.param.detach() for e in self.entries]
-        grads = [e.param.grad for e in self.entries]
-        self.fused = False
-        if use_fused and not self.narrow:
-            offsets = [None if s is None else s["offset"] for s in self.states]
-            if _fused.supports(params + grads + [r for r in offsets if r is not None]):
-                self._measure_fused(params, grads, offsets)
-                return
-        if self.narrow:
-            grads = [g.float() for g in grads]
-            xs = []
-            self.masters = []
-            for p, state in zip(params, self.states):
-                if state is None:
-                    master = p.float()
-                else:
-                    master = state["master"]
-                    same = master.to(p.dtype) == p
-                    if not bool(same.all()):
-                        master = torch.where(same, master, p.float())
-                self.masters.append(master)
-                xs.append(master)
-        else:
-            xs = params
-        self.params, self.grads, self.xs = params, grads, xs
-        old = [i for i, state in enumerate(self.states) if state is not None]
-        offsets = [self.states[i]["offset"] for i in old]
-        stats = list(torch._foreach_norm(grads)) + list(torch._foreach_norm(xs))
-        stats += [_flat_dot(grads[i], r) for i, r in zip(old, offsets)]
-        stats += [_flat_dot(xs[i], r) for i, r in zip(old, offsets)]
-        values = torch.stack(stats).tolist()
-        n, k = len(params), len(old)
-        for i, entry in enumerate(self.entries):
-            entry.g_norm, entry.x_norm = values[i], values[n + i]
-        scales = [self.states[i]["offset_scale"] for i in old]
-        self.g_dot = math.fsum(s * d for s, d in zip(scales, values[2 * n:2 * n + k]))
-        self.x_dot = math.fsum(s * d for s, d in zip(scales, values[2 * n + k:2 * n + 2 * k]))
-
-    def prepare(self, all_states) -> None:
-        """Create the state of new parameters and snapshot x_t (the only
-        transient parameter-sized buffer)."""
-        for i, entry in enumerate(self.entries):
-            state = all_states[entry.param]
-            if not state:
-                work = _work_dtype(entry.param.dtype)
-                state["offset"] = torch.zeros_like(entry.param, dtype=work,
-                                                   memory_format=torch.preserve_format)
-                state["offset_scale"] = 1.0
-                if self.narrow:
-                    state["master"] = self.masters[i]
-            elif self.narrow:
-                state["master"] = self.masters[i]
-            self.states[i] = state
-        if not self.fused:
-            self.snapshots = _snapshot(self.params)
-        self.masters = self.xs = self.grads = None
-
-    def _measure_fused(self, params, grads, offsets) -> None:
-        """measure() and the snapshot of prepare() in one pass (fused_kernels.c)."""
-        self.params = params
-        self.snapshots = _snapshot(params, copy=False)
-        values = _fused.measure(grads, params, offsets, self.snapshots)
-        for entry, (gg, xx, _, _) in zip(self.entries, values):
-            entry.g_norm, entry.x_norm = math.sqrt(gg), math.sqrt(xx)
-        scales = [0.0 if s is None else s["offset_scale"] for s in self.states]
-        self.g_dot = math.fsum(k * v for k, v in zip(scales, values[:, 2].tolist()))
-        self.x_dot = math.fsum(k * v for k, v in zip(scales, values[:, 3].tolist()))
-        self.fused = True
-
-    def finish(self, s_eps: float, scale_new: float) -> None:
-        if self.fused:
-            ks = [state["offset_scale"] for state in self.states]
-            _fused.finish(self.params, self.snapshots, [state["offset"] for state in self.states],
-                         [s_eps / k for k in ks], [scale_new * k / s_eps - k for k in ks], s_eps)
-        else:
-            self._finish_foreach(s_eps, scale_new)
-        for state in self.states:
-            k_new = scale_new * state["offset_scale"] / s_eps
-            if _RESCALE_BELOW <= k_new <= _RESCALE_ABOVE:
-                state["offset_scale"] = k_new
-            else:
-                state["offset"].mul_(k_new)
-                state["offset_scale"] = 1.0
-        self.snapshots = None
-
-    def _finish_foreach(self, s_eps: float, scale_new: float) -> None:
-        groups: Dict[float, List[int]] = {}
-        for i, state in enumerate(self.states):
-            groups.setdefault(state["offset_scale"], []).append(i)
-        for k, idx in groups.items():
-            k_new = scale_new * k / s_eps
-            offsets = [self.states[i]["offset"] for i in idx]
-            params = [self.params[i] for i in idx]
-            snaps = [self.snapshots[i] for i in idx]
-            if self.narrow:
-                # u in float32 from the rounded parameters; x is the master.
-                us = [p.float() - s.float() for p, s in zip(params, snaps)]
-                xs = [self.states[i]["master"] for i in idx]
-                torch._foreach_add_(offsets, us, alpha=s_eps / k)
-                torch._foreach_add_(xs, us, alpha=s_eps)
-                torch._foreach_add_(xs, offsets, alpha=k_new - k)
-                for p, x in zip(params, xs):
-                    p.copy_(x)
-            else:
-                torch._foreach_add_(offsets, params, alpha=s_eps / k)
-                torch._foreach_sub_(offsets, snaps, alpha=s_eps / k)
-                for p, snap in zip(params, snaps):
-                    torch.lerp(snap, p, s_eps, out=p)
-                torch._foreach_add_(params, offsets, alpha=k_new - k)
-
