@@ -16,7 +16,7 @@ Problems:
 
 * ``anchor``: the quadratic 0.5 * sum H (x - c)^2 with a=[1, 2], b=[-1],
   H a=[1, 2], b=[0.5], c a=[0.5, -0.5], b=[0.25]; ``mechanize(sgd(1.0))`` with
-  default hyper-parameters, 200 steps (the sanity anchor of the issue).
+  default hyper-parameters, 200 steps (a sanity anchor small enough to check by hand).
 * ``mlp_*``: a 3-4-2 tanh MLP regressed onto fixed random targets (mean
   squared error over 8 samples), 60 steps, with several base optimizers:
   SGD, SGD with momentum, Adam, AdamW, Adam under a warm-up + cosine schedule

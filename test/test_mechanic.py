@@ -121,7 +121,7 @@ def test_matches_optax_step_by_step(reference, name, fused):
 
 @FUSED
 def test_sanity_anchor(reference, fused):
-    """The issue's anchor numbers, the first 100 steps at 1e-6 and loss after 200.
+    """The sanity anchor (a 2-parameter quadratic): the first 100 steps to 1e-6 and the loss after 200.
 
     The anchor runs at the edge of stability, where rounding differences grow
     exponentially: eager and jitted optax themselves differ by ~1e-4 in the
