@@ -40,6 +40,10 @@ class Probe:
             ("/diagnostics", DiagnosticArray, 10),
         ]:
             self.node.create_subscription(typ, topic, lambda m, t=topic: self._store(t, m), qos)
+        # ROS's default QoS (reliable, keep last 10), as `ros2 topic echo` or a C++ node with a plain depth reads:
+        # it only matches a reliable publisher, as joint_state_broadcaster's and camera drivers' are
+        for topic, typ in (("/joint_states", JointState), ("/camera/scene/image_raw", Image)):
+            self.node.create_subscription(typ, topic, lambda m, t=topic: self._store(t + " (default QoS)", m), 10)
         self.arm = self.node.create_publisher(Float64MultiArray, "/fr3_position_controller/commands", RELIABLE)
         self.traj = self.node.create_publisher(JointTrajectory, "/fr3_position_controller/joint_trajectory", RELIABLE)
         self.reset = self.node.create_client(ResetEpisode, "/sim/reset")
@@ -98,6 +102,13 @@ def test_joint_states_and_images(sim):
     assert (info.height, info.width) == (96, 96) and info.k[0] > 0
     assert probe.spin_until(lambda: "/sim/task_state" in probe.latest, 5)
     assert probe.latest["/sim/task_state"].task == "lift"
+
+
+def test_joint_states_and_images_reach_a_default_qos_subscriber(sim):
+    _, probe, _ = sim
+    keys = ("/joint_states (default QoS)", "/camera/scene/image_raw (default QoS)")
+    assert probe.spin_until(lambda: all(probe.count.get(k, 0) >= 3 for k in keys), 10), probe.count
+    assert list(probe.latest[keys[0]].name) == list(fr3.ALL_JOINT_NAMES)
 
 
 def test_reset_service_with_seed_is_reproducible(sim):

@@ -170,14 +170,15 @@ class SimNode(Node):
         self.publishes_per_frame = max(1, int(round(1.0 / (cfg["camera_rate"] * self.substeps_per_publish * sim.physics_dt))))
 
         t = topics
-        self.joint_pub = self.create_publisher(t.JOINT_STATES.type, cfg["joint_states_topic"], t.JOINT_STATES.qos)
+        self.joint_pub = self.create_publisher(t.JOINT_STATES.type, cfg["joint_states_topic"],
+                                               t.JOINT_STATES.publisher)
         self.task_pub = self.create_publisher(t.TASK_STATE.type, cfg["task_state_topic"], t.TASK_STATE.qos)
         self.diag_pub = self.create_publisher(t.DIAGNOSTICS.type, t.DIAGNOSTICS.name, t.DIAGNOSTICS.qos)
         self.clock_pub = self.create_publisher(t.CLOCK.type, t.CLOCK.name, t.CLOCK.qos) if self.lockstep else None
         self.image_pubs = {c: self.create_publisher(t.CAMERA_IMAGE.type, t.CAMERA_IMAGE.name.format(camera=c),
-                                                    t.CAMERA_IMAGE.qos) for c in self.cameras}
+                                                    t.CAMERA_IMAGE.publisher) for c in self.cameras}
         self.info_pubs = {c: self.create_publisher(t.CAMERA_INFO.type, t.CAMERA_INFO.name.format(camera=c),
-                                                   t.CAMERA_INFO.qos) for c in self.cameras}
+                                                   t.CAMERA_INFO.publisher) for c in self.cameras}
         self.create_subscription(t.ARM_COMMAND.type, cfg["command_topic"], self._on_arm_array, t.ARM_COMMAND.qos)
         self.create_subscription(t.ARM_TRAJECTORY.type, cfg["trajectory_topic"], self._on_trajectory,
                                  t.ARM_TRAJECTORY.qos)
