@@ -20,7 +20,8 @@ QoS, and why:
   camera_node reads the raw frames with the QoS of its parameters (reliable by
   default: large frames are fragmented, and a reliable reader gets lost
   fragments resent).
-* :data:`COMMAND` -- arm and gripper commands, task state: reliable, depth 10.
+* :data:`COMMAND` -- arm commands, task state: reliable, depth 10. The
+  gripper is commanded through franka_gripper's actions (:class:`Action`).
 * :data:`LATCHED` -- policy weights: reliable, transient local, depth 1; a
   restarted policy gets the newest weights at once.
 * :data:`EVENTS` -- episode events: reliable, transient local, depth 50.
@@ -42,6 +43,9 @@ from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import Float64MultiArray, String
 from trajectory_msgs.msg import JointTrajectory
 from visualization_msgs.msg import MarkerArray
+
+from control_msgs.action import GripperCommand
+from franka_msgs.action import Grasp, Homing, Move
 
 from mechanic_rl_ros.msg import EpisodeEvent, LearnerStats, PolicyWeights, StepReward, TaskState, Transition
 from mechanic_rl_ros.srv import ResetEpisode
@@ -103,7 +107,8 @@ POLICY_IMAGE = Topic("/policy/camera/scene/image", Image, SENSOR)   #: camera_no
 TASK_STATE = Topic("/sim/task_state", TaskState, COMMAND)
 ARM_COMMAND = Topic("/fr3_position_controller/commands", Float64MultiArray, COMMAND)
 ARM_TRAJECTORY = Topic("/fr3_position_controller/joint_trajectory", JointTrajectory, COMMAND)
-GRIPPER_COMMAND = Topic("/fr3_gripper/commands", Float64MultiArray, COMMAND)
+#: franka_gripper's joint states (the two finger joints, width / 2 each); it publishes them SensorDataQoS
+GRIPPER_JOINT_STATES = Topic("/franka_gripper/joint_states", JointState, SENSOR)
 TRANSITIONS = Topic("/learner/transitions", Transition, None)
 STEP_REWARDS = Topic("/reward/step", StepReward, None)
 EPISODE_EVENTS = Topic("/reward/events", EpisodeEvent, EVENTS)
@@ -123,3 +128,19 @@ class Service:
 
 
 RESET = Service("/sim/reset", ResetEpisode)
+
+
+@dataclass(frozen=True)
+class Action:
+    """An action's default name and type (franka_gripper's, under its node namespace)."""
+
+    name: str
+    type: type
+
+
+#: franka_gripper (franka_ros2) serves these under its node's name; a gripper node elsewhere is a parameter
+GRIPPER_NAMESPACE = "/franka_gripper"
+GRIPPER_MOVE = Action(GRIPPER_NAMESPACE + "/move", Move)
+GRIPPER_GRASP = Action(GRIPPER_NAMESPACE + "/grasp", Grasp)
+GRIPPER_HOMING = Action(GRIPPER_NAMESPACE + "/homing", Homing)
+GRIPPER_ACTION = Action(GRIPPER_NAMESPACE + "/gripper_action", GripperCommand)
