@@ -35,6 +35,7 @@ def _stack(context):
             output="screen",
             emulate_tty=True,
             parameters=[str(spec.params_file), spec.overrides],
+            additional_env=spec.env,
             on_exit=Shutdown(reason=f"{spec.name} exited"),
             # the learner finishes its update and writes a checkpoint on SIGINT
             sigterm_timeout=str(SHUTDOWN_SECONDS),

@@ -20,7 +20,7 @@ import pytest
 from sensor_msgs.msg import CompressedImage, Image
 
 from mechanic_rl_ros.vision.imgmsg import (
-    ENCODINGS, CvBridgeConverter, ImageFormatError, NumpyConverter, decode_compressed, fill_imgmsg,
+    BAYER, ENCODINGS, YUV422, CvBridgeConverter, ImageFormatError, NumpyConverter, decode_compressed, fill_imgmsg,
     imgmsg_to_array, probe_bridge, select_converter,
 )
 from mechanic_rl_ros.vision.preprocess import PreprocessConfig, center_crop_box, preprocess, to_rgb8
@@ -59,7 +59,9 @@ def _paddings(encoding: str) -> tuple[int, ...]:
     return (0, size, 4 * size) if size > 1 else (0, 1, 4)
 
 
-FIXTURES = [(e, pad, big) for e in ENCODINGS for pad in _paddings(e) for big in (False, True)]
+#: the encodings whose pixels are independent (YUV 4:2:2 and Bayer have their own tests below)
+PLAIN = [e for e in ENCODINGS if e not in YUV422 + BAYER]
+FIXTURES = [(e, pad, big) for e in PLAIN for pad in _paddings(e) for big in (False, True)]
 FIXTURE_IDS = [f"{e}-pad{pad}-{'be' if big else 'le'}" for e, pad, big in FIXTURES]
 
 
@@ -257,8 +259,8 @@ def _rgb8() -> Image:
 
 def test_malformed_images_name_the_field_and_the_expected_value():
     msg = _rgb8()
-    msg.encoding = "yuv422"
-    with pytest.raises(ImageFormatError, match=r"^encoding: 'yuv422' is not supported; expected one of rgb8, bgr8"):
+    msg.encoding = "yuv444"
+    with pytest.raises(ImageFormatError, match=r"^encoding: 'yuv444' is not supported; expected one of rgb8, bgr8"):
         imgmsg_to_array(msg)
     msg = _rgb8()
     msg.data = bytes(msg.data)[:-7]
@@ -352,3 +354,90 @@ def test_vision_modules_do_not_import_rclpy():
     code = ("import sys, mechanic_rl_ros.vision.imgmsg, mechanic_rl_ros.vision.preprocess; "
             "assert 'rclpy' not in sys.modules, 'rclpy imported'")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+# ------------------------------------------------------------------ YUV 4:2:2 and Bayer (usb_cam, machine-vision cameras)
+def _yuv_bt601(rgb: np.ndarray) -> np.ndarray:
+    """Studio-swing BT.601 Y, U, V of each pixel (what OpenCV's YUV 4:2:2 decoders invert), rounded."""
+    r, g, b = (rgb[..., i].astype(np.float64) for i in range(3))
+    y = 16 + (65.481 * r + 128.553 * g + 24.966 * b) / 255
+    u = 128 + (-37.797 * r - 74.203 * g + 112.0 * b) / 255
+    v = 128 + (112.0 * r - 93.786 * g - 18.214 * b) / 255
+    return np.clip(np.rint(np.stack([y, u, v], -1)), 0, 255).astype(np.uint8)
+
+
+def _pack_422(rgb: np.ndarray, order: str) -> np.ndarray:
+    """Pack an image whose horizontal pixel pairs share one colour into 4:2:2 macropixels, by hand.
+
+    ``order`` is "uyvy" (U Y0 V Y1) or "yuyv" (Y0 U Y1 V); the result is (h, w, 2) uint8.
+    """
+    yuv = _yuv_bt601(rgb)
+    y, u, v = yuv[..., 0], yuv[:, 0::2, 1], yuv[:, 0::2, 2]
+    h, w = y.shape
+    out = np.empty((h, w // 2, 4), np.uint8)
+    if order == "uyvy":
+        out[..., 0], out[..., 1], out[..., 2], out[..., 3] = u, y[:, 0::2], v, y[:, 1::2]
+    else:
+        out[..., 0], out[..., 1], out[..., 2], out[..., 3] = y[:, 0::2], u, y[:, 1::2], v
+    return out.reshape(h, w, 2)
+
+
+@pytest.mark.parametrize("encoding", YUV422)
+def test_yuv422_decodes_to_the_rgb_it_was_made_from(encoding):
+    rng = np.random.default_rng(7)
+    pairs = rng.integers(20, 236, (6, 4, 3), dtype=np.uint8)
+    rgb = np.repeat(pairs, 2, axis=1)  # each macropixel holds one colour: 4:2:2 loses nothing
+    order = "uyvy" if encoding in ("yuv422", "uyvy") else "yuyv"
+    packed = _pack_422(rgb, order)
+    msg = hand_built(packed, encoding, 4, False)
+    image, enc = NumpyConverter().image(msg)
+    assert image.shape == (6, 8, 2) and image.dtype == np.uint8  # cv_bridge's CV_8UC2 passthrough
+    np.testing.assert_array_equal(image, packed)
+    got = to_rgb8(image, enc)
+    assert np.abs(got.astype(int) - rgb.astype(int)).max() <= 3  # rounding of Y, U, V to 8 bit
+
+
+def test_yuv422_names_their_byte_order():
+    # U=V=128 (no colour), Y0 = 235 (white), Y1 = 16 (black) in each byte order
+    uyvy = np.array([[[128, 235], [128, 16]]], np.uint8)
+    yuyv = np.array([[[235, 128], [16, 128]]], np.uint8)
+    for encoding, image in (("yuv422", uyvy), ("uyvy", uyvy), ("yuv422_yuy2", yuyv), ("yuyv", yuyv)):
+        np.testing.assert_array_equal(to_rgb8(image, encoding), [[[255, 255, 255], [0, 0, 0]]], err_msg=encoding)
+
+
+def test_odd_width_yuv422_names_the_width():
+    msg = hand_built(np.zeros((2, 4, 2), np.uint8), "yuyv", 0, False)
+    msg.width, msg.step, msg.data = 3, 6, bytes(12)
+    with pytest.raises(ImageFormatError, match=r"^width: 3 px is odd; expected an even width for yuyv"):
+        imgmsg_to_array(msg)
+
+
+def _mosaic(rgb: np.ndarray, pattern: str) -> np.ndarray:
+    """The Bayer mosaic a sensor with the colour filter ``pattern`` ("rggb", ...) records of ``rgb``."""
+    channel = {"r": 0, "g": 1, "b": 2}
+    out = np.empty(rgb.shape[:2], np.uint8)
+    for k, (dy, dx) in enumerate(((0, 0), (0, 1), (1, 0), (1, 1))):
+        out[dy::2, dx::2] = rgb[dy::2, dx::2, channel[pattern[k]]]
+    return out
+
+
+@pytest.mark.parametrize("encoding", BAYER)
+def test_bayer_patterns_give_the_colour_that_was_filmed(encoding):
+    colour = np.array([200, 100, 30], np.uint8)  # every channel different: a swapped pattern shows
+    rgb = np.broadcast_to(colour, (8, 10, 3)).copy()
+    msg = hand_built(_mosaic(rgb, encoding[6:10]), encoding, 2, False)
+    image, enc = NumpyConverter().image(msg)
+    assert image.shape == (8, 10) and image.dtype == np.uint8
+    got = to_rgb8(image, enc)
+    np.testing.assert_array_equal(got[2:-2, 2:-2], rgb[2:-2, 2:-2])  # away from the border: exact
+
+
+@pytest.mark.parametrize("encoding", ("yuyv", "bayer_grbg8"))
+def test_yuv_and_bayer_are_converted_before_the_crop(encoding):
+    rng = np.random.default_rng(11)
+    rgb = np.repeat(rng.integers(0, 256, (30, 20, 3), dtype=np.uint8), 2, axis=1)  # 30 x 40
+    raw = _pack_422(rgb, "yuyv") if encoding == "yuyv" else _mosaic(rgb, "grbg")
+    cfg = PreprocessConfig(width=12, height=12)  # center crop 30 x 30 from column 5: odd, inside a macropixel
+    out = preprocess(raw, encoding, cfg)
+    full = to_rgb8(raw, encoding)
+    np.testing.assert_array_equal(out, cv2.resize(full[:, 5:35], (12, 12), interpolation=cv2.INTER_AREA))

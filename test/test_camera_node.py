@@ -29,6 +29,9 @@ pytestmark = pytest.mark.integration
 
 SENSOR = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.BEST_EFFORT,
                     durability=DurabilityPolicy.VOLATILE)
+#: how camera drivers publish (usb_cam: reliable keep-last 100; realsense2_camera: reliable keep-last 1)
+DRIVER = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                    durability=DurabilityPolicy.VOLATILE)
 RAW, OUT = "/camera/scene/image_raw", "/policy/camera/scene/image"
 OUT_W, OUT_H = 64, 48
 
@@ -65,7 +68,7 @@ class Probe:
             self.node.create_subscription(Image, in_topic, lambda m: self.raw.__setitem__(_key(m.header), m), SENSOR)
         self.node.create_subscription(Image, out_topic, self.out.append, SENSOR)
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, 10)
-        self.pub = self.node.create_publisher(in_type, in_topic, SENSOR)
+        self.pub = self.node.create_publisher(in_type, in_topic, DRIVER) if in_type is not None else None
         # camera_node's subscription, plus the probe's own raw one
         self.readers = 2 if in_type is Image else 1
 
@@ -129,9 +132,11 @@ def _stop(proc) -> None:
 def test_compressed_input(tmp_path):
     domain = fresh_domain_id()
     log = tmp_path / "camera_node_compressed.log"
+    # best effort: matches the probe's reliable (driver-like) publisher too
     cam = start_python(["-m", "mechanic_rl_ros.nodes.camera_node", "--ros-args", "--params-file", "config/camera.yaml",
                         "-p", "input_type:=compressed", "-p", "input_topic:=/camera/test/image_raw/compressed",
-                        "-p", "output_topic:=/policy/camera/test/image"], domain, log)
+                        "-p", "output_topic:=/policy/camera/test/image", "-p", "input_reliability:=best_effort"],
+                       domain, log)
     probe = Probe(domain, CompressedImage, "/camera/test/image_raw/compressed", "/policy/camera/test/image",
                   name="compressed_probe")
     try:
@@ -236,7 +241,7 @@ def test_sim_frames_arrive_preprocessed_with_the_raw_stamp(stack):
 def test_malformed_frames_are_rejected_and_good_frames_keep_flowing(stack):
     cam, probe, log = stack
     unknown = fill_imgmsg(Image(), np.zeros((48, 64, 3), np.uint8), "rgb8")
-    unknown.encoding = "yuv422"
+    unknown.encoding = "yuv444"
     unknown.header.frame_id = "bad_encoding"
     truncated = fill_imgmsg(Image(), np.zeros((48, 64, 3), np.uint8), "rgb8")
     truncated.data = bytes(truncated.data)[:-100]
@@ -254,7 +259,7 @@ def test_malformed_frames_are_rejected_and_good_frames_keep_flowing(stack):
     assert probe.spin_until(lambda: int(probe.diag.get("rejected", 0)) >= 3, 5), probe.diag
     text = log.read_text()
     assert re.search(r"rejected frame from /camera/scene/image_raw \(frame_id 'bad_encoding'\), not forwarded: "
-                     r"encoding: 'yuv422' is not supported; expected one of rgb8", text), text
+                     r"encoding: 'yuv444' is not supported; expected one of rgb8", text), text
     assert "(frame_id 'bad_length'), not forwarded: data: 9116 bytes; expected height * step = 48 * 192 = 9216" in text
     assert "(frame_id 'bad_stamp'), not forwarded: header.stamp: Seconds value must not be negative" in text
 
@@ -296,3 +301,50 @@ def test_diagnostics(stack):
     assert 0.0 < float(d["latency_ms_mean"]) < 50.0, d
     print(f"\ncamera_node 96x96 rgb8 -> {OUT_W}x{OUT_H}: latency mean {d['latency_ms_mean']} ms, "
           f"max {d['latency_ms_max']} ms, input {d['input_rate_hz']} Hz")
+
+
+@pytest.mark.parametrize("encoding", ["yuyv", "yuv422", "bayer_rggb8", "bayer_gbrg8"])
+def test_usb_cam_yuv_and_bayer_frames_are_converted(stack, encoding):
+    cam, probe, log = stack
+    rng = np.random.default_rng(5)
+    if encoding.startswith("bayer"):
+        raw = rng.integers(0, 256, (120, 160), dtype=np.uint8)
+    else:
+        raw = rng.integers(16, 240, (120, 160, 2), dtype=np.uint8)
+    frame = fill_imgmsg(Image(), raw, encoding, row_padding=8)
+    frame.header.frame_id = f"{encoding}_probe"
+    out = probe.publish_until_forwarded(frame)
+    assert out is not None, f"a {encoding} frame was not forwarded:\n{log.read_text()[-2000:]}"
+    expected = preprocess(raw, encoding, PreprocessConfig(width=OUT_W, height=OUT_H))
+    np.testing.assert_array_equal(np.frombuffer(bytes(out.data), np.uint8).reshape(OUT_H, OUT_W, 3), expected)
+
+
+def test_every_full_hd_frame_of_a_driver_gets_through_with_the_shipped_profile(tmp_path):
+    """Ten 1920 x 1080 rgb8 frames, each published once at 10 Hz by another process as a camera driver
+    publishes (reliable), all reach camera_node with the stack's defaults: reliable input and
+    config/fastdds_large_frames.xml (README "Cameras" has the measurements with and without)."""
+    domain = fresh_domain_id()
+    env = {"FASTRTPS_DEFAULT_PROFILES_FILE": str(REPO / "config" / "fastdds_large_frames.xml")}
+    cam = start_python(["-m", "mechanic_rl_ros.nodes.camera_node", "--ros-args", "--params-file", "config/camera.yaml",
+                        "-p", "input_topic:=/camera/hd/image_raw", "-p", "output_topic:=/policy/camera/hd/image",
+                        "-p", "diagnostics_period:=0.5"],
+                       domain, tmp_path / "camera_node.log", **env)
+    probe = Probe(domain, in_type=None, in_topic="/camera/hd/unused", out_topic="/policy/camera/hd/image",
+                  name="hd_probe")
+    driver = None
+    try:
+        assert probe.spin_until(lambda: probe.diag_count >= 1, 60), (tmp_path / "camera_node.log").read_text()
+        driver = start_python([str(REPO / "test" / "peers" / "publish_frames.py"), "/camera/hd/image_raw",
+                               "1920x1080", "10", "0.1"], domain, tmp_path / "driver.log", **env)
+        done = probe.spin_until(lambda: "published" in (tmp_path / "driver.log").read_text(), 60)
+        assert done, (tmp_path / "driver.log").read_text()
+        got = lambda: int(probe.diag.get("frames_in", 0))  # noqa: E731
+        probe.spin_until(lambda: got() >= 10, 30)
+        assert got() == 10, f"{got()} of 10 frames reached camera_node: {probe.diag}"
+        ids = {m.header.frame_id for m in probe.out}
+        assert ids <= {f"frame_{i}" for i in range(10)} and len(ids) >= 1, ids
+    finally:
+        probe.close()
+        for proc in (driver, cam):
+            if proc is not None and proc.poll() is None:
+                _stop(proc)

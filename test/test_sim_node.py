@@ -12,6 +12,13 @@ from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import Float64MultiArray
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
+from action_msgs.msg import GoalStatus
+from control_msgs.action import GripperCommand
+from control_msgs.msg import GripperCommand as GripperCommandMsg
+from franka_msgs.action import Grasp, Homing, Move
+from franka_msgs.msg import GraspEpsilon
+from rclpy.action import ActionClient
+
 from mechanic_rl_ros.control import fr3
 from mechanic_rl_ros.msg import TaskState
 from mechanic_rl_ros.srv import ResetEpisode
@@ -40,9 +47,30 @@ class Probe:
             ("/diagnostics", DiagnosticArray, 10),
         ]:
             self.node.create_subscription(typ, topic, lambda m, t=topic: self._store(t, m), qos)
+        # ROS's default QoS (reliable, keep last 10), as `ros2 topic echo` or a C++ node with a plain depth reads:
+        # it only matches a reliable publisher, as joint_state_broadcaster's and camera drivers' are
+        for topic, typ in (("/joint_states", JointState), ("/camera/scene/image_raw", Image)):
+            self.node.create_subscription(typ, topic, lambda m, t=topic: self._store(t + " (default QoS)", m), 10)
         self.arm = self.node.create_publisher(Float64MultiArray, "/fr3_position_controller/commands", RELIABLE)
         self.traj = self.node.create_publisher(JointTrajectory, "/fr3_position_controller/joint_trajectory", RELIABLE)
         self.reset = self.node.create_client(ResetEpisode, "/sim/reset")
+        self.actions = {name: ActionClient(self.node, typ, f"/franka_gripper/{name}") for name, typ in
+                        (("move", Move), ("grasp", Grasp), ("homing", Homing), ("gripper_action", GripperCommand))}
+        self.node.create_subscription(JointState, "/franka_gripper/joint_states",
+                                      lambda m: self._store("/franka_gripper/joint_states", m), qos_profile_sensor_data)
+
+    def run_goal(self, action: str, goal, timeout: float = 60.0):
+        """Send one goal and wait for its result: (status, result)."""
+        client = self.actions[action]
+        assert client.wait_for_server(timeout_sec=10), f"/franka_gripper/{action} not served"
+        sent = client.send_goal_async(goal)
+        assert self.spin_until(sent.done, 10) and sent.result().accepted
+        res = sent.result().get_result_async()
+        assert self.spin_until(res.done, timeout), f"/franka_gripper/{action} goal not answered"
+        return res.result().status, res.result().result
+
+    def finger_width(self) -> float:
+        return float(sum(self.latest["/franka_gripper/joint_states"].position))
 
     def _store(self, topic, msg):
         self.latest[topic] = msg
@@ -98,6 +126,13 @@ def test_joint_states_and_images(sim):
     assert (info.height, info.width) == (96, 96) and info.k[0] > 0
     assert probe.spin_until(lambda: "/sim/task_state" in probe.latest, 5)
     assert probe.latest["/sim/task_state"].task == "lift"
+
+
+def test_joint_states_and_images_reach_a_default_qos_subscriber(sim):
+    _, probe, _ = sim
+    keys = ("/joint_states (default QoS)", "/camera/scene/image_raw (default QoS)")
+    assert probe.spin_until(lambda: all(probe.count.get(k, 0) >= 3 for k in keys), 10), probe.count
+    assert list(probe.latest[keys[0]].name) == list(fr3.ALL_JOINT_NAMES)
 
 
 def test_reset_service_with_seed_is_reproducible(sim):
@@ -195,3 +230,43 @@ def test_lockstep_advances_one_control_period_per_command(tmp_path):
         probe.close()
         proc.terminate()
         proc.wait(15)
+
+
+def test_franka_gripper_actions(sim):
+    """move / grasp / homing / gripper_action as franka_gripper answers them, and its joint states."""
+    _, probe, log = sim
+    status, result = probe.run_goal("move", Move.Goal(width=0.04, speed=0.1))
+    assert status == GoalStatus.STATUS_SUCCEEDED and result.success and result.error == "", result
+    assert probe.spin_until(lambda: abs(probe.finger_width() - 0.04) < 0.005, 5), probe.finger_width()
+    assert list(probe.latest["/franka_gripper/joint_states"].name) == list(fr3.FINGER_JOINT_NAMES)
+
+    # closing on nothing: the fingers stop at 0, inside [width - inner, width + outer]
+    status, result = probe.run_goal("grasp", Grasp.Goal(width=0.0, speed=0.1, force=20.0,
+                                                        epsilon=GraspEpsilon(inner=0.005, outer=0.08)))
+    assert status == GoalStatus.STATUS_SUCCEEDED and result.success, result
+    # a window that excludes where the fingers stop: libfranka's grasp fails
+    status, result = probe.run_goal("grasp", Grasp.Goal(width=0.06, speed=0.1, force=20.0,
+                                                        epsilon=GraspEpsilon(inner=0.005, outer=0.005)))
+    assert status == GoalStatus.STATUS_SUCCEEDED and result.success, result  # opening to 0.06 reaches it
+    status, result = probe.run_goal("homing", Homing.Goal())
+    assert status == GoalStatus.STATUS_SUCCEEDED and result.success, result
+    assert probe.spin_until(lambda: probe.finger_width() > 0.075, 5)
+
+    # control_msgs/GripperCommand: position is one finger, half the width
+    status, result = probe.run_goal("gripper_action", GripperCommand.Goal(
+        command=GripperCommandMsg(position=0.015, max_effort=20.0)))
+    assert status == GoalStatus.STATUS_SUCCEEDED and result.reached_goal, result
+    assert abs(result.position - 0.015) < 0.003, result
+
+    # bad goals are aborted with the field named; the node keeps serving
+    status, result = probe.run_goal("move", Move.Goal(width=float("nan"), speed=0.1))
+    assert status == GoalStatus.STATUS_ABORTED and not result.success
+    assert result.error == "width: got nan; expected a width in [0.0, 0.08] m", result
+    status, result = probe.run_goal("grasp", Grasp.Goal(width=0.02, speed=0.1, force=-1.0))
+    assert status == GoalStatus.STATUS_ABORTED and result.error == "force: got -1.0; expected a finite value > 0 N"
+    status, result = probe.run_goal("gripper_action", GripperCommand.Goal(
+        command=GripperCommandMsg(position=0.05, max_effort=20.0)))
+    assert status == GoalStatus.STATUS_ABORTED and not result.reached_goal
+    status, _ = probe.run_goal("move", Move.Goal(width=0.08, speed=0.1))
+    assert status == GoalStatus.STATUS_SUCCEEDED
+    assert "gripper goal aborted: width: got nan" in log.read_text()

@@ -3,8 +3,10 @@
 A thin adapter around :mod:`mechanic_rl_ros.vision` (no ROS there):
 
 * subscribes to ``input_topic``: ``sensor_msgs/Image`` (``input_type: raw``;
-  rgb8, bgr8, rgba8, bgra8, mono8, mono16, rgb16, bgr16, 16UC1 and 32FC1 depth,
-  any row padding, either byte order) or ``sensor_msgs/CompressedImage``
+  rgb8, bgr8, rgba8, bgra8, mono8, mono16, rgb16, bgr16, YUV 4:2:2 as usb_cam
+  sends it (yuv422 / uyvy, yuv422_yuy2 / yuyv), 8-bit Bayer (bayer_rggb8,
+  bayer_bggr8, bayer_gbrg8, bayer_grbg8), 16UC1 and 32FC1 depth, any row
+  padding, either byte order) or ``sensor_msgs/CompressedImage``
   (``input_type: compressed``; jpeg / png);
 * publishes on ``output_topic`` an rgb8 ``sensor_msgs/Image`` of
   ``output_width x output_height``, center-cropped to that aspect
@@ -14,8 +16,18 @@ A thin adapter around :mod:`mechanic_rl_ros.vision` (no ROS there):
 * publishes ``/diagnostics``: frames in / out / stale / rejected, input rate,
   conversion latency, the age of the last frame and the converter in use.
 
-The input is read best effort, keep last ``qos_depth`` (the camera driver's
-topic); the output has the stack's sensor QoS (:data:`mechanic_rl_ros.wire.topics.SENSOR`):
+The input QoS is a parameter (``input_reliability``, ``input_depth``): by
+default reliable, keep last 1, as camera drivers publish (usb_cam: reliable,
+keep last 100; realsense2_camera: SYSTEM_DEFAULT, which is reliable under Fast
+DDS). A reliable subscription is what gets large frames through: a frame of
+640 x 480 and up travels as many fragments, and over Fast DDS a best-effort
+reader drops the whole frame when one fragment is lost or overwritten (on a
+loaded machine, most of them), while a reliable one has the lost fragments
+resent. Keep last 1 still means "only the newest frame": an older one not
+yet taken is replaced, never queued. ``best_effort`` matches every publisher
+too and suits small frames or a network link where resending is worse than
+dropping (README, "Cameras"). The output has the stack's sensor QoS
+(:data:`mechanic_rl_ros.wire.topics.SENSOR`, 96 x 96 frames fit one datagram):
 a late frame is worth less than the next one.
 
 A frame whose ``header.stamp`` is more than ``max_age`` seconds behind the
@@ -48,6 +60,7 @@ from mechanic_rl_ros.vision.preprocess import PreprocessConfig, preprocess
 from mechanic_rl_ros.wire import topics
 
 INPUT_TYPES = ("raw", "compressed")
+INPUT_RELIABILITY = {"reliable": ReliabilityPolicy.RELIABLE, "best_effort": ReliabilityPolicy.BEST_EFFORT}
 
 #: every parameter, with what it means (``ros2 param describe camera_node <name>``); config/camera.yaml sets them
 PARAMETERS = [
@@ -55,7 +68,8 @@ PARAMETERS = [
           "camera images to convert: sensor_msgs/Image, or sensor_msgs/CompressedImage with input_type compressed "
           "(e.g. .../image_raw/compressed)"),
     Param("input_type", "raw", "message type on input_topic: raw = sensor_msgs/Image (rgb8, bgr8, rgba8, bgra8, "
-          "mono8, mono16, rgb16, bgr16, 16UC1 / 32FC1 depth), compressed = sensor_msgs/CompressedImage (jpeg, png)",
+          "mono8, mono16, rgb16, bgr16, yuv422/uyvy, yuv422_yuy2/yuyv, bayer_rggb8/bggr8/gbrg8/grbg8, 16UC1 / "
+          "32FC1 depth), compressed = sensor_msgs/CompressedImage (jpeg, png)",
           choices=INPUT_TYPES),
     Param("output_topic", topics.POLICY_IMAGE.name,
           "where the policy's input goes: sensor_msgs/Image rgb8, output_width x output_height, with the input's "
@@ -71,8 +85,12 @@ PARAMETERS = [
     Param("converter", "auto", "image decoding: auto = cv_bridge if importable and it passes the start-up "
           "self-test, else numpy; numpy = the package's own converter; cv_bridge = cv_bridge even if it fails the "
           "self-test", choices=("auto", "numpy", "cv_bridge")),
-    Param("qos_depth", 1, "[messages] history depth of the best-effort (sensor-data) subscription and publication",
-          range=(1, None)),
+    Param("input_reliability", "reliable", "QoS reliability of the input_topic subscription: reliable (lost "
+          "fragments of a large frame are resent; matches reliable publishers such as usb_cam and "
+          "realsense2_camera, and best-effort ones) or best_effort (a frame with a lost fragment is dropped; "
+          "matches every publisher)", choices=tuple(INPUT_RELIABILITY)),
+    Param("input_depth", 1, "[messages] keep-last history depth of the input_topic subscription: 1 = only the "
+          "newest frame waits to be converted", range=(1, None)),
     Param("error_log_period", 1.0, "[s] least time between two logged errors of one kind (stale / malformed "
           "frames; the rest are only counted); 0 logs every one", range=(0.0, None)),
     Param("diagnostics_period", 1.0, "[wall s] period of /diagnostics, also the window of its rate and latency "
@@ -91,12 +109,13 @@ class CameraNode(Node):
         self.converter_reason = selection.reason
         self.decode = self.converter.compressed if cfg["input_type"] == "compressed" else self.converter.image
 
-        sensor_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=cfg["qos_depth"],
-                                reliability=ReliabilityPolicy.BEST_EFFORT, durability=DurabilityPolicy.VOLATILE)
+        input_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=cfg["input_depth"],
+                               reliability=INPUT_RELIABILITY[cfg["input_reliability"]],
+                               durability=DurabilityPolicy.VOLATILE)
         self.pub = self.create_publisher(topics.POLICY_IMAGE.type, cfg["output_topic"], topics.POLICY_IMAGE.qos)
         self.diag_pub = self.create_publisher(topics.DIAGNOSTICS.type, topics.DIAGNOSTICS.name, topics.DIAGNOSTICS.qos)
         in_type = CompressedImage if cfg["input_type"] == "compressed" else Image
-        self.create_subscription(in_type, cfg["input_topic"], self._on_frame, sensor_qos)
+        self.create_subscription(in_type, cfg["input_topic"], self._on_frame, input_qos)
 
         self.stats = {"frames_in": 0, "frames_out": 0, "stale": 0, "rejected": 0}
         self._window = self._new_window()

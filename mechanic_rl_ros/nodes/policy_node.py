@@ -10,8 +10,10 @@
 * executes the chunk at ``control_rate``; every command passes
   :class:`mechanic_rl_ros.control.safety.SafetyFilter` (FR3 position / velocity /
   acceleration / jerk limits, TCP workspace) and goes out as
-  Float64MultiArray or JointTrajectory (``command_type``), the gripper width on
-  its own topic. A stale observation, a missing chunk or a dead model makes it
+  Float64MultiArray or JointTrajectory (``command_type``); the gripper width
+  goes to franka_gripper's ``move`` / ``grasp`` actions, one goal at a time
+  with hysteresis (:class:`mechanic_rl_ros.control.gripper.GripperCommander`),
+  never a goal per tick. A stale observation, a missing chunk or a dead model makes it
   *hold* (brake to the last command) instead of guessing;
 * publishes a ``Transition`` for every executed step (the chunk's observation,
   denoising chain and behaviour log-probabilities on its first step);
@@ -26,6 +28,7 @@
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -34,13 +37,15 @@ import rclpy
 import torch
 from diagnostic_msgs.msg import DiagnosticStatus
 from geometry_msgs.msg import Point
+from action_msgs.msg import GoalStatus
+from rclpy.action import ActionClient
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
 from sensor_msgs.msg import Image, JointState
-from std_msgs.msg import Float64MultiArray
 from visualization_msgs.msg import Marker, MarkerArray
 
 from mechanic_rl_ros.control import fr3
+from mechanic_rl_ros.control.gripper import GripperCommander, GripperConfig
 from mechanic_rl_ros.control.chunk_loop import BackgroundPlanning, Chunk, ChunkLoop
 from mechanic_rl_ros.control.observation import ObservationAssembler, StaleObservation
 from mechanic_rl_ros.control.safety import SafetyConfig, SafetyFilter
@@ -50,6 +55,7 @@ from mechanic_rl_ros.nodes.common import (COMMAND_TYPES, Param, RateLimitedLog, 
 from mechanic_rl_ros.policy import DiffusionPolicy, PolicyPlanner
 from mechanic_rl_ros.vision.imgmsg import imgmsg_to_array
 from mechanic_rl_ros.wire import WireError, topics
+from mechanic_rl_ros.wire.gripper import ACTIONS as GRIPPER_ACTIONS, goal_message as gripper_goal_message
 from mechanic_rl_ros.wire.transition import ExecutedStep, transition_message
 from mechanic_rl_ros.wire.weights import verify_weights
 
@@ -95,7 +101,19 @@ PARAMETERS = [
     Param("command_type", "array", "command message: array = std_msgs/Float64MultiArray (forward command "
           "controller), trajectory = trajectory_msgs/JointTrajectory (joint trajectory controller)",
           choices=COMMAND_TYPES),
-    Param("gripper_topic", topics.GRIPPER_COMMAND.name, "gripper width commands [m], std_msgs/Float64MultiArray"),
+    Param("gripper_namespace", topics.GRIPPER_NAMESPACE, "franka_gripper's node: the gripper width goes to its move "
+          "(opening) and grasp (closing) actions under this name"),
+    Param("gripper_hysteresis", 0.01, "[m] a new gripper goal only when the policy's width differs this much from "
+          "the last goal's", range=(0.0, 0.08)),
+    Param("gripper_speed", 0.1, "[m/s] speed of gripper move and grasp goals (Franka Hand: at most 0.1)",
+          range=(0.001, 0.1)),
+    Param("gripper_force", 20.0, "[N] grasp force (Franka Hand: 70 N continuous)", range=(0.001, 70.0)),
+    Param("gripper_epsilon_inner", 0.005, "[m] a grasp succeeds if the fingers stop above width - this",
+          range=(0.0, 0.08)),
+    Param("gripper_epsilon_outer", 0.08, "[m] a grasp succeeds if the fingers stop below width + this (0.08: any "
+          "object narrower than the open hand)", range=(0.0, 0.08)),
+    Param("gripper_goal_timeout", 5.0, "[wall s] a gripper goal not answered after this long is given up, so the "
+          "next one can go", range=(0.001, None)),
     Param("transition_topic", topics.TRANSITIONS.name, "mechanic_rl_ros/Transition of every executed step, to the "
           "learner"),
     Param("weights_topic", topics.WEIGHTS.name, "mechanic_rl_ros/PolicyWeights from the learner, hot-swapped between "
@@ -172,7 +190,18 @@ class PolicyNode(Node):
         t = topics
         arm = t.ARM_COMMAND if cmd_type is t.ARM_COMMAND.type else t.ARM_TRAJECTORY
         self.cmd_pub = self.create_publisher(cmd_type, cfg["command_topic"], arm.qos)
-        self.gripper_pub = self.create_publisher(t.GRIPPER_COMMAND.type, cfg["gripper_topic"], t.GRIPPER_COMMAND.qos)
+        self.gripper = GripperCommander(GripperConfig(
+            hysteresis=cfg["gripper_hysteresis"], speed=cfg["gripper_speed"], force=cfg["gripper_force"],
+            epsilon_inner=cfg["gripper_epsilon_inner"], epsilon_outer=cfg["gripper_epsilon_outer"],
+            goal_timeout=cfg["gripper_goal_timeout"]))
+        self.gripper_lock = threading.Lock()  # the tick and the action callbacks run on two threads
+        self.finger_width: float | None = None  # [m] measured, from the finger joints of joint_states
+        gripper_ns = cfg["gripper_namespace"].rstrip("/")
+        self.gripper_action_names = {kind: gripper_ns + "/" + action.name.rsplit("/", 1)[1]
+                                     for kind, action in GRIPPER_ACTIONS.items()}
+        self.gripper_clients = {kind: ActionClient(self, GRIPPER_ACTIONS[kind].type, name,
+                                                   callback_group=MutuallyExclusiveCallbackGroup())
+                                for kind, name in self.gripper_action_names.items()}
         self.transition_pub = self.create_publisher(t.TRANSITIONS.type, cfg["transition_topic"],
                                                     t.TRANSITIONS.profile(int(cfg["transition_queue_depth"])))
         self.marker_pub = self.create_publisher(t.PREDICTED_PATH.type, cfg["marker_topic"], t.PREDICTED_PATH.qos)
@@ -210,6 +239,9 @@ class PolicyNode(Node):
 
     # ------------------------------------------------------------ inputs
     def _on_joint_states(self, msg: JointState) -> None:
+        names = list(msg.name)
+        if all(n in names for n in fr3.FINGER_JOINT_NAMES) and len(msg.position) == len(names):
+            self.finger_width = float(sum(msg.position[names.index(n)] for n in fr3.FINGER_JOINT_NAMES))
         try:
             self.assembler.set_joint_state(msg.name, msg.position, msg.velocity, seconds(msg.header.stamp))
         except ValueError as exc:
@@ -280,6 +312,8 @@ class PolicyNode(Node):
             self.episode, self.step = int(msg.episode), 0
             self.planning.reset(self.episode)
             self.safety = SafetyFilter(self.safety.config)
+            with self.gripper_lock:
+                self.gripper.reset()
             self.get_logger().info(f"episode {msg.episode}: acting")
         elif msg.event in ENDS and self.episode == msg.episode:
             self.episode = None
@@ -356,8 +390,45 @@ class PolicyNode(Node):
     def _send(self, q: np.ndarray, width: float | None) -> None:
         self.cmd_pub.publish(joint_command(q, self.cfg["command_type"], self.dt))
         if width is not None and np.isfinite(width):
-            self.gripper_pub.publish(Float64MultiArray(data=[float(width)]))
+            self._command_gripper(float(width))
         self.counts["commands"] += 1
+
+    # ------------------------------------------------------------ gripper
+    def _command_gripper(self, width: float) -> None:
+        """Send a franka_gripper goal for ``width`` [m] if the commander says one is due (one at a time)."""
+        with self.gripper_lock:
+            previous = self.gripper.last_goal
+            goal = self.gripper.request(width, time.monotonic(), self.finger_width)
+            if goal is None:
+                return
+            client = self.gripper_clients[goal.kind]
+            if not client.server_is_ready():
+                self.gripper.unsent(previous)
+                self._problem("gripper", f"gripper action {self.gripper_action_names[goal.kind]} not available; "
+                                         f"{goal.kind} to {goal.width:.4f} m not sent (is franka_gripper running?)")
+                return
+        client.send_goal_async(gripper_goal_message(goal)).add_done_callback(
+            lambda future, g=goal: self._on_gripper_accepted(g, future))
+
+    def _on_gripper_accepted(self, goal, future) -> None:
+        handle = future.result()
+        if handle is None or not handle.accepted:
+            with self.gripper_lock:
+                self.gripper.done(False)
+            self._problem("gripper", f"gripper {goal.kind} to {goal.width:.4f} m refused by the server")
+            return
+        handle.get_result_async().add_done_callback(lambda f, g=goal: self._on_gripper_result(g, f))
+
+    def _on_gripper_result(self, goal, future) -> None:
+        answer = future.result()
+        success = answer is not None and answer.status == GoalStatus.STATUS_SUCCEEDED and answer.result.success
+        with self.gripper_lock:
+            self.gripper.done(success)
+        if not success:
+            error = getattr(getattr(answer, "result", None), "error", "") or "no result"
+            # a grasp that closes on nothing fails by design; worth a line, not an alarm
+            self.get_logger().info(f"gripper {goal.kind} to {goal.width:.4f} m did not succeed: {error}",
+                                   throttle_duration_sec=5.0)
 
     # ------------------------------------------------------------ outputs
     def _publish_markers(self, chunk: Chunk) -> None:
@@ -385,7 +456,8 @@ class PolicyNode(Node):
         level, message = DiagnosticStatus.OK, f"version {self.planner.version}, " + ("acting" if self.episode is not None else "idle")
         if self.last_problem:
             level, message = DiagnosticStatus.WARN, f"{message}; last problem: {self.last_problem}"
-        values = {**self.counts, "policy_version": self.planner.version, "episode": self.episode, "step": self.step,
+        values = {**self.counts, **{f"gripper_{k}": v for k, v in self.gripper.counts.items()},
+                  "policy_version": self.planner.version, "episode": self.episode, "step": self.step,
                   "holds": holds, "inference_ms_p50": f"{np.percentile(lat, 50):.1f}",
                   "inference_ms_p99": f"{np.percentile(lat, 99):.1f}",
                   **{f"weights_{k}": f"{v:.1f}" for k, v in self.weights_timing.items()}}

@@ -12,7 +12,7 @@ A thin adapter around :class:`mechanic_rl_ros.control.episodes.EpisodeBook`.
 * resets between episodes: ``sim`` calls the simulator's ResetEpisode service
   (seed = ``seed_base`` + episode); ``real`` drives the arm to the home pose
   through the controller's command topic with the FR3 velocity / acceleration
-  limits applied, and opens the gripper;
+  limits applied, and opens the gripper (franka_gripper move action);
 * publishes ``/diagnostics`` (episodes, success rate, late steps).
 """
 from __future__ import annotations
@@ -24,9 +24,10 @@ from collections import deque
 import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticStatus
+from rclpy.action import ActionClient
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
-from std_msgs.msg import Float64MultiArray, String
+from std_msgs.msg import String
 
 from mechanic_rl_ros.control import fr3
 from mechanic_rl_ros.msg import EpisodeEvent, StepReward, TaskState, Transition
@@ -75,7 +76,8 @@ PARAMETERS = [
           "commands go"),
     Param("command_type", "array", "real: home motion command message: array = std_msgs/Float64MultiArray, "
           "trajectory = trajectory_msgs/JointTrajectory", choices=COMMAND_TYPES),
-    Param("gripper_topic", topics.GRIPPER_COMMAND.name, "real: gripper width command [m] that opens the gripper on reset"),
+    Param("gripper_namespace", topics.GRIPPER_NAMESPACE, "real: franka_gripper's node, whose move action opens the "
+          "gripper on reset"),
     Param("home_tolerance", 0.01, "[rad] real: the arm is home when every joint is this close to the home pose",
           range=(0.0001, None)),
     Param("home_velocity_scale", 0.2, "real: fraction of the FR3 joint velocity limits the home motion uses",
@@ -111,8 +113,7 @@ class RewardNode(Node):
                                      t.JOINT_STATES.qos)
             self.cmd_pub = self.create_publisher(command_message_type(cfg["command_type"]), cfg["command_topic"],
                                                  t.ARM_COMMAND.qos)
-            self.gripper_pub = self.create_publisher(t.GRIPPER_COMMAND.type, cfg["gripper_topic"],
-                                                     t.GRIPPER_COMMAND.qos)
+            self.gripper_open = ActionClient(self, t.GRIPPER_MOVE.type, cfg["gripper_namespace"].rstrip("/") + "/move")
             self.create_timer(cfg["control_dt"], self._home_motion_tick)
         self.q: np.ndarray | None = None
         self.homing: dict | None = None
@@ -147,8 +148,18 @@ class RewardNode(Node):
             future = self.reset_client.call_async(topics.RESET.type.Request(seed=seed))
             future.add_done_callback(self._on_reset_done)
         else:
-            self.gripper_pub.publish(Float64MultiArray(data=[fr3.GRIPPER_MAX_WIDTH]))
+            self._open_gripper()
             self.homing = {"q_prev": None, "dq_prev": np.zeros(7)}
+
+    def _open_gripper(self) -> None:
+        """Real mode, on reset: one franka_gripper move goal to the open width (not awaited: the home motion runs
+        meanwhile; a gripper that is not up is logged and the episode starts anyway)."""
+        if not self.gripper_open.server_is_ready():
+            self.get_logger().error(f"{self.cfg['gripper_namespace']}/move not available: gripper not opened "
+                                    f"(is franka_gripper running? franka_bringup load_gripper:=true)")
+            return
+        self.gripper_open.send_goal_async(topics.GRIPPER_MOVE.type.Goal(width=fr3.GRIPPER_MAX_WIDTH,
+                                                                        speed=fr3.GRIPPER_MAX_SPEED))
 
     def _on_reset_done(self, future) -> None:
         res = future.result()

@@ -9,13 +9,21 @@ for franka_ros2 + ros2_control + a camera driver:
   ``/clock`` in lock-step mode;
 * accepts joint position commands as std_msgs/Float64MultiArray (the
   forward_command_controller convention, ``/<controller>/commands``) or as
-  trajectory_msgs/JointTrajectory, and gripper width commands
-  (Float64MultiArray with one value [m]);
+  trajectory_msgs/JointTrajectory;
+* serves franka_gripper's actions under ``gripper_namespace``
+  (``/franka_gripper``): ``move``, ``grasp``, ``homing``
+  (franka_msgs/action/*) and ``gripper_action``
+  (control_msgs/action/GripperCommand), with franka_gripper's semantics
+  (:mod:`mechanic_rl_ros.sim.gripper`), and publishes
+  ``/franka_gripper/joint_states``; like franka_gripper it accepts every goal,
+  and counts goals that overlap another (``gripper_goals_overlapping`` in
+  /diagnostics: a client that queues goals shows there);
 * offers ``/sim/reset`` (mechanic_rl_ros/srv/ResetEpisode, optional seed).
 
 Malformed commands (wrong length, wrong joint names, NaN, outside the FR3
 position limits) are rejected with a rate-limited error naming the problem and
-are never applied; the arm keeps tracking its last good target.
+are never applied; the arm keeps tracking its last good target. A malformed
+gripper goal is aborted with the error in its result.
 
 Two clock modes (parameter ``mode``):
 
@@ -43,6 +51,8 @@ import numpy as np
 import rclpy
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticStatus
+from rclpy.action import ActionServer, GoalResponse
+from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.node import Node
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CameraInfo, Image, JointState
@@ -53,6 +63,7 @@ from mechanic_rl_ros.control import fr3
 from mechanic_rl_ros.msg import TaskState
 from mechanic_rl_ros.nodes.common import Param, RateLimitedLog, declare_parameters, publish_diagnostics, run_node
 from mechanic_rl_ros.sim.env import REWARD_TYPES, make_env
+from mechanic_rl_ros.sim import gripper as gripper_semantics
 from mechanic_rl_ros.sim.fr3_sim import CAMERAS
 from mechanic_rl_ros.sim.tasks import TASK_STATE_FIELDS, TASKS
 from mechanic_rl_ros.srv import ResetEpisode
@@ -82,18 +93,6 @@ def check_arm_command(values, field: str = "data") -> np.ndarray:
     return q
 
 
-def check_gripper_command(values, field: str = "data") -> float:
-    """Validate one gripper opening width [m]."""
-    w = np.asarray(values, dtype=np.float64)
-    if w.shape != (1,):
-        raise CommandError(f"{field}: expected 1 gripper width [m], got {w.size} values")
-    if not math.isfinite(w[0]) or not fr3.GRIPPER_MIN_WIDTH <= w[0] <= fr3.GRIPPER_MAX_WIDTH:
-        raise CommandError(
-            f"{field}: gripper width {w[0]} m outside [{fr3.GRIPPER_MIN_WIDTH}, {fr3.GRIPPER_MAX_WIDTH}]"
-        )
-    return float(w[0])
-
-
 def arm_targets_from_trajectory(msg: JointTrajectory) -> np.ndarray:
     """Joint targets of a JointTrajectory's last point, reordered by joint name."""
     names = list(msg.joint_names)
@@ -107,6 +106,11 @@ def arm_targets_from_trajectory(msg: JointTrajectory) -> np.ndarray:
         raise CommandError(f"points[-1].positions: {len(positions)} values for {len(names)} joint_names")
     order = [names.index(n) for n in fr3.JOINT_NAMES]
     return check_arm_command([positions[i] for i in order], "points[-1].positions")
+
+
+#: [m/s] the fingers count as stopped below this speed, and [s of sim time] for this long
+FINGER_STOPPED = 1e-3
+FINGER_SETTLE = 0.1
 
 
 @dataclass
@@ -139,8 +143,10 @@ PARAMETERS = [
           "joint position targets [rad], fr3_joint1..7 order"),
     Param("trajectory_topic", topics.ARM_TRAJECTORY.name, "arm commands as "
           "trajectory_msgs/JointTrajectory (joints matched by name; the last point is the target)"),
-    Param("gripper_topic", topics.GRIPPER_COMMAND.name, "gripper commands: std_msgs/Float64MultiArray with one opening "
-          "width [m]"),
+    Param("gripper_namespace", topics.GRIPPER_NAMESPACE, "franka_gripper's node: its actions move, grasp, homing, "
+          "gripper_action and its joint_states topic are served under this name"),
+    Param("gripper_goal_timeout", 3.0, "[s of sim time] a gripper goal whose fingers have not stopped after this "
+          "long is aborted", range=(0.01, None)),
     Param("joint_states_topic", topics.JOINT_STATES.name, "sensor_msgs/JointState of the 7 arm joints and 2 finger joints"),
     Param("task_state_topic", topics.TASK_STATE.name, "the task's privileged state (mechanic_rl_ros/TaskState), for "
           "reward_node"),
@@ -170,24 +176,40 @@ class SimNode(Node):
         self.publishes_per_frame = max(1, int(round(1.0 / (cfg["camera_rate"] * self.substeps_per_publish * sim.physics_dt))))
 
         t = topics
-        self.joint_pub = self.create_publisher(t.JOINT_STATES.type, cfg["joint_states_topic"], t.JOINT_STATES.qos)
+        self.joint_pub = self.create_publisher(t.JOINT_STATES.type, cfg["joint_states_topic"],
+                                               t.JOINT_STATES.publisher)
         self.task_pub = self.create_publisher(t.TASK_STATE.type, cfg["task_state_topic"], t.TASK_STATE.qos)
         self.diag_pub = self.create_publisher(t.DIAGNOSTICS.type, t.DIAGNOSTICS.name, t.DIAGNOSTICS.qos)
         self.clock_pub = self.create_publisher(t.CLOCK.type, t.CLOCK.name, t.CLOCK.qos) if self.lockstep else None
         self.image_pubs = {c: self.create_publisher(t.CAMERA_IMAGE.type, t.CAMERA_IMAGE.name.format(camera=c),
-                                                    t.CAMERA_IMAGE.qos) for c in self.cameras}
+                                                    t.CAMERA_IMAGE.publisher) for c in self.cameras}
         self.info_pubs = {c: self.create_publisher(t.CAMERA_INFO.type, t.CAMERA_INFO.name.format(camera=c),
-                                                   t.CAMERA_INFO.qos) for c in self.cameras}
+                                                   t.CAMERA_INFO.publisher) for c in self.cameras}
         self.create_subscription(t.ARM_COMMAND.type, cfg["command_topic"], self._on_arm_array, t.ARM_COMMAND.qos)
         self.create_subscription(t.ARM_TRAJECTORY.type, cfg["trajectory_topic"], self._on_trajectory,
                                  t.ARM_TRAJECTORY.qos)
-        self.create_subscription(t.GRIPPER_COMMAND.type, cfg["gripper_topic"], self._on_gripper,
-                                 t.GRIPPER_COMMAND.qos)
+        ns = cfg["gripper_namespace"].rstrip("/")
+        self.gripper_state_pub = self.create_publisher(t.GRIPPER_JOINT_STATES.type, ns + "/joint_states",
+                                                       t.GRIPPER_JOINT_STATES.qos)
+        # goals wait for the fingers on their own executor threads, beside the arm commands that advance time
+        actions = ReentrantCallbackGroup()
+        for action, execute in ((t.GRIPPER_MOVE, self._execute_move), (t.GRIPPER_GRASP, self._execute_grasp),
+                                (t.GRIPPER_HOMING, self._execute_homing),
+                                (t.GRIPPER_ACTION, self._execute_gripper_command)):
+            ActionServer(self, action.type, ns + "/" + action.name.rsplit("/", 1)[1], execute,
+                         goal_callback=self._accept_gripper_goal, callback_group=actions)
+        #: (finger width [m], finger speed [m/s], sim time [s]) after each physics slice, and its condition
+        self.fingers = (math.nan, 0.0, 0.0)
+        self.fingers_changed = threading.Condition()
+        self.gripper_goals_active = 0
+        self.gripper_goal: float | None = None  # [m] the width the last gripper goal drives to
         self.create_service(t.RESET.type, cfg["reset_service"], self._on_reset)
 
         self.requests: queue.Queue[_Request] = queue.Queue()
         self.arm_commands_in_step = 0
-        self.stats = {"commands_applied": 0, "commands_rejected": 0, "resets": 0, "ticks": 0, "frames": 0}
+        self.stats = {"commands_applied": 0, "commands_rejected": 0, "resets": 0, "ticks": 0, "frames": 0,
+                      "gripper_goals": 0, "gripper_goals_succeeded": 0, "gripper_goals_failed": 0,
+                      "gripper_goals_overlapping": 0}
         self.last_error = ""
         self.failed = False
         self.log = RateLimitedLog(self, cfg["error_log_period"])
@@ -221,11 +243,89 @@ class SimNode(Node):
         except CommandError as exc:
             self._reject(self.cfg["trajectory_topic"], exc)
 
-    def _on_gripper(self, msg: Float64MultiArray) -> None:
+    # ------------------------------------------------------------ gripper actions
+    def _accept_gripper_goal(self, _goal) -> GoalResponse:
+        """Accept every goal, as franka_gripper does; one that overlaps another is counted."""
+        return GoalResponse.ACCEPT
+
+    def _execute_move(self, handle):
+        g = handle.request
+        return self._run_franka_goal(handle, topics.GRIPPER_MOVE.type.Result(),
+                                     lambda: gripper_semantics.move(g.width, g.speed))
+
+    def _execute_grasp(self, handle):
+        g = handle.request
+        return self._run_franka_goal(handle, topics.GRIPPER_GRASP.type.Result(), lambda: gripper_semantics.grasp(
+            g.width, g.speed, g.force, g.epsilon.inner, g.epsilon.outer))
+
+    def _execute_homing(self, handle):
+        return self._run_franka_goal(handle, topics.GRIPPER_HOMING.type.Result(), gripper_semantics.homing)
+
+    def _run_franka_goal(self, handle, result, make_motion):
+        """Move / grasp / homing: franka_msgs results (success, error); succeed or abort with them."""
         try:
-            self.requests.put(_Request("gripper", check_gripper_command(msg.data)))
-        except CommandError as exc:
-            self._reject(self.cfg["gripper_topic"], exc)
+            motion = make_motion()
+        except gripper_semantics.GoalError as exc:
+            motion, result.error = None, str(exc)
+        if motion is not None:
+            result.success, result.error = self._drive_fingers(motion)
+        self._finish_gripper_goal(handle, result.success, result.error)
+        return result
+
+    def _execute_gripper_command(self, handle):
+        """control_msgs/GripperCommand with franka_gripper's semantics (position = width / 2)."""
+        result = topics.GRIPPER_ACTION.type.Result()
+        width = self.fingers[0]
+        error = ""
+        try:
+            motion = gripper_semantics.gripper_command(handle.request.command.position, width)
+        except gripper_semantics.GoalError as exc:
+            motion, error, result.reached_goal = None, str(exc), False
+        else:
+            result.reached_goal = motion is None
+        if motion is not None:
+            result.reached_goal, error = self._drive_fingers(motion)
+        result.position = float(self.fingers[0]) / 2
+        self._finish_gripper_goal(handle, result.reached_goal, error)
+        return result
+
+    def _finish_gripper_goal(self, handle, success: bool, error: str) -> None:
+        self.stats["gripper_goals_succeeded" if success else "gripper_goals_failed"] += 1
+        if success:
+            handle.succeed()
+        else:
+            handle.abort()
+            self.log.error("gripper", f"gripper goal aborted: {error}")
+
+    def _drive_fingers(self, motion: gripper_semantics.Motion) -> tuple[bool, str]:
+        """Command the width, wait (on sim time) until the fingers stop; franka_gripper's success and error."""
+        with self.fingers_changed:
+            self.stats["gripper_goals"] += 1
+            if self.gripper_goals_active:
+                self.stats["gripper_goals_overlapping"] += 1
+            self.gripper_goals_active += 1
+            started = self.fingers[2]
+        try:
+            self.requests.put(_Request("gripper", motion.target))
+            settled_at = None
+            while not self._stop.is_set():
+                with self.fingers_changed:
+                    self.fingers_changed.wait(timeout=0.5)
+                    width, speed, now = self.fingers
+                if now - started > self.cfg["gripper_goal_timeout"]:
+                    return False, (f"{motion.kind} timed out: fingers still moving at {width:.4f} m after "
+                                   f"{self.cfg['gripper_goal_timeout']} s")
+                # moving, or not started yet: wait; stopped for FINGER_SETTLE s: done
+                if now - started < FINGER_SETTLE or speed > FINGER_STOPPED:
+                    settled_at = None
+                    continue
+                settled_at = now if settled_at is None else settled_at
+                if now - settled_at >= FINGER_SETTLE:
+                    return gripper_semantics.outcome(motion, width)
+            return False, "simulator shutting down"
+        finally:
+            with self.fingers_changed:
+                self.gripper_goals_active -= 1
 
     def _on_reset(self, request: ResetEpisode.Request, response: ResetEpisode.Response) -> ResetEpisode.Response:
         seed = int(request.seed) if request.seed >= 0 else int(np.random.SeedSequence().generate_state(1)[0])
@@ -270,12 +370,12 @@ class SimNode(Node):
                 self.stats["commands_applied"] += 1
                 got_arm = True
             elif req.kind == "gripper":
-                sim.command(sim.commanded[:7], req.value)
-                self.stats["commands_applied"] += 1
+                self.gripper_goal = float(req.value)
             elif req.kind == "reset":
                 try:
                     self.time_offset += sim.time
                     self.env.reset(seed=req.value)
+                    self.gripper_goal = None
                     self.stats["resets"] += 1
                     self._publish_state(frame=True)
                     req.result = None
@@ -285,10 +385,24 @@ class SimNode(Node):
             if got_arm and self.lockstep:
                 return True
 
+    def _advance_gripper(self) -> None:
+        """Once per control period: drive the gripper target toward the goal width.
+
+        The simulated hand moves its target at most its speed times one control
+        period per command, so a goal width is re-commanded every period until
+        the target is there (the arm's target is left as it is).
+        """
+        sim = self.env.sim
+        if self.gripper_goal is not None and abs(sim.commanded[7] - self.gripper_goal) > 1e-9:
+            sim.command(sim.commanded[:7], self.gripper_goal)
+
     def _control_period(self) -> None:
         """Advance one control period in publish-sized slices."""
         if self.lockstep:
             self._drain(block_for=self.cfg["lockstep_idle_timeout"])
+        else:
+            self._drain(block_for=0.0)
+        self._advance_gripper()
         sim = self.env.sim
         for i in range(self.publishes_per_control):
             start = time.monotonic()
@@ -319,6 +433,14 @@ class SimNode(Node):
         msg.name = list(js["name"])
         msg.position, msg.velocity, msg.effort = (js[k].tolist() for k in ("position", "velocity", "effort"))
         self.joint_pub.publish(msg)
+        fingers = JointState(name=list(fr3.FINGER_JOINT_NAMES), position=msg.position[7:9],
+                             velocity=msg.velocity[7:9], effort=msg.effort[7:9])
+        fingers.header = msg.header
+        self.gripper_state_pub.publish(fingers)
+        with self.fingers_changed:
+            self.fingers = (float(sum(msg.position[7:9])), float(abs(sum(msg.velocity[7:9]))),
+                            self.time_offset + sim.time)
+            self.fingers_changed.notify_all()
 
         status = self.env.task.evaluate(sim)
         ts = TaskState()
@@ -380,7 +502,8 @@ class SimNode(Node):
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_node(SimNode, argv, failed=lambda node: node.failed)
+    # gripper goals wait for the fingers on executor threads of their own (ReentrantCallbackGroup)
+    return run_node(SimNode, argv, threads=4, failed=lambda node: node.failed)
 
 if __name__ == "__main__":
     sys.exit(main())

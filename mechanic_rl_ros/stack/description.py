@@ -39,7 +39,13 @@ ARGUMENTS: tuple[Argument, ...] = (
              "relative path is taken from the current directory"),
     Argument("episodes", "0", "stop starting new episodes after this many (0 = run until stopped)"),
     Argument("rviz", "false", "start RViz with config/finetune.rviz", BOOL),
+    Argument("dds_profile", "large_frames", "Fast DDS profile of the nodes that move camera frames (sim_node, "
+             "camera_node): large_frames = config/fastdds_large_frames.xml (a shared-memory segment that holds "
+             "large frames, README 'Cameras'), default = Fast DDS's own settings, or the path of an XML profile"),
 )
+
+#: the Fast DDS profile shipped in config/ for camera frames on one host
+LARGE_FRAMES_PROFILE = "fastdds_large_frames.xml"
 
 
 @dataclass
@@ -51,6 +57,8 @@ class NodeSpec:
     executable: str
     params_file: Path
     overrides: dict[str, object] = field(default_factory=dict)
+    #: environment variables of this node's process, on top of the caller's
+    env: dict[str, str] = field(default_factory=dict)
 
 
 def resolve(values: Mapping[str, str]) -> dict[str, str]:
@@ -95,9 +103,24 @@ def default_checkpoint(task: str, config_dir: Path) -> Path:
     return config_dir.parent / "checkpoints" / f"{task}_pretrained"
 
 
+def dds_environment(dds_profile: str, config_dir: Path) -> dict[str, str]:
+    """The environment that selects the ``dds_profile`` launch argument's Fast DDS profile.
+
+    Raises ``ValueError`` naming the argument when a given path is not a file.
+    """
+    if dds_profile == "default":
+        return {}
+    path = config_dir / LARGE_FRAMES_PROFILE if dds_profile == "large_frames" else Path(dds_profile).expanduser()
+    if not path.is_file():
+        raise ValueError(f"launch argument dds_profile: {str(path)!r} is not a file; expected large_frames, "
+                         f"default or the path of a Fast DDS XML profile")
+    return {"FASTRTPS_DEFAULT_PROFILES_FILE": str(path.resolve())}
+
+
 def nodes(values: Mapping[str, str], config_dir: Path) -> list[NodeSpec]:
     """The stack for resolved argument ``values``; parameter files from ``config_dir``."""
     v = resolve(values)
+    frames_env = dds_environment(v["dds_profile"], config_dir)
     sim = v["sim"] == "true"
     common: dict[str, object] = {"use_sim_time": sim}
     checkpoint = v["checkpoint"] or str(default_checkpoint(v["task"], config_dir))
@@ -106,9 +129,9 @@ def nodes(values: Mapping[str, str], config_dir: Path) -> list[NodeSpec]:
     if sim:
         sim_topics = {"trajectory_topic": v["command_topic"]} if trajectory else {"command_topic": v["command_topic"]}
         specs.append(NodeSpec("sim_node", "sim_node", config_dir / "sim.yaml", {
-            **common, "mode": "lockstep", "task": v["task"], **sim_topics}))
+            **common, "mode": "lockstep", "task": v["task"], **sim_topics}, env=dict(frames_env)))
     specs.append(NodeSpec("camera_node", "camera_node", config_dir / "camera.yaml", {
-        **common, "input_topic": v["camera_topic"]}))
+        **common, "input_topic": v["camera_topic"]}, env=dict(frames_env)))
     specs.append(NodeSpec("policy_node", "policy_node", config_dir / "policy_node.yaml", {
         **common, "checkpoint": checkpoint, "command_topic": v["command_topic"], "command_type": v["command_type"]}))
     reward: dict[str, object] = {**common, "mode": "sim" if sim else "real", "command_topic": v["command_topic"],

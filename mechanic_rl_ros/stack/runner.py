@@ -103,7 +103,7 @@ class Stack:
     def start(self) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         for spec in self.specs:
-            proc = subprocess.Popen(node_command(spec), env=self.env, stdout=subprocess.PIPE,
+            proc = subprocess.Popen(node_command(spec), env={**self.env, **spec.env}, stdout=subprocess.PIPE,
                                     stderr=subprocess.STDOUT, start_new_session=True)
             self.procs[spec.name] = proc
             t = threading.Thread(target=self._pump, args=(spec.name, proc), daemon=True)

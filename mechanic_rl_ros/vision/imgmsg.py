@@ -67,7 +67,24 @@ ENCODINGS: dict[str, Encoding] = {
     "mono16": Encoding(_U16, 1),
     "16UC1": Encoding(_U16, 1),
     "32FC1": Encoding(_F32, 1),
+    # YUV 4:2:2, two bytes per pixel, one 4-byte macropixel per two pixels (usb_cam's yuyv / uyvy
+    # pixel formats): "yuv422" / "uyvy" is U Y0 V Y1, "yuv422_yuy2" / "yuyv" is Y0 U Y1 V.
+    # cv_bridge reads them as CV_8UC2.
+    "yuv422": Encoding(_U8, 2),
+    "uyvy": Encoding(_U8, 2),
+    "yuv422_yuy2": Encoding(_U8, 2),
+    "yuyv": Encoding(_U8, 2),
+    # raw Bayer mosaics, one 8-bit sample per pixel; the name is the colour order of the top-left 2 x 2 block
+    "bayer_rggb8": Encoding(_U8, 1),
+    "bayer_bggr8": Encoding(_U8, 1),
+    "bayer_gbrg8": Encoding(_U8, 1),
+    "bayer_grbg8": Encoding(_U8, 1),
 }
+
+#: encodings whose pixels are not independent: a YUV 4:2:2 macropixel spans two columns, a Bayer
+#: colour needs its 2 x 2 block; they are converted to RGB before any crop (:mod:`.preprocess`)
+YUV422 = ("yuv422", "uyvy", "yuv422_yuy2", "yuyv")
+BAYER = ("bayer_rggb8", "bayer_bggr8", "bayer_gbrg8", "bayer_grbg8")
 
 # What cv2.imdecode(IMREAD_UNCHANGED) returns, by (dtype, channels), as an encoding.
 _DECODED_ENCODING = {
@@ -89,6 +106,10 @@ def check_image_layout(msg) -> Encoding:
     h, w, step = int(msg.height), int(msg.width), int(msg.step)
     if h <= 0 or w <= 0:
         raise ImageFormatError(f"height, width: got {h} x {w}; expected a non-empty image (both > 0)")
+    if msg.encoding in YUV422 and w % 2:
+        raise ImageFormatError(
+            f"width: {w} px is odd; expected an even width for {msg.encoding} (one 4-byte macropixel holds "
+            f"two pixels)")
     row = w * enc.pixel_bytes
     if step < row:
         raise ImageFormatError(

@@ -8,7 +8,10 @@ cv_bridge's ``imgmsg_to_cv2(msg, "rgb8")`` semantics, and resizes with
 
 Colour conversions are cv_bridge's: bgr8 -> channel swap, rgba8/bgra8 -> alpha
 dropped, mono8 -> gray replicated to three channels, 16-bit colour and mono16
-scaled by 255/65535 (cv_bridge's ``convertTo`` between 16 and 8 bit). cv_bridge
+scaled by 255/65535 (cv_bridge's ``convertTo`` between 16 and 8 bit), YUV 4:2:2
+(``yuv422``/``uyvy``, ``yuv422_yuy2``/``yuyv``) and 8-bit Bayer
+(``bayer_rggb8`` ...) with OpenCV's ``cvtColor`` codes that cv_bridge uses
+(Bayer: bilinear demosaicing). cv_bridge
 refuses depth encodings to rgb8; here depth (REP 118: 16UC1 in millimetres,
 32FC1 in metres) maps [0, depth_max] metres linearly to gray [0, 255],
 saturating beyond ``depth_max``; invalid readings (0 mm, NaN, -inf) are black,
@@ -21,7 +24,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from .imgmsg import ENCODINGS, ImageFormatError
+from .imgmsg import BAYER, ENCODINGS, YUV422, ImageFormatError
 
 CROP_MODES = ("center", "none")
 
@@ -30,6 +33,12 @@ _COLOR_TO_RGB = {
     "bgr8": cv2.COLOR_BGR2RGB, "bgr16": cv2.COLOR_BGR2RGB,
     "rgba8": cv2.COLOR_RGBA2RGB, "bgra8": cv2.COLOR_BGRA2RGB,
     "mono8": cv2.COLOR_GRAY2RGB, "mono16": cv2.COLOR_GRAY2RGB,
+    # cv_bridge's table (vision_opencv cv_bridge.cpp, getConversionCodes): yuv422 is UYVY; OpenCV
+    # names a Bayer pattern by its second row's first two pixels, so bayer_rggb8 is BayerBG
+    "yuv422": cv2.COLOR_YUV2RGB_UYVY, "uyvy": cv2.COLOR_YUV2RGB_UYVY,
+    "yuv422_yuy2": cv2.COLOR_YUV2RGB_YUY2, "yuyv": cv2.COLOR_YUV2RGB_YUY2,
+    "bayer_rggb8": cv2.COLOR_BayerBG2RGB, "bayer_bggr8": cv2.COLOR_BayerRG2RGB,
+    "bayer_gbrg8": cv2.COLOR_BayerGR2RGB, "bayer_grbg8": cv2.COLOR_BayerGB2RGB,
 }
 _U16_TO_U8 = 255.0 / 65535.0
 _MM_PER_M = 1000.0
@@ -84,7 +93,13 @@ def to_rgb8(image: np.ndarray, encoding: str, depth_max: float = PreprocessConfi
 
 
 def preprocess(image: np.ndarray, encoding: str, cfg: PreprocessConfig) -> np.ndarray:
-    """Crop (``cfg.crop``), convert to rgb8 and resize to ``(cfg.height, cfg.width, 3)`` uint8."""
+    """Crop (``cfg.crop``), convert to rgb8 and resize to ``(cfg.height, cfg.width, 3)`` uint8.
+
+    YUV 4:2:2 and Bayer images are converted first and cropped after: a crop
+    through a macropixel or a 2 x 2 Bayer block would change the colours.
+    """
+    if encoding in YUV422 + BAYER:
+        image, encoding = to_rgb8(image, encoding, cfg.depth_max), "rgb8"
     if cfg.crop == "center":
         rows, cols = center_crop_box(image.shape[0], image.shape[1], cfg.height, cfg.width)
         image = image[rows, cols]

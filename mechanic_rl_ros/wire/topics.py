@@ -6,11 +6,22 @@ topic and live here only; publisher and subscribers use the same profile.
 
 QoS, and why:
 
-* :data:`SENSOR` -- camera frames and joint states: best effort, volatile,
-  keep last 1; a late sample is worth nothing, so it is never retransmitted.
-  (A real camera driver's own topic is read with the QoS set in
-  camera_node's parameters.)
-* :data:`COMMAND` -- arm and gripper commands, task state: reliable, depth 10.
+* :data:`SENSOR` -- the policy's preprocessed frames, and every
+  *subscription* to joint states: best effort, volatile, keep last 1; a late
+  sample is worth nothing, so it is never waited for. A best-effort reader
+  matches reliable and best-effort writers alike.
+* :data:`DRIVER` -- what the simulator *publishes* in place of the robot's and
+  the camera's drivers, with their QoS: reliable, volatile, keep last 1 for
+  camera frames (usb_cam publishes reliable keep-last 100, realsense2_camera
+  SYSTEM_DEFAULT, which Fast DDS makes reliable keep-last 1), and
+  :data:`JOINT_STATE_PUBLISHER` reliable keep-last 10 for ``/joint_states``
+  (joint_state_broadcaster's ``SystemDefaultsQoS``), so a subscriber with
+  ROS's default QoS (reliable) hears the simulator as it hears the robot.
+  camera_node reads the raw frames with the QoS of its parameters (reliable by
+  default: large frames are fragmented, and a reliable reader gets lost
+  fragments resent).
+* :data:`COMMAND` -- arm commands, task state: reliable, depth 10. The
+  gripper is commanded through franka_gripper's actions (:class:`Action`).
 * :data:`LATCHED` -- policy weights: reliable, transient local, depth 1; a
   restarted policy gets the newest weights at once.
 * :data:`EVENTS` -- episode events: reliable, transient local, depth 50.
@@ -33,11 +44,18 @@ from std_msgs.msg import Float64MultiArray, String
 from trajectory_msgs.msg import JointTrajectory
 from visualization_msgs.msg import MarkerArray
 
+from control_msgs.action import GripperCommand
+from franka_msgs.action import Grasp, Homing, Move
+
 from mechanic_rl_ros.msg import EpisodeEvent, LearnerStats, PolicyWeights, StepReward, TaskState, Transition
 from mechanic_rl_ros.srv import ResetEpisode
 
 SENSOR = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.BEST_EFFORT,
                     durability=DurabilityPolicy.VOLATILE)
+DRIVER = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                    durability=DurabilityPolicy.VOLATILE)
+JOINT_STATE_PUBLISHER = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10,
+                                   reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
 COMMAND = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 EVENTS = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
@@ -54,11 +72,24 @@ def history(depth: int) -> QoSProfile:
 
 @dataclass(frozen=True)
 class Topic:
-    """A topic's default name, message type and QoS (``qos`` is None where the depth is a parameter)."""
+    """A topic's default name, message type and QoS (``qos`` is None where the depth is a parameter).
+
+    ``qos`` is what the stack's subscribers (and, unless ``publisher_qos`` is
+    given, its publishers) use. ``publisher_qos`` is set where the stack
+    publishes as a driver does (the simulator's joint states and camera
+    frames): the subscribers' profile is then chosen to match both the
+    simulator and the real driver.
+    """
 
     name: str
     type: type
     qos: QoSProfile | None
+    publisher_qos: QoSProfile | None = None
+
+    @property
+    def publisher(self) -> QoSProfile | None:
+        """The QoS a publisher of this topic uses."""
+        return self.publisher_qos if self.publisher_qos is not None else self.qos
 
     def profile(self, depth: int | None = None) -> QoSProfile:
         """The QoS; for a :func:`history` topic the node's configured ``depth``."""
@@ -69,14 +100,15 @@ class Topic:
         return history(depth)
 
 
-JOINT_STATES = Topic("/joint_states", JointState, SENSOR)
-CAMERA_IMAGE = Topic("/camera/{camera}/image_raw", Image, SENSOR)   #: the simulator's cameras (format: camera=)
-CAMERA_INFO = Topic("/camera/{camera}/camera_info", CameraInfo, SENSOR)
+JOINT_STATES = Topic("/joint_states", JointState, SENSOR, JOINT_STATE_PUBLISHER)
+CAMERA_IMAGE = Topic("/camera/{camera}/image_raw", Image, DRIVER)   #: the simulator's cameras (format: camera=)
+CAMERA_INFO = Topic("/camera/{camera}/camera_info", CameraInfo, DRIVER)
 POLICY_IMAGE = Topic("/policy/camera/scene/image", Image, SENSOR)   #: camera_node's output, the policy's input
 TASK_STATE = Topic("/sim/task_state", TaskState, COMMAND)
 ARM_COMMAND = Topic("/fr3_position_controller/commands", Float64MultiArray, COMMAND)
 ARM_TRAJECTORY = Topic("/fr3_position_controller/joint_trajectory", JointTrajectory, COMMAND)
-GRIPPER_COMMAND = Topic("/fr3_gripper/commands", Float64MultiArray, COMMAND)
+#: franka_gripper's joint states (the two finger joints, width / 2 each); it publishes them SensorDataQoS
+GRIPPER_JOINT_STATES = Topic("/franka_gripper/joint_states", JointState, SENSOR)
 TRANSITIONS = Topic("/learner/transitions", Transition, None)
 STEP_REWARDS = Topic("/reward/step", StepReward, None)
 EPISODE_EVENTS = Topic("/reward/events", EpisodeEvent, EVENTS)
@@ -96,3 +128,19 @@ class Service:
 
 
 RESET = Service("/sim/reset", ResetEpisode)
+
+
+@dataclass(frozen=True)
+class Action:
+    """An action's default name and type (franka_gripper's, under its node namespace)."""
+
+    name: str
+    type: type
+
+
+#: franka_gripper (franka_ros2) serves these under its node's name; a gripper node elsewhere is a parameter
+GRIPPER_NAMESPACE = "/franka_gripper"
+GRIPPER_MOVE = Action(GRIPPER_NAMESPACE + "/move", Move)
+GRIPPER_GRASP = Action(GRIPPER_NAMESPACE + "/grasp", Grasp)
+GRIPPER_HOMING = Action(GRIPPER_NAMESPACE + "/homing", Homing)
+GRIPPER_ACTION = Action(GRIPPER_NAMESPACE + "/gripper_action", GripperCommand)
