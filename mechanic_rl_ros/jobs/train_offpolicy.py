@@ -89,7 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     ga.add_argument("--lr", type=float, help="learning rate of every optimiser with --optimizer adam")
     ga.add_argument("--num-critics", type=int)
     ga.add_argument("--batch-size", type=int)
-    ga.add_argument("--noise-bound", type=float, help="x_K in [-b, b]")
+    ga.add_argument("--noise-bound", type=float, help="x_K in [-b, b] (with --latent-dim: the latent z in [-b, b])")
+    ga.add_argument("--latent-dim", type=int, help="> 0: the actor picks this many numbers z, x_K = P z (fixed random P)")
     ga.add_argument("--target-entropy", type=float, help="per noise dimension")
     ga.add_argument("--hidden", type=int)
     ga.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -115,7 +116,8 @@ def resolve_config(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, 
                  "eval_every", "eval_episodes", "final_eval_episodes", "eval_seed", "workers", "threads", "resume"):
         if getattr(args, flag) is not None:
             train[flag] = getattr(args, flag)
-    for flag in ("optimizer", "lr", "num_critics", "batch_size", "noise_bound", "target_entropy", "hidden"):
+    for flag in ("optimizer", "lr", "num_critics", "batch_size", "noise_bound", "latent_dim", "target_entropy",
+                 "hidden"):
         if getattr(args, flag) is not None:
             learner[flag] = getattr(args, flag)
     for item in args.set:
@@ -311,7 +313,8 @@ def train(t: Mapping[str, Any], learner_overrides: Mapping[str, Any],
     opt_desc = "Mechanic(Adam(lr=1))" if lcfg.optimizer == "mechanic" else f"Adam(lr={lcfg.lr:g})"
     log(f"offpolicy: noise-space SAC on {t['checkpoint']} (frozen), task {t['task']}, {n} envs, budget {total} "
         f"control steps = {robot_minutes(total):.1f} robot min, warm-up {warmup}, UTD {t['utd']}, "
-        f"{lcfg.num_critics} critics, x_K dim {lcfg.noise_dim} in [-{bound:g}, {bound:g}], {opt_desc}, "
+        f"{lcfg.num_critics} critics, x_K dim {lcfg.noise_dim} in [-{bound:g}, {bound:g}]"
+        f"{f' (latent dim {lcfg.latent_dim})' if lcfg.latent_dim else ''}, {opt_desc}, "
         f"seed {lcfg.seed}")
 
     def run_eval(episodes_n: int) -> dict[str, Any]:
