@@ -170,3 +170,37 @@ def test_cli_defaults_and_adam_switch():
         resolve_config(build_parser().parse_args(["--optimizer", "adam"]))
     t, learner = resolve_config(build_parser().parse_args([]))
     assert "lr" not in learner and learner.get("optimizer", "mechanic") == "mechanic"
+
+
+def test_latent_actor_maps_a_few_numbers_to_x_k_through_a_fixed_saved_projection(tmp_path):
+    learner = SteerLearner(_cfg(latent_dim=4, noise_bound=1.0))
+    actor = learner.actor
+    assert actor.proj.shape == (NOISE, 4) and actor.net[-1].out_features == 2 * 4
+    feat = torch.randn(64, FEAT)
+    x = learner.act(feat)
+    # every x_K lies in the 4-dimensional column space of the projection
+    z = torch.linalg.lstsq(actor.proj, x.t()).solution
+    assert torch.allclose(actor.proj @ z, x.t(), atol=1e-5)
+    assert z.abs().max() <= 1.0 + 1e-5
+    # z ~ N(0, I) would give x_K entries of about unit variance
+    zz = torch.randn(20000, 4, generator=torch.Generator().manual_seed(0))
+    assert 0.7 < float(actor.to_noise(zz).var(0).mean()) < 1.3
+    # the projection is part of the checkpoint and a fresh learner of the same seed draws the same one
+    before = actor.proj.clone()
+    learner.update(_batch())
+    assert torch.equal(actor.proj, before)
+    learner.save(tmp_path / "l")
+    back = SteerLearner.load(tmp_path / "l")
+    assert torch.equal(back.actor.proj, before)
+    assert torch.equal(back.act(feat, deterministic=True), learner.act(feat, deterministic=True))
+    assert torch.equal(SteerLearner(_cfg(latent_dim=4, noise_bound=1.0)).actor.proj, before)
+    assert not torch.equal(SteerLearner(_cfg(latent_dim=4, noise_bound=1.0, seed=4)).actor.proj, before)
+
+
+def test_latent_entropy_is_per_latent_dimension():
+    learner = SteerLearner(_cfg(latent_dim=4))
+    _, logp = learner.actor(torch.randn(8, FEAT))
+    mu, log_std = learner.actor.net(torch.randn(8, FEAT)).chunk(2, dim=-1)
+    assert logp.shape == (8,) and mu.shape == (8, 4)
+    full = SteerLearner(_cfg())
+    assert full.actor.latent_dim == 0 and not hasattr(full.actor, "proj")

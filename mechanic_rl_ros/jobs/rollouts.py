@@ -8,15 +8,20 @@ executed as a block by :class:`~mechanic_rl_ros.sim.chunks.ChunkRunner`
 (in worker processes when ``workers`` > 0). A decision's reward is the sum of
 the rewards of its block, so the loops plan when their chunk is used up
 (``replan_margin`` = 0, as DPPO's action-chunk MDP).
+
+The driver pieces -- :func:`plan_batch` (one batched plan for many loops,
+given a :data:`BatchPlanner`), :func:`run_blocks` (drain, execute, observe)
+and :func:`count_successes` (a seeded evaluation) -- are shared by the DPPO
+trainer (:mod:`.train_rl`) and the off-policy trainer (:mod:`.train_offpolicy`).
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 
-from mechanic_rl_ros.control.chunk_loop import Chunk, ChunkLoop
+from mechanic_rl_ros.control.chunk_loop import Chunk, ChunkLoop, PlanRequest
 from mechanic_rl_ros.control.decision import Decision
 from mechanic_rl_ros.control.history import stack_histories
 from mechanic_rl_ros.rl.buffer import RolloutBuffer
@@ -30,18 +35,78 @@ def _runner(learner: DPPO, task: str, num_envs: int, seed: int, reward: str, wor
                        image_size=cfg.image_size, seed=seed, reward=reward, workers=workers)
 
 
+#: plans a batch of requests at once -> one chunk per request, in order
+BatchPlanner = Callable[[list[PlanRequest]], list[Chunk]]
+
+
+def plan_batch(loops: Sequence[ChunkLoop], plan: BatchPlanner) -> list[Chunk]:
+    """One batched plan for ``loops`` (each at a planning tick); offers each loop its chunk, returns them."""
+    reqs = [loop.request() for loop in loops]
+    chunks = plan(reqs)
+    if len(chunks) != len(reqs):
+        raise RuntimeError(f"planner returned {len(chunks)} chunks for {len(reqs)} requests")
+    for loop, chunk in zip(loops, chunks):
+        loop.offer(chunk)
+    return chunks
+
+
+def run_blocks(runner: ChunkRunner, loops: Sequence[ChunkLoop], idx: Sequence[int],
+               reset_on_end: bool = True) -> list[tuple[Chunk, Any]]:
+    """Drain loops ``idx``, execute each block in its environment (one batched call), observe every
+    observation; returns (the block's chunk, the :class:`ChunkRunner` result) per loop."""
+    idx = list(idx)
+    blocks = [loops[i].drain() for i in idx]
+    actions = np.stack([np.stack([a for a, _, _ in block]) for block in blocks])
+    out = []
+    for i, block, res in zip(idx, blocks, runner.run(idx, actions, reset_on_end=reset_on_end)):
+        for o in res.observations:
+            loops[i].observe(o)
+        out.append((block[0][1], res))
+    return out
+
+
+def count_successes(runner: ChunkRunner, loops: Sequence[ChunkLoop], plan: BatchPlanner, episodes: int,
+                    seed: int) -> int:
+    """Successes over ``episodes`` episodes reset with seeds ``seed + j``, ``len(loops)`` at a time
+    (``runner`` has as many environments), the planning ticks of all running episodes in one batch."""
+    n = len(loops)
+    wins = 0
+    for start in range(0, episodes, n):
+        idx = list(range(min(n, episodes - start)))
+        for i, o in zip(idx, runner.reset_envs(idx, [seed + start + i for i in idx])):
+            loops[i].reset(start + i)
+            loops[i].observe(o)
+        active = list(idx)
+        while active:
+            plan_batch([loops[i] for i in active], plan)
+            still = []
+            for i, (_, res) in zip(active, run_blocks(runner, loops, active, reset_on_end=False)):
+                if res.terminated or res.truncated:
+                    wins += int(res.success)
+                else:
+                    still.append(i)
+            active = still
+    return wins
+
+
+def dppo_planner(learner: DPPO, generator: torch.Generator | None, deterministic: bool = False) -> BatchPlanner:
+    """:data:`BatchPlanner` of :meth:`DPPO.act`; each chunk carries its :class:`Decision`."""
+    def plan(reqs: list[PlanRequest]) -> list[Chunk]:
+        out = learner.act(stack_histories([r.history for r in reqs]), deterministic=deterministic,
+                          generator=generator)
+        chunks = []
+        for i, req in enumerate(reqs):
+            d = Decision(req.history, out.chain[i], out.chain_logprob[i], out.policy_version, req.episode, req.index)
+            chunks.append(Chunk(learner.policy.executable(out.actions[i], req.lead).astype(np.float64), req.index,
+                                out.policy_version, d))
+        return chunks
+    return plan
+
+
 def plan_all(learner: DPPO, loops: list[ChunkLoop], generator: torch.Generator | None,
              deterministic: bool = False) -> list[Decision]:
     """One batched plan for ``loops`` (each at a planning tick); offers each its chunk, returns the decisions."""
-    reqs = [loop.request() for loop in loops]
-    out = learner.act(stack_histories([r.history for r in reqs]), deterministic=deterministic, generator=generator)
-    decisions = []
-    for i, (loop, req) in enumerate(zip(loops, reqs)):
-        d = Decision(req.history, out.chain[i], out.chain_logprob[i], out.policy_version, req.episode, req.index)
-        loop.offer(Chunk(learner.policy.executable(out.actions[i], req.lead).astype(np.float64), req.index,
-                         out.policy_version, d))
-        decisions.append(d)
-    return decisions
+    return [c.decision for c in plan_batch(loops, dppo_planner(learner, generator, deterministic))]
 
 
 class Collector:
@@ -70,12 +135,8 @@ class Collector:
         for _ in range(steps):
             for d in plan_all(self.learner, self.loops, generator):
                 buf.add_decision(d)
-            blocks = [loop.drain() for loop in self.loops]
-            actions = np.stack([np.stack([a for a, _, _ in block]) for block in blocks])
-            for i, (loop, block, res) in enumerate(zip(self.loops, blocks, self.runner.run(range(n), actions))):
-                chunk = block[0][1]
-                for o in res.observations:
-                    loop.observe(o)
+            for i, (chunk, res) in enumerate(run_blocks(self.runner, self.loops, range(n))):
+                loop = self.loops[i]
                 env_steps += res.steps
                 self._ep_return[i] += res.reward
                 buf.set_outcome(loop.episode, chunk.index, res.reward, terminated=res.terminated,
@@ -105,28 +166,10 @@ def evaluate(learner: DPPO, task: str, episodes: int, seed: int, num_envs: int, 
     always get the same score (for a given ``num_envs``; ``workers`` does not change it)."""
     n = max(1, min(num_envs, episodes))
     runner = _runner(learner, task, n, seed, reward, workers)
-    wins = 0
     gen = torch.Generator().manual_seed(int(seed))
     try:
-        for start in range(0, episodes, n):
-            idx = list(range(min(n, episodes - start)))
-            loops = [ChunkLoop.for_policy(learner.policy) for _ in idx]
-            for i, o in zip(idx, runner.reset_envs(idx, [seed + start + i for i in idx])):
-                loops[i].reset(start + i)
-                loops[i].observe(o)
-            active = list(idx)
-            while active:
-                plan_all(learner, [loops[i] for i in active], gen, deterministic=True)
-                acts = np.stack([np.stack([a for a, _, _ in loops[i].drain()]) for i in active])
-                still = []
-                for i, res in zip(active, runner.run(active, acts, reset_on_end=False)):
-                    for o in res.observations:
-                        loops[i].observe(o)
-                    if res.terminated or res.truncated:
-                        wins += int(res.success)
-                    else:
-                        still.append(i)
-                active = still
+        loops = [ChunkLoop.for_policy(learner.policy) for _ in range(n)]
+        wins = count_successes(runner, loops, dppo_planner(learner, gen, deterministic=True), episodes, seed)
     finally:
         runner.close()
     return wins / episodes

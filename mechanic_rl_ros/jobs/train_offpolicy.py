@@ -59,7 +59,7 @@ def robot_minutes(steps: int) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m mechanic_rl_ros.rl.train_offpolicy",
+    ap = argparse.ArgumentParser(prog="mechanic-rl train-offpolicy",
                                  description=__doc__.split("\n\n")[0] + "\n\n" + __doc__.split("\n\n")[1],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", help="YAML file with train: and learner: sections (defaults below)")
@@ -89,7 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     ga.add_argument("--lr", type=float, help="learning rate of every optimiser with --optimizer adam")
     ga.add_argument("--num-critics", type=int)
     ga.add_argument("--batch-size", type=int)
-    ga.add_argument("--noise-bound", type=float, help="x_K in [-b, b]")
+    ga.add_argument("--noise-bound", type=float, help="x_K in [-b, b] (with --latent-dim: the latent z in [-b, b])")
+    ga.add_argument("--latent-dim", type=int, help="> 0: the actor picks this many numbers z, x_K = P z (fixed random P)")
     ga.add_argument("--target-entropy", type=float, help="per noise dimension")
     ga.add_argument("--hidden", type=int)
     ga.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -115,7 +116,8 @@ def resolve_config(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, 
                  "eval_every", "eval_episodes", "final_eval_episodes", "eval_seed", "workers", "threads", "resume"):
         if getattr(args, flag) is not None:
             train[flag] = getattr(args, flag)
-    for flag in ("optimizer", "lr", "num_critics", "batch_size", "noise_bound", "target_entropy", "hidden"):
+    for flag in ("optimizer", "lr", "num_critics", "batch_size", "noise_bound", "latent_dim", "target_entropy",
+                 "hidden"):
         if getattr(args, flag) is not None:
             learner[flag] = getattr(args, flag)
     for item in args.set:
@@ -152,45 +154,67 @@ class NoisePolicy:
         return self.policy.encode(stack_histories(list(histories)))
 
     @torch.no_grad()
-    def actions(self, histories: Sequence[Mapping[str, Any]], noise: torch.Tensor) -> np.ndarray:
+    def actions(self, histories: Sequence[Mapping[str, Any]], noise: torch.Tensor,
+                leads: Sequence[int] | None = None) -> np.ndarray:
+        """[B, T_a, A] executable actions of deterministic DDIM from ``noise`` (``leads``: per history)."""
         from mechanic_rl_ros.control.history import stack_histories
 
         out = self.policy.sample(stack_histories(list(histories)), stochastic=False,
                                  x_init=noise.view(len(histories), *self.shape))
-        return self.policy.executable(out.actions.cpu().numpy()).astype(np.float64)
+        pred = out.actions.cpu().numpy()
+        if leads is None or not any(leads):
+            return self.policy.executable(pred).astype(np.float64)
+        return np.stack([self.policy.executable(pred[i], int(k)) for i, k in enumerate(leads)]).astype(np.float64)
+
+
+class NoisePlanner:
+    """The :data:`~mechanic_rl_ros.jobs.rollouts.BatchPlanner` of the off-policy learner.
+
+    A batch of plan requests -> features -> ``choose(features) -> x_K`` -> deterministic DDIM.
+    The features and x_K of the last batch stay in :attr:`feat` / :attr:`noise` (the trainer stores
+    them as the decisions). ``known_feat``, where the caller has already encoded exactly the next
+    batch's histories (the next-state features of the previous round), is used instead of encoding
+    them again, once.
+    """
+
+    def __init__(self, npol: NoisePolicy, choose: Callable[[torch.Tensor], torch.Tensor]):
+        self.npol, self.choose = npol, choose
+        self.known_feat: torch.Tensor | None = None
+        self.feat: torch.Tensor | None = None
+        self.noise: torch.Tensor | None = None
+
+    def __call__(self, reqs: list[Any]) -> list[Any]:
+        from mechanic_rl_ros.control.chunk_loop import Chunk
+
+        hs = [r.history for r in reqs]
+        feat = self.known_feat if self.known_feat is not None else self.npol.features(hs)
+        self.known_feat = None
+        if feat.shape[0] != len(reqs):
+            raise RuntimeError(f"{feat.shape[0]} known features for {len(reqs)} plan requests")
+        noise = self.choose(feat)
+        acts = self.npol.actions(hs, noise, [r.lead for r in reqs])
+        self.feat, self.noise = feat, noise
+        return [Chunk(acts[i], r.index) for i, r in enumerate(reqs)]
+
+
+def _runner(policy: Any, task: str, num_envs: int, seed: int, workers: int, reward: str = "sparse") -> Any:
+    from mechanic_rl_ros.sim.chunks import ChunkRunner
+
+    cfg = policy.cfg
+    return ChunkRunner(task=task, num_envs=num_envs, render=bool(cfg.cameras), cameras=cfg.cameras or ("scene",),
+                       image_size=cfg.image_size, seed=seed, reward=reward, workers=workers)
 
 
 def evaluate(np_policy: NoisePolicy, choose: Callable[[torch.Tensor], torch.Tensor], task: str, episodes: int,
              seed: int, num_envs: int, workers: int = 0) -> int:
     """Successes over ``episodes`` episodes reset with seeds ``seed + j``; ``choose(features) -> x_K``."""
-    from mechanic_rl_ros.control.history import ObsHistory
-    from mechanic_rl_ros.sim.chunks import ChunkRunner
+    from mechanic_rl_ros.control.chunk_loop import ChunkLoop
+    from mechanic_rl_ros.jobs.rollouts import count_successes
 
-    policy = np_policy.policy
-    cfg = policy.cfg
     n = max(1, min(num_envs, episodes))
-    wins = 0
-    with ChunkRunner(task=task, num_envs=n, render=bool(cfg.cameras), cameras=cfg.cameras or ("scene",),
-                     image_size=cfg.image_size, seed=seed, workers=workers) as runner:
-        for start in range(0, episodes, n):
-            idx = list(range(min(n, episodes - start)))
-            hist = [ObsHistory.for_policy(policy) for _ in idx]
-            for i, o in zip(idx, runner.reset_envs(idx, [seed + start + i for i in idx])):
-                hist[i].push(o)
-            active = list(idx)
-            while active:
-                hs = [hist[i].stacked() for i in active]
-                acts = np_policy.actions(hs, choose(np_policy.features(hs)))
-                still = []
-                for i, res in zip(active, runner.run(active, acts, reset_on_end=False)):
-                    for o in res.observations:
-                        hist[i].push(o)
-                    if res.terminated or res.truncated:
-                        wins += int(res.success)
-                    else:
-                        still.append(i)
-                active = still
-    return wins
+    with _runner(np_policy.policy, task, n, seed, workers) as runner:
+        loops = [ChunkLoop.for_policy(np_policy.policy) for _ in range(n)]
+        return count_successes(runner, loops, NoisePlanner(np_policy, choose), episodes, seed)
 
 
 def base_chooser(noise_dim: int, seed: int) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -246,10 +270,10 @@ def _fmt(x: Any) -> str:
 # --------------------------------------------------------------------- train
 def train(t: Mapping[str, Any], learner_overrides: Mapping[str, Any],
           log: Callable[[str], None] = lambda m: print(m, flush=True)) -> dict[str, Any]:
-    from mechanic_rl_ros.control.history import ObsHistory
-    from mechanic_rl_ros.policy import DiffusionPolicy
+    from mechanic_rl_ros.control.chunk_loop import ChunkLoop
     from mechanic_rl_ros.jobs.evaluate import wilson_interval
-    from mechanic_rl_ros.sim.chunks import ChunkRunner
+    from mechanic_rl_ros.jobs.rollouts import plan_batch, run_blocks
+    from mechanic_rl_ros.policy import DiffusionPolicy
 
     torch.set_num_threads(int(t["threads"]))
     policy = DiffusionPolicy.from_checkpoint(t["checkpoint"]).eval().requires_grad_(False)
@@ -289,7 +313,8 @@ def train(t: Mapping[str, Any], learner_overrides: Mapping[str, Any],
     opt_desc = "Mechanic(Adam(lr=1))" if lcfg.optimizer == "mechanic" else f"Adam(lr={lcfg.lr:g})"
     log(f"offpolicy: noise-space SAC on {t['checkpoint']} (frozen), task {t['task']}, {n} envs, budget {total} "
         f"control steps = {robot_minutes(total):.1f} robot min, warm-up {warmup}, UTD {t['utd']}, "
-        f"{lcfg.num_critics} critics, x_K dim {lcfg.noise_dim} in [-{bound:g}, {bound:g}], {opt_desc}, "
+        f"{lcfg.num_critics} critics, x_K dim {lcfg.noise_dim} in [-{bound:g}, {bound:g}]"
+        f"{f' (latent dim {lcfg.latent_dim})' if lcfg.latent_dim else ''}, {opt_desc}, "
         f"seed {lcfg.seed}")
 
     def run_eval(episodes_n: int) -> dict[str, Any]:
@@ -326,53 +351,53 @@ def train(t: Mapping[str, Any], learner_overrides: Mapping[str, Any],
     eval_every = int(t["eval_every"])
     if eval_every > 0 and env_steps == 0:
         evals.append(run_eval(int(t["eval_episodes"])))
-    runner = ChunkRunner(task=t["task"], num_envs=n, render=bool(pc.cameras), cameras=pc.cameras or ("scene",),
-                         image_size=pc.image_size, seed=int(t["train_seed_base"]) + 100 * lcfg.seed + next_episode,
-                         reward=t["reward"], workers=int(t["workers"]))
+    runner = _runner(policy, t["task"], n, int(t["train_seed_base"]) + 100 * lcfg.seed + next_episode,
+                     int(t["workers"]), t["reward"])
     try:
-        hist = [ObsHistory.for_policy(policy) for _ in range(n)]
-        ep_id, chunk, ep_ret, ep_len = [0] * n, [0] * n, [0.0] * n, [0] * n
+        loops = [ChunkLoop.for_policy(policy) for _ in range(n)]
+        ep_ret, ep_len = [0.0] * n, [0] * n
         for i, o in enumerate(runner.reset()):
-            hist[i].push(o)
-            ep_id[i] = next_episode
+            loops[i].reset(next_episode)
+            loops[i].observe(o)
             next_episode += 1
-        feat = npol.features([h.stacked() for h in hist])
+        choice: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {}
+        planner = NoisePlanner(npol, lambda f: choice["now"](f))
+        planner.known_feat = npol.features([loop.history.stacked() for loop in loops])
         next_eval = (env_steps // eval_every + 1) * eval_every if eval_every > 0 else None
         next_save = (env_steps // int(t["save_every"]) + 1) * int(t["save_every"]) if t["save_every"] else None
         rounds = 0
         last_stats: dict[str, float] = {}
         while env_steps < total:
             if env_steps < warmup:
-                noise = torch.randn((n, lcfg.noise_dim), generator=warm_gen).clamp(-bound, bound)
+                choice["now"] = lambda f: torch.randn((f.shape[0], lcfg.noise_dim), generator=warm_gen).clamp(
+                    -bound, bound)
             else:
-                noise = learner.act(feat)
-            acts = npol.actions([h.stacked() for h in hist], noise)
-            results = runner.run(range(n), acts, reset_on_end=True)
-            for i, res in enumerate(results):
-                for o in res.observations:
-                    hist[i].push(o)
-            next_feat = npol.features([h.stacked() for h in hist])
+                choice["now"] = learner.act
+            plan_batch(loops, planner)
+            feat, noise = planner.feat, planner.noise
+            results = run_blocks(runner, loops, range(n), reset_on_end=True)
+            next_feat = npol.features([loop.history.stacked() for loop in loops])
             ended = []
-            for i, res in enumerate(results):
+            for i, (chunk, res) in enumerate(results):
+                loop = loops[i]
                 env_steps += res.steps
                 ep_ret[i] += res.reward
                 ep_len[i] += res.steps
                 done = res.terminated or (res.truncated and bool(t["truncation_terminal"]))
                 replay.add(feat[i].numpy(), noise[i].numpy(), res.reward, done, next_feat[i].numpy(),
-                           ep_id[i], chunk[i], res.steps)
-                chunk[i] += 1
+                           loop.episode, chunk.index, res.steps)
                 if res.terminated or res.truncated:
-                    episodes.append({"episode": ep_id[i], "env": i, "env_steps": env_steps,
+                    episodes.append({"episode": loop.episode, "env": i, "env_steps": env_steps,
                                      "robot_min": robot_minutes(env_steps), "length": ep_len[i],
                                      "success": int(res.success), "return": ep_ret[i]})
-                    hist[i].reset()
-                    hist[i].push(res.reset_obs)
-                    ep_id[i], chunk[i], ep_ret[i], ep_len[i] = next_episode, 0, 0.0, 0
+                    loop.reset(next_episode)
+                    loop.observe(res.reset_obs)
+                    ep_ret[i], ep_len[i] = 0.0, 0
                     next_episode += 1
                     ended.append(i)
             if ended:
-                next_feat[ended] = npol.features([hist[i].stacked() for i in ended])
-            feat = next_feat
+                next_feat[ended] = npol.features([loops[i].history.stacked() for i in ended])
+            planner.known_feat = next_feat
             rounds += 1
             if env_steps >= warmup and len(replay) > 0:
                 agg: dict[str, list[float]] = {}

@@ -14,6 +14,11 @@ Here:
   per camera the ResNet keypoint features of the T_o frames, plus the normalised joint state);
 * the actor is an MLP -> tanh-squashed Gaussian over ``noise_dim = T_p * A`` dims, scaled by
   ``noise_bound`` (x_K in [-b, b]^{T_p x A}); the deterministic action is ``b * tanh(mu)``;
+* with ``latent_dim`` = d > 0 the actor works in a d-dimensional latent instead: z in [-b, b]^d
+  (tanh-squashed Gaussian, entropy per latent dimension) and x_K = P z with a fixed random
+  P (noise_dim x d, entries N(0, 1/d), drawn from ``seed``, saved with the actor), so z ~ N(0, I_d)
+  gives x_K entries of unit variance. The critics still read the full x_K, so the warm-up's
+  x_K ~ N(0, I) (the pretrained policy) and the actor's x_K are stored alike;
 * the bootstrapped value is clipped to [0, ``q_max``] (with sparse 0/1 reward and episodes that end
   on success every return lies in [0, 1]; without the clip Q rose to 4.5 in 1 700 control steps,
   see docs/offpolicy.md);
@@ -55,7 +60,8 @@ class SteerConfig:
     gamma: float = 0.99             #: per decision (action chunk)
     tau: float = 0.005              #: Polyak rate of the target critics
     batch_size: int = 256
-    noise_bound: float = 1.5        #: x_K in [-b, b]
+    noise_bound: float = 1.5        #: x_K in [-b, b] (with latent_dim: z in [-b, b]^latent_dim)
+    latent_dim: int = 0             #: > 0: the actor picks z (this many dims), x_K = P z (fixed random P)
     target_entropy: float = -0.5    #: per noise dimension
     init_alpha: float = 0.01
     actor_q: str = "min"            #: how the actor aggregates the ensemble: min or mean
@@ -91,14 +97,32 @@ def _mlp(inp: int, hidden: int, layers: int, out: int, layer_norm: bool) -> nn.S
 
 
 class NoiseActor(nn.Module):
-    """features -> tanh-squashed Gaussian over x_K (flattened), scaled to [-bound, bound]."""
+    """features -> tanh-squashed Gaussian over x_K (flattened), scaled to [-bound, bound].
+
+    With ``latent_dim`` > 0 the Gaussian is over a latent z in [-bound, bound]^latent_dim and
+    x_K = z @ proj.T, ``proj`` a fixed [noise_dim, latent_dim] matrix (N(0, 1/latent_dim) entries,
+    drawn with ``proj_seed``; a buffer, so it is saved and loaded with the actor). The log-probability
+    is then that of z, per latent dimension."""
 
     LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
 
-    def __init__(self, feat_dim: int, noise_dim: int, hidden: int, layers: int, bound: float):
+    def __init__(self, feat_dim: int, noise_dim: int, hidden: int, layers: int, bound: float,
+                 latent_dim: int = 0, proj_seed: int = 0):
         super().__init__()
         self.noise_dim, self.bound = int(noise_dim), float(bound)
-        self.net = _mlp(feat_dim, hidden, layers, 2 * noise_dim, layer_norm=True)
+        self.latent_dim = int(latent_dim)
+        if self.latent_dim < 0:
+            raise ValueError(f"latent_dim must be >= 0, got {latent_dim}")
+        self.act_dim = self.latent_dim or self.noise_dim
+        self.net = _mlp(feat_dim, hidden, layers, 2 * self.act_dim, layer_norm=True)
+        if self.latent_dim:
+            gen = torch.Generator().manual_seed(int(proj_seed) + 4242)
+            proj = torch.randn((self.noise_dim, self.latent_dim), generator=gen) / math.sqrt(self.latent_dim)
+            self.register_buffer("proj", proj)
+
+    def to_noise(self, z: torch.Tensor) -> torch.Tensor:
+        """The actor's output space -> x_K (identity without a latent)."""
+        return z @ self.proj.t() if self.latent_dim else z
 
     def forward(self, feat: torch.Tensor, deterministic: bool = False,
                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -114,8 +138,8 @@ class NoiseActor(nn.Module):
         # log N(u; mu, std) - log|d(b tanh u)/du|, summed over dims, then per dimension
         lp_u = -0.5 * ((u - mu) / log_std.exp()).pow(2) - log_std - 0.5 * math.log(2 * math.pi)
         log_det = math.log(self.bound) + 2.0 * (math.log(2.0) - u - F.softplus(-2.0 * u))
-        logp = (lp_u - log_det).sum(-1) / self.noise_dim
-        return self.bound * a, logp
+        logp = (lp_u - log_det).sum(-1) / self.act_dim
+        return self.to_noise(self.bound * a), logp
 
 
 class QEnsemble(nn.Module):
@@ -176,7 +200,8 @@ class SteerLearner:
         self.cfg = cfg
         self.device = torch.device(device)
         torch.manual_seed(cfg.seed)
-        self.actor = NoiseActor(cfg.feat_dim, cfg.noise_dim, cfg.hidden, cfg.layers, cfg.noise_bound).to(self.device)
+        self.actor = NoiseActor(cfg.feat_dim, cfg.noise_dim, cfg.hidden, cfg.layers, cfg.noise_bound,
+                                cfg.latent_dim, cfg.seed).to(self.device)
         self.critic = QEnsemble(cfg.num_critics, cfg.feat_dim, cfg.noise_dim, cfg.hidden, cfg.layers).to(self.device)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.log_alpha = nn.Parameter(torch.tensor(math.log(cfg.init_alpha), device=self.device))
