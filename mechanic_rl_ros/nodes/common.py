@@ -231,6 +231,7 @@ def run_node(factory: Callable[[], Node], argv: list[str] | None = None, threads
     stop.install()  # before init: no signal may cut start-up or cleanup short
     rclpy.init(args=argv if argv is not None else sys.argv, signal_handler_options=SignalHandlerOptions.NO)
     node = None
+    executor = None
     try:
         node = factory()
         stop.logger = node.get_logger()
@@ -248,6 +249,9 @@ def run_node(factory: Callable[[], Node], argv: list[str] | None = None, threads
             return 0
         raise
     finally:
+        if executor is not None:
+            # callbacks still running on executor threads finish before the node they use is destroyed
+            executor.shutdown(timeout_sec=30.0)
         if node is not None:
             node.destroy_node()
         if rclpy.ok():

@@ -295,7 +295,10 @@ class SimNode(Node):
             handle.succeed()
         else:
             handle.abort()
-            self.log.error("gripper", f"gripper goal aborted: {error}")
+            if self._stop.is_set():  # shutting down: the goal ends with the node, nothing went wrong
+                self.get_logger().info(f"gripper goal aborted: {error}")
+            else:
+                self.log.error("gripper", f"gripper goal aborted: {error}")
 
     def _drive_fingers(self, motion: gripper_semantics.Motion) -> tuple[bool, str]:
         """Command the width, wait (on sim time) until the fingers stop; franka_gripper's success and error."""
