@@ -108,6 +108,8 @@ def arm_targets_from_trajectory(msg: JointTrajectory) -> np.ndarray:
     return check_arm_command([positions[i] for i in order], "points[-1].positions")
 
 
+#: why a gripper goal ended when an episode reset re-opened the hand under it (expected, logged at INFO)
+RESET_DURING_GOAL = "the episode was reset while the goal ran"
 #: [m/s] the fingers count as stopped below this speed, and [s of sim time] for this long
 FINGER_STOPPED = 1e-3
 FINGER_SETTLE = 0.1
@@ -295,7 +297,7 @@ class SimNode(Node):
             handle.succeed()
         else:
             handle.abort()
-            if self._stop.is_set():  # shutting down: the goal ends with the node, nothing went wrong
+            if self._stop.is_set() or error == RESET_DURING_GOAL:  # nothing went wrong: the goal was cut short
                 self.get_logger().info(f"gripper goal aborted: {error}")
             else:
                 self.log.error("gripper", f"gripper goal aborted: {error}")
@@ -308,6 +310,7 @@ class SimNode(Node):
                 self.stats["gripper_goals_overlapping"] += 1
             self.gripper_goals_active += 1
             started = self.fingers[2]
+            resets = self.stats["resets"]
         try:
             self.requests.put(_Request("gripper", motion.target))
             settled_at = None
@@ -315,6 +318,8 @@ class SimNode(Node):
                 with self.fingers_changed:
                     self.fingers_changed.wait(timeout=0.5)
                     width, speed, now = self.fingers
+                if self.stats["resets"] != resets:  # the episode was reset under the goal: the hand was re-opened
+                    return False, RESET_DURING_GOAL
                 if now - started > self.cfg["gripper_goal_timeout"]:
                     return False, (f"{motion.kind} timed out: fingers still moving at {width:.4f} m after "
                                    f"{self.cfg['gripper_goal_timeout']} s")
