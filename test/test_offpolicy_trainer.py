@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 
 import numpy as np
-import pytest
 import torch
 
 from mechanic_rl_ros import cli
@@ -13,17 +12,9 @@ from mechanic_rl_ros.control.chunk_loop import ChunkLoop
 from mechanic_rl_ros.jobs.rollouts import plan_batch
 from mechanic_rl_ros.jobs.train_offpolicy import NoisePlanner, NoisePolicy, main
 from mechanic_rl_ros.policy import DiffusionPolicy
-from mechanic_rl_ros.policy.testing import random_obs, tiny_config
+from mechanic_rl_ros.policy.testing import random_obs
 
 torch.set_num_threads(1)
-
-
-@pytest.fixture(scope="module")
-def tiny_ckpt(tmp_path_factory):
-    d = tmp_path_factory.mktemp("tiny_state_policy")
-    torch.manual_seed(0)
-    DiffusionPolicy(tiny_config(state_only=True)).save(d)
-    return d
 
 
 def _argv(ckpt, out, *extra):

@@ -15,14 +15,6 @@ from mechanic_rl_ros.jobs.train_rl import TRAIN_DEFAULTS, main
 torch.set_num_threads(1)
 
 
-@pytest.fixture(scope="module")
-def tiny_ckpt(tmp_path_factory):
-    d = tmp_path_factory.mktemp("tiny_state_policy")
-    torch.manual_seed(0)
-    DiffusionPolicy(tiny_config(state_only=True)).save(d)
-    return d
-
-
 def _argv(ckpt, out, seed):
     return ["--checkpoint", str(ckpt), "--state-obs", "--iterations", "2", "--num-envs", "2", "--steps-per-iter",
             "2", "--eval-every", "0", "--out", str(out), "--seed", str(seed), "--optimizer", "mechanic", "--quiet",
