@@ -336,7 +336,11 @@ class PolicyNode(Node):
                     time.sleep(0.002)
                     continue
                 self.counts["hold_stale"] += 1
-                self._problem("stale", f"holding: {exc}")
+                if str(exc).startswith("no ") and str(exc).endswith("received yet"):
+                    # an input that has not arrived yet (start-up, a camera starting later): waiting, not a fault
+                    self.get_logger().info(f"holding: {exc}", throttle_duration_sec=1.0)
+                else:
+                    self._problem("stale", f"holding: {exc}")
                 self._hold()
                 return
         if not self.safety.initialized:
