@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
-from std_msgs.msg import Float64MultiArray
+from std_msgs.msg import String
+from trajectory_msgs.msg import JointTrajectory
 
 from mechanic_rl_ros.msg import EpisodeEvent, LearnerStats, PolicyWeights, Transition
 
@@ -18,9 +19,10 @@ ENDS = (EpisodeEvent.SUCCESS, EpisodeEvent.FAILURE, EpisodeEvent.TIMEOUT)
 class StackObserver(Probe):
     """Records what the stack publishes: commands, transitions, events, weights, stats, diagnostics."""
 
-    def __init__(self, domain: int, command_topic: str = "/fr3_position_controller/commands"):
+    def __init__(self, domain: int, command_topic: str = "/fr3_position_trajectory_controller/joint_trajectory"):
         super().__init__(domain, "stack_observer")
-        self.commands = self.record(Float64MultiArray, command_topic)
+        self.commands = self.record(JointTrajectory, command_topic)
+        self.robot_modes = self.record(String, "/fr3/robot_mode", LATCHED)
         self.transitions = self.record(Transition, "/learner/transitions", HISTORY)
         self.events = self.record(EpisodeEvent, "/reward/events", EVENTS)
         self.weights = self.record(PolicyWeights, "/policy/weights", LATCHED)
@@ -88,3 +90,11 @@ def check_every_step_reached_learner(obs: StackObserver, timeout: float = 30.0) 
     assert obs.spin_until(equal, timeout), (f"policy executed {obs.diagnostics.get('policy_node', {}).get('transitions')} "
                                             f"steps, learner received "
                                             f"{obs.diagnostics.get('learner_node', {}).get('transitions_received')}")
+
+
+def check_no_reflex(obs: StackObserver) -> None:
+    """The simulated FR3 (every 1 ms command through libfranka's checks) never stopped with a reflex."""
+    modes = [m.data for m in obs.robot_modes]
+    assert modes and all(m == "move" for m in modes), f"robot modes seen: {modes}"
+    sim = obs.diagnostics.get("sim_node")
+    assert sim is not None and sim.get("reflexes") == "0", f"sim_node diagnostics: {sim}"

@@ -58,6 +58,7 @@ def test_finetune_runner_learns_and_shuts_down_cleanly(tmp_path):
         checks.check_command_rate(obs, rate=10.0)
         checks.check_versions_adopted(obs, versions=3)
         checks.check_resets(obs)
+        checks.check_no_reflex(obs)
     finally:
         obs.close()
         runner.send_signal(signal.SIGINT)
@@ -96,6 +97,7 @@ def test_shipped_policy_lifts_the_cube_through_the_stack(tmp_path):
     text = (tmp_path / "runner.log").read_text
     try:
         assert obs.spin_until(lambda: obs.ended_episodes() >= episodes, 900), text()[-5000:]
+        checks.check_no_reflex(obs)
     finally:
         obs.close()
         runner.send_signal(signal.SIGINT)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from sensor_msgs.msg import JointState
-from std_msgs.msg import Float64MultiArray
+from trajectory_msgs.msg import JointTrajectory
 
 from mechanic_rl_ros.control import fr3
 from mechanic_rl_ros.msg import EpisodeEvent, PolicyWeights, Transition
@@ -45,7 +45,7 @@ def stack(tmp_path_factory):
     probe = Probe(domain)
     transitions = probe.record(Transition, "/learner/transitions", HISTORY)
     events = probe.record(EpisodeEvent, "/reward/events", EVENTS)
-    commands = probe.record(Float64MultiArray, "/fr3_position_controller/commands")
+    commands = probe.record(JointTrajectory, "/fr3_position_trajectory_controller/joint_trajectory")
     weights_pub = probe.node.create_publisher(PolicyWeights, "/policy/weights", LATCHED)
     js_pub = probe.node.create_publisher(JointState, "/joint_states", 10)
 
@@ -163,7 +163,7 @@ def test_unknown_image_encoding_is_refused_and_the_arm_holds(tmp_path):
     probe = Probe(domain)
     transitions = probe.record(Transition, "/learner/transitions", HISTORY)
     events = probe.record(EpisodeEvent, "/reward/events", EVENTS)
-    commands = probe.record(Float64MultiArray, "/fr3_position_controller/commands")
+    commands = probe.record(JointTrajectory, "/fr3_position_trajectory_controller/joint_trajectory")
     bad = probe.node.create_publisher(Image, "/bad_camera/image", 10)
     text = (tmp_path / "policy.log").read_text
     try:
@@ -177,7 +177,7 @@ def test_unknown_image_encoding_is_refused_and_the_arm_holds(tmp_path):
 
         assert probe.publish_until(bad, yuv, lambda: "encoding: got 'yuv422'; expected 'rgb8'" in text(), 30), text()
         assert probe.spin_until(lambda: "holding: no image:scene received yet" in text() and len(commands) > 5, 30), text()
-        held = np.array([c.data for c in commands[-5:]])
+        held = np.array([c.points[-1].positions for c in commands[-5:]])  # where each message comes to rest
         assert np.abs(held - held[0]).max() < 1e-3, "holding must keep the arm where it is"
         assert not transitions, "no step may be executed without a valid observation"
         assert all(p.poll() is None for p in procs.values())

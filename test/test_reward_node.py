@@ -10,7 +10,8 @@ import numpy as np
 import rclpy
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from rosgraph_msgs.msg import Clock
-from std_msgs.msg import Float64MultiArray
+from rclpy.duration import Duration
+from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from mechanic_rl_ros.control import fr3
 from mechanic_rl_ros.msg import EpisodeEvent, StepReward, Transition
@@ -42,7 +43,7 @@ def test_rewards_episodes_and_resets(tmp_path):
     node.create_subscription(Clock, "/clock", lambda m: clock.append(m.clock), 10)
     node.create_subscription(EpisodeEvent, "/reward/events", events.append, LATCHED)
     node.create_subscription(StepReward, "/reward/step", rewards.append, RELIABLE)
-    cmd = node.create_publisher(Float64MultiArray, "/fr3_position_controller/commands", RELIABLE)
+    cmd = node.create_publisher(JointTrajectory, "/fr3_position_trajectory_controller/joint_trajectory", RELIABLE)
     trans = node.create_publisher(Transition, "/learner/transitions", topics.TRANSITIONS.profile(100))
 
     def spin_until(pred, timeout):
@@ -65,7 +66,9 @@ def test_rewards_episodes_and_resets(tmp_path):
                 tr = Transition(episode=episode, step=step, chunk=step, chunk_step=0, policy_version=0)
                 tr.header.stamp = stamp
                 trans.publish(tr)
-                cmd.publish(Float64MultiArray(data=[float(v) for v in fr3.Q_HOME]))
+                cmd.publish(JointTrajectory(joint_names=list(fr3.JOINT_NAMES), points=[JointTrajectoryPoint(
+                    positions=[float(v) for v in fr3.Q_HOME], velocities=[0.0] * 7, accelerations=[0.0] * 7,
+                    time_from_start=Duration(seconds=0.1).to_msg())]))
                 assert spin_until(lambda: clock[-1].sec + clock[-1].nanosec * 1e-9 >= t0 + 0.1 - 1e-6, 10), logs()
             assert spin_until(lambda: any(e.event == EpisodeEvent.TIMEOUT and e.episode == episode for e in events), 20), logs()
         spin_until(lambda: len(rewards) >= 2 * MAX_STEPS, 5)  # rewards and events travel on different topics
@@ -86,15 +89,19 @@ def test_rewards_episodes_and_resets(tmp_path):
 
 
 def test_real_mode_homes_the_arm_with_the_configured_command_type(tmp_path):
-    """mode=real, command_type=trajectory: the home motion goes out as JointTrajectory (named FR3 joints),
-    each target within the FR3 limits and the home velocity scale, moving towards home."""
+    """mode=real: the home motion goes out as JointTrajectory messages (named FR3 joints) for the JTC: first
+    a settling message (stamp 0) from the controller's own command, then stamped trajectories that end at
+    rest and whose 1 kHz samples stay within the FR3 limits at the home velocity scale, approaching home."""
     from sensor_msgs.msg import JointState
-    from trajectory_msgs.msg import JointTrajectory
+
+    from mechanic_rl_ros.control.franka_checks import first_violation
+    from mechanic_rl_ros.control.trajectory import sample
+    from mechanic_rl_ros.nodes.sim_node import trajectory_from_message
 
     domain = fresh_domain_id()
     dt, scale = 0.1, 0.2
     reward = start_python(["-m", "mechanic_rl_ros.nodes.reward_node", "--ros-args", "--params-file", "config/reward.yaml",
-                           "-p", "mode:=real", "-p", "command_type:=trajectory", "-p", f"control_dt:={dt}",
+                           "-p", "mode:=real", "-p", f"control_dt:={dt}",
                            "-p", f"home_velocity_scale:={scale}"], domain, tmp_path / "reward.log")
     ctx = rclpy.Context()
     rclpy.init(context=ctx, domain_id=domain)
@@ -102,16 +109,17 @@ def test_real_mode_homes_the_arm_with_the_configured_command_type(tmp_path):
     ex = rclpy.executors.SingleThreadedExecutor(context=ctx)
     ex.add_node(node)
     got: list[JointTrajectory] = []
-    node.create_subscription(JointTrajectory, "/fr3_position_controller/commands", got.append, RELIABLE)
+    topic = "/fr3_position_trajectory_controller/joint_trajectory"
+    node.create_subscription(JointTrajectory, topic, got.append, RELIABLE)
     js_pub = node.create_publisher(JointState, "/joint_states", 10)
     start = fr3.Q_HOME.copy()
     start[0] += 0.5
     q = start.copy()
 
-    def follow(msg: JointTrajectory) -> None:  # a perfect controller: the arm is where it was told to go
-        q[:] = msg.points[0].positions
+    def follow(msg: JointTrajectory) -> None:  # a perfect controller: the arm is where it was told to go next
+        q[:] = msg.points[-2].positions if len(msg.points) > 1 else msg.points[0].positions
 
-    node.create_subscription(JointTrajectory, "/fr3_position_controller/commands", follow, RELIABLE)
+    node.create_subscription(JointTrajectory, topic, follow, RELIABLE)
     end = time.monotonic() + 60
     try:
         while len(got) < 10 and time.monotonic() < end:
@@ -121,14 +129,17 @@ def test_real_mode_homes_the_arm_with_the_configured_command_type(tmp_path):
             ex.spin_once(timeout_sec=0.02)
         log = (tmp_path / "reward.log").read_text()
         assert len(got) >= 10, log
+        assert got[0].header.stamp.sec == 0 and got[0].header.stamp.nanosec == 0, "first: the settling message"
+        trajs = [trajectory_from_message(m) for m in got[1:10]]
         prev = start
-        for m in got[:10]:
-            assert list(m.joint_names) == list(fr3.JOINT_NAMES) and len(m.points) == 1
-            assert m.points[0].time_from_start.nanosec == int(dt * 1e9)
-            target = np.array(m.points[0].positions)
-            assert np.all(target >= fr3.Q_MIN) and np.all(target <= fr3.Q_MAX)
-            assert np.all(np.abs(target - prev) <= scale * fr3.DQ_MAX * dt + 1e-9)
-            prev = target
+        for m, traj in zip(got[1:10], trajs):
+            assert list(m.joint_names) == list(fr3.JOINT_NAMES)
+            assert traj.stamp is not None and np.all(traj.points[-1].velocities == 0)
+            times = traj.stamp + 1e-3 * np.arange(int(traj.points[-1].time_from_start * 1e3) + 1)
+            cmds = sample(traj, traj.stamp, times)[0]
+            v = first_violation(cmds[:3], cmds[3:], velocity_scale=scale, tolerance=1e-6)
+            assert v is None, str(v)
+            prev = np.asarray(traj.points[-2].positions)
         assert abs(prev[0] - fr3.Q_HOME[0]) < 0.5, "the home motion must approach home"
         assert reward.poll() is None, log
     finally:

@@ -1,4 +1,5 @@
-"""sim_node as its own process over real DDS: reset, motion, images, bad commands."""
+"""sim_node as its own process over real DDS: reset, motion through the trajectory controller, reflexes and
+error recovery, images, bad commands."""
 from __future__ import annotations
 
 import time
@@ -7,9 +8,11 @@ import numpy as np
 import pytest
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
-from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.duration import Duration
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, Image, JointState
-from std_msgs.msg import Float64MultiArray
+from std_msgs.msg import Float64MultiArray, String
+from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from action_msgs.msg import GoalStatus
@@ -52,12 +55,18 @@ class Probe:
         for topic, typ in (("/joint_states", JointState), ("/camera/scene/image_raw", Image)):
             self.node.create_subscription(typ, topic, lambda m, t=topic: self._store(t + " (default QoS)", m), 10)
         self.arm = self.node.create_publisher(Float64MultiArray, "/fr3_position_controller/commands", RELIABLE)
-        self.traj = self.node.create_publisher(JointTrajectory, "/fr3_position_controller/joint_trajectory", RELIABLE)
+        self.traj = self.node.create_publisher(JointTrajectory, "/fr3_position_trajectory_controller/joint_trajectory",
+                                               RELIABLE)
         self.reset = self.node.create_client(ResetEpisode, "/sim/reset")
         self.actions = {name: ActionClient(self.node, typ, f"/franka_gripper/{name}") for name, typ in
                         (("move", Move), ("grasp", Grasp), ("homing", Homing), ("gripper_action", GripperCommand))}
         self.node.create_subscription(JointState, "/franka_gripper/joint_states",
                                       lambda m: self._store("/franka_gripper/joint_states", m), qos_profile_sensor_data)
+        self.inject = self.node.create_client(Trigger, "/sim/inject_reflex")
+        self.recover = self.node.create_client(Trigger, "/sim/error_recovery")
+        self.node.create_subscription(String, "/fr3/robot_mode", lambda m: self._store("/fr3/robot_mode", m),
+                                      QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                                                 durability=DurabilityPolicy.TRANSIENT_LOCAL))
 
     def run_goal(self, action: str, goal, timeout: float = 60.0):
         """Send one goal and wait for its result: (status, result)."""
@@ -71,6 +80,7 @@ class Probe:
 
     def finger_width(self) -> float:
         return float(sum(self.latest["/franka_gripper/joint_states"].position))
+
 
     def _store(self, topic, msg):
         self.latest[topic] = msg
@@ -113,6 +123,22 @@ def _send(probe: Probe, q):
     probe.arm.publish(msg)
 
 
+def _glide(q, seconds: float, names=fr3.JOINT_NAMES) -> JointTrajectory:
+    """One quintic point (velocities and accelerations zero) reached ``seconds`` after receipt (stamp 0)."""
+    order = [list(fr3.JOINT_NAMES).index(n) for n in names]
+    msg = JointTrajectory()
+    msg.joint_names = list(names)
+    msg.points = [JointTrajectoryPoint(positions=[float(q[i]) for i in order], velocities=[0.0] * 7,
+                                       accelerations=[0.0] * 7,
+                                       time_from_start=Duration(seconds=seconds).to_msg())]
+    return msg
+
+
+def _mode(probe: Probe) -> str:
+    m = probe.latest.get("/fr3/robot_mode")
+    return m.data if m is not None else ""
+
+
 def test_joint_states_and_images(sim):
     _, probe, _ = sim
     js = probe.latest["/joint_states"]
@@ -152,25 +178,64 @@ def test_reset_service_with_seed_is_reproducible(sim):
 
 
 def test_moves_to_commanded_joint_position(sim):
+    """The JointTrajectoryController interpolates a quintic to the point: no reflex on the way."""
     _, probe, _ = sim
     target = fr3.Q_HOME + np.array([0.3, 0.2, -0.2, 0.3, 0.2, -0.2, 0.3])
-    ok = False
-    for _ in range(60):  # streamed at ~10 Hz like the policy does
-        _send(probe, target)
-        if probe.spin_until(lambda: np.abs(probe.q() - target).max() < 0.01, 0.1):
-            ok = True
-            break
-    assert ok, f"arm at {probe.q()}, commanded {target}"
-    # a JointTrajectory with the joints in a different order lands on the same pose
+    probe.traj.publish(_glide(target, 2.0))
+    assert probe.spin_until(lambda: np.abs(probe.q() - target).max() < 0.01, 10), \
+        f"arm at {probe.q()}, commanded {target}"
+    # (replacing a moving trajectory by one stamped 0 makes the jazzy JTC start one period off the path:
+    #  a velocity step the FR3 refuses -- the simulator reflexes there too; so wait for the glide to end)
+    probe.spin_until(lambda: False, 1.5)
+    # joints in a different order land on the same pose
     back = fr3.Q_HOME.copy()
-    msg = JointTrajectory()
-    msg.joint_names = list(reversed(fr3.JOINT_NAMES))
-    msg.points = [JointTrajectoryPoint(positions=[float(v) for v in reversed(back)])]
-    for _ in range(60):
-        probe.traj.publish(msg)
-        if probe.spin_until(lambda: np.abs(probe.q() - back).max() < 0.01, 0.1):
-            break
-    assert np.abs(probe.q() - back).max() < 0.01
+    probe.traj.publish(_glide(back, 2.0, names=tuple(reversed(fr3.JOINT_NAMES))))
+    assert probe.spin_until(lambda: np.abs(probe.q() - back).max() < 0.01, 10), (_mode(probe), probe.q())
+    assert _mode(probe) == "move"
+    probe.spin_until(lambda: False, 1.5)
+
+
+def test_reflex_stops_the_arm_until_error_recovery(sim):
+    """An injected reflex (a collision would do the same): /fr3/robot_mode says so, commands are
+    ignored, the error-recovery service clears it and the controller holds the measured position."""
+    _, probe, _ = sim
+    assert probe.inject.wait_for_service(timeout_sec=10) and probe.recover.wait_for_service(timeout_sec=10)
+    fut = probe.inject.call_async(Trigger.Request())
+    assert probe.spin_until(fut.done, 10) and fut.result().success
+    assert probe.spin_until(lambda: _mode(probe) == "reflex: joint_reflex", 5), _mode(probe)
+    held = probe.q()
+    probe.traj.publish(_glide(fr3.Q_HOME + 0.2, 1.0))
+    probe.spin_until(lambda: False, 1.5)
+    assert np.abs(probe.q() - held).max() < 0.01, "a command moved the arm during a reflex"
+    fut = probe.recover.call_async(Trigger.Request())
+    assert probe.spin_until(fut.done, 10) and fut.result().success, fut.result()
+    assert probe.spin_until(lambda: _mode(probe) == "move", 5)
+    target = fr3.Q_HOME + 0.1
+    probe.traj.publish(_glide(target, 1.0))
+    assert probe.spin_until(lambda: np.abs(probe.q() - target).max() < 0.01, 10)
+    assert _mode(probe) == "move"
+
+
+def test_an_unsmoothed_step_on_the_forward_controller_is_a_reflex(tmp_path):
+    """A 10 Hz target step written every 1 ms, as fr3_position_controller would: the FR3's
+    acceleration check fires and the arm stops."""
+    domain = fresh_domain_id()
+    log = tmp_path / "sim_forward.log"
+    proc = start_python(["-m", "mechanic_rl_ros.nodes.sim_node", "--ros-args", "--params-file", "config/sim.yaml",
+                         "-p", "arm_controller:=forward"], domain, log)
+    probe = Probe(domain)
+    try:
+        assert probe.spin_until(lambda: "/joint_states" in probe.latest and _mode(probe) == "move", 60), \
+            log.read_text()
+        _send(probe, fr3.Q_HOME + 0.052)  # reward_node's old first home-motion step
+        assert probe.spin_until(lambda: _mode(probe).startswith("reflex"), 5), _mode(probe)
+        # 0.052 rad in 1 ms is 52 rad/s: the velocity limit is the first check it breaks
+        assert _mode(probe) == "reflex: joint_motion_generator_velocity_limits_violation", _mode(probe)
+        assert "robot reflex" in log.read_text()
+    finally:
+        probe.close()
+        proc.terminate()
+        proc.wait(15)
 
 
 def test_malformed_commands_are_rejected_and_node_stays_up(sim):
@@ -221,7 +286,7 @@ def test_lockstep_advances_one_control_period_per_command(tmp_path):
         probe.spin_until(lambda: False, 0.5)
         t0 = clock[-1]
         for k in range(1, 6):
-            _send(probe, fr3.Q_HOME)
+            probe.traj.publish(_glide(fr3.Q_HOME, 0.1))
             assert probe.spin_until(lambda: clock[-1] >= t0 + 0.1 * k - 1e-6, 5), f"clock stuck at {clock[-1]}"
         probe.spin_until(lambda: False, 1.0)
         assert abs(clock[-1] - (t0 + 0.5)) < 1e-6, "sim time moved without a command"

@@ -33,13 +33,39 @@ Q_MAX = np.array([2.7437, 1.7837, 2.9007, -0.1518, 2.8065, 4.5169, 3.0159])
 DQ_MAX = np.array([2.62, 2.62, 2.62, 2.62, 5.26, 4.18, 5.26])
 #: Joint torque (effort) limits [Nm].
 TAU_MAX = np.array([87.0, 87.0, 87.0, 87.0, 12.0, 12.0, 12.0])
-#: Joint acceleration limits [rad/s^2].
+#: Joint acceleration limits [rad/s^2] (libfranka ``kMaxJointAcceleration``, rate_limiting.h).
 DDQ_MAX = np.full(7, 10.0)
-#: Joint jerk limits [rad/s^3].
+#: Joint jerk limits [rad/s^3] (libfranka ``kMaxJointJerk``, rate_limiting.h).
 DDDQ_MAX = np.full(7, 5000.0)
 
 for _a in (Q_MIN, Q_MAX, DQ_MAX, TAU_MAX, DDQ_MAX, DDDQ_MAX):
     _a.setflags(write=False)  # shared constants: an in-place edit would corrupt every user
+
+#: FR3 position-dependent joint velocity limits, the robot's own check at 1 kHz
+#: (docs "Limits for Franka Research 3"; libfranka include/franka/rate_limiting.h,
+#: ``computeUpperLimitsJointVelocity`` / ``computeLowerLimitsJointVelocity``,
+#: libfranka commit 155ddac, 2025-01): upper_i(q) = min(DQ_MAX_i, max(0, -c_i +
+#: sqrt(max(0, k_i (q_up_i - q_i))))), lower_i(q) = max(-DQ_MAX_i, min(0, c_i -
+#: sqrt(max(0, k_i (q_i - q_lo_i))))). Rows: c, k, q_up, q_lo.
+_VEL_C = np.array([0.30, 0.20, 0.20, 0.30, 0.35, 0.35, 0.35])
+_VEL_K = np.array([12.0, 5.17, 7.00, 8.00, 34.0, 11.0, 34.0])
+_VEL_Q_UP = np.array([2.75010, 1.79180, 2.90650, -0.1458, 2.81010, 4.52050, 3.01960])
+_VEL_Q_LO = np.array([-2.75010, -1.79180, -2.90650, -3.04810, -2.81010, 0.54092, -3.01960])
+for _a in (_VEL_C, _VEL_K, _VEL_Q_UP, _VEL_Q_LO):
+    _a.setflags(write=False)
+
+
+def velocity_limits(q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(lower, upper) joint velocity limits [rad/s] the FR3 enforces at joint position ``q``.
+
+    Near a position limit the robot allows only the speed from which it can
+    still stop before it, so the limit shrinks with the distance to the
+    limit (see the constants above for the source). ``q`` may be [..., 7].
+    """
+    q = np.asarray(q, dtype=np.float64)
+    up = np.minimum(DQ_MAX, np.maximum(0.0, -_VEL_C + np.sqrt(np.maximum(0.0, _VEL_K * (_VEL_Q_UP - q)))))
+    lo = np.maximum(-DQ_MAX, np.minimum(0.0, _VEL_C - np.sqrt(np.maximum(0.0, _VEL_K * (q - _VEL_Q_LO)))))
+    return lo, up
 
 #: Home pose [rad]: the hand points straight down above the table.
 Q_HOME = np.array([0.0, -math.pi / 4, 0.0, -3 * math.pi / 4, 0.0, math.pi / 2, math.pi / 4])
@@ -167,3 +193,24 @@ def forward_kinematics(q: np.ndarray, tcp: bool = True) -> np.ndarray:
     if tcp:
         pose = pose @ _dh_transform(0.0, HAND_TCP_OFFSET, 0.0, HAND_YAW)
     return pose
+
+
+def tcp_positions(q: np.ndarray) -> np.ndarray:
+    """TCP positions [N, 3] in the base frame for joint positions ``q`` [N, 7] (batched :func:`forward_kinematics`)."""
+    q = np.asarray(q, dtype=np.float64)
+    if q.ndim != 2 or q.shape[1] != NUM_JOINTS:
+        raise ValueError(f"tcp_positions: q must have shape (N, 7), got {q.shape}")
+    n = q.shape[0]
+    pose = np.broadcast_to(np.eye(4), (n, 4, 4)).copy()
+    rows = list(DH_PARAMS) + [(0.0, HAND_TCP_OFFSET, 0.0)]
+    for i, (a, d, alpha) in enumerate(rows):
+        theta = q[:, i] if i < NUM_JOINTS else np.full(n, HAND_YAW if i == len(rows) - 1 else 0.0)
+        ca, sa = math.cos(alpha), math.sin(alpha)
+        ct, st = np.cos(theta), np.sin(theta)
+        t = np.zeros((n, 4, 4))
+        t[:, 0, 0], t[:, 0, 1], t[:, 0, 3] = ct, -st, a
+        t[:, 1, 0], t[:, 1, 1], t[:, 1, 2], t[:, 1, 3] = st * ca, ct * ca, -sa, -d * sa
+        t[:, 2, 0], t[:, 2, 1], t[:, 2, 2], t[:, 2, 3] = st * sa, ct * sa, ca, d * ca
+        t[:, 3, 3] = 1.0
+        pose = pose @ t
+    return pose[:, :3, 3].copy()

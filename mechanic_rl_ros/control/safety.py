@@ -1,66 +1,144 @@
-"""The last gate before a command leaves the stack for the FR3.
+"""The last gate before a command leaves the stack for the FR3: 10 Hz targets in,
+trajectories the 1 kHz interface accepts out.
 
-Every joint position command the policy (or a reset motion) streams passes
-:class:`SafetyFilter`, which keeps it inside
+The FR3 checks every 1 ms joint position command (:mod:`.franka_checks`:
+position, position-dependent velocity, acceleration 10 rad/s^2, jerk
+5000 rad/s^3); a 10 Hz target step reaching it unsmoothed is a reflex. The
+stack therefore streams JointTrajectory messages to a JointTrajectoryController
+on the position interface (:mod:`.trajectory` models it), and
+:class:`SafetyFilter` makes each message. Every control period it
 
-* the FR3 joint position limits (with a margin),
-* the FR3 joint velocity, acceleration and jerk limits at the streaming period
-  -- franka_hardware's own rate limiters are off by default, so streamed
-  targets must already respect them (franka_description joint_limits.yaml),
-* a Cartesian workspace box for the TCP (forward kinematics of the target),
-* the gripper's 0..0.08 m opening range.
+1. samples the trajectory it sent last (the *committed* one, which the
+   controller is playing) at ``now + switch_lead``: position, velocity,
+   acceleration ``P0``;
+2. makes the candidate knot ``P1`` one control period later from the policy's
+   target (clipped to the joint position limits minus a margin), with velocity
+   between the segment's mean and its constant-acceleration end velocity
+   (:data:`KNOT_BLEND`) and zero acceleration, and a braking tail
+   from ``P1`` to rest (a quintic of length ``Ts`` with peak deceleration
+   1.5 |v| / Ts and peak jerk 6 |v| / Ts^2, chosen within the limits);
+3. samples the whole candidate at the interface rate (1 ms) and checks every
+   sample against the scaled FR3 limits (the robot's own check,
+   :func:`franka_checks.first_violation`), the joint position margin, the TCP
+   workspace box with a table clearance, and a TCP speed limit;
+4. if the candidate fails, moves ``P1`` back towards where the committed
+   trajectory would be (bisection on the fraction ``alpha`` of the step) and,
+   if no fraction passes, keeps the committed trajectory, which already ends
+   at rest within the limits.
 
-A command that violates a limit is not refused but moved to the nearest
-admissible one, and the filter reports which limits acted. A non-finite or
-wrongly shaped command is refused (ValueError); the caller then holds.
+So braking always respects the acceleration and jerk limits -- position and
+workspace bounds are met by stopping earlier, never by a harder stop -- and
+every message ends at rest: a late or missing next message makes the
+controller play the braking tail to a stop, never hold a moving target.
+Messages are stamped at ``now`` and begin with the committed trajectory itself
+for ``switch_lead`` seconds (its state at ``now``, its knots, its state at
+``now + switch_lead`` = ``P0``; a quintic piece is fixed by its end states, so
+the copy is exact); the new motion starts at ``P0``. The JTC never
+interpolates from its "point before" (the stamp lies in the past when it picks
+the message up, see :mod:`.trajectory`), and if it switches within
+``switch_lead`` of the stamp it plays exactly what it would have played. A
+zero lead is not enough: the old and new trajectory then differ by (jerk
+difference) d^3 / 6 at a switch d after the stamp, a one-tick step whose
+acceleration d^3 j / (6 * 1 ms^2) passes 10 rad/s^2 at d = 3 ms for j = 2500.
 
-:meth:`SafetyFilter.hold` is what a stale observation or a dead model gets: a
-command towards the last one sent, decelerating within the limits, never a
+:meth:`SafetyFilter.hold` is what a stale observation, a dead model or a robot
+error gets: the committed trajectory again (a stop within the limits), never a
 guess. Pure numpy; no ROS.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from mechanic_rl_ros.control import fr3
+from mechanic_rl_ros.control.franka_checks import DT as INTERFACE_DT
+from mechanic_rl_ros.control.franka_checks import first_violation
+from mechanic_rl_ros.control.trajectory import Point, Trajectory, sample
+
+#: Knot velocity v1 = mean + KNOT_BLEND (mean - v0), mean = (q1 - q0) / T: 0 is the segment's mean
+#: velocity (the arm lags: every segment must overshoot it, 0/4 scripted-expert lifts at half the
+#: limits), 1 the constant-acceleration (trapezoid) velocity (marginally stable: a velocity error
+#: alternates without decaying); 0.5 halves the error every period (4/4 lifts, /tmp measurement in
+#: docs/sim.md).
+KNOT_BLEND = 0.5
+_LIMIT_NAMES = {
+    "joint_motion_generator_position_limits_violation": "position",
+    "joint_motion_generator_velocity_limits_violation": "velocity",
+    "joint_motion_generator_velocity_discontinuity": "acceleration",
+    "joint_motion_generator_acceleration_discontinuity": "jerk",
+}
 
 
 @dataclass
 class SafetyConfig:
-    """Limits applied to every outgoing command (safety_* parameters of policy_node)."""
+    """Limits applied to every outgoing command (safety_* parameters of policy_node, config/policy_node.yaml)."""
 
-    #: Streaming period of the commands [s] (10 Hz control).
+    #: Streaming period of the targets [s] (10 Hz control).
     control_dt: float = 0.1
-    #: Targets stay this far inside the FR3 position limits [rad].
+    #: Targets stay this far inside the FR3 joint position limits [rad].
     position_margin: float = 0.02
-    #: Fractions of the FR3 velocity / acceleration / jerk limits allowed.
-    velocity_scale: float = 1.0
-    acceleration_scale: float = 1.0
-    jerk_scale: float = 1.0
-    #: TCP workspace box in the robot base frame (fr3_link0) [m].
+    #: Fractions of the FR3 velocity (position-dependent), acceleration and jerk limits allowed at 1 kHz.
+    #: Conservative while a policy explores: half the robot's limits.
+    velocity_scale: float = 0.5
+    acceleration_scale: float = 0.5
+    jerk_scale: float = 0.5
+    #: Largest TCP speed [m/s] (checked every 10 ms along the trajectory).
+    tcp_speed_max: float = 0.5
+    #: TCP workspace box in the robot base frame (fr3_link0) [m]; workspace_min z is the table top.
     workspace_min: tuple[float, float, float] = (0.2, -0.4, 0.0)
     workspace_max: tuple[float, float, float] = (0.8, 0.4, 0.7)
-    #: Bisection steps used to pull a target back into the workspace.
-    workspace_iterations: int = 12
+    #: The TCP stays this far above workspace_min z [m] (z = table top would let the fingertips touch it).
+    table_clearance: float = 0.005
+    #: Bisection steps towards the largest admissible fraction of a limited step.
+    bisection_steps: int = 8
+    #: [s] each message repeats the committed trajectory for this long after its stamp before it
+    #: diverges, so a controller that switches to it up to this late sees no change at all
+    #: (DDS delivery + the controller's next 1 ms cycle; see the module docstring).
+    switch_lead: float = 0.02
+    #: [s] after :meth:`SafetyFilter.reset` from a *measured* position, the first message (header.stamp 0) lets
+    #: the controller glide from its own last command to it in this time; streaming starts after it. The
+    #: measured and commanded positions differ by the tracking error, and a stamped trajectory starting at the
+    #: measured one would step the command by that much in one 1 ms tick (a reflex above ~1e-5 rad).
+    settle_time: float = 0.2
 
     def __post_init__(self) -> None:
-        for name in ("control_dt", "velocity_scale", "acceleration_scale", "jerk_scale"):
+        if not 0.0 <= self.switch_lead < self.control_dt:
+            raise ValueError(f"switch_lead: must be in [0, control_dt = {self.control_dt}), got {self.switch_lead}")
+        for name in ("control_dt", "velocity_scale", "acceleration_scale", "jerk_scale", "tcp_speed_max"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name}: must be > 0, got {getattr(self, name)}")
-        lo, hi = np.asarray(self.workspace_min, float), np.asarray(self.workspace_max, float)
+        for name in ("velocity_scale", "acceleration_scale", "jerk_scale"):
+            if getattr(self, name) > 1:
+                raise ValueError(f"{name}: a fraction of the FR3 limit, must be <= 1, got {getattr(self, name)}")
+        if self.table_clearance < 0 or self.position_margin < 0:
+            raise ValueError(f"table_clearance / position_margin: must be >= 0, got {self.table_clearance} / "
+                             f"{self.position_margin}")
+        lo, hi = self.box()
         if lo.shape != (3,) or hi.shape != (3,) or np.any(lo >= hi):
-            raise ValueError(f"workspace_min/workspace_max: expected 3 values each with min < max, "
-                             f"got {self.workspace_min} / {self.workspace_max}")
+            raise ValueError(f"workspace_min/workspace_max: expected 3 values each with min < max (z min + "
+                             f"table_clearance), got {self.workspace_min} / {self.workspace_max}")
+
+    def box(self) -> tuple[np.ndarray, np.ndarray]:
+        """The TCP box with the table clearance applied."""
+        lo = np.array(self.workspace_min, dtype=float)
+        lo[2:] += self.table_clearance
+        return lo, np.array(self.workspace_max, dtype=float)
 
 
 @dataclass
 class FilterResult:
+    #: the 7 joint positions commanded for ``now + switch_lead + control_dt`` (the executed action)
     q: np.ndarray
     gripper_width: float
     #: Names of the limits that changed the command (empty: passed unchanged).
     limited: list[str] = field(default_factory=list)
+    #: the message to send: stamped at ``now`` [s, the caller's clock], first point = the state there;
+    #: None: send nothing (settling after a reset, see ``SafetyConfig.settle_time``)
+    trajectory: Trajectory | None = None
+    #: fraction of the requested step that was taken (1: all of it; 0: braking on the committed trajectory)
+    alpha: float = 1.0
 
     @property
     def clamped(self) -> bool:
@@ -68,128 +146,228 @@ class FilterResult:
 
 
 class SafetyFilter:
-    """Stateful limiter for a stream of joint position targets."""
+    """Stateful: turns a stream of 10 Hz joint targets into trajectories within the FR3's 1 kHz limits."""
 
     def __init__(self, config: SafetyConfig | None = None):
         self.config = config or SafetyConfig()
-        self._q: np.ndarray | None = None
-        self._v = np.zeros(fr3.NUM_JOINTS)
-        self._a = np.zeros(fr3.NUM_JOINTS)
+        self._traj: Trajectory | None = None
+        self._target: np.ndarray | None = None
+        self._settle_until = -math.inf
+        self._settle_sent = True
 
     @property
     def initialized(self) -> bool:
-        return self._q is not None
+        return self._traj is not None
 
     @property
     def last_command(self) -> np.ndarray | None:
-        return None if self._q is None else self._q.copy()
+        """The newest target knot sent (the rest position right after :meth:`reset`)."""
+        return None if self._target is None else self._target.copy()
 
-    def reset(self, q_measured) -> None:
-        """Start a stream from the measured joint positions, at rest."""
+    @property
+    def committed(self) -> Trajectory | None:
+        """The trajectory last sent, which the controller is playing."""
+        return self._traj
+
+    def reset(self, q_measured, now: float = 0.0, settle: float | None = None) -> None:
+        """Start a stream from the measured joint positions, at rest, at time ``now`` [s].
+
+        For ``settle`` seconds (default ``config.settle_time``; 0 where the
+        controller is known to hold exactly ``q_measured``, e.g. a simulator
+        reset) the filter sends only the settling message (see
+        ``SafetyConfig.settle_time``).
+        """
         q = np.asarray(q_measured, dtype=np.float64)
         if q.shape != (fr3.NUM_JOINTS,) or not np.all(np.isfinite(q)):
             raise ValueError(f"q_measured: expected 7 finite joint positions, got {q}")
-        self._q = q.copy()
-        self._v[:] = 0.0
-        self._a[:] = 0.0
+        settle = self.config.settle_time if settle is None else float(settle)
+        self._settle_until = now + settle if settle > 0 else -math.inf
+        self._settle_sent = False
+        self._traj = _rest(q, now + max(settle, 0.0))
+        self._target = q.copy()
 
-    def hold(self) -> FilterResult:
-        """Command towards the last command, braking within the limits."""
-        if self._q is None:
+    def _settling(self, now: float) -> FilterResult | None:
+        """While settling: the settling message once, then nothing (trajectory None) until it has played.
+
+        Sent again mid-glide, a message would make the JTC restart from its
+        "point before", one period off the path it is on (see :mod:`.trajectory`).
+        """
+        if now >= self._settle_until - 1e-9:
+            return None
+        z = np.zeros(fr3.NUM_JOINTS)
+        q = self._target.copy()
+        traj = None
+        if not self._settle_sent:
+            self._settle_sent = True
+            # stamp 0: the controller interpolates from its last command (at rest) to q in the remaining time
+            traj = Trajectory(None, [Point(self._settle_until - now, q, z.copy(), z.copy())])
+        return FilterResult(q, float("nan"), ["settling"], traj, 0.0)
+
+    def state(self, t) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Position, velocity, acceleration the committed trajectory commands at time(s) ``t``."""
+        if self._traj is None:
+            raise RuntimeError("SafetyFilter.state before reset: call reset(q_measured, now) first")
+        t = np.maximum(np.atleast_1d(np.asarray(t, dtype=np.float64)), self._traj.stamp)
+        return sample(self._traj, self._traj.stamp, t)
+
+    def hold(self, now: float = 0.0) -> FilterResult:
+        """The committed trajectory again: it brakes to rest within the limits (re-stamped once it has ended)."""
+        if self._traj is None:
             raise RuntimeError("SafetyFilter.hold before reset: no command to hold")
-        return self.filter(self._q, None)
+        settling = self._settling(now)
+        if settling is not None:
+            return settling
+        if self._traj.end_time() < now:
+            self._traj = _rest(np.asarray(self._traj.points[-1].positions, float), now)
+        q1 = self.state(now + self.config.switch_lead + self.config.control_dt)[0][0]
+        return FilterResult(q1, float("nan"), ["hold"], self._traj, 0.0)
 
-    def filter(self, q_target, gripper_width: float | None) -> FilterResult:
-        """Limit one target; ``gripper_width=None`` keeps the gripper as it is (returns NaN width)."""
-        if self._q is None:
-            raise RuntimeError("SafetyFilter.filter before reset: call reset(q_measured) first")
+    def filter(self, q_target, gripper_width: float | None, now: float = 0.0) -> FilterResult:
+        """Limit one target for time ``now`` + control_dt; ``gripper_width=None`` keeps the gripper (NaN width)."""
+        if self._traj is None:
+            raise RuntimeError("SafetyFilter.filter before reset: call reset(q_measured, now) first")
         cfg = self.config
         q_target = np.asarray(q_target, dtype=np.float64)
         if q_target.shape != (fr3.NUM_JOINTS,):
             raise ValueError(f"q_target: expected 7 joint positions, got shape {q_target.shape}")
         if not np.all(np.isfinite(q_target)):
             raise ValueError(f"q_target: must be finite, got {q_target}")
-        limited: list[str] = []
-        dt = cfg.control_dt
-        lo, hi = fr3.Q_MIN + cfg.position_margin, fr3.Q_MAX - cfg.position_margin
-        q = np.clip(q_target, lo, hi)
-        if not np.array_equal(q, q_target):
-            limited.append("position")
-
-        v = (q - self._q) / dt
-        v_max = cfg.velocity_scale * fr3.DQ_MAX
-        v_c = np.clip(v, -v_max, v_max)
-        if not np.allclose(v_c, v):
-            limited.append("velocity")
-        a_max = cfg.acceleration_scale * fr3.DDQ_MAX
-        v_b = np.clip(v_c, -_braking_speed(self._q - lo, a_max, dt, v_max),
-                      _braking_speed(hi - self._q, a_max, dt, v_max))
-        if not np.allclose(v_b, v_c):
-            limited.append("braking")
-        a = (v_b - self._v) / dt
-        j_max = cfg.jerk_scale * fr3.DDDQ_MAX
-        a_c = np.clip(np.clip(a, -a_max, a_max), self._a - j_max * dt, self._a + j_max * dt)
-        if not np.allclose(a_c, a):
-            limited.append("acceleration/jerk")
-        q = np.clip(self._q + (self._v + a_c * dt) * dt, lo, hi)
-
-        q = self._into_workspace(q, limited)
-        v_new = (q - self._q) / dt
-        self._a = (v_new - self._v) / dt
-        self._v = v_new
-        self._q = q
-
         width = float("nan")
+        limited: list[str] = []
         if gripper_width is not None:
             w = float(gripper_width)
-            if not np.isfinite(w):
+            if not math.isfinite(w):
                 raise ValueError(f"gripper_width: must be finite, got {gripper_width}")
             width = float(np.clip(w, fr3.GRIPPER_MIN_WIDTH, fr3.GRIPPER_MAX_WIDTH))
             if width != w:
                 limited.append("gripper")
-        return FilterResult(q.copy(), width, limited)
+        settling = self._settling(now)
+        if settling is not None:
+            settling.gripper_width = width
+            return settling
+        lo, hi = fr3.Q_MIN + cfg.position_margin, fr3.Q_MAX - cfg.position_margin
+        q_t = np.clip(q_target, lo, hi)
+        if not np.array_equal(q_t, q_target):
+            limited.append("position")
 
-    def _into_workspace(self, q: np.ndarray, limited: list[str]) -> np.ndarray:
-        """Pull ``q`` back along the segment from the last command until the TCP is in the box."""
-        cfg = self.config
-        lo, hi = np.asarray(cfg.workspace_min), np.asarray(cfg.workspace_max)
-
-        def outside_by(qq: np.ndarray) -> float:
-            p = fr3.forward_kinematics(qq)[:3, 3]
-            return float(np.linalg.norm(np.maximum(lo - p, 0.0) + np.maximum(p - hi, 0.0)))
-
-        def inside(qq: np.ndarray) -> bool:
-            return outside_by(qq) == 0.0
-
-        if inside(q):
-            return q
-        limited.append("workspace")
-        start = self._q
-        if not inside(start):
-            # already outside (e.g. started there): only moves that get closer pass
-            return q if outside_by(q) < outside_by(start) else start.copy()
-        ok, bad = 0.0, 1.0
-        for _ in range(cfg.workspace_iterations):
+        T = cfg.control_dt
+        history = self.state(now - INTERFACE_DT * np.arange(2, -1, -1))[0]
+        prefix = self._prefix(now)
+        t0 = now + cfg.switch_lead
+        p0 = self.state(t0)
+        base = self.state(t0 + T)[0][0]
+        full = self._candidate(now, prefix, p0, base + (q_t - base))
+        problem = self._problem(full, history, now)
+        if problem is None:
+            return self._commit(full, q_t, width, limited, 1.0)
+        limited.append(problem)
+        zero = self._candidate(now, prefix, p0, base)
+        if self._problem(zero, history, now) is not None:
+            res = self.hold(now)  # keep braking on the committed trajectory
+            return FilterResult(res.q, width, limited + ["hold"], res.trajectory, 0.0)
+        ok, bad, best = 0.0, 1.0, zero
+        for _ in range(cfg.bisection_steps):
             mid = 0.5 * (ok + bad)
-            if inside(start + mid * (q - start)):
-                ok = mid
+            cand = self._candidate(now, prefix, p0, base + mid * (q_t - base))
+            if self._problem(cand, history, now) is None:
+                ok, best = mid, cand
             else:
                 bad = mid
-        return start + ok * (q - start)
+        return self._commit(best, np.asarray(best.points[-2].positions), width, limited, ok)
+
+    # ------------------------------------------------------------ internals
+    def _commit(self, traj: Trajectory, q1: np.ndarray, width: float, limited: list[str], alpha: float
+                ) -> FilterResult:
+        self._traj = traj
+        self._target = np.asarray(traj.points[-2].positions, float).copy()
+        return FilterResult(self._target.copy(), width, limited, traj, alpha)
+
+    def _prefix(self, now: float) -> list[Point]:
+        """The committed trajectory from ``now`` to ``now + switch_lead``, as points of a message stamped ``now``."""
+        lead = self.config.switch_lead
+        if lead <= 0.0:
+            return []
+        traj = self._traj
+        pts = [_point(0.0, self.state(now))]
+        for p in traj.points:
+            t = traj.stamp + p.time_from_start - now
+            if 1e-9 < t < lead - 1e-9:
+                pts.append(Point(t, np.asarray(p.positions, float), _or_zero(p.velocities), _or_zero(p.accelerations)))
+        return pts
+
+    def _candidate(self, now: float, prefix: list[Point], p0, q1: np.ndarray) -> Trajectory:
+        """The committed prefix, P0 (its state at now + lead) -> P1 = q1 one period later -> rest."""
+        cfg = self.config
+        T = cfg.control_dt
+        L = cfg.switch_lead
+        q0, v0, a0 = (x[0] for x in p0)
+        mean = (q1 - q0) / T
+        v1 = mean + KNOT_BLEND * (mean - v0)
+        a_lim = cfg.acceleration_scale * fr3.DDQ_MAX
+        j_lim = cfg.jerk_scale * fr3.DDDQ_MAX
+        # braking quintic from (q1, v1, 0) to rest: peak |a| = 1.5 |v| / Ts, peak |j| = 6 |v| / Ts^2
+        ts = max(T, float(np.max(1.5 * np.abs(v1) / (0.9 * a_lim))), float(np.max(np.sqrt(6.0 * np.abs(v1) / (0.9 * j_lim)))))
+        ts = math.ceil(ts / INTERFACE_DT) * INTERFACE_DT
+        q_stop = q1 + v1 * ts / 2.0
+        z = np.zeros(fr3.NUM_JOINTS)
+        return Trajectory(now, prefix + [Point(L, q0, v0, a0), Point(L + T, q1, v1, z.copy()),
+                                         Point(L + T + ts, q_stop, z.copy(), z.copy())])
+
+    def _problem(self, traj: Trajectory, history: np.ndarray, now: float) -> str | None:
+        """The first limit the candidate breaks (None: all within).
+
+        Every 1 ms sample up to 10 ms past ``P1`` goes through the robot's own
+        check (finite differences, as the FR3 does); the braking tail beyond is
+        a single quintic whose peak deceleration and jerk are within the
+        limits by construction (:meth:`_candidate`) and whose position and
+        speed fall monotonically, so it is sampled every 5 ms for the
+        position, position-dependent velocity, workspace and TCP speed checks.
+        """
+        cfg = self.config
+        t_knot = traj.points[-2].time_from_start
+        n_dense = int(round((t_knot + 0.01) / INTERFACE_DT))
+        dense_t = now + INTERFACE_DT * np.arange(1, n_dense + 1)
+        q = sample(traj, traj.stamp, dense_t)[0]
+        v = first_violation(history, q, velocity_scale=cfg.velocity_scale,
+                            acceleration_scale=cfg.acceleration_scale, jerk_scale=cfg.jerk_scale)
+        if v is not None:
+            return _LIMIT_NAMES.get(v.error, v.error)
+        tail_t = np.arange(dense_t[-1], traj.end_time() + 0.005, 0.005)
+        q_tail, v_tail, _ = sample(traj, traj.stamp, tail_t)
+        lo_v, up_v = fr3.velocity_limits(q_tail)
+        if np.any(v_tail < cfg.velocity_scale * lo_v - 1e-9) or np.any(v_tail > cfg.velocity_scale * up_v + 1e-9):
+            return "velocity"
+        lo, hi = fr3.Q_MIN + cfg.position_margin, fr3.Q_MAX - cfg.position_margin
+        if (np.any(q < lo - 1e-9) or np.any(q > hi + 1e-9) or np.any(q_tail < lo - 1e-9)
+                or np.any(q_tail > hi + 1e-9)):
+            return "position"
+        # TCP every 10 ms (5 ms in the tail, where it slows down)
+        sub = np.concatenate([history[-1:], q[9::10], q_tail])
+        sub_t = np.concatenate([[now], dense_t[9::10], tail_t])
+        p = fr3.tcp_positions(sub)
+        box_lo, box_hi = cfg.box()
+        out = _outside(p, box_lo, box_hi)
+        if np.any(out > 1e-9) and (out[0] <= 1e-9 or out[1:].max() > out[0] + 1e-9):
+            # (a TCP already outside, e.g. started there, may only move back in)
+            return "workspace"
+        dt = np.maximum(np.diff(sub_t), INTERFACE_DT)
+        if np.any(np.linalg.norm(np.diff(p, axis=0), axis=1) / dt > cfg.tcp_speed_max):
+            return "tcp_speed"
+        return None
 
 
-def _braking_speed(d: np.ndarray, a_max: np.ndarray, dt: float, v_max: np.ndarray) -> np.ndarray:
-    """Fastest speed towards a limit ``d`` away from which the stream can still stop.
+def _point(t: float, state) -> Point:
+    return Point(t, state[0][0].copy(), state[1][0].copy(), state[2][0].copy())
 
-    Moving at v for one period and then slowing by ``a_max * dt`` per period
-    travels dt * sum_{k=0..n} (v - k a dt) with n = floor(v / (a dt)); this is
-    the largest v whose travel is <= d (per joint, exact in discrete time).
-    """
-    d = np.maximum(d, 0.0)
-    step = a_max * dt
-    best = np.zeros_like(d)
-    for n in range(int(np.ceil(np.max(v_max / step))) + 1):
-        v = (d / dt + step * n * (n + 1) / 2) / (n + 1)
-        valid = np.floor(v / step + 1e-12) >= n
-        best = np.where(valid, np.maximum(best, np.minimum(v, step * (n + 1))), best)
-    return best
+
+def _or_zero(v) -> np.ndarray:
+    return np.zeros(fr3.NUM_JOINTS) if v is None else np.asarray(v, float)
+
+
+def _rest(q: np.ndarray, now: float) -> Trajectory:
+    z = np.zeros(fr3.NUM_JOINTS)
+    return Trajectory(now, [Point(0.0, q.copy(), z.copy(), z.copy())])
+
+
+def _outside(p: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    return np.linalg.norm(np.maximum(lo - p, 0.0) + np.maximum(p - hi, 0.0), axis=-1)

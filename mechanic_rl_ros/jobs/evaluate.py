@@ -105,6 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "sampling config, clipped noise) instead of deterministic DDIM")
     ap.add_argument("--noise-clip", type=float, default=3.0,
                     help="with --stochastic: clip each N(0, I) draw to +-this (config/rl.yaml noise_clip)")
+    ap.add_argument("--speed-scale", type=float, default=None,
+                    help="fraction of the FR3 velocity, acceleration and jerk limits the simulator's safety filter "
+                         "allows (policy_node's safety_*_scale; default: SafetyConfig's, 0.5)")
     ap.add_argument("--min-sampling-std", type=float, default=None,
                     help="with --stochastic: floor on the per-step sampling std (default: checkpoint config)")
     return ap
@@ -113,7 +116,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     os.environ.setdefault("MUJOCO_GL", "egl")
+    from mechanic_rl_ros.control.safety import SafetyConfig
     from mechanic_rl_ros.sim import ExpertPlanner, make_env
+    from mechanic_rl_ros.sim.fr3_sim import SimConfig
+
+    sim_config = None
+    if args.speed_scale is not None:
+        s = float(args.speed_scale)
+        sim_config = SimConfig(safety=SafetyConfig(velocity_scale=s, acceleration_scale=s, jerk_scale=s))
 
     label: str
     if args.checkpoint:
@@ -130,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = policy.cfg
         cams = tuple(cfg.cameras) or ("scene",)
         env = make_env(task=args.task, render=bool(cfg.cameras), cameras=cams, image_size=cfg.image_size,
-                       seed=args.seed)
+                       seed=args.seed, sim_config=sim_config)
         planner: Any = PolicyPlanner(policy, stochastic=args.stochastic, noise_clip=args.noise_clip, seed=args.seed)
         loop = ChunkLoop.for_policy(policy, args.replan_margin)
         label = str(args.checkpoint)
@@ -141,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         out = Path(args.out) if args.out else Path(args.checkpoint) / f"eval_{args.task}{mode}"
         video_cam = args.video_camera or cams[0]
     else:
-        env = make_env(task=args.task, render=False, seed=args.seed)
+        env = make_env(task=args.task, render=False, seed=args.seed, sim_config=sim_config)
         planner = ExpertPlanner(env.expert(noise=args.noise, seed=args.seed))
         loop = ChunkLoop(obs_horizon=1)
         label = f"scripted expert (noise {args.noise})"
@@ -165,6 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = {"source": label, "task": args.task, "episodes": len(results), "successes": n_ok,
                "success_rate": n_ok / max(1, len(results)), "wilson95": [lo, hi], "seed": args.seed,
                "replan_margin": loop.replan_margin,
+               "speed_scale": args.speed_scale,
                "wall_time_s": round(wall, 1),
                "median_chunk_inference_s": float(np.median([r["inference_s"] for r in results])),
                "episodes_detail": results}

@@ -149,16 +149,34 @@ def command_message_type(command_type: str) -> type:
     return Float64MultiArray if command_type == "array" else JointTrajectory
 
 
-def joint_command(q, command_type: str, reach_in: float):
-    """Seven FR3 joint position targets (already clamped by the caller) as the controller's message.
+def joint_command(result, command_type: str):
+    """A safety-filter result (:class:`~mechanic_rl_ros.control.safety.FilterResult`) as the arm controller's message.
 
-    ``trajectory`` gives one point named with :data:`fr3.JOINT_NAMES`, to be
-    reached ``reach_in`` seconds after receipt (the control period)."""
-    positions = [float(v) for v in q]
+    ``trajectory``: the filter's whole trajectory (positions, velocities,
+    accelerations: the JTC interpolates it with quintics), stamped with the
+    instant of its first point on the node's clock (0 for a settling message).
+    ``array``: only the target one control period ahead, for a forward command
+    controller (the FR3 reflexes on such steps unless something interpolates them at 1 kHz).
+    """
     if command_message_type(command_type) is Float64MultiArray:
-        return Float64MultiArray(data=positions)
-    return JointTrajectory(joint_names=list(fr3.JOINT_NAMES), points=[
-        JointTrajectoryPoint(positions=positions, time_from_start=Duration(seconds=reach_in).to_msg())])
+        return Float64MultiArray(data=[float(v) for v in result.q])
+    return trajectory_message(result.trajectory)
+
+
+def trajectory_message(traj) -> JointTrajectory:
+    """A :class:`~mechanic_rl_ros.control.trajectory.Trajectory` as trajectory_msgs/JointTrajectory (stamp None -> 0)."""
+    msg = JointTrajectory(joint_names=list(fr3.JOINT_NAMES))
+    ns = 0 if traj.stamp is None else int(round(traj.stamp * 1e9))
+    msg.header.stamp.sec, msg.header.stamp.nanosec = ns // 1_000_000_000, ns % 1_000_000_000
+    for p in traj.points:
+        pt = JointTrajectoryPoint(positions=[float(v) for v in p.positions],
+                                  time_from_start=Duration(nanoseconds=int(round(p.time_from_start * 1e9))).to_msg())
+        if p.velocities is not None:
+            pt.velocities = [float(v) for v in p.velocities]
+        if p.accelerations is not None:
+            pt.accelerations = [float(v) for v in p.accelerations]
+        msg.points.append(pt)
+    return msg
 
 
 def publish_diagnostics(node: Node, publisher, name: str, hardware_id: str, level: int, message: str,

@@ -8,13 +8,17 @@
   (:meth:`DiffusionPolicy.executable` with ``lead``), not those for the
   instant of its observation, which has passed;
 * executes the chunk at ``control_rate``; every command passes
-  :class:`mechanic_rl_ros.control.safety.SafetyFilter` (FR3 position / velocity /
-  acceleration / jerk limits, TCP workspace) and goes out as
-  Float64MultiArray or JointTrajectory (``command_type``); the gripper width
+  :class:`mechanic_rl_ros.control.safety.SafetyFilter`, which turns it into a
+  JointTrajectory whose 1 kHz samples stay within the FR3's limits (position,
+  position-dependent velocity, acceleration, jerk, TCP workspace above the
+  table, TCP speed) and which ends at rest, for the JointTrajectoryController
+  on the FR3's position interface (``command_type`` trajectory; ``array``
+  sends only the next target, for a forward controller); the gripper width
   goes to franka_gripper's ``move`` / ``grasp`` actions, one goal at a time
   with hysteresis (:class:`mechanic_rl_ros.control.gripper.GripperCommander`),
-  never a goal per tick. A stale observation, a missing chunk or a dead model makes it
-  *hold* (brake to the last command) instead of guessing;
+  never a goal per tick. A stale observation, a missing chunk or a dead model
+  makes it *hold* (send the committed trajectory, which brakes to rest within
+  the limits) instead of guessing;
 * publishes a ``Transition`` for every executed step (the chunk's observation,
   denoising chain and behaviour log-probabilities on its first step);
 * hot-swaps the fine-tuned network from ``PolicyWeights`` only between chunks,
@@ -96,11 +100,12 @@ PARAMETERS = [
           "matched by name"),
     Param("task_state_topic", topics.TASK_STATE.name, "mechanic_rl_ros/TaskState, read only by state-only policies "
           "whose observation includes task_state"),
-    Param("command_topic", topics.ARM_COMMAND.name, "where the filtered joint position commands go "
+    Param("command_topic", topics.ARM_TRAJECTORY.name, "where the filtered arm commands go "
           "(the arm controller's topic)"),
-    Param("command_type", "array", "command message: array = std_msgs/Float64MultiArray (forward command "
-          "controller), trajectory = trajectory_msgs/JointTrajectory (joint trajectory controller)",
-          choices=COMMAND_TYPES),
+    Param("command_type", "trajectory", "command message: trajectory = trajectory_msgs/JointTrajectory for a "
+          "JointTrajectoryController on the position interface (the FR3 setup in README); array = "
+          "std_msgs/Float64MultiArray of the next target for a forward command controller (the FR3 reflexes on "
+          "its unsmoothed steps)", choices=COMMAND_TYPES),
     Param("gripper_namespace", topics.GRIPPER_NAMESPACE, "franka_gripper's node: the gripper width goes to its move "
           "(opening) and grasp (closing) actions under this name"),
     Param("gripper_hysteresis", 0.01, "[m] a new gripper goal only when the policy's width differs this much from "
@@ -126,14 +131,20 @@ PARAMETERS = [
           "restarted learner gets this many recent steps replayed", range=(1, None)),
     Param("safety_position_margin", 0.02, "[rad] commands stay this far inside the FR3 joint position limits",
           range=(0.0, 0.5)),
-    Param("safety_velocity_scale", 1.0, "fraction of the FR3 joint velocity limits commands may use",
-          range=(0.001, 1.0)),
-    Param("safety_acceleration_scale", 1.0, "fraction of the FR3 joint acceleration limit (10 rad/s^2) commands "
-          "may use", range=(0.001, 1.0)),
-    Param("safety_jerk_scale", 1.0, "fraction of the FR3 joint jerk limit (5000 rad/s^3) commands may use",
-          range=(0.001, 1.0)),
+    Param("safety_velocity_scale", 0.5, "fraction of the FR3's position-dependent joint velocity limits the 1 kHz "
+          "commands may use (conservative while a policy explores)", range=(0.001, 1.0)),
+    Param("safety_acceleration_scale", 0.5, "fraction of the FR3 joint acceleration limit (10 rad/s^2) the 1 kHz "
+          "commands may use", range=(0.001, 1.0)),
+    Param("safety_jerk_scale", 0.5, "fraction of the FR3 joint jerk limit (5000 rad/s^3) the 1 kHz commands may "
+          "use", range=(0.001, 1.0)),
+    Param("safety_tcp_speed_max", 0.5, "[m/s] largest TCP speed along the commanded trajectory", range=(0.001, 3.0)),
+    Param("safety_table_clearance", 0.005, "[m] the TCP stays this far above workspace_min z (the table top)",
+          range=(0.0, 0.5)),
+    Param("safety_switch_lead", 0.02, "[s] each trajectory repeats the previous one this long after its stamp, so "
+          "the controller may switch to it this late without any change in the commands (delivery + one 1 ms "
+          "cycle)", range=(0.0, 0.09)),
     Param("workspace_min", [0.2, -0.4, 0.0], "[m] x, y, z lower corner of the box the TCP must stay in, in "
-          "fr3_link0"),
+          "fr3_link0; z is the table top"),
     Param("workspace_max", [0.8, 0.4, 0.7], "[m] x, y, z upper corner of the box the TCP must stay in, in "
           "fr3_link0"),
     Param("error_log_period", 1.0, "[s] least time between two logged errors of one kind (the rest are only "
@@ -173,9 +184,11 @@ class PolicyNode(Node):
         self.safety = SafetyFilter(SafetyConfig(
             control_dt=self.dt, position_margin=cfg["safety_position_margin"],
             velocity_scale=cfg["safety_velocity_scale"], acceleration_scale=cfg["safety_acceleration_scale"],
-            jerk_scale=cfg["safety_jerk_scale"], workspace_min=tuple(cfg["workspace_min"]),
-            workspace_max=tuple(cfg["workspace_max"])))
+            jerk_scale=cfg["safety_jerk_scale"], tcp_speed_max=cfg["safety_tcp_speed_max"],
+            table_clearance=cfg["safety_table_clearance"], switch_lead=cfg["safety_switch_lead"],
+            workspace_min=tuple(cfg["workspace_min"]), workspace_max=tuple(cfg["workspace_max"])))
         self.episode: int | None = None
+        self.episode_started = -float("inf")
         self.step = 0
         #: weights version -> (publish stamp, sha256) of verified weights waiting for the next chunk
         self.staged: dict[int, tuple[float, str]] = {}
@@ -314,6 +327,8 @@ class PolicyNode(Node):
             self.safety = SafetyFilter(self.safety.config)
             with self.gripper_lock:
                 self.gripper.reset()
+            #: the filter is seeded only from a joint state measured after the reset that began this episode
+            self.episode_started = seconds(msg.header.stamp)
             self.get_logger().info(f"episode {msg.episode}: acting")
         elif msg.event in ENDS and self.episode == msg.episode:
             self.episode = None
@@ -344,7 +359,11 @@ class PolicyNode(Node):
                 self._hold()
                 return
         if not self.safety.initialized:
-            self.safety.reset(obs["qpos"])
+            if self.assembler.inputs["joints"].stamp <= self.episode_started:
+                # a joint state from before the reset (the arm was elsewhere): seeding from it would glide there
+                self.counts["hold_stale"] += 1
+                return
+            self.safety.reset(obs["qpos"], now)
         wait = self.cfg["inference_timeout"] if (self.cfg["wait_for_inference"] and sim_time) else 0.0
         item = self.planning.tick(obs, stamp, wait)  # on sim time, waiting for a chunk costs no robot time
         failure = self.planning.take_failure()
@@ -362,13 +381,16 @@ class PolicyNode(Node):
         if k == 0:
             self._publish_markers(chunk)
         try:
-            res = self.safety.filter(action[:7], float(action[7]))
+            # the trajectory starts at the instant it is sent: waiting for the chunk took time (on sim time the
+            # simulator may have advanced meanwhile), and a message stamped earlier than the controller has
+            # already played past would switch after it diverges from the committed one
+            res = self.safety.filter(action[:7], float(action[7]), self._now())
         except ValueError as exc:
             self.counts["hold_model"] += 1
             self._problem("action", f"policy action refused, holding: {exc}")
             self._hold()
             return
-        self._send(res.q, res.gripper_width)
+        self._send(res)
         self.counts["clamped"] += res.clamped
         step = ExecutedStep(self.episode, self.step, chunk.index, k, chunk.version,
                             np.append(res.q, res.gripper_width), bool(res.clamped))
@@ -383,18 +405,19 @@ class PolicyNode(Node):
 
     def _hold(self) -> None:
         """Brake to the last command; before the first command, hold the measured joint positions."""
+        now = self._now()
         if not self.safety.initialized:
             joints = self.assembler.inputs.get("joints")
             if joints is None:
                 return  # nothing known about the arm: send nothing, its controller keeps its target
-            self.safety.reset(joints.value["qpos"])
-        res = self.safety.hold()
-        self._send(res.q, None)
+            self.safety.reset(joints.value["qpos"], now)
+        self._send(self.safety.hold(now))
 
-    def _send(self, q: np.ndarray, width: float | None) -> None:
-        self.cmd_pub.publish(joint_command(q, self.cfg["command_type"], self.dt))
-        if width is not None and np.isfinite(width):
-            self._command_gripper(float(width))
+    def _send(self, res) -> None:
+        if res.trajectory is not None:  # None: settling after a reset, the controller glides on its own
+            self.cmd_pub.publish(joint_command(res, self.cfg["command_type"]))
+        if np.isfinite(res.gripper_width):
+            self._command_gripper(float(res.gripper_width))
         self.counts["commands"] += 1
 
     # ------------------------------------------------------------ gripper

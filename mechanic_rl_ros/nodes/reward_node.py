@@ -11,8 +11,9 @@ A thin adapter around :class:`mechanic_rl_ros.control.episodes.EpisodeBook`.
   ``EpisodeEvent`` (START, SUCCESS, FAILURE, TIMEOUT, RESET_DONE, INTERVENTION);
 * resets between episodes: ``sim`` calls the simulator's ResetEpisode service
   (seed = ``seed_base`` + episode); ``real`` drives the arm to the home pose
-  through the controller's command topic with the FR3 velocity / acceleration
-  limits applied, and opens the gripper (franka_gripper move action);
+  through the controller's command topic with the stack's safety filter
+  (trajectories within the FR3's 1 kHz limits at ``home_velocity_scale``), and
+  opens the gripper (franka_gripper move action);
 * publishes ``/diagnostics`` (episodes, success rate, late steps).
 """
 from __future__ import annotations
@@ -30,6 +31,7 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import String
 
 from mechanic_rl_ros.control import fr3
+from mechanic_rl_ros.control.safety import SafetyConfig, SafetyFilter
 from mechanic_rl_ros.msg import EpisodeEvent, StepReward, TaskState, Transition
 from mechanic_rl_ros.control.episodes import REWARD_KINDS, EpisodeBook, EpisodeConfig, Outcome, StepResult, TaskSample
 from mechanic_rl_ros.nodes.common import (COMMAND_TYPES, Param, command_message_type, declare_parameters, joint_command,
@@ -72,10 +74,10 @@ PARAMETERS = [
           range=(0.1, None)),
     Param("operator_topic", topics.OPERATOR_KEY.name, "std_msgs/String from the operator: success | failure | intervention"),
     Param("joint_states_topic", topics.JOINT_STATES.name, "real: sensor_msgs/JointState the home motion starts from"),
-    Param("command_topic", topics.ARM_COMMAND.name, "real: where the home motion's joint position "
-          "commands go"),
-    Param("command_type", "array", "real: home motion command message: array = std_msgs/Float64MultiArray, "
-          "trajectory = trajectory_msgs/JointTrajectory", choices=COMMAND_TYPES),
+    Param("command_topic", topics.ARM_TRAJECTORY.name, "real: where the home motion's commands go"),
+    Param("command_type", "trajectory", "real: home motion command message: trajectory = "
+          "trajectory_msgs/JointTrajectory (the JTC setup in README), array = std_msgs/Float64MultiArray",
+          choices=COMMAND_TYPES),
     Param("gripper_namespace", topics.GRIPPER_NAMESPACE, "real: franka_gripper's node, whose move action opens the "
           "gripper on reset"),
     Param("home_tolerance", 0.01, "[rad] real: the arm is home when every joint is this close to the home pose",
@@ -116,7 +118,8 @@ class RewardNode(Node):
             self.gripper_open = ActionClient(self, t.GRIPPER_MOVE.type, cfg["gripper_namespace"].rstrip("/") + "/move")
             self.create_timer(cfg["control_dt"], self._home_motion_tick)
         self.q: np.ndarray | None = None
-        self.homing: dict | None = None
+        #: the home motion's safety filter while homing (real mode), else None
+        self.homing: SafetyFilter | None = None
         self.next_episode = 0
         self.resetting = False
         self.reset_started = 0.0
@@ -149,7 +152,9 @@ class RewardNode(Node):
             future.add_done_callback(self._on_reset_done)
         else:
             self._open_gripper()
-            self.homing = {"q_prev": None, "dq_prev": np.zeros(7)}
+            self.homing = SafetyFilter(SafetyConfig(
+                control_dt=float(self.cfg["control_dt"]), velocity_scale=float(self.cfg["home_velocity_scale"]),
+                workspace_min=(-2.0, -2.0, -2.0), workspace_max=(2.0, 2.0, 2.0), table_clearance=0.0))
 
     def _open_gripper(self) -> None:
         """Real mode, on reset: one franka_gripper move goal to the open width (not awaited: the home motion runs
@@ -253,12 +258,12 @@ class RewardNode(Node):
             self.homing = None
             self._begin(detail="home")
             return
-        dt = self.cfg["control_dt"]
-        prev = self.q if self.homing["q_prev"] is None else self.homing["q_prev"]
-        q = fr3.clamp_joint_command(fr3.Q_HOME, prev, dt, velocity_scale=self.cfg["home_velocity_scale"],
-                                    dq_previous=self.homing["dq_prev"])
-        self.homing["dq_prev"], self.homing["q_prev"] = (q - prev) / dt, q
-        self.cmd_pub.publish(joint_command(q, self.cfg["command_type"], dt))
+        now = self.get_clock().now().nanoseconds * 1e-9
+        if not self.homing.initialized:
+            self.homing.reset(self.q, now)
+        res = self.homing.filter(fr3.Q_HOME, None, now)
+        if res.trajectory is not None:  # None: settling from the measured position
+            self.cmd_pub.publish(joint_command(res, self.cfg["command_type"]))
 
     def _publish_diagnostics(self) -> None:
         rate = sum(self.outcomes) / len(self.outcomes) if self.outcomes else 0.0

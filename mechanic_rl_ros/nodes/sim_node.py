@@ -7,9 +7,17 @@ for franka_ros2 + ros2_control + a camera driver:
   ``/camera/<cam>/image_raw`` + ``camera_info`` (rgb8), the task's privileged
   state (``/sim/task_state``, mechanic_rl_ros/TaskState), ``/diagnostics``, and
   ``/clock`` in lock-step mode;
-* accepts joint position commands as std_msgs/Float64MultiArray (the
-  forward_command_controller convention, ``/<controller>/commands``) or as
-  trajectory_msgs/JointTrajectory;
+* runs the arm controller franka_bringup would run (parameter
+  ``arm_controller``): a JointTrajectoryController on the position interface
+  (trajectory_msgs/JointTrajectory on ``trajectory_topic``, the jazzy JTC's
+  interpolation, stamps and replacement) or a forward position controller
+  (std_msgs/Float64MultiArray on ``command_topic``, the target written every
+  1 ms unsmoothed), updated at 1 kHz; every 1 ms command passes the FR3's own
+  check (:mod:`mechanic_rl_ros.control.franka_checks`); a violation is a
+  reflex: the arm stops, ``/fr3/robot_mode`` says ``reflex: <error>`` and
+  commands are ignored until ``/sim/error_recovery`` (std_srvs/Trigger, the
+  stand-in for franka_ros2's ``/action_server/error_recovery`` followed by
+  re-activating the controller); ``/sim/inject_reflex`` forces one;
 * serves franka_gripper's actions under ``gripper_namespace``
   (``/franka_gripper``): ``move``, ``grasp``, ``homing``
   (franka_msgs/action/*) and ``gripper_action``
@@ -18,7 +26,8 @@ for franka_ros2 + ros2_control + a camera driver:
   ``/franka_gripper/joint_states``; like franka_gripper it accepts every goal,
   and counts goals that overlap another (``gripper_goals_overlapping`` in
   /diagnostics: a client that queues goals shows there);
-* offers ``/sim/reset`` (mechanic_rl_ros/srv/ResetEpisode, optional seed).
+* offers ``/sim/reset`` (mechanic_rl_ros/srv/ResetEpisode, optional seed; a
+  reset also clears a reflex).
 
 Malformed commands (wrong length, wrong joint names, NaN, outside the FR3
 position limits) are rejected with a rate-limited error naming the problem and
@@ -34,6 +43,17 @@ Two clock modes (parameter ``mode``):
               runs with ``use_sim_time``. If no command arrives for
               ``lockstep_idle_timeout`` wall seconds the sim advances anyway,
               holding the last target, so the stack never deadlocks.
+              A trajectory then takes effect at the sim time it is read, and a
+              real JTC reads a message within microseconds of its stamp: the
+              sim must not run on while policy_node still computes the tick's
+              message (it waits up to ``inference_timeout`` + ``input_wait`` on
+              sim time), so the idle timeout is longer than that wait. A
+              trajectory read more than 1 ms after its stamp is counted (not a hold's
+              repeat of the trajectory being played)
+              (``late_trajectories``, the largest delay in
+              ``max_trajectory_delay_ms``): beyond the safety filter's
+              ``switch_lead`` the controller switches after the new trajectory
+              has diverged, which the FR3 answers with a reflex.
 
 All physics and rendering happen on one worker thread (MuJoCo's GL context
 belongs to the thread that made it); ROS callbacks only hand it requests.
@@ -56,10 +76,11 @@ from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.node import Node
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CameraInfo, Image, JointState
-from std_msgs.msg import Float64MultiArray
+from std_msgs.msg import Float64MultiArray, String
 from trajectory_msgs.msg import JointTrajectory
 
 from mechanic_rl_ros.control import fr3
+from mechanic_rl_ros.control.trajectory import Point, Trajectory
 from mechanic_rl_ros.msg import TaskState
 from mechanic_rl_ros.nodes.common import Param, RateLimitedLog, declare_parameters, publish_diagnostics, run_node
 from mechanic_rl_ros.sim.env import REWARD_TYPES, make_env
@@ -93,19 +114,41 @@ def check_arm_command(values, field: str = "data") -> np.ndarray:
     return q
 
 
-def arm_targets_from_trajectory(msg: JointTrajectory) -> np.ndarray:
-    """Joint targets of a JointTrajectory's last point, reordered by joint name."""
+def trajectory_from_message(msg: JointTrajectory) -> Trajectory:
+    """A JointTrajectory reordered by joint name into fr3_joint1..7 order, stamp in ROS seconds (None for 0).
+
+    Positions are checked against the FR3 position limits; the JTC's own
+    checks (increasing times, zero end velocity) follow when it is received.
+    """
     names = list(msg.joint_names)
     missing = [n for n in fr3.JOINT_NAMES if n not in names]
     if missing:
         raise CommandError(f"joint_names: missing {missing}; expected {list(fr3.JOINT_NAMES)}, got {names}")
     if not msg.points:
         raise CommandError("points: trajectory has no points")
-    positions = list(msg.points[-1].positions)
-    if len(positions) != len(names):
-        raise CommandError(f"points[-1].positions: {len(positions)} values for {len(names)} joint_names")
     order = [names.index(n) for n in fr3.JOINT_NAMES]
-    return check_arm_command([positions[i] for i in order], "points[-1].positions")
+    points = []
+    for i, p in enumerate(msg.points):
+        fields = {}
+        for name in ("positions", "velocities", "accelerations"):
+            values = list(getattr(p, name))
+            if not values and name != "positions":
+                fields[name] = None
+                continue
+            if len(values) != len(names):
+                raise CommandError(f"points[{i}].{name}: {len(values)} values for {len(names)} joint_names")
+            fields[name] = np.array([values[j] for j in order], dtype=np.float64)
+        check_arm_command(fields["positions"], f"points[{i}].positions")
+        points.append(Point(p.time_from_start.sec + p.time_from_start.nanosec * 1e-9, **fields))
+    stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+    return Trajectory(stamp if stamp != 0.0 else None, points)
+
+
+def _same(a: Trajectory, b: Trajectory | None) -> bool:
+    """The same message again (a hold re-sends the trajectory the controller plays)."""
+    return (b is not None and a.stamp == b.stamp and len(a.points) == len(b.points)
+            and all(p.time_from_start == q.time_from_start and np.array_equal(p.positions, q.positions)
+                    for p, q in zip(a.points, b.points)))
 
 
 #: why a gripper goal ended when an episode reset re-opened the hand under it (expected, logged at INFO)
@@ -141,10 +184,20 @@ PARAMETERS = [
           f"{list(CAMERAS)}"),
     Param("image_width", 96, "[px] rendered image width", range=(1, None)),
     Param("image_height", 96, "[px] rendered image height", range=(1, None)),
-    Param("command_topic", topics.ARM_COMMAND.name, "arm commands as std_msgs/Float64MultiArray: 7 "
+    Param("arm_controller", "trajectory", "the active arm controller, both updated at 1 kHz: trajectory = "
+          "JointTrajectoryController on the position interface (trajectory_topic); forward = forward position "
+          "controller (command_topic), which writes each target unsmoothed, so a step is a reflex as on the FR3",
+          choices=("trajectory", "forward")),
+    Param("command_topic", topics.ARM_COMMAND.name, "forward controller: std_msgs/Float64MultiArray of 7 "
           "joint position targets [rad], fr3_joint1..7 order"),
-    Param("trajectory_topic", topics.ARM_TRAJECTORY.name, "arm commands as "
-          "trajectory_msgs/JointTrajectory (joints matched by name; the last point is the target)"),
+    Param("trajectory_topic", topics.ARM_TRAJECTORY.name, "trajectory controller: trajectory_msgs/JointTrajectory "
+          "(joints matched by name; header.stamp 0 = start on receipt)"),
+    Param("robot_mode_topic", topics.ROBOT_MODE.name, "std_msgs/String: move | idle | reflex: <franka_msgs/Errors "
+          "field>, on every change (latched)"),
+    Param("error_recovery_service", topics.ERROR_RECOVERY.name, "std_srvs/Trigger: clear a reflex and re-activate "
+          "the arm controller (it then holds the measured position)"),
+    Param("inject_reflex_service", topics.INJECT_REFLEX.name, "std_srvs/Trigger: force a reflex now (tests, "
+          "rehearsing the recovery)"),
     Param("gripper_namespace", topics.GRIPPER_NAMESPACE, "franka_gripper's node: its actions move, grasp, homing, "
           "gripper_action and its joint_states topic are served under this name"),
     Param("gripper_goal_timeout", 3.0, "[s of sim time] a gripper goal whose fingers have not stopped after this "
@@ -153,8 +206,10 @@ PARAMETERS = [
     Param("task_state_topic", topics.TASK_STATE.name, "the task's privileged state (mechanic_rl_ros/TaskState), for "
           "reward_node"),
     Param("reset_service", topics.RESET.name, "mechanic_rl_ros/srv/ResetEpisode service: new episode, optional seed"),
-    Param("lockstep_idle_timeout", 0.5, "[wall s] lockstep mode: without a command for this long the sim advances "
-          "anyway, holding the last target, so the stack never deadlocks", range=(0.001, None)),
+    Param("lockstep_idle_timeout", 3.0, "[wall s] lockstep mode: without a command for this long the sim advances "
+          "anyway, holding the last target, so the stack never deadlocks; keep it above policy_node's "
+          "inference_timeout + input_wait, else the sim runs on while a tick's trajectory is being computed and "
+          "the controller switches to it late", range=(0.001, None)),
     Param("error_log_period", 1.0, "[s] least time between two logged 'rejected command' errors of one kind (the "
           "rest are only counted); 0 logs every one", range=(0.0, None)),
     Param("diagnostics_period", 1.0, "[wall s] period of /diagnostics", range=(0.01, None)),
@@ -206,16 +261,27 @@ class SimNode(Node):
         self.gripper_goals_active = 0
         self.gripper_goal: float | None = None  # [m] the width the last gripper goal drives to
         self.create_service(t.RESET.type, cfg["reset_service"], self._on_reset)
+        self.mode_pub = self.create_publisher(t.ROBOT_MODE.type, cfg["robot_mode_topic"], t.ROBOT_MODE.qos)
+        self.create_service(t.ERROR_RECOVERY.type, cfg["error_recovery_service"],
+                            lambda req, res: self._physics_call("recover", res))
+        self.create_service(t.INJECT_REFLEX.type, cfg["inject_reflex_service"],
+                            lambda req, res: self._physics_call("inject", res))
+        self.env.sim.select_interface(cfg["arm_controller"])
+        self._mode_sent = ""
 
         self.requests: queue.Queue[_Request] = queue.Queue()
         self.arm_commands_in_step = 0
         self.stats = {"commands_applied": 0, "commands_rejected": 0, "resets": 0, "ticks": 0, "frames": 0,
                       "gripper_goals": 0, "gripper_goals_succeeded": 0, "gripper_goals_failed": 0,
-                      "gripper_goals_overlapping": 0}
+                      "gripper_goals_overlapping": 0,
+                      "reflexes": 0, "recoveries": 0, "idle_periods": 0, "late_trajectories": 0, "dropped_before_reset": 0}
+        self.max_trajectory_delay = 0.0  # [s] largest (sim time read - header.stamp) of a trajectory
+        self._last_trajectory: Trajectory | None = None  # the last one received, stamp on the stack's clock
         self.last_error = ""
         self.failed = False
         self.log = RateLimitedLog(self, cfg["error_log_period"])
         self.time_offset = 0.0  # sim time keeps increasing across resets
+        self.last_reset_stamp = -float("inf")  # [s, stack clock] a trajectory stamped before it is refused
         self._stop = threading.Event()
         self._started_wall = time.monotonic()
         self.worker = threading.Thread(target=self._run, name="physics", daemon=True)
@@ -223,7 +289,8 @@ class SimNode(Node):
         self.get_logger().info(
             f"simulated FR3 ready: task={cfg['task']} mode={cfg['mode']} cameras={list(self.cameras)} "
             f"{cfg['image_width']}x{cfg['image_height']} joint_states@{1.0 / (self.substeps_per_publish * sim.physics_dt):.0f}Hz "
-            f"commands on {cfg['command_topic']}"
+            f"{cfg['arm_controller']} controller on "
+            f"{cfg['trajectory_topic'] if cfg['arm_controller'] == 'trajectory' else cfg['command_topic']}"
         )
         self.worker.start()
 
@@ -241,9 +308,19 @@ class SimNode(Node):
 
     def _on_trajectory(self, msg: JointTrajectory) -> None:
         try:
-            self.requests.put(_Request("arm", arm_targets_from_trajectory(msg)))
+            self.requests.put(_Request("trajectory", trajectory_from_message(msg)))
         except CommandError as exc:
             self._reject(self.cfg["trajectory_topic"], exc)
+
+    def _physics_call(self, kind: str, response):
+        """A Trigger service answered by the physics thread."""
+        req = _Request(kind, None, threading.Event())
+        self.requests.put(req)
+        if not req.done.wait(timeout=30.0):
+            response.success, response.message = False, "physics thread did not answer in 30 s"
+        else:
+            response.success, response.message = req.result
+        return response
 
     # ------------------------------------------------------------ gripper actions
     def _accept_gripper_goal(self, _goal) -> GoalResponse:
@@ -362,27 +439,79 @@ class SimNode(Node):
             self.env.close()  # GL contexts belong to this thread
 
     def _drain(self, block_for: float) -> bool:
-        """Apply queued requests; wait up to ``block_for`` s for one. True if an arm command was applied."""
+        """Apply queued requests; wait up to ``block_for`` s for an arm command. True if one was applied.
+
+        Other requests (gripper, reset, recovery) are applied as they come and the wait goes on: in lockstep the
+        gripper command policy_node sends after a tick's trajectory must not start the next period before the
+        next tick's trajectory (the sim would run ahead of the stack and read that trajectory late).
+        """
         got_arm = False
-        timeout = block_for
+        deadline = time.monotonic() + block_for
         while True:
+            timeout = deadline - time.monotonic()
             try:
                 req = self.requests.get(timeout=timeout) if timeout > 0 else self.requests.get_nowait()
             except queue.Empty:
                 return got_arm
-            timeout = 0.0
             sim = self.env.sim
-            if req.kind == "arm":
-                sim.command(req.value, sim.commanded[7])
-                self.stats["commands_applied"] += 1
+            if req.kind in ("arm", "trajectory"):
                 got_arm = True
+                try:
+                    traj = req.value
+                    if req.kind == "arm":
+                        sim.send_position(req.value)
+                    else:
+                        if traj.stamp is not None:  # ROS time -> simulator time
+                            if traj.stamp < self.last_reset_stamp:
+                                # the tick in flight when reward_node reset the episode: expected at an
+                                # episode's end, dropped (the arm was elsewhere), counted, not an error
+                                self.stats["dropped_before_reset"] += 1
+                                self.get_logger().info(
+                                    f"dropped a trajectory stamped {traj.stamp:.3f} s, before the last reset "
+                                    f"({self.last_reset_stamp:.3f} s), where the arm was elsewhere")
+                                traj = None  # (it still counts as the command of this lockstep period)
+                            else:
+                                delay = self._now_seconds() - traj.stamp
+                                # (a hold re-sends the trajectory being played: no switch, its stamp is old)
+                                if delay > 1e-3 and not _same(traj, self._last_trajectory):
+                                    self.stats["late_trajectories"] += 1
+                                    self.get_logger().info(f"trajectory stamped {traj.stamp:.3f} s read "
+                                                           f"{delay * 1e3:.1f} ms after its stamp",
+                                                           throttle_duration_sec=1.0)
+                                    self.max_trajectory_delay = max(self.max_trajectory_delay, delay)
+                                self._last_trajectory = traj
+                                traj = Trajectory(traj.stamp - (self._now_seconds() - sim.time), traj.points)
+                    if req.kind == "arm":
+                        self.stats["commands_applied"] += 1
+                    elif traj is not None:
+                        sim.send_trajectory(traj)
+                        self.stats["commands_applied"] += 1
+                except ValueError as exc:  # what the controller refuses (inactive, JTC validation)
+                    self._reject(self.cfg["trajectory_topic" if req.kind == "trajectory" else "command_topic"], exc)
             elif req.kind == "gripper":
                 self.gripper_goal = float(req.value)
+            elif req.kind == "recover":
+                was = sim.robot_mode
+                sim.recover()
+                self.stats["recoveries"] += 1
+                req.result = (True, f"recovered from {was}; {self.cfg['arm_controller']} controller active")
+                self._publish_mode()
+                req.done.set()
+            elif req.kind == "inject":
+                sim.inject_reflex()
+                req.result = (True, "reflex injected: joint_reflex")
+                self._publish_mode()
+                req.done.set()
             elif req.kind == "reset":
                 try:
-                    self.time_offset += sim.time
+                    # the clock jumps to the next control period boundary: the stamps before and after the reset
+                    # differ (a node can tell which side of it a measurement is from) and stay on the grid of the
+                    # nodes' 10 Hz timers (lockstep advances one period per command)
+                    end = self.time_offset + sim.time
+                    self.time_offset = (math.floor(end / self.control_dt + 1e-6) + 1) * self.control_dt
                     self.env.reset(seed=req.value)
                     self.gripper_goal = None
+                    self.last_reset_stamp = self._now_seconds()
                     self.stats["resets"] += 1
                     self._publish_state(frame=True)
                     req.result = None
@@ -400,27 +529,47 @@ class SimNode(Node):
         the target is there (the arm's target is left as it is).
         """
         sim = self.env.sim
-        if self.gripper_goal is not None and abs(sim.commanded[7] - self.gripper_goal) > 1e-9:
-            sim.command(sim.commanded[:7], self.gripper_goal)
+        if self.gripper_goal is not None:
+            sim.set_gripper(self.gripper_goal)
 
     def _control_period(self) -> None:
         """Advance one control period in publish-sized slices."""
-        if self.lockstep:
-            self._drain(block_for=self.cfg["lockstep_idle_timeout"])
-        else:
-            self._drain(block_for=0.0)
+        if self.lockstep and not self._drain(block_for=self.cfg["lockstep_idle_timeout"]):
+            self.stats["idle_periods"] += 1
         self._advance_gripper()
         sim = self.env.sim
         for i in range(self.publishes_per_control):
             start = time.monotonic()
-            if not self.lockstep:
-                self._drain(block_for=0.0)
-            sim.step_physics(self.substeps_per_publish)
+            if self.lockstep:
+                sim.step_physics(self.substeps_per_publish)
+            else:
+                # commands take effect within 4 ms (of sim time) of arrival, as the 1 kHz controller picks them
+                # up: the slice's wall time is spent in 4 ms pieces, each followed by a look at the queue
+                wall_dt = sim.physics_dt / self.cfg["real_time_factor"]
+                for done in range(0, self.substeps_per_publish, 2):
+                    self._drain(block_for=0.0)
+                    n = min(2, self.substeps_per_publish - done)
+                    sim.step_physics(n)
+                    self._stop.wait(max(0.0, start + (done + n) * wall_dt - time.monotonic()))
             self.stats["ticks"] += 1
             self._publish_state(frame=self.stats["ticks"] % self.publishes_per_frame == 0)
-            if not self.lockstep:
-                budget = self.substeps_per_publish * sim.physics_dt / self.cfg["real_time_factor"]
-                self._stop.wait(max(0.0, budget - (time.monotonic() - start)))
+
+    def _now_seconds(self) -> float:
+        """The stack's clock now, in seconds (sim time in lockstep mode)."""
+        if self.lockstep:
+            return self.time_offset + self.env.sim.time
+        return self.get_clock().now().nanoseconds * 1e-9
+
+    def _publish_mode(self) -> None:
+        sim = self.env.sim
+        text = sim.robot_mode + (": " + ", ".join(sim.errors) if sim.errors else "")
+        if text != self._mode_sent:
+            if sim.robot_mode == "reflex":
+                self.stats["reflexes"] += 1
+                self.get_logger().error(f"robot reflex: {sim.last_violation}; commands are ignored until "
+                                        f"{self.cfg['error_recovery_service']} is called")
+            self._mode_sent = text
+            self.mode_pub.publish(String(data=text))
 
     def _stamp(self) -> Time:
         if self.lockstep:
@@ -429,6 +578,7 @@ class SimNode(Node):
         return self.get_clock().now().to_msg()
 
     def _publish_state(self, frame: bool) -> None:
+        self._publish_mode()
         stamp = self._stamp()
         if self.clock_pub is not None:
             self.clock_pub.publish(Clock(clock=stamp))
@@ -495,9 +645,12 @@ class SimNode(Node):
         level, message = DiagnosticStatus.OK, "running"
         if not self.worker.is_alive():
             level, message = DiagnosticStatus.ERROR, "physics thread stopped"
+        elif self.env.sim.robot_mode == "reflex":
+            level, message = DiagnosticStatus.ERROR, f"robot reflex: {self.env.sim.last_violation}"
         elif self.stats["commands_rejected"]:
             level, message = DiagnosticStatus.WARN, f"last rejected command: {self.last_error}"
         values = {**self.stats, "sim_time_s": f"{sim_t:.3f}", "real_time_factor": f"{sim_t / max(wall, 1e-9):.2f}",
+                  "max_trajectory_delay_ms": f"{self.max_trajectory_delay * 1e3:.1f}",
                   "mode": self.cfg["mode"], "task": self.cfg["task"]}
         publish_diagnostics(self, self.diag_pub, "sim_node: simulated FR3", "mujoco", level, message, values)
 
@@ -505,6 +658,12 @@ class SimNode(Node):
         self._stop.set()
         if self.worker.is_alive():
             self.worker.join(timeout=5.0)
+        chk = self.env.sim.checker
+        self.get_logger().info(
+            f"stopped: {self.stats}, max_trajectory_delay_ms={self.max_trajectory_delay * 1e3:.1f}; 1 ms commands "
+            f"checked {chk.commands_checked}, peaks: velocity {chk.peaks['velocity_fraction']:.1%} of the "
+            f"position-dependent limit, acceleration {chk.peaks['acceleration']:.2f} rad/s^2, jerk "
+            f"{chk.peaks['jerk']:.0f} rad/s^3")
         super().destroy_node()
 
 

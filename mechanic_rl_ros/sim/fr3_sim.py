@@ -1,29 +1,53 @@
-"""The simulated FR3 as a robot: joint targets in, physics steps, camera images and
+"""The simulated FR3 as a robot: trajectories in, physics steps, camera images and
 joint states out. No task logic lives here (see :mod:`.tasks`), so a ROS node can
-drive this class at its own rate with the same semantics as the real position
-interface, and the gym-style environment can drive it at the 10 Hz control rate.
+drive this class at its own rate with the same semantics as the real interfaces,
+and the gym-style environment can drive it at the 10 Hz control rate.
 
-Command semantics (mirroring a ros2_control position interface fed by a
-trajectory controller): :meth:`FR3Sim.command` takes a 7-joint position target
-and a gripper width, clamps them to the FR3 position limits and to what the
-velocity limits allow within one control period, and the joint target is then
-ramped linearly from the previous target to the new one over ``control_dt``
-while the PD controller tracks it at the physics rate.
+It fails where the real robot would. Commands reach the arm as on a real FR3
+under franka_ros2 (README, "On the real FR3"):
+
+* a JointTrajectoryController on the joint position command interface
+  (:class:`~mechanic_rl_ros.control.trajectory.TrajectoryController`, the jazzy
+  JTC's interpolation, timing and replacement semantics) is updated every
+  1 ms and writes one position command per update -- :meth:`FR3Sim.send_trajectory`;
+* or a forward position controller (JointGroupPositionController) that writes
+  the last target received every 1 ms, unsmoothed -- :meth:`FR3Sim.send_position`;
+* every 1 ms command then passes the FR3's own motion-generator check
+  (:class:`~mechanic_rl_ros.control.franka_checks.CommandChecker`: joint
+  position, position-dependent velocity, acceleration and jerk limits from
+  libfranka). A violation is a *reflex*: the arm stops and holds where it is,
+  the robot mode is ``reflex`` with the error's name, and every command is
+  ignored until :meth:`FR3Sim.recover` (franka_ros2's error recovery followed by
+  re-activating the controller, which then holds the measured position).
+
+The physics runs at 500 Hz (2 ms); each physics step applies the second of
+its two 1 ms commands (with the trajectory's velocity as feed-forward) to the
+joint PD with gravity compensation, which stands in for the FR3's internal
+joint controller. :meth:`FR3Sim.command` is the headless path's shortcut for
+what policy_node does: the stack's safety filter turns a 10 Hz target into the
+trajectory message, which is then sent as above.
 """
 from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import mujoco
 import numpy as np
 
 from mechanic_rl_ros.control import fr3
+from mechanic_rl_ros.control.franka_checks import DT as INTERFACE_DT
+from mechanic_rl_ros.control.franka_checks import INJECTED, CommandChecker, Violation
+from mechanic_rl_ros.control.safety import SafetyConfig, SafetyFilter
+from mechanic_rl_ros.control.trajectory import Trajectory, TrajectoryController
 from mechanic_rl_ros.sim.model import SceneConfig, build_mjcf
 
 #: Cameras defined in the MJCF.
 CAMERAS: tuple[str, ...] = ("scene", "wrist")
+
+#: Robot modes, as franka_msgs/msg/FrankaRobotState's ROBOT_MODE_* constants name them.
+MODE_MOVE, MODE_IDLE, MODE_REFLEX = "move", "idle", "reflex"
 
 
 @dataclass
@@ -31,17 +55,14 @@ class SimConfig:
     """Robot-level settings of the simulator."""
 
     scene: SceneConfig = field(default_factory=SceneConfig)
-    #: Control period [s]: one ``command`` is ramped in over this time.
+    #: Control period [s] of :meth:`FR3Sim.command` and the default length of :meth:`FR3Sim.step_physics`.
     control_dt: float = 0.1
-    #: Joint targets are kept this far inside the FR3 position limits [rad]
-    #: (equal to the end-stop margin of the scene, so targets never press on it).
-    position_margin: float = 0.02
-    #: Fraction of the FR3 velocity limits a target may ask for.
-    velocity_scale: float = 1.0
-    #: Also limit the change of target velocity between control steps to this
-    #: fraction of the FR3 acceleration limit (as libfranka's rate limiter
-    #: does); ``None`` turns the acceleration limit off.
-    acceleration_scale: float | None = 1.0
+    #: The safety filter :meth:`FR3Sim.command` applies (what policy_node applies; ``control_dt`` is taken from above).
+    safety: SafetyConfig = field(default_factory=SafetyConfig)
+    #: The JTC's ``interpolate_from_desired_state`` (config/franka_controllers.yaml sets it true).
+    interpolate_from_desired_state: bool = True
+    #: Check every 1 ms command against the FR3 limits and stop the arm on a violation (the real robot does).
+    reflexes: bool = True
     #: Gripper width rate limit [m/s].
     gripper_speed: float = fr3.GRIPPER_MAX_SPEED
 
@@ -50,7 +71,7 @@ class FR3Sim:
     """A MuJoCo FR3 with a Franka Hand, a cube and a goal marker on a table.
 
     Attributes ``model`` and ``data`` are the raw MuJoCo objects (read them,
-    but set robot targets only through :meth:`command`).
+    but set robot targets only through the command methods).
     """
 
     def __init__(self, config: SimConfig | None = None, model: mujoco.MjModel | None = None):
@@ -64,6 +85,11 @@ class FR3Sim:
                 f"SimConfig.control_dt ({self.config.control_dt}) must be a positive multiple "
                 f"of the physics timestep ({self.model.opt.timestep})"
             )
+        per_step = self.model.opt.timestep / INTERFACE_DT
+        self.ticks_per_step = int(round(per_step))
+        if self.ticks_per_step < 1 or abs(per_step - self.ticks_per_step) > 1e-6:
+            raise ValueError(f"the physics timestep ({self.model.opt.timestep} s) must be a multiple of the FR3's "
+                             f"1 ms command period")
         m = self.model
         self._arm_qpos = np.array([m.jnt_qposadr[m.joint(n).id] for n in fr3.JOINT_NAMES])
         self._arm_dof = np.array([m.jnt_dofadr[m.joint(n).id] for n in fr3.JOINT_NAMES])
@@ -76,9 +102,22 @@ class FR3Sim:
         self._arm_act = np.array([m.actuator(f"{n}_act").id for n in fr3.JOINT_NAMES])
         self._arm_vel_act = np.array([m.actuator(f"{n}_vel").id for n in fr3.JOINT_NAMES])
         self._gripper_act = m.actuator("gripper_act").id
-        self._target_from = np.zeros(8)
-        self._target_to = np.zeros(8)
-        self._ramp_step = 0
+        self.controller = TrajectoryController(INTERFACE_DT, self.config.interpolate_from_desired_state)
+        self.checker = CommandChecker()
+        self.safety = SafetyFilter(_with_dt(self.config.safety, self.config.control_dt))
+        #: "trajectory" (JTC) or "forward" (forward position controller): which controller is running
+        self.interface = "trajectory"
+        self._forward_target: np.ndarray | None = None
+        self._q_cmd = np.zeros(7)          # last 1 ms joint position command
+        self._gripper_target = 0.0          # commanded width
+        self._gripper_cmd = 0.0             # rate-limited width the actuator tracks
+        self._commanded = np.zeros(8)
+        self.robot_mode = MODE_MOVE
+        #: the errors of the current reflex (franka_msgs/Errors field names); empty when none
+        self.errors: list[str] = []
+        self.last_violation: Violation | None = None
+        self.reflex_count = 0
+        self.commands_ignored = 0
         self._renderers: dict[tuple[int, int], mujoco.Renderer] = {}
         self.reset()
 
@@ -90,7 +129,7 @@ class FR3Sim:
         cube_pose: np.ndarray | None = None,
         goal_pos: np.ndarray | None = None,
     ) -> None:
-        """Put the world in a given state at rest and hold it there.
+        """Put the world in a given state at rest, the controller active and holding it, no error.
 
         ``q`` defaults to the home pose; ``cube_pose`` is (x, y, z, qw, qx, qy, qz);
         ``goal_pos`` is the goal marker's position.
@@ -104,86 +143,162 @@ class FR3Sim:
             self.data.qpos[self._cube_qpos : self._cube_qpos + 7] = _check_vector("cube_pose", cube_pose, 7)
         if goal_pos is not None:
             self.data.mocap_pos[self._goal_mocap] = _check_vector("goal_pos", goal_pos, 3)
-        target = np.append(q, width)
-        self._target_from[:] = target
-        self._target_to[:] = target
-        self._ramp_step = self.n_substeps + 1
-        self._apply_ctrl(target, np.zeros(7))
+        self._q_cmd = q.copy()
+        self._gripper_target = self._gripper_cmd = width
+        self._commanded = np.append(q, width)
+        self.robot_mode, self.errors, self.last_violation = MODE_MOVE, [], None
+        self._activate(self.interface)
+        self.safety.reset(q, self.time, settle=0.0)  # the controller holds exactly q
+        self._apply_ctrl(q, np.zeros(7))
         mujoco.mj_forward(self.model, self.data)
 
-    def command(self, q_target: np.ndarray, gripper_width: float) -> np.ndarray:
-        """Set a new joint position target and gripper width; return what was applied.
+    def _activate(self, interface: str) -> None:
+        """Start a controller: it holds the measured position; the robot's check starts from its desired one."""
+        if interface not in ("trajectory", "forward"):
+            raise ValueError(f"interface: expected 'trajectory' or 'forward', got {interface!r}")
+        self.interface = interface
+        q = self.qpos()
+        self.checker.start(self._q_cmd)
+        self._forward_target = None
+        if interface == "trajectory":
+            self.controller.activate(q, self._q_cmd)
+        else:
+            self.controller.deactivate()
+            self._forward_target = q.copy()
 
-        The returned 8-vector is the clamped command (7 joint targets [rad] and a
-        width [m]); it is reached by a linear ramp over ``control_dt``.
+    # --------------------------------------------------------------- commands
+    def send_trajectory(self, traj: Trajectory) -> None:
+        """A JointTrajectory for the JTC (times on this simulator's clock, :attr:`time`).
+
+        Raises ValueError (naming the field) where the JTC would refuse the
+        message; ignored, like every command, while the robot is in a reflex.
+        """
+        if self.robot_mode == MODE_REFLEX:
+            self.commands_ignored += 1
+            return
+        if self.interface != "trajectory":
+            raise ValueError("the trajectory controller is not active (the forward position controller is); "
+                             "switch with select_interface('trajectory')")
+        self.controller.receive(traj, self.time)
+        self._commanded[:7] = np.asarray(traj.points[-1].positions, float)
+
+    def send_position(self, q) -> None:
+        """A target for the forward position controller: written unchanged every 1 ms from the next update."""
+        q = _check_vector("q", q, 7)
+        if self.robot_mode == MODE_REFLEX:
+            self.commands_ignored += 1
+            return
+        if self.interface != "forward":
+            raise ValueError("the forward position controller is not active; switch with select_interface('forward')")
+        self._forward_target = q
+        self._commanded[:7] = q
+
+    def set_gripper(self, width: float) -> float:
+        """Commanded gripper opening width [m], reached at the gripper's speed limit; returns the clipped width."""
+        w = float(_check_vector("gripper_width", np.atleast_1d(width), 1)[0])
+        self._gripper_target = float(np.clip(w, fr3.GRIPPER_MIN_WIDTH, fr3.GRIPPER_MAX_WIDTH))
+        self._commanded[7] = self._gripper_target
+        return self._gripper_target
+
+    def select_interface(self, interface: str) -> None:
+        """Switch controllers (ros2_control switch_controller): the new one starts holding the measured position."""
+        if interface != self.interface:
+            self._activate(interface)
+
+    def command(self, q_target: np.ndarray, gripper_width: float) -> np.ndarray:
+        """The headless path's 10 Hz command: the safety filter's trajectory to the JTC, and a gripper width.
+
+        Returns the 8-vector (7 joint positions [rad] the arm is commanded to
+        one control period (+ the filter's switch lead) from now, width [m]).
+        While the robot is in a reflex nothing is sent and the measured position is returned.
         """
         q_target = _check_vector("q_target", q_target, 7)
-        width = float(_check_vector("gripper_width", np.atleast_1d(gripper_width), 1)[0])
-        previous = self._current_target()
-        dt = self.config.control_dt
-        cfg = self.config
-        q = fr3.clamp_joint_command(
-            q_target,
-            previous[:7],
-            dt,
-            cfg.position_margin,
-            cfg.velocity_scale,
-            dq_previous=None if cfg.acceleration_scale is None else self._command_velocity(),
-            acceleration_scale=cfg.acceleration_scale or 1.0,
-        )
-        max_dw = self.config.gripper_speed * dt
-        w = float(np.clip(width, previous[7] - max_dw, previous[7] + max_dw))
-        w = float(np.clip(w, fr3.GRIPPER_MIN_WIDTH, fr3.GRIPPER_MAX_WIDTH))
-        self._target_from[:] = previous
-        self._target_to[:7] = q
-        self._target_to[7] = w
-        self._ramp_step = 0
-        return self._target_to.copy()
+        width = self.set_gripper(gripper_width)
+        if self.robot_mode == MODE_REFLEX:
+            self.commands_ignored += 1
+            return np.append(self.qpos(), width)
+        res = self.safety.filter(q_target, None, self.time)
+        if res.trajectory is not None:  # None: settling after a re-seed, the controller glides on its own
+            self.send_trajectory(res.trajectory)
+        return np.append(res.q, width)
 
+    def hold(self) -> None:
+        """The headless path's hold: the safety filter's braking trajectory."""
+        if self.robot_mode != MODE_REFLEX:
+            traj = self.safety.hold(self.time).trajectory
+            if traj is not None:
+                self.send_trajectory(traj)
+
+    # ---------------------------------------------------------- errors, recovery
+    def inject_reflex(self, error: str = INJECTED) -> None:
+        """Force a reflex now, as a collision would (tests and ``/sim/inject_reflex``)."""
+        self._reflex(Violation(error, "-", float("nan"), float("nan"), 0))
+
+    def recover(self) -> None:
+        """franka_ros2's error recovery, then the controller re-activated (it holds the measured position).
+
+        The stack's safety filter of :meth:`command` is re-seeded from the measured position too.
+        """
+        if self.robot_mode == MODE_REFLEX:
+            self._q_cmd = self.qpos()
+        self.robot_mode, self.errors = MODE_MOVE, []
+        self._activate(self.interface)
+        self.safety.reset(self.qpos(), self.time, settle=0.0)  # re-activated: holds the measured q exactly
+
+    def _reflex(self, violation: Violation) -> None:
+        self.robot_mode = MODE_REFLEX
+        self.errors = [violation.error]
+        self.last_violation = violation
+        self.reflex_count += 1
+        self._q_cmd = self.qpos()  # the arm stops where it is
+
+    # ---------------------------------------------------------------- physics
     def step_physics(self, n: int | None = None) -> None:
-        """Advance ``n`` physics steps (default: one control period)."""
+        """Advance ``n`` physics steps (default: one control period), the controller at 1 kHz."""
         n = self.n_substeps if n is None else int(n)
         m, d = self.model, self.data
-        table = None
-        for _ in range(n):
-            if self._ramp_step <= self.n_substeps:
-                if table is None:
-                    table = self._ctrl_table()
-                d.ctrl[:] = table[self._ramp_step]
-                self._ramp_step += 1
+        k = self.ticks_per_step
+        times = self.time + INTERFACE_DT * np.arange(n * k)
+        cmds, vels = self._commands(times)
+        dw = self.config.gripper_speed * self.physics_dt
+        for i in range(n):
+            if cmds is None:
+                q, v = self._q_cmd, np.zeros(7)
+            else:
+                q, v = cmds[(i + 1) * k - 1], vels[(i + 1) * k - 1]
+            self._gripper_cmd += float(np.clip(self._gripper_target - self._gripper_cmd, -dw, dw))
+            self._apply_ctrl(q, v)
             mujoco.mj_step(m, d)
         # mj_step leaves positions one step ahead of the derived quantities
         # (site poses, tendon lengths, contacts); bring those up to date.
         mujoco.mj_forward(m, d)
 
-    def _command_velocity(self) -> np.ndarray:
-        """Target velocity of the ramp in progress (zero once it has ended)."""
-        if self._ramp_step > self.n_substeps:
-            return np.zeros(7)
-        return (self._target_to[:7] - self._target_from[:7]) / self.config.control_dt
-
-    def _current_target(self) -> np.ndarray:
-        alpha = min(1.0, self._ramp_step / self.n_substeps)
-        return self._target_from + alpha * (self._target_to - self._target_from)
-
-    def _ctrl_table(self) -> np.ndarray:
-        """Actuator controls for ramp steps 1..n (ramp with velocity feed-forward),
-        then one row holding the end point at zero velocity; row k-1 is step k."""
-        n = self.n_substeps
-        alpha = (np.arange(1, n + 1) / n)[:, None]
-        delta = self._target_to - self._target_from
-        table = np.zeros((n + 1, self.model.nu))
-        table[:n, self._arm_act] = self._target_from[:7] + alpha * delta[:7]
-        table[:n, self._arm_vel_act] = delta[:7] / self.config.control_dt
-        table[:n, self._gripper_act] = self._target_from[7] + alpha[:, 0] * delta[7]
-        table[n, self._arm_act] = self._target_to[:7]
-        table[n, self._gripper_act] = self._target_to[7]
-        return table
+    def _commands(self, times: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """The 1 ms commands at ``times`` and what the robot makes of them (None: holding after a reflex)."""
+        if self.robot_mode == MODE_REFLEX:
+            return None, None
+        if self.interface == "trajectory":
+            cmds, vels = self.controller.update(times, self.qpos())
+        else:
+            cmds = np.repeat(self._forward_target[None], times.size, axis=0)
+            vels = np.zeros_like(cmds)
+        if self.config.reflexes:
+            violation = self.checker.check(cmds)
+            if violation is not None:
+                ok = violation.index
+                if ok:
+                    self._q_cmd = cmds[ok - 1].copy()
+                self._reflex(violation)
+                cmds[ok:] = self._q_cmd
+                vels[ok:] = 0.0
+                return cmds, vels
+        self._q_cmd = cmds[-1].copy()
+        return cmds, vels
 
     def _apply_ctrl(self, target: np.ndarray, velocity: np.ndarray) -> None:
-        self.data.ctrl[self._arm_act] = target[:7]
+        self.data.ctrl[self._arm_act] = target
         self.data.ctrl[self._arm_vel_act] = velocity
-        self.data.ctrl[self._gripper_act] = target[7]
+        self.data.ctrl[self._gripper_act] = self._gripper_cmd
 
     @property
     def time(self) -> float:
@@ -196,13 +311,13 @@ class FR3Sim:
 
     @property
     def target(self) -> np.ndarray:
-        """The 8-vector (joint targets, width) the controller is tracking right now."""
-        return self._current_target()
+        """The 8-vector the arm is tracking right now: the last 1 ms joint command and the gripper's rate-limited width."""
+        return np.append(self._q_cmd, self._gripper_cmd)
 
     @property
     def commanded(self) -> np.ndarray:
-        """The last applied (clamped) command, the end point of the current ramp."""
-        return self._target_to.copy()
+        """The 8-vector last commanded: where the last trajectory ends (or the forward target), and the width."""
+        return self._commanded.copy()
 
     def qpos(self) -> np.ndarray:
         """Arm joint positions [rad], float64[7]."""
@@ -306,6 +421,10 @@ def render_camera(
         cache[key] = renderer
     renderer.update_scene(data, camera=camera)
     return renderer.render()
+
+
+def _with_dt(config: SafetyConfig, control_dt: float) -> SafetyConfig:
+    return replace(config, control_dt=control_dt)
 
 
 def _check_vector(name: str, value, size: int) -> np.ndarray:

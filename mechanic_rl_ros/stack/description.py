@@ -30,9 +30,11 @@ ARGUMENTS: tuple[Argument, ...] = (
     Argument("task", "lift", "simulated task", ("lift", "push")),
     Argument("checkpoint", "", "pretrained policy checkpoint directory ('' = policy_node's configured default)"),
     Argument("camera_topic", "/camera/scene/image_raw", "raw camera image topic (sensor_msgs/Image) the camera node reads"),
-    Argument("command_topic", "/fr3_position_controller/commands", "where joint position commands go"),
-    Argument("command_type", "array", "command message: array = Float64MultiArray (forward command controller), "
-             "trajectory = JointTrajectory", ("array", "trajectory")),
+    Argument("command_topic", "/fr3_position_trajectory_controller/joint_trajectory", "where arm commands go (the "
+             "JointTrajectoryController on the FR3's position interface, config/franka_controllers.yaml)"),
+    Argument("command_type", "trajectory", "command message: trajectory = JointTrajectory (JTC; the setup README "
+             "gives), array = Float64MultiArray (forward command controller: the FR3 reflexes on its steps)",
+             ("array", "trajectory")),
     Argument("optimizer", "mechanic", "learner optimiser: mechanic (no learning rate) or adam (config/learner.yaml lr)",
              ("mechanic", "adam")),
     Argument("run_dir", "runs/finetune", "where the learner writes checkpoints and logs, and resumes from; a "
@@ -127,7 +129,8 @@ def nodes(values: Mapping[str, str], config_dir: Path) -> list[NodeSpec]:
     trajectory = v["command_type"] == "trajectory"
     specs: list[NodeSpec] = []
     if sim:
-        sim_topics = {"trajectory_topic": v["command_topic"]} if trajectory else {"command_topic": v["command_topic"]}
+        sim_topics = ({"trajectory_topic": v["command_topic"], "arm_controller": "trajectory"} if trajectory
+                      else {"command_topic": v["command_topic"], "arm_controller": "forward"})
         specs.append(NodeSpec("sim_node", "sim_node", config_dir / "sim.yaml", {
             **common, "mode": "lockstep", "task": v["task"], **sim_topics}, env=dict(frames_env)))
     specs.append(NodeSpec("camera_node", "camera_node", config_dir / "camera.yaml", {

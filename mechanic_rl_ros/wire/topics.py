@@ -41,6 +41,7 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import Float64MultiArray, String
+from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 from visualization_msgs.msg import MarkerArray
 
@@ -106,7 +107,11 @@ CAMERA_INFO = Topic("/camera/{camera}/camera_info", CameraInfo, DRIVER)
 POLICY_IMAGE = Topic("/policy/camera/scene/image", Image, SENSOR)   #: camera_node's output, the policy's input
 TASK_STATE = Topic("/sim/task_state", TaskState, COMMAND)
 ARM_COMMAND = Topic("/fr3_position_controller/commands", Float64MultiArray, COMMAND)
-ARM_TRAJECTORY = Topic("/fr3_position_controller/joint_trajectory", JointTrajectory, COMMAND)
+#: the stack's arm command: a JointTrajectoryController on the FR3's position interface (config/franka_controllers.yaml)
+ARM_TRAJECTORY = Topic("/fr3_position_trajectory_controller/joint_trajectory", JointTrajectory, COMMAND)
+#: the robot's mode and errors, franka_msgs/FrankaRobotState's robot_mode + current_errors in words
+#: ("move", "idle", "reflex: <error>, ..."); latched: a late joiner learns the current mode at once
+ROBOT_MODE = Topic("/fr3/robot_mode", String, LATCHED)
 #: franka_gripper's joint states (the two finger joints, width / 2 each); it publishes them SensorDataQoS
 GRIPPER_JOINT_STATES = Topic("/franka_gripper/joint_states", JointState, SENSOR)
 TRANSITIONS = Topic("/learner/transitions", Transition, None)
@@ -144,3 +149,9 @@ GRIPPER_MOVE = Action(GRIPPER_NAMESPACE + "/move", Move)
 GRIPPER_GRASP = Action(GRIPPER_NAMESPACE + "/grasp", Grasp)
 GRIPPER_HOMING = Action(GRIPPER_NAMESPACE + "/homing", Homing)
 GRIPPER_ACTION = Action(GRIPPER_NAMESPACE + "/gripper_action", GripperCommand)
+
+#: franka_ros2's error recovery (``/action_server/error_recovery``, franka_msgs/action/ErrorRecovery, then the
+#: controller re-activated), as a std_srvs/Trigger stand-in the simulator offers
+ERROR_RECOVERY = Service("/sim/error_recovery", Trigger)
+#: the simulator forces a reflex (tests; an operator rehearsing the recovery)
+INJECT_REFLEX = Service("/sim/inject_reflex", Trigger)
