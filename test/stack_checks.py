@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
-from std_msgs.msg import String
+from franka_msgs.msg import FrankaRobotState
 from trajectory_msgs.msg import JointTrajectory
 
 from mechanic_rl_ros.msg import EpisodeEvent, LearnerStats, PolicyWeights, Transition
+from mechanic_rl_ros.wire.robot_state import read_robot_state
 
 from stack_fixtures import EVENTS, HISTORY, LATCHED, Probe
 
@@ -22,7 +23,10 @@ class StackObserver(Probe):
     def __init__(self, domain: int, command_topic: str = "/fr3_position_trajectory_controller/joint_trajectory"):
         super().__init__(domain, "stack_observer")
         self.commands = self.record(JointTrajectory, command_topic)
-        self.robot_modes = self.record(String, "/fr3/robot_mode", LATCHED)
+        #: every distinct robot mode the robot state reported ("move", "reflex: joint_reflex", ...)
+        self.robot_modes: set[str] = set()
+        self.node.create_subscription(FrankaRobotState, "/franka_robot_state_broadcaster/robot_state",
+                                      lambda m: self.robot_modes.add(read_robot_state(m).describe()), 10)
         self.transitions = self.record(Transition, "/learner/transitions", HISTORY)
         self.events = self.record(EpisodeEvent, "/reward/events", EVENTS)
         self.weights = self.record(PolicyWeights, "/policy/weights", LATCHED)
@@ -94,7 +98,6 @@ def check_every_step_reached_learner(obs: StackObserver, timeout: float = 30.0) 
 
 def check_no_reflex(obs: StackObserver) -> None:
     """The simulated FR3 (every 1 ms command through libfranka's checks) never stopped with a reflex."""
-    modes = [m.data for m in obs.robot_modes]
-    assert modes and all(m == "move" for m in modes), f"robot modes seen: {modes}"
+    assert obs.robot_modes == {"move"}, f"robot modes seen: {obs.robot_modes}"
     sim = obs.diagnostics.get("sim_node")
     assert sim is not None and sim.get("reflexes") == "0", f"sim_node diagnostics: {sim}"

@@ -64,3 +64,17 @@ def test_operator_success_on_real_robot():
 def test_bad_config_names_field():
     with pytest.raises(ValueError, match="reward: got 'dense'"):
         EpisodeConfig(reward="dense")
+
+
+def test_abort_ends_the_episode_without_an_outcome_or_rewards():
+    """A reflex under a running episode: its pending steps earn nothing, later steps are late, the next starts."""
+    book = EpisodeBook(EpisodeConfig(max_steps=10))
+    book.start(0)
+    book.step_executed(0, 0, 0.0)
+    book.step_executed(0, 1, 0.1)
+    assert book.abort() == 2 and not book.running and book.late_steps == 2
+    assert book.task_state(TaskSample(1.0, True, False, 1.0)) == []
+    book.step_executed(0, 2, 0.2)
+    assert book.late_steps == 3 and book.abort() == 0
+    book.start(1)
+    assert book.running and book.episode == 1

@@ -113,3 +113,61 @@ def test_shipped_policy_lifts_the_cube_through_the_stack(tmp_path):
     # 8 of 10 when measured (reset seeds 1000+); two or more of eight: probability 0.965 at a true rate of 0.5,
     # 0.9996 at 0.75
     assert successes >= 2, f"{successes} of {len(ends)} episodes succeeded\n{text()[-3000:]}"
+
+
+@pytest.mark.slow
+def test_an_injected_reflex_aborts_the_episode_and_nothing_of_it_is_learned(tmp_path):
+    """A reflex in the middle of an episode (injected in the simulator, as a collision would stop the FR3):
+    reward_node ends the episode with ABORTED, runs franka_hardware's error recovery itself (sim mode) and the
+    next episodes run; the learner drops every decision of the aborted episode, and it never reaches a batch
+    (the learner only learns from episodes that have ended)."""
+    from franka_msgs.msg import FrankaRobotState  # noqa: F401  (the robot state type must exist in the venv)
+    from std_srvs.srv import Trigger
+
+    from mechanic_rl_ros.rl.buffer import RolloutBuffer
+
+    make_checkpoint(tmp_path / "ckpt")
+    domain = fresh_domain_id()
+    log = open(tmp_path / "runner.log", "wb")
+    episodes, broken = 4, 1
+    runner = subprocess.Popen(
+        [sys.executable, "-m", "mechanic_rl_ros.cli", "finetune", f"checkpoint:={tmp_path / 'ckpt'}",
+         f"run_dir:={tmp_path / 'run'}", *fast_settings(tmp_path, episodes)],
+        cwd=REPO, env=ros_env(domain), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    obs = StackObserver(domain)
+    inject = obs.node.create_client(Trigger, "/sim/inject_reflex")
+    text = (tmp_path / "runner.log").read_text
+    try:
+        # a few steps into the broken episode, the robot stops
+        assert obs.spin_until(lambda: sum(t.episode == broken for t in obs.transitions) >= 10, 600), text()[-5000:]
+        assert inject.wait_for_service(timeout_sec=10)
+        fut = inject.call_async(Trigger.Request())
+        assert obs.spin_until(fut.done, 10) and fut.result().success
+        aborted = lambda: [e for e in obs.events if e.event == EpisodeEvent.ABORTED]  # noqa: E731
+        assert obs.spin_until(lambda: aborted(), 60), text()[-5000:]
+        assert [e.episode for e in aborted()] == [broken] and "reflex" in aborted()[0].detail
+        assert obs.spin_until(lambda: obs.ended_episodes() >= episodes - 1, 600), text()[-5000:]
+        assert obs.spin_until(lambda: obs.diagnostics.get("learner_node", {}).get("episodes_aborted") == "1", 30)
+        sim = obs.diagnostics["sim_node"]
+        assert sim["reflexes"] == "1" and sim["recoveries"] == "1", sim
+        reward = obs.diagnostics["reward_node"]
+        assert reward["episodes_aborted"] == "1" and reward["recoveries"] == "1", reward
+        assert "reflex (joint_reflex)" in obs.robot_modes and "move" in obs.robot_modes
+    finally:
+        obs.close()
+        runner.send_signal(signal.SIGINT)
+        try:
+            code = runner.wait(120)
+        except subprocess.TimeoutExpired:
+            runner.kill()
+            code = None
+    assert code == 0, text()[-5000:]
+    ends = {e.episode: e.event for e in obs.events if e.event in checks.ENDS}
+    assert broken not in ends and set(ends) == {0, 2, 3}, ends
+    learner = obs.diagnostics["learner_node"]
+    assert int(learner["decisions_dropped_aborted"]) >= 1, learner
+    # the checkpoint the learner saved at shutdown holds nothing of the broken episode either
+    arrays, _ = RolloutBuffer.load(tmp_path / "run" / "learner" / "buffer.npz").state_dict()
+    assert broken not in set(arrays.get("episode", []).tolist())
+    state = json.loads((tmp_path / "run" / "learner" / "node_state.json").read_text())
+    assert state["aborted"] == [broken]

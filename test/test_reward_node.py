@@ -92,7 +92,10 @@ def test_real_mode_homes_the_arm_with_the_configured_command_type(tmp_path):
     """mode=real: the home motion goes out as JointTrajectory messages (named FR3 joints) for the JTC: first
     a settling message (stamp 0) from the controller's own command, then stamped trajectories that end at
     rest and whose 1 kHz samples stay within the FR3 limits at the home velocity scale, approaching home."""
+    from franka_msgs.msg import FrankaRobotState
     from sensor_msgs.msg import JointState
+
+    from mechanic_rl_ros.wire.robot_state import robot_state_message
 
     from mechanic_rl_ros.control.franka_checks import first_violation
     from mechanic_rl_ros.control.trajectory import sample
@@ -112,6 +115,7 @@ def test_real_mode_homes_the_arm_with_the_configured_command_type(tmp_path):
     topic = "/fr3_position_trajectory_controller/joint_trajectory"
     node.create_subscription(JointTrajectory, topic, got.append, RELIABLE)
     js_pub = node.create_publisher(JointState, "/joint_states", 10)
+    state_pub = node.create_publisher(FrankaRobotState, "/franka_robot_state_broadcaster/robot_state", 10)
     start = fr3.Q_HOME.copy()
     start[0] += 0.5
     q = start.copy()
@@ -125,6 +129,7 @@ def test_real_mode_homes_the_arm_with_the_configured_command_type(tmp_path):
         while len(got) < 10 and time.monotonic() < end:
             js = JointState(name=list(fr3.ALL_JOINT_NAMES), position=[*q.tolist(), 0.02, 0.02])
             js.header.stamp = node.get_clock().now().to_msg()
+            state_pub.publish(robot_state_message("move", (), (), js))  # the controller runs: move mode
             js_pub.publish(js)
             ex.spin_once(timeout_sec=0.02)
         log = (tmp_path / "reward.log").read_text()

@@ -125,3 +125,28 @@ def test_empty_buffer_round_trip_keeps_the_spec(tmp_path):
     assert len(back) == 0
     with pytest.raises(ValueError, match="observation keys"):
         _decision(back, 1, 0, images=True)
+
+
+def test_whole_episodes_hands_out_only_ended_episodes_and_an_aborted_one_never(tmp_path):
+    """The stack's learner: a complete step of a running episode waits until the episode ends; an episode
+    the robot aborts is dropped whole, so no step of it can have been in a batch. The ended set survives a save."""
+    buf = RolloutBuffer(action_horizon=2, whole_episodes=True)
+    for ep in (0, 1):
+        _decision(buf, ep, 0)
+        buf.add_step_reward(ep, 0, 0.0)
+        buf.add_step_reward(ep, 0, 0.0)
+        _decision(buf, ep, 1)                    # (ep, 0) is complete now
+    assert buf.num_complete() == 0 and not buf.ready(1)
+    buf.add_step_reward(0, 1, 1.0, terminated=True)
+    assert buf.num_complete() == 2            # episode 0 ended: both its steps
+    loaded = RolloutBuffer.load(buf.save(tmp_path / "b.npz"))
+    assert loaded.whole_episodes and loaded.num_complete() == 2
+    assert buf.drop_episode(1) == 2           # episode 1 aborted under its second chunk
+    b = buf.take_batch()
+    assert b.episode.tolist() == [0, 0] and len(buf) == 0
+    plain = RolloutBuffer(action_horizon=2)
+    _decision(plain, 1, 0)
+    plain.add_step_reward(1, 0, 0.0)
+    plain.add_step_reward(1, 0, 0.0)
+    _decision(plain, 1, 1)
+    assert plain.num_complete() == 1          # without whole_episodes a running episode's step is handed out

@@ -9,22 +9,23 @@ import pytest
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.duration import Duration
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, Image, JointState
-from std_msgs.msg import Float64MultiArray, String
+from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from action_msgs.msg import GoalStatus
 from control_msgs.action import GripperCommand
 from control_msgs.msg import GripperCommand as GripperCommandMsg
-from franka_msgs.action import Grasp, Homing, Move
-from franka_msgs.msg import GraspEpsilon
+from franka_msgs.action import ErrorRecovery, Grasp, Homing, Move
+from franka_msgs.msg import FrankaRobotState, GraspEpsilon
 from rclpy.action import ActionClient
 
 from mechanic_rl_ros.control import fr3
 from mechanic_rl_ros.msg import TaskState
 from mechanic_rl_ros.srv import ResetEpisode
+from mechanic_rl_ros.wire.robot_state import read_robot_state
 
 from rosenv import fresh_domain_id, start_python
 
@@ -63,10 +64,10 @@ class Probe:
         self.node.create_subscription(JointState, "/franka_gripper/joint_states",
                                       lambda m: self._store("/franka_gripper/joint_states", m), qos_profile_sensor_data)
         self.inject = self.node.create_client(Trigger, "/sim/inject_reflex")
-        self.recover = self.node.create_client(Trigger, "/sim/error_recovery")
-        self.node.create_subscription(String, "/fr3/robot_mode", lambda m: self._store("/fr3/robot_mode", m),
-                                      QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
-                                                 durability=DurabilityPolicy.TRANSIENT_LOCAL))
+        self.recover = ActionClient(self.node, ErrorRecovery, "/action_server/error_recovery")
+        # franka_robot_state_broadcaster publishes with SystemDefaultsQoS; a default subscriber reads it
+        self.node.create_subscription(FrankaRobotState, "/franka_robot_state_broadcaster/robot_state",
+                                      lambda m: self._store("robot_state", m), 10)
 
     def run_goal(self, action: str, goal, timeout: float = 60.0):
         """Send one goal and wait for its result: (status, result)."""
@@ -135,8 +136,12 @@ def _glide(q, seconds: float, names=fr3.JOINT_NAMES) -> JointTrajectory:
 
 
 def _mode(probe: Probe) -> str:
-    m = probe.latest.get("/fr3/robot_mode")
-    return m.data if m is not None else ""
+    """``mode`` or ``mode: error, ...`` from the last franka_msgs/FrankaRobotState."""
+    m = probe.latest.get("robot_state")
+    if m is None:
+        return ""
+    status = read_robot_state(m)
+    return status.mode + (": " + ", ".join(status.errors) if status.errors else "")
 
 
 def test_joint_states_and_images(sim):
@@ -196,10 +201,11 @@ def test_moves_to_commanded_joint_position(sim):
 
 
 def test_reflex_stops_the_arm_until_error_recovery(sim):
-    """An injected reflex (a collision would do the same): /fr3/robot_mode says so, commands are
-    ignored, the error-recovery service clears it and the controller holds the measured position."""
+    """An injected reflex (a collision would do the same): the robot state says so, commands are ignored,
+    a reset is refused, franka_hardware's error-recovery action clears it and the controller holds the
+    measured position; the error stays in last_motion_errors."""
     _, probe, _ = sim
-    assert probe.inject.wait_for_service(timeout_sec=10) and probe.recover.wait_for_service(timeout_sec=10)
+    assert probe.inject.wait_for_service(timeout_sec=10) and probe.recover.wait_for_server(timeout_sec=10)
     fut = probe.inject.call_async(Trigger.Request())
     assert probe.spin_until(fut.done, 10) and fut.result().success
     assert probe.spin_until(lambda: _mode(probe) == "reflex: joint_reflex", 5), _mode(probe)
@@ -207,9 +213,16 @@ def test_reflex_stops_the_arm_until_error_recovery(sim):
     probe.traj.publish(_glide(fr3.Q_HOME + 0.2, 1.0))
     probe.spin_until(lambda: False, 1.5)
     assert np.abs(probe.q() - held).max() < 0.01, "a command moved the arm during a reflex"
-    fut = probe.recover.call_async(Trigger.Request())
-    assert probe.spin_until(fut.done, 10) and fut.result().success, fut.result()
+    fut = probe.reset.call_async(ResetEpisode.Request(seed=3))
+    assert probe.spin_until(fut.done, 10) and not fut.result().success
+    assert "reflex" in fut.result().message and "/action_server/error_recovery" in fut.result().message
+    sent = probe.recover.send_goal_async(ErrorRecovery.Goal())
+    assert probe.spin_until(sent.done, 10) and sent.result().accepted
+    res = sent.result().get_result_async()
+    assert probe.spin_until(res.done, 10) and res.result().status == GoalStatus.STATUS_SUCCEEDED
     assert probe.spin_until(lambda: _mode(probe) == "move", 5)
+    assert probe.latest["robot_state"].last_motion_errors.joint_reflex
+    assert len(probe.latest["robot_state"].measured_joint_state.position) == 7
     target = fr3.Q_HOME + 0.1
     probe.traj.publish(_glide(target, 1.0))
     assert probe.spin_until(lambda: np.abs(probe.q() - target).max() < 0.01, 10)

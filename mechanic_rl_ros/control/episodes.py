@@ -136,6 +136,17 @@ class EpisodeBook:
         result = self._finish_step(step, success, outcome is Outcome.FAILURE, 1.0 if success else 0.0, forced=outcome)
         return result
 
+    def abort(self) -> int:
+        """End the running episode without an outcome (the robot stopped under it); returns how many of its
+        steps were waiting for a reward. They earn none: the learner drops the whole episode."""
+        if not self.running:
+            return 0
+        n = len(self._pending)
+        self.running = False
+        self.late_steps += n
+        self._pending.clear()
+        return n
+
     def pending_steps(self) -> int:
         return len(self._pending)
 

@@ -109,7 +109,10 @@ class LearnerNode(Node):
         self.lock = threading.Lock()
         self.join = Join()
         self.counts = {"transitions_received": 0, "transitions_duplicate": 0, "rewards_received": 0,
-                       "rewards_duplicate": 0, "rewards_unmatched": 0, "decisions_refused": 0, "updates_failed": 0}
+                       "rewards_duplicate": 0, "rewards_unmatched": 0, "decisions_refused": 0, "updates_failed": 0,
+                       "episodes_aborted": 0, "decisions_dropped_aborted": 0, "transitions_after_abort": 0}
+        #: episodes the robot stopped under (EpisodeEvent ABORTED): nothing of them is learned from
+        self.aborted: set[int] = set()
         self.resumed = self._build()
         self.outcomes: deque[bool] = deque(maxlen=int(cfg["success_window"]))
         self.updating = False
@@ -152,13 +155,15 @@ class LearnerNode(Node):
             state = json.loads((self.dir / "node_state.json").read_text())
             self.join.load(state["join"])
             self.counts.update(state["counts"])
+            self.aborted = {int(e) for e in state.get("aborted", [])}
             return True
         if not cfg["checkpoint"]:
             raise ValueError("parameter checkpoint: empty and no learner state in run_dir; expected the pretrained "
                              "policy checkpoint directory")
         self.learner = DPPO.from_checkpoint(Path(cfg["checkpoint"]), rl.learner)
+        # whole episodes only: an episode the robot aborts is dropped before any of it is learned from
         self.buffer = RolloutBuffer(action_horizon=self.learner.policy.cfg.action_horizon,
-                                    capacity=int(cfg["buffer_capacity"]))
+                                    capacity=int(cfg["buffer_capacity"]), whole_episodes=True)
         return False
 
     def save(self) -> None:
@@ -171,13 +176,17 @@ class LearnerNode(Node):
             self.learner.save(tmp)
             self.buffer.save(tmp / "buffer.npz")
             # written last: its presence marks the directory complete
-            (tmp / "node_state.json").write_text(json.dumps({"join": self.join.state(), "counts": self.counts}))
+            (tmp / "node_state.json").write_text(json.dumps({"join": self.join.state(), "counts": self.counts,
+                                                                "aborted": sorted(self.aborted)}))
             replace_dir(tmp, self.dir)
 
     # ------------------------------------------------------------ data
     def _on_transition(self, msg: Transition) -> None:
         key = (int(msg.episode), int(msg.step))
         with self.lock:
+            if key[0] in self.aborted:
+                self.counts["transitions_after_abort"] += 1
+                return
             new, waiting = self.join.add_step(key, int(msg.chunk))
             if not new:
                 self.counts["transitions_duplicate"] += 1
@@ -202,6 +211,8 @@ class LearnerNode(Node):
         key = (int(msg.episode), int(msg.step))
         args = (float(msg.reward), bool(msg.terminal and not msg.truncated), bool(msg.truncated))
         with self.lock:
+            if key[0] in self.aborted:
+                return
             new, chunk = self.join.add_reward(key, args)
             if not new:
                 self.counts["rewards_duplicate"] += 1
@@ -217,6 +228,17 @@ class LearnerNode(Node):
                 self.counts["rewards_unmatched"] += 1
 
     def _on_event(self, msg: EpisodeEvent) -> None:
+        if msg.event == EpisodeEvent.ABORTED:
+            with self.lock:
+                if int(msg.episode) in self.aborted:
+                    return  # replayed (transient-local) after a restart
+                self.aborted.add(int(msg.episode))
+                n = self.buffer.drop_episode(int(msg.episode))
+                self.counts["episodes_aborted"] += 1
+                self.counts["decisions_dropped_aborted"] += n
+            self.get_logger().info(f"episode {msg.episode} aborted by the robot ({msg.detail}): its {n} held "
+                                   f"decisions dropped, nothing of it is learned from")
+            return
         if msg.event in (EpisodeEvent.SUCCESS, EpisodeEvent.FAILURE, EpisodeEvent.TIMEOUT):
             self.outcomes.append(msg.event == EpisodeEvent.SUCCESS)
 

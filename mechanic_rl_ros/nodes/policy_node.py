@@ -26,7 +26,14 @@
   finiteness; bad weights are refused with the reason and the last good ones
   stay;
 * acts only inside an episode (``EpisodeEvent`` START .. SUCCESS / FAILURE /
-  TIMEOUT from reward_node) and is silent during resets;
+  TIMEOUT / ABORTED from reward_node) and is silent during resets;
+* watches the robot's mode (franka_msgs/FrankaRobotState on
+  ``robot_state_topic``): when the robot leaves move mode (a reflex, a user
+  stop) it stops acting at once and publishes nothing more for that episode
+  (its commands would not execute; reward_node aborts the episode and the
+  learner drops it); the next episode's safety filter is seeded from a joint
+  state measured after its reset. A robot state older than ``max_age`` makes it
+  hold, as any stale input does;
 * publishes the predicted TCP path as a MarkerArray for RViz and /diagnostics.
 """
 from __future__ import annotations
@@ -59,11 +66,12 @@ from mechanic_rl_ros.nodes.common import (COMMAND_TYPES, Param, RateLimitedLog, 
 from mechanic_rl_ros.policy import DiffusionPolicy, PolicyPlanner
 from mechanic_rl_ros.vision.imgmsg import imgmsg_to_array
 from mechanic_rl_ros.wire import WireError, topics
+from mechanic_rl_ros.wire.robot_state import RobotStatus, read_robot_state
 from mechanic_rl_ros.wire.gripper import ACTIONS as GRIPPER_ACTIONS, goal_message as gripper_goal_message
 from mechanic_rl_ros.wire.transition import ExecutedStep, transition_message
 from mechanic_rl_ros.wire.weights import verify_weights
 
-ENDS = (EpisodeEvent.SUCCESS, EpisodeEvent.FAILURE, EpisodeEvent.TIMEOUT)
+ENDS = (EpisodeEvent.SUCCESS, EpisodeEvent.FAILURE, EpisodeEvent.TIMEOUT, EpisodeEvent.ABORTED)
 
 
 def seconds(stamp) -> float:
@@ -98,6 +106,8 @@ PARAMETERS = [
           "topic per policy camera, in the checkpoint's camera order"),
     Param("joint_states_topic", topics.JOINT_STATES.name, "sensor_msgs/JointState of the arm and gripper; joints are "
           "matched by name"),
+    Param("robot_state_topic", topics.ROBOT_STATE.name, "franka_msgs/FrankaRobotState (franka_robot_state_broadcaster): "
+          "outside move mode the episode is given up; empty = do not watch the robot's mode"),
     Param("task_state_topic", topics.TASK_STATE.name, "mechanic_rl_ros/TaskState, read only by state-only policies "
           "whose observation includes task_state"),
     Param("command_topic", topics.ARM_TRAJECTORY.name, "where the filtered arm commands go "
@@ -194,7 +204,11 @@ class PolicyNode(Node):
         self.staged: dict[int, tuple[float, str]] = {}
         self.running_sha256: str | None = None  # of the adopted weights; None while running the checkpoint's own
         self.counts = {"commands": 0, "transitions": 0, "hold_stale": 0, "hold_no_action": 0, "hold_model": 0,
-                       "clamped": 0, "weights_adopted": 0, "weights_rejected": 0, "inputs_rejected": 0}
+                       "clamped": 0, "weights_adopted": 0, "weights_rejected": 0, "inputs_rejected": 0,
+                       "hold_robot_state": 0, "episodes_given_up": 0}
+        #: the robot's last reported mode (None: none received yet)
+        self.robot: RobotStatus | None = None
+        self.robot_state_received = -float("inf")  # [s, node clock]
         #: publish stamp -> verified / -> swapped in, of the last adopted weights [ms, node clock]
         self.weights_timing: dict[str, float] = {"verified_ms": float("nan"), "swapped_ms": float("nan")}
         self.last_problem = ""
@@ -232,6 +246,9 @@ class PolicyNode(Node):
                                      t.TASK_STATE.qos, callback_group=inputs)
         self.create_subscription(t.WEIGHTS.type, cfg["weights_topic"], self._on_weights, t.WEIGHTS.qos,
                                  callback_group=inputs)
+        if cfg["robot_state_topic"]:
+            self.create_subscription(t.ROBOT_STATE.type, cfg["robot_state_topic"], self._on_robot_state,
+                                     t.ROBOT_STATE.qos, callback_group=inputs)
         self.create_subscription(t.EPISODE_EVENTS.type, cfg["episode_event_topic"], self._on_event,
                                  t.EPISODE_EVENTS.qos)
         self.create_timer(self.dt, self._tick)
@@ -260,6 +277,37 @@ class PolicyNode(Node):
         except ValueError as exc:
             self.counts["inputs_rejected"] += 1
             self._problem("joints", f"{self.cfg['joint_states_topic']} refused: {exc}")
+
+    def _on_robot_state(self, msg) -> None:
+        try:
+            self.robot = read_robot_state(msg)
+            self.robot_state_received = self._now()
+        except ValueError as exc:
+            self.counts["inputs_rejected"] += 1
+            self._problem("robot_state", f"{self.cfg['robot_state_topic']} refused: {exc}")
+
+    def _robot_ready(self) -> bool:
+        """False (and the episode given up, or a hold counted) unless the robot is known to be in move mode."""
+        if not self.cfg["robot_state_topic"]:
+            return True
+        robot = self.robot
+        if robot is not None and not robot.executing:
+            self.counts["episodes_given_up"] += 1
+            self.get_logger().warning(f"robot {robot.describe()}: episode {self.episode} given up, its commands "
+                                      f"would not execute; acting again at the next episode")
+            self.episode = None
+            self.planning.reset(-1)
+            self.safety = SafetyFilter(self.safety.config)
+            return False
+        if robot is None or self._now() - self.robot_state_received > self.cfg["max_age"]:
+            self.counts["hold_robot_state"] += 1
+            text = ("no robot state received yet" if robot is None else
+                    f"robot state {self._now() - self.robot_state_received:.3f} s old (max_age {self.cfg['max_age']})")
+            self.get_logger().info(f"holding: {text}", throttle_duration_sec=1.0)
+            if robot is not None:
+                self._hold()
+            return False
+        return True
 
     def _on_image(self, camera: str, msg: Image) -> None:
         try:
@@ -339,6 +387,8 @@ class PolicyNode(Node):
         if self.episode is None:
             self.planning.poll()
             return
+        if not self._robot_ready():
+            return
         now = self._now()
         sim_time = self._sim_time()
         deadline = time.monotonic() + (self.cfg["input_wait"] if sim_time else 0.0)
@@ -363,7 +413,8 @@ class PolicyNode(Node):
                 # a joint state from before the reset (the arm was elsewhere): seeding from it would glide there
                 self.counts["hold_stale"] += 1
                 return
-            self.safety.reset(obs["qpos"], now)
+            q, settle = self._filter_seed(obs["qpos"])
+            self.safety.reset(q, now, settle=settle)
         wait = self.cfg["inference_timeout"] if (self.cfg["wait_for_inference"] and sim_time) else 0.0
         item = self.planning.tick(obs, stamp, wait)  # on sim time, waiting for a chunk costs no robot time
         failure = self.planning.take_failure()
@@ -410,8 +461,24 @@ class PolicyNode(Node):
             joints = self.assembler.inputs.get("joints")
             if joints is None:
                 return  # nothing known about the arm: send nothing, its controller keeps its target
-            self.safety.reset(joints.value["qpos"], now)
+            q, settle = self._filter_seed(joints.value["qpos"])
+            self.safety.reset(q, now, settle=settle)
         self._send(self.safety.hold(now))
+
+    #: [rad/s] the robot's last command counts as at rest below this speed
+    AT_REST = 1e-6
+
+    def _filter_seed(self, q_measured: np.ndarray) -> tuple[np.ndarray, float | None]:
+        """Where a fresh safety filter starts, and its settling time (None: the configured one).
+
+        The robot's own last command (q_d of a robot state measured after this episode's reset) when the arm
+        is commanded at rest there: the filter continues it exactly and needs no settling. Else the measured
+        position, from which the first message lets the controller glide in ``settle_time``."""
+        robot = self.robot
+        if (robot is not None and robot.desired_q is not None and robot.stamp > self.episode_started
+                and np.abs(robot.desired_dq).max() < self.AT_REST):
+            return robot.desired_q, 0.0
+        return q_measured, None
 
     def _send(self, res) -> None:
         if res.trajectory is not None:  # None: settling after a reset, the controller glides on its own

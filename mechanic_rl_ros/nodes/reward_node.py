@@ -14,7 +14,14 @@ A thin adapter around :class:`mechanic_rl_ros.control.episodes.EpisodeBook`.
   through the controller's command topic with the stack's safety filter
   (trajectories within the FR3's 1 kHz limits at ``home_velocity_scale``), and
   opens the gripper (franka_gripper move action);
-* publishes ``/diagnostics`` (episodes, success rate, late steps).
+* reads the robot's state (franka_msgs/FrankaRobotState, ``robot_state_topic``):
+  when the robot leaves move mode (a reflex, a user stop) under a running
+  episode, the episode ends with ``ABORTED`` (the learner drops all of it) and
+  no reset starts until the robot is back in move mode. A reflex is recovered
+  from with franka_hardware's error-recovery action: automatically in ``sim``
+  mode, on the operator's ``recover`` key in ``real`` mode (parameter
+  ``recovery``), since on a real arm someone should look at why it stopped;
+* publishes ``/diagnostics`` (episodes, success rate, late steps, robot errors).
 """
 from __future__ import annotations
 
@@ -25,6 +32,7 @@ from collections import deque
 import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticStatus
+from action_msgs.msg import GoalStatus
 from rclpy.action import ActionClient
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
@@ -37,8 +45,10 @@ from mechanic_rl_ros.control.episodes import REWARD_KINDS, EpisodeBook, EpisodeC
 from mechanic_rl_ros.nodes.common import (COMMAND_TYPES, Param, command_message_type, declare_parameters, joint_command,
                                          publish_diagnostics, run_node)
 from mechanic_rl_ros.wire import topics
+from mechanic_rl_ros.wire.robot_state import RobotStatus, read_robot_state
 
 MODES = ("sim", "real")
+RECOVERY = ("auto", "automatic", "operator")
 _EVENT = {Outcome.SUCCESS: EpisodeEvent.SUCCESS, Outcome.FAILURE: EpisodeEvent.FAILURE, Outcome.TIMEOUT: EpisodeEvent.TIMEOUT}
 
 
@@ -84,6 +94,13 @@ PARAMETERS = [
           range=(0.0001, None)),
     Param("home_velocity_scale", 0.2, "real: fraction of the FR3 joint velocity limits the home motion uses",
           range=(0.001, 1.0)),
+    Param("robot_state_topic", topics.ROBOT_STATE.name, "franka_msgs/FrankaRobotState from "
+          "franka_robot_state_broadcaster; empty = do not watch the robot's mode (no reflex is then seen)"),
+    Param("error_recovery_action", topics.ERROR_RECOVERY.name, "franka_hardware's franka_msgs/action/ErrorRecovery"),
+    Param("recovery", "auto", "after a reflex: automatic = call the error-recovery action at once; operator = on the "
+          "operator's 'recover' key; auto = automatic in sim mode, operator in real mode", choices=RECOVERY),
+    Param("recovery_retry", 5.0, "[wall s] an automatic error recovery that failed is tried again after this long",
+          range=(0.1, None)),
     Param("diagnostics_period", 1.0, "[wall s] period of /diagnostics", range=(0.01, None)),
 ]
 
@@ -124,14 +141,34 @@ class RewardNode(Node):
         self.resetting = False
         self.reset_started = 0.0
         self.outcomes: deque[bool] = deque(maxlen=int(cfg["success_window"]))
-        self.counts = {"episodes": 0, "successes": 0, "rewards_published": 0, "resets_failed": 0}
+        self.counts = {"episodes": 0, "successes": 0, "rewards_published": 0, "resets_failed": 0,
+                       "episodes_aborted": 0, "robot_errors": 0, "recoveries": 0, "recoveries_failed": 0}
+        #: the last robot state; the one that stopped the robot while it is stopped, else None
+        self.robot: RobotStatus | None = None
+        self.robot_fault: RobotStatus | None = None
+        self.recovering = False
+        self.last_recovery = -float("inf")
+        self.watch_robot = bool(cfg["robot_state_topic"])
+        self.automatic_recovery = cfg["recovery"] == "automatic" or (cfg["recovery"] == "auto" and self.sim)
+        if self.watch_robot:
+            self.create_subscription(t.ROBOT_STATE.type, cfg["robot_state_topic"], self._on_robot_state,
+                                     t.ROBOT_STATE.qos)
+            self.recovery_client = ActionClient(self, t.ERROR_RECOVERY.type, cfg["error_recovery_action"])
         self.create_timer(cfg["diagnostics_period"], self._publish_diagnostics, clock=rclpy.clock.Clock())
         self.create_timer(0.05, self._drive_episodes, clock=rclpy.clock.Clock())
         self.get_logger().info(f"reward node ready: mode={cfg['mode']} reward={cfg['reward']} max_steps={cfg['max_steps']}")
 
     # ----------------------------------------------------------- episodes
     def _drive_episodes(self) -> None:
-        """Start the next episode's reset whenever none is running or resetting."""
+        """Start the next episode's reset whenever none is running or resetting and the robot is in move mode."""
+        if self.watch_robot and (self.robot is None or not self.robot.executing):
+            if self.robot is None:
+                self.get_logger().info(f"waiting for the robot state on {self.cfg['robot_state_topic']}",
+                                       throttle_duration_sec=5.0)
+            elif (self.robot.mode == "reflex" and self.automatic_recovery and not self.recovering
+                  and time.monotonic() - self.last_recovery > self.cfg["recovery_retry"]):
+                self._recover()
+            return
         if self.book.running or self.resetting:
             if self.resetting and time.monotonic() - self.reset_started > self.cfg["reset_timeout"]:
                 self.counts["resets_failed"] += 1
@@ -227,19 +264,89 @@ class RewardNode(Node):
 
     def _on_operator(self, msg: String) -> None:
         key = msg.data.strip().lower()
+        if key == "recover":
+            if self.robot is not None and self.robot.mode == "reflex" and not self.recovering:
+                self._recover()
+            else:
+                self.get_logger().info(f"operator 'recover': nothing to recover from (robot "
+                                       f"{'state unknown' if self.robot is None else self.robot.describe()})")
+            return
         if key == "intervention":
             self._event(EpisodeEvent.INTERVENTION, "operator")
             return
         outcome = {"success": Outcome.SUCCESS, "failure": Outcome.FAILURE}.get(key)
         if outcome is None:
             self.get_logger().error(f"{self.cfg['operator_topic']}: data {msg.data!r} is not one of "
-                                    "'success', 'failure', 'intervention'")
+                                    "'success', 'failure', 'intervention', 'recover'")
             return
         result = self.book.operator(outcome)
         if result is not None:
             self._publish([result], self.get_clock().now().to_msg())
         elif not self.book.running and not self.resetting:
             self._event(_EVENT[outcome], "operator, no step pending")
+
+    def _on_robot_state(self, msg) -> None:
+        try:
+            status = read_robot_state(msg)
+        except ValueError as exc:
+            self.get_logger().error(f"{self.cfg['robot_state_topic']}: {exc}", throttle_duration_sec=1.0)
+            return
+        self.robot = status
+        if status.executing:
+            if self.robot_fault is not None:
+                self.get_logger().info(f"robot back in move mode after {self.robot_fault.describe()}; "
+                                       f"episodes resume")
+                self.robot_fault = None
+            return
+        if self.robot_fault is not None or (not self.book.running and not self.resetting and status.mode == "idle"):
+            return  # already handled; or idle between episodes (controller not active yet): wait, no fault
+        self.robot_fault = status
+        self.counts["robot_errors"] += 1
+        what = status.describe()
+        if self.book.running:
+            e = self.book.episode
+            self.book.abort()
+            self.counts["episodes_aborted"] += 1
+            self._event(EpisodeEvent.ABORTED, what)
+            self.get_logger().error(f"robot stopped: {what}; episode {e} aborted, nothing of it is learned from")
+        else:
+            self.get_logger().error(f"robot stopped: {what} (no episode running)")
+        self.resetting, self.homing = False, None  # a reset under way restarts once the robot moves again
+        if status.mode == "reflex" and not self.automatic_recovery:
+            self.get_logger().warning(f"press 'recover' on {self.cfg['operator_topic']} once the arm is clear to "
+                                      f"run {self.cfg['error_recovery_action']}")
+
+    def _recover(self) -> None:
+        """franka_hardware's error recovery (one goal at a time)."""
+        self.last_recovery = time.monotonic()
+        if not self.recovery_client.server_is_ready():
+            self.counts["recoveries_failed"] += 1
+            self.get_logger().error(f"{self.cfg['error_recovery_action']} not available; the robot stays stopped "
+                                    f"(retrying in {self.cfg['recovery_retry']} s)", throttle_duration_sec=5.0)
+            return
+        self.recovering = True
+        self.get_logger().info(f"calling {self.cfg['error_recovery_action']}")
+        self.recovery_client.send_goal_async(topics.ERROR_RECOVERY.type.Goal()).add_done_callback(
+            self._on_recovery_accepted)
+
+    def _on_recovery_accepted(self, future) -> None:
+        handle = future.result()
+        if handle is None or not handle.accepted:
+            self.recovering = False
+            self.counts["recoveries_failed"] += 1
+            self.get_logger().error("error recovery goal rejected")
+            return
+        handle.get_result_async().add_done_callback(self._on_recovery_done)
+
+    def _on_recovery_done(self, future) -> None:
+        self.recovering = False
+        res = future.result()
+        if res is not None and res.status == GoalStatus.STATUS_SUCCEEDED:
+            self.counts["recoveries"] += 1
+            self.get_logger().info("error recovery done")
+        else:
+            self.counts["recoveries_failed"] += 1
+            self.get_logger().error(f"error recovery failed (status {getattr(res, 'status', None)})")
 
     def _on_joint_states(self, msg: JointState) -> None:
         try:

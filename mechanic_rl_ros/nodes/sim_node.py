@@ -14,10 +14,13 @@ for franka_ros2 + ros2_control + a camera driver:
   (std_msgs/Float64MultiArray on ``command_topic``, the target written every
   1 ms unsmoothed), updated at 1 kHz; every 1 ms command passes the FR3's own
   check (:mod:`mechanic_rl_ros.control.franka_checks`); a violation is a
-  reflex: the arm stops, ``/fr3/robot_mode`` says ``reflex: <error>`` and
-  commands are ignored until ``/sim/error_recovery`` (std_srvs/Trigger, the
-  stand-in for franka_ros2's ``/action_server/error_recovery`` followed by
-  re-activating the controller); ``/sim/inject_reflex`` forces one;
+  reflex: the arm stops, the robot state
+  (``/franka_robot_state_broadcaster/robot_state``, franka_msgs/FrankaRobotState,
+  published with every joint state) says ``ROBOT_MODE_REFLEX`` with the error
+  in ``current_errors``, and commands are ignored until franka_hardware's
+  error-recovery action (``/action_server/error_recovery``,
+  franka_msgs/action/ErrorRecovery) is called; ``/sim/inject_reflex`` forces
+  one;
 * serves franka_gripper's actions under ``gripper_namespace``
   (``/franka_gripper``): ``move``, ``grasp``, ``homing``
   (franka_msgs/action/*) and ``gripper_action``
@@ -26,8 +29,9 @@ for franka_ros2 + ros2_control + a camera driver:
   ``/franka_gripper/joint_states``; like franka_gripper it accepts every goal,
   and counts goals that overlap another (``gripper_goals_overlapping`` in
   /diagnostics: a client that queues goals shows there);
-* offers ``/sim/reset`` (mechanic_rl_ros/srv/ResetEpisode, optional seed; a
-  reset also clears a reflex).
+* offers ``/sim/reset`` (mechanic_rl_ros/srv/ResetEpisode, optional seed). A
+  reset is refused while the robot is in a reflex, as the real robot cannot be
+  driven home before its error is recovered.
 
 Malformed commands (wrong length, wrong joint names, NaN, outside the FR3
 position limits) are rejected with a rate-limited error naming the problem and
@@ -76,7 +80,8 @@ from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.node import Node
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CameraInfo, Image, JointState
-from std_msgs.msg import Float64MultiArray, String
+from std_msgs.msg import Float64MultiArray
+from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
 from mechanic_rl_ros.control import fr3
@@ -89,6 +94,7 @@ from mechanic_rl_ros.sim.fr3_sim import CAMERAS
 from mechanic_rl_ros.sim.tasks import TASK_STATE_FIELDS, TASKS
 from mechanic_rl_ros.srv import ResetEpisode
 from mechanic_rl_ros.wire import topics
+from mechanic_rl_ros.wire.robot_state import robot_state_message
 
 MODES = ("realtime", "lockstep")
 
@@ -192,10 +198,10 @@ PARAMETERS = [
           "joint position targets [rad], fr3_joint1..7 order"),
     Param("trajectory_topic", topics.ARM_TRAJECTORY.name, "trajectory controller: trajectory_msgs/JointTrajectory "
           "(joints matched by name; header.stamp 0 = start on receipt)"),
-    Param("robot_mode_topic", topics.ROBOT_MODE.name, "std_msgs/String: move | idle | reflex: <franka_msgs/Errors "
-          "field>, on every change (latched)"),
-    Param("error_recovery_service", topics.ERROR_RECOVERY.name, "std_srvs/Trigger: clear a reflex and re-activate "
-          "the arm controller (it then holds the measured position)"),
+    Param("robot_state_topic", topics.ROBOT_STATE.name, "franka_msgs/FrankaRobotState (robot_mode, current_errors, "
+          "last_motion_errors, measured_joint_state), with every joint state"),
+    Param("error_recovery_action", topics.ERROR_RECOVERY.name, "franka_msgs/action/ErrorRecovery: clear a reflex; the "
+          "arm controller is active again and holds the measured position"),
     Param("inject_reflex_service", topics.INJECT_REFLEX.name, "std_srvs/Trigger: force a reflex now (tests, "
           "rehearsing the recovery)"),
     Param("gripper_namespace", topics.GRIPPER_NAMESPACE, "franka_gripper's node: its actions move, grasp, homing, "
@@ -261,13 +267,14 @@ class SimNode(Node):
         self.gripper_goals_active = 0
         self.gripper_goal: float | None = None  # [m] the width the last gripper goal drives to
         self.create_service(t.RESET.type, cfg["reset_service"], self._on_reset)
-        self.mode_pub = self.create_publisher(t.ROBOT_MODE.type, cfg["robot_mode_topic"], t.ROBOT_MODE.qos)
-        self.create_service(t.ERROR_RECOVERY.type, cfg["error_recovery_service"],
-                            lambda req, res: self._physics_call("recover", res))
+        self.robot_state_pub = self.create_publisher(t.ROBOT_STATE.type, cfg["robot_state_topic"], t.ROBOT_STATE.qos)
+        ActionServer(self, t.ERROR_RECOVERY.type, cfg["error_recovery_action"], self._execute_recovery,
+                     callback_group=actions)
         self.create_service(t.INJECT_REFLEX.type, cfg["inject_reflex_service"],
                             lambda req, res: self._physics_call("inject", res))
         self.env.sim.select_interface(cfg["arm_controller"])
         self._mode_sent = ""
+        self.last_motion_errors: tuple[str, ...] = ()
 
         self.requests: queue.Queue[_Request] = queue.Queue()
         self.arm_commands_in_step = 0
@@ -321,6 +328,17 @@ class SimNode(Node):
         else:
             response.success, response.message = req.result
         return response
+
+    def _execute_recovery(self, handle):
+        """franka_hardware's error recovery: clears a reflex (succeeds in move mode too, as libfranka's does)."""
+        done = self._physics_call("recover", Trigger.Response())
+        if done.success:
+            self.get_logger().info(done.message)
+            handle.succeed()
+        else:
+            self.get_logger().error(f"error recovery failed: {done.message}")
+            handle.abort()
+        return topics.ERROR_RECOVERY.type.Result()
 
     # ------------------------------------------------------------ gripper actions
     def _accept_gripper_goal(self, _goal) -> GoalResponse:
@@ -495,12 +513,16 @@ class SimNode(Node):
                 sim.recover()
                 self.stats["recoveries"] += 1
                 req.result = (True, f"recovered from {was}; {self.cfg['arm_controller']} controller active")
-                self._publish_mode()
+                self._note_mode()
                 req.done.set()
             elif req.kind == "inject":
                 sim.inject_reflex()
                 req.result = (True, "reflex injected: joint_reflex")
-                self._publish_mode()
+                self._note_mode()
+                req.done.set()
+            elif req.kind == "reset" and sim.robot_mode == "reflex":
+                req.result = (f"robot in reflex ({', '.join(sim.errors)}): call {self.cfg['error_recovery_action']} "
+                              f"before a reset, as the real arm cannot be driven home before")
                 req.done.set()
             elif req.kind == "reset":
                 try:
@@ -560,16 +582,17 @@ class SimNode(Node):
             return self.time_offset + self.env.sim.time
         return self.get_clock().now().nanoseconds * 1e-9
 
-    def _publish_mode(self) -> None:
+    def _note_mode(self) -> None:
+        """Count and log each new reflex; its errors stay in ``last_motion_errors`` after recovery."""
         sim = self.env.sim
         text = sim.robot_mode + (": " + ", ".join(sim.errors) if sim.errors else "")
         if text != self._mode_sent:
             if sim.robot_mode == "reflex":
                 self.stats["reflexes"] += 1
+                self.last_motion_errors = tuple(sim.errors)
                 self.get_logger().error(f"robot reflex: {sim.last_violation}; commands are ignored until "
-                                        f"{self.cfg['error_recovery_service']} is called")
+                                        f"{self.cfg['error_recovery_action']} is called")
             self._mode_sent = text
-            self.mode_pub.publish(String(data=text))
 
     def _stamp(self) -> Time:
         if self.lockstep:
@@ -578,7 +601,7 @@ class SimNode(Node):
         return self.get_clock().now().to_msg()
 
     def _publish_state(self, frame: bool) -> None:
-        self._publish_mode()
+        self._note_mode()
         stamp = self._stamp()
         if self.clock_pub is not None:
             self.clock_pub.publish(Clock(clock=stamp))
@@ -589,6 +612,12 @@ class SimNode(Node):
         msg.header.frame_id = "fr3_link0"
         msg.name = list(js["name"])
         msg.position, msg.velocity, msg.effort = (js[k].tolist() for k in ("position", "velocity", "effort"))
+        arm = JointState(name=msg.name[:7], position=msg.position[:7], velocity=msg.velocity[:7],
+                         effort=msg.effort[:7])
+        arm.header = msg.header
+        # before the joint state: a node that sees a joint state has seen the mode it was measured in
+        self.robot_state_pub.publish(robot_state_message(sim.robot_mode, sim.errors, self.last_motion_errors, arm,
+                                                          sim.desired))
         self.joint_pub.publish(msg)
         fingers = JointState(name=list(fr3.FINGER_JOINT_NAMES), position=msg.position[7:9],
                              velocity=msg.velocity[7:9], effort=msg.effort[7:9])

@@ -150,17 +150,25 @@ class RolloutBuffer:
             chunk's reward in :meth:`add_step_reward`.
         capacity: most decision steps held; adding to a full buffer drops the
             oldest one (counted in ``counters.dropped_overflow``).
+        whole_episodes: hand out a step only once its episode has ended (a
+            terminated or truncated step was rewarded). The stack's learner
+            sets it: an episode the robot aborts (a reflex) is dropped whole
+            (:meth:`drop_episode`), so none of its steps may have been learned
+            from before the abort is known.
     """
 
     action_horizon: int = 8
     capacity: int = 4096
     counters: BufferCounters = field(default_factory=BufferCounters)
+    whole_episodes: bool = False
 
     def __post_init__(self) -> None:
         if self.action_horizon < 1 or self.capacity < 1:
             raise ValueError("action_horizon and capacity must be >= 1")
         self._steps: "OrderedDict[tuple[int, int], _HeldStep]" = OrderedDict()
         self._spec: dict[str, tuple[tuple[int, ...], str]] | None = None
+        #: episodes whose last step was rewarded (terminated or truncated)
+        self._ended: set[int] = set()
 
     # ---------------------------------------------------------------- filling
     def add_decision(self, decision: Decision) -> None:
@@ -245,6 +253,7 @@ class RolloutBuffer:
     def _finish(self, step: _HeldStep, terminated: bool, truncated: bool,
                 final_obs: Mapping[str, Any] | None) -> None:
         step.reward_final = True
+        self._ended.add(step.episode)
         step.terminated = bool(terminated)
         step.truncated = bool(truncated) and not step.terminated
         if step.terminated:
@@ -259,6 +268,7 @@ class RolloutBuffer:
         keys = [k for k in self._steps if k[0] == int(episode)]
         for k in keys:
             del self._steps[k]
+        self._ended.discard(int(episode))
         self.counters.dropped_episodes += len(keys)
         return len(keys)
 
@@ -274,8 +284,12 @@ class RolloutBuffer:
     def __len__(self) -> int:
         return len(self._steps)
 
+    def _available(self, s: _HeldStep) -> bool:
+        return s.complete() and (not self.whole_episodes or s.episode in self._ended)
+
     def num_complete(self) -> int:
-        return sum(1 for s in self._steps.values() if s.complete())
+        """Steps :meth:`take_batch` may hand out (complete, and with ``whole_episodes`` of an ended episode)."""
+        return sum(1 for s in self._steps.values() if self._available(s))
 
     def ready(self, n: int) -> bool:
         """True when at least ``n`` complete decision steps are held."""
@@ -283,7 +297,7 @@ class RolloutBuffer:
 
     def take_batch(self, n: int | None = None) -> Batch:
         """Remove and return the ``n`` oldest complete steps (all complete ones when ``n`` is None)."""
-        keys = [k for k, s in self._steps.items() if s.complete()]
+        keys = [k for k, s in self._steps.items() if self._available(s)]
         if n is not None:
             if len(keys) < n:
                 raise ValueError(f"take_batch({n}): only {len(keys)} complete decision steps are held")
@@ -291,6 +305,8 @@ class RolloutBuffer:
         if not keys:
             raise ValueError("take_batch: no complete decision steps")
         steps = [self._steps.pop(k) for k in keys]
+        held = {k[0] for k in self._steps}
+        self._ended &= held
         self.counters.decisions_taken += len(steps)
         for s in steps:
             if s.truncated and s.next_obs is None:
@@ -347,7 +363,8 @@ class RolloutBuffer:
         steps = list(self._steps.values())
         meta: dict[str, Any] = {
             "format": FORMAT, "action_horizon": self.action_horizon, "capacity": self.capacity,
-            "counters": dict(vars(self.counters)), "size": len(steps),
+            "counters": dict(vars(self.counters)), "size": len(steps), "whole_episodes": self.whole_episodes,
+            "ended_episodes": sorted(self._ended),
             "spec": None if self._spec is None else {k: [list(s), d] for k, (s, d) in self._spec.items()},
         }
         arrays: dict[str, np.ndarray] = {}
@@ -363,7 +380,8 @@ class RolloutBuffer:
         if meta.get("format") != FORMAT:
             raise ValueError(f"not a rollout buffer: format {meta.get('format')!r}, expected {FORMAT!r}")
         buf = cls(action_horizon=int(meta["action_horizon"]), capacity=int(meta["capacity"]),
-                  counters=BufferCounters(**meta["counters"]))
+                  counters=BufferCounters(**meta["counters"]), whole_episodes=bool(meta.get("whole_episodes", False)))
+        buf._ended = {int(e) for e in meta.get("ended_episodes", [])}
         if meta["spec"] is not None:
             buf._spec = {k: (tuple(s), d) for k, (s, d) in meta["spec"].items()}
         n = int(meta["size"])

@@ -109,6 +109,7 @@ class FR3Sim:
         self.interface = "trajectory"
         self._forward_target: np.ndarray | None = None
         self._q_cmd = np.zeros(7)          # last 1 ms joint position command
+        self._dq_cmd = np.zeros(7)         # its velocity (what the robot state reports as dq_d)
         self._gripper_target = 0.0          # commanded width
         self._gripper_cmd = 0.0             # rate-limited width the actuator tracks
         self._commanded = np.zeros(8)
@@ -144,6 +145,7 @@ class FR3Sim:
         if goal_pos is not None:
             self.data.mocap_pos[self._goal_mocap] = _check_vector("goal_pos", goal_pos, 3)
         self._q_cmd = q.copy()
+        self._dq_cmd = np.zeros(7)
         self._gripper_target = self._gripper_cmd = width
         self._commanded = np.append(q, width)
         self.robot_mode, self.errors, self.last_violation = MODE_MOVE, [], None
@@ -240,7 +242,7 @@ class FR3Sim:
         The stack's safety filter of :meth:`command` is re-seeded from the measured position too.
         """
         if self.robot_mode == MODE_REFLEX:
-            self._q_cmd = self.qpos()
+            self._q_cmd, self._dq_cmd = self.qpos(), np.zeros(7)
         self.robot_mode, self.errors = MODE_MOVE, []
         self._activate(self.interface)
         self.safety.reset(self.qpos(), self.time, settle=0.0)  # re-activated: holds the measured q exactly
@@ -250,7 +252,7 @@ class FR3Sim:
         self.errors = [violation.error]
         self.last_violation = violation
         self.reflex_count += 1
-        self._q_cmd = self.qpos()  # the arm stops where it is
+        self._q_cmd, self._dq_cmd = self.qpos(), np.zeros(7)  # the arm stops where it is
 
     # ---------------------------------------------------------------- physics
     def step_physics(self, n: int | None = None) -> None:
@@ -291,8 +293,9 @@ class FR3Sim:
                 self._reflex(violation)
                 cmds[ok:] = self._q_cmd
                 vels[ok:] = 0.0
+                self._dq_cmd = np.zeros(7)
                 return cmds, vels
-        self._q_cmd = cmds[-1].copy()
+        self._q_cmd, self._dq_cmd = cmds[-1].copy(), vels[-1].copy()
         return cmds, vels
 
     def _apply_ctrl(self, target: np.ndarray, velocity: np.ndarray) -> None:
@@ -313,6 +316,11 @@ class FR3Sim:
     def target(self) -> np.ndarray:
         """The 8-vector the arm is tracking right now: the last 1 ms joint command and the gripper's rate-limited width."""
         return np.append(self._q_cmd, self._gripper_cmd)
+
+    @property
+    def desired(self) -> tuple[np.ndarray, np.ndarray]:
+        """The last 1 ms joint command and its velocity: libfranka's q_d and dq_d in the robot state."""
+        return self._q_cmd.copy(), self._dq_cmd.copy()
 
     @property
     def commanded(self) -> np.ndarray:

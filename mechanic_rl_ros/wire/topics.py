@@ -46,7 +46,8 @@ from trajectory_msgs.msg import JointTrajectory
 from visualization_msgs.msg import MarkerArray
 
 from control_msgs.action import GripperCommand
-from franka_msgs.action import Grasp, Homing, Move
+from franka_msgs.action import ErrorRecovery, Grasp, Homing, Move
+from franka_msgs.msg import FrankaRobotState
 
 from mechanic_rl_ros.msg import EpisodeEvent, LearnerStats, PolicyWeights, StepReward, TaskState, Transition
 from mechanic_rl_ros.srv import ResetEpisode
@@ -109,9 +110,10 @@ TASK_STATE = Topic("/sim/task_state", TaskState, COMMAND)
 ARM_COMMAND = Topic("/fr3_position_controller/commands", Float64MultiArray, COMMAND)
 #: the stack's arm command: a JointTrajectoryController on the FR3's position interface (config/franka_controllers.yaml)
 ARM_TRAJECTORY = Topic("/fr3_position_trajectory_controller/joint_trajectory", JointTrajectory, COMMAND)
-#: the robot's mode and errors, franka_msgs/FrankaRobotState's robot_mode + current_errors in words
-#: ("move", "idle", "reflex: <error>, ..."); latched: a late joiner learns the current mode at once
-ROBOT_MODE = Topic("/fr3/robot_mode", String, LATCHED)
+#: the robot's state as franka_robot_state_broadcaster publishes it (robot_mode, current_errors, measured joints);
+#: it publishes with SystemDefaultsQoS (reliable, volatile, keep last 10) at the 1 kHz controller rate, the
+#: simulator at its joint-state rate; the stack's subscribers keep the last 10 reliably
+ROBOT_STATE = Topic("/franka_robot_state_broadcaster/robot_state", FrankaRobotState, COMMAND)
 #: franka_gripper's joint states (the two finger joints, width / 2 each); it publishes them SensorDataQoS
 GRIPPER_JOINT_STATES = Topic("/franka_gripper/joint_states", JointState, SENSOR)
 TRANSITIONS = Topic("/learner/transitions", Transition, None)
@@ -150,8 +152,7 @@ GRIPPER_GRASP = Action(GRIPPER_NAMESPACE + "/grasp", Grasp)
 GRIPPER_HOMING = Action(GRIPPER_NAMESPACE + "/homing", Homing)
 GRIPPER_ACTION = Action(GRIPPER_NAMESPACE + "/gripper_action", GripperCommand)
 
-#: franka_ros2's error recovery (``/action_server/error_recovery``, franka_msgs/action/ErrorRecovery, then the
-#: controller re-activated), as a std_srvs/Trigger stand-in the simulator offers
-ERROR_RECOVERY = Service("/sim/error_recovery", Trigger)
+#: franka_hardware's error recovery (its ``action_server`` node; an empty goal clears a reflex)
+ERROR_RECOVERY = Action("/action_server/error_recovery", ErrorRecovery)
 #: the simulator forces a reflex (tests; an operator rehearsing the recovery)
 INJECT_REFLEX = Service("/sim/inject_reflex", Trigger)
