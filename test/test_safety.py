@@ -226,3 +226,15 @@ def test_bad_commands_are_refused_with_the_field_named():
         SafetyConfig(workspace_min=(1, 0, 0), workspace_max=(0, 1, 1))
     with pytest.raises(ValueError, match="velocity_scale: a fraction of the FR3 limit, must be <= 1"):
         SafetyConfig(velocity_scale=1.5)
+
+
+def test_a_hold_always_ends_in_the_controllers_future():
+    """Seeded at rest with no settling (the robot's own command) and holding from the first tick on: every
+    hold message still ends after the instant it is sent (the JTC drops one that has ended)."""
+    f = SafetyFilter(SafetyConfig())
+    f.reset(fr3.Q_HOME, 5.0, settle=0.0)
+    for k in range(4):
+        now = 5.0 + 0.1 * k
+        traj = f.hold(now).trajectory
+        assert traj.end_time() > now + 1e-3
+        np.testing.assert_array_equal(traj.points[-1].positions, fr3.Q_HOME)

@@ -183,7 +183,7 @@ class SafetyFilter:
         settle = self.config.settle_time if settle is None else float(settle)
         self._settle_until = now + settle if settle > 0 else -math.inf
         self._settle_sent = False
-        self._traj = _rest(q, now + max(settle, 0.0))
+        self._traj = _rest(q, now + max(settle, 0.0), self.config.control_dt)
         self._target = q.copy()
 
     def _settling(self, now: float) -> FilterResult | None:
@@ -217,8 +217,8 @@ class SafetyFilter:
         settling = self._settling(now)
         if settling is not None:
             return settling
-        if self._traj.end_time() < now:
-            self._traj = _rest(np.asarray(self._traj.points[-1].positions, float), now)
+        if self._traj.end_time() <= now + INTERFACE_DT:  # (it would end before the controller reads it)
+            self._traj = _rest(np.asarray(self._traj.points[-1].positions, float), now, self.config.control_dt)
         q1 = self.state(now + self.config.switch_lead + self.config.control_dt)[0][0]
         return FilterResult(q1, float("nan"), ["hold"], self._traj, 0.0)
 
@@ -364,9 +364,11 @@ def _or_zero(v) -> np.ndarray:
     return np.zeros(fr3.NUM_JOINTS) if v is None else np.asarray(v, float)
 
 
-def _rest(q: np.ndarray, now: float) -> Trajectory:
+def _rest(q: np.ndarray, now: float, duration: float) -> Trajectory:
+    """At rest at ``q`` from ``now`` until ``now + duration``: a message of it still ends in the controller's
+    future when it arrives (the JTC drops one that has ended; a single point at ``now`` would be)."""
     z = np.zeros(fr3.NUM_JOINTS)
-    return Trajectory(now, [Point(0.0, q.copy(), z.copy(), z.copy())])
+    return Trajectory(now, [Point(0.0, q.copy(), z.copy(), z.copy()), Point(duration, q.copy(), z.copy(), z.copy())])
 
 
 def _outside(p: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
