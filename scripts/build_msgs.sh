@@ -6,9 +6,10 @@
 # --inplace; the generated files are git-ignored).
 #
 # It first builds the stand-ins of the robot's interface packages the stack
-# talks to (interfaces/: franka_msgs and control_msgs, the gripper's action
-# types; neither exists as a wheel) and installs them as ordinary interface
-# packages into PREFIX (default: the venv).
+# talks to (interfaces/: franka_msgs, control_msgs and controller_manager_msgs:
+# the gripper's actions, the robot state, the error recovery and the controller
+# switch after it; none exists as a wheel) and installs them as ordinary
+# interface packages into PREFIX (default: the venv).
 #
 # Usage: scripts/build_msgs.sh [VENV [PREFIX]]   (default: .venv, and PREFIX = VENV)
 set -euo pipefail
@@ -36,7 +37,7 @@ export AMENT_PREFIX_PATH=$VENV CMAKE_PREFIX_PATH=$VENV PATH=$VENV/bin:$PATH
 # own libraries through the RPATH ($ORIGIN/../../.. is PREFIX/lib from
 # PREFIX/lib/python3.11/site-packages/<pkg>), the ROS libraries through
 # LD_LIBRARY_PATH as every other wheel does.
-for pkg in franka_msgs control_msgs; do
+for pkg in franka_msgs control_msgs controller_manager_msgs; do
   log=$ROOT/build/$pkg
   cmake -S "$ROOT/interfaces/$pkg" -B "$ROOT/build/interfaces/$pkg" -DBUILD_TESTING=OFF \
     -DCMAKE_INSTALL_PREFIX="$PREFIX" -DPython3_EXECUTABLE="$PY" -DCMAKE_BUILD_TYPE=Release \
@@ -47,7 +48,7 @@ for pkg in franka_msgs control_msgs; do
   cmake --install "$ROOT/build/interfaces/$pkg" >"$log.install.log" 2>&1 \
     || { tail -30 "$log.install.log"; echo "build_msgs: install of $pkg failed" >&2; exit 1; }
 done
-[ "${MECHANIC_INTERFACES_STANDINS_ONLY:-0}" = 1 ] && { echo "build_msgs: franka_msgs, control_msgs installed in $PREFIX"; exit 0; }
+[ "${MECHANIC_INTERFACES_STANDINS_ONLY:-0}" = 1 ] && { echo "build_msgs: franka_msgs, control_msgs, controller_manager_msgs installed in $PREFIX"; exit 0; }
 cmake -S "$ROOT" -B "$ROOT/build/msgs" -DMECHANIC_INTERFACES_ONLY=ON -DBUILD_TESTING=OFF \
   -DCMAKE_INSTALL_PREFIX="$VENV" -DPython3_EXECUTABLE="$PY" -DCMAKE_BUILD_TYPE=Release >"$ROOT/build/msgs.configure.log" 2>&1 \
   || { tail -30 "$ROOT/build/msgs.configure.log"; echo "build_msgs: cmake configure failed (log: build/msgs.configure.log)" >&2; exit 1; }

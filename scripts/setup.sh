@@ -63,9 +63,9 @@ fi
 # ---------------------------------------------------------------- 4. messages
 step="4/6 ROS 2 messages"
 msgs=$(digest CMakeLists.txt package.xml msg/*.msg srv/*.srv scripts/build_msgs.sh interfaces/*/CMakeLists.txt \
-  interfaces/*/package.xml interfaces/*/msg/*.msg interfaces/*/action/*.action)
+  interfaces/*/package.xml interfaces/*/msg/*.msg interfaces/*/action/*.action interfaces/*/srv/*.srv)
 if ! fresh msgs "$msgs" || [ ! -d mechanic_rl_ros/msg ] || ! ls "$VENV"/lib/libmechanic_rl_ros__rosidl_typesupport_c.so >/dev/null 2>&1 \
-   || ! ls "$VENV"/lib/libfranka_msgs__rosidl_typesupport_c.so "$VENV"/lib/libcontrol_msgs__rosidl_typesupport_c.so >/dev/null 2>&1; then
+   || ! ls "$VENV"/lib/libfranka_msgs__rosidl_typesupport_c.so "$VENV"/lib/libcontrol_msgs__rosidl_typesupport_c.so "$VENV"/lib/libcontroller_manager_msgs__rosidl_typesupport_c.so >/dev/null 2>&1; then
   say "$step: building msg/ and srv/ with rosidl (about a minute)"
   scripts/build_msgs.sh "$VENV"
   echo "$msgs" >"$STAMPS/msgs"
