@@ -71,6 +71,7 @@ def test_learner_killed_and_restarted(tmp_path):
         assert obs.spin_until(lambda: max(w.version for w in obs.weights) > last, 300), logs()
         assert obs.spin_until(lambda: obs.ended_episodes() >= EPISODES, 600), logs()
         checks.check_every_step_reached_learner(obs)
+        checks.check_no_reflex(obs)
     finally:
         obs.close()
         for p in procs.values():

@@ -156,3 +156,12 @@ def test_no_pickle_in_policy_package():
         src = f.read_text()
         assert "import pickle" not in src and "torch.load(" not in src and "torch.save(" not in src, f
         assert "rclpy" not in src, f
+
+
+def test_warm_up_changes_no_later_sample():
+    """policy_node warms the model up before its first tick: the chunks it then plans are the same."""
+    policy, eps = _trained_like_policy(state_only=False)
+    hist = _history(policy, eps[0])
+    before = policy.predict_chunk(hist, seed=3)
+    assert policy.warm_up() > 0.0
+    np.testing.assert_array_equal(policy.predict_chunk(hist, seed=3), before)

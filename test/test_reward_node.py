@@ -8,6 +8,7 @@ import time
 import numpy as np
 
 import rclpy
+from std_msgs.msg import Int64
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from rosgraph_msgs.msg import Clock
 from rclpy.duration import Duration
@@ -45,6 +46,7 @@ def test_rewards_episodes_and_resets(tmp_path):
     node.create_subscription(StepReward, "/reward/step", rewards.append, RELIABLE)
     cmd = node.create_publisher(JointTrajectory, "/fr3_position_trajectory_controller/joint_trajectory", RELIABLE)
     trans = node.create_publisher(Transition, "/learner/transitions", topics.TRANSITIONS.profile(100))
+    stopped = node.create_publisher(Int64, "/policy/stopped", LATCHED)
 
     def spin_until(pred, timeout):
         end = time.monotonic() + timeout
@@ -71,6 +73,11 @@ def test_rewards_episodes_and_resets(tmp_path):
                     time_from_start=Duration(seconds=0.1).to_msg())]))
                 assert spin_until(lambda: clock[-1].sec + clock[-1].nanosec * 1e-9 >= t0 + 0.1 - 1e-6, 10), logs()
             assert spin_until(lambda: any(e.event == EpisodeEvent.TIMEOUT and e.episode == episode for e in events), 20), logs()
+            if episode == 0:
+                # the next reset waits for the policy's stop (policy_stop_timeout 2 s); the harness says it late
+                assert not spin_until(lambda: any(e.event == EpisodeEvent.START and e.episode == 1 for e in events),
+                                      1.0), "a reset started before the policy said it stopped commanding"
+            stopped.publish(Int64(data=episode))
         spin_until(lambda: len(rewards) >= 2 * MAX_STEPS, 5)  # rewards and events travel on different topics
         ours = [(r.episode, r.step) for r in rewards]
         assert ours == [(e, s) for e in range(2) for s in range(MAX_STEPS)], ours

@@ -18,8 +18,10 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 from action_msgs.msg import GoalStatus
 from control_msgs.action import GripperCommand
 from control_msgs.msg import GripperCommand as GripperCommandMsg
+from controller_manager_msgs.srv import SetHardwareComponentState, SwitchController
 from franka_msgs.action import ErrorRecovery, Grasp, Homing, Move
 from franka_msgs.msg import FrankaRobotState, GraspEpsilon
+from lifecycle_msgs.msg import State as LifecycleState
 from rclpy.action import ActionClient
 
 from mechanic_rl_ros.control import fr3
@@ -65,6 +67,9 @@ class Probe:
                                       lambda m: self._store("/franka_gripper/joint_states", m), qos_profile_sensor_data)
         self.inject = self.node.create_client(Trigger, "/sim/inject_reflex")
         self.recover = ActionClient(self.node, ErrorRecovery, "/action_server/error_recovery")
+        self.hardware = self.node.create_client(SetHardwareComponentState,
+                                                "/controller_manager/set_hardware_component_state")
+        self.switch = self.node.create_client(SwitchController, "/controller_manager/switch_controller")
         # franka_robot_state_broadcaster publishes with SystemDefaultsQoS; a default subscriber reads it
         self.node.create_subscription(FrankaRobotState, "/franka_robot_state_broadcaster/robot_state",
                                       lambda m: self._store("robot_state", m), 10)
@@ -200,26 +205,63 @@ def test_moves_to_commanded_joint_position(sim):
     probe.spin_until(lambda: False, 1.5)
 
 
-def test_reflex_stops_the_arm_until_error_recovery(sim):
-    """An injected reflex (a collision would do the same): the robot state says so, commands are ignored,
-    a reset is refused, franka_hardware's error-recovery action clears it and the controller holds the
-    measured position; the error stays in last_motion_errors."""
-    _, probe, _ = sim
-    assert probe.inject.wait_for_service(timeout_sec=10) and probe.recover.wait_for_server(timeout_sec=10)
-    fut = probe.inject.call_async(Trigger.Request())
-    assert probe.spin_until(fut.done, 10) and fut.result().success
-    assert probe.spin_until(lambda: _mode(probe) == "reflex: joint_reflex", 5), _mode(probe)
-    held = probe.q()
-    probe.traj.publish(_glide(fr3.Q_HOME + 0.2, 1.0))
-    probe.spin_until(lambda: False, 1.5)
-    assert np.abs(probe.q() - held).max() < 0.01, "a command moved the arm during a reflex"
-    fut = probe.reset.call_async(ResetEpisode.Request(seed=3))
-    assert probe.spin_until(fut.done, 10) and not fut.result().success
-    assert "reflex" in fut.result().message and "/action_server/error_recovery" in fut.result().message
+def _call(probe: Probe, client, request):
+    assert client.wait_for_service(timeout_sec=10)
+    fut = client.call_async(request)
+    assert probe.spin_until(fut.done, 10)
+    return fut.result()
+
+
+def _recover(probe: Probe) -> list:
+    """franka_ros2's recovery sequence: error recovery, hardware component active, controllers active."""
     sent = probe.recover.send_goal_async(ErrorRecovery.Goal())
     assert probe.spin_until(sent.done, 10) and sent.result().accepted
     res = sent.result().get_result_async()
     assert probe.spin_until(res.done, 10) and res.result().status == GoalStatus.STATUS_SUCCEEDED
+    hw = SetHardwareComponentState.Request(name="FrankaHardwareInterface")
+    hw.target_state.id = LifecycleState.PRIMARY_STATE_ACTIVE
+    states = probe.count.get("robot_state", 0)
+    out = [_call(probe, probe.hardware, hw),
+           _call(probe, probe.switch, SwitchController.Request(
+               activate_controllers=["fr3_position_trajectory_controller", "fr3_position_controller",
+                                     "joint_state_broadcaster", "franka_robot_state_broadcaster"],
+               strictness=SwitchController.Request.BEST_EFFORT))]
+    # (the last robot state before the reflex said "move" too: wait for a new one)
+    assert probe.spin_until(lambda: probe.count.get("robot_state", 0) > states + 1, 10), "no robot state after recovery"
+    return out
+
+
+def _silent(probe: Probe, seconds: float) -> bool:
+    """No robot state for ``seconds`` (its broadcaster is inactive) while /joint_states goes on."""
+    states, joints = probe.count.get("robot_state", 0), probe.count.get("/joint_states", 0)
+    probe.spin_until(lambda: False, seconds)
+    return probe.count.get("robot_state", 0) == states and probe.count.get("/joint_states", 0) > joints
+
+
+def test_reflex_stops_the_arm_until_the_recovery_sequence(sim):
+    """An injected reflex (a collision would do the same), as franka_ros2 >= 3.3 handles it: the hardware
+    component and every controller go inactive, so the robot state stops while /joint_states goes on;
+    commands and resets are refused; franka_ros2's three recovery steps, out of order, are refused; in
+    order they bring the robot state back in move mode with the error in last_motion_errors, and the
+    controller then holds the measured position and moves on command."""
+    _, probe, log = sim
+    assert probe.inject.wait_for_service(timeout_sec=10)
+    assert probe.spin_until(lambda: _mode(probe) == "move", 10)
+    fut = probe.inject.call_async(Trigger.Request())
+    assert probe.spin_until(fut.done, 10) and fut.result().success
+    assert _silent(probe, 1.5), "the robot state went on after a reflex"
+    held = probe.q()
+    probe.traj.publish(_glide(fr3.Q_HOME + 0.2, 1.0))
+    probe.spin_until(lambda: False, 1.5)
+    assert np.abs(probe.q() - held).max() < 0.01, "a command moved the arm during a reflex"
+    res = _call(probe, probe.reset, ResetEpisode.Request(seed=3))
+    assert not res.success and "/action_server/error_recovery" in res.message
+    # the hardware cannot come back before the robot's error is cleared
+    hw = SetHardwareComponentState.Request(name="FrankaHardwareInterface")
+    hw.target_state.id = LifecycleState.PRIMARY_STATE_ACTIVE
+    assert not _call(probe, probe.hardware, hw).ok
+    hardware, switch = _recover(probe)
+    assert hardware.ok and hardware.state.label == "active" and switch.ok, (hardware, switch)
     assert probe.spin_until(lambda: _mode(probe) == "move", 5)
     assert probe.latest["robot_state"].last_motion_errors.joint_reflex
     assert len(probe.latest["robot_state"].measured_joint_state.position) == 7
@@ -227,11 +269,12 @@ def test_reflex_stops_the_arm_until_error_recovery(sim):
     probe.traj.publish(_glide(target, 1.0))
     assert probe.spin_until(lambda: np.abs(probe.q() - target).max() < 0.01, 10)
     assert _mode(probe) == "move"
+    assert "robot reflex: joint_reflex" in log.read_text()
 
 
 def test_an_unsmoothed_step_on_the_forward_controller_is_a_reflex(tmp_path):
     """A 10 Hz target step written every 1 ms, as fr3_position_controller would: the FR3's
-    acceleration check fires and the arm stops."""
+    check fires and the arm stops."""
     domain = fresh_domain_id()
     log = tmp_path / "sim_forward.log"
     proc = start_python(["-m", "mechanic_rl_ros.nodes.sim_node", "--ros-args", "--params-file", "config/sim.yaml",
@@ -241,10 +284,13 @@ def test_an_unsmoothed_step_on_the_forward_controller_is_a_reflex(tmp_path):
         assert probe.spin_until(lambda: "/joint_states" in probe.latest and _mode(probe) == "move", 60), \
             log.read_text()
         _send(probe, fr3.Q_HOME + 0.052)  # reward_node's old first home-motion step
-        assert probe.spin_until(lambda: _mode(probe).startswith("reflex"), 5), _mode(probe)
+        assert probe.spin_until(lambda: "robot reflex" in log.read_text(), 5)
         # 0.052 rad in 1 ms is 52 rad/s: the velocity limit is the first check it breaks
-        assert _mode(probe) == "reflex: joint_motion_generator_velocity_limits_violation", _mode(probe)
-        assert "robot reflex" in log.read_text()
+        assert "robot reflex: joint_motion_generator_velocity_limits_violation" in log.read_text()
+        assert _silent(probe, 1.0)
+        _recover(probe)
+        assert probe.spin_until(lambda: _mode(probe) == "move", 5)
+        assert probe.latest["robot_state"].last_motion_errors.joint_motion_generator_velocity_limits_violation
     finally:
         probe.close()
         proc.terminate()

@@ -53,6 +53,7 @@ from rclpy.action import ActionClient
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
 from sensor_msgs.msg import Image, JointState
+from std_msgs.msg import Int64
 from visualization_msgs.msg import Marker, MarkerArray
 
 from mechanic_rl_ros.control import fr3
@@ -106,6 +107,8 @@ PARAMETERS = [
           "topic per policy camera, in the checkpoint's camera order"),
     Param("joint_states_topic", topics.JOINT_STATES.name, "sensor_msgs/JointState of the arm and gripper; joints are "
           "matched by name"),
+    Param("stopped_topic", topics.POLICY_STOPPED.name, "std_msgs/Int64 (latched): the last episode this node has "
+          "stopped commanding in, published when its end (or a robot fault) stops it; reward_node resets after it"),
     Param("robot_state_topic", topics.ROBOT_STATE.name, "franka_msgs/FrankaRobotState (franka_robot_state_broadcaster): "
           "outside move mode the episode is given up; empty = do not watch the robot's mode"),
     Param("task_state_topic", topics.TASK_STATE.name, "mechanic_rl_ros/TaskState, read only by state-only policies "
@@ -188,6 +191,9 @@ class PolicyNode(Node):
             raise ValueError(f"parameter replan_margin: {cfg['replan_margin']}; expected 0..{pcfg.max_lead} "
                              f"(a chunk planned that early must still hold T_a = {pcfg.action_horizon} of the "
                              f"policy's T_p = {pcfg.pred_horizon} predicted actions)")
+        # torch's lazy set-up before the first tick: on sim time a first chunk late by seconds lets the lockstep
+        # simulator run ahead of the trajectory sent for it
+        self.get_logger().info(f"model warmed up: first sample {self.policy.warm_up() * 1e3:.0f} ms")
         self.planner = PolicyPlanner(self.policy, stochastic=bool(cfg["stochastic"]), noise_clip=float(cfg["noise_clip"]),
                                      seed=int(cfg["seed"]), on_weights=self._on_swap)
         self.planning = BackgroundPlanning(ChunkLoop.for_policy(self.policy, int(cfg["replan_margin"])), self.planner)
@@ -205,7 +211,7 @@ class PolicyNode(Node):
         self.running_sha256: str | None = None  # of the adopted weights; None while running the checkpoint's own
         self.counts = {"commands": 0, "transitions": 0, "hold_stale": 0, "hold_no_action": 0, "hold_model": 0,
                        "clamped": 0, "weights_adopted": 0, "weights_rejected": 0, "inputs_rejected": 0,
-                       "hold_robot_state": 0, "episodes_given_up": 0}
+                       "hold_robot_state": 0, "episodes_given_up": 0, "hold_late": 0}
         #: the robot's last reported mode (None: none received yet)
         self.robot: RobotStatus | None = None
         self.robot_state_received = -float("inf")  # [s, node clock]
@@ -229,6 +235,8 @@ class PolicyNode(Node):
         self.gripper_clients = {kind: ActionClient(self, GRIPPER_ACTIONS[kind].type, name,
                                                    callback_group=MutuallyExclusiveCallbackGroup())
                                 for kind, name in self.gripper_action_names.items()}
+        self.stopped_episode = -1
+        self.stopped_pub = self.create_publisher(t.POLICY_STOPPED.type, cfg["stopped_topic"], t.POLICY_STOPPED.qos)
         self.transition_pub = self.create_publisher(t.TRANSITIONS.type, cfg["transition_topic"],
                                                     t.TRANSITIONS.profile(int(cfg["transition_queue_depth"])))
         self.marker_pub = self.create_publisher(t.PREDICTED_PATH.type, cfg["marker_topic"], t.PREDICTED_PATH.qos)
@@ -295,9 +303,10 @@ class PolicyNode(Node):
             self.counts["episodes_given_up"] += 1
             self.get_logger().warning(f"robot {robot.describe()}: episode {self.episode} given up, its commands "
                                       f"would not execute; acting again at the next episode")
-            self.episode = None
+            given_up, self.episode = self.episode, None
             self.planning.reset(-1)
             self.safety = SafetyFilter(self.safety.config)
+            self._stopped(given_up)
             return False
         if robot is None or self._now() - self.robot_state_received > self.cfg["max_age"]:
             self.counts["hold_robot_state"] += 1
@@ -378,9 +387,17 @@ class PolicyNode(Node):
             #: the filter is seeded only from a joint state measured after the reset that began this episode
             self.episode_started = seconds(msg.header.stamp)
             self.get_logger().info(f"episode {msg.episode}: acting")
-        elif msg.event in ENDS and self.episode == msg.episode:
-            self.episode = None
-            self.planning.reset(-1)
+        elif msg.event in ENDS:
+            if self.episode == msg.episode:
+                self.episode = None
+                self.planning.reset(-1)
+            self._stopped(int(msg.episode))
+
+    def _stopped(self, episode: int) -> None:
+        """Tell reward_node that nothing more is commanded for ``episode``: the reset may move the arm."""
+        if episode > self.stopped_episode:
+            self.stopped_episode = episode
+            self.stopped_pub.publish(Int64(data=episode))
 
     # ------------------------------------------------------------ control
     def _tick(self) -> None:
@@ -428,13 +445,21 @@ class PolicyNode(Node):
                 self._problem("model", f"no chunk after {self.cfg['inference_timeout']} s, holding")
             self._hold()
             return
+        if sim_time and self._now() > now + 1e-9:
+            # the lockstep simulator ran on (its idle timeout) while this tick waited: it is already past the
+            # /clock this node has, and a new trajectory would be played late, off the committed one (a
+            # step). The committed trajectory again is safe at any delay. The action is not executed.
+            self.counts["hold_late"] += 1
+            self.get_logger().info(f"holding: the simulator ran on from {now:.3f} s to at least {self._now():.3f} s "
+                                   f"while this tick waited; action {item[2]} of chunk {item[1].index} not executed",
+                                   throttle_duration_sec=1.0)
+            self._hold()
+            return
         action, chunk, k = item
         if k == 0:
             self._publish_markers(chunk)
         try:
-            # the trajectory starts at the instant it is sent: waiting for the chunk took time (on sim time the
-            # simulator may have advanced meanwhile), and a message stamped earlier than the controller has
-            # already played past would switch after it diverges from the committed one
+            # stamped when sent (in real time the chunk and the filter took some milliseconds since the tick)
             res = self.safety.filter(action[:7], float(action[7]), self._now())
         except ValueError as exc:
             self.counts["hold_model"] += 1
@@ -467,16 +492,21 @@ class PolicyNode(Node):
 
     #: [rad/s] the robot's last command counts as at rest below this speed
     AT_REST = 1e-6
+    #: [rad] a robot state and a joint state within this of each other were measured at the same pose
+    SAME_MEASUREMENT = 1e-5
 
     def _filter_seed(self, q_measured: np.ndarray) -> tuple[np.ndarray, float | None]:
         """Where a fresh safety filter starts, and its settling time (None: the configured one).
 
-        The robot's own last command (q_d of a robot state measured after this episode's reset) when the arm
-        is commanded at rest there: the filter continues it exactly and needs no settling. Else the measured
-        position, from which the first message lets the controller glide in ``settle_time``."""
+        The robot's own last command (q_d) when the arm is commanded at rest there and the robot state was
+        measured with the joint positions this tick observes (so it is from after this episode's reset, not
+        a state from before it, whose q_d the controller has left): the filter continues the command exactly
+        and needs no settling. Else the measured position, from which the first message lets the controller
+        glide in ``settle_time``: starting a stamped trajectory anywhere else but at the command is a step."""
         robot = self.robot
-        if (robot is not None and robot.desired_q is not None and robot.stamp > self.episode_started
-                and np.abs(robot.desired_dq).max() < self.AT_REST):
+        if (robot is not None and robot.desired_q is not None and robot.measured_q is not None
+                and robot.stamp > self.episode_started and np.abs(robot.desired_dq).max() < self.AT_REST
+                and np.abs(robot.measured_q - q_measured).max() < self.SAME_MEASUREMENT):
             return robot.desired_q, 0.0
         return q_measured, None
 
@@ -546,7 +576,8 @@ class PolicyNode(Node):
 
     def _publish_diagnostics(self) -> None:
         lat = np.array(self.planner.latencies) * 1e3 if self.planner.latencies else np.zeros(1)
-        holds = self.counts["hold_stale"] + self.counts["hold_no_action"] + self.counts["hold_model"]
+        holds = (self.counts["hold_stale"] + self.counts["hold_no_action"] + self.counts["hold_model"]
+                 + self.counts["hold_late"] + self.counts["hold_robot_state"])
         level, message = DiagnosticStatus.OK, f"version {self.planner.version}, " + ("acting" if self.episode is not None else "idle")
         if self.last_problem:
             level, message = DiagnosticStatus.WARN, f"{message}; last problem: {self.last_problem}"

@@ -15,12 +15,16 @@ A thin adapter around :class:`mechanic_rl_ros.control.episodes.EpisodeBook`.
   (trajectories within the FR3's 1 kHz limits at ``home_velocity_scale``), and
   opens the gripper (franka_gripper move action);
 * reads the robot's state (franka_msgs/FrankaRobotState, ``robot_state_topic``):
-  when the robot leaves move mode (a reflex, a user stop) under a running
-  episode, the episode ends with ``ABORTED`` (the learner drops all of it) and
-  no reset starts until the robot is back in move mode. A reflex is recovered
-  from with franka_hardware's error-recovery action: automatically in ``sim``
-  mode, on the operator's ``recover`` key in ``real`` mode (parameter
-  ``recovery``), since on a real arm someone should look at why it stopped;
+  when the robot leaves move mode (a reflex, a user stop) or its state stops
+  coming for ``robot_state_timeout`` (franka_ros2 from 3.3 deactivates the
+  broadcaster with the hardware on an error) under a running episode, the
+  episode ends with ``ABORTED`` (the learner drops all of it) and no reset
+  starts until the robot is back in move mode. Recovery is franka_ros2's
+  sequence: franka_hardware's error-recovery action, then controller_manager's
+  set_hardware_component_state (``hardware_component`` active) and
+  switch_controller (``recovery_controllers``); automatically in ``sim`` mode,
+  on the operator's ``recover`` key in ``real`` mode (parameter ``recovery``),
+  since on a real arm someone should look at why it stopped;
 * publishes ``/diagnostics`` (episodes, success rate, late steps, robot errors).
 """
 from __future__ import annotations
@@ -33,6 +37,7 @@ import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticStatus
 from action_msgs.msg import GoalStatus
+from lifecycle_msgs.msg import State as LifecycleState
 from rclpy.action import ActionClient
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
@@ -94,6 +99,10 @@ PARAMETERS = [
           range=(0.0001, None)),
     Param("home_velocity_scale", 0.2, "real: fraction of the FR3 joint velocity limits the home motion uses",
           range=(0.001, 1.0)),
+    Param("policy_stopped_topic", topics.POLICY_STOPPED.name, "std_msgs/Int64 from policy_node: the last episode it "
+          "has stopped commanding in; a reset waits for it (else a trajectory of the old episode could follow the "
+          "reset and step the arm); empty = do not wait"),
+    Param("policy_stop_timeout", 2.0, "[wall s] a reset waits at most this long for policy_node's stop", range=(0.0, None)),
     Param("robot_state_topic", topics.ROBOT_STATE.name, "franka_msgs/FrankaRobotState from "
           "franka_robot_state_broadcaster; empty = do not watch the robot's mode (no reflex is then seen)"),
     Param("error_recovery_action", topics.ERROR_RECOVERY.name, "franka_hardware's franka_msgs/action/ErrorRecovery"),
@@ -101,6 +110,15 @@ PARAMETERS = [
           "operator's 'recover' key; auto = automatic in sim mode, operator in real mode", choices=RECOVERY),
     Param("recovery_retry", 5.0, "[wall s] an automatic error recovery that failed is tried again after this long",
           range=(0.1, None)),
+    Param("robot_state_timeout", 0.5, "[s, node clock] no robot state for this long under an episode is a fault: "
+          "franka_ros2 deactivates the robot state broadcaster on an error", range=(0.001, None)),
+    Param("controller_manager", topics.CONTROLLER_MANAGER, "namespace of controller_manager's services, called "
+          "after the error recovery (franka_ros2 >= 3.3)"),
+    Param("hardware_component", "FrankaHardwareInterface", "the hardware component set_hardware_component_state "
+          "re-activates after the error recovery ('ros2 control list_hardware_components')"),
+    Param("recovery_controllers", ["fr3_position_trajectory_controller", "joint_state_broadcaster",
+                                   "franka_robot_state_broadcaster"],
+          "controllers switch_controller activates after the hardware component (those an error deactivated)"),
     Param("diagnostics_period", 1.0, "[wall s] period of /diagnostics", range=(0.01, None)),
 ]
 
@@ -142,18 +160,29 @@ class RewardNode(Node):
         self.reset_started = 0.0
         self.outcomes: deque[bool] = deque(maxlen=int(cfg["success_window"]))
         self.counts = {"episodes": 0, "successes": 0, "rewards_published": 0, "resets_failed": 0,
-                       "episodes_aborted": 0, "robot_errors": 0, "recoveries": 0, "recoveries_failed": 0}
-        #: the last robot state; the one that stopped the robot while it is stopped, else None
+                       "episodes_aborted": 0, "robot_errors": 0, "recoveries": 0, "recoveries_failed": 0,
+                       "resets_without_policy_stop": 0}
+        #: the last robot state and when it came [s, node clock]; what stopped the robot while it is stopped
         self.robot: RobotStatus | None = None
-        self.robot_fault: RobotStatus | None = None
+        self.robot_received = -float("inf")
+        self.robot_fault: str | None = None
         self.recovering = False
         self.last_recovery = -float("inf")
+        #: the last episode that ended and when [monotonic s]; the last one policy_node stopped commanding in
+        self.ended: tuple[int, float] | None = None
+        self.policy_stopped = -1
+        if cfg["policy_stopped_topic"]:
+            self.create_subscription(t.POLICY_STOPPED.type, cfg["policy_stopped_topic"], self._on_policy_stopped,
+                                     t.POLICY_STOPPED.qos)
         self.watch_robot = bool(cfg["robot_state_topic"])
         self.automatic_recovery = cfg["recovery"] == "automatic" or (cfg["recovery"] == "auto" and self.sim)
         if self.watch_robot:
             self.create_subscription(t.ROBOT_STATE.type, cfg["robot_state_topic"], self._on_robot_state,
                                      t.ROBOT_STATE.qos)
             self.recovery_client = ActionClient(self, t.ERROR_RECOVERY.type, cfg["error_recovery_action"])
+            cm = cfg["controller_manager"].rstrip("/")
+            self.hardware_client = self.create_client(t.SET_HARDWARE_STATE.type, cm + "/set_hardware_component_state")
+            self.switch_client = self.create_client(t.SWITCH_CONTROLLER.type, cm + "/switch_controller")
         self.create_timer(cfg["diagnostics_period"], self._publish_diagnostics, clock=rclpy.clock.Clock())
         self.create_timer(0.05, self._drive_episodes, clock=rclpy.clock.Clock())
         self.get_logger().info(f"reward node ready: mode={cfg['mode']} reward={cfg['reward']} max_steps={cfg['max_steps']}")
@@ -161,13 +190,7 @@ class RewardNode(Node):
     # ----------------------------------------------------------- episodes
     def _drive_episodes(self) -> None:
         """Start the next episode's reset whenever none is running or resetting and the robot is in move mode."""
-        if self.watch_robot and (self.robot is None or not self.robot.executing):
-            if self.robot is None:
-                self.get_logger().info(f"waiting for the robot state on {self.cfg['robot_state_topic']}",
-                                       throttle_duration_sec=5.0)
-            elif (self.robot.mode == "reflex" and self.automatic_recovery and not self.recovering
-                  and time.monotonic() - self.last_recovery > self.cfg["recovery_retry"]):
-                self._recover()
+        if self.watch_robot and not self._watch_robot():
             return
         if self.book.running or self.resetting:
             if self.resetting and time.monotonic() - self.reset_started > self.cfg["reset_timeout"]:
@@ -177,6 +200,8 @@ class RewardNode(Node):
                 self.resetting = False
             return
         if self.cfg["max_episodes"] and self.next_episode >= self.cfg["max_episodes"]:
+            return
+        if not self._policy_stopped():
             return
         self.resetting, self.reset_started = True, time.monotonic()
         if self.sim:
@@ -192,6 +217,23 @@ class RewardNode(Node):
             self.homing = SafetyFilter(SafetyConfig(
                 control_dt=float(self.cfg["control_dt"]), velocity_scale=float(self.cfg["home_velocity_scale"]),
                 workspace_min=(-2.0, -2.0, -2.0), workspace_max=(2.0, 2.0, 2.0), table_clearance=0.0))
+
+    def _on_policy_stopped(self, msg) -> None:
+        self.policy_stopped = max(self.policy_stopped, int(msg.data))
+
+    def _policy_stopped(self) -> bool:
+        """True once policy_node has stopped commanding in the episode that ended last (or after the timeout)."""
+        if not self.cfg["policy_stopped_topic"] or self.ended is None or self.policy_stopped >= self.ended[0]:
+            return True
+        waited = time.monotonic() - self.ended[1]
+        if waited < self.cfg["policy_stop_timeout"]:
+            return False
+        self.counts["resets_without_policy_stop"] += 1
+        self.get_logger().warning(f"policy_node did not say it stopped commanding in episode {self.ended[0]} within "
+                                  f"{self.cfg['policy_stop_timeout']} s ({self.cfg['policy_stopped_topic']}); "
+                                  f"resetting anyway")
+        self.policy_stopped = self.ended[0]
+        return True
 
     def _open_gripper(self) -> None:
         """Real mode, on reset: one franka_gripper move goal to the open width (not awaited: the home motion runs
@@ -237,6 +279,7 @@ class RewardNode(Node):
             self.reward_pub.publish(msg)
             self.counts["rewards_published"] += 1
             if r.outcome is not None:
+                self.ended = (r.episode, time.monotonic())
                 self.counts["episodes"] += 1
                 self.counts["successes"] += r.outcome is Outcome.SUCCESS
                 self.outcomes.append(r.outcome is Outcome.SUCCESS)
@@ -265,11 +308,11 @@ class RewardNode(Node):
     def _on_operator(self, msg: String) -> None:
         key = msg.data.strip().lower()
         if key == "recover":
-            if self.robot is not None and self.robot.mode == "reflex" and not self.recovering:
+            if self.watch_robot and self.robot_fault is not None and not self.recovering:
                 self._recover()
             else:
-                self.get_logger().info(f"operator 'recover': nothing to recover from (robot "
-                                       f"{'state unknown' if self.robot is None else self.robot.describe()})")
+                self.get_logger().info(f"operator 'recover': nothing to recover from (robot fault: "
+                                       f"{self.robot_fault}, recovery running: {self.recovering})")
             return
         if key == "intervention":
             self._event(EpisodeEvent.INTERVENTION, "operator")
@@ -283,6 +326,7 @@ class RewardNode(Node):
         if result is not None:
             self._publish([result], self.get_clock().now().to_msg())
         elif not self.book.running and not self.resetting:
+            self.ended = (self.book.episode, time.monotonic())
             self._event(_EVENT[outcome], "operator, no step pending")
 
     def _on_robot_state(self, msg) -> None:
@@ -291,62 +335,123 @@ class RewardNode(Node):
         except ValueError as exc:
             self.get_logger().error(f"{self.cfg['robot_state_topic']}: {exc}", throttle_duration_sec=1.0)
             return
-        self.robot = status
-        if status.executing:
+        self.robot, self.robot_received = status, self._clock_now()
+        if not status.executing:
+            self._watch_robot()  # a reflex ends the episode at once, not at the next timer
+
+    def _clock_now(self) -> float:
+        return self.get_clock().now().nanoseconds * 1e-9
+
+    def _robot_problem(self) -> str | None:
+        """Why the robot cannot act now, or None."""
+        if self.robot is None:
+            return "no robot state received yet"
+        age = self._clock_now() - self.robot_received
+        if age > self.cfg["robot_state_timeout"]:
+            return (f"robot state silent for {age:.2f} s (franka_ros2 deactivates its broadcaster on an error; "
+                    f"last mode {self.robot.describe()})")
+        return None if self.robot.executing else f"robot {self.robot.describe()}"
+
+    def _watch_robot(self) -> bool:
+        """True when the robot is in move mode. Else: a fault under an episode or a reset ends it (ABORTED);
+        an automatic recovery starts when due."""
+        problem = self._robot_problem()
+        if problem is None:
             if self.robot_fault is not None:
-                self.get_logger().info(f"robot back in move mode after {self.robot_fault.describe()}; "
-                                       f"episodes resume")
+                last = ", ".join(self.robot.last_errors) or "none"
+                self.get_logger().info(f"robot back in move mode after: {self.robot_fault}; last motion errors: "
+                                       f"{last}; episodes resume")
                 self.robot_fault = None
-            return
-        if self.robot_fault is not None or (not self.book.running and not self.resetting and status.mode == "idle"):
-            return  # already handled; or idle between episodes (controller not active yet): wait, no fault
-        self.robot_fault = status
+            return True
+        idle = self.robot is not None and self.robot.mode == "idle" and not self.robot.errors
+        if self.robot_fault is None and (self.book.running or self.resetting or not (idle or self.robot is None)):
+            self._on_fault(problem)
+        if self.robot_fault is None:
+            # before the first robot state, or idle between episodes (a controller not started yet): wait
+            self.get_logger().info(f"waiting for the robot: {problem}", throttle_duration_sec=5.0)
+        elif (self.automatic_recovery and not self.recovering
+              and time.monotonic() - self.last_recovery > self.cfg["recovery_retry"]):
+            self._recover()
+        return False
+
+    def _on_fault(self, problem: str) -> None:
+        self.robot_fault = problem
         self.counts["robot_errors"] += 1
-        what = status.describe()
         if self.book.running:
             e = self.book.episode
             self.book.abort()
+            self.ended = (e, time.monotonic())
             self.counts["episodes_aborted"] += 1
-            self._event(EpisodeEvent.ABORTED, what)
-            self.get_logger().error(f"robot stopped: {what}; episode {e} aborted, nothing of it is learned from")
+            self._event(EpisodeEvent.ABORTED, problem)
+            self.get_logger().error(f"{problem}; episode {e} aborted, nothing of it is learned from")
         else:
-            self.get_logger().error(f"robot stopped: {what} (no episode running)")
+            self.get_logger().error(f"{problem} (no episode running)")
         self.resetting, self.homing = False, None  # a reset under way restarts once the robot moves again
-        if status.mode == "reflex" and not self.automatic_recovery:
-            self.get_logger().warning(f"press 'recover' on {self.cfg['operator_topic']} once the arm is clear to "
-                                      f"run {self.cfg['error_recovery_action']}")
+        if not self.automatic_recovery:
+            self.get_logger().warning(f"press 'recover' on {self.cfg['operator_topic']} once the arm is clear, to run "
+                                      f"{self.cfg['error_recovery_action']} and re-activate "
+                                      f"{self.cfg['hardware_component']} and {list(self.cfg['recovery_controllers'])}")
 
+    # -------------------------------------------------------- error recovery
     def _recover(self) -> None:
-        """franka_hardware's error recovery (one goal at a time)."""
+        """franka_ros2's recovery, in order: error recovery, hardware component active, controllers active."""
         self.last_recovery = time.monotonic()
-        if not self.recovery_client.server_is_ready():
+        missing = [name for name, ready in (
+            (self.cfg["error_recovery_action"], self.recovery_client.server_is_ready()),
+            ("set_hardware_component_state", self.hardware_client.service_is_ready()),
+            ("switch_controller", self.switch_client.service_is_ready())) if not ready]
+        if missing:
             self.counts["recoveries_failed"] += 1
-            self.get_logger().error(f"{self.cfg['error_recovery_action']} not available; the robot stays stopped "
+            self.get_logger().error(f"recovery impossible, not available: {missing}; the robot stays stopped "
                                     f"(retrying in {self.cfg['recovery_retry']} s)", throttle_duration_sec=5.0)
             return
         self.recovering = True
-        self.get_logger().info(f"calling {self.cfg['error_recovery_action']}")
+        self.get_logger().info(f"recovery 1/3: {self.cfg['error_recovery_action']}")
         self.recovery_client.send_goal_async(topics.ERROR_RECOVERY.type.Goal()).add_done_callback(
             self._on_recovery_accepted)
+
+    def _recovery_failed(self, why: str) -> None:
+        self.recovering = False
+        self.counts["recoveries_failed"] += 1
+        self.get_logger().error(f"recovery failed: {why}")
 
     def _on_recovery_accepted(self, future) -> None:
         handle = future.result()
         if handle is None or not handle.accepted:
-            self.recovering = False
-            self.counts["recoveries_failed"] += 1
-            self.get_logger().error("error recovery goal rejected")
+            self._recovery_failed("the error recovery goal was rejected")
             return
-        handle.get_result_async().add_done_callback(self._on_recovery_done)
+        handle.get_result_async().add_done_callback(self._on_error_cleared)
 
-    def _on_recovery_done(self, future) -> None:
-        self.recovering = False
+    def _on_error_cleared(self, future) -> None:
         res = future.result()
-        if res is not None and res.status == GoalStatus.STATUS_SUCCEEDED:
-            self.counts["recoveries"] += 1
-            self.get_logger().info("error recovery done")
-        else:
-            self.counts["recoveries_failed"] += 1
-            self.get_logger().error(f"error recovery failed (status {getattr(res, 'status', None)})")
+        if res is None or res.status != GoalStatus.STATUS_SUCCEEDED:
+            self._recovery_failed(f"error recovery ended with status {getattr(res, 'status', None)}")
+            return
+        self.get_logger().info(f"recovery 2/3: {self.cfg['hardware_component']} active")
+        req = topics.SET_HARDWARE_STATE.type.Request(name=self.cfg["hardware_component"])
+        req.target_state.id, req.target_state.label = LifecycleState.PRIMARY_STATE_ACTIVE, "active"
+        self.hardware_client.call_async(req).add_done_callback(self._on_hardware_active)
+
+    def _on_hardware_active(self, future) -> None:
+        res = future.result()
+        if res is None or not res.ok:
+            self._recovery_failed(f"set_hardware_component_state {self.cfg['hardware_component']} active refused "
+                                  f"(state {getattr(getattr(res, 'state', None), 'label', None)})")
+            return
+        self.get_logger().info(f"recovery 3/3: activate {list(self.cfg['recovery_controllers'])}")
+        req = topics.SWITCH_CONTROLLER.type.Request(activate_controllers=list(self.cfg["recovery_controllers"]),
+                                                   strictness=topics.SWITCH_CONTROLLER.type.Request.BEST_EFFORT,
+                                                   activate_asap=True)
+        self.switch_client.call_async(req).add_done_callback(self._on_controllers_active)
+
+    def _on_controllers_active(self, future) -> None:
+        res = future.result()
+        if res is None or not res.ok:
+            self._recovery_failed(f"switch_controller refused: {getattr(res, 'message', 'no answer')}")
+            return
+        self.recovering = False
+        self.counts["recoveries"] += 1
+        self.get_logger().info("recovery done; waiting for the robot state in move mode")
 
     def _on_joint_states(self, msg: JointState) -> None:
         try:

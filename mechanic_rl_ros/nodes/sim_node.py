@@ -21,6 +21,14 @@ for franka_ros2 + ros2_control + a camera driver:
   error-recovery action (``/action_server/error_recovery``,
   franka_msgs/action/ErrorRecovery) is called; ``/sim/inject_reflex`` forces
   one;
+* plays controller_manager's part after an error, as franka_ros2 from 3.3 does
+  (:mod:`mechanic_rl_ros.sim.controller_manager`): a reflex leaves the hardware
+  component unconfigured and every controller inactive, so the robot state
+  stops (its broadcaster is one of them) while ``/joint_states`` goes on (as
+  franka_bringup's joint_state_publisher re-stamps it); after the error
+  recovery, ``/controller_manager/set_hardware_component_state`` and
+  ``/controller_manager/switch_controller`` (controller_manager_msgs) bring
+  them back, and only an active arm controller moves the arm;
 * serves franka_gripper's actions under ``gripper_namespace``
   (``/franka_gripper``): ``move``, ``grasp``, ``homing``
   (franka_msgs/action/*) and ``gripper_action``
@@ -81,6 +89,7 @@ from rclpy.node import Node
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import Float64MultiArray
+from lifecycle_msgs.msg import State as LifecycleState
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
@@ -90,6 +99,8 @@ from mechanic_rl_ros.msg import TaskState
 from mechanic_rl_ros.nodes.common import Param, RateLimitedLog, declare_parameters, publish_diagnostics, run_node
 from mechanic_rl_ros.sim.env import REWARD_TYPES, make_env
 from mechanic_rl_ros.sim import gripper as gripper_semantics
+from mechanic_rl_ros.sim.controller_manager import (ARM_CONTROLLERS, ROBOT_STATE_BROADCASTER, STATE_LABELS,
+                                                    ControllerManager)
 from mechanic_rl_ros.sim.fr3_sim import CAMERAS
 from mechanic_rl_ros.sim.tasks import TASK_STATE_FIELDS, TASKS
 from mechanic_rl_ros.srv import ResetEpisode
@@ -157,6 +168,15 @@ def _same(a: Trajectory, b: Trajectory | None) -> bool:
                     for p, q in zip(a.points, b.points)))
 
 
+def _fill_hardware_response(res, ok: bool, state: int) -> None:
+    res.ok = ok
+    res.state = LifecycleState(id=state, label=STATE_LABELS[state])
+
+
+def _fill_switch_response(res, ok: bool, message: str) -> None:
+    res.ok, res.message = ok, message
+
+
 #: why a gripper goal ended when an episode reset re-opened the hand under it (expected, logged at INFO)
 RESET_DURING_GOAL = "the episode was reset while the goal ran"
 #: [m/s] the fingers count as stopped below this speed, and [s of sim time] for this long
@@ -202,6 +222,8 @@ PARAMETERS = [
           "last_motion_errors, measured_joint_state), with every joint state"),
     Param("error_recovery_action", topics.ERROR_RECOVERY.name, "franka_msgs/action/ErrorRecovery: clear a reflex; the "
           "arm controller is active again and holds the measured position"),
+    Param("controller_manager", topics.CONTROLLER_MANAGER, "namespace of the controller_manager services this "
+          "node serves: set_hardware_component_state and switch_controller"),
     Param("inject_reflex_service", topics.INJECT_REFLEX.name, "std_srvs/Trigger: force a reflex now (tests, "
           "rehearsing the recovery)"),
     Param("gripper_namespace", topics.GRIPPER_NAMESPACE, "franka_gripper's node: its actions move, grasp, homing, "
@@ -267,6 +289,12 @@ class SimNode(Node):
         self.gripper_goals_active = 0
         self.gripper_goal: float | None = None  # [m] the width the last gripper goal drives to
         self.create_service(t.RESET.type, cfg["reset_service"], self._on_reset)
+        self.cm = ControllerManager(arm_controller=ARM_CONTROLLERS[cfg["arm_controller"]])
+        cm_ns = cfg["controller_manager"].rstrip("/")
+        self.create_service(t.SET_HARDWARE_STATE.type, cm_ns + "/set_hardware_component_state",
+                            lambda req, res: self._physics_service("hardware", req, res))
+        self.create_service(t.SWITCH_CONTROLLER.type, cm_ns + "/switch_controller",
+                            lambda req, res: self._physics_service("switch", req, res))
         self.robot_state_pub = self.create_publisher(t.ROBOT_STATE.type, cfg["robot_state_topic"], t.ROBOT_STATE.qos)
         ActionServer(self, t.ERROR_RECOVERY.type, cfg["error_recovery_action"], self._execute_recovery,
                      callback_group=actions)
@@ -281,7 +309,7 @@ class SimNode(Node):
         self.stats = {"commands_applied": 0, "commands_rejected": 0, "resets": 0, "ticks": 0, "frames": 0,
                       "gripper_goals": 0, "gripper_goals_succeeded": 0, "gripper_goals_failed": 0,
                       "gripper_goals_overlapping": 0,
-                      "reflexes": 0, "recoveries": 0, "idle_periods": 0, "late_trajectories": 0, "dropped_before_reset": 0}
+                      "reflexes": 0, "recoveries": 0, "commands_while_inactive": 0, "idle_periods": 0, "late_trajectories": 0, "dropped_before_reset": 0}
         self.max_trajectory_delay = 0.0  # [s] largest (sim time read - header.stamp) of a trajectory
         self._last_trajectory: Trajectory | None = None  # the last one received, stamp on the stack's clock
         self.last_error = ""
@@ -327,6 +355,18 @@ class SimNode(Node):
             response.success, response.message = False, "physics thread did not answer in 30 s"
         else:
             response.success, response.message = req.result
+        return response
+
+    def _physics_service(self, kind: str, request, response):
+        """A controller_manager service answered by the physics thread (``req.result`` fills the response)."""
+        req = _Request(kind, request, threading.Event())
+        self.requests.put(req)
+        if not req.done.wait(timeout=30.0):
+            response.ok = False
+            if hasattr(response, "message"):
+                response.message = "physics thread did not answer in 30 s"
+            return response
+        req.result(response)
         return response
 
     def _execute_recovery(self, handle):
@@ -472,7 +512,12 @@ class SimNode(Node):
             except queue.Empty:
                 return got_arm
             sim = self.env.sim
-            if req.kind in ("arm", "trajectory"):
+            if req.kind in ("arm", "trajectory") and not self.cm.is_active(self.cm.arm_controller):
+                got_arm = True  # (it still counts as the command of this lockstep period)
+                self.stats["commands_while_inactive"] += 1
+                self.get_logger().info(f"{self.cm.arm_controller} is not active: command not applied",
+                                       throttle_duration_sec=1.0)
+            elif req.kind in ("arm", "trajectory"):
                 got_arm = True
                 try:
                     traj = req.value
@@ -510,9 +555,9 @@ class SimNode(Node):
                 self.gripper_goal = float(req.value)
             elif req.kind == "recover":
                 was = sim.robot_mode
-                sim.recover()
-                self.stats["recoveries"] += 1
-                req.result = (True, f"recovered from {was}; {self.cfg['arm_controller']} controller active")
+                sim.recover()  # the robot's error is cleared; commands wait for an active arm controller
+                req.result = (True, f"error recovery done (was {was}); hardware {STATE_LABELS[self.cm.hardware_state]}, "
+                                    f"active controllers {sorted(self.cm.active)}")
                 self._note_mode()
                 req.done.set()
             elif req.kind == "inject":
@@ -520,9 +565,28 @@ class SimNode(Node):
                 req.result = (True, "reflex injected: joint_reflex")
                 self._note_mode()
                 req.done.set()
-            elif req.kind == "reset" and sim.robot_mode == "reflex":
-                req.result = (f"robot in reflex ({', '.join(sim.errors)}): call {self.cfg['error_recovery_action']} "
-                              f"before a reset, as the real arm cannot be driven home before")
+            elif req.kind == "hardware":
+                ok, state = self.cm.set_hardware_state(req.value.name, int(req.value.target_state.id),
+                                                       robot_error=sim.robot_mode == "reflex")
+                req.result = lambda res, ok=ok, state=state: _fill_hardware_response(res, ok, state)
+                self.get_logger().info(f"set_hardware_component_state {req.value.name} -> "
+                                       f"{req.value.target_state.id}: {'ok' if ok else 'refused'}, now "
+                                       f"{STATE_LABELS[state]}")
+                req.done.set()
+            elif req.kind == "switch":
+                ok, message, started = self.cm.switch(list(req.value.activate_controllers),
+                                                      list(req.value.deactivate_controllers),
+                                                      int(req.value.strictness))
+                if self.cm.arm_controller in started:
+                    sim.recover()  # the arm controller starts holding the measured position
+                    self.stats["recoveries"] += 1
+                req.result = lambda res, ok=ok, message=message: _fill_switch_response(res, ok, message)
+                self.get_logger().info(f"switch_controller: {message} (active: {sorted(self.cm.active)})")
+                req.done.set()
+            elif req.kind == "reset" and self._robot_mode() != "move":
+                req.result = (f"robot not in move mode ({self._robot_mode()}; errors {list(sim.errors)}): recover "
+                              f"it first ({self.cfg['error_recovery_action']}, then re-activate the hardware and "
+                              f"the controllers), as the real arm cannot be driven home before")
                 req.done.set()
             elif req.kind == "reset":
                 try:
@@ -590,9 +654,16 @@ class SimNode(Node):
             if sim.robot_mode == "reflex":
                 self.stats["reflexes"] += 1
                 self.last_motion_errors = tuple(sim.errors)
+                self.cm.on_hardware_error()
                 self.get_logger().error(f"robot reflex: {sim.last_violation}; commands are ignored until "
                                         f"{self.cfg['error_recovery_action']} is called")
             self._mode_sent = text
+
+    def _robot_mode(self) -> str:
+        """libfranka's robot mode: reflex until recovered, move while the arm controller runs, else idle."""
+        if self.env.sim.robot_mode == "reflex":
+            return "reflex"
+        return "move" if self.cm.is_active(self.cm.arm_controller) else "idle"
 
     def _stamp(self) -> Time:
         if self.lockstep:
@@ -616,8 +687,9 @@ class SimNode(Node):
                          effort=msg.effort[:7])
         arm.header = msg.header
         # before the joint state: a node that sees a joint state has seen the mode it was measured in
-        self.robot_state_pub.publish(robot_state_message(sim.robot_mode, sim.errors, self.last_motion_errors, arm,
-                                                          sim.desired))
+        if self.cm.is_active(ROBOT_STATE_BROADCASTER):
+            self.robot_state_pub.publish(robot_state_message(self._robot_mode(), sim.errors, self.last_motion_errors,
+                                                             arm, sim.desired))
         self.joint_pub.publish(msg)
         fingers = JointState(name=list(fr3.FINGER_JOINT_NAMES), position=msg.position[7:9],
                              velocity=msg.velocity[7:9], effort=msg.effort[7:9])

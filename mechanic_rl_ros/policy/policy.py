@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -361,6 +362,21 @@ class DiffusionPolicy(nn.Module):
         for k in self.cfg.lowdim_keys:
             out[k] = _as_tensor(obs_history[k], self.device, torch.float32)[None]
         return out
+
+    def warm_up(self) -> float:
+        """One stochastic sample on an all-zero history, discarded; returns its wall time [s].
+
+        torch's first call runs its lazy set-up (seconds on a loaded machine); a node pays it before it
+        acts, not on its first control tick. No generator is shared with real sampling.
+        """
+        T, S = self.cfg.obs_horizon, self.cfg.image_size
+        hist: dict[str, Any] = {k: np.zeros((T, self.cfg.lowdim_dims[k]), np.float32) for k in self.cfg.lowdim_keys}
+        if self.cfg.cameras:
+            hist["images"] = {c: np.zeros((T, S, S, 3), np.uint8) for c in self.cfg.cameras}
+        start = time.perf_counter()
+        with torch.inference_mode():
+            self.sample(self.batch_single(hist), stochastic=True, generator=torch.Generator().manual_seed(0))
+        return time.perf_counter() - start
 
     def predict_chunk(self, obs_history: Mapping[str, Any], *, generator: torch.Generator | None = None,
                       seed: int | None = None, stochastic: bool = False,

@@ -51,6 +51,10 @@ class RobotStatus:
     #: q_d and dq_d [rad, rad/s] in fr3_joint1..7 order; None when the message carries no 7 named values
     desired_q: np.ndarray | None = None
     desired_dq: np.ndarray | None = None
+    #: ``last_motion_errors``: what stopped the last motion (kept after a recovery)
+    last_errors: tuple[str, ...] = ()
+    #: the measured joint positions of the same message [rad] (None: not 7 named values)
+    measured_q: np.ndarray | None = None
 
     @property
     def executing(self) -> bool:
@@ -67,16 +71,22 @@ def read_robot_state(msg: FrankaRobotState) -> RobotStatus:
     if mode is None:
         raise ValueError(f"robot_mode: {msg.robot_mode} is not one of the ROBOT_MODE_* values {sorted(MODE_NAMES)}")
     errors = tuple(f for f in ERROR_FIELDS if getattr(msg.current_errors, f))
-    desired = msg.desired_joint_state
-    q_d = dq_d = None
-    names = list(desired.name)
-    if all(n in names for n in fr3.JOINT_NAMES) and len(desired.position) == len(names) \
-            and len(desired.velocity) == len(names):
-        idx = [names.index(n) for n in fr3.JOINT_NAMES]
-        q_d, dq_d = np.asarray(desired.position)[idx], np.asarray(desired.velocity)[idx]
-        if not (np.all(np.isfinite(q_d)) and np.all(np.isfinite(dq_d))):
-            raise ValueError(f"desired_joint_state: positions and velocities must be finite, got {q_d}, {dq_d}")
-    return RobotStatus(mode, errors, msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9, q_d, dq_d)
+    q_d, dq_d = _named(msg.desired_joint_state, "desired_joint_state", ("position", "velocity"))
+    (q_m,) = _named(msg.measured_joint_state, "measured_joint_state", ("position",))
+    last = tuple(f for f in ERROR_FIELDS if getattr(msg.last_motion_errors, f))
+    return RobotStatus(mode, errors, msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9, q_d, dq_d, last, q_m)
+
+
+def _named(js, field: str, kinds: tuple[str, ...]) -> list[np.ndarray | None]:
+    """The ``kinds`` of a JointState in fr3_joint1..7 order; Nones when it does not name all 7 with values."""
+    names = list(js.name)
+    if not all(n in names for n in fr3.JOINT_NAMES) or any(len(getattr(js, k)) != len(names) for k in kinds):
+        return [None] * len(kinds)
+    idx = [names.index(n) for n in fr3.JOINT_NAMES]
+    out = [np.asarray(getattr(js, k), dtype=np.float64)[idx] for k in kinds]
+    if not all(np.all(np.isfinite(v)) for v in out):
+        raise ValueError(f"{field}: {', '.join(kinds)} must be finite, got {out}")
+    return out
 
 
 def robot_state_message(mode: str, errors: list[str] | tuple[str, ...], last_motion_errors: list[str] | tuple[str, ...],

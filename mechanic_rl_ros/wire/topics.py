@@ -40,12 +40,13 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CameraInfo, Image, JointState
-from std_msgs.msg import Float64MultiArray, String
+from std_msgs.msg import Float64MultiArray, Int64, String
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 from visualization_msgs.msg import MarkerArray
 
 from control_msgs.action import GripperCommand
+from controller_manager_msgs.srv import SetHardwareComponentState, SwitchController
 from franka_msgs.action import ErrorRecovery, Grasp, Homing, Move
 from franka_msgs.msg import FrankaRobotState
 
@@ -124,6 +125,9 @@ LEARNER_STATS = Topic("/learner/stats", LearnerStats, MONITOR)
 LEARNER_STATUS_TEXT = Topic("/learner/status_text", MarkerArray, MONITOR)
 PREDICTED_PATH = Topic("/policy/predicted_path", MarkerArray, MONITOR)
 OPERATOR_KEY = Topic("/operator/key", String, MONITOR)
+#: policy_node -> reward_node: the last episode the policy has stopped commanding in; reward_node starts the next
+#: reset (a simulator teleport, or its own home motion) only then, so no stale trajectory follows the reset
+POLICY_STOPPED = Topic("/policy/stopped", Int64, LATCHED)
 DIAGNOSTICS = Topic("/diagnostics", DiagnosticArray, MONITOR)
 CLOCK = Topic("/clock", Clock, MONITOR)
 
@@ -154,5 +158,10 @@ GRIPPER_ACTION = Action(GRIPPER_NAMESPACE + "/gripper_action", GripperCommand)
 
 #: franka_hardware's error recovery (its ``action_server`` node; an empty goal clears a reflex)
 ERROR_RECOVERY = Action("/action_server/error_recovery", ErrorRecovery)
+#: controller_manager (ros2_control): after an error recovery, franka_ros2 >= 3.3 needs the hardware component
+#: and the controllers activated again through these services
+CONTROLLER_MANAGER = "/controller_manager"
+SET_HARDWARE_STATE = Service(CONTROLLER_MANAGER + "/set_hardware_component_state", SetHardwareComponentState)
+SWITCH_CONTROLLER = Service(CONTROLLER_MANAGER + "/switch_controller", SwitchController)
 #: the simulator forces a reflex (tests; an operator rehearsing the recovery)
 INJECT_REFLEX = Service("/sim/inject_reflex", Trigger)
