@@ -211,7 +211,8 @@ class PolicyNode(Node):
         self.running_sha256: str | None = None  # of the adopted weights; None while running the checkpoint's own
         self.counts = {"commands": 0, "transitions": 0, "hold_stale": 0, "hold_no_action": 0, "hold_model": 0,
                        "clamped": 0, "weights_adopted": 0, "weights_rejected": 0, "inputs_rejected": 0,
-                       "hold_robot_state": 0, "episodes_given_up": 0, "hold_late": 0}
+                       "hold_robot_state": 0, "episodes_given_up": 0, "ticks_late": 0,
+                       "ticks_off_grid": 0}
         #: the robot's last reported mode (None: none received yet)
         self.robot: RobotStatus | None = None
         self.robot_state_received = -float("inf")  # [s, node clock]
@@ -408,6 +409,14 @@ class PolicyNode(Node):
             return
         now = self._now()
         sim_time = self._sim_time()
+        if sim_time and abs(now / self.dt - round(now / self.dt)) > 1e-6:
+            # lock-step: the simulator waits at each control instant for that tick's command; a tick off the grid
+            # runs while it is stepping a period on its own (its idle timeout), and whatever it sent would be read
+            # late or taken as the next period's command. Nothing is sent; the committed trajectory plays on.
+            self.counts["ticks_off_grid"] += 1
+            self.get_logger().info(f"tick at {now:.3f} s, off the {self.dt} s grid: the simulator is stepping on "
+                                   f"its own; nothing sent", throttle_duration_sec=1.0)
+            return
         deadline = time.monotonic() + (self.cfg["input_wait"] if sim_time else 0.0)
         while True:
             try:
@@ -446,14 +455,13 @@ class PolicyNode(Node):
             self._hold()
             return
         if sim_time and self._now() > now + 1e-9:
-            # the lockstep simulator ran on (its idle timeout) while this tick waited: it is already past the
-            # /clock this node has, and a new trajectory would be played late, off the committed one (a
-            # step). The committed trajectory again is safe at any delay. The action is not executed.
-            self.counts["hold_late"] += 1
-            self.get_logger().info(f"holding: the simulator ran on from {now:.3f} s to at least {self._now():.3f} s "
-                                   f"while this tick waited; action {item[2]} of chunk {item[1].index} not executed",
+            # the lock-step simulator ran on (its idle timeout) while this tick waited: a trajectory for this
+            # instant would be played late, off the committed one (a step), and any message would be taken as
+            # the next period's command. Nothing is sent; the committed trajectory plays on (it ends at rest).
+            self.counts["ticks_late"] += 1
+            self.get_logger().info(f"the simulator ran on from {now:.3f} s to at least {self._now():.3f} s while "
+                                   f"this tick waited; action {item[2]} of chunk {item[1].index} not executed",
                                    throttle_duration_sec=1.0)
-            self._hold()
             return
         action, chunk, k = item
         if k == 0:
@@ -577,7 +585,7 @@ class PolicyNode(Node):
     def _publish_diagnostics(self) -> None:
         lat = np.array(self.planner.latencies) * 1e3 if self.planner.latencies else np.zeros(1)
         holds = (self.counts["hold_stale"] + self.counts["hold_no_action"] + self.counts["hold_model"]
-                 + self.counts["hold_late"] + self.counts["hold_robot_state"])
+                 + self.counts["hold_robot_state"])
         level, message = DiagnosticStatus.OK, f"version {self.planner.version}, " + ("acting" if self.episode is not None else "idle")
         if self.last_problem:
             level, message = DiagnosticStatus.WARN, f"{message}; last problem: {self.last_problem}"
