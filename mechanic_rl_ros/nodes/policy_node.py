@@ -313,9 +313,10 @@ class PolicyNode(Node):
             self.counts["hold_robot_state"] += 1
             text = ("no robot state received yet" if robot is None else
                     f"robot state {self._now() - self.robot_state_received:.3f} s old (max_age {self.cfg['max_age']})")
-            self.get_logger().info(f"holding: {text}", throttle_duration_sec=1.0)
-            if robot is not None:
-                self._hold()
+            # nothing is sent: without a current robot state the controller may be inactive (franka_ros2
+            # deactivates it with the broadcaster on an error), and a hold arriving after its re-activation
+            # would start from where the arm was before it stopped
+            self.get_logger().info(f"not commanding: {text}", throttle_duration_sec=1.0)
             return False
         return True
 

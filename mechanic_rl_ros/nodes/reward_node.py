@@ -308,7 +308,7 @@ class RewardNode(Node):
     def _on_operator(self, msg: String) -> None:
         key = msg.data.strip().lower()
         if key == "recover":
-            if self.watch_robot and self.robot_fault is not None and not self.recovering:
+            if self.watch_robot and self.robot_fault is not None and not self.recovering and self._policy_stopped():
                 self._recover()
             else:
                 self.get_logger().info(f"operator 'recover': nothing to recover from (robot fault: "
@@ -370,8 +370,8 @@ class RewardNode(Node):
             # before the first robot state, or idle between episodes (a controller not started yet): wait
             self.get_logger().info(f"waiting for the robot: {problem}", throttle_duration_sec=5.0)
         elif (self.automatic_recovery and not self.recovering
-              and time.monotonic() - self.last_recovery > self.cfg["recovery_retry"]):
-            self._recover()
+              and time.monotonic() - self.last_recovery > self.cfg["recovery_retry"] and self._policy_stopped()):
+            self._recover()  # (only once policy_node stopped: a command after re-activation would be stale)
         return False
 
     def _on_fault(self, problem: str) -> None:
