@@ -1,10 +1,10 @@
-"""The learner's checkpoint directory is replaced whole (nodes.common.replace_dir), and a replacement cut
+"""The learner's checkpoint directory is replaced whole (rl.persist.replace_dir), and a replacement cut
 short between its two renames is taken back at the next start (recover_dir)."""
 from __future__ import annotations
 
 from pathlib import Path
 
-from mechanic_rl_ros.nodes.common import recover_dir, replace_dir
+from mechanic_rl_ros.rl.persist import recover_dir, replace_dir
 
 MARKER = "node_state.json"
 

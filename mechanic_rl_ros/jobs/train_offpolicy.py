@@ -28,6 +28,7 @@ import argparse
 import csv
 import json
 import math
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -36,6 +37,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import torch
 
+from mechanic_rl_ros.rl.persist import recover_dir, replace_dir
 from mechanic_rl_ros.rl.replay import ReplayBuffer
 from mechanic_rl_ros.rl.steer import SteerConfig, SteerLearner
 
@@ -56,6 +58,38 @@ UPDATE_FIELDS = ("env_steps", "robot_min", "decisions", "replay", "grad_steps", 
 
 def robot_minutes(steps: int) -> float:
     return steps / 600.0
+
+
+#: written last into a checkpoint directory: its presence marks the directory complete
+CKPT_MARKER = "trainer.json"
+
+
+def save_checkpoint(directory: str | Path, learner: SteerLearner, replay: ReplayBuffer,
+                    trainer_state: Mapping[str, Any]) -> Path:
+    """Learner, replay buffer and trainer state into ``directory``, all from the same moment.
+
+    Written to ``<directory>.tmp`` and swapped in whole (:func:`~mechanic_rl_ros.rl.persist.replace_dir`),
+    so Ctrl-C or SIGKILL at any point leaves the previous checkpoint loadable."""
+    d = Path(directory)
+    tmp = d.with_name(d.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    learner.save(tmp / "learner")
+    replay.save(tmp / "replay.npz")
+    (tmp / CKPT_MARKER).write_text(json.dumps(dict(trainer_state)))
+    replace_dir(tmp, d)
+    return d
+
+
+def load_checkpoint(directory: str | Path) -> tuple[SteerLearner, ReplayBuffer, dict[str, Any]]:
+    """(learner, replay, trainer state) of :func:`save_checkpoint`; a save cut short between its
+    renames is taken back first (:func:`~mechanic_rl_ros.rl.persist.recover_dir`)."""
+    d = Path(directory)
+    recover_dir(d, CKPT_MARKER)
+    if not (d / CKPT_MARKER).is_file():
+        raise FileNotFoundError(f"{d}: no off-policy checkpoint here (expected {CKPT_MARKER}, learner/, replay.npz)")
+    return (SteerLearner.load(d / "learner"), ReplayBuffer.load(d / "replay.npz"),
+            json.loads((d / CKPT_MARKER).read_text()))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -288,9 +322,7 @@ def train(t: Mapping[str, Any], learner_overrides: Mapping[str, Any],
     env_steps, next_episode, wall0 = 0, 0, 0.0
     if t["resume"]:
         rd = Path(t["resume"])
-        learner = SteerLearner.load(rd / "learner")
-        replay = ReplayBuffer.load(rd / "replay.npz")
-        tj = json.loads((rd / "trainer.json").read_text())
+        learner, replay, tj = load_checkpoint(rd)
         env_steps, next_episode, wall0 = tj["env_steps"], tj["next_episode"], tj["wall_s"]
         episodes, evals, updates = tj["episodes"], tj["evals"], tj["updates"]
         log(f"offpolicy: resumed from {rd} at {env_steps} control steps (episodes restart)")
@@ -341,12 +373,9 @@ def train(t: Mapping[str, Any], learner_overrides: Mapping[str, Any],
     def checkpoint() -> None:
         if not out:
             return
-        d = out / "ckpt"
-        learner.save(d / "learner")
-        replay.save(d / "replay.npz")
-        (d / "trainer.json").write_text(json.dumps({
+        save_checkpoint(out / "ckpt", learner, replay, {
             "env_steps": env_steps, "next_episode": next_episode, "wall_s": time.perf_counter() - t0,
-            "episodes": episodes, "evals": evals, "updates": updates}))
+            "episodes": episodes, "evals": evals, "updates": updates})
 
     eval_every = int(t["eval_every"])
     if eval_every > 0 and env_steps == 0:
@@ -464,7 +493,7 @@ def main(argv: list[str] | None = None) -> int:
         policy = DiffusionPolicy.from_checkpoint(t["checkpoint"]).eval().requires_grad_(False)
         npol = NoisePolicy(policy)
         if t["resume"]:
-            sl = SteerLearner.load(Path(t["resume"]) / "learner")
+            sl = load_checkpoint(t["resume"])[0]
             det = not args.eval_stochastic
             gen = torch.Generator().manual_seed(int(t["eval_seed"]))
             choose = (lambda f: sl.act(f, deterministic=det, generator=gen))

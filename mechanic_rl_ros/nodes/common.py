@@ -2,18 +2,15 @@
 their descriptors, the process entry point and its signal handling,
 rate-limited error logs, the /diagnostics message, the joint command message
 the arm's controller takes, and directories replaced without ever being
-half-written."""
+half-written (:mod:`mechanic_rl_ros.rl.persist`)."""
 from __future__ import annotations
 
 import math
-import os
-import shutil
 import signal
 import sys
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 import rclpy
@@ -275,48 +272,3 @@ def run_node(factory: Callable[[], Node], argv: list[str] | None = None, threads
         if rclpy.ok():
             rclpy.shutdown()
         stop.ignore()
-
-
-def replace_dir(tmp: Path, dest: Path) -> None:
-    """Make the complete directory ``tmp`` the new ``dest``, never leaving a half-written one.
-
-    Files are flushed to disk before anything is renamed. The old ``dest`` is
-    renamed to ``<dest>.old`` first (a directory cannot be renamed over a
-    non-empty one), then ``tmp`` to ``dest``; a crash between the two renames
-    leaves both complete, and :func:`recover_dir` picks the newer.
-    """
-    for path in [*tmp.rglob("*"), tmp]:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    old = dest.with_name(dest.name + ".old")
-    if old.exists():
-        shutil.rmtree(old)
-    if dest.exists():
-        dest.rename(old)
-    tmp.rename(dest)
-    fd = os.open(dest.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    if old.exists():
-        shutil.rmtree(old)
-
-
-def recover_dir(dest: Path, marker: str) -> None:
-    """Undo a :func:`replace_dir` cut short between its renames.
-
-    ``marker`` is the file written last into the temporary directory
-    ``<dest>.tmp``, so its presence means that directory is complete. When
-    ``dest`` is missing, the complete ``<dest>.tmp`` (newer) or else
-    ``<dest>.old`` becomes ``dest``.
-    """
-    if dest.exists():
-        return
-    for candidate in (dest.with_name(dest.name + ".tmp"), dest.with_name(dest.name + ".old")):
-        if (candidate / marker).is_file():
-            candidate.rename(dest)
-            return

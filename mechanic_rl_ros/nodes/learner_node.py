@@ -42,9 +42,9 @@ from visualization_msgs.msg import Marker, MarkerArray
 
 from mechanic_rl_ros.control.join import Join
 from mechanic_rl_ros.msg import EpisodeEvent, LearnerStats, StepReward, Transition
-from mechanic_rl_ros.nodes.common import (Param, declare_parameters, publish_diagnostics, recover_dir, replace_dir,
-                                         run_node)
+from mechanic_rl_ros.nodes.common import Param, declare_parameters, publish_diagnostics, run_node
 from mechanic_rl_ros.rl.buffer import RolloutBuffer
+from mechanic_rl_ros.rl.persist import recover_dir, replace_dir
 from mechanic_rl_ros.rl.config import load_config
 from mechanic_rl_ros.rl.dppo import DPPO
 from mechanic_rl_ros.rl.errors import NonFiniteUpdateError
