@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import warnings
 from pathlib import Path
 from typing import List, Optional, Sequence
 
@@ -53,6 +54,8 @@ def _load() -> Optional[ctypes.CDLL]:
     if ncoef != len(ADAM_COEFFICIENTS):
         _load_error = (f"{LIBRARY_PATH.name} is older than fused_kernels.c (Adam coefficients "
                        f"{ncoef}, expected {len(ADAM_COEFFICIENTS)}); rebuild it with `make setup`")
+        # a library that is there but stale would otherwise halve Mechanic's speed without a word
+        warnings.warn(f"Mechanic falls back to torch kernels: {_load_error}", RuntimeWarning, stacklevel=2)
         return None
     c_int = ctypes.c_int
     lib.mechanic_measure.argtypes = [c_int, i64, vp, vp, vp, vp, vp, vp, c_int]
