@@ -16,6 +16,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("mechanic_rl_ros.jobs.evaluate", "evaluate a policy checkpoint in the simulated FR3"),
     "train-rl": ("mechanic_rl_ros.jobs.train_rl", "headless online RL fine-tuning (no ROS)"),
     "train-offpolicy": ("mechanic_rl_ros.jobs.train_offpolicy", "headless off-policy (noise-space SAC) fine-tuning"),
+    "train-select": ("mechanic_rl_ros.jobs.train_select",
+                     "headless off-policy fine-tuning: a critic picks among the frozen policy's proposals"),
     "finetune": ("mechanic_rl_ros.stack.runner", "run the whole ROS 2 node stack (venv runner of finetune.launch.py)"),
 }
 

@@ -66,9 +66,12 @@ def run_blocks(runner: ChunkRunner, loops: Sequence[ChunkLoop], idx: Sequence[in
 
 
 def count_successes(runner: ChunkRunner, loops: Sequence[ChunkLoop], plan: BatchPlanner, episodes: int,
-                    seed: int) -> int:
+                    seed: int, outcomes: list[int] | None = None) -> int:
     """Successes over ``episodes`` episodes reset with seeds ``seed + j``, ``len(loops)`` at a time
-    (``runner`` has as many environments), the planning ticks of all running episodes in one batch."""
+    (``runner`` has as many environments), the planning ticks of all running episodes in one batch.
+    ``outcomes``, if given, is filled with each episode's 0/1 in seed order (for paired comparisons)."""
+    if outcomes is not None:
+        outcomes[:] = [0] * episodes
     n = len(loops)
     wins = 0
     for start in range(0, episodes, n):
@@ -83,6 +86,8 @@ def count_successes(runner: ChunkRunner, loops: Sequence[ChunkLoop], plan: Batch
             for i, (_, res) in zip(active, run_blocks(runner, loops, active, reset_on_end=False)):
                 if res.terminated or res.truncated:
                     wins += int(res.success)
+                    if outcomes is not None:
+                        outcomes[start + i] = int(res.success)
                 else:
                     still.append(i)
             active = still

@@ -240,15 +240,16 @@ def _runner(policy: Any, task: str, num_envs: int, seed: int, workers: int, rewa
 
 
 def evaluate(np_policy: NoisePolicy, choose: Callable[[torch.Tensor], torch.Tensor], task: str, episodes: int,
-             seed: int, num_envs: int, workers: int = 0) -> int:
-    """Successes over ``episodes`` episodes reset with seeds ``seed + j``; ``choose(features) -> x_K``."""
+             seed: int, num_envs: int, workers: int = 0, outcomes: list[int] | None = None) -> int:
+    """Successes over ``episodes`` episodes reset with seeds ``seed + j``; ``choose(features) -> x_K``
+    (``outcomes``: filled with each episode's 0/1, see :func:`~mechanic_rl_ros.jobs.rollouts.count_successes`)."""
     from mechanic_rl_ros.control.chunk_loop import ChunkLoop
     from mechanic_rl_ros.jobs.rollouts import count_successes
 
     n = max(1, min(num_envs, episodes))
     with _runner(np_policy.policy, task, n, seed, workers) as runner:
         loops = [ChunkLoop.for_policy(np_policy.policy) for _ in range(n)]
-        return count_successes(runner, loops, NoisePlanner(np_policy, choose), episodes, seed)
+        return count_successes(runner, loops, NoisePlanner(np_policy, choose), episodes, seed, outcomes)
 
 
 def base_chooser(noise_dim: int, seed: int) -> Callable[[torch.Tensor], torch.Tensor]:

@@ -248,7 +248,7 @@ class DiffusionPolicy(nn.Module):
     def sample(self, obs: Mapping[str, Any], *, stochastic: bool = True, num_steps: int | None = None,
                eta: float | None = None, generator: torch.Generator | None = None,
                x_init: torch.Tensor | None = None, finetune_steps: int | None = None,
-               noise_clip: float | None = None) -> DiffusionSample:
+               noise_clip: float | None = None, cond: torch.Tensor | None = None) -> DiffusionSample:
         """Denoise K steps from x_K ~ N(0, I) for a batch of observations.
 
         stochastic=True: DPPO sampling, x_prev ~ N(mean_i, std_i^2) with the
@@ -260,7 +260,9 @@ class DiffusionPolicy(nn.Module):
         standard-normal draw to [-c, c] as DPPO does (randn_clip_value = 3); the
         log-probabilities stay those of the unclipped Gaussian at the sampled point.
         The last ``finetune_steps`` (default ``sampling.finetune_steps``) use ``ft_net``.
-        The observation features are computed once per call and shared by all steps.
+        The observation features are computed once per call and shared by all steps; ``cond``
+        (the pretrained net's features, :meth:`encode`) skips that and ``obs`` is not read (no
+        ``ft_net`` steps then), so many initial noises can be denoised from one encoding.
         """
         s = self.cfg.sampling
         k = int(num_steps or s.inference_steps)
@@ -268,9 +270,14 @@ class DiffusionPolicy(nn.Module):
         n_ft = self._resolve_ft(finetune_steps, k)
         sp = self.schedule.step_params(k)
         sigma, std, lp_std = self._stds(sp.ddim_sigma_unit, eta)
-        images, lowdim = self.prepare_obs(obs)
-        cond_base = self.net.encode(images, lowdim) if n_ft < k else None
-        cond_ft = self.ft_net.encode(images, lowdim) if n_ft > 0 else None  # type: ignore[union-attr]
+        if cond is not None:
+            if n_ft > 0:
+                raise ValueError("sample(cond=...) takes the pretrained net's features; finetune_steps must be 0")
+            cond_base, cond_ft = cond.to(self.device, torch.float32), None
+        else:
+            images, lowdim = self.prepare_obs(obs)
+            cond_base = self.net.encode(images, lowdim) if n_ft < k else None
+            cond_ft = self.ft_net.encode(images, lowdim) if n_ft > 0 else None  # type: ignore[union-attr]
         b = (cond_base if cond_base is not None else cond_ft).shape[0]  # type: ignore[union-attr]
         dev, dt = self.device, torch.float32
         shape = (b, self.cfg.pred_horizon, self.cfg.action_dim)

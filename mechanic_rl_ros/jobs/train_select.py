@@ -1,0 +1,320 @@
+"""Headless off-policy fine-tuning by value-guided selection (:mod:`mechanic_rl_ros.rl.select`).
+
+Each decision of each of ``num_envs`` simulated FR3s: the frozen policy's features are computed once,
+``num_candidates`` initial noises x_K ~ N(0, I) are denoised (deterministic DDIM) into proposals, the
+critic ensemble picks one (the first proposal during the warm-up: the pretrained policy as it is),
+and its T_a actions run in the simulator (sparse reward: 1 on success, a time-limit failure is
+terminal). A decision enters the replay buffer once the next decision's features and proposals are
+known (the max of the TD target runs over them); after every round the critic makes ``utd``
+gradient steps per new decision. Robot time is counted in control steps (600 = one robot minute
+at 10 Hz). Deterministic evaluations (the critic's argmax over proposals drawn from a generator
+seeded with ``eval_seed``, reset seeds ``eval_seed + j``) every ``eval_every`` control steps and at
+the end.
+
+Outputs in ``--out``: ``episodes.csv``, ``evals.csv`` (with ``outcomes`` of the final evaluation in
+``final.json`` for paired comparisons), ``updates.csv``, ``learning_curve.png``, ``final.json``,
+``ckpt/`` (learner + replay + trainer state, swapped in whole). ``--eval-only`` evaluates
+``--resume``'s critic, or with ``--num-candidates 1`` the pretrained policy.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import torch
+
+from mechanic_rl_ros.jobs.train_offpolicy import (EPISODE_FIELDS, EVAL_FIELDS, NoisePolicy, _fmt, _runner,
+                                                   _write_csv, plot_curve, robot_minutes)
+from mechanic_rl_ros.rl.persist import recover_dir, replace_dir
+from mechanic_rl_ros.rl.select import CandidateReplay, SelectConfig, SelectLearner
+
+UPDATE_FIELDS = ("env_steps", "robot_min", "decisions", "replay", "grad_steps", "critic_loss", "q_mean",
+                 "target_mean", "critic_scale", "nonfinite_skipped", "train_success_20", "wall_s")
+CKPT_MARKER = "trainer.json"
+
+
+class SelectPlanner:
+    """The :data:`~mechanic_rl_ros.jobs.rollouts.BatchPlanner` of the selection learner.
+
+    Per request: features (``known_feat`` once if the caller has them), N proposals from one batched
+    deterministic DDIM, ``choose(features, proposals) -> index``. Keeps :attr:`feat` [B, F],
+    :attr:`cands` [B, N, T_a * A] (normalised executed actions) and :attr:`idx` [B] of the last batch."""
+
+    def __init__(self, npol: NoisePolicy, num_candidates: int, generator: torch.Generator,
+                 choose: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]):
+        self.npol, self.n, self.generator, self.choose = npol, int(num_candidates), generator, choose
+        self.known_feat: torch.Tensor | None = None
+        self.feat = self.cands = self.idx = None
+
+    @torch.no_grad()
+    def __call__(self, reqs: list[Any]) -> list[Any]:
+        from mechanic_rl_ros.control.chunk_loop import Chunk
+
+        policy, n = self.npol.policy, self.n
+        pc = policy.cfg
+        b = len(reqs)
+        feat = self.known_feat if self.known_feat is not None else self.npol.features([r.history for r in reqs])
+        self.known_feat = None
+        x = torch.randn((b * n, pc.pred_horizon, pc.action_dim), generator=self.generator)
+        out = policy.sample(None, stochastic=False, x_init=x, cond=feat.repeat_interleave(n, dim=0))
+        norm = out.actions_norm.view(b, n, pc.pred_horizon, pc.action_dim)
+        acts = out.actions.view(b, n, pc.pred_horizon, pc.action_dim).cpu().numpy()
+        cands = torch.stack([policy.executable(norm[i], r.lead) for i, r in enumerate(reqs)]).reshape(b, n, -1)
+        idx = self.choose(feat, cands)
+        self.feat, self.cands, self.idx = feat, cands, idx
+        return [Chunk(policy.executable(acts[i, int(idx[i])], r.lead).astype(np.float64), r.index)
+                for i, r in enumerate(reqs)]
+
+
+def first_proposal(feat: torch.Tensor, cands: torch.Tensor) -> torch.Tensor:
+    """The pretrained policy as it is: always the first (a plain x_K ~ N(0, I)) proposal."""
+    return torch.zeros(cands.shape[0], dtype=torch.long)
+
+
+def evaluate(npol: NoisePolicy, choose: Callable, num_candidates: int, task: str, episodes: int, seed: int,
+             num_envs: int, outcomes: list[int] | None = None) -> int:
+    """Successes over ``episodes`` reset seeds ``seed + j``; proposals from a generator seeded with ``seed``."""
+    from mechanic_rl_ros.control.chunk_loop import ChunkLoop
+    from mechanic_rl_ros.jobs.rollouts import count_successes
+
+    n = max(1, min(num_envs, episodes))
+    planner = SelectPlanner(npol, num_candidates, torch.Generator().manual_seed(int(seed)), choose)
+    with _runner(npol.policy, task, n, seed, 0) as runner:
+        loops = [ChunkLoop.for_policy(npol.policy) for _ in range(n)]
+        return count_successes(runner, loops, planner, episodes, seed, outcomes)
+
+
+def save_checkpoint(directory: Path, learner: SelectLearner, replay: CandidateReplay,
+                    state: Mapping[str, Any]) -> None:
+    """Learner, replay and trainer state, written aside and swapped in whole (a kill leaves the previous)."""
+    tmp = directory.with_name(directory.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    learner.save(tmp / "learner")
+    replay.save(tmp / "replay.npz")
+    (tmp / CKPT_MARKER).write_text(json.dumps(dict(state)))
+    replace_dir(tmp, directory)
+
+
+def load_learner(directory: str | Path) -> SelectLearner:
+    d = Path(directory)
+    recover_dir(d, CKPT_MARKER)
+    return SelectLearner.load(d / "learner")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="mechanic-rl train-select", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--checkpoint", default="checkpoints/lift_pretrained", help="frozen pretrained policy")
+    ap.add_argument("--task", default="lift")
+    ap.add_argument("--out", help="output directory (logs, curve, checkpoint)")
+    ap.add_argument("--seed", type=int, default=0, help="learner seed; training resets start at 1000 + 100 * seed")
+    ap.add_argument("--total-steps", type=int, default=9000, help="robot budget in control steps (600 = 1 min)")
+    ap.add_argument("--warmup-steps", type=int, default=640, help="control steps acting as the pretrained policy")
+    ap.add_argument("--num-envs", type=int, default=8, help="simulated robots acting in parallel")
+    ap.add_argument("--num-candidates", type=int, default=8, help="proposals of the frozen policy per decision")
+    ap.add_argument("--utd", type=int, default=10, help="gradient steps per new decision")
+    ap.add_argument("--gamma", type=float, default=0.9, help="discount per decision")
+    ap.add_argument("--num-critics", type=int, default=2)
+    ap.add_argument("--optimizer", choices=("mechanic", "adam"), default="mechanic")
+    ap.add_argument("--lr", type=float, default=3e-4, help="only with --optimizer adam")
+    ap.add_argument("--eval-every", type=int, default=1500, help="control steps between evaluations (0: final only)")
+    ap.add_argument("--eval-episodes", type=int, default=32)
+    ap.add_argument("--final-eval-episodes", type=int, default=200)
+    ap.add_argument("--eval-seed", type=int, default=100000)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads")
+    ap.add_argument("--save-every", type=int, default=3000, help="control steps between checkpoints")
+    ap.add_argument("--resume", help="with --eval-only: OUT/ckpt whose critic chooses")
+    ap.add_argument("--eval-only", action="store_true")
+    return ap
+
+
+def train(args: argparse.Namespace, log: Callable[[str], None] = lambda m: print(m, flush=True)) -> dict[str, Any]:
+    from mechanic_rl_ros.control.chunk_loop import ChunkLoop
+    from mechanic_rl_ros.jobs.evaluate import wilson_interval
+    from mechanic_rl_ros.jobs.rollouts import plan_batch, run_blocks
+    from mechanic_rl_ros.policy import DiffusionPolicy
+
+    torch.set_num_threads(args.threads)
+    policy = DiffusionPolicy.from_checkpoint(args.checkpoint).eval().requires_grad_(False)
+    npol, pc = NoisePolicy(policy), policy.cfg
+    lcfg = SelectConfig(feat_dim=policy.net.cond_dim, act_dim=pc.action_horizon * pc.action_dim,
+                        num_candidates=args.num_candidates, num_critics=args.num_critics, gamma=args.gamma,
+                        optimizer=args.optimizer, lr=args.lr, seed=args.seed)
+    learner = SelectLearner(lcfg)
+    replay = CandidateReplay(100000, lcfg.feat_dim, lcfg.act_dim, lcfg.num_candidates)
+    out = Path(args.out) if args.out else None
+    if out:
+        out.mkdir(parents=True, exist_ok=True)
+    n, rng = args.num_envs, np.random.default_rng(args.seed)
+    gen = torch.Generator().manual_seed(args.seed + 17)
+    episodes: list[dict[str, Any]] = []
+    evals: list[dict[str, Any]] = []
+    updates: list[dict[str, Any]] = []
+    t0 = time.perf_counter()
+    opt_desc = "Mechanic(Adam)" if args.optimizer == "mechanic" else f"Adam lr {args.lr:g}"
+    log(f"select: {opt_desc}, N {lcfg.num_candidates} proposals, {lcfg.num_critics} critics, gamma {lcfg.gamma}, "
+        f"UTD {args.utd}, {n} robots, budget {args.total_steps} control steps = "
+        f"{robot_minutes(args.total_steps):.1f} robot min")
+
+    def run_eval(k: int, outcomes: list[int] | None = None) -> dict[str, Any]:
+        te = time.perf_counter()
+        wins = evaluate(npol, learner.choose, lcfg.num_candidates, args.task, k, args.eval_seed, n, outcomes)
+        lo, hi = wilson_interval(wins, k)
+        row = {"env_steps": env_steps, "robot_min": robot_minutes(env_steps), "episodes": k, "successes": wins,
+               "success": wins / k, "wilson_lo": lo, "wilson_hi": hi, "eval_s": time.perf_counter() - te}
+        log(f"eval | {env_steps} steps = {row['robot_min']:.2f} robot min | success {wins}/{k} = "
+            f"{row['success']:.1%} (95 % {lo:.1%}-{hi:.1%}) | {row['eval_s']:.0f} s")
+        return row
+
+    def write_logs() -> None:
+        if out:
+            _write_csv(out / "episodes.csv", EPISODE_FIELDS, episodes)
+            _write_csv(out / "evals.csv", EVAL_FIELDS, evals)
+            _write_csv(out / "updates.csv", UPDATE_FIELDS, updates)
+            plot_curve(episodes, evals, out / "learning_curve.png",
+                       f"value-guided selection, {opt_desc}, N {lcfg.num_candidates}, seed {args.seed}")
+
+    def checkpoint() -> None:
+        if out:
+            save_checkpoint(out / "ckpt", learner, replay, {"env_steps": env_steps, "next_episode": next_episode,
+                                                              "episodes": episodes, "evals": evals})
+
+    env_steps, next_episode = 0, 0
+    if args.eval_every > 0:
+        evals.append(run_eval(args.eval_episodes))
+    runner = _runner(policy, args.task, n, 1000 + 100 * args.seed, 0)
+    try:
+        loops = [ChunkLoop.for_policy(policy) for _ in range(n)]
+        for i, o in enumerate(runner.reset()):
+            loops[i].reset(next_episode)
+            loops[i].observe(o)
+            next_episode += 1
+        choice: dict[str, Callable] = {}
+        planner = SelectPlanner(npol, lcfg.num_candidates, gen, lambda f, c: choice["now"](f, c))
+        pending: list[tuple | None] = [None] * n
+        ep_ret, ep_len = [0.0] * n, [0] * n
+        next_eval = args.eval_every if args.eval_every > 0 else None
+        next_save = args.save_every if args.save_every > 0 else None
+        rounds = 0
+        while env_steps < args.total_steps:
+            choice["now"] = first_proposal if env_steps < args.warmup_steps else learner.choose
+            plan_batch(loops, planner)
+            feat, cands, idx = planner.feat, planner.cands, planner.idx
+            for i in range(n):  # the previous decision of robot i gets its next state's features and proposals
+                if pending[i] is not None:
+                    replay.add(*pending[i][:4], feat[i].numpy(), cands[i].numpy(), *pending[i][4:])
+                    pending[i] = None
+            added_before = replay.added
+            for i, (chunk, res) in enumerate(run_blocks(runner, loops, range(n), reset_on_end=True)):
+                loop = loops[i]
+                env_steps += res.steps
+                ep_ret[i] += res.reward
+                ep_len[i] += res.steps
+                done = res.terminated or res.truncated  # a time-limit failure is terminal (value 0)
+                row = (feat[i].numpy(), cands[i, int(idx[i])].numpy(), res.reward, done, loop.episode, chunk.index)
+                if done:
+                    replay.add(*row[:4], None, None, *row[4:])
+                    episodes.append({"episode": loop.episode, "env": i, "env_steps": env_steps,
+                                     "robot_min": robot_minutes(env_steps), "length": ep_len[i],
+                                     "success": int(res.success), "return": ep_ret[i]})
+                    loop.reset(next_episode)
+                    loop.observe(res.reset_obs)
+                    ep_ret[i], ep_len[i] = 0.0, 0
+                    next_episode += 1
+                else:
+                    pending[i] = row
+            rounds += 1
+            new = replay.added - added_before + sum(p is not None for p in pending)
+            stats: dict[str, list[float]] = {}
+            if env_steps >= args.warmup_steps and len(replay) > 0:
+                for _ in range(args.utd * new):
+                    for k, v in learner.update(replay.sample(lcfg.batch_size, rng)).items():
+                        stats.setdefault(k, []).append(v)
+            mean = {k: float(np.nanmean(v)) if not all(math.isnan(x) for x in v) else float("nan")
+                    for k, v in stats.items()}
+            recent = [e["success"] for e in episodes[-20:]]
+            urow = {"env_steps": env_steps, "robot_min": robot_minutes(env_steps), "decisions": replay.added,
+                    "replay": len(replay), "grad_steps": learner.num_updates,
+                    "nonfinite_skipped": learner.nonfinite_skipped,
+                    "train_success_20": float(np.mean(recent)) if recent else float("nan"),
+                    "wall_s": time.perf_counter() - t0,
+                    **{k: mean.get(k, float("nan")) for k in ("critic_loss", "q_mean", "target_mean", "critic_scale")}}
+            updates.append(urow)
+            if rounds % 4 == 0:
+                log(f"{env_steps:6d} steps = {urow['robot_min']:5.2f} robot min | episodes {len(episodes)} | "
+                    f"train success (last 20) {_fmt(urow['train_success_20'])} | critic {_fmt(urow['critic_loss'])} "
+                    f"Q {_fmt(urow['q_mean'])} target {_fmt(urow['target_mean'])} | Mechanic scale "
+                    f"{_fmt(urow['critic_scale'])} | grad steps {learner.num_updates} "
+                    f"(skipped {learner.nonfinite_skipped}) | {urow['wall_s']:.0f} s")
+            if next_eval is not None and env_steps >= next_eval and env_steps < args.total_steps:
+                evals.append(run_eval(args.eval_episodes))
+                next_eval += args.eval_every
+                write_logs()
+            if next_save is not None and env_steps >= next_save:
+                checkpoint()
+                next_save += args.save_every
+    finally:
+        runner.close()
+    checkpoint()
+    outcomes: list[int] = []
+    final = run_eval(args.final_eval_episodes, outcomes)
+    final["final"] = 1
+    evals.append(final)
+    write_logs()
+    summary = {"env_steps": env_steps, "robot_min": robot_minutes(env_steps), "episodes": len(episodes),
+               "train_success": float(np.mean([e["success"] for e in episodes])) if episodes else float("nan"),
+               "final_eval": final, "final_outcomes": outcomes, "grad_steps": learner.num_updates,
+               "nonfinite_skipped": learner.nonfinite_skipped, "replay": replay.counters(),
+               "wall_s": time.perf_counter() - t0, "learner": lcfg.to_dict()}
+    if out:
+        (out / "final.json").write_text(json.dumps(summary, indent=1) + "\n")
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    import os
+
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    args = build_parser().parse_args(argv)
+    if args.eval_only:
+        from mechanic_rl_ros.jobs.evaluate import wilson_interval
+        from mechanic_rl_ros.policy import DiffusionPolicy
+
+        torch.set_num_threads(args.threads)
+        policy = DiffusionPolicy.from_checkpoint(args.checkpoint).eval().requires_grad_(False)
+        if args.resume:
+            learner = load_learner(args.resume)
+            choose, ncand, what = learner.choose, learner.cfg.num_candidates, f"critic of {args.resume}"
+        else:
+            choose, ncand, what = first_proposal, 1, "pretrained policy (one proposal, x_K ~ N(0, I))"
+        outcomes: list[int] = []
+        te = time.perf_counter()
+        k = args.final_eval_episodes
+        wins = evaluate(NoisePolicy(policy), choose, ncand, args.task, k, args.eval_seed, args.num_envs, outcomes)
+        lo, hi = wilson_interval(wins, k)
+        print(f"{what}: {wins}/{k} = {wins / k:.1%} (95 % Wilson {lo:.1%}-{hi:.1%}), seeds {args.eval_seed}.."
+              f"{args.eval_seed + k - 1}, {time.perf_counter() - te:.0f} s", flush=True)
+        if args.out:
+            Path(args.out).mkdir(parents=True, exist_ok=True)
+            (Path(args.out) / "eval.json").write_text(json.dumps(
+                {"what": what, "successes": wins, "episodes": k, "eval_seed": args.eval_seed,
+                 "outcomes": outcomes}, indent=1) + "\n")
+        return 0
+    s = train(args)
+    f = s["final_eval"]
+    print(f"done: {s['env_steps']} control steps = {s['robot_min']:.2f} robot min, {s['episodes']} episodes; "
+          f"final deterministic eval {f['successes']}/{f['episodes']} = {f['success']:.1%} "
+          f"(95 % Wilson {f['wilson_lo']:.1%}-{f['wilson_hi']:.1%})", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

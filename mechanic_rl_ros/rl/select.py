@@ -1,0 +1,267 @@
+"""Value-guided chunk selection over the frozen diffusion policy: Q-learning with a max over its own samples.
+
+The frozen pretrained policy proposes ``N`` action chunks per decision (deterministic DDIM from ``N``
+independent x_K ~ N(0, I)); a critic ensemble Q(features, executed chunk) picks one. The critic is
+learned off-policy with the TD target
+
+    y = r + gamma (1 - done) max_j Q_target(s', a'_j),    a'_1..a'_N the proposals stored at s',
+
+so the learned policy is "the best of N samples of the pretrained policy", the policy whose value
+Expected-Max Q-learning (EMaQ; Ghasemipour, Schuurmans, Gu, ICML 2021) learns, and the selection
+rule of value-guided policy steering (V-GPS; Nakamoto et al., CoRL 2024). Nothing of the
+diffusion policy is trained and no actor is trained: the only network that changes (and the only
+one to publish) is the critic, and the chosen chunks are always ones the pretrained policy itself
+produces, so the critic is never asked about actions far from its data.
+
+Why this and not a noise-space actor (:mod:`.steer`, docs/offpolicy.md): the critic reads the
+executed motion (normalised joint targets and gripper, ``T_a x A`` numbers) instead of the
+128-dimensional noise that produces it through 10 denoising steps, and the max over the policy's
+own samples cannot extrapolate. ``scripts/noise_oracle.py`` measured why choosing among samples can
+be enough: over 48 reset seeds x 6 noise draws the pretrained policy succeeds in 72.9 % of episodes,
+yet 47 of the 48 seeds succeed at least once.
+
+Details: sparse 0/1 reward, an episode ends on success, a time-limit failure is terminal with value 0;
+gamma per decision (default 0.9, so a faster lift is worth more, which keeps failures and slow
+successes apart); the bootstrapped value is clipped to [0, ``q_max``]; the TD target takes the min
+over the target ensemble for each proposal, then the max over proposals; choosing uses the ensemble
+mean (``choose``). Every optimiser is ``Mechanic(Adam(lr=1))`` unless ``optimizer="adam"``. An update
+with a non-finite loss or gradient steps nothing and is counted (``nonfinite_skipped``).
+"""
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+
+from .steer import QEnsemble, build_optimizer
+
+FORMAT = "mechanic_rl_ros.select_learner/1"
+
+
+@dataclass
+class SelectConfig:
+    feat_dim: int = 144
+    act_dim: int = 64               #: T_a * A: the executed part of a chunk, normalised
+    num_candidates: int = 8         #: proposals of the frozen policy per decision (N)
+    num_critics: int = 2
+    hidden: int = 256
+    layers: int = 2
+    gamma: float = 0.9              #: per decision (action chunk)
+    tau: float = 0.005              #: Polyak rate of the target critics
+    batch_size: int = 256
+    q_max: float = 1.0              #: clip of the bootstrapped value (sparse 0/1 reward)
+    choose: str = "mean"            #: ensemble aggregation when choosing: mean or min
+    optimizer: str = "mechanic"     #: mechanic (Mechanic(Adam(lr=1))) or adam (Adam(lr))
+    lr: float = 3e-4                #: only for optimizer=adam
+    seed: int = 0
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "SelectConfig":
+        names = {f.name for f in fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ValueError(f"unknown learner keys: {sorted(unknown)}; expected some of {sorted(names)}")
+        return cls(**dict(d))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class SelectLearner:
+    """The critic ensemble that picks one of N proposals (see the module docstring)."""
+
+    def __init__(self, cfg: SelectConfig, device: str | torch.device = "cpu"):
+        if cfg.choose not in ("mean", "min"):
+            raise ValueError(f"choose must be mean or min, got {cfg.choose!r}")
+        if cfg.num_candidates < 1:
+            raise ValueError(f"num_candidates must be >= 1, got {cfg.num_candidates}")
+        self.cfg = cfg
+        self.device = torch.device(device)
+        torch.manual_seed(cfg.seed)
+        self.critic = QEnsemble(cfg.num_critics, cfg.feat_dim, cfg.act_dim, cfg.hidden, cfg.layers).to(self.device)
+        self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
+        self.critic_opt = build_optimizer(list(self.critic.parameters()), cfg)  # type: ignore[arg-type]
+        self.num_updates = 0
+        self.nonfinite_skipped = 0
+        self.version = 0  #: bumps with every successful update (the published critic changed)
+
+    # --------------------------------------------------------------- choosing
+    def _pairs(self, net: QEnsemble, feat: torch.Tensor, cands: torch.Tensor) -> torch.Tensor:
+        """Q of every (state, proposal): [n_critics, B, N]."""
+        b, n = cands.shape[:2]
+        q = net(feat.repeat_interleave(n, dim=0), cands.reshape(b * n, -1))
+        return q.view(q.shape[0], b, n)
+
+    @torch.no_grad()
+    def scores(self, feat: torch.Tensor, cands: torch.Tensor) -> torch.Tensor:
+        """[B, N] the ensemble's value of each proposal (mean or min over critics, ``cfg.choose``)."""
+        q = self._pairs(self.critic, feat.to(self.device, torch.float32), cands.to(self.device, torch.float32))
+        return q.mean(0) if self.cfg.choose == "mean" else q.min(0).values
+
+    @torch.no_grad()
+    def choose(self, feat: torch.Tensor, cands: torch.Tensor) -> torch.Tensor:
+        """[B] index of the best proposal per state (ties: the first)."""
+        return self.scores(feat, cands).argmax(dim=1)
+
+    # ----------------------------------------------------------------- update
+    def update(self, batch: Mapping[str, Any]) -> dict[str, float]:
+        """One gradient step of the critic ensemble on ``batch`` (keys feat, action, reward, done,
+        next_feat, next_cands [B, N, act_dim]); nothing is stepped if a value is non-finite."""
+        cfg, dev = self.cfg, self.device
+        t = {k: torch.as_tensor(np.asarray(batch[k]), dtype=torch.float32, device=dev)
+             for k in ("feat", "action", "reward", "done", "next_feat", "next_cands")}
+        with torch.no_grad():
+            qn = self._pairs(self.critic_target, t["next_feat"], t["next_cands"]).min(0).values.max(1).values
+            if cfg.q_max > 0:
+                qn = qn.clamp(0.0, cfg.q_max)
+            target = t["reward"] + cfg.gamma * (1.0 - t["done"]) * qn
+        q = self.critic(t["feat"], t["action"])
+        loss = (q - target.unsqueeze(0)).pow(2).mean(1).sum()
+        params = list(self.critic.parameters())
+        grads = torch.autograd.grad(loss, params)
+        if not (bool(torch.isfinite(loss)) and all(bool(torch.isfinite(g).all()) for g in grads)):
+            self.nonfinite_skipped += 1
+            return {"critic_loss": float("nan"), "skipped": 1.0, "nonfinite_skipped": float(self.nonfinite_skipped)}
+        for p, g in zip(params, grads):
+            p.grad = g
+        self.critic_opt.step()
+        self.critic_opt.zero_grad(set_to_none=True)
+        with torch.no_grad():
+            for p, pt in zip(self.critic.parameters(), self.critic_target.parameters()):
+                pt.lerp_(p, cfg.tau)
+        self.num_updates += 1
+        self.version += 1
+        scale = getattr(self.critic_opt, "scale", float("nan"))
+        return {"critic_loss": float(loss.detach()), "q_mean": float(q.detach().mean()),
+                "target_mean": float(target.mean()), "skipped": 0.0, "critic_scale": float(scale)}
+
+    # ------------------------------------------------------------ persistence
+    def state_dict(self) -> dict[str, Any]:
+        return {"critic": self.critic.state_dict(), "critic_target": self.critic_target.state_dict(),
+                "critic_opt": self.critic_opt.state_dict(),
+                "counters": torch.tensor([self.num_updates, self.nonfinite_skipped, self.version])}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.critic.load_state_dict(state["critic"])
+        self.critic_target.load_state_dict(state["critic_target"])
+        self.critic_opt.load_state_dict(state["critic_opt"])
+        self.num_updates, self.nonfinite_skipped, self.version = (int(v) for v in state["counters"])
+
+    def save(self, directory: str | Path) -> Path:
+        """``learner.pt`` (tensors only; read back with ``weights_only=True``) + ``learner.json``."""
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        torch.save(self.state_dict(), d / "learner.pt")
+        (d / "learner.json").write_text(json.dumps({"format": FORMAT, "config": self.cfg.to_dict()}, indent=1))
+        return d
+
+    @classmethod
+    def load(cls, directory: str | Path, device: str | torch.device = "cpu") -> "SelectLearner":
+        d = Path(directory)
+        meta = json.loads((d / "learner.json").read_text())
+        if meta.get("format") != FORMAT:
+            raise ValueError(f"{d}: not a {FORMAT} checkpoint (format {meta.get('format')!r})")
+        learner = cls(SelectConfig.from_dict(meta["config"]), device)
+        learner.load_state_dict(torch.load(d / "learner.pt", map_location=learner.device, weights_only=True))
+        return learner
+
+
+class CandidateReplay:
+    """Ring buffer of decisions with the next state's proposals (for the max in the TD target).
+
+    Rows: feat, action (the chosen proposal), reward, done, next_feat, next_cands [N, act_dim],
+    episode, chunk. A repeated (episode, chunk) or a non-finite value is refused and counted.
+    Saved as ``.npz`` and loaded with ``allow_pickle=False``."""
+
+    FIELDS = ("feat", "action", "reward", "done", "next_feat", "next_cands", "episode", "chunk")
+
+    def __init__(self, capacity: int, feat_dim: int, act_dim: int, num_candidates: int):
+        if capacity < 1:
+            raise ValueError(f"capacity must be >= 1, got {capacity}")
+        c = self.capacity = int(capacity)
+        self.feat_dim, self.act_dim, self.num_candidates = int(feat_dim), int(act_dim), int(num_candidates)
+        self.feat = np.zeros((c, feat_dim), np.float32)
+        self.action = np.zeros((c, act_dim), np.float32)
+        self.reward = np.zeros(c, np.float32)
+        self.done = np.zeros(c, np.float32)
+        self.next_feat = np.zeros((c, feat_dim), np.float32)
+        self.next_cands = np.zeros((c, num_candidates, act_dim), np.float32)
+        self.episode = np.full(c, -1, np.int64)
+        self.chunk = np.full(c, -1, np.int64)
+        self.size = self.pos = self.added = self.refused_duplicate = self.refused_nonfinite = 0
+        self._keys: dict[tuple[int, int], int] = {}
+
+    def __len__(self) -> int:
+        return self.size
+
+    def add(self, feat: Any, action: Any, reward: float, done: bool, next_feat: Any | None, next_cands: Any | None,
+            episode: int, chunk: int) -> bool:
+        """Store one decision (``next_*`` may be None when ``done``); False (and counted) if refused."""
+        key = (int(episode), int(chunk))
+        if key in self._keys:
+            self.refused_duplicate += 1
+            return False
+        f = np.asarray(feat, np.float32).reshape(self.feat_dim)
+        a = np.asarray(action, np.float32).reshape(self.act_dim)
+        nf = np.zeros(self.feat_dim, np.float32) if next_feat is None else \
+            np.asarray(next_feat, np.float32).reshape(self.feat_dim)
+        nc = np.zeros((self.num_candidates, self.act_dim), np.float32) if next_cands is None else \
+            np.asarray(next_cands, np.float32).reshape(self.num_candidates, self.act_dim)
+        if not done and (next_feat is None or next_cands is None):
+            raise ValueError("a decision that is not done needs next_feat and next_cands")
+        if not (np.isfinite(f).all() and np.isfinite(a).all() and np.isfinite(nf).all() and np.isfinite(nc).all()
+                and np.isfinite(reward)):
+            self.refused_nonfinite += 1
+            return False
+        i = self.pos
+        if self.size == self.capacity:
+            self._keys.pop((int(self.episode[i]), int(self.chunk[i])), None)
+        self.feat[i], self.action[i], self.next_feat[i], self.next_cands[i] = f, a, nf, nc
+        self.reward[i], self.done[i] = float(reward), float(bool(done))
+        self.episode[i], self.chunk[i] = key
+        self._keys[key] = i
+        self.pos = (i + 1) % self.capacity
+        self.size = min(self.size + 1, self.capacity)
+        self.added += 1
+        return True
+
+    def sample(self, batch_size: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        if self.size == 0:
+            raise ValueError("sample from an empty replay buffer")
+        idx = rng.integers(0, self.size, size=int(batch_size))
+        return {k: getattr(self, k)[idx] for k in ("feat", "action", "reward", "done", "next_feat", "next_cands")}
+
+    def counters(self) -> dict[str, int]:
+        return {"size": self.size, "added": self.added, "refused_duplicate": self.refused_duplicate,
+                "refused_nonfinite": self.refused_nonfinite}
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        meta = np.array([self.capacity, self.feat_dim, self.act_dim, self.num_candidates, self.size, self.pos,
+                         self.added, self.refused_duplicate, self.refused_nonfinite], np.int64)
+        n = self.size
+        with open(path, "wb") as fh:
+            np.savez(fh, format=np.array(FORMAT), meta=meta, **{k: getattr(self, k)[:n] for k in self.FIELDS})
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "CandidateReplay":
+        with np.load(Path(path), allow_pickle=False) as z:
+            if str(z["format"]) != FORMAT:
+                raise ValueError(f"{path}: not a replay buffer of format {FORMAT} (got {z['format']})")
+            cap, fd, ad, nc, size, pos, added, dup, nonfin = (int(v) for v in z["meta"])
+            buf = cls(cap, fd, ad, nc)
+            for k in cls.FIELDS:
+                arr = z[k]
+                if arr.shape[0] != size:
+                    raise ValueError(f"{path}: field {k} has {arr.shape[0]} rows, expected {size}")
+                getattr(buf, k)[:size] = arr
+        buf.size, buf.pos, buf.added, buf.refused_duplicate, buf.refused_nonfinite = size, pos, added, dup, nonfin
+        buf._keys = {(int(e), int(c)): i for i, (e, c) in enumerate(zip(buf.episode[:size], buf.chunk[:size]))}
+        return buf
