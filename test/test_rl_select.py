@@ -16,7 +16,8 @@ from mechanic_rl_ros.jobs.train_select import SelectPlanner, first_proposal
 from mechanic_rl_ros.optim import Mechanic
 from mechanic_rl_ros.policy import DiffusionPolicy
 from mechanic_rl_ros.policy.testing import random_obs, tiny_config
-from mechanic_rl_ros.rl.select import CandidateReplay, SelectConfig, SelectLearner
+from mechanic_rl_ros.rl.select import (CandidateReplay, SelectConfig, SelectLearner, export_critic,
+                                       load_exported_critic)
 
 FEAT, ACT, N = 12, 10, 4
 
@@ -122,6 +123,18 @@ def test_learner_save_load_chooses_identically(tmp_path):
     assert torch.equal(_flat(back), _flat(learner))  # optimiser state resumed too
 
 
+def test_exported_critic_scores_identically_and_refuses_another_policy(tmp_path):
+    learner = SelectLearner(_cfg())
+    learner.update(_replay().sample(16, np.random.default_rng(0)))
+    d = export_critic(learner, tmp_path / "critic", "arch-a")
+    assert sorted(p.name for p in d.iterdir()) == ["critic.safetensors", "select.json"]
+    back = load_exported_critic(d, "arch-a")
+    feat, cands = torch.randn(4, FEAT), torch.randn(4, N, ACT)
+    assert torch.equal(back.scores(feat, cands), learner.scores(feat, cands))
+    with pytest.raises(ValueError, match="arch-a.*arch-b"):
+        load_exported_critic(d, "arch-b")
+
+
 def test_planner_executes_the_chosen_proposal_of_the_frozen_policy():
     cfg = tiny_config()
     policy = DiffusionPolicy(cfg).eval()
@@ -167,6 +180,10 @@ def test_trainer_end_to_end_in_the_simulator(tiny_ckpt, tmp_path):
     a, b = outs
     assert a["grad_steps"] > 0 and a["replay"]["refused_duplicate"] == 0
     assert a["final_outcomes"] == b["final_outcomes"] and a["replay"] == b["replay"]
+    # the exported critic alone reproduces the final evaluation, episode by episode
+    assert main(["--checkpoint", str(ckpt), "--eval-only", "--resume", str(tmp_path / "a" / "critic"),
+                 "--num-envs", "2", "--final-eval-episodes", "2", "--out", str(tmp_path / "e")]) == 0
+    assert json.loads((tmp_path / "e" / "eval.json").read_text())["outcomes"] == a["final_outcomes"]
     replay = CandidateReplay.load(tmp_path / "a" / "ckpt" / "replay.npz")
     open_rows = replay.done[:len(replay)] == 0
     assert np.abs(replay.next_cands[:len(replay)][open_rows]).sum(axis=(1, 2)).min() > 0  # proposals stored

@@ -13,8 +13,10 @@ the end.
 
 Outputs in ``--out``: ``episodes.csv``, ``evals.csv`` (with ``outcomes`` of the final evaluation in
 ``final.json`` for paired comparisons), ``updates.csv``, ``learning_curve.png``, ``final.json``,
-``ckpt/`` (learner + replay + trainer state, swapped in whole). ``--eval-only`` evaluates
-``--resume``'s critic, or with ``--num-candidates 1`` the pretrained policy.
+``ckpt/`` (learner + replay + trainer state, swapped in whole) and ``critic/`` (the trained critic
+alone: ``critic.safetensors`` + ``select.json``, what ships in ``checkpoints/``). ``--eval-only``
+evaluates ``--resume``'s critic (a ``ckpt/`` or a ``critic/``), without ``--resume`` the pretrained
+policy (one proposal per decision), and writes ``eval.json`` with every episode's outcome into ``--out``.
 """
 from __future__ import annotations
 
@@ -33,7 +35,8 @@ import torch
 from mechanic_rl_ros.jobs.train_offpolicy import (EPISODE_FIELDS, EVAL_FIELDS, NoisePolicy, _fmt, _runner,
                                                    _write_csv, plot_curve, robot_minutes)
 from mechanic_rl_ros.rl.persist import recover_dir, replace_dir
-from mechanic_rl_ros.rl.select import CandidateReplay, SelectConfig, SelectLearner
+from mechanic_rl_ros.rl.select import (CandidateReplay, SelectConfig, SelectLearner, export_critic,
+                                       load_exported_critic)
 
 UPDATE_FIELDS = ("env_steps", "robot_min", "decisions", "replay", "grad_steps", "critic_loss", "q_mean",
                  "target_mean", "critic_scale", "nonfinite_skipped", "train_success_20", "wall_s")
@@ -103,9 +106,15 @@ def save_checkpoint(directory: Path, learner: SelectLearner, replay: CandidateRe
     replace_dir(tmp, directory)
 
 
-def load_learner(directory: str | Path) -> SelectLearner:
+def load_learner(directory: str | Path, policy_arch_id: str | None = None) -> SelectLearner:
+    """The learner of a training checkpoint (``OUT/ckpt``) or the critic of an exported one (``select.json``)."""
     d = Path(directory)
+    if (d / "select.json").is_file():
+        return load_exported_critic(d, policy_arch_id)
     recover_dir(d, CKPT_MARKER)
+    if not (d / CKPT_MARKER).is_file():
+        raise FileNotFoundError(f"{d}: neither an exported critic (select.json) nor a training checkpoint "
+                                f"({CKPT_MARKER}, learner/, replay.npz)")
     return SelectLearner.load(d / "learner")
 
 
@@ -186,6 +195,7 @@ def train(args: argparse.Namespace, log: Callable[[str], None] = lambda m: print
         if out:
             save_checkpoint(out / "ckpt", learner, replay, {"env_steps": env_steps, "next_episode": next_episode,
                                                               "episodes": episodes, "evals": evals})
+            export_critic(learner, out / "critic", policy.arch_id)
 
     env_steps, next_episode = 0, 0
     if args.eval_every > 0:
@@ -291,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
         policy = DiffusionPolicy.from_checkpoint(args.checkpoint).eval().requires_grad_(False)
         if args.resume:
-            learner = load_learner(args.resume)
+            learner = load_learner(args.resume, policy.arch_id)
             choose, ncand, what = learner.choose, learner.cfg.num_candidates, f"critic of {args.resume}"
         else:
             choose, ncand, what = first_proposal, 1, "pretrained policy (one proposal, x_K ~ N(0, I))"

@@ -41,6 +41,7 @@ import torch
 from .steer import QEnsemble, build_optimizer
 
 FORMAT = "mechanic_rl_ros.select_learner/1"
+EXPORT_FORMAT = "mechanic_rl_ros.select_critic/1"
 
 
 @dataclass
@@ -169,6 +170,38 @@ class SelectLearner:
         learner = cls(SelectConfig.from_dict(meta["config"]), device)
         learner.load_state_dict(torch.load(d / "learner.pt", map_location=learner.device, weights_only=True))
         return learner
+
+
+def export_critic(learner: SelectLearner, directory: str | Path, policy_arch_id: str) -> Path:
+    """The trained critic alone, for shipping and for evaluation: ``critic.safetensors`` (the ensemble's
+    weights, no optimiser state) + ``select.json`` (format, learner config, and the arch id of the
+    frozen policy whose features and proposals it scores)."""
+    from safetensors.torch import save_file
+
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().contiguous() for k, v in learner.critic.state_dict().items()}, str(d / "critic.safetensors"))
+    (d / "select.json").write_text(json.dumps({"format": EXPORT_FORMAT, "policy_arch_id": policy_arch_id,
+                                               "config": learner.cfg.to_dict()}, indent=1) + "\n")
+    return d
+
+
+def load_exported_critic(directory: str | Path, policy_arch_id: str | None = None) -> SelectLearner:
+    """A :class:`SelectLearner` whose critic is an :func:`export_critic` directory's; with ``policy_arch_id``
+    the frozen policy must be the one the critic was trained over (ValueError naming both otherwise)."""
+    from safetensors.torch import load_file
+
+    d = Path(directory)
+    meta = json.loads((d / "select.json").read_text())
+    if meta.get("format") != EXPORT_FORMAT:
+        raise ValueError(f"{d}/select.json: format {meta.get('format')!r}, expected {EXPORT_FORMAT!r}")
+    if policy_arch_id is not None and meta.get("policy_arch_id") != policy_arch_id:
+        raise ValueError(f"{d}: critic trained over policy arch_id {meta.get('policy_arch_id')!r}, "
+                         f"but the policy is {policy_arch_id!r}")
+    learner = SelectLearner(SelectConfig.from_dict(meta["config"]))
+    learner.critic.load_state_dict(load_file(str(d / "critic.safetensors")))
+    learner.critic_target.load_state_dict(learner.critic.state_dict())
+    return learner
 
 
 class CandidateReplay:
