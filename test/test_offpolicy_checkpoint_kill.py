@@ -71,4 +71,4 @@ def test_a_kill_during_a_checkpoint_leaves_the_previous_one_loadable(tmp_path, s
         reported = [int(x) for x in (first + out).split()]
         k = _consistent_round(ckpt)
         assert k >= reported[-1], f"trial {trial}: on disk round {k}, the child had reported {reported[-1]} saved"
-    assert not (tmp_path / "ckpt.old").exists()
+        # a kill may leave ckpt.tmp or ckpt.old behind; the next trial's saves start over them

@@ -28,7 +28,6 @@ import argparse
 import csv
 import json
 import math
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -37,7 +36,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import torch
 
-from mechanic_rl_ros.rl.persist import recover_dir, replace_dir
+from mechanic_rl_ros.rl.persist import recover_dir, write_checkpoint
 from mechanic_rl_ros.rl.replay import ReplayBuffer
 from mechanic_rl_ros.rl.steer import SteerConfig, SteerLearner
 
@@ -70,15 +69,8 @@ def save_checkpoint(directory: str | Path, learner: SteerLearner, replay: Replay
 
     Written to ``<directory>.tmp`` and swapped in whole (:func:`~mechanic_rl_ros.rl.persist.replace_dir`),
     so Ctrl-C or SIGKILL at any point leaves the previous checkpoint loadable."""
-    d = Path(directory)
-    tmp = d.with_name(d.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    learner.save(tmp / "learner")
-    replay.save(tmp / "replay.npz")
-    (tmp / CKPT_MARKER).write_text(json.dumps(dict(trainer_state)))
-    replace_dir(tmp, d)
-    return d
+    return write_checkpoint(directory, {"learner": learner.save, "replay.npz": replay.save}, dict(trainer_state),
+                            CKPT_MARKER)
 
 
 def load_checkpoint(directory: str | Path) -> tuple[SteerLearner, ReplayBuffer, dict[str, Any]]:

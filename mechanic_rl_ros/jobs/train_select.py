@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -34,7 +33,7 @@ import torch
 
 from mechanic_rl_ros.jobs.train_offpolicy import (EPISODE_FIELDS, EVAL_FIELDS, NoisePolicy, _fmt, _runner,
                                                    _write_csv, plot_curve, robot_minutes)
-from mechanic_rl_ros.rl.persist import recover_dir, replace_dir
+from mechanic_rl_ros.rl.persist import recover_dir, write_checkpoint
 from mechanic_rl_ros.rl.select import (CandidateReplay, SelectConfig, SelectLearner, export_critic,
                                        load_exported_critic)
 
@@ -97,13 +96,7 @@ def evaluate(npol: NoisePolicy, choose: Callable, num_candidates: int, task: str
 def save_checkpoint(directory: Path, learner: SelectLearner, replay: CandidateReplay,
                     state: Mapping[str, Any]) -> None:
     """Learner, replay and trainer state, written aside and swapped in whole (a kill leaves the previous)."""
-    tmp = directory.with_name(directory.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    learner.save(tmp / "learner")
-    replay.save(tmp / "replay.npz")
-    (tmp / CKPT_MARKER).write_text(json.dumps(dict(state)))
-    replace_dir(tmp, directory)
+    write_checkpoint(directory, {"learner": learner.save, "replay.npz": replay.save}, dict(state), CKPT_MARKER)
 
 
 def load_learner(directory: str | Path, policy_arch_id: str | None = None) -> SelectLearner:

@@ -1,4 +1,9 @@
-"""Bounded replay buffer of decisions for the off-policy noise-space learner (:mod:`.steer`).
+"""Bounded replay buffers of decisions for the off-policy learners.
+
+:class:`KeyedRing` is what they share: a ring of rows keyed by (episode, chunk), a repeated key or a
+non-finite value refused and counted, ``.npz`` save/load without pickle. :class:`ReplayBuffer` is the
+noise-space learner's (:mod:`.steer`), :class:`~mechanic_rl_ros.rl.select.CandidateReplay` the
+selection learner's.
 
 One row is one decision (one action chunk of T_a control steps):
 
@@ -28,24 +33,24 @@ import numpy as np
 FORMAT = "mechanic_rl_ros.offpolicy_replay/1"
 
 
-class ReplayBuffer:
-    """Ring buffer of ``capacity`` decisions with feature dim ``feat_dim`` and noise dim ``noise_dim``."""
+class KeyedRing:
+    """Ring buffer of ``capacity`` rows keyed by (episode, chunk); subclasses name their arrays.
 
-    FIELDS = ("feat", "noise", "reward", "done", "next_feat", "episode", "chunk", "env_steps")
+    Subclasses set ``FORMAT`` and ``FIELDS`` (the arrays saved, ``episode`` and ``chunk`` among them),
+    allocate them in ``__init__`` after :meth:`_start`, and store a row with :meth:`_put`. ``DIMS``
+    names the constructor's integer arguments in order (saved in ``meta``, so :meth:`load` can build
+    an empty buffer of the same shape)."""
 
-    def __init__(self, capacity: int, feat_dim: int, noise_dim: int):
+    FORMAT = ""
+    FIELDS: tuple[str, ...] = ()
+    DIMS: tuple[str, ...] = ("capacity",)
+
+    def _start(self, capacity: int) -> None:
         if capacity < 1:
             raise ValueError(f"capacity must be >= 1, got {capacity}")
-        self.capacity, self.feat_dim, self.noise_dim = int(capacity), int(feat_dim), int(noise_dim)
-        c = self.capacity
-        self.feat = np.zeros((c, feat_dim), np.float32)
-        self.noise = np.zeros((c, noise_dim), np.float32)
-        self.reward = np.zeros(c, np.float32)
-        self.done = np.zeros(c, np.float32)
-        self.next_feat = np.zeros((c, feat_dim), np.float32)
-        self.episode = np.full(c, -1, np.int64)
-        self.chunk = np.full(c, -1, np.int64)
-        self.env_steps = np.zeros(c, np.int64)
+        self.capacity = int(capacity)
+        self.episode = np.full(self.capacity, -1, np.int64)
+        self.chunk = np.full(self.capacity, -1, np.int64)
         self.size = 0
         self.pos = 0
         self.added = 0                 #: rows ever stored
@@ -56,42 +61,38 @@ class ReplayBuffer:
     def __len__(self) -> int:
         return self.size
 
-    def add(self, feat: Any, noise: Any, reward: float, done: bool, next_feat: Any, episode: int, chunk: int,
-            env_steps: int = 0) -> bool:
-        """Store one decision; False (and counted) if its (episode, chunk) is already stored or a value is
-        not finite."""
-        key = (int(episode), int(chunk))
-        if key in self._keys:
+    def _is_duplicate(self, episode: int, chunk: int) -> bool:
+        """True (and counted) if (episode, chunk) is stored already."""
+        if (int(episode), int(chunk)) in self._keys:
             self.refused_duplicate += 1
-            return False
-        f = np.asarray(feat, np.float32).reshape(-1)
-        nf = np.asarray(next_feat, np.float32).reshape(-1)
-        w = np.asarray(noise, np.float32).reshape(-1)
-        if f.shape[0] != self.feat_dim or nf.shape[0] != self.feat_dim or w.shape[0] != self.noise_dim:
-            raise ValueError(f"feature/noise sizes {f.shape[0]}/{nf.shape[0]}/{w.shape[0]}, "
-                             f"expected {self.feat_dim}/{self.feat_dim}/{self.noise_dim}")
-        if not (np.isfinite(f).all() and np.isfinite(nf).all() and np.isfinite(w).all() and np.isfinite(reward)):
+            return True
+        return False
+
+    def _put(self, episode: int, chunk: int, row: dict[str, Any]) -> bool:
+        """Store ``row`` (array name -> value) under (episode, chunk), overwriting the oldest row when full;
+        False (and counted) if a floating value is not finite."""
+        if not all(np.isfinite(v).all() for v in row.values()):
             self.refused_nonfinite += 1
             return False
         i = self.pos
         if self.size == self.capacity:  # overwrite the oldest row
             self._keys.pop((int(self.episode[i]), int(self.chunk[i])), None)
-        self.feat[i], self.noise[i], self.next_feat[i] = f, w, nf
-        self.reward[i], self.done[i] = float(reward), float(bool(done))
-        self.episode[i], self.chunk[i], self.env_steps[i] = key[0], key[1], int(env_steps)
+        for k, v in row.items():
+            getattr(self, k)[i] = v
+        key = (int(episode), int(chunk))
+        self.episode[i], self.chunk[i] = key
         self._keys[key] = i
         self.pos = (i + 1) % self.capacity
         self.size = min(self.size + 1, self.capacity)
         self.added += 1
         return True
 
-    def sample(self, batch_size: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
-        """``batch_size`` rows drawn uniformly with replacement."""
+    def _rows(self, keys: tuple[str, ...], batch_size: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        """``batch_size`` rows drawn uniformly with replacement, arrays ``keys``."""
         if self.size == 0:
             raise ValueError("sample from an empty replay buffer")
         idx = rng.integers(0, self.size, size=int(batch_size))
-        return {"feat": self.feat[idx], "noise": self.noise[idx], "reward": self.reward[idx],
-                "done": self.done[idx], "next_feat": self.next_feat[idx]}
+        return {k: getattr(self, k)[idx] for k in keys}
 
     def counters(self) -> dict[str, int]:
         return {"size": self.size, "added": self.added, "refused_duplicate": self.refused_duplicate,
@@ -101,22 +102,23 @@ class ReplayBuffer:
     def save(self, path: str | Path) -> Path:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        meta = np.array([self.capacity, self.feat_dim, self.noise_dim, self.size, self.pos, self.added,
-                         self.refused_duplicate, self.refused_nonfinite], np.int64)
-        n = self.size
+        meta = np.array([getattr(self, d) for d in self.DIMS] + [self.size, self.pos, self.added,
+                                                                  self.refused_duplicate, self.refused_nonfinite],
+                        np.int64)
         with open(path, "wb") as fh:  # np.savez would append .npz to a name without it
-            np.savez(fh, format=np.array(FORMAT), meta=meta,
-                     **{k: getattr(self, k)[:n] if self.size < self.capacity else getattr(self, k)
-                        for k in self.FIELDS})
+            np.savez(fh, format=np.array(self.FORMAT), meta=meta,
+                     **{k: getattr(self, k)[:self.size] for k in self.FIELDS})
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> "ReplayBuffer":
+    def load(cls, path: str | Path):
         with np.load(Path(path), allow_pickle=False) as z:
-            if str(z["format"]) != FORMAT:
-                raise ValueError(f"{path}: not a replay buffer of format {FORMAT} (got {z['format']})")
-            cap, fd, nd, size, pos, added, dup, nonfin = (int(v) for v in z["meta"])
-            buf = cls(cap, fd, nd)
+            if str(z["format"]) != cls.FORMAT:
+                raise ValueError(f"{path}: not a replay buffer of format {cls.FORMAT} (got {z['format']})")
+            meta = [int(v) for v in z["meta"]]
+            nd = len(cls.DIMS)
+            buf = cls(*meta[:nd])
+            size, pos, added, dup, nonfin = meta[nd:]
             for k in cls.FIELDS:
                 arr = z[k]
                 if arr.shape[0] != size:
@@ -125,3 +127,44 @@ class ReplayBuffer:
         buf.size, buf.pos, buf.added, buf.refused_duplicate, buf.refused_nonfinite = size, pos, added, dup, nonfin
         buf._keys = {(int(e), int(c)): i for i, (e, c) in enumerate(zip(buf.episode[:size], buf.chunk[:size]))}
         return buf
+
+
+class ReplayBuffer(KeyedRing):
+    """Ring buffer of ``capacity`` decisions with feature dim ``feat_dim`` and noise dim ``noise_dim``."""
+
+    FORMAT = FORMAT
+    FIELDS = ("feat", "noise", "reward", "done", "next_feat", "episode", "chunk", "env_steps")
+    DIMS = ("capacity", "feat_dim", "noise_dim")
+
+    def __init__(self, capacity: int, feat_dim: int, noise_dim: int):
+        self._start(capacity)
+        self.feat_dim, self.noise_dim = int(feat_dim), int(noise_dim)
+        c = self.capacity
+        self.feat = np.zeros((c, feat_dim), np.float32)
+        self.noise = np.zeros((c, noise_dim), np.float32)
+        self.reward = np.zeros(c, np.float32)
+        self.done = np.zeros(c, np.float32)
+        self.next_feat = np.zeros((c, feat_dim), np.float32)
+        self.env_steps = np.zeros(c, np.int64)
+
+    def add(self, feat: Any, noise: Any, reward: float, done: bool, next_feat: Any, episode: int, chunk: int,
+            env_steps: int = 0) -> bool:
+        """Store one decision; False (and counted) if its (episode, chunk) is already stored or a value is
+        not finite."""
+        if self._is_duplicate(episode, chunk):
+            return False
+        f = np.asarray(feat, np.float32).reshape(-1)
+        nf = np.asarray(next_feat, np.float32).reshape(-1)
+        w = np.asarray(noise, np.float32).reshape(-1)
+        if f.shape[0] != self.feat_dim or nf.shape[0] != self.feat_dim or w.shape[0] != self.noise_dim:
+            raise ValueError(f"feature/noise sizes {f.shape[0]}/{nf.shape[0]}/{w.shape[0]}, "
+                             f"expected {self.feat_dim}/{self.feat_dim}/{self.noise_dim}")
+        ok = self._put(episode, chunk, {"feat": f, "noise": w, "next_feat": nf,
+                                        "reward": np.float32(reward), "done": np.float32(bool(done))})
+        if ok:
+            self.env_steps[(self.pos - 1) % self.capacity] = int(env_steps)
+        return ok
+
+    def sample(self, batch_size: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        """``batch_size`` rows drawn uniformly with replacement."""
+        return self._rows(("feat", "noise", "reward", "done", "next_feat"), batch_size, rng)

@@ -38,6 +38,8 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
+from .persist import read_learner, save_learner
+from .replay import KeyedRing
 from .steer import QEnsemble, build_optimizer
 
 FORMAT = "mechanic_rl_ros.select_learner/1"
@@ -155,20 +157,13 @@ class SelectLearner:
 
     def save(self, directory: str | Path) -> Path:
         """``learner.pt`` (tensors only; read back with ``weights_only=True``) + ``learner.json``."""
-        d = Path(directory)
-        d.mkdir(parents=True, exist_ok=True)
-        torch.save(self.state_dict(), d / "learner.pt")
-        (d / "learner.json").write_text(json.dumps({"format": FORMAT, "config": self.cfg.to_dict()}, indent=1))
-        return d
+        return save_learner(directory, self.state_dict(), FORMAT, self.cfg.to_dict())
 
     @classmethod
     def load(cls, directory: str | Path, device: str | torch.device = "cpu") -> "SelectLearner":
-        d = Path(directory)
-        meta = json.loads((d / "learner.json").read_text())
-        if meta.get("format") != FORMAT:
-            raise ValueError(f"{d}: not a {FORMAT} checkpoint (format {meta.get('format')!r})")
-        learner = cls(SelectConfig.from_dict(meta["config"]), device)
-        learner.load_state_dict(torch.load(d / "learner.pt", map_location=learner.device, weights_only=True))
+        config, state = read_learner(directory, FORMAT, device)
+        learner = cls(SelectConfig.from_dict(config), device)
+        learner.load_state_dict(state)
         return learner
 
 
@@ -204,19 +199,20 @@ def load_exported_critic(directory: str | Path, policy_arch_id: str | None = Non
     return learner
 
 
-class CandidateReplay:
+class CandidateReplay(KeyedRing):
     """Ring buffer of decisions with the next state's proposals (for the max in the TD target).
 
     Rows: feat, action (the chosen proposal), reward, done, next_feat, next_cands [N, act_dim],
     episode, chunk. A repeated (episode, chunk) or a non-finite value is refused and counted.
-    Saved as ``.npz`` and loaded with ``allow_pickle=False``."""
+    Saved as ``.npz`` and loaded with ``allow_pickle=False`` (:class:`~mechanic_rl_ros.rl.replay.KeyedRing`)."""
 
+    FORMAT = "mechanic_rl_ros.select_replay/1"
     FIELDS = ("feat", "action", "reward", "done", "next_feat", "next_cands", "episode", "chunk")
+    DIMS = ("capacity", "feat_dim", "act_dim", "num_candidates")
 
     def __init__(self, capacity: int, feat_dim: int, act_dim: int, num_candidates: int):
-        if capacity < 1:
-            raise ValueError(f"capacity must be >= 1, got {capacity}")
-        c = self.capacity = int(capacity)
+        self._start(capacity)
+        c = self.capacity
         self.feat_dim, self.act_dim, self.num_candidates = int(feat_dim), int(act_dim), int(num_candidates)
         self.feat = np.zeros((c, feat_dim), np.float32)
         self.action = np.zeros((c, act_dim), np.float32)
@@ -224,77 +220,22 @@ class CandidateReplay:
         self.done = np.zeros(c, np.float32)
         self.next_feat = np.zeros((c, feat_dim), np.float32)
         self.next_cands = np.zeros((c, num_candidates, act_dim), np.float32)
-        self.episode = np.full(c, -1, np.int64)
-        self.chunk = np.full(c, -1, np.int64)
-        self.size = self.pos = self.added = self.refused_duplicate = self.refused_nonfinite = 0
-        self._keys: dict[tuple[int, int], int] = {}
-
-    def __len__(self) -> int:
-        return self.size
 
     def add(self, feat: Any, action: Any, reward: float, done: bool, next_feat: Any | None, next_cands: Any | None,
             episode: int, chunk: int) -> bool:
         """Store one decision (``next_*`` may be None when ``done``); False (and counted) if refused."""
-        key = (int(episode), int(chunk))
-        if key in self._keys:
-            self.refused_duplicate += 1
+        if self._is_duplicate(episode, chunk):
             return False
-        f = np.asarray(feat, np.float32).reshape(self.feat_dim)
-        a = np.asarray(action, np.float32).reshape(self.act_dim)
-        nf = np.zeros(self.feat_dim, np.float32) if next_feat is None else \
-            np.asarray(next_feat, np.float32).reshape(self.feat_dim)
-        nc = np.zeros((self.num_candidates, self.act_dim), np.float32) if next_cands is None else \
-            np.asarray(next_cands, np.float32).reshape(self.num_candidates, self.act_dim)
         if not done and (next_feat is None or next_cands is None):
             raise ValueError("a decision that is not done needs next_feat and next_cands")
-        if not (np.isfinite(f).all() and np.isfinite(a).all() and np.isfinite(nf).all() and np.isfinite(nc).all()
-                and np.isfinite(reward)):
-            self.refused_nonfinite += 1
-            return False
-        i = self.pos
-        if self.size == self.capacity:
-            self._keys.pop((int(self.episode[i]), int(self.chunk[i])), None)
-        self.feat[i], self.action[i], self.next_feat[i], self.next_cands[i] = f, a, nf, nc
-        self.reward[i], self.done[i] = float(reward), float(bool(done))
-        self.episode[i], self.chunk[i] = key
-        self._keys[key] = i
-        self.pos = (i + 1) % self.capacity
-        self.size = min(self.size + 1, self.capacity)
-        self.added += 1
-        return True
+        row = {"feat": np.asarray(feat, np.float32).reshape(self.feat_dim),
+               "action": np.asarray(action, np.float32).reshape(self.act_dim),
+               "reward": np.float32(reward), "done": np.float32(bool(done)),
+               "next_feat": np.zeros(self.feat_dim, np.float32) if next_feat is None else
+               np.asarray(next_feat, np.float32).reshape(self.feat_dim),
+               "next_cands": np.zeros((self.num_candidates, self.act_dim), np.float32) if next_cands is None else
+               np.asarray(next_cands, np.float32).reshape(self.num_candidates, self.act_dim)}
+        return self._put(episode, chunk, row)
 
     def sample(self, batch_size: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
-        if self.size == 0:
-            raise ValueError("sample from an empty replay buffer")
-        idx = rng.integers(0, self.size, size=int(batch_size))
-        return {k: getattr(self, k)[idx] for k in ("feat", "action", "reward", "done", "next_feat", "next_cands")}
-
-    def counters(self) -> dict[str, int]:
-        return {"size": self.size, "added": self.added, "refused_duplicate": self.refused_duplicate,
-                "refused_nonfinite": self.refused_nonfinite}
-
-    def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        meta = np.array([self.capacity, self.feat_dim, self.act_dim, self.num_candidates, self.size, self.pos,
-                         self.added, self.refused_duplicate, self.refused_nonfinite], np.int64)
-        n = self.size
-        with open(path, "wb") as fh:
-            np.savez(fh, format=np.array(FORMAT), meta=meta, **{k: getattr(self, k)[:n] for k in self.FIELDS})
-        return path
-
-    @classmethod
-    def load(cls, path: str | Path) -> "CandidateReplay":
-        with np.load(Path(path), allow_pickle=False) as z:
-            if str(z["format"]) != FORMAT:
-                raise ValueError(f"{path}: not a replay buffer of format {FORMAT} (got {z['format']})")
-            cap, fd, ad, nc, size, pos, added, dup, nonfin = (int(v) for v in z["meta"])
-            buf = cls(cap, fd, ad, nc)
-            for k in cls.FIELDS:
-                arr = z[k]
-                if arr.shape[0] != size:
-                    raise ValueError(f"{path}: field {k} has {arr.shape[0]} rows, expected {size}")
-                getattr(buf, k)[:size] = arr
-        buf.size, buf.pos, buf.added, buf.refused_duplicate, buf.refused_nonfinite = size, pos, added, dup, nonfin
-        buf._keys = {(int(e), int(c)): i for i, (e, c) in enumerate(zip(buf.episode[:size], buf.chunk[:size]))}
-        return buf
+        return self._rows(("feat", "action", "reward", "done", "next_feat", "next_cands"), batch_size, rng)

@@ -33,7 +33,6 @@ Here:
 from __future__ import annotations
 
 import copy
-import json
 import math
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -45,6 +44,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mechanic_rl_ros.optim import Mechanic
+from mechanic_rl_ros.rl.persist import read_learner, save_learner
 
 FORMAT = "mechanic_rl_ros.steer_learner/1"
 
@@ -313,18 +313,11 @@ class SteerLearner:
 
     def save(self, directory: str | Path) -> Path:
         """``learner.pt`` (tensors only; read back with ``weights_only=True``) + ``learner.json``."""
-        d = Path(directory)
-        d.mkdir(parents=True, exist_ok=True)
-        torch.save(self.state_dict(), d / "learner.pt")
-        (d / "learner.json").write_text(json.dumps({"format": FORMAT, "config": self.cfg.to_dict()}, indent=1))
-        return d
+        return save_learner(directory, self.state_dict(), FORMAT, self.cfg.to_dict())
 
     @classmethod
     def load(cls, directory: str | Path, device: str | torch.device = "cpu") -> "SteerLearner":
-        d = Path(directory)
-        meta = json.loads((d / "learner.json").read_text())
-        if meta.get("format") != FORMAT:
-            raise ValueError(f"{d}: not a {FORMAT} checkpoint")
-        learner = cls(SteerConfig.from_dict(meta["config"]), device)
-        learner.load_state_dict(torch.load(d / "learner.pt", map_location=learner.device, weights_only=True))
+        config, state = read_learner(directory, FORMAT, device)
+        learner = cls(SteerConfig.from_dict(config), device)
+        learner.load_state_dict(state)
         return learner
