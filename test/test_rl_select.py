@@ -187,3 +187,15 @@ def test_trainer_end_to_end_in_the_simulator(tiny_ckpt, tmp_path):
     replay = CandidateReplay.load(tmp_path / "a" / "ckpt" / "replay.npz")
     open_rows = replay.done[:len(replay)] == 0
     assert np.abs(replay.next_cands[:len(replay)][open_rows]).sum(axis=(1, 2)).min() > 0  # proposals stored
+
+
+def test_the_shipped_critic_matches_the_shipped_policy_and_its_eval_record():
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    policy = DiffusionPolicy.from_checkpoint(repo / "checkpoints" / "lift_pretrained")
+    learner = load_exported_critic(repo / "checkpoints" / "lift_select", policy.arch_id)
+    assert learner.cfg.feat_dim == policy.net.cond_dim
+    assert learner.cfg.act_dim == policy.cfg.action_horizon * policy.cfg.action_dim
+    rec = json.loads((repo / "checkpoints" / "lift_select" / "eval.json").read_text())
+    assert len(rec["outcomes"]) == rec["episodes"] == 200 and sum(rec["outcomes"]) == rec["successes"]

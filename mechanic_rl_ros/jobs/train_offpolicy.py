@@ -461,11 +461,18 @@ def train(t: Mapping[str, Any], learner_overrides: Mapping[str, Any],
     final["final"] = 1
     evals.append(final)
     save()
+    return write_summary(out, env_steps, episodes, final, learner, replay, time.perf_counter() - t0)
+
+
+def write_summary(out: Path | None, env_steps: int, episodes: list[Mapping[str, Any]], final: Mapping[str, Any],
+                  learner: Any, replay: Any, wall_s: float, **extra: Any) -> dict[str, Any]:
+    """A run's summary (budget used, training success, final evaluation, learner counters), also written
+    to ``out/final.json``; shared by the off-policy trainers."""
     summary = {"env_steps": env_steps, "robot_min": robot_minutes(env_steps), "episodes": len(episodes),
                "train_success": float(np.mean([e["success"] for e in episodes])) if episodes else float("nan"),
-               "final_eval": final, "grad_steps": learner.num_updates,
+               "final_eval": dict(final), **extra, "grad_steps": learner.num_updates,
                "nonfinite_skipped": learner.nonfinite_skipped, "replay": replay.counters(),
-               "wall_s": time.perf_counter() - t0, "learner": lcfg.to_dict()}
+               "wall_s": wall_s, "learner": learner.cfg.to_dict()}
     if out:
         (out / "final.json").write_text(json.dumps(summary, indent=1) + "\n")
     return summary

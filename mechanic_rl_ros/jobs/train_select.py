@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from mechanic_rl_ros.jobs.train_offpolicy import (EPISODE_FIELDS, EVAL_FIELDS, NoisePolicy, _fmt, _runner,
-                                                   _write_csv, plot_curve, robot_minutes)
+                                                   _write_csv, plot_curve, robot_minutes, write_summary)
 from mechanic_rl_ros.rl.persist import recover_dir, write_checkpoint
 from mechanic_rl_ros.rl.select import (CandidateReplay, SelectConfig, SelectLearner, export_critic,
                                        load_exported_critic)
@@ -272,14 +272,8 @@ def train(args: argparse.Namespace, log: Callable[[str], None] = lambda m: print
     final["final"] = 1
     evals.append(final)
     write_logs()
-    summary = {"env_steps": env_steps, "robot_min": robot_minutes(env_steps), "episodes": len(episodes),
-               "train_success": float(np.mean([e["success"] for e in episodes])) if episodes else float("nan"),
-               "final_eval": final, "final_outcomes": outcomes, "grad_steps": learner.num_updates,
-               "nonfinite_skipped": learner.nonfinite_skipped, "replay": replay.counters(),
-               "wall_s": time.perf_counter() - t0, "learner": lcfg.to_dict()}
-    if out:
-        (out / "final.json").write_text(json.dumps(summary, indent=1) + "\n")
-    return summary
+    return write_summary(out, env_steps, episodes, final, learner, replay, time.perf_counter() - t0,
+                         final_outcomes=outcomes)
 
 
 def main(argv: list[str] | None = None) -> int:
