@@ -290,6 +290,24 @@ def plot_curve(episodes: list[Mapping[str, Any]], evals: list[Mapping[str, Any]]
     plt.close(fig)
 
 
+def eval_row(env_steps: int, wins: int, episodes_n: int, seconds: float,
+             log: Callable[[str], None]) -> dict[str, Any]:
+    """One ``evals.csv`` row (success with its Wilson 95 % interval, at ``env_steps``), logged."""
+    from mechanic_rl_ros.jobs.evaluate import wilson_interval
+
+    lo, hi = wilson_interval(wins, episodes_n)
+    row = {"env_steps": env_steps, "robot_min": robot_minutes(env_steps), "episodes": episodes_n,
+           "successes": wins, "success": wins / episodes_n, "wilson_lo": lo, "wilson_hi": hi, "eval_s": seconds}
+    log(f"eval | {env_steps} steps = {row['robot_min']:.2f} robot min | success {wins}/{episodes_n} = "
+        f"{row['success']:.1%} (95 % {lo:.1%}-{hi:.1%}) | {seconds:.0f} s")
+    return row
+
+
+def mean_stats(agg: Mapping[str, list[float]]) -> dict[str, float]:
+    """Per statistic the mean over a round's updates, NaN entries (skipped updates) left out."""
+    return {k: float(np.nanmean(v)) if not all(math.isnan(x) for x in v) else float("nan") for k, v in agg.items()}
+
+
 def _fmt(x: Any) -> str:
     return "nan" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3g}"
 
@@ -298,7 +316,6 @@ def _fmt(x: Any) -> str:
 def train(t: Mapping[str, Any], learner_overrides: Mapping[str, Any],
           log: Callable[[str], None] = lambda m: print(m, flush=True)) -> dict[str, Any]:
     from mechanic_rl_ros.control.chunk_loop import ChunkLoop
-    from mechanic_rl_ros.jobs.evaluate import wilson_interval
     from mechanic_rl_ros.jobs.rollouts import plan_batch, run_blocks
     from mechanic_rl_ros.policy import DiffusionPolicy
 
@@ -346,13 +363,7 @@ def train(t: Mapping[str, Any], learner_overrides: Mapping[str, Any],
         te = time.perf_counter()
         wins = evaluate(npol, lambda f: learner.act(f, deterministic=True), t["task"], episodes_n,
                         int(t["eval_seed"]), n, int(t["workers"]))
-        lo, hi = wilson_interval(wins, episodes_n)
-        row = {"env_steps": env_steps, "robot_min": robot_minutes(env_steps), "episodes": episodes_n,
-               "successes": wins, "success": wins / episodes_n, "wilson_lo": lo, "wilson_hi": hi,
-               "eval_s": time.perf_counter() - te}
-        log(f"eval | {env_steps} steps = {row['robot_min']:.2f} robot min | success {wins}/{episodes_n} = "
-            f"{row['success']:.1%} (95 % {lo:.1%}-{hi:.1%}) | {row['eval_s']:.0f} s")
-        return row
+        return eval_row(env_steps, wins, episodes_n, time.perf_counter() - te, log)
 
     def save() -> None:
         if not out:
@@ -428,8 +439,7 @@ def train(t: Mapping[str, Any], learner_overrides: Mapping[str, Any],
                                         update_actor=(j % int(t["actor_every"]) == 0))
                     for k, v in st.items():
                         agg.setdefault(k, []).append(v)
-                last_stats = {k: float(np.nanmean(v)) if not all(math.isnan(x) for x in v) else float("nan")
-                              for k, v in agg.items()}
+                last_stats = mean_stats(agg)
             recent = [e["success"] for e in episodes[-20:]]
             row = {"env_steps": env_steps, "robot_min": robot_minutes(env_steps), "decisions": replay.added,
                    "replay": len(replay), "grad_steps": learner.num_updates,

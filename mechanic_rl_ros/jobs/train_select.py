@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -32,7 +31,8 @@ import numpy as np
 import torch
 
 from mechanic_rl_ros.jobs.train_offpolicy import (EPISODE_FIELDS, EVAL_FIELDS, NoisePolicy, _fmt, _runner,
-                                                   _write_csv, plot_curve, robot_minutes, write_summary)
+                                                   _write_csv, eval_row, mean_stats, plot_curve, robot_minutes,
+                                                   write_summary)
 from mechanic_rl_ros.rl.persist import recover_dir, write_checkpoint
 from mechanic_rl_ros.rl.select import (CandidateReplay, SelectConfig, SelectLearner, export_critic,
                                        load_exported_critic)
@@ -133,14 +133,13 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--eval-seed", type=int, default=100000)
     ap.add_argument("--threads", type=int, default=1, help="torch threads")
     ap.add_argument("--save-every", type=int, default=3000, help="control steps between checkpoints")
-    ap.add_argument("--resume", help="with --eval-only: OUT/ckpt whose critic chooses")
+    ap.add_argument("--resume", help="with --eval-only: the critic that chooses (OUT/ckpt, OUT/critic or a shipped one)")
     ap.add_argument("--eval-only", action="store_true")
     return ap
 
 
 def train(args: argparse.Namespace, log: Callable[[str], None] = lambda m: print(m, flush=True)) -> dict[str, Any]:
     from mechanic_rl_ros.control.chunk_loop import ChunkLoop
-    from mechanic_rl_ros.jobs.evaluate import wilson_interval
     from mechanic_rl_ros.jobs.rollouts import plan_batch, run_blocks
     from mechanic_rl_ros.policy import DiffusionPolicy
 
@@ -169,12 +168,7 @@ def train(args: argparse.Namespace, log: Callable[[str], None] = lambda m: print
     def run_eval(k: int, outcomes: list[int] | None = None) -> dict[str, Any]:
         te = time.perf_counter()
         wins = evaluate(npol, learner.choose, lcfg.num_candidates, args.task, k, args.eval_seed, n, outcomes)
-        lo, hi = wilson_interval(wins, k)
-        row = {"env_steps": env_steps, "robot_min": robot_minutes(env_steps), "episodes": k, "successes": wins,
-               "success": wins / k, "wilson_lo": lo, "wilson_hi": hi, "eval_s": time.perf_counter() - te}
-        log(f"eval | {env_steps} steps = {row['robot_min']:.2f} robot min | success {wins}/{k} = "
-            f"{row['success']:.1%} (95 % {lo:.1%}-{hi:.1%}) | {row['eval_s']:.0f} s")
-        return row
+        return eval_row(env_steps, wins, k, time.perf_counter() - te, log)
 
     def write_logs() -> None:
         if out:
@@ -241,8 +235,7 @@ def train(args: argparse.Namespace, log: Callable[[str], None] = lambda m: print
                 for _ in range(args.utd * new):
                     for k, v in learner.update(replay.sample(lcfg.batch_size, rng)).items():
                         stats.setdefault(k, []).append(v)
-            mean = {k: float(np.nanmean(v)) if not all(math.isnan(x) for x in v) else float("nan")
-                    for k, v in stats.items()}
+            mean = mean_stats(stats)
             recent = [e["success"] for e in episodes[-20:]]
             urow = {"env_steps": env_steps, "robot_min": robot_minutes(env_steps), "decisions": replay.added,
                     "replay": len(replay), "grad_steps": learner.num_updates,
