@@ -518,12 +518,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{what}: {wins}/{k} = {wins / k:.1%} (95 % Wilson {lo:.1%}-{hi:.1%}), seeds {t['eval_seed']}.. "
               f"{int(t['eval_seed']) + k - 1}, {time.perf_counter() - te:.0f} s", flush=True)
         return 0
-    summary = train(t, learner)
+    print_done(train(t, learner))
+    return 0
+
+
+def print_done(summary: Mapping[str, Any]) -> None:
+    """The last line of a training run: budget used and the final deterministic evaluation."""
     f = summary["final_eval"]
     print(f"done: {summary['env_steps']} control steps = {summary['robot_min']:.2f} robot min, "
           f"{summary['episodes']} episodes; final deterministic eval {f['successes']}/{f['episodes']} = "
           f"{f['success']:.1%} (95 % Wilson {f['wilson_lo']:.1%}-{f['wilson_hi']:.1%})", flush=True)
-    return 0
 
 
 if __name__ == "__main__":

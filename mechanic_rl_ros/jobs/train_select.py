@@ -31,8 +31,8 @@ import numpy as np
 import torch
 
 from mechanic_rl_ros.jobs.train_offpolicy import (EPISODE_FIELDS, EVAL_FIELDS, NoisePolicy, _fmt, _runner,
-                                                   _write_csv, eval_row, mean_stats, plot_curve, robot_minutes,
-                                                   write_summary)
+                                                   _write_csv, eval_row, mean_stats, plot_curve, print_done,
+                                                   robot_minutes, write_summary)
 from mechanic_rl_ros.rl.persist import recover_dir, write_checkpoint
 from mechanic_rl_ros.rl.select import (CandidateReplay, SelectConfig, SelectLearner, export_critic,
                                        load_exported_critic)
@@ -298,11 +298,7 @@ def main(argv: list[str] | None = None) -> int:
                 {"what": what, "successes": wins, "episodes": k, "eval_seed": args.eval_seed,
                  "outcomes": outcomes}, indent=1) + "\n")
         return 0
-    s = train(args)
-    f = s["final_eval"]
-    print(f"done: {s['env_steps']} control steps = {s['robot_min']:.2f} robot min, {s['episodes']} episodes; "
-          f"final deterministic eval {f['successes']}/{f['episodes']} = {f['success']:.1%} "
-          f"(95 % Wilson {f['wilson_lo']:.1%}-{f['wilson_hi']:.1%})", flush=True)
+    print_done(train(args))
     return 0
 
 
