@@ -130,8 +130,10 @@ PARAMETERS = [
           range=(0.0, 0.08)),
     Param("gripper_epsilon_outer", 0.08, "[m] a grasp succeeds if the fingers stop below width + this (0.08: any "
           "object narrower than the open hand)", range=(0.0, 0.08)),
-    Param("gripper_goal_timeout", 5.0, "[wall s] a gripper goal not answered after this long is given up, so the "
-          "next one can go", range=(0.001, None)),
+    Param("gripper_goal_timeout", 5.0, "[s on the node's clock: sim time in simulation, wall time on the robot] "
+          "a gripper goal not answered after this long is given up, so the next one can go; on sim time it must "
+          "exceed the simulator's own gripper_goal_timeout, or a slow simulator sees two goals at once",
+          range=(0.001, None)),
     Param("transition_topic", topics.TRANSITIONS.name, "mechanic_rl_ros/Transition of every executed step, to the "
           "learner"),
     Param("weights_topic", topics.WEIGHTS.name, "mechanic_rl_ros/PolicyWeights from the learner, hot-swapped between "
@@ -531,7 +533,7 @@ class PolicyNode(Node):
         """Send a franka_gripper goal for ``width`` [m] if the commander says one is due (one at a time)."""
         with self.gripper_lock:
             previous = self.gripper.last_goal
-            goal = self.gripper.request(width, time.monotonic(), self.finger_width)
+            goal = self.gripper.request(width, self._now(), self.finger_width)
             if goal is None:
                 return
             client = self.gripper_clients[goal.kind]
