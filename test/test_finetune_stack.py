@@ -31,13 +31,19 @@ UNDER_LOAD = re.compile(r"\[policy_node\]: holding: \S+ is [0-9.]+ s old")
 FAST_RL = {"learner": {"update_epochs": 2, "critic_warmup_updates": 1}}
 
 
-def fast_settings(tmp: Path, episodes: int = EPISODES) -> list[str]:
-    """Runner options that make a short, CI-sized run: short episodes, small batches, quick updates."""
+def fast_settings(tmp: Path, episodes: int = EPISODES, algorithm: str = "dppo") -> list[str]:
+    """Runner options that make a short, CI-sized run: short episodes, small batches, quick updates.
+    ``algorithm`` dppo: DPPO on batches of 3 decisions; select (the stack's default): the selection
+    learner's first gradient steps after 4 decisions, a critic published every 10 steps."""
+    common = ["--set", "reward_node.max_steps=24", "--set", f"reward_node.max_episodes={episodes}"]
+    if algorithm == "select":
+        return common + ["--set", "learner_node.warmup_decisions=4", "--set", "learner_node.critic_publish_every=10",
+                         "--set", "learner_node.critic_checkpoint_every=50"]
     (tmp / "rl_fast.yaml").write_text(json.dumps(FAST_RL))
-    return ["--set", "reward_node.max_steps=24", "--set", f"reward_node.max_episodes={episodes}",
-            "--set", "learner_node.batch_size=3", "--set", "learner_node.min_batch_size=1",
-            "--set", "learner_node.checkpoint_every=1",
-            "--set", f"learner_node.rl_config={tmp / 'rl_fast.yaml'}"]
+    return common + ["--set", "policy_node.algorithm=dppo", "--set", "learner_node.algorithm=dppo",
+                     "--set", "learner_node.batch_size=3", "--set", "learner_node.min_batch_size=1",
+                     "--set", "learner_node.checkpoint_every=1",
+                     "--set", f"learner_node.rl_config={tmp / 'rl_fast.yaml'}"]
 
 
 def stop(runner: subprocess.Popen) -> int | None:
@@ -52,12 +58,16 @@ def stop(runner: subprocess.Popen) -> int | None:
 
 @pytest.mark.slow
 def test_finetune_runner_learns_and_shuts_down_cleanly(tmp_path):
+    """The default stack (value-guided selection): the learner trains a critic on the decisions the policy
+    node sends (features, 8 proposals, the choice), the policy node hot-swaps each published critic and
+    chooses with it; the run stops cleanly with a checkpoint whose critic `mechanic-rl eval --critic` runs.
+    (DPPO in the stack: test_finetune_faults.py, the reflex test below, test_shutdown_signals.py.)"""
     make_checkpoint(tmp_path / "ckpt")
     domain = fresh_domain_id()
     log = open(tmp_path / "runner.log", "wb")
     runner = subprocess.Popen(
         [sys.executable, "-m", "mechanic_rl_ros.cli", "finetune", f"checkpoint:={tmp_path / 'ckpt'}",
-         f"run_dir:={tmp_path / 'run'}", *fast_settings(tmp_path)],
+         f"run_dir:={tmp_path / 'run'}", *fast_settings(tmp_path, algorithm="select")],
         cwd=REPO, env=ros_env(domain), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     obs = StackObserver(domain)
     text = (tmp_path / "runner.log").read_text
@@ -80,9 +90,23 @@ def test_finetune_runner_learns_and_shuts_down_cleanly(tmp_path):
     problems = [f"{log.name}: {line}" for log in sorted((tmp_path / "run" / "logs").glob("*.log"))
                 for line in log.read_text().splitlines() if PROBLEM.search(line) and not UNDER_LOAD.search(line)]
     assert not problems, "\n".join(problems)
-    assert "[progress] episode" in out and "Mechanic scale" in out
+    assert "[progress] episode" in out and "Mechanic scale" in out and "robot min" in out
     assert (tmp_path / "run" / "learning_curve.png").stat().st_size > 10_000
-    assert (tmp_path / "run" / "learner" / "learner.json").is_file()
+    # every decision the learner got carried the selection payload; rows reached the replay, none refused
+    learner = obs.diagnostics["learner_node"]
+    assert learner["decisions_refused"] == "0" and learner["stream_refused_shape"] == "0", learner
+    assert int(learner["replay_added"]) >= 4 and int(learner["num_updates"]) >= 30, learner
+    from mechanic_rl_ros.wire.transition import decision_from_transition
+    made = [decision_from_transition(t) for t in obs.transitions if t.chunk_step == 0 and t.policy_version > 0]
+    assert made and all(d.proposals.shape[0] == 8 and 0 <= d.chosen < 8 for d in made), "no critic's decision"
+    saved = tmp_path / "run" / "learner"
+    assert json.loads((saved / "node_state.json").read_text())["algorithm"] == "select"
+    from mechanic_rl_ros.rl.select import SelectLearner
+    assert SelectLearner.load(saved / "learner").num_updates >= int(learner["num_updates"])
+    ev = subprocess.run([sys.executable, "-m", "mechanic_rl_ros.cli", "eval", "--checkpoint", str(tmp_path / "ckpt"),
+                         "--critic", str(saved / "critic"), "--episodes", "1", "--video-episodes", "0",
+                         "--out", str(tmp_path / "eval")], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert ev.returncode == 0 and "8 proposals" in ev.stdout, ev.stdout + ev.stderr
 
 
 @pytest.mark.slow

@@ -112,5 +112,15 @@ def test_a_dppo_batch_below_the_measured_signal_to_noise_threshold_is_refused(tm
     """The stack's DPPO may not update on fewer decisions than bench/pg_snr.py says it needs."""
     make_checkpoint(tmp_path / "ckpt")
     text = _refused_start(tmp_path, "learner_node", f"checkpoint:={tmp_path / 'ckpt'}",
-                          f"run_dir:={tmp_path / 'run'}", "batch_size:=16")
+                          f"run_dir:={tmp_path / 'run'}", "algorithm:=dppo", "batch_size:=16")
     assert "parameter batch_size: got 16; expected at least min_batch_size = 2600" in text, text
+
+
+def test_a_malformed_select_config_is_refused_naming_the_file_and_field(tmp_path):
+    """policy_node and learner_node read the same selection settings; a bad file stops them at start-up."""
+    make_checkpoint(tmp_path / "ckpt")
+    bad = tmp_path / "select.yaml"
+    bad.write_text("num_candidates: -2\n")
+    text = _refused_start(tmp_path, "learner_node", f"checkpoint:={tmp_path / 'ckpt'}",
+                          f"run_dir:={tmp_path / 'run'}", f"select_config:={bad}")
+    assert f"select config {bad}: num_candidates = -2; expected an integer >= 1" in text, text

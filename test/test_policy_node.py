@@ -1,7 +1,9 @@
 """policy_node with sim_node and reward_node as separate processes (lock-step
 sim time): it acts at control rate inside episodes, publishes one Transition
 per executed step, hot-swaps good weights between chunks, refuses bad ones,
-and holds position on joint states with wrong names."""
+and holds position on joint states with wrong names. The module's node runs
+algorithm dppo (stochastic chains, fine-tuned-network weights); the default,
+selection, runs in test_finetune_stack.py."""
 from __future__ import annotations
 
 import numpy as np
@@ -39,7 +41,7 @@ def stack(tmp_path_factory):
         "reward": start_python(["-m", "mechanic_rl_ros.nodes.reward_node", "--ros-args", "--params-file",
                                 "config/reward.yaml", "-p", "max_steps:=20", *sim_time], domain, tmp / "reward.log"),
         "policy": start_python(["-m", "mechanic_rl_ros.nodes.policy_node", "--ros-args", "--params-file",
-                                "config/policy_node.yaml", "-p", f"checkpoint:={tmp / 'ckpt'}",
+                                "config/policy_node.yaml", "-p", f"checkpoint:={tmp / 'ckpt'}", "-p", "algorithm:=dppo",
                                 "-p", "image_topics:=[/camera/scene/image_raw]", *sim_time], domain, tmp / "policy.log"),
     }
     probe = Probe(domain)

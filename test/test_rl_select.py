@@ -65,9 +65,10 @@ def test_td_target_is_the_best_stored_proposal_of_the_next_state():
     rng = np.random.default_rng(0)
     feat, nfeat = rng.normal(size=(1, FEAT)), rng.normal(size=(1, FEAT))
     cands = rng.normal(size=(1, N, ACT))
-    with torch.no_grad():
-        q_next = learner._pairs(learner.critic_target, torch.tensor(nfeat, dtype=torch.float32),
-                                torch.tensor(cands, dtype=torch.float32)).min(0).values.max(1).values
+    with torch.no_grad():  # each proposal on its own: min over the ensemble, then the best proposal
+        nf = torch.tensor(nfeat, dtype=torch.float32)
+        q_next = max(float(learner.critic_target(nf, torch.tensor(cands[:, j], dtype=torch.float32)).min())
+                     for j in range(N))
     stats = learner.update({"feat": feat, "action": cands[:, 0], "reward": np.array([0.25]),
                             "done": np.array([0.0]), "next_feat": nfeat, "next_cands": cands})
     assert stats["target_mean"] == pytest.approx(0.25 + 0.5 * float(q_next), rel=1e-5)

@@ -58,6 +58,13 @@ class Decision:
     those K' transitions (summed over T_p x A); both have K' = 0 for a
     deterministic sample. ``stamps`` are the observation stamps [s] where a
     robot clock gave them.
+
+    Under value-guided selection (:mod:`mechanic_rl_ros.rl.select`) the
+    decision also carries what the selection learner trains on: ``features``
+    float32 [F], the frozen policy's encoding of ``obs``; ``proposals``
+    float32 [N, T_a * A], the N executable chunks it proposed (normalised);
+    and ``chosen``, the index of the one that ran (``chain`` is then that
+    proposal's deterministic chain).
     """
 
     obs: dict[str, Any]
@@ -67,6 +74,9 @@ class Decision:
     episode: int
     chunk: int
     stamps: np.ndarray | None = None
+    features: np.ndarray | None = None
+    proposals: np.ndarray | None = None
+    chosen: int = -1
 
     @property
     def finetune_steps(self) -> int:

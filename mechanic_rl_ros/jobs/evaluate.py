@@ -87,6 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
     src = ap.add_mutually_exclusive_group(required=True)
     src.add_argument("--checkpoint", help="policy checkpoint directory")
     src.add_argument("--expert", action="store_true", help="evaluate the scripted expert instead")
+    ap.add_argument("--critic", default=None,
+                    help="with --checkpoint: a selection critic (critic.safetensors + select.json: "
+                         "<run_dir>/learner/critic of the stack, or checkpoints/lift_select) chooses among the "
+                         "frozen policy's proposals, as policy_node runs it (algorithm select)")
     ap.add_argument("--noise", type=float, default=1.0, help="expert noise scale (--expert; 1.0 = noisy expert)")
     ap.add_argument("--task", default="lift")
     ap.add_argument("--episodes", type=int, default=50)
@@ -94,7 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--video-episodes", type=int, default=4, help="rollouts recorded into the video")
     ap.add_argument("--video-camera", default=None, help="camera for the video (default: the policy's first)")
     ap.add_argument("--video-upscale", type=int, default=3)
-    ap.add_argument("--out", default=None, help="output directory (default: <checkpoint>/eval_<task>)")
+    ap.add_argument("--out", default=None, help="output directory (default: <checkpoint>/eval_<task>; with --critic "
+                    "runs/eval_select_<task>)")
     ap.add_argument("--steps", type=int, default=None, help="DDIM steps K (default: checkpoint config)")
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     ap.add_argument("--replan-margin", type=int, default=0,
@@ -141,14 +146,26 @@ def main(argv: list[str] | None = None) -> int:
         cams = tuple(cfg.cameras) or ("scene",)
         env = make_env(task=args.task, render=bool(cfg.cameras), cameras=cams, image_size=cfg.image_size,
                        seed=args.seed, sim_config=sim_config)
-        planner: Any = PolicyPlanner(policy, stochastic=args.stochastic, noise_clip=args.noise_clip, seed=args.seed)
+        selector = None
+        if args.critic:
+            from mechanic_rl_ros.rl.select import exported_selector
+
+            selector = exported_selector(args.critic, policy.arch_id)
+        planner: Any = PolicyPlanner(policy, stochastic=args.stochastic, noise_clip=args.noise_clip, seed=args.seed,
+                                     selector=selector, version=1 if selector else 0)
         loop = ChunkLoop.for_policy(policy, args.replan_margin)
         label = str(args.checkpoint)
+        if selector is not None:
+            label += f" + critic {args.critic} ({selector.cfg.num_candidates} proposals)"
         mode = ""
         if args.stochastic:
             mode = f"_stochastic_std{cfg.sampling.min_sampling_std:g}"
             label += f" (stochastic, min_sampling_std {cfg.sampling.min_sampling_std:g})"
-        out = Path(args.out) if args.out else Path(args.checkpoint) / f"eval_{args.task}{mode}"
+        if selector is not None:
+            mode += "_select"
+        default_out = (Path("runs") / f"eval_select_{args.task}" if selector is not None else
+                       Path(args.checkpoint) / f"eval_{args.task}{mode}")
+        out = Path(args.out) if args.out else default_out
         video_cam = args.video_camera or cams[0]
     else:
         env = make_env(task=args.task, render=False, seed=args.seed, sim_config=sim_config)

@@ -1,6 +1,17 @@
-"""learner_node: asynchronous DPPO + Mechanic on the stack's own data.
+"""learner_node: the stack's asynchronous learner, with Mechanic on every optimiser it owns.
 
-A thin adapter around :class:`mechanic_rl_ros.rl.dppo.DPPO` and
+Two algorithms (parameter ``algorithm``, the same as policy_node's):
+
+``select`` (default) -- value-guided selection (:mod:`mechanic_rl_ros.rl.select`): a thin adapter around
+:class:`~mechanic_rl_ros.rl.select.SelectLearner`, :class:`~mechanic_rl_ros.rl.select.CandidateReplay` and
+:class:`~mechanic_rl_ros.rl.select_stream.SelectStream`. Each decision's features, proposals and choice
+come with its Transition; joined with the chunk's rewards and the next decision they become replay rows;
+after ``warmup_decisions`` rows the critic makes ``utd`` gradient steps per new row on a worker thread, and
+every ``critic_publish_every`` steps the critic alone goes out as ``PolicyWeights`` (the diffusion policy
+never changes). Checkpoints hold learner, replay, pending decisions and join state, and an exported
+``critic/`` that ``mechanic-rl eval --critic`` evaluates.
+
+``dppo`` -- a thin adapter around :class:`mechanic_rl_ros.rl.dppo.DPPO` and
 :class:`mechanic_rl_ros.rl.buffer.RolloutBuffer`:
 
 * joins ``Transition`` (policy_node) and ``StepReward`` (reward_node) by
@@ -48,6 +59,9 @@ from mechanic_rl_ros.rl.persist import recover_dir, replace_dir
 from mechanic_rl_ros.rl.config import load_config
 from mechanic_rl_ros.rl.dppo import DPPO
 from mechanic_rl_ros.rl.errors import NonFiniteUpdateError
+from mechanic_rl_ros.rl.select import (CandidateReplay, SelectLearner, critic_arch_id, export_critic,
+                                       load_select_config)
+from mechanic_rl_ros.rl.select_stream import SelectStream
 from mechanic_rl_ros.wire import WireError, topics
 from mechanic_rl_ros.wire.transition import decision_from_transition
 from mechanic_rl_ros.wire.weights import weights_message
@@ -57,12 +71,29 @@ from mechanic_rl_ros.wire.weights import weights_message
 PARAMETERS = [
     Param("checkpoint", "", "pretrained policy checkpoint directory the learner starts from (ignored when resuming "
           "from run_dir); the launch sets it"),
-    Param("rl_config", "", "extra YAML merged over config/rl.yaml (DPPO, Mechanic, critic); '' = its defaults"),
+    Param("algorithm", "select", "select = value-guided selection among the frozen policy's proposals (critic "
+          "ensemble, off-policy, config/select.yaml); dppo = DPPO on the fine-tuned denoiser (config/rl.yaml, "
+          "thousands of decisions per update: simulator scale); must match policy_node's", choices=("select", "dppo")),
+    Param("select_config", "", "algorithm select: YAML of the selection settings, shared with policy_node; '' = "
+          "config/select.yaml"),
+    Param("seed", 0, "algorithm select: learner seed (critic initialisation, batch sampling)", range=(0, None)),
+    Param("utd", 10, "algorithm select: gradient steps per new decision (update-to-data ratio)", range=(1, None)),
+    Param("warmup_decisions", 80, "algorithm select: complete decisions (about 8 control steps each) before the "
+          "first gradient step; until the first critic is published the policy runs as pretrained",
+          range=(1, None)),
+    Param("replay_capacity", 100000, "algorithm select: [decisions] held in the replay buffer (the oldest are "
+          "overwritten)", range=(1, None)),
+    Param("critic_publish_every", 100, "algorithm select: [gradient steps] between two published critics",
+          range=(1, None)),
+    Param("critic_checkpoint_every", 5000, "algorithm select: [gradient steps] between two checkpoints (and "
+          "always at shutdown)", range=(1, None)),
+    Param("rl_config", "", "algorithm dppo: extra YAML merged over config/rl.yaml (DPPO, Mechanic, critic); '' = "
+          "its defaults"),
     Param("optimizer", "mechanic", "mechanic = Mechanic(Adam(lr=1)), no learning rate to choose; adam = plain Adam "
           "with config/rl.yaml actor_lr / critic_lr", choices=("mechanic", "adam")),
     Param("run_dir", "runs/finetune", "checkpoints go to <run_dir>/learner, and a learner resumes from there when it "
           "exists; a relative path is taken from the node's current directory (the launch passes an absolute one)"),
-    Param("batch_size", 2600, "[decisions] complete action chunks per DPPO update (at least min_batch_size)",
+    Param("batch_size", 2600, "algorithm dppo: [decisions] complete action chunks per DPPO update (at least min_batch_size)",
           range=(1, None)),
     Param("min_batch_size", 2600, "[decisions] the smallest batch_size the node starts with: bench/pg_snr.py "
           "measured that the policy gradient's signal only equals its noise at about 2 600 decisions per update "
@@ -95,7 +126,8 @@ class LearnerNode(Node):
     def __init__(self) -> None:
         super().__init__("learner_node")
         self.cfg = cfg = declare_parameters(self, PARAMETERS)
-        if cfg["batch_size"] < cfg["min_batch_size"]:
+        self.select = cfg["algorithm"] == "select"
+        if not self.select and cfg["batch_size"] < cfg["min_batch_size"]:
             raise ValueError(f"parameter batch_size: got {cfg['batch_size']}; expected at least min_batch_size = "
                              f"{cfg['min_batch_size']} decisions per DPPO update: smaller batches make the update "
                              "mostly noise and drive the policy down (docs/rl.md, bench/pg_snr.py). Set "
@@ -110,12 +142,14 @@ class LearnerNode(Node):
         self.join = Join()
         self.counts = {"transitions_received": 0, "transitions_duplicate": 0, "rewards_received": 0,
                        "rewards_duplicate": 0, "rewards_unmatched": 0, "decisions_refused": 0, "updates_failed": 0,
-                       "episodes_aborted": 0, "decisions_dropped_aborted": 0, "transitions_after_abort": 0}
+                       "episodes_aborted": 0, "decisions_dropped_aborted": 0, "transitions_after_abort": 0,
+                       "grad_steps_done": 0}
         #: episodes the robot stopped under (EpisodeEvent ABORTED): nothing of them is learned from
         self.aborted: set[int] = set()
-        self.resumed = self._build()
+        self.resumed = self._build_select() if self.select else self._build()
         self.outcomes: deque[bool] = deque(maxlen=int(cfg["success_window"]))
         self.updating = False
+        self.stopping = False  #: set at shutdown: the update thread stops after its current step
         self.last_stats: dict[str, float] = {}
         self.samples_per_s = 0.0
 
@@ -135,6 +169,16 @@ class LearnerNode(Node):
                                  t.EPISODE_EVENTS.qos, callback_group=data)
         self.create_timer(0.2, self._maybe_update, clock=rclpy.clock.Clock())
         self.create_timer(cfg["diagnostics_period"], self._publish_diagnostics, clock=rclpy.clock.Clock())
+        if self.select:
+            if self.learner.version > 0:
+                self._publish_critic()  # a restarted learner re-announces its latest critic
+            self.get_logger().info(
+                f"learner ready ({'resumed from ' + str(self.dir) if self.resumed else 'fresh'}, checkpoints to "
+                f"{self.dir}): value-guided selection, {self.learner.cfg.num_candidates} proposals, "
+                f"{self.learner.cfg.num_critics} critics, optimizer={self.learner.cfg.optimizer}, UTD {cfg['utd']}, "
+                f"warm-up {cfg['warmup_decisions']} decisions, critic version {self.learner.version}, "
+                f"{self.learner.num_updates} gradient steps so far")
+            return
         if self.learner.policy_version > 0:
             self._publish_weights()  # a restarted learner re-announces its latest weights
         self.get_logger().info(
@@ -166,6 +210,41 @@ class LearnerNode(Node):
                                     capacity=int(cfg["buffer_capacity"]), whole_episodes=True)
         return False
 
+    def _build_select(self) -> bool:
+        """The selection learner, fresh (its dimensions from the policy checkpoint) or resumed from run_dir."""
+        from mechanic_rl_ros.policy import DiffusionPolicy
+
+        cfg = self.cfg
+        self.rng = np.random.default_rng(int(cfg["seed"]) + 29)
+        recover_dir(self.dir, "node_state.json")
+        if (self.dir / "node_state.json").is_file():
+            state = json.loads((self.dir / "node_state.json").read_text())
+            if state.get("algorithm", "dppo") != "select":
+                raise ValueError(f"parameter algorithm: select, but {self.dir} holds a {state.get('algorithm', 'dppo')} "
+                                 "learner; give another run_dir or algorithm:=dppo")
+            self.learner = SelectLearner.load(self.dir / "learner")
+            self.policy_arch_id = state["policy_arch_id"]
+            self.replay = CandidateReplay.load(self.dir / "replay.npz")
+            self.stream = SelectStream(self.replay)
+            self.stream.load(self.dir / "stream.npz")
+            self.join.load(state["join"])
+            self.counts.update(state["counts"])
+            self.aborted = {int(e) for e in state.get("aborted", [])}
+            return True
+        if not cfg["checkpoint"]:
+            raise ValueError("parameter checkpoint: empty and no learner state in run_dir; expected the pretrained "
+                             "policy checkpoint directory")
+        policy = DiffusionPolicy.from_checkpoint(Path(cfg["checkpoint"]))  # its dimensions and arch id only
+        pc, self.policy_arch_id = policy.cfg, policy.arch_id
+        scfg = load_select_config(cfg["select_config"], feat_dim=policy.net.cond_dim,
+                                  act_dim=pc.action_horizon * pc.action_dim, seed=int(cfg["seed"]),
+                                  optimizer=cfg["optimizer"])
+        del policy
+        self.learner = SelectLearner(scfg)
+        self.replay = CandidateReplay(int(cfg["replay_capacity"]), scfg.feat_dim, scfg.act_dim, scfg.num_candidates)
+        self.stream = SelectStream(self.replay)
+        return False
+
     def save(self) -> None:
         """Learner + buffer + join state, written to a temporary directory then swapped in (never half-written:
         :func:`replace_dir`, :func:`recover_dir`)."""
@@ -173,11 +252,18 @@ class LearnerNode(Node):
             tmp = self.dir.with_name("learner.tmp")
             if tmp.exists():
                 shutil.rmtree(tmp)
-            self.learner.save(tmp)
-            self.buffer.save(tmp / "buffer.npz")
+            state = {"join": self.join.state(), "counts": self.counts, "aborted": sorted(self.aborted)}
+            if self.select:
+                self.learner.save(tmp / "learner")
+                self.replay.save(tmp / "replay.npz")
+                self.stream.save(tmp / "stream.npz")
+                export_critic(self.learner, tmp / "critic", self.policy_arch_id)
+                state.update(algorithm="select", policy_arch_id=self.policy_arch_id)
+            else:
+                self.learner.save(tmp)
+                self.buffer.save(tmp / "buffer.npz")
             # written last: its presence marks the directory complete
-            (tmp / "node_state.json").write_text(json.dumps({"join": self.join.state(), "counts": self.counts,
-                                                                "aborted": sorted(self.aborted)}))
+            (tmp / "node_state.json").write_text(json.dumps(state))
             replace_dir(tmp, self.dir)
 
     # ------------------------------------------------------------ data
@@ -197,11 +283,20 @@ class LearnerNode(Node):
                     decision = decision_from_transition(msg)
                     if decision is None:
                         raise WireError("decision", "empty on the first step of a chunk (chunk_step 0)")
-                    self.buffer.add_decision(decision)
+                    if not self.select:
+                        self.buffer.add_decision(decision)
+                    elif decision.proposals is None:
+                        raise WireError("decision", "no features/proposals/chosen: is policy_node running "
+                                                    "algorithm dppo while this learner runs select?")
+                    else:
+                        self.stream.add_decision(key[0], int(msg.chunk), decision.features, decision.proposals,
+                                                 decision.chosen)
                 except ValueError as exc:  # WireError included
                     self.counts["decisions_refused"] += 1
                     self.get_logger().error(f"decision of episode {key[0]} chunk {msg.chunk} refused: {exc}",
                                             throttle_duration_sec=1.0)
+            if self.select:
+                self.stream.add_step(key[0], int(msg.chunk))
         if waiting is not None:
             with self.lock:
                 chunk = self.join.credit(key)
@@ -224,7 +319,11 @@ class LearnerNode(Node):
     def _apply_reward(self, key: tuple[int, int], chunk: int, reward: float, terminated: bool,
                       truncated: bool) -> None:
         with self.lock:
-            if not self.buffer.add_step_reward(key[0], chunk, reward, terminated=terminated, truncated=truncated):
+            if self.select:
+                ok = self.stream.add_reward(key[0], chunk, reward, terminated or truncated)
+            else:
+                ok = self.buffer.add_step_reward(key[0], chunk, reward, terminated=terminated, truncated=truncated)
+            if not ok:
                 self.counts["rewards_unmatched"] += 1
 
     def _on_event(self, msg: EpisodeEvent) -> None:
@@ -233,7 +332,7 @@ class LearnerNode(Node):
                 if int(msg.episode) in self.aborted:
                     return  # replayed (transient-local) after a restart
                 self.aborted.add(int(msg.episode))
-                n = self.buffer.drop_episode(int(msg.episode))
+                n = (self.stream if self.select else self.buffer).drop_episode(int(msg.episode))
                 self.counts["episodes_aborted"] += 1
                 self.counts["decisions_dropped_aborted"] += n
             self.get_logger().info(f"episode {msg.episode} aborted by the robot ({msg.detail}): its {n} held "
@@ -243,8 +342,20 @@ class LearnerNode(Node):
             self.outcomes.append(msg.event == EpisodeEvent.SUCCESS)
 
     # ------------------------------------------------------------ learning
+    def _owed(self) -> int:
+        """Gradient steps due: ``utd`` per complete decision after the warm-up, less those made."""
+        ready = self.replay.added - int(self.cfg["warmup_decisions"])
+        if ready <= 0:
+            return 0
+        return int(self.cfg["utd"]) * ready - self.counts["grad_steps_done"]
+
     def _maybe_update(self) -> None:
         if self.updating:
+            return
+        if self.select:
+            if self._owed() > 0:
+                self.updating = True
+                threading.Thread(target=self._update_select, daemon=True).start()
             return
         with self.lock:
             if not self.buffer.ready(int(self.cfg["batch_size"])):
@@ -288,6 +399,56 @@ class LearnerNode(Node):
         finally:
             self.updating = False
 
+    def _update_select(self) -> None:
+        """Gradient steps until none is owed (``utd`` per new decision); publish and checkpoint on schedule."""
+        try:
+            cfg, lr = self.cfg, self.learner
+            rng = self.rng
+            stats: dict[str, list[float]] = {}
+            t0 = time.perf_counter()
+            done = 0
+            while self._owed() > 0 and not self.stopping and rclpy.ok(context=self.context):
+                with self.lock:
+                    batch = self.replay.sample(lr.cfg.batch_size, rng)
+                out = lr.update(batch)
+                with self.lock:
+                    self.counts["grad_steps_done"] += 1
+                done += 1
+                if out.get("skipped"):
+                    self.counts["updates_failed"] += 1
+                    self.get_logger().error("gradient step refused: non-finite loss or gradient; critic unchanged",
+                                            throttle_duration_sec=5.0)
+                for k, v in out.items():
+                    stats.setdefault(k, []).append(v)
+                steps = self.counts["grad_steps_done"]
+                if steps % int(cfg["critic_publish_every"]) == 0:
+                    self.last_stats = {k: float(np.nanmean(v)) for k, v in stats.items()}
+                    self.samples_per_s = done * lr.cfg.batch_size / max(time.perf_counter() - t0, 1e-9)
+                    self._publish_critic()
+                    self._publish_stats(self.last_stats)
+                    self.get_logger().info(
+                        f"{steps} gradient steps on {self.replay.added} decisions: critic loss "
+                        f"{self.last_stats.get('critic_loss', float('nan')):.4f}, Q {self.last_stats.get('q_mean', float('nan')):.3f}, "
+                        f"Mechanic scale {self.last_stats.get('critic_scale', float('nan')):.3g}; critic version "
+                        f"{lr.version} published")
+                    stats, done, t0 = {}, 0, time.perf_counter()
+                if steps % int(cfg["critic_checkpoint_every"]) == 0:
+                    self.save()
+        except Exception as exc:  # keep learning later; say why this went wrong
+            if rclpy.ok(context=self.context):
+                self.counts["updates_failed"] += 1
+                self.get_logger().error(f"update failed: {exc!r}")
+        finally:
+            self.updating = False
+
+    def _publish_critic(self) -> None:
+        lr = self.learner
+        msg = weights_message(lr.critic.state_dict(), version=lr.version,
+                              architecture_id=critic_arch_id(self.policy_arch_id, lr.cfg), finetune_steps=0,
+                              num_updates=lr.num_updates)
+        msg.header.stamp = self.get_clock().now().to_msg()
+        self.weights_pub.publish(msg)
+
     def _publish_weights(self) -> None:
         lr = self.learner
         msg = weights_message(lr.policy.ft_net.state_dict(), version=lr.policy_version,  # type: ignore[union-attr]
@@ -300,16 +461,22 @@ class LearnerNode(Node):
     def _publish_stats(self, stats: dict[str, float]) -> None:
         m = LearnerStats()
         m.header.stamp = self.get_clock().now().to_msg()
-        m.num_updates, m.policy_version = int(self.learner.num_updates), int(self.learner.policy_version)
+        m.num_updates = int(self.learner.num_updates)
+        m.policy_version = int(self.learner.version if self.select else self.learner.policy_version)
         for f in ("actor_loss", "critic_loss", "approx_kl", "clip_fraction"):
             setattr(m, f, float(stats.get(f, float("nan"))))
         m.actor_scale = float(stats.get("actor_scale", float("nan")))
         m.critic_scale = float(stats.get("critic_scale", float("nan")))
         m.samples_per_second = float(self.samples_per_s)
-        m.buffer_size = len(self.buffer)
         m.transitions_received = self.counts["transitions_received"]
-        m.transitions_stale = int(self.learner.counters.get("refused_stale", 0) + self.buffer.counters.dropped_stale)
-        m.transitions_unmatched = self.counts["rewards_unmatched"] + self.buffer.counters.unmatched_rewards
+        if self.select:  # off-policy: nothing is stale; duplicates and refusals are in /diagnostics
+            m.buffer_size = len(self.replay)
+            m.transitions_stale = 0
+            m.transitions_unmatched = self.counts["rewards_unmatched"]
+        else:
+            m.buffer_size = len(self.buffer)
+            m.transitions_stale = int(self.learner.counters.get("refused_stale", 0) + self.buffer.counters.dropped_stale)
+            m.transitions_unmatched = self.counts["rewards_unmatched"] + self.buffer.counters.unmatched_rewards
         m.success_rate = float(sum(self.outcomes) / len(self.outcomes)) if self.outcomes else 0.0
         self.stats_pub.publish(m)
         text = Marker(ns="learner_status", id=0, type=Marker.TEXT_VIEW_FACING, action=Marker.ADD)
@@ -317,11 +484,25 @@ class LearnerNode(Node):
         text.pose.position.x, text.pose.position.z, text.pose.orientation.w = 0.5, 0.9, 1.0
         text.scale.z = 0.05
         text.color.r = text.color.g = text.color.b = text.color.a = 1.0
-        text.text = (f"policy v{m.policy_version} | updates {m.num_updates} | success {m.success_rate:.2f} | "
+        text.text = (f"critic v{m.policy_version} | gradient steps {m.num_updates} | success {m.success_rate:.2f} | "
+                     f"Mechanic scale {m.critic_scale:.3g} | replay {m.buffer_size}" if self.select else
+                     f"policy v{m.policy_version} | updates {m.num_updates} | success {m.success_rate:.2f} | "
                      f"Mechanic scale {m.actor_scale:.3g} | KL {m.approx_kl:.3g}")
         self.marker_pub.publish(MarkerArray(markers=[text]))
 
     def _publish_diagnostics(self) -> None:
+        if self.select:
+            lr = self.learner
+            values = {**self.counts, **{f"replay_{k}": v for k, v in self.replay.counters().items()},
+                      **{f"stream_{k}": v for k, v in self.stream.counters.items()},
+                      "stream_pending": len(self.stream), "policy_version": lr.version,
+                      "num_updates": lr.num_updates, "nonfinite_skipped": lr.nonfinite_skipped,
+                      "rewards_waiting": len(self.join.waiting)}
+            level = DiagnosticStatus.WARN if self.counts["updates_failed"] else DiagnosticStatus.OK
+            publish_diagnostics(self, self.diag_pub, "learner_node: value-guided selection + Mechanic",
+                                self.policy_arch_id, level, f"critic version {lr.version}, {lr.num_updates} "
+                                f"gradient steps", values)
+            return
         values = {**self.counts, **{f"buffer_{k}": v for k, v in vars(self.buffer.counters).items()},
                   "buffer_size": len(self.buffer), "buffer_complete": self.buffer.num_complete(),
                   "policy_version": self.learner.policy_version, "num_updates": self.learner.num_updates,
@@ -332,6 +513,7 @@ class LearnerNode(Node):
                             f"version {self.learner.policy_version}, {self.learner.num_updates} updates", values)
 
     def destroy_node(self) -> None:
+        self.stopping = True
         deadline = time.monotonic() + 60.0
         while self.updating and time.monotonic() < deadline:
             time.sleep(0.05)

@@ -65,6 +65,7 @@ from mechanic_rl_ros.msg import EpisodeEvent, PolicyWeights, TaskState
 from mechanic_rl_ros.nodes.common import (COMMAND_TYPES, Param, RateLimitedLog, command_message_type,
                                          declare_parameters, joint_command, publish_diagnostics, run_node)
 from mechanic_rl_ros.policy import DiffusionPolicy, PolicyPlanner
+from mechanic_rl_ros.rl.select import CriticSelector, load_select_config
 from mechanic_rl_ros.vision.imgmsg import imgmsg_to_array
 from mechanic_rl_ros.wire import WireError, topics
 from mechanic_rl_ros.wire.robot_state import RobotStatus, read_robot_state
@@ -83,7 +84,13 @@ def seconds(stamp) -> float:
 PARAMETERS = [
     Param("checkpoint", "", "policy checkpoint directory (model.safetensors + config.json, from 'mechanic-rl "
           "pretrain'); required, the launch sets it"),
-    Param("stochastic", True, "true = sample the denoising chain (DPPO exploration; its log-probabilities go to the "
+    Param("algorithm", "select", "select = the frozen policy proposes select_config's N chunks per decision and "
+          "the learner's critic (PolicyWeights) picks one; dppo = one chunk per decision from the fine-tuned "
+          "network (PolicyWeights), sampled as 'stochastic' says; must match learner_node's",
+          choices=("select", "dppo")),
+    Param("select_config", "", "algorithm select: YAML of the selection settings (N, critic size), shared with "
+          "learner_node; '' = config/select.yaml"),
+    Param("stochastic", True, "algorithm dppo: true = sample the denoising chain (DPPO exploration; its log-probabilities go to the "
           "learner); false = deterministic DDIM"),
     Param("noise_clip", 3.0, "clip each denoising step's N(0, I) draw to +-this many standard deviations (DPPO "
           "randn_clip_value 3; as config/rl.yaml); 0 = off", range=(0.0, None)),
@@ -193,11 +200,21 @@ class PolicyNode(Node):
             raise ValueError(f"parameter replan_margin: {cfg['replan_margin']}; expected 0..{pcfg.max_lead} "
                              f"(a chunk planned that early must still hold T_a = {pcfg.action_horizon} of the "
                              f"policy's T_p = {pcfg.pred_horizon} predicted actions)")
+        self.selector = None
+        if cfg["algorithm"] == "select":
+            scfg = load_select_config(cfg["select_config"], feat_dim=self.policy.net.cond_dim,
+                                      act_dim=pcfg.action_horizon * pcfg.action_dim)
+            self.selector = CriticSelector(scfg, self.policy.arch_id)
+            # what PolicyWeights must carry: the critic, nothing of the diffusion policy
+            self.ft_shapes, self.weights_arch_id = self.selector.expected_shapes, self.selector.arch_id
+        else:
+            self.weights_arch_id = self.policy.arch_id
         # torch's lazy set-up before the first tick: on sim time a first chunk late by seconds lets the lockstep
         # simulator run ahead of the trajectory sent for it
-        self.get_logger().info(f"model warmed up: first sample {self.policy.warm_up() * 1e3:.0f} ms")
+        warm_s = self.policy.warm_up(self.selector.cfg.num_candidates if self.selector else 0)
+        self.get_logger().info(f"model warmed up: first sample {warm_s * 1e3:.0f} ms")
         self.planner = PolicyPlanner(self.policy, stochastic=bool(cfg["stochastic"]), noise_clip=float(cfg["noise_clip"]),
-                                     seed=int(cfg["seed"]), on_weights=self._on_swap)
+                                     seed=int(cfg["seed"]), on_weights=self._on_swap, selector=self.selector)
         self.planning = BackgroundPlanning(ChunkLoop.for_policy(self.policy, int(cfg["replan_margin"])), self.planner)
         self.safety = SafetyFilter(SafetyConfig(
             control_dt=self.dt, position_margin=cfg["safety_position_margin"],
@@ -268,7 +285,9 @@ class PolicyNode(Node):
             f"policy ready: {cfg['checkpoint']} arch {self.policy.arch_id} cameras={list(self.cameras)} "
             f"lowdim={list(pcfg.lowdim_keys)} T_o={pcfg.obs_horizon} T_p={pcfg.pred_horizon} T_a={pcfg.action_horizon} "
             f"K={pcfg.sampling.inference_steps} K'={pcfg.sampling.finetune_steps} at {cfg['control_rate']} Hz, "
-            f"commands as {cfg['command_type']} on {cfg['command_topic']}")
+            f"commands as {cfg['command_type']} on {cfg['command_topic']}, "
+            + (f"selecting among {self.selector.cfg.num_candidates} proposals by the learner's critic"
+               if self.selector else f"DPPO ({'stochastic' if cfg['stochastic'] else 'deterministic'} sampling)"))
 
     # ------------------------------------------------------------ logging
     def _problem(self, key: str, text: str) -> None:
@@ -350,9 +369,10 @@ class PolicyNode(Node):
                 raise WireError("version", f"got {msg.version} (sha256 {msg.sha256[:12]}); expected a version newer "
                                            f"than the one running, {version} (sha256 "
                                            f"{(self.running_sha256 or 'of the checkpoint')[:12]})")
-            has_ft = self.policy.ft_net is not None
-            weights = verify_weights(msg, architecture_id=self.policy.arch_id, expected_shapes=self.ft_shapes,
-                                     finetune_steps=self.policy.cfg.sampling.finetune_steps if has_ft else None)
+            has_ft = self.policy.ft_net is not None or self.selector is not None
+            weights = verify_weights(msg, architecture_id=self.weights_arch_id, expected_shapes=self.ft_shapes,
+                                     finetune_steps=self.policy.cfg.sampling.finetune_steps
+                                     if self.policy.ft_net is not None else None)
             if not has_ft and weights.finetune_steps is None:
                 raise WireError("payload", "no finetune_steps in the metadata: for how many of the last denoising "
                                            "steps are these weights? (this policy has no fine-tuned network yet)")

@@ -11,6 +11,12 @@ Chunk j of a planner's lifetime draws its noise from a generator seeded with
 ``seed * 100003 + j + 1``, so results do not depend on what else used the
 global random state. New weights given to :meth:`PolicyPlanner.stage_weights`
 are swapped in at the start of the next plan, never inside one.
+
+With a ``selector`` (value-guided selection, :mod:`mechanic_rl_ros.rl.select`)
+the frozen policy encodes the history once, denoises N proposals from N
+draws x_K ~ N(0, I) in one batched deterministic DDIM call, and the
+selector's critic picks the one to run; the weights staged are then the
+critic's, and the diffusion policy never changes.
 """
 from __future__ import annotations
 
@@ -40,12 +46,15 @@ class PolicyPlanner:
         version: the weights version the policy starts with.
         on_weights: called after every swap attempt with ``(version, None)``
             or ``(version, exception)``; a failed swap keeps the old weights.
+        selector: a :class:`~mechanic_rl_ros.rl.select.CriticSelector` (see the
+            module docstring); ``stochastic`` is then ignored.
     """
 
     def __init__(self, policy: DiffusionPolicy, *, stochastic: bool = False, noise_clip: float = 0.0,
                  seed: int = 0, version: int = 0,
-                 on_weights: Callable[[int, Exception | None], None] | None = None):
+                 on_weights: Callable[[int, Exception | None], None] | None = None, selector: Any = None):
         self.policy = policy
+        self.selector = selector
         self.stochastic = bool(stochastic)
         self.noise_clip = float(noise_clip)
         self.seed = int(seed)
@@ -68,7 +77,10 @@ class PolicyPlanner:
             return
         tensors, version, k_ft = pending
         try:
-            self.policy.load_finetuned(tensors, k_ft)
+            if self.selector is not None:
+                self.selector.load(tensors, version)
+            else:
+                self.policy.load_finetuned(tensors, k_ft)
             self.version = version
             err = None
         except (ValueError, RuntimeError) as exc:
@@ -80,6 +92,8 @@ class PolicyPlanner:
         self._swap()
         self.calls += 1
         gen = torch.Generator().manual_seed(self.seed * 100003 + self.calls)
+        if self.selector is not None:
+            return self._select(req, gen)
         start = time.perf_counter()
         with torch.inference_mode():
             out = self.policy.sample(self.policy.batch_single(req.history), stochastic=self.stochastic,
@@ -94,3 +108,23 @@ class PolicyPlanner:
                             chain_logprob=logp, policy_version=self.version, episode=req.episode,
                             chunk=req.index, stamps=req.stamps)
         return Chunk(self.policy.executable(predicted, req.lead), req.index, self.version, decision, predicted)
+
+    def _select(self, req: PlanRequest, gen: torch.Generator) -> Chunk:
+        """N proposals from one encoding, the selector's choice among them (module docstring)."""
+        policy, pc, n = self.policy, self.policy.cfg, self.selector.cfg.num_candidates
+        start = time.perf_counter()
+        with torch.inference_mode():
+            feat = policy.encode(policy.batch_single(req.history))
+            x = torch.randn((n, pc.pred_horizon, pc.action_dim), generator=gen)
+            out = policy.sample(None, stochastic=False, x_init=x, cond=feat.expand(n, -1))
+            cands = policy.executable(out.actions_norm, req.lead).reshape(n, -1)
+            idx = self.selector.choose(feat[0], cands)
+        self.latencies.append(time.perf_counter() - start)
+        predicted = out.actions[idx].cpu().numpy().astype(np.float64)
+        if not np.all(np.isfinite(predicted)):
+            raise FloatingPointError("the model produced non-finite actions")
+        decision = Decision(obs=req.history, chain=out.chain[idx].cpu().numpy().astype(np.float32),
+                            chain_logprob=np.zeros(0, np.float64), policy_version=self.version, episode=req.episode,
+                            chunk=req.index, stamps=req.stamps, features=feat[0].cpu().numpy().astype(np.float32),
+                            proposals=cands.cpu().numpy().astype(np.float32), chosen=idx)
+        return Chunk(policy.executable(predicted, req.lead), req.index, self.version, decision, predicted)

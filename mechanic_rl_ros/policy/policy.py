@@ -370,11 +370,13 @@ class DiffusionPolicy(nn.Module):
             out[k] = _as_tensor(obs_history[k], self.device, torch.float32)[None]
         return out
 
-    def warm_up(self) -> float:
+    def warm_up(self, proposals: int = 0) -> float:
         """One stochastic sample on an all-zero history, discarded; returns its wall time [s].
 
         torch's first call runs its lazy set-up (seconds on a loaded machine); a node pays it before it
-        acts, not on its first control tick. No generator is shared with real sampling.
+        acts, not on its first control tick. With ``proposals`` > 0 also one deterministic batch of that
+        many from one encoding, the call value-guided selection makes. No generator is shared with real
+        sampling.
         """
         T, S = self.cfg.obs_horizon, self.cfg.image_size
         hist: dict[str, Any] = {k: np.zeros((T, self.cfg.lowdim_dims[k]), np.float32) for k in self.cfg.lowdim_keys}
@@ -383,6 +385,11 @@ class DiffusionPolicy(nn.Module):
         start = time.perf_counter()
         with torch.inference_mode():
             self.sample(self.batch_single(hist), stochastic=True, generator=torch.Generator().manual_seed(0))
+            if proposals > 0:
+                cond = self.encode(self.batch_single(hist)).expand(proposals, -1)
+                x = torch.randn((proposals, self.cfg.pred_horizon, self.cfg.action_dim),
+                                generator=torch.Generator().manual_seed(0))
+                self.sample(None, stochastic=False, x_init=x, cond=cond)
         return time.perf_counter() - start
 
     def predict_chunk(self, obs_history: Mapping[str, Any], *, generator: torch.Generator | None = None,

@@ -30,6 +30,7 @@ with a non-finite loss or gradient steps nothing and is counted (``nonfinite_ski
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -44,6 +45,10 @@ from .steer import QEnsemble, build_optimizer
 
 FORMAT = "mechanic_rl_ros.select_learner/1"
 EXPORT_FORMAT = "mechanic_rl_ros.select_critic/1"
+#: the stack's selection settings, read by policy_node and learner_node alike
+DEFAULT_SELECT_CONFIG = Path(__file__).resolve().parents[2] / "config" / "select.yaml"
+#: the fields that fix the critic's tensors and what it scores: sender and receiver must agree on them
+STRUCTURE = ("feat_dim", "act_dim", "num_candidates", "num_critics", "hidden", "layers")
 
 
 @dataclass
@@ -75,6 +80,82 @@ class SelectConfig:
         return asdict(self)
 
 
+def load_select_config(path: str | Path | None, *, feat_dim: int, act_dim: int,
+                       **overrides: Any) -> SelectConfig:
+    """The stack's :class:`SelectConfig`: ``path`` (``None`` or ``""``: ``config/select.yaml``), with the
+    dimensions that come from the frozen policy (``feat_dim``, ``act_dim``) and ``overrides`` on top.
+    A malformed file or an unknown key raises ``ValueError`` naming the file and the key."""
+    from mechanic_rl_ros.config_files import load_yaml
+
+    p = Path(path) if path else DEFAULT_SELECT_CONFIG
+    try:
+        raw = load_yaml(p)
+    except Exception as exc:  # yaml.YAMLError, OSError: say which file
+        raise ValueError(f"select config {p}: cannot read it ({exc})") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"select config {p}: expected a mapping of SelectConfig fields, got {type(raw).__name__}")
+    if "feat_dim" in raw or "act_dim" in raw:
+        raise ValueError(f"select config {p}: feat_dim and act_dim come from the policy checkpoint; remove them")
+    try:
+        cfg = SelectConfig.from_dict({**raw, "feat_dim": int(feat_dim), "act_dim": int(act_dim), **overrides})
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"select config {p}: {exc}") from None
+    for name in ("num_candidates", "num_critics", "hidden", "layers", "batch_size"):
+        if not isinstance(getattr(cfg, name), int) or getattr(cfg, name) < 1:
+            raise ValueError(f"select config {p}: {name} = {getattr(cfg, name)!r}; expected an integer >= 1")
+    if not 0.0 <= cfg.gamma < 1.0:
+        raise ValueError(f"select config {p}: gamma = {cfg.gamma!r}; expected a number in [0, 1)")
+    if cfg.choose not in ("mean", "min"):
+        raise ValueError(f"select config {p}: choose = {cfg.choose!r}; expected mean or min")
+    return cfg
+
+
+def critic_arch_id(policy_arch_id: str, cfg: SelectConfig) -> str:
+    """Architecture id of a critic on the wire: the frozen policy's arch id and the :data:`STRUCTURE` fields,
+    hashed; a policy node refuses critic weights of any other (another policy, N or network size)."""
+    key = json.dumps({"policy": policy_arch_id, **{k: getattr(cfg, k) for k in STRUCTURE}}, sort_keys=True)
+    return "select-critic-" + hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def ensemble_scores(net: QEnsemble, feat: torch.Tensor, cands: torch.Tensor, how: str) -> torch.Tensor:
+    """[B, N] value of each of the N proposals [B, N, act_dim] at states ``feat`` [B, F]: the mean or the min
+    (``how``) over the ensemble."""
+    b, n = cands.shape[:2]
+    q = net(feat.repeat_interleave(n, dim=0), cands.reshape(b * n, -1)).view(-1, b, n)
+    return q.mean(0) if how == "mean" else q.min(0).values
+
+
+class CriticSelector:
+    """The policy node's half of selection: a critic without optimiser or target that picks a proposal.
+
+    Until the first critic arrives (:attr:`version` 0) it picks proposal 0, a plain x_K ~ N(0, I): the
+    pretrained policy as it is. :meth:`load` takes verified weights (``expected_shapes``)."""
+
+    def __init__(self, cfg: SelectConfig, policy_arch_id: str):
+        self.cfg = cfg
+        self.critic = QEnsemble(cfg.num_critics, cfg.feat_dim, cfg.act_dim, cfg.hidden, cfg.layers)
+        self.critic.requires_grad_(False)
+        self.arch_id = critic_arch_id(policy_arch_id, cfg)
+        self.expected_shapes = {k: tuple(v.shape) for k, v in self.critic.state_dict().items()}
+        self.version = 0
+
+    def load(self, tensors: Mapping[str, Any], version: int) -> None:
+        """Swap in critic ``tensors`` (name -> array of :attr:`expected_shapes`); ValueError leaves the old."""
+        state = {k: torch.as_tensor(np.array(v, dtype=np.float32)) for k, v in tensors.items()}
+        if set(state) != set(self.expected_shapes):
+            raise ValueError(f"critic tensors {sorted(state)}; expected {sorted(self.expected_shapes)}")
+        self.critic.load_state_dict(state)
+        self.version = int(version)
+
+    @torch.no_grad()
+    def choose(self, feat: torch.Tensor, cands: torch.Tensor) -> int:
+        """Index of the proposal to run, of ``cands`` [N, act_dim] at ``feat`` [F] (0 before any critic)."""
+        if self.version == 0:
+            return 0
+        return int(ensemble_scores(self.critic, feat.reshape(1, -1).float(), cands[None].float(),
+                                   self.cfg.choose).argmax(dim=1)[0])
+
+
 class SelectLearner:
     """The critic ensemble that picks one of N proposals (see the module docstring)."""
 
@@ -94,17 +175,11 @@ class SelectLearner:
         self.version = 0  #: bumps with every successful update (the published critic changed)
 
     # --------------------------------------------------------------- choosing
-    def _pairs(self, net: QEnsemble, feat: torch.Tensor, cands: torch.Tensor) -> torch.Tensor:
-        """Q of every (state, proposal): [n_critics, B, N]."""
-        b, n = cands.shape[:2]
-        q = net(feat.repeat_interleave(n, dim=0), cands.reshape(b * n, -1))
-        return q.view(q.shape[0], b, n)
-
     @torch.no_grad()
     def scores(self, feat: torch.Tensor, cands: torch.Tensor) -> torch.Tensor:
         """[B, N] the ensemble's value of each proposal (mean or min over critics, ``cfg.choose``)."""
-        q = self._pairs(self.critic, feat.to(self.device, torch.float32), cands.to(self.device, torch.float32))
-        return q.mean(0) if self.cfg.choose == "mean" else q.min(0).values
+        return ensemble_scores(self.critic, feat.to(self.device, torch.float32),
+                               cands.to(self.device, torch.float32), self.cfg.choose)
 
     @torch.no_grad()
     def choose(self, feat: torch.Tensor, cands: torch.Tensor) -> torch.Tensor:
@@ -119,7 +194,7 @@ class SelectLearner:
         t = {k: torch.as_tensor(np.asarray(batch[k]), dtype=torch.float32, device=dev)
              for k in ("feat", "action", "reward", "done", "next_feat", "next_cands")}
         with torch.no_grad():
-            qn = self._pairs(self.critic_target, t["next_feat"], t["next_cands"]).min(0).values.max(1).values
+            qn = ensemble_scores(self.critic_target, t["next_feat"], t["next_cands"], "min").max(1).values
             if cfg.q_max > 0:
                 qn = qn.clamp(0.0, cfg.q_max)
             target = t["reward"] + cfg.gamma * (1.0 - t["done"]) * qn
@@ -181,22 +256,39 @@ def export_critic(learner: SelectLearner, directory: str | Path, policy_arch_id:
     return d
 
 
-def load_exported_critic(directory: str | Path, policy_arch_id: str | None = None) -> SelectLearner:
-    """A :class:`SelectLearner` whose critic is an :func:`export_critic` directory's; with ``policy_arch_id``
-    the frozen policy must be the one the critic was trained over (ValueError naming both otherwise)."""
+def _read_export(directory: str | Path, policy_arch_id: str | None) -> tuple[SelectConfig, dict[str, torch.Tensor]]:
+    """Config and critic tensors of an :func:`export_critic` directory, checked against ``policy_arch_id``."""
     from safetensors.torch import load_file
 
     d = Path(directory)
+    if not (d / "select.json").is_file():
+        raise FileNotFoundError(f"{d}: no select.json; expected an exported critic (critic.safetensors + select.json, "
+                                "e.g. <run_dir>/learner/critic or checkpoints/lift_select)")
     meta = json.loads((d / "select.json").read_text())
     if meta.get("format") != EXPORT_FORMAT:
         raise ValueError(f"{d}/select.json: format {meta.get('format')!r}, expected {EXPORT_FORMAT!r}")
     if policy_arch_id is not None and meta.get("policy_arch_id") != policy_arch_id:
         raise ValueError(f"{d}: critic trained over policy arch_id {meta.get('policy_arch_id')!r}, "
                          f"but the policy is {policy_arch_id!r}")
-    learner = SelectLearner(SelectConfig.from_dict(meta["config"]))
-    learner.critic.load_state_dict(load_file(str(d / "critic.safetensors")))
+    return SelectConfig.from_dict(meta["config"]), load_file(str(d / "critic.safetensors"))
+
+
+def load_exported_critic(directory: str | Path, policy_arch_id: str | None = None) -> SelectLearner:
+    """A :class:`SelectLearner` whose critic is an :func:`export_critic` directory's; with ``policy_arch_id``
+    the frozen policy must be the one the critic was trained over (ValueError naming both otherwise)."""
+    cfg, tensors = _read_export(directory, policy_arch_id)
+    learner = SelectLearner(cfg)
+    learner.critic.load_state_dict(tensors)
     learner.critic_target.load_state_dict(learner.critic.state_dict())
     return learner
+
+
+def exported_selector(directory: str | Path, policy_arch_id: str) -> CriticSelector:
+    """The policy-side :class:`CriticSelector` of an :func:`export_critic` directory (version 1: choosing)."""
+    cfg, tensors = _read_export(directory, policy_arch_id)
+    selector = CriticSelector(cfg, policy_arch_id)
+    selector.load({k: v.numpy() for k, v in tensors.items()}, 1)
+    return selector
 
 
 class CandidateReplay(KeyedRing):

@@ -35,6 +35,10 @@ ARGUMENTS: tuple[Argument, ...] = (
     Argument("command_type", "trajectory", "command message: trajectory = JointTrajectory (JTC; the setup README "
              "gives), array = Float64MultiArray (forward command controller: the FR3 reflexes on its steps)",
              ("array", "trajectory")),
+    Argument("algorithm", "select", "learner: select = value-guided selection among the frozen policy's proposals "
+             "(off-policy critic, improves within robot minutes; config/select.yaml), dppo = DPPO on the "
+             "denoiser (thousands of decisions per update: simulator scale; config/rl.yaml)", ("select", "dppo")),
+    Argument("seed", "0", "learner seed (critic initialisation, batches) and policy_node's sampling seed"),
     Argument("optimizer", "mechanic", "learner optimiser: mechanic (no learning rate) or adam (config/learner.yaml lr)",
              ("mechanic", "adam")),
     Argument("run_dir", "runs/finetune", "where the learner writes checkpoints and logs, and resumes from; a "
@@ -77,8 +81,9 @@ def resolve(values: Mapping[str, str]) -> dict[str, str]:
     if unknown:
         raise ValueError(f"unknown launch argument(s) {unknown}; expected some of {sorted(known)}")
     out = {a.name: str(values.get(a.name, a.default)) for a in ARGUMENTS}
-    if not out["episodes"].isdigit():
-        raise ValueError(f"launch argument episodes: got {out['episodes']!r}; expected a whole number >= 0")
+    for name in ("episodes", "seed"):
+        if not out[name].isdigit():
+            raise ValueError(f"launch argument {name}: got {out[name]!r}; expected a whole number >= 0")
     for name, value in out.items():
         choices = known[name].choices
         if choices and value not in choices:
@@ -136,7 +141,8 @@ def nodes(values: Mapping[str, str], config_dir: Path) -> list[NodeSpec]:
     specs.append(NodeSpec("camera_node", "camera_node", config_dir / "camera.yaml", {
         **common, "input_topic": v["camera_topic"]}, env=dict(frames_env)))
     specs.append(NodeSpec("policy_node", "policy_node", config_dir / "policy_node.yaml", {
-        **common, "checkpoint": checkpoint, "command_topic": v["command_topic"], "command_type": v["command_type"]}))
+        **common, "checkpoint": checkpoint, "command_topic": v["command_topic"], "command_type": v["command_type"],
+        "algorithm": v["algorithm"], "seed": int(v["seed"])}))
     reward: dict[str, object] = {**common, "mode": "sim" if sim else "real", "command_topic": v["command_topic"],
                                  "command_type": v["command_type"],
                                  "max_episodes": int(v["episodes"])}
@@ -147,5 +153,5 @@ def nodes(values: Mapping[str, str], config_dir: Path) -> list[NodeSpec]:
     specs.append(NodeSpec("reward_node", "reward_node", config_dir / "reward.yaml", reward))
     specs.append(NodeSpec("learner_node", "learner_node", config_dir / "learner.yaml", {
         **common, "checkpoint": checkpoint, "optimizer": v["optimizer"], "run_dir": v["run_dir"],
-        "rl_config": ""}))
+        "rl_config": "", "algorithm": v["algorithm"], "seed": int(v["seed"])}))
     return specs

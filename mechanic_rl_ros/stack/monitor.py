@@ -1,6 +1,7 @@
 """Progress of a fine-tuning run, for people: one line per finished episode
-(success rate, policy version, Mechanic scale) and, when the run stops, a
-learning-curve PNG and a CSV of the episodes.
+(success rate, robot minutes, policy version, Mechanic scale) and, when the
+run stops, a learning-curve PNG (success against robot minutes: control
+steps at 10 Hz) and a CSV of the episodes.
 
 :class:`Progress` is plain Python (tested alone); :class:`MonitorNode` feeds
 it from ``EpisodeEvent`` and ``LearnerStats`` in the runner's process.
@@ -14,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 OUTCOMES = {1: "success", 2: "failure", 3: "timeout"}
+#: control steps per robot minute (10 Hz)
+STEPS_PER_MINUTE = 600
 
 
 @dataclass
@@ -25,6 +28,7 @@ class EpisodeRecord:
     policy_version: int
     actor_scale: float
     num_updates: int
+    robot_min: float = math.nan  #: robot minutes (control steps / 600) at this episode's end, all episodes so far
 
 
 @dataclass
@@ -34,23 +38,32 @@ class Progress:
     policy_version: int = 0
     num_updates: int = 0
     actor_scale: float = math.nan
-    updates: list[tuple[int, float, float, float]] = field(default_factory=list)  # (updates, actor_scale, actor_loss, critic_loss)
+    updates: list[tuple[int, float, float, float]] = field(default_factory=list)  # (updates, scale, actor_loss, critic_loss)
+    control_steps: int = 0  #: of all finished episodes
 
     def on_stats(self, num_updates: int, policy_version: int, actor_scale: float, actor_loss: float,
-                 critic_loss: float) -> None:
-        self.num_updates, self.policy_version, self.actor_scale = num_updates, policy_version, actor_scale
-        self.updates.append((num_updates, actor_scale, actor_loss, critic_loss))
+                 critic_loss: float, critic_scale: float = math.nan) -> None:
+        """``actor_scale`` is Mechanic's scale of the trained network: the actor's under DPPO; the selection
+        learner trains only its critic, whose scale (``critic_scale``) stands in when the actor's is NaN."""
+        scale = actor_scale if math.isfinite(actor_scale) else critic_scale
+        self.num_updates, self.policy_version, self.actor_scale = num_updates, policy_version, scale
+        self.updates.append((num_updates, scale, actor_loss, critic_loss))
+
+    @property
+    def robot_minutes(self) -> float:
+        return self.control_steps / STEPS_PER_MINUTE
 
     def on_episode_end(self, episode: int, event: int, steps: int, episode_return: float) -> str:
+        self.control_steps += int(steps)
         rec = EpisodeRecord(episode, OUTCOMES.get(event, str(event)), steps, episode_return,
-                            self.policy_version, self.actor_scale, self.num_updates)
+                            self.policy_version, self.actor_scale, self.num_updates, self.robot_minutes)
         self.episodes.append(rec)
-        return (f"[progress] episode {episode:4d} {rec.outcome:<8s} steps {steps:3d} | success rate "
-                f"{self.success_rate():.2f} (last {min(len(self.episodes), self.window)}) | policy v{self.policy_version}"
-                f" | updates {self.num_updates} | Mechanic scale {self.actor_scale:.3g}")
+        return (f"[progress] episode {episode:4d} {rec.outcome:<8s} steps {steps:3d} | {self.robot_minutes:6.2f} "
+                f"robot min | success rate {self.success_rate():.2f} (last {min(len(self.episodes), self.window)}) | "
+                f"policy v{self.policy_version} | updates {self.num_updates} | Mechanic scale {self.actor_scale:.3g}")
 
-    def success_rate(self) -> float:
-        last = self.episodes[-self.window:]
+    def success_rate(self, window: int | None = None) -> float:
+        last = self.episodes[-(window or self.window):]
         return sum(e.outcome == "success" for e in last) / len(last) if last else 0.0
 
     def write(self, run_dir: Path) -> list[Path]:
@@ -60,10 +73,11 @@ class Progress:
         path = run_dir / "episodes.csv"
         with open(path, "w", newline="") as f:
             w = csv.writer(f)
-            w.writerow(["episode", "outcome", "steps", "return", "policy_version", "actor_scale", "num_updates"])
+            w.writerow(["episode", "outcome", "steps", "return", "policy_version", "actor_scale", "num_updates",
+                        "robot_min"])
             for e in self.episodes:
                 w.writerow([e.episode, e.outcome, e.steps, f"{e.episode_return:.4f}", e.policy_version,
-                            f"{e.actor_scale:.6g}", e.num_updates])
+                            f"{e.actor_scale:.6g}", e.num_updates, f"{e.robot_min:.3f}"])
         out.append(path)
         if self.episodes:
             out.append(self._plot(run_dir / "learning_curve.png"))
@@ -75,7 +89,7 @@ class Progress:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        eps = [e.episode for e in self.episodes]
+        eps = [e.robot_min for e in self.episodes]
         wins = [1.0 if e.outcome == "success" else 0.0 for e in self.episodes]
         rolling = [sum(wins[max(0, i - self.window + 1):i + 1]) / len(wins[max(0, i - self.window + 1):i + 1])
                    for i in range(len(wins))]
@@ -86,7 +100,7 @@ class Progress:
         ax2 = ax.twinx()
         ax2.step(eps, [e.policy_version for e in self.episodes], where="post", color="gray", alpha=0.6)
         ax2.set_ylabel("policy version", color="gray")
-        ax.set_xlabel("episode")
+        ax.set_xlabel("robot minutes (control steps / 600, at 10 Hz)")
         ax.set_ylabel("success")
         ax.set_ylim(-0.05, 1.05)
         ax.legend(loc="upper left", fontsize=8)
@@ -94,7 +108,7 @@ class Progress:
         ax = axes[1]
         if self.updates:
             u = [x[0] for x in self.updates]
-            ax.plot(u, [x[1] for x in self.updates], label="Mechanic scale (actor)")
+            ax.plot(u, [x[1] for x in self.updates], label="Mechanic scale (trained network)")
             ax.set_yscale("log")
             ax.set_xlabel("learner updates")
             ax.set_ylabel("effective learning-rate scale")
@@ -135,7 +149,8 @@ class MonitorNode:
                 print(line, flush=True)
 
         def on_stats(m):
-            progress.on_stats(m.num_updates, m.policy_version, m.actor_scale, m.actor_loss, m.critic_loss)
+            progress.on_stats(m.num_updates, m.policy_version, m.actor_scale, m.actor_loss, m.critic_loss,
+                              m.critic_scale)
 
         self.node.create_subscription(topics.EPISODE_EVENTS.type, event_topic, on_event, topics.EPISODE_EVENTS.qos)
         self.node.create_subscription(topics.LEARNER_STATS.type, stats_topic, on_stats, topics.LEARNER_STATS.qos)

@@ -64,6 +64,9 @@ def parse_args(argv: Sequence[str]) -> tuple[dict[str, str], argparse.Namespace]
     parser.add_argument("launch_args", nargs="*", metavar="name:=value", help="launch arguments, see below")
     parser.add_argument("--duration", type=float, default=0.0,
                         help="stop the stack after this many wall seconds (0 = run until Ctrl-C)")
+    parser.add_argument("--robot-minutes", type=float, default=0.0,
+                        help="stop the stack once the finished episodes hold this many robot minutes (control "
+                             "steps / 600, at 10 Hz; sim time, whatever the wall clock) (0 = no limit)")
     parser.add_argument("--config-dir", type=Path, default=None, help="parameter files (default: the package's config/)")
     parser.add_argument("--stop-timeout", type=float, default=60.0, help="seconds nodes get to exit after SIGINT")
     parser.add_argument("--set", action="append", default=[], metavar="NODE.PARAM=VALUE",
@@ -191,6 +194,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if ns.duration and time.monotonic() - started >= ns.duration:
             print(f"[finetune] --duration {ns.duration:g} s reached; stopping the stack", flush=True)
             break
+        if ns.robot_minutes and progress.robot_minutes >= ns.robot_minutes:
+            print(f"[finetune] --robot-minutes {ns.robot_minutes:g} reached ({progress.control_steps} control "
+                  f"steps); stopping the stack", flush=True)
+            break
         stopping.wait(0.2)
     codes = stack.stop(ns.stop_timeout)
     monitor.close()
@@ -198,9 +205,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"[finetune] stopped: {summary}", flush=True)
     for path in progress.write(run_dir):
         print(f"[finetune] wrote {path}", flush=True)
-    print(f"[finetune] {len(progress.episodes)} episodes, success rate {progress.success_rate():.2f} "
-          f"over the last {min(len(progress.episodes), progress.window)}, policy version {progress.policy_version}",
-          flush=True)
+    n = len(progress.episodes)
+    print(f"[finetune] {n} episodes in {progress.robot_minutes:.1f} robot minutes ({progress.control_steps} control "
+          f"steps), success rate {progress.success_rate():.2f} over the last {min(n, progress.window)}"
+          + (f", {progress.success_rate(50):.2f} over the last 50" if n >= 50 else "")
+          + f", policy version {progress.policy_version}", flush=True)
     if failed:
         return failed[0][1] or 1
     bad = [c for c in codes.values() if c != 0]

@@ -10,7 +10,10 @@ first step of a chunk also carries that chunk's :class:`Decision` as named
 * ``observation_stamps`` -- float64 [T_o], their stamps [s];
 * ``chain`` -- float32 [K+1, T_p, A], the whole sampled denoising chain;
 * ``chain_logprob`` -- float64 [K], the behaviour log-probability of each
-  denoising transition (empty for a deterministic sample).
+  denoising transition (empty for a deterministic sample);
+* under value-guided selection also ``features`` -- float32 [F],
+  ``proposals`` -- float32 [N, T_a * A] and ``chosen`` -- int64 [1]
+  (:class:`Decision`).
 
 Which of the K steps are trained (K') is the learner's choice; the weights it
 sends back say K' (:mod:`mechanic_rl_ros.wire.weights`).
@@ -29,6 +32,7 @@ OBS_PREFIX = "observation."
 STAMPS = "observation_stamps"
 CHAIN = "chain"
 CHAIN_LOGPROB = "chain_logprob"
+FEATURES, PROPOSALS, CHOSEN = "features", "proposals", "chosen"
 
 
 @dataclass
@@ -58,6 +62,10 @@ def transition_message(step: ExecutedStep, decision: Decision | None) -> Transit
             tensors[STAMPS] = np.asarray(decision.stamps, dtype=np.float64)
         tensors[CHAIN] = np.asarray(decision.chain, dtype=np.float32)
         tensors[CHAIN_LOGPROB] = np.asarray(decision.chain_logprob, dtype=np.float64)
+        if decision.proposals is not None:
+            tensors[FEATURES] = np.asarray(decision.features, dtype=np.float32)
+            tensors[PROPOSALS] = np.asarray(decision.proposals, dtype=np.float32)
+            tensors[CHOSEN] = np.array([decision.chosen], dtype=np.int64)
         msg.decision = [tensor_to_msg(name, arr) for name, arr in tensors.items()]
     return msg
 
@@ -93,5 +101,26 @@ def decision_from_transition(msg: Transition) -> Decision | None:
     obs = unflatten_obs({k[len(OBS_PREFIX):]: v for k, v in tensors.items() if k.startswith(OBS_PREFIX)})
     if not obs:
         raise WireError("decision", f"no '{OBS_PREFIX}*' tensors; got {sorted(tensors)}")
+    features, proposals, chosen = _selection(tensors)
     return Decision(obs=obs, chain=chain, chain_logprob=logp, policy_version=int(msg.policy_version),
-                    episode=int(msg.episode), chunk=int(msg.chunk), stamps=tensors.get(STAMPS))
+                    episode=int(msg.episode), chunk=int(msg.chunk), stamps=tensors.get(STAMPS),
+                    features=features, proposals=proposals, chosen=chosen)
+
+
+def _selection(tensors: dict[str, np.ndarray]) -> tuple[np.ndarray | None, np.ndarray | None, int]:
+    """``features``, ``proposals``, ``chosen`` of a selection decision (all three or none), checked."""
+    present = [n for n in (FEATURES, PROPOSALS, CHOSEN) if n in tensors]
+    if not present:
+        return None, None, -1
+    if len(present) < 3:
+        raise WireError("decision", f"has {present} but not all of {[FEATURES, PROPOSALS, CHOSEN]}")
+    feat, props, chosen = tensors[FEATURES], tensors[PROPOSALS], tensors[CHOSEN]
+    if feat.ndim != 1 or props.ndim != 2 or chosen.shape != (1,) or chosen.dtype.kind not in "iu":
+        raise WireError("decision", f"features {list(feat.shape)}, proposals {list(props.shape)}, chosen "
+                                    f"{list(chosen.shape)} {chosen.dtype}; expected [F], [N, T_a*A] and one integer")
+    if not 0 <= int(chosen[0]) < props.shape[0]:
+        raise WireError("decision 'chosen'", f"got {int(chosen[0])}; expected 0..{props.shape[0] - 1}")
+    for name in (FEATURES, PROPOSALS):
+        if not np.all(np.isfinite(tensors[name])):
+            raise WireError(f"decision {name!r}", "contains NaN or Inf")
+    return feat, props, int(chosen[0])
