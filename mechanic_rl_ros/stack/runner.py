@@ -71,7 +71,7 @@ def parse_args(argv: Sequence[str]) -> tuple[dict[str, str], argparse.Namespace]
     parser.add_argument("--stop-timeout", type=float, default=60.0, help="seconds nodes get to exit after SIGINT")
     parser.add_argument("--set", action="append", default=[], metavar="NODE.PARAM=VALUE",
                         help="override one node parameter (YAML value), e.g. --set learner_node.batch_size=8; repeatable")
-    ns = parser.parse_args(argv)
+    ns = parser.parse_intermixed_args(argv)  # name:=value before or after the options
     ns.param_overrides = {}
     for item in ns.set:
         key, sep, value = item.partition("=")
