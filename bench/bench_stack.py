@@ -6,13 +6,18 @@ processes, with the learner training on the same cores, and measures:
 1. the control loop: achieved command rate, p50 / p99 of the intervals
    between commands (wall clock, as received by a subscriber), and the ticks
    where no fresh action was ready (policy_node's hold counters);
-2. weights: publish -> verified and publish -> swapped-in latency of the
-   policy's fine-tuned network, as multiples of an in-process memcpy of the
-   same bytes measured in the same run (swapping waits for a chunk boundary
-   by design, so it includes up to one chunk of waiting);
+2. weights: size, and publish -> verified and publish -> swapped-in latency
+   of what the learner publishes (``--algorithm select``, the stack's default:
+   the selection critic; ``dppo``: the fine-tuned denoiser), as multiples of
+   an in-process memcpy of the same bytes measured in the same run (swapping
+   waits for a chunk boundary by design, so it includes up to one chunk of
+   waiting);
 3. transitions: executed steps (policy_node) vs steps received by the learner.
 
-Usage: python bench/bench_stack.py [--checkpoint DIR] [--seconds 60]
+Missed ticks are the ticks that sent no fresh action (holds) and, on sim
+time, the late or off-grid ticks; here the stack runs on the wall clock.
+
+Usage: python bench/bench_stack.py [--checkpoint DIR] [--seconds 60] [--algorithm select|dppo]
 (default checkpoint: checkpoints/lift_pretrained, else a tiny random policy).
 """
 from __future__ import annotations
@@ -25,13 +30,14 @@ import time
 from pathlib import Path
 
 import numpy as np
-from std_msgs.msg import Float64MultiArray
+from trajectory_msgs.msg import JointTrajectory
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "test"))
 
 from mechanic_rl_ros.msg import PolicyWeights  # noqa: E402
 from mechanic_rl_ros.policy import DiffusionPolicy  # noqa: E402
+from mechanic_rl_ros.rl.select import CriticSelector, load_select_config  # noqa: E402
 from mechanic_rl_ros.wire.weights import weights_message  # noqa: E402
 from mechanic_rl_ros.stack import description  # noqa: E402
 from mechanic_rl_ros.stack.runner import node_command  # noqa: E402
@@ -55,6 +61,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--checkpoint", type=Path, default=REPO / "checkpoints" / "lift_pretrained")
     ap.add_argument("--seconds", type=float, default=60.0, help="wall seconds of control to measure")
+    ap.add_argument("--algorithm", choices=("select", "dppo"), default="select", help="the stack's learner")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench_stack_"))
     ckpt = args.checkpoint
@@ -62,21 +69,21 @@ def main() -> int:
         print(f"no checkpoint at {ckpt}; using a tiny random policy")
         ckpt = tmp / "ckpt"
         make_checkpoint(ckpt)
-    specs = description.nodes({"checkpoint": str(ckpt), "run_dir": str(tmp / "run")}, REPO / "config")
+    specs = description.nodes({"checkpoint": str(ckpt), "run_dir": str(tmp / "run"), "algorithm": args.algorithm},
+                              REPO / "config")
     for s in specs:  # real time: the control loop runs against the wall clock
         s.overrides["use_sim_time"] = False
         if s.name == "sim_node":
             s.overrides["mode"] = "realtime"
-        if s.name == "learner_node":
-            s.overrides["batch_size"] = 4
-            s.overrides["min_batch_size"] = 1
+        if s.name == "learner_node":  # learning during the measurement
+            s.overrides.update({"batch_size": 4, "min_batch_size": 1, "warmup_decisions": 4})
     domain = fresh_domain_id()
     procs = [subprocess.Popen(node_command(s), cwd=REPO, env=ros_env(domain), stdout=open(tmp / f"{s.name}.log", "wb"),
                               stderr=subprocess.STDOUT, start_new_session=True) for s in specs]
     obs = StackObserver(domain)
     arrivals: list[float] = []
-    obs.node.create_subscription(Float64MultiArray, "/fr3_position_controller/commands",
-                                 lambda m: arrivals.append(time.monotonic()), 100)
+    command_topic = next(s.overrides["command_topic"] for s in specs if s.name == "policy_node")
+    obs.node.create_subscription(JointTrajectory, command_topic, lambda m: arrivals.append(time.monotonic()), 100)
     try:
         print(f"[bench] warming up (policy {ckpt})", flush=True)
         assert obs.spin_until(lambda: len(obs.transitions) > 20, 300), "the stack never started acting"
@@ -88,14 +95,20 @@ def main() -> int:
         end_diag = dict(obs.diagnostics.get("policy_node", {}))
         learner = dict(obs.diagnostics.get("learner_node", {}))
 
-        # weights: publish the policy's own net as a new version and time its adoption
+        # weights: publish what the learner trains as a new version and time its adoption
         policy = DiffusionPolicy.from_checkpoint(ckpt)
-        k_ft = policy.cfg.sampling.finetune_steps or 5
-        state = (policy.ft_net or policy.net).state_dict()
+        if args.algorithm == "select":
+            pc = policy.cfg
+            sel = CriticSelector(load_select_config("", feat_dim=policy.net.cond_dim,
+                                                    act_dim=pc.action_horizon * pc.action_dim), policy.arch_id)
+            state, arch, k_ft, what = sel.critic.state_dict(), sel.arch_id, 0, "selection critic"
+        else:
+            k_ft = policy.cfg.sampling.finetune_steps or 5
+            state, arch, what = (policy.ft_net or policy.net).state_dict(), policy.arch_id, "fine-tuned network"
         pub = obs.node.create_publisher(PolicyWeights, "/policy/weights", LATCHED)
         verified, swapped = [], []
         for k in range(5):
-            msg = weights_message(state, version=10_000 + k, architecture_id=policy.arch_id, finetune_steps=k_ft)
+            msg = weights_message(state, version=10_000 + k, architecture_id=arch, finetune_steps=k_ft)
             data = msg.payload
             msg.header.stamp = obs.node.get_clock().now().to_msg()
             before = obs.diagnostics.get("policy_node", {}).get("weights_swapped_ms")
@@ -117,15 +130,18 @@ def main() -> int:
 
     gaps = np.diff(window) * 1e3
     ticks = lambda d, k: int(d.get(k, 0))  # noqa: E731
-    holds = {k: ticks(end_diag, k) - ticks(start_diag, k) for k in ("hold_no_action", "hold_stale", "hold_model")}
+    holds = {k: ticks(end_diag, k) - ticks(start_diag, k)
+             for k in ("hold_no_action", "hold_stale", "hold_model", "ticks_late", "ticks_off_grid")}
     print("\n== control loop (policy_node, 10 Hz target, learner training on the same 2 cores)")
     print(f"commands received: {len(window)} in {args.seconds:.0f} s -> {len(window) / args.seconds:.2f} Hz")
     print(f"inter-command interval: p50 {np.percentile(gaps, 50):.1f} ms, p99 {np.percentile(gaps, 99):.1f} ms, "
           f"max {gaps.max():.1f} ms")
-    print(f"ticks without a fresh action: {holds['hold_no_action']} (stale input: {holds['hold_stale']}, "
-          f"model errors: {holds['hold_model']})")
+    missed = holds["hold_no_action"] + holds["hold_stale"] + holds["hold_model"]
+    print(f"missed ticks (no fresh action sent): {missed} (no action ready: {holds['hold_no_action']}, stale input: "
+          f"{holds['hold_stale']}, model errors: {holds['hold_model']}); late {holds['ticks_late']}, off-grid "
+          f"{holds['ticks_off_grid']}")
     print(f"policy inference: p50 {end_diag.get('inference_ms_p50')} ms, p99 {end_diag.get('inference_ms_p99')} ms")
-    print("\n== weights (fine-tuned network, %.1f MB)" % (len(data) / 1e6))
+    print(f"\n== weights ({what}, {len(data) / 1e6:.2f} MB)")
     print(f"memcpy of the same bytes: {copy_ms:.3f} ms")
     print(f"publish -> verified: median {np.nanmedian(verified):.1f} ms = {np.nanmedian(verified) / copy_ms:.0f}x memcpy")
     print(f"publish -> swapped in (waits for the chunk boundary): median {np.nanmedian(swapped):.1f} ms "
@@ -133,7 +149,7 @@ def main() -> int:
     print("\n== transitions")
     print(f"executed steps (policy_node): {end_diag.get('transitions')}; received by the learner: "
           f"{learner.get('transitions_received')} (diagnostics sampled a moment apart; the tests check exact equality)")
-    print(f"learner: {learner.get('num_updates')} updates, policy version {learner.get('policy_version')}")
+    print(f"learner ({args.algorithm}): {learner.get('num_updates')} updates, version {learner.get('policy_version')}")
     return 0
 
 

@@ -1,7 +1,9 @@
-"""Faults with real processes: the learner is killed (SIGKILL) and restarted
-mid-run. The policy keeps controlling with its last weights, the learner
-resumes from its checkpoint, and no transition the policy executed is lost
-(transient-local replay + de-duplication by episode/step)."""
+"""Faults with real processes: the learner (the default, selection) is killed
+(SIGKILL) and restarted mid-run. The policy keeps controlling with its last
+critic, the learner resumes from its checkpoint (critic, replay, pending
+decisions) and publishes critics the policy adopts (versions past any it ran,
+although the checkpoint is older), and no transition the policy executed is
+lost (transient-local replay + de-duplication by episode/step)."""
 from __future__ import annotations
 
 import signal
@@ -24,7 +26,7 @@ EPISODES = 16
 def _specs(tmp: Path) -> dict[str, description.NodeSpec]:
     specs = {s.name: s for s in description.nodes(
         {"checkpoint": str(tmp / "ckpt"), "run_dir": str(tmp / "run")}, REPO / "config")}
-    opts = fast_settings(tmp, EPISODES)
+    opts = fast_settings(tmp, EPISODES, algorithm="select")
     for item in opts[1::2]:
         key, value = item.split("=", 1)
         node, param = key.split(".", 1)
@@ -69,6 +71,7 @@ def test_learner_killed_and_restarted(tmp_path):
         restarted = (tmp_path / "learner_node.restarted.log").read_text
         assert obs.spin_until(lambda: "resumed from" in restarted(), 60), logs()
         assert obs.spin_until(lambda: max(w.version for w in obs.weights) > last, 300), logs()
+        assert obs.spin_until(lambda: max(obs.versions_in_use()) > last, 300), logs()  # and the policy runs it
         assert obs.spin_until(lambda: obs.ended_episodes() >= EPISODES, 600), logs()
         checks.check_every_step_reached_learner(obs)
         checks.check_no_reflex(obs)

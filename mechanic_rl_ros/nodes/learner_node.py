@@ -85,7 +85,7 @@ PARAMETERS = [
           "overwritten)", range=(1, None)),
     Param("critic_publish_every", 100, "algorithm select: [gradient steps] between two published critics",
           range=(1, None)),
-    Param("critic_checkpoint_every", 5000, "algorithm select: [gradient steps] between two checkpoints (and "
+    Param("critic_checkpoint_every", 1000, "algorithm select: [gradient steps] between two checkpoints (and "
           "always at shutdown)", range=(1, None)),
     Param("rl_config", "", "algorithm dppo: extra YAML merged over config/rl.yaml (DPPO, Mechanic, critic); '' = "
           "its defaults"),
@@ -143,7 +143,7 @@ class LearnerNode(Node):
         self.counts = {"transitions_received": 0, "transitions_duplicate": 0, "rewards_received": 0,
                        "rewards_duplicate": 0, "rewards_unmatched": 0, "decisions_refused": 0, "updates_failed": 0,
                        "episodes_aborted": 0, "decisions_dropped_aborted": 0, "transitions_after_abort": 0,
-                       "grad_steps_done": 0}
+                       "grad_steps_done": 0, "critic_published_version": 0, "policy_version_seen": 0}
         #: episodes the robot stopped under (EpisodeEvent ABORTED): nothing of them is learned from
         self.aborted: set[int] = set()
         self.resumed = self._build_select() if self.select else self._build()
@@ -171,7 +171,7 @@ class LearnerNode(Node):
         self.create_timer(cfg["diagnostics_period"], self._publish_diagnostics, clock=rclpy.clock.Clock())
         if self.select:
             if self.learner.version > 0:
-                self._publish_critic()  # a restarted learner re-announces its latest critic
+                self._publish_critic()  # a restarted learner sends its critic at once
             self.get_logger().info(
                 f"learner ready ({'resumed from ' + str(self.dir) if self.resumed else 'fresh'}, checkpoints to "
                 f"{self.dir}): value-guided selection, {self.learner.cfg.num_candidates} proposals, "
@@ -278,6 +278,7 @@ class LearnerNode(Node):
                 self.counts["transitions_duplicate"] += 1
                 return
             self.counts["transitions_received"] += 1
+            self.counts["policy_version_seen"] = max(self.counts["policy_version_seen"], int(msg.policy_version))
             if msg.chunk_step == 0:
                 try:
                     decision = decision_from_transition(msg)
@@ -430,7 +431,7 @@ class LearnerNode(Node):
                         f"{steps} gradient steps on {self.replay.added} decisions: critic loss "
                         f"{self.last_stats.get('critic_loss', float('nan')):.4f}, Q {self.last_stats.get('q_mean', float('nan')):.3f}, "
                         f"Mechanic scale {self.last_stats.get('critic_scale', float('nan')):.3g}; critic version "
-                        f"{lr.version} published")
+                        f"{self.counts['critic_published_version']} published")
                     stats, done, t0 = {}, 0, time.perf_counter()
                 if steps % int(cfg["critic_checkpoint_every"]) == 0:
                     self.save()
@@ -442,8 +443,14 @@ class LearnerNode(Node):
             self.updating = False
 
     def _publish_critic(self) -> None:
+        """The critic as ``PolicyWeights``. Its version is the learner's, raised past every version published
+        or seen in use before: a learner resumed from an older checkpoint would otherwise publish versions the
+        policy node refuses as older than the one it runs."""
         lr = self.learner
-        msg = weights_message(lr.critic.state_dict(), version=lr.version,
+        c = self.counts
+        version = max(lr.version, c["critic_published_version"] + 1, c["policy_version_seen"] + 1)
+        c["critic_published_version"] = version
+        msg = weights_message(lr.critic.state_dict(), version=version,
                               architecture_id=critic_arch_id(self.policy_arch_id, lr.cfg), finetune_steps=0,
                               num_updates=lr.num_updates)
         msg.header.stamp = self.get_clock().now().to_msg()
@@ -462,7 +469,7 @@ class LearnerNode(Node):
         m = LearnerStats()
         m.header.stamp = self.get_clock().now().to_msg()
         m.num_updates = int(self.learner.num_updates)
-        m.policy_version = int(self.learner.version if self.select else self.learner.policy_version)
+        m.policy_version = int(self.counts["critic_published_version"] if self.select else self.learner.policy_version)
         for f in ("actor_loss", "critic_loss", "approx_kl", "clip_fraction"):
             setattr(m, f, float(stats.get(f, float("nan"))))
         m.actor_scale = float(stats.get("actor_scale", float("nan")))
@@ -495,12 +502,13 @@ class LearnerNode(Node):
             lr = self.learner
             values = {**self.counts, **{f"replay_{k}": v for k, v in self.replay.counters().items()},
                       **{f"stream_{k}": v for k, v in self.stream.counters.items()},
-                      "stream_pending": len(self.stream), "policy_version": lr.version,
+                      "stream_pending": len(self.stream), "policy_version": self.counts["critic_published_version"],
                       "num_updates": lr.num_updates, "nonfinite_skipped": lr.nonfinite_skipped,
                       "rewards_waiting": len(self.join.waiting)}
             level = DiagnosticStatus.WARN if self.counts["updates_failed"] else DiagnosticStatus.OK
             publish_diagnostics(self, self.diag_pub, "learner_node: value-guided selection + Mechanic",
-                                self.policy_arch_id, level, f"critic version {lr.version}, {lr.num_updates} "
+                                self.policy_arch_id, level, f"critic version {self.counts['critic_published_version']}, "
+                                f"{lr.num_updates} "
                                 f"gradient steps", values)
             return
         values = {**self.counts, **{f"buffer_{k}": v for k, v in vars(self.buffer.counters).items()},
