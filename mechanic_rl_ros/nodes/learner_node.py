@@ -188,22 +188,33 @@ class LearnerNode(Node):
             f"policy version {self.learner.policy_version}, {self.learner.num_updates} updates so far")
 
     # ------------------------------------------------------------ build / resume
+    def _resume_state(self, algorithm: str) -> dict | None:
+        """The node state of ``<run_dir>/learner`` (join, counts, aborted episodes restored), or None for a fresh
+        start, which needs the ``checkpoint`` parameter. A directory of the other algorithm is refused."""
+        recover_dir(self.dir, "node_state.json")  # a save cut short between its two renames
+        if not (self.dir / "node_state.json").is_file():
+            if not self.cfg["checkpoint"]:
+                raise ValueError("parameter checkpoint: empty and no learner state in run_dir; expected the "
+                                 "pretrained policy checkpoint directory")
+            return None
+        state = json.loads((self.dir / "node_state.json").read_text())
+        found = state.get("algorithm", "dppo")  # checkpoints from before the selection learner are DPPO's
+        if found != algorithm:
+            raise ValueError(f"parameter algorithm: {algorithm}, but {self.dir} holds a {found} learner; give "
+                             f"another run_dir or algorithm:={found}")
+        self.join.load(state["join"])
+        self.counts.update(state["counts"])
+        self.aborted = {int(e) for e in state.get("aborted", [])}
+        return state
+
     def _build(self) -> bool:
         cfg = self.cfg
         overrides = [f"learner.actor_optimizer={cfg['optimizer']}", f"learner.critic_optimizer={cfg['optimizer']}"]
         rl = load_config([cfg["rl_config"]] if cfg["rl_config"] else None, overrides)
-        recover_dir(self.dir, "node_state.json")  # a save cut short between its two renames
-        if (self.dir / "node_state.json").is_file():
+        if self._resume_state("dppo") is not None:
             self.learner = DPPO.load(self.dir)
             self.buffer = RolloutBuffer.load(self.dir / "buffer.npz")
-            state = json.loads((self.dir / "node_state.json").read_text())
-            self.join.load(state["join"])
-            self.counts.update(state["counts"])
-            self.aborted = {int(e) for e in state.get("aborted", [])}
             return True
-        if not cfg["checkpoint"]:
-            raise ValueError("parameter checkpoint: empty and no learner state in run_dir; expected the pretrained "
-                             "policy checkpoint directory")
         self.learner = DPPO.from_checkpoint(Path(cfg["checkpoint"]), rl.learner)
         # whole episodes only: an episode the robot aborts is dropped before any of it is learned from
         self.buffer = RolloutBuffer(action_horizon=self.learner.policy.cfg.action_horizon,
@@ -216,24 +227,14 @@ class LearnerNode(Node):
 
         cfg = self.cfg
         self.rng = np.random.default_rng(int(cfg["seed"]) + 29)
-        recover_dir(self.dir, "node_state.json")
-        if (self.dir / "node_state.json").is_file():
-            state = json.loads((self.dir / "node_state.json").read_text())
-            if state.get("algorithm", "dppo") != "select":
-                raise ValueError(f"parameter algorithm: select, but {self.dir} holds a {state.get('algorithm', 'dppo')} "
-                                 "learner; give another run_dir or algorithm:=dppo")
+        state = self._resume_state("select")
+        if state is not None:
             self.learner = SelectLearner.load(self.dir / "learner")
             self.policy_arch_id = state["policy_arch_id"]
             self.replay = CandidateReplay.load(self.dir / "replay.npz")
             self.stream = SelectStream(self.replay)
             self.stream.load(self.dir / "stream.npz")
-            self.join.load(state["join"])
-            self.counts.update(state["counts"])
-            self.aborted = {int(e) for e in state.get("aborted", [])}
             return True
-        if not cfg["checkpoint"]:
-            raise ValueError("parameter checkpoint: empty and no learner state in run_dir; expected the pretrained "
-                             "policy checkpoint directory")
         policy = DiffusionPolicy.from_checkpoint(Path(cfg["checkpoint"]))  # its dimensions and arch id only
         pc, self.policy_arch_id = policy.cfg, policy.arch_id
         scfg = load_select_config(cfg["select_config"], feat_dim=policy.net.cond_dim,
@@ -262,6 +263,7 @@ class LearnerNode(Node):
             else:
                 self.learner.save(tmp)
                 self.buffer.save(tmp / "buffer.npz")
+                state["algorithm"] = "dppo"
             # written last: its presence marks the directory complete
             (tmp / "node_state.json").write_text(json.dumps(state))
             replace_dir(tmp, self.dir)
