@@ -23,10 +23,10 @@ from test_finetune_stack import fast_settings
 EPISODES = 16
 
 
-def _specs(tmp: Path) -> dict[str, description.NodeSpec]:
+def _specs(tmp: Path, algorithm: str = "select") -> dict[str, description.NodeSpec]:
     specs = {s.name: s for s in description.nodes(
         {"checkpoint": str(tmp / "ckpt"), "run_dir": str(tmp / "run")}, REPO / "config")}
-    opts = fast_settings(tmp, EPISODES, algorithm="select")
+    opts = fast_settings(tmp, EPISODES, algorithm=algorithm)
     for item in opts[1::2]:
         key, value = item.split("=", 1)
         node, param = key.split(".", 1)

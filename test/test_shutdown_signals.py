@@ -62,7 +62,7 @@ def test_repeated_signals_while_the_stack_stops_lose_no_checkpoint(tmp_path):
     """The five nodes with data in the learner: each gets SIGINT and SIGTERM at once, then SIGINT every 50 ms
     until it is gone; every node exits 0 and the learner's checkpoint holds the data it had."""
     make_checkpoint(tmp_path / "ckpt")
-    specs = fast_stack_specs(tmp_path)
+    specs = fast_stack_specs(tmp_path, algorithm="dppo")  # DPPO's checkpoint in the stack (selection's: the faults test)
     domain = fresh_domain_id()
     procs: dict[str, subprocess.Popen] = {name: start_python(node_command(spec)[1:], domain, tmp_path / f"{name}.log")
                                           for name, spec in specs.items()}
