@@ -23,7 +23,10 @@ from mechanic_rl_ros.jobs.train_offpolicy import load_checkpoint
 REPO = Path(__file__).resolve().parents[1]
 
 CHILD = r"""
+import faulthandler
+import signal
 import sys
+faulthandler.register(signal.SIGUSR1, all_threads=True)  # the test asks where a child that does not exit is
 import numpy as np
 from mechanic_rl_ros.jobs.train_offpolicy import save_checkpoint
 from mechanic_rl_ros.rl.replay import ReplayBuffer
@@ -56,14 +59,24 @@ def test_a_kill_during_a_checkpoint_leaves_the_previous_one_loadable(tmp_path, s
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     rnd = random.Random(int(sig))
     for trial in range(3):
-        child = subprocess.Popen([sys.executable, "-c", CHILD, str(ckpt)], stdout=subprocess.PIPE, env=env,
-                                 cwd=REPO, text=True)
+        child = subprocess.Popen([sys.executable, "-c", CHILD, str(ckpt)], stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, env=env, cwd=REPO, text=True)
         try:
             first = child.stdout.readline()  # a first save completed: from here on a kill may hit a save
             assert first.strip(), "the child saved nothing"
             time.sleep(rnd.uniform(0.0, 0.2))
             child.send_signal(sig)
-            out, _ = child.communicate(timeout=60)
+            try:
+                out, _ = child.communicate(timeout=60)
+            except subprocess.TimeoutExpired:
+                # seen once in CI on a loaded machine after SIGINT: the interpreter did not finish exiting.
+                # What this test guards is the checkpoint on disk, so the child is killed and that is checked;
+                # where it hung goes to the log.
+                child.send_signal(signal.SIGUSR1)
+                time.sleep(1.0)
+                child.kill()
+                out, err = child.communicate()
+                print(f"trial {trial}: the child did not exit within 60 s of {sig!r}; its threads:\n{err[-4000:]}")
         finally:
             if child.poll() is None:
                 child.kill()
