@@ -58,6 +58,7 @@ class SelectPlanner:
     @torch.no_grad()
     def __call__(self, reqs: list[Any]) -> list[Any]:
         from mechanic_rl_ros.control.chunk_loop import Chunk
+        from mechanic_rl_ros.policy.planner import propose
 
         policy, n = self.npol.policy, self.n
         pc = policy.cfg
@@ -65,10 +66,8 @@ class SelectPlanner:
         feat = self.known_feat if self.known_feat is not None else self.npol.features([r.history for r in reqs])
         self.known_feat = None
         x = torch.randn((b * n, pc.pred_horizon, pc.action_dim), generator=self.generator)
-        out = policy.sample(None, stochastic=False, x_init=x, cond=feat.repeat_interleave(n, dim=0))
-        norm = out.actions_norm.view(b, n, pc.pred_horizon, pc.action_dim)
+        out, cands = propose(policy, feat, x, [r.lead for r in reqs])
         acts = out.actions.view(b, n, pc.pred_horizon, pc.action_dim).cpu().numpy()
-        cands = torch.stack([policy.executable(norm[i], r.lead) for i, r in enumerate(reqs)]).reshape(b, n, -1)
         idx = self.choose(feat, cands)
         self.feat, self.cands, self.idx = feat, cands, idx
         return [Chunk(policy.executable(acts[i, int(idx[i])], r.lead).astype(np.float64), r.index)

@@ -34,6 +34,20 @@ from mechanic_rl_ros.control.decision import Decision
 from .policy import DiffusionPolicy
 
 
+def propose(policy: DiffusionPolicy, feat: torch.Tensor, x_init: torch.Tensor,
+            leads: list[int]) -> tuple[Any, torch.Tensor]:
+    """N proposals per state for value-guided selection: deterministic DDIM from ``x_init`` [B * N, T_p, A]
+    conditioned on each state's encoding ``feat`` [B, F] (computed once), in one batched call. Returns the
+    sample (batch B * N, state-major) and the proposals as executable chunks [B, N, T_a * A] (normalised;
+    state i's for its ``leads[i]``). Used by the policy node's planner and the headless trainer alike."""
+    b = feat.shape[0]
+    n = x_init.shape[0] // b
+    out = policy.sample(None, stochastic=False, x_init=x_init, cond=feat.repeat_interleave(n, dim=0))
+    norm = out.actions_norm.view(b, n, *out.actions_norm.shape[1:])
+    cands = torch.stack([policy.executable(norm[i], lead) for i, lead in enumerate(leads)]).reshape(b, n, -1)
+    return out, cands
+
+
 class PolicyPlanner:
     """Plans chunks with a :class:`DiffusionPolicy` (see the module docstring).
 
@@ -116,8 +130,8 @@ class PolicyPlanner:
         with torch.inference_mode():
             feat = policy.encode(policy.batch_single(req.history))
             x = torch.randn((n, pc.pred_horizon, pc.action_dim), generator=gen)
-            out = policy.sample(None, stochastic=False, x_init=x, cond=feat.expand(n, -1))
-            cands = policy.executable(out.actions_norm, req.lead).reshape(n, -1)
+            out, cands = propose(policy, feat, x, [req.lead])
+            cands = cands[0]
             idx = self.selector.choose(feat[0], cands)
         self.latencies.append(time.perf_counter() - start)
         predicted = out.actions[idx].cpu().numpy().astype(np.float64)
