@@ -84,7 +84,7 @@ import rclpy
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticStatus
 from rclpy.action import ActionServer, GoalResponse
-from rclpy.callback_groups import ReentrantCallbackGroup
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.node import Node
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CameraInfo, Image, JointState
@@ -288,18 +288,21 @@ class SimNode(Node):
         self.fingers_changed = threading.Condition()
         self.gripper_goals_active = 0
         self.gripper_goal: float | None = None  # [m] the width the last gripper goal drives to
-        self.create_service(t.RESET.type, cfg["reset_service"], self._on_reset)
+        # services that wait (up to 30 s) for the physics thread get a group of their own, so that a slow
+        # slice never holds up the parameter services, diagnostics and arm commands of the default group
+        waits = MutuallyExclusiveCallbackGroup()
+        self.create_service(t.RESET.type, cfg["reset_service"], self._on_reset, callback_group=waits)
         self.cm = ControllerManager(arm_controller=ARM_CONTROLLERS[cfg["arm_controller"]])
         cm_ns = cfg["controller_manager"].rstrip("/")
         self.create_service(t.SET_HARDWARE_STATE.type, cm_ns + "/set_hardware_component_state",
-                            lambda req, res: self._physics_service("hardware", req, res))
+                            lambda req, res: self._physics_service("hardware", req, res), callback_group=waits)
         self.create_service(t.SWITCH_CONTROLLER.type, cm_ns + "/switch_controller",
-                            lambda req, res: self._physics_service("switch", req, res))
+                            lambda req, res: self._physics_service("switch", req, res), callback_group=waits)
         self.robot_state_pub = self.create_publisher(t.ROBOT_STATE.type, cfg["robot_state_topic"], t.ROBOT_STATE.qos)
         ActionServer(self, t.ERROR_RECOVERY.type, cfg["error_recovery_action"], self._execute_recovery,
                      callback_group=actions)
         self.create_service(t.INJECT_REFLEX.type, cfg["inject_reflex_service"],
-                            lambda req, res: self._physics_call("inject", res))
+                            lambda req, res: self._physics_call("inject", res), callback_group=waits)
         self.env.sim.select_interface(cfg["arm_controller"])
         self._mode_sent = ""
         self.last_motion_errors: tuple[str, ...] = ()
