@@ -12,12 +12,16 @@ processes, with the learner training on the same cores, and measures:
    an in-process memcpy of the same bytes measured in the same run (swapping
    waits for a chunk boundary by design, so it includes up to one chunk of
    waiting);
-3. transitions: executed steps (policy_node) vs steps received by the learner.
+3. transitions: executed steps (policy_node) vs steps received by the learner;
+4. the robot: reflexes (libfranka's errors, which end an episode), trajectories
+   the controller switched to after their stamp, and how close to real time
+   the simulation ran (sim_node's diagnostics).
 
 Missed ticks are the ticks that sent no fresh action (holds) and, on sim
 time, the late or off-grid ticks; here the stack runs on the wall clock.
 
 Usage: python bench/bench_stack.py [--checkpoint DIR] [--seconds 60] [--algorithm select|dppo]
+       [--param NODE.NAME=VALUE ...]
 (default checkpoint: checkpoints/lift_pretrained, else a tiny random policy).
 """
 from __future__ import annotations
@@ -30,6 +34,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import yaml
 from trajectory_msgs.msg import JointTrajectory
 
 REPO = Path(__file__).resolve().parents[1]
@@ -62,6 +67,9 @@ def main() -> int:
     ap.add_argument("--checkpoint", type=Path, default=REPO / "checkpoints" / "lift_pretrained")
     ap.add_argument("--seconds", type=float, default=60.0, help="wall seconds of control to measure")
     ap.add_argument("--algorithm", choices=("select", "dppo"), default="select", help="the stack's learner")
+    ap.add_argument("--param", action="append", default=[], metavar="NODE.NAME=VALUE",
+                    help="override one node parameter (YAML value), e.g. policy_node.safety_switch_lead=0.05")
+    ap.add_argument("--learner-nice", type=int, default=0, help="start the learner with this niceness (0: as is)")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench_stack_"))
     ckpt = args.checkpoint
@@ -77,22 +85,43 @@ def main() -> int:
             s.overrides["mode"] = "realtime"
         if s.name == "learner_node":  # learning during the measurement
             s.overrides.update({"batch_size": 4, "min_batch_size": 1, "warmup_decisions": 4})
+    for item in args.param:
+        key, _, value = item.partition("=")
+        node, _, name = key.partition(".")
+        spec = next((s for s in specs if s.name == node), None)
+        if spec is None or not name or not value:
+            ap.error(f"--param {item!r}: expected NODE.NAME=VALUE with NODE one of {[s.name for s in specs]}")
+        spec.overrides[name] = yaml.safe_load(value)
     domain = fresh_domain_id()
-    procs = [subprocess.Popen(node_command(s), cwd=REPO, env=ros_env(domain), stdout=open(tmp / f"{s.name}.log", "wb"),
+    nice = {"learner_node": ["nice", "-n", str(args.learner_nice)]} if args.learner_nice else {}
+    procs = [subprocess.Popen(nice.get(s.name, []) + node_command(s), cwd=REPO, env=ros_env(domain), stdout=open(tmp / f"{s.name}.log", "wb"),
                               stderr=subprocess.STDOUT, start_new_session=True) for s in specs]
     obs = StackObserver(domain)
     arrivals: list[float] = []
     command_topic = next(s.overrides["command_topic"] for s in specs if s.name == "policy_node")
-    obs.node.create_subscription(JointTrajectory, command_topic, lambda m: arrivals.append(time.monotonic()), 100)
+    latencies: list[float] = []  # [s] header.stamp -> received here, each stamp's first message
+    stamps: set[tuple[int, int]] = set()
+
+    def on_command(m: JointTrajectory) -> None:
+        arrivals.append(time.monotonic())
+        key = (m.header.stamp.sec, m.header.stamp.nanosec)
+        if key != (0, 0) and key not in stamps:  # (a hold re-sends the trajectory being played, old stamp)
+            stamps.add(key)
+            latencies.append(time.time() - (key[0] + 1e-9 * key[1]))
+
+    obs.node.create_subscription(JointTrajectory, command_topic, on_command, 100)
     try:
         print(f"[bench] warming up (policy {ckpt})", flush=True)
         assert obs.spin_until(lambda: len(obs.transitions) > 20, 300), "the stack never started acting"
         start_diag = dict(obs.diagnostics.get("policy_node", {}))
+        start_sim = dict(obs.diagnostics.get("sim_node", {}))
         arrivals.clear()
+        latencies.clear()
         print(f"[bench] measuring the control loop for {args.seconds:.0f} s with the learner training", flush=True)
         obs.spin_until(lambda: False, args.seconds)
-        window = list(arrivals)
+        window, window_latency = list(arrivals), np.array(latencies) * 1e3
         end_diag = dict(obs.diagnostics.get("policy_node", {}))
+        end_sim = dict(obs.diagnostics.get("sim_node", {}))
         learner = dict(obs.diagnostics.get("learner_node", {}))
 
         # weights: publish what the learner trains as a new version and time its adoption
@@ -136,11 +165,21 @@ def main() -> int:
     print(f"commands received: {len(window)} in {args.seconds:.0f} s -> {len(window) / args.seconds:.2f} Hz")
     print(f"inter-command interval: p50 {np.percentile(gaps, 50):.1f} ms, p99 {np.percentile(gaps, 99):.1f} ms, "
           f"max {gaps.max():.1f} ms")
+    if window_latency.size:
+        print(f"stamp -> received by a subscriber in another process: p50 {np.percentile(window_latency, 50):.1f} ms, "
+              f"p99 {np.percentile(window_latency, 99):.1f} ms, max {window_latency.max():.1f} ms (new stamps; the "
+              f"trajectory's switch_lead must cover this)")
     missed = holds["hold_no_action"] + holds["hold_stale"] + holds["hold_model"]
     print(f"missed ticks (no fresh action sent): {missed} (no action ready: {holds['hold_no_action']}, stale input: "
           f"{holds['hold_stale']}, model errors: {holds['hold_model']}); late {holds['ticks_late']}, off-grid "
           f"{holds['ticks_off_grid']}")
     print(f"policy inference: p50 {end_diag.get('inference_ms_p50')} ms, p99 {end_diag.get('inference_ms_p99')} ms")
+    sim = {k: ticks(end_sim, k) - ticks(start_sim, k)
+           for k in ("reflexes", "resets", "late_trajectories", "commands_rejected")}
+    print(f"robot (sim_node): {sim['reflexes']} reflexes in {sim['resets']} resets, {sim['late_trajectories']} "
+          f"trajectories switched to after their stamp (largest delay so far "
+          f"{end_sim.get('max_trajectory_delay_ms')} ms), {sim['commands_rejected']} commands rejected; "
+          f"simulation at {end_sim.get('real_time_factor')}x real time since start")
     print(f"\n== weights ({what}, {len(data) / 1e6:.2f} MB)")
     print(f"memcpy of the same bytes: {copy_ms:.3f} ms")
     print(f"publish -> verified: median {np.nanmedian(verified):.1f} ms = {np.nanmedian(verified) / copy_ms:.0f}x memcpy")

@@ -194,7 +194,8 @@ def test_a_stream_seeded_from_a_measured_position_glides_from_the_controllers_ow
         cmds = [np.repeat(q_cmd[None], 3, axis=0)]
         for k, target in enumerate(targets):
             res = filt.filter(target, 0.04, k * DT)
-            assert ("settling" in res.limited) == (seed_settle is None and k < 2)
+            settling = seed_settle is None and k * DT < SafetyConfig().settle_time + SafetyConfig().settle_margin - 1e-9
+            assert ("settling" in res.limited) == settling
             delay = int(rng.integers(0, 10))
             ticks = k * DT + 1e-3 * np.arange(100)
             if res.trajectory is None:  # settling: nothing to send
@@ -208,6 +209,61 @@ def test_a_stream_seeded_from_a_measured_position_glides_from_the_controllers_ow
         checker = CommandChecker()
         checker.start(q_cmd)
         assert (checker.check(cmds[3:]) is None) == expect_ok
+
+
+def _glide_then_stream(cfg: SafetyConfig, glide_delay_ms: int, q_cmd, q_meas, targets) -> np.ndarray:
+    """The 1 ms commands of a JTC that reads the glide message ``glide_delay_ms`` late, the others 3 ms late."""
+    filt = SafetyFilter(cfg)
+    filt.reset(q_meas, now=0.0, settle=None)
+    jtc = TrajectoryController()
+    jtc.activate(q_cmd, q_cmd)
+    cmds = [np.repeat(q_cmd[None], 3, axis=0)]
+    for k, target in enumerate(targets):
+        res = filt.filter(target, 0.04, k * DT)
+        ticks = k * DT + 1e-3 * np.arange(100)
+        if res.trajectory is None:
+            cmds.append(jtc.update(ticks)[0])
+            continue
+        delay = glide_delay_ms if res.trajectory.stamp is None else 3
+        if delay:
+            cmds.append(jtc.update(ticks[:delay])[0])
+        jtc.receive(res.trajectory, ticks[delay])
+        cmds.append(jtc.update(ticks[delay:])[0])
+    return np.concatenate(cmds)
+
+
+def test_a_glide_message_read_late_is_over_before_streaming_starts():
+    """The glide (stamp 0) starts when the controller reads it, so it ends as late as it was delivered; a
+    stamped message read before that switches mid-glide, off the path by the glide's motion (a reflex).
+    Streaming starts ``settle_margin`` after the glide's nominal end. Found on the real-time stack, where
+    the glide message was read 10-60 ms later than the first streamed one."""
+    q_cmd = fr3.Q_HOME.copy()
+    q_meas = q_cmd + 0.05  # e.g. after a reset that moved the arm while the controller held its command
+    targets = [q_meas + 0.01 * k for k in range(12)]
+    for delay in (0, 10, 30, 60):
+        cmds = _glide_then_stream(SafetyConfig(**OPEN_BOX), delay, q_cmd, q_meas, targets)
+        checker = CommandChecker()
+        checker.start(q_cmd)
+        assert checker.check(cmds[3:]) is None, f"glide read {delay} ms late"
+    cmds = _glide_then_stream(SafetyConfig(**OPEN_BOX, settle_margin=0.0), 30, q_cmd, q_meas, targets)
+    checker = CommandChecker()
+    checker.start(q_cmd)
+    assert checker.check(cmds[3:]) is not None, "without the margin the switch mid-glide should be a reflex"
+
+
+def test_a_message_not_sent_leaves_the_committed_trajectory_as_it_was():
+    """policy_node drops a message ready too late to be read within switch_lead; the filter forgets it."""
+    filt = SafetyFilter(SafetyConfig(**OPEN_BOX))
+    filt.reset(fr3.Q_HOME, now=0.0, settle=0.0)
+    first = filt.filter(fr3.Q_HOME + 0.01, 0.04, 0.0).trajectory
+    second = filt.filter(fr3.Q_HOME + 0.02, 0.04, DT).trajectory
+    assert filt.committed is second
+    filt.unsent()
+    assert filt.committed is first
+    filt.unsent()  # once only
+    assert filt.committed is first
+    again = filt.filter(fr3.Q_HOME + 0.02, 0.04, DT)
+    assert np.allclose(again.trajectory.points[-1].positions, second.points[-1].positions)
 
 
 def test_bad_commands_are_refused_with_the_field_named():

@@ -102,6 +102,11 @@ class SafetyConfig:
     #: measured and commanded positions differ by the tracking error, and a stamped trajectory starting at the
     #: measured one would step the command by that much in one 1 ms tick (a reflex above ~1e-5 rad).
     settle_time: float = 0.2
+    #: [s] streaming starts this long after the glide's nominal end. The controller starts the glide when it
+    #: reads the message (stamp 0), so the glide ends as late as that message was delivered; a stamped message
+    #: read before then would switch mid-glide, off the path by the glide's motion (a reflex). This covers
+    #: the glide message's delivery delay beyond that of the first streamed message.
+    settle_margin: float = 0.1
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.switch_lead < self.control_dt:
@@ -112,6 +117,9 @@ class SafetyConfig:
         for name in ("velocity_scale", "acceleration_scale", "jerk_scale"):
             if getattr(self, name) > 1:
                 raise ValueError(f"{name}: a fraction of the FR3 limit, must be <= 1, got {getattr(self, name)}")
+        if not (self.settle_time >= 0 and self.settle_margin >= 0):
+            raise ValueError(f"settle_time / settle_margin: must be >= 0, got {self.settle_time} / "
+                             f"{self.settle_margin}")
         if self.table_clearance < 0 or self.position_margin < 0:
             raise ValueError(f"table_clearance / position_margin: must be >= 0, got {self.table_clearance} / "
                              f"{self.position_margin}")
@@ -153,6 +161,8 @@ class SafetyFilter:
         self._traj: Trajectory | None = None
         self._target: np.ndarray | None = None
         self._settle_until = -math.inf
+        self._stream_from = -math.inf
+        self._uncommit: tuple[Trajectory, np.ndarray] | None = None
         self._settle_sent = True
 
     @property
@@ -182,8 +192,11 @@ class SafetyFilter:
             raise ValueError(f"q_measured: expected 7 finite joint positions, got {q}")
         settle = self.config.settle_time if settle is None else float(settle)
         self._settle_until = now + settle if settle > 0 else -math.inf
+        self._stream_from = self._settle_until + self.config.settle_margin if settle > 0 else -math.inf
         self._settle_sent = False
-        self._traj = _rest(q, now + max(settle, 0.0), self.config.control_dt)
+        self._uncommit = None
+        self._traj = _rest(q, now + (settle + self.config.settle_margin if settle > 0 else 0.0),
+                           self.config.control_dt)
         self._target = q.copy()
 
     def _settling(self, now: float) -> FilterResult | None:
@@ -192,12 +205,12 @@ class SafetyFilter:
         Sent again mid-glide, a message would make the JTC restart from its
         "point before", one period off the path it is on (see :mod:`.trajectory`).
         """
-        if now >= self._settle_until - 1e-9:
+        if now >= self._stream_from - 1e-9:
             return None
         z = np.zeros(fr3.NUM_JOINTS)
         q = self._target.copy()
         traj = None
-        if not self._settle_sent:
+        if not self._settle_sent and now < self._settle_until:
             self._settle_sent = True
             # stamp 0: the controller interpolates from its last command (at rest) to q in the remaining time
             traj = Trajectory(None, [Point(self._settle_until - now, q, z.copy(), z.copy())])
@@ -226,6 +239,7 @@ class SafetyFilter:
         """Limit one target for time ``now`` + control_dt; ``gripper_width=None`` keeps the gripper (NaN width)."""
         if self._traj is None:
             raise RuntimeError("SafetyFilter.filter before reset: call reset(q_measured, now) first")
+        self._uncommit = None
         cfg = self.config
         q_target = np.asarray(q_target, dtype=np.float64)
         if q_target.shape != (fr3.NUM_JOINTS,):
@@ -276,8 +290,19 @@ class SafetyFilter:
         return self._commit(best, np.asarray(best.points[-2].positions), width, limited, ok)
 
     # ------------------------------------------------------------ internals
+    def unsent(self) -> None:
+        """The message of the last :meth:`filter` was not sent: the committed trajectory is the one before it.
+
+        (A caller that finds its message too late to be read within ``switch_lead`` of its stamp drops it;
+        the controller plays on what it has, which ends at rest.)
+        """
+        if self._uncommit is not None:
+            self._traj, self._target = self._uncommit
+            self._uncommit = None
+
     def _commit(self, traj: Trajectory, q1: np.ndarray, width: float, limited: list[str], alpha: float
                 ) -> FilterResult:
+        self._uncommit = (self._traj, self._target)
         self._traj = traj
         self._target = np.asarray(traj.points[-2].positions, float).copy()
         return FilterResult(self._target.copy(), width, limited, traj, alpha)

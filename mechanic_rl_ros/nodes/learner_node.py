@@ -105,6 +105,8 @@ PARAMETERS = [
     Param("checkpoint_every", 5, "[updates] write a checkpoint every this many updates (and always at shutdown)",
           range=(1, None)),
     Param("torch_threads", 1, "CPU threads torch uses for the updates", range=(1, None)),
+    Param("niceness", 10, "the learner process runs this much nicer than the control nodes (0 leaves it "
+          "equal): on a shared machine the updates take the CPU the control loop leaves", range=(0, 19)),
     Param("transition_topic", topics.TRANSITIONS.name, "the policy's executed steps (mechanic_rl_ros/Transition)"),
     Param("step_reward_topic", topics.STEP_REWARDS.name, "reward_node's per-step rewards (mechanic_rl_ros/StepReward)"),
     Param("episode_event_topic", topics.EPISODE_EVENTS.name, "episode outcomes (mechanic_rl_ros/EpisodeEvent), for the "
@@ -133,6 +135,8 @@ class LearnerNode(Node):
                              "mostly noise and drive the policy down (docs/rl.md, bench/pg_snr.py). Set "
                              "min_batch_size too to run small batches on purpose")
         torch.set_num_threads(int(cfg["torch_threads"]))
+        if cfg["niceness"] and hasattr(os, "nice"):
+            os.nice(int(cfg["niceness"]))  # before any worker thread exists: every thread inherits it
         run_dir = Path(os.path.abspath(os.path.expanduser(cfg["run_dir"])))
         if str(run_dir) != cfg["run_dir"]:
             self.get_logger().info(f"run_dir {cfg['run_dir']!r} taken from the current directory {os.getcwd()}: "

@@ -96,6 +96,9 @@ PARAMETERS = [
           "randn_clip_value 3; as config/rl.yaml); 0 = off", range=(0.0, None)),
     Param("seed", 0, "seed of the sampling noise", range=(0, None)),
     Param("torch_threads", 1, "CPU threads torch uses for inference", range=(1, None)),
+    Param("inference_niceness", 10, "the inference thread runs this much nicer than the control tick (Linux thread "
+          "niceness; 0 leaves it equal): a diffusion sample may take the CPU, the 10 Hz tick must not wait for it",
+          range=(0, 19)),
     Param("control_rate", 10.0, "[Hz] commands per second, one action of the chunk each", range=(0.1, 1000.0)),
     Param("replan_margin", 2, "[actions] start the next chunk's inference when this many actions of the current one "
           "remain; that chunk then executes the actions predicted for the instants it runs at "
@@ -165,6 +168,11 @@ PARAMETERS = [
     Param("safety_switch_lead", 0.02, "[s] each trajectory repeats the previous one this long after its stamp, so "
           "the controller may switch to it this late without any change in the commands (delivery + one 1 ms "
           "cycle)", range=(0.0, 0.09)),
+    Param("send_delay", 0.05, "[s] on the wall clock (not on sim time), each trajectory is stamped this long after "
+          "its tick and published at that stamp: the safety filter's computation and the process's other threads "
+          "then delay the message only past a stamp it has not reached. A message ready more than half the "
+          "switch_lead after its stamp is not sent (counted in sent_late); the committed trajectory plays on",
+          range=(0.0, 0.09)),
     Param("workspace_min", [0.2, -0.4, 0.0], "[m] x, y, z lower corner of the box the TCP must stay in, in "
           "fr3_link0; z is the table top"),
     Param("workspace_max", [0.8, 0.4, 0.7], "[m] x, y, z upper corner of the box the TCP must stay in, in "
@@ -215,7 +223,8 @@ class PolicyNode(Node):
         self.get_logger().info(f"model warmed up: first sample {warm_s * 1e3:.0f} ms")
         self.planner = PolicyPlanner(self.policy, stochastic=bool(cfg["stochastic"]), noise_clip=float(cfg["noise_clip"]),
                                      seed=int(cfg["seed"]), on_weights=self._on_swap, selector=self.selector)
-        self.planning = BackgroundPlanning(ChunkLoop.for_policy(self.policy, int(cfg["replan_margin"])), self.planner)
+        self.planning = BackgroundPlanning(ChunkLoop.for_policy(self.policy, int(cfg["replan_margin"])), self.planner,
+                                           niceness=int(cfg["inference_niceness"]))
         self.safety = SafetyFilter(SafetyConfig(
             control_dt=self.dt, position_margin=cfg["safety_position_margin"],
             velocity_scale=cfg["safety_velocity_scale"], acceleration_scale=cfg["safety_acceleration_scale"],
@@ -231,7 +240,7 @@ class PolicyNode(Node):
         self.counts = {"commands": 0, "transitions": 0, "hold_stale": 0, "hold_no_action": 0, "hold_model": 0,
                        "clamped": 0, "weights_adopted": 0, "weights_rejected": 0, "inputs_rejected": 0,
                        "hold_robot_state": 0, "episodes_given_up": 0, "ticks_late": 0,
-                       "ticks_off_grid": 0}
+                       "ticks_off_grid": 0, "sent_late": 0}
         #: the robot's last reported mode (None: none received yet)
         self.robot: RobotStatus | None = None
         self.robot_state_received = -float("inf")  # [s, node clock]
@@ -262,7 +271,11 @@ class PolicyNode(Node):
         self.marker_pub = self.create_publisher(t.PREDICTED_PATH.type, cfg["marker_topic"], t.PREDICTED_PATH.qos)
         self.diag_pub = self.create_publisher(t.DIAGNOSTICS.type, t.DIAGNOSTICS.name, t.DIAGNOSTICS.qos)
         # inputs run beside the control tick (two executor threads), so a tick
-        # on sim time can wait for the inputs of its own instant
+        # on sim time can wait for the inputs of its own instant. rclpy's multi-threaded executor spins (holding
+        # the GIL, starving the tick and the inference thread) while a ready message waits for its busy group, so
+        # the long callbacks (weights: verification) and the ones published together with the joint states
+        # (robot state) have groups of their own; the tick shares its group only with the episode events, which
+        # reset what it uses
         inputs = MutuallyExclusiveCallbackGroup()
         self.create_subscription(t.JOINT_STATES.type, cfg["joint_states_topic"], self._on_joint_states,
                                  t.JOINT_STATES.qos, callback_group=inputs)
@@ -273,14 +286,15 @@ class PolicyNode(Node):
             self.create_subscription(t.TASK_STATE.type, cfg["task_state_topic"], self._on_task_state,
                                      t.TASK_STATE.qos, callback_group=inputs)
         self.create_subscription(t.WEIGHTS.type, cfg["weights_topic"], self._on_weights, t.WEIGHTS.qos,
-                                 callback_group=inputs)
+                                 callback_group=MutuallyExclusiveCallbackGroup())
         if cfg["robot_state_topic"]:
             self.create_subscription(t.ROBOT_STATE.type, cfg["robot_state_topic"], self._on_robot_state,
-                                     t.ROBOT_STATE.qos, callback_group=inputs)
+                                     t.ROBOT_STATE.qos, callback_group=MutuallyExclusiveCallbackGroup())
         self.create_subscription(t.EPISODE_EVENTS.type, cfg["episode_event_topic"], self._on_event,
                                  t.EPISODE_EVENTS.qos)
         self.create_timer(self.dt, self._tick)
-        self.create_timer(cfg["diagnostics_period"], self._publish_diagnostics, clock=rclpy.clock.Clock())
+        self.create_timer(cfg["diagnostics_period"], self._publish_diagnostics, clock=rclpy.clock.Clock(),
+                          callback_group=MutuallyExclusiveCallbackGroup())
         self.get_logger().info(
             f"policy ready: {cfg['checkpoint']} arch {self.policy.arch_id} cameras={list(self.cameras)} "
             f"lowdim={list(pcfg.lowdim_keys)} T_o={pcfg.obs_horizon} T_p={pcfg.pred_horizon} T_a={pcfg.action_horizon} "
@@ -489,14 +503,31 @@ class PolicyNode(Node):
         action, chunk, k = item
         if k == 0:
             self._publish_markers(chunk)
+        # On sim time the clock stands still while this tick computes. On the wall clock the message is made for
+        # a stamp send_delay ahead and sent when the clock gets there: the controller then reads it within
+        # switch_lead of its stamp unless delivery itself takes that long (a message is never early: early, the
+        # JTC would interpolate from its "point before", one period off the path; see control/trajectory.py).
+        stamp = self._now() + (0.0 if sim_time else self.cfg["send_delay"])
         try:
-            # stamped when sent (in real time the chunk and the filter took some milliseconds since the tick)
-            res = self.safety.filter(action[:7], float(action[7]), self._now())
+            res = self.safety.filter(action[:7], float(action[7]), stamp)
         except ValueError as exc:
             self.counts["hold_model"] += 1
             self._problem("action", f"policy action refused, holding: {exc}")
             self._hold()
             return
+        if not sim_time:
+            wait = stamp - self._now()
+            if wait > 0.0:
+                time.sleep(wait)
+            elif -wait > 0.5 * self.safety.config.switch_lead and res.trajectory is not None:
+                # the filter took so long that the controller could read the message only past its switch_lead
+                # (a step, a reflex): dropped; the committed trajectory plays on (it ends at rest)
+                self.safety.unsent()
+                self.counts["sent_late"] += 1
+                self.get_logger().info(f"trajectory for {stamp:.3f} s ready {-wait * 1e3:.0f} ms after its stamp: "
+                                       f"not sent, action {k} of chunk {chunk.index} not executed",
+                                       throttle_duration_sec=1.0)
+                return
         self._send(res)
         self.counts["clamped"] += res.clamped
         step = ExecutedStep(self.episode, self.step, chunk.index, k, chunk.version,

@@ -49,7 +49,13 @@ gripper goal is aborted with the error in its result.
 Two clock modes (parameter ``mode``):
 
 ``realtime``  physics advances with the wall clock (times ``real_time_factor``);
-              nodes use wall time.
+              nodes use wall time. Simulated time is tied to the wall clock
+              by one fixed map per episode (:mod:`mechanic_rl_ros.sim.clock_map`):
+              stamps are placed with it, what the sim publishes is stamped
+              with it, and a trajectory acts no earlier than the simulated
+              instant of its arrival. Behind the wall clock (a busy machine)
+              the sim runs back to back until it has caught up, warns, and
+              reports its largest lag (``max_lag_ms``).
 ``lockstep``  physics advances one control period per arm command received,
               as fast as the stack allows, and publishes ``/clock``; every node
               runs with ``use_sim_time``. If no command arrives for
@@ -97,6 +103,7 @@ from mechanic_rl_ros.control import fr3
 from mechanic_rl_ros.control.trajectory import Point, Trajectory
 from mechanic_rl_ros.msg import TaskState
 from mechanic_rl_ros.nodes.common import Param, RateLimitedLog, declare_parameters, publish_diagnostics, run_node
+from mechanic_rl_ros.sim.clock_map import ClockMap
 from mechanic_rl_ros.sim.env import REWARD_TYPES, make_env
 from mechanic_rl_ros.sim import gripper as gripper_semantics
 from mechanic_rl_ros.sim.controller_manager import (ARM_CONTROLLERS, ROBOT_STATE_BROADCASTER, STATE_LABELS,
@@ -192,6 +199,9 @@ class _Request:
     value: object = None
     done: threading.Event | None = None
     result: object = None
+    #: [s, wall clock] when a trajectory reached this process (real time only): the simulated controller may
+    #: not read it before the simulated instant of its arrival (see ``SimNode._sim_of_ros``)
+    arrived: float | None = None
 
 
 #: every parameter, with what it means (``ros2 param describe sim_node <name>``); config/sim.yaml sets them
@@ -322,6 +332,9 @@ class SimNode(Node):
         self.last_reset_stamp = -float("inf")  # [s, stack clock] a trajectory stamped before it is refused
         self._stop = threading.Event()
         self._started_wall = time.monotonic()
+        self.clock = ClockMap(cfg["real_time_factor"], self._wall(), sim.time)  # real time: sim <-> stack clock
+        self._early: list[_Request] = []  # trajectories that came before the simulation reached their arrival
+        self.max_lag = 0.0  # [s] largest lag of the simulation behind the wall clock (real time)
         self.worker = threading.Thread(target=self._run, name="physics", daemon=True)
         self.create_timer(cfg["diagnostics_period"], self._publish_diagnostics, clock=rclpy.clock.Clock())
         self.get_logger().info(
@@ -346,7 +359,8 @@ class SimNode(Node):
 
     def _on_trajectory(self, msg: JointTrajectory) -> None:
         try:
-            self.requests.put(_Request("trajectory", trajectory_from_message(msg)))
+            self.requests.put(_Request("trajectory", trajectory_from_message(msg),
+                                       arrived=None if self.lockstep else self._wall()))
         except CommandError as exc:
             self._reject(self.cfg["trajectory_topic"], exc)
 
@@ -486,6 +500,7 @@ class SimNode(Node):
     def _run(self) -> None:
         try:
             self._publish_state(frame=True)
+            self.clock.anchor_at(self._wall(), self.env.sim.time)  # after the first frame (GL start-up)
             while not self._stop.is_set() and rclpy.ok(context=self.context):
                 self._control_period()
         except Exception as exc:
@@ -508,13 +523,23 @@ class SimNode(Node):
         """
         got_arm = False
         deadline = time.monotonic() + block_for
+        due, early = [], []
+        for r in self._early:
+            (due if self.clock.arrived(r.arrived, self.env.sim.time) else early).append(r)
+        self._early = early
         while True:
             timeout = deadline - time.monotonic()
             try:
-                req = self.requests.get(timeout=timeout) if timeout > 0 else self.requests.get_nowait()
+                if due:
+                    req = due.pop(0)
+                else:
+                    req = self.requests.get(timeout=timeout) if timeout > 0 else self.requests.get_nowait()
             except queue.Empty:
                 return got_arm
             sim = self.env.sim
+            if req.kind == "trajectory" and req.arrived is not None and not self.clock.arrived(req.arrived, sim.time):
+                self._early.append(req)  # the simulation is behind the wall clock: not there yet
+                continue
             if req.kind in ("arm", "trajectory") and not self.cm.is_active(self.cm.arm_controller):
                 got_arm = True  # (it still counts as the command of this lockstep period)
                 self.stats["commands_while_inactive"] += 1
@@ -537,7 +562,8 @@ class SimNode(Node):
                                     f"({self.last_reset_stamp:.3f} s), where the arm was elsewhere")
                                 traj = None  # (it still counts as the command of this lockstep period)
                             else:
-                                delay = self._now_seconds() - traj.stamp
+                                start = self._sim_of_ros(traj.stamp)
+                                delay = sim.time - start
                                 # (a hold re-sends the trajectory being played: no switch, its stamp is old)
                                 if delay > 1e-3 and not _same(traj, self._last_trajectory):
                                     self.stats["late_trajectories"] += 1
@@ -546,7 +572,7 @@ class SimNode(Node):
                                                            throttle_duration_sec=1.0)
                                     self.max_trajectory_delay = max(self.max_trajectory_delay, delay)
                                 self._last_trajectory = traj
-                                traj = Trajectory(traj.stamp - (self._now_seconds() - sim.time), traj.points)
+                                traj = Trajectory(start, traj.points)
                     if req.kind == "arm":
                         self.stats["commands_applied"] += 1
                     elif traj is not None:
@@ -600,7 +626,11 @@ class SimNode(Node):
                     self.time_offset = (math.floor(end / self.control_dt + 1e-6) + 1) * self.control_dt
                     self.env.reset(seed=req.value)
                     self.gripper_goal = None
+                    if not self.lockstep:  # the lag of the last episode is not carried into the next
+                        self.clock.anchor_at(self._wall(), sim.time)
                     self.last_reset_stamp = self._now_seconds()
+                    self.stats["dropped_before_reset"] += len(self._early)
+                    self._early = []
                     self.stats["resets"] += 1
                     self._publish_state(frame=True)
                     req.result = None
@@ -628,26 +658,49 @@ class SimNode(Node):
         self._advance_gripper()
         sim = self.env.sim
         for i in range(self.publishes_per_control):
-            start = time.monotonic()
             if self.lockstep:
                 sim.step_physics(self.substeps_per_publish)
             else:
                 # commands take effect within 4 ms (of sim time) of arrival, as the 1 kHz controller picks them
-                # up: the slice's wall time is spent in 4 ms pieces, each followed by a look at the queue
-                wall_dt = sim.physics_dt / self.cfg["real_time_factor"]
+                # up: the slice is run in 4 ms pieces, each followed by a look at the queue, and each piece waits
+                # for the wall clock to reach its simulated instant (behind it, the pieces run back to back
+                # until the simulation has caught up)
                 for done in range(0, self.substeps_per_publish, 2):
                     self._drain(block_for=0.0)
-                    n = min(2, self.substeps_per_publish - done)
-                    sim.step_physics(n)
-                    self._stop.wait(max(0.0, start + (done + n) * wall_dt - time.monotonic()))
+                    sim.step_physics(min(2, self.substeps_per_publish - done))
+                    lag = self.clock.lag(self._wall(), sim.time)
+                    if lag < 0.0:
+                        self._stop.wait(-lag)
+                    elif lag > self.max_lag:
+                        self.max_lag = lag
+                        if lag > self.LAG_WARNING:
+                            self.get_logger().warning(f"the simulation is {lag * 1e3:.0f} ms behind the wall clock: this "
+                                                 f"machine does not simulate the FR3 in real time (the states it "
+                                                 f"publishes are that old; mode lockstep has no such lag)", throttle_duration_sec=5.0)
             self.stats["ticks"] += 1
             self._publish_state(frame=self.stats["ticks"] % self.publishes_per_frame == 0)
 
-    def _now_seconds(self) -> float:
-        """The stack's clock now, in seconds (sim time in lockstep mode)."""
-        if self.lockstep:
-            return self.time_offset + self.env.sim.time
+    #: [s] a lag of the simulation behind the wall clock (real time) worth a warning
+    LAG_WARNING = 0.05
+
+    def _wall(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
+
+    def _ros_of_sim(self, t: float) -> float:
+        """The instant [s, stack clock] that simulated time ``t`` (since the last reset) stands for.
+
+        Lock-step: the stack's clock is simulated time (plus ``time_offset``).
+        Real time: the wall clock, rigidly tied to simulated time (:class:`ClockMap`).
+        """
+        return self.time_offset + t if self.lockstep else self.clock.wall_of(t)
+
+    def _sim_of_ros(self, t: float) -> float:
+        """Inverse of :meth:`_ros_of_sim`: where a stamp lies on the simulated timeline."""
+        return t - self.time_offset if self.lockstep else self.clock.sim_of(t)
+
+    def _now_seconds(self) -> float:
+        """The instant the simulation has reached, on the stack's clock [s]."""
+        return self._ros_of_sim(self.env.sim.time)
 
     def _note_mode(self) -> None:
         """Count and log each new reflex; its errors stay in ``last_motion_errors`` after recovery."""
@@ -669,10 +722,9 @@ class SimNode(Node):
         return "move" if self.cm.is_active(self.cm.arm_controller) else "idle"
 
     def _stamp(self) -> Time:
-        if self.lockstep:
-            ns = int(round((self.time_offset + self.env.sim.time) * 1e9))
-            return Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
-        return self.get_clock().now().to_msg()
+        """When what the simulation publishes now was measured, on the stack's clock."""
+        ns = int(round(self._now_seconds() * 1e9))
+        return Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
 
     def _publish_state(self, frame: bool) -> None:
         self._note_mode()
@@ -755,6 +807,7 @@ class SimNode(Node):
             level, message = DiagnosticStatus.WARN, f"last rejected command: {self.last_error}"
         values = {**self.stats, "sim_time_s": f"{sim_t:.3f}", "real_time_factor": f"{sim_t / max(wall, 1e-9):.2f}",
                   "max_trajectory_delay_ms": f"{self.max_trajectory_delay * 1e3:.1f}",
+                  "max_lag_ms": f"{self.max_lag * 1e3:.1f}",
                   "mode": self.cfg["mode"], "task": self.cfg["task"]}
         publish_diagnostics(self, self.diag_pub, "sim_node: simulated FR3", "mujoco", level, message, values)
 
