@@ -165,3 +165,5 @@ def test_warm_up_changes_no_later_sample():
     before = policy.predict_chunk(hist, seed=3)
     assert policy.warm_up() > 0.0
     np.testing.assert_array_equal(policy.predict_chunk(hist, seed=3), before)
+    assert policy.warm_up(proposals=4) > 0.0
+    np.testing.assert_array_equal(policy.predict_chunk(hist, seed=3), before)

@@ -189,47 +189,44 @@ def test_a_stream_seeded_from_a_measured_position_glides_from_the_controllers_ow
     for seed_settle, expect_ok in [(None, True), (0.0, False)]:
         filt = SafetyFilter(SafetyConfig(**OPEN_BOX))
         filt.reset(q_meas, now=0.0, settle=seed_settle)
-        jtc = TrajectoryController()
-        jtc.activate(q_cmd, q_cmd)
-        cmds = [np.repeat(q_cmd[None], 3, axis=0)]
-        for k, target in enumerate(targets):
-            res = filt.filter(target, 0.04, k * DT)
-            settling = seed_settle is None and k * DT < SafetyConfig().settle_time + SafetyConfig().settle_margin - 1e-9
-            assert ("settling" in res.limited) == settling
-            delay = int(rng.integers(0, 10))
-            ticks = k * DT + 1e-3 * np.arange(100)
-            if res.trajectory is None:  # settling: nothing to send
-                cmds.append(jtc.update(ticks)[0])
-                continue
-            if delay:
-                cmds.append(jtc.update(ticks[:delay])[0])
-            jtc.receive(res.trajectory, ticks[delay])
-            cmds.append(jtc.update(ticks[delay:])[0])
-        cmds = np.concatenate(cmds)
+        settle_end = SafetyConfig().settle_time + SafetyConfig().settle_margin - 1e-9
+
+        def random_delay(k: int, res) -> int:
+            assert ("settling" in res.limited) == (seed_settle is None and k * DT < settle_end)
+            return int(rng.integers(0, 10))
+
+        cmds = _stream_through_jtc(filt, q_cmd, targets, random_delay)
         checker = CommandChecker()
         checker.start(q_cmd)
         assert (checker.check(cmds[3:]) is None) == expect_ok
+
+
+def _stream_through_jtc(filt: SafetyFilter, q_cmd, targets, delay_ms) -> np.ndarray:
+    """The 1 ms commands of a JTC (commanding ``q_cmd`` at first) fed ``filt``'s trajectory for each 10 Hz
+    target, each read ``delay_ms(k, result)`` ms after its tick (nothing is sent while the filter settles)."""
+    jtc = TrajectoryController()
+    jtc.activate(q_cmd, q_cmd)
+    cmds = [np.repeat(q_cmd[None], 3, axis=0)]
+    for k, target in enumerate(targets):
+        res = filt.filter(target, 0.04, k * DT)
+        delay = delay_ms(k, res)
+        ticks = k * DT + 1e-3 * np.arange(100)
+        if res.trajectory is None:
+            cmds.append(jtc.update(ticks)[0])
+            continue
+        if delay:
+            cmds.append(jtc.update(ticks[:delay])[0])
+        jtc.receive(res.trajectory, ticks[delay])
+        cmds.append(jtc.update(ticks[delay:])[0])
+    return np.concatenate(cmds)
 
 
 def _glide_then_stream(cfg: SafetyConfig, glide_delay_ms: int, q_cmd, q_meas, targets) -> np.ndarray:
     """The 1 ms commands of a JTC that reads the glide message ``glide_delay_ms`` late, the others 3 ms late."""
     filt = SafetyFilter(cfg)
     filt.reset(q_meas, now=0.0, settle=None)
-    jtc = TrajectoryController()
-    jtc.activate(q_cmd, q_cmd)
-    cmds = [np.repeat(q_cmd[None], 3, axis=0)]
-    for k, target in enumerate(targets):
-        res = filt.filter(target, 0.04, k * DT)
-        ticks = k * DT + 1e-3 * np.arange(100)
-        if res.trajectory is None:
-            cmds.append(jtc.update(ticks)[0])
-            continue
-        delay = glide_delay_ms if res.trajectory.stamp is None else 3
-        if delay:
-            cmds.append(jtc.update(ticks[:delay])[0])
-        jtc.receive(res.trajectory, ticks[delay])
-        cmds.append(jtc.update(ticks[delay:])[0])
-    return np.concatenate(cmds)
+    return _stream_through_jtc(filt, q_cmd, targets, lambda k, res: glide_delay_ms
+                               if res.trajectory is not None and res.trajectory.stamp is None else 3)
 
 
 def test_a_glide_message_read_late_is_over_before_streaming_starts():

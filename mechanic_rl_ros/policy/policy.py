@@ -371,12 +371,12 @@ class DiffusionPolicy(nn.Module):
         return out
 
     def warm_up(self, proposals: int = 0) -> float:
-        """One stochastic sample on an all-zero history, discarded; returns its wall time [s].
+        """The node's own inference call once on an all-zero history, discarded; returns its wall time [s].
 
         torch's first call runs its lazy set-up (seconds on a loaded machine); a node pays it before it
-        acts, not on its first control tick. With ``proposals`` > 0 also one deterministic batch of that
-        many from one encoding, the call value-guided selection makes. No generator is shared with real
-        sampling.
+        acts, not on its first control tick. ``proposals`` = 0: one stochastic sample (DPPO's call);
+        ``proposals`` > 0: one deterministic batch of that many from one encoding, the call value-guided
+        selection makes. No generator is shared with real sampling.
         """
         T, S = self.cfg.obs_horizon, self.cfg.image_size
         hist: dict[str, Any] = {k: np.zeros((T, self.cfg.lowdim_dims[k]), np.float32) for k in self.cfg.lowdim_keys}
@@ -384,8 +384,9 @@ class DiffusionPolicy(nn.Module):
             hist["images"] = {c: np.zeros((T, S, S, 3), np.uint8) for c in self.cfg.cameras}
         start = time.perf_counter()
         with torch.inference_mode():
-            self.sample(self.batch_single(hist), stochastic=True, generator=torch.Generator().manual_seed(0))
-            if proposals > 0:
+            if proposals <= 0:
+                self.sample(self.batch_single(hist), stochastic=True, generator=torch.Generator().manual_seed(0))
+            else:
                 cond = self.encode(self.batch_single(hist)).expand(proposals, -1)
                 x = torch.randn((proposals, self.cfg.pred_horizon, self.cfg.action_dim),
                                 generator=torch.Generator().manual_seed(0))
