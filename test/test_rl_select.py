@@ -185,6 +185,14 @@ def test_trainer_end_to_end_in_the_simulator(tiny_ckpt, tmp_path):
     assert main(["--checkpoint", str(ckpt), "--eval-only", "--resume", str(tmp_path / "a" / "critic"),
                  "--num-envs", "2", "--final-eval-episodes", "2", "--out", str(tmp_path / "e")]) == 0
     assert json.loads((tmp_path / "e" / "eval.json").read_text())["outcomes"] == a["final_outcomes"]
+    # the critic ranks more proposals than it was trained with, if asked; a count below 1 is refused by name
+    assert main(["--checkpoint", str(ckpt), "--eval-only", "--resume", str(tmp_path / "a" / "critic"),
+                 "--eval-candidates", "5", "--num-envs", "2", "--final-eval-episodes", "2",
+                 "--out", str(tmp_path / "e5")]) == 0
+    assert "among 5 proposals" in json.loads((tmp_path / "e5" / "eval.json").read_text())["what"]
+    with pytest.raises(SystemExit, match="--eval-candidates"):
+        main(["--checkpoint", str(ckpt), "--eval-only", "--resume", str(tmp_path / "a" / "critic"),
+              "--eval-candidates", "0"])
     replay = CandidateReplay.load(tmp_path / "a" / "ckpt" / "replay.npz")
     open_rows = replay.done[:len(replay)] == 0
     assert np.abs(replay.next_cands[:len(replay)][open_rows]).sum(axis=(1, 2)).min() > 0  # proposals stored

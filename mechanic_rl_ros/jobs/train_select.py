@@ -134,6 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--save-every", type=int, default=3000, help="control steps between checkpoints")
     ap.add_argument("--resume", help="with --eval-only: the critic that chooses (OUT/ckpt, OUT/critic or a shipped one)")
     ap.add_argument("--eval-only", action="store_true")
+    ap.add_argument("--eval-candidates", type=int, default=None,
+                    help="with --eval-only --resume: proposals the critic chooses among (default: its own N); "
+                         "the critic scores each proposal alone, so it can rank more than it was trained with")
     return ap
 
 
@@ -282,6 +285,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.resume:
             learner = load_learner(args.resume, policy.arch_id)
             choose, ncand, what = learner.choose, learner.cfg.num_candidates, f"critic of {args.resume}"
+            if args.eval_candidates is not None:
+                if args.eval_candidates < 1:
+                    raise SystemExit(f"--eval-candidates: {args.eval_candidates}; expected an integer >= 1")
+                ncand, what = args.eval_candidates, f"{what}, choosing among {args.eval_candidates} proposals"
         else:
             choose, ncand, what = first_proposal, 1, "pretrained policy (one proposal, x_K ~ N(0, I))"
         outcomes: list[int] = []
