@@ -17,8 +17,10 @@ processes, with the learner training on the same cores, and measures:
    the controller switched to after their stamp, and how close to real time
    the simulation ran (sim_node's diagnostics).
 
-Missed ticks are the ticks that sent no fresh action (holds) and, on sim
-time, the late or off-grid ticks; here the stack runs on the wall clock.
+Missed ticks are the ticks of a moving episode that sent no fresh action (holds) and, on sim
+time, the late or off-grid ticks; here the stack runs on the wall clock. The ticks of an episode
+before its first action (its first inputs and chunk on their way, the arm at rest at home) are
+reported apart.
 
 Usage: python bench/bench_stack.py [--checkpoint DIR] [--seconds 60] [--algorithm select|dppo]
        [--param NODE.NAME=VALUE ...]
@@ -160,7 +162,7 @@ def main() -> int:
     gaps = np.diff(window) * 1e3
     ticks = lambda d, k: int(d.get(k, 0))  # noqa: E731
     holds = {k: ticks(end_diag, k) - ticks(start_diag, k)
-             for k in ("hold_no_action", "hold_stale", "hold_model", "ticks_late", "ticks_off_grid")}
+             for k in ("hold_no_action", "hold_stale", "hold_model", "ticks_late", "ticks_off_grid", "start_wait")}
     print("\n== control loop (policy_node, 10 Hz target, learner training on the same 2 cores)")
     print(f"commands received: {len(window)} in {args.seconds:.0f} s -> {len(window) / args.seconds:.2f} Hz")
     print(f"inter-command interval: p50 {np.percentile(gaps, 50):.1f} ms, p99 {np.percentile(gaps, 99):.1f} ms, "
@@ -173,6 +175,7 @@ def main() -> int:
     print(f"missed ticks (no fresh action sent): {missed} (no action ready: {holds['hold_no_action']}, stale input: "
           f"{holds['hold_stale']}, model errors: {holds['hold_model']}); late {holds['ticks_late']}, off-grid "
           f"{holds['ticks_off_grid']}")
+    print(f"ticks before an episode's first action (arm at rest, not missed): {holds['start_wait']}")
     print(f"policy inference: p50 {end_diag.get('inference_ms_p50')} ms, p99 {end_diag.get('inference_ms_p99')} ms")
     sim = {k: ticks(end_sim, k) - ticks(start_sim, k)
            for k in ("reflexes", "resets", "late_trajectories", "commands_rejected")}

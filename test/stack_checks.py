@@ -69,6 +69,15 @@ def check_command_rate(obs: StackObserver, rate: float = 10.0) -> None:
     assert obs.commands, "no command reached the command topic"
 
 
+def check_no_missed_tick(obs: StackObserver) -> None:
+    """On lock-step sim time the simulator waits for each tick's command: once an episode moves, every tick sends
+    a fresh action (the ticks before an episode's first action are start waits, the arm at rest)."""
+    diag = obs.diagnostics.get("policy_node")
+    assert diag, "no diagnostics from policy_node"
+    missed = {k: diag.get(k) for k in ("hold_no_action", "hold_stale", "hold_model", "ticks_late", "ticks_off_grid")}
+    assert all(v == "0" for v in missed.values()), f"missed ticks: {missed}; start waits {diag.get('start_wait')}"
+
+
 def check_versions_adopted(obs: StackObserver, versions: int = 3) -> None:
     """>= ``versions`` new weight versions were published and used; versions never go back in an episode."""
     used = sorted(obs.versions_in_use() - {0})

@@ -237,7 +237,10 @@ class PolicyNode(Node):
         #: weights version -> (publish stamp, sha256) of verified weights waiting for the next chunk
         self.staged: dict[int, tuple[float, str]] = {}
         self.running_sha256: str | None = None  # of the adopted weights; None while running the checkpoint's own
-        self.counts = {"commands": 0, "transitions": 0, "hold_stale": 0, "hold_no_action": 0, "hold_model": 0,
+        #: hold_* count ticks of a moving episode that sent no fresh action (missed ticks); start_wait counts the
+        #: ticks of an episode before its first action (the arm at rest while its first inputs and chunk come)
+        self.counts = {"commands": 0, "transitions": 0, "start_wait": 0, "hold_stale": 0, "hold_no_action": 0,
+                       "hold_model": 0,
                        "clamped": 0, "weights_adopted": 0, "weights_rejected": 0, "inputs_rejected": 0,
                        "hold_robot_state": 0, "episodes_given_up": 0, "ticks_late": 0,
                        "ticks_off_grid": 0, "sent_late": 0}
@@ -463,7 +466,7 @@ class PolicyNode(Node):
                 if time.monotonic() < deadline:  # on sim time: the inputs of this instant are in flight
                     time.sleep(0.002)
                     continue
-                self.counts["hold_stale"] += 1
+                self._count_hold("hold_stale")
                 if str(exc).startswith("no ") and str(exc).endswith("received yet"):
                     # an input that has not arrived yet (start-up, a camera starting later): waiting, not a fault
                     self.get_logger().info(f"holding: {exc}", throttle_duration_sec=1.0)
@@ -474,7 +477,7 @@ class PolicyNode(Node):
         if not self.safety.initialized:
             if self.assembler.inputs["joints"].stamp <= self.episode_started:
                 # a joint state from before the reset (the arm was elsewhere): seeding from it would glide there
-                self.counts["hold_stale"] += 1
+                self._count_hold("hold_stale")
                 return
             q, settle = self._filter_seed(obs["qpos"])
             self.safety.reset(q, now, settle=settle)
@@ -485,7 +488,7 @@ class PolicyNode(Node):
             self.counts["hold_model"] += 1
             self._problem("model", f"inference failed, holding: {failure!r}")
         if item is None:
-            self.counts["hold_no_action"] += 1
+            self._count_hold("hold_no_action")
             if (self.planning.in_flight
                     and time.monotonic() - self.planning.flight_started > self.cfg["inference_timeout"]):
                 self._problem("model", f"no chunk after {self.cfg['inference_timeout']} s, holding")
@@ -537,6 +540,10 @@ class PolicyNode(Node):
         self.transition_pub.publish(tr)
         self.counts["transitions"] += 1
         self.step += 1
+
+    def _count_hold(self, kind: str) -> None:
+        """A tick that sends no fresh action: a missed tick (``kind``) once the episode has moved, else a start wait."""
+        self.counts[kind if self.step > 0 else "start_wait"] += 1
 
     def _sim_time(self) -> bool:
         return bool(self.get_parameter("use_sim_time").value)

@@ -280,9 +280,12 @@ class SimNode(Node):
                                                     t.CAMERA_IMAGE.publisher) for c in self.cameras}
         self.info_pubs = {c: self.create_publisher(t.CAMERA_INFO.type, t.CAMERA_INFO.name.format(camera=c),
                                                    t.CAMERA_INFO.publisher) for c in self.cameras}
-        self.create_subscription(t.ARM_COMMAND.type, cfg["command_topic"], self._on_arm_array, t.ARM_COMMAND.qos)
+        # the controller's inputs never wait behind the node's other callbacks (diagnostics, services)
+        commands = MutuallyExclusiveCallbackGroup()
+        self.create_subscription(t.ARM_COMMAND.type, cfg["command_topic"], self._on_arm_array, t.ARM_COMMAND.qos,
+                                 callback_group=commands)
         self.create_subscription(t.ARM_TRAJECTORY.type, cfg["trajectory_topic"], self._on_trajectory,
-                                 t.ARM_TRAJECTORY.qos)
+                                 t.ARM_TRAJECTORY.qos, callback_group=commands)
         ns = cfg["gripper_namespace"].rstrip("/")
         self.gripper_state_pub = self.create_publisher(t.GRIPPER_JOINT_STATES.type, ns + "/joint_states",
                                                        t.GRIPPER_JOINT_STATES.qos)
