@@ -43,6 +43,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "test"))
 
 from mechanic_rl_ros.msg import PolicyWeights  # noqa: E402
+from mechanic_rl_ros.nodes.policy_node import MISSED_TICK_COUNTS  # noqa: E402
 from mechanic_rl_ros.policy import DiffusionPolicy  # noqa: E402
 from mechanic_rl_ros.rl.select import CriticSelector, load_select_config  # noqa: E402
 from mechanic_rl_ros.wire.weights import weights_message  # noqa: E402
@@ -162,7 +163,7 @@ def main() -> int:
     gaps = np.diff(window) * 1e3
     ticks = lambda d, k: int(d.get(k, 0))  # noqa: E731
     holds = {k: ticks(end_diag, k) - ticks(start_diag, k)
-             for k in ("hold_no_action", "hold_stale", "hold_model", "ticks_late", "ticks_off_grid", "start_wait")}
+             for k in (*MISSED_TICK_COUNTS, "start_wait")}
     print("\n== control loop (policy_node, 10 Hz target, learner training on the same 2 cores)")
     print(f"commands received: {len(window)} in {args.seconds:.0f} s -> {len(window) / args.seconds:.2f} Hz")
     print(f"inter-command interval: p50 {np.percentile(gaps, 50):.1f} ms, p99 {np.percentile(gaps, 99):.1f} ms, "

@@ -74,7 +74,9 @@ def check_no_missed_tick(obs: StackObserver) -> None:
     a fresh action (the ticks before an episode's first action are start waits, the arm at rest)."""
     diag = obs.diagnostics.get("policy_node")
     assert diag, "no diagnostics from policy_node"
-    missed = {k: diag.get(k) for k in ("hold_no_action", "hold_stale", "hold_model", "ticks_late", "ticks_off_grid")}
+    from mechanic_rl_ros.nodes.policy_node import MISSED_TICK_COUNTS
+
+    missed = {k: diag.get(k) for k in MISSED_TICK_COUNTS}
     assert all(v == "0" for v in missed.values()), f"missed ticks: {missed}; start waits {diag.get('start_wait')}"
 
 

@@ -183,6 +183,11 @@ PARAMETERS = [
 ]
 
 
+#: the counters of ticks that sent no fresh action while an episode moved (or, on sim time, late / off the grid):
+#: missed ticks, as bench_stack reports and the lock-step tests require to stay 0
+MISSED_TICK_COUNTS = ("hold_no_action", "hold_stale", "hold_model", "ticks_late", "ticks_off_grid")
+
+
 class PolicyNode(Node):
     def __init__(self) -> None:
         super().__init__("policy_node")
