@@ -69,17 +69,6 @@ def check_command_rate(obs: StackObserver, rate: float = 10.0) -> None:
     assert obs.commands, "no command reached the command topic"
 
 
-def check_no_missed_tick(obs: StackObserver) -> None:
-    """On lock-step sim time the simulator waits for each tick's command: once an episode moves, every tick sends
-    a fresh action (the ticks before an episode's first action are start waits, the arm at rest)."""
-    diag = obs.diagnostics.get("policy_node")
-    assert diag, "no diagnostics from policy_node"
-    from mechanic_rl_ros.nodes.policy_node import MISSED_TICK_COUNTS
-
-    missed = {k: diag.get(k) for k in MISSED_TICK_COUNTS}
-    assert all(v == "0" for v in missed.values()), f"missed ticks: {missed}; start waits {diag.get('start_wait')}"
-
-
 def check_versions_adopted(obs: StackObserver, versions: int = 3) -> None:
     """>= ``versions`` new weight versions were published and used; versions never go back in an episode."""
     used = sorted(obs.versions_in_use() - {0})

@@ -76,7 +76,6 @@ def test_finetune_runner_learns_and_shuts_down_cleanly(tmp_path):
         assert obs.spin_until(lambda: obs.ended_episodes() >= EPISODES, 600), text()[-5000:]
         checks.check_every_step_reached_learner(obs)
         checks.check_command_rate(obs, rate=10.0)
-        checks.check_no_missed_tick(obs)
         checks.check_versions_adopted(obs, versions=3)
         checks.check_resets(obs)
         checks.check_no_reflex(obs)
