@@ -184,7 +184,7 @@ PARAMETERS = [
 
 
 #: the counters of ticks that sent no fresh action while an episode moved (or, on sim time, late / off the grid):
-#: missed ticks, as bench_stack reports and the lock-step tests require to stay 0
+#: missed ticks, as bench_stack reports them
 MISSED_TICK_COUNTS = ("hold_no_action", "hold_stale", "hold_model", "ticks_late", "ticks_off_grid")
 
 
