@@ -77,6 +77,66 @@ def test_td_target_is_the_best_stored_proposal_of_the_next_state():
     assert done["target_mean"] == pytest.approx(1.0)
 
 
+def test_close_episode_fills_discounted_returns_and_a_reused_slot_starts_at_zero():
+    buf = CandidateReplay(4, FEAT, ACT, N)
+    z, c = np.zeros(FEAT), np.zeros((N, ACT))
+    for k in range(3):  # episode 7: rewards 0, 0.5, 1 (done)
+        buf.add(z, np.zeros(ACT), [0.0, 0.5, 1.0][k], k == 2, None if k == 2 else z, None if k == 2 else c,
+                episode=7, chunk=k)
+    buf.add(z, np.zeros(ACT), 0.0, False, z, c, episode=8, chunk=0)  # another episode, still open
+    assert buf.close_episode(7, 0.9) == 3
+    np.testing.assert_allclose(buf.mc[:4], [0.9 * (0.5 + 0.9), 0.5 + 0.9, 1.0, 0.0], rtol=1e-6)
+    buf.add(z, np.zeros(ACT), 0.0, True, None, None, episode=9, chunk=0)  # overwrites episode 7's chunk 0
+    assert buf.mc[0] == 0.0 and buf.sample(8, np.random.default_rng(0))["mc"].shape == (8,)
+
+
+def test_mc_floor_lifts_the_td_target_to_the_observed_return():
+    rng = np.random.default_rng(0)
+    batch = {"feat": rng.normal(size=(2, FEAT)), "action": rng.normal(size=(2, ACT)), "reward": np.zeros(2),
+             "done": np.ones(2), "next_feat": rng.normal(size=(2, FEAT)), "next_cands": rng.normal(size=(2, N, ACT)),
+             "mc": np.array([0.81, 0.0])}
+    assert SelectLearner(_cfg()).update(batch)["target_mean"] == 0.0  # mc ignored unless asked for
+    assert SelectLearner(_cfg(mc_floor=True)).update(batch)["target_mean"] == pytest.approx(0.405)
+
+
+def test_bce_loss_scores_in_the_unit_interval_and_fits_terminal_rewards():
+    learner = SelectLearner(_cfg(loss="bce"))
+    rng = np.random.default_rng(0)
+    batch = {"feat": rng.normal(size=(4, FEAT)), "action": rng.normal(size=(4, ACT)),
+             "reward": np.array([1.0, 0.0, 1.0, 0.0]), "done": np.ones(4), "next_feat": rng.normal(size=(4, FEAT)),
+             "next_cands": rng.normal(size=(4, N, ACT))}
+    first = learner.update(batch)
+    assert first["target_mean"] == 0.5 and 0.0 < first["q_mean"] < 1.0
+    for _ in range(300):
+        last = learner.update(batch)
+    assert last["critic_loss"] < first["critic_loss"]
+    q = learner.scores(torch.tensor(batch["feat"]), torch.tensor(batch["action"][:, None]))[:, 0]
+    assert bool(((q >= 0) & (q <= 1)).all()) and float(q[0]) > float(q[1])
+    with pytest.raises(ValueError, match="loss"):
+        SelectLearner(_cfg(loss="huber"))
+
+
+def test_horizon_gives_the_critic_the_time_left_and_the_next_state_one_decision_later():
+    learner = SelectLearner(_cfg(horizon=4, q_max=0.0, gamma=0.5))
+    assert learner.critic.weights[0].shape[1] == FEAT + 1 + ACT
+    rng = np.random.default_rng(0)
+    feat, nfeat, cands = rng.normal(size=(1, FEAT)), rng.normal(size=(1, FEAT)), rng.normal(size=(1, N, ACT))
+    with pytest.raises(ValueError, match="decision index"):
+        learner.scores(torch.tensor(feat), torch.tensor(cands))
+    early = learner.scores(torch.tensor(feat), torch.tensor(cands), torch.tensor([0]))
+    late = learner.scores(torch.tensor(feat), torch.tensor(cands), torch.tensor([3]))
+    assert not torch.equal(early, late)
+    at = [learner.scores(torch.tensor(feat), torch.tensor(cands), torch.tensor([k])) for k in (4, 9)]
+    assert torch.equal(at[0], at[1])  # past the time limit: no time left, clipped
+    with torch.no_grad():  # the target reads the next state at t + 1 (time left 1 - 2/4)
+        x = torch.cat([torch.tensor(nfeat, dtype=torch.float32), torch.tensor([[0.5]])], dim=1)
+        q_next = max(float(learner.critic_target(x, torch.tensor(cands[:, j], dtype=torch.float32)).min())
+                     for j in range(N))
+    stats = learner.update({"feat": feat, "action": cands[:, 0], "reward": np.array([0.25]), "done": np.array([0.0]),
+                            "next_feat": nfeat, "next_cands": cands, "chunk": np.array([1])})
+    assert stats["target_mean"] == pytest.approx(0.25 + 0.5 * q_next, rel=1e-5)
+
+
 def test_nonfinite_batch_steps_nothing_and_is_counted():
     learner = SelectLearner(_cfg())
     learner.update(_replay().sample(16, np.random.default_rng(1)))
@@ -150,7 +210,7 @@ def test_planner_executes_the_chosen_proposal_of_the_frozen_policy():
     npol = NoisePolicy(policy)
     n = 3
     last = torch.tensor([n - 1, n - 1])
-    planner = SelectPlanner(npol, n, torch.Generator().manual_seed(5), lambda f, c: last)
+    planner = SelectPlanner(npol, n, torch.Generator().manual_seed(5), lambda f, c, t: last)
     chunks = planner(reqs)
     assert planner.cands.shape == (2, n, cfg.action_horizon * cfg.action_dim)
     # the executed chunk is the chosen proposal: deterministic DDIM from that proposal's own x_K

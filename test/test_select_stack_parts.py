@@ -136,6 +136,18 @@ def test_stream_completes_a_decision_with_its_rewards_and_the_next_decision():
     assert s.counters["after_end"] == 1 and len(s) == 0
     assert not s.add_decision(0, 3, np.zeros(FEAT), np.zeros((N, ACT)), 0)  # after its end: refused, counted
     assert s.counters["after_end"] == 2
+    assert replay.mc[0] == replay.mc[1] == 0.0  # no gamma: returns are not filled in
+
+
+def test_stream_with_gamma_fills_in_the_returns_when_the_episode_ends():
+    replay = CandidateReplay(32, FEAT, ACT, N)
+    s = SelectStream(replay, max_episodes=4, gamma=0.5)
+    _decide(s, 0, 0, 1.0, steps=1)
+    s.add_reward(0, 0, 0.0, False)
+    _decide(s, 0, 1, 2.0, steps=1)
+    assert len(replay) == 1 and replay.mc[0] == 0.0  # the episode has not ended yet
+    s.add_reward(0, 1, 1.0, True)
+    np.testing.assert_allclose(replay.mc[:2], [0.5, 1.0])
 
 
 def test_stream_refuses_wrong_shapes_counts_unmatched_and_drops_aborted_episodes():

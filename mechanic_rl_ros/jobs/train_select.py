@@ -50,7 +50,7 @@ class SelectPlanner:
     :attr:`cands` [B, N, T_a * A] (normalised executed actions) and :attr:`idx` [B] of the last batch."""
 
     def __init__(self, npol: NoisePolicy, num_candidates: int, generator: torch.Generator,
-                 choose: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]):
+                 choose: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]):
         self.npol, self.n, self.generator, self.choose = npol, int(num_candidates), generator, choose
         self.known_feat: torch.Tensor | None = None
         self.feat = self.cands = self.idx = None
@@ -68,13 +68,13 @@ class SelectPlanner:
         x = torch.randn((b * n, pc.pred_horizon, pc.action_dim), generator=self.generator)
         out, cands = propose(policy, feat, x, [r.lead for r in reqs])
         acts = out.actions.view(b, n, pc.pred_horizon, pc.action_dim).cpu().numpy()
-        idx = self.choose(feat, cands)
+        idx = self.choose(feat, cands, torch.tensor([r.index for r in reqs]))
         self.feat, self.cands, self.idx = feat, cands, idx
         return [Chunk(policy.executable(acts[i, int(idx[i])], r.lead).astype(np.float64), r.index)
                 for i, r in enumerate(reqs)]
 
 
-def first_proposal(feat: torch.Tensor, cands: torch.Tensor) -> torch.Tensor:
+def first_proposal(feat: torch.Tensor, cands: torch.Tensor, t: Any = None) -> torch.Tensor:
     """The pretrained policy as it is: always the first (a plain x_K ~ N(0, I)) proposal."""
     return torch.zeros(cands.shape[0], dtype=torch.long)
 
@@ -124,6 +124,12 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--utd", type=int, default=10, help="gradient steps per new decision")
     ap.add_argument("--gamma", type=float, default=0.9, help="discount per decision")
     ap.add_argument("--num-critics", type=int, default=2)
+    ap.add_argument("--horizon", type=int, default=0,
+                    help="decisions per episode at the time limit: > 0 gives the critic the fraction left as input")
+    ap.add_argument("--loss", choices=("mse", "bce"), default="mse",
+                    help="critic loss: mse regression, or bce (Q = sigmoid(logit), cross-entropy to the target)")
+    ap.add_argument("--mc-floor", action="store_true",
+                    help="floor the TD target by the discounted return observed from the decision")
     ap.add_argument("--optimizer", choices=("mechanic", "adam"), default="mechanic")
     ap.add_argument("--lr", type=float, default=3e-4, help="only with --optimizer adam")
     ap.add_argument("--eval-every", type=int, default=1500, help="control steps between evaluations (0: final only)")
@@ -150,7 +156,8 @@ def train(args: argparse.Namespace, log: Callable[[str], None] = lambda m: print
     npol, pc = NoisePolicy(policy), policy.cfg
     lcfg = SelectConfig(feat_dim=policy.net.cond_dim, act_dim=pc.action_horizon * pc.action_dim,
                         num_candidates=args.num_candidates, num_critics=args.num_critics, gamma=args.gamma,
-                        optimizer=args.optimizer, lr=args.lr, seed=args.seed)
+                        optimizer=args.optimizer, lr=args.lr, seed=args.seed, horizon=args.horizon,
+                        mc_floor=args.mc_floor, loss=args.loss)
     learner = SelectLearner(lcfg)
     replay = CandidateReplay(100000, lcfg.feat_dim, lcfg.act_dim, lcfg.num_candidates)
     out = Path(args.out) if args.out else None
@@ -164,7 +171,7 @@ def train(args: argparse.Namespace, log: Callable[[str], None] = lambda m: print
     t0 = time.perf_counter()
     opt_desc = "Mechanic(Adam)" if args.optimizer == "mechanic" else f"Adam lr {args.lr:g}"
     log(f"select: {opt_desc}, N {lcfg.num_candidates} proposals, {lcfg.num_critics} critics, gamma {lcfg.gamma}, "
-        f"UTD {args.utd}, {n} robots, budget {args.total_steps} control steps = "
+        f"UTD {args.utd}, horizon {lcfg.horizon}, MC floor {lcfg.mc_floor}, loss {lcfg.loss}, {n} robots, budget {args.total_steps} control steps = "
         f"{robot_minutes(args.total_steps):.1f} robot min")
 
     def run_eval(k: int, outcomes: list[int] | None = None) -> dict[str, Any]:
@@ -197,7 +204,7 @@ def train(args: argparse.Namespace, log: Callable[[str], None] = lambda m: print
             loops[i].observe(o)
             next_episode += 1
         choice: dict[str, Callable] = {}
-        planner = SelectPlanner(npol, lcfg.num_candidates, gen, lambda f, c: choice["now"](f, c))
+        planner = SelectPlanner(npol, lcfg.num_candidates, gen, lambda f, c, t: choice["now"](f, c, t))
         pending: list[tuple | None] = [None] * n
         ep_ret, ep_len = [0.0] * n, [0] * n
         next_eval = args.eval_every if args.eval_every > 0 else None
@@ -221,6 +228,7 @@ def train(args: argparse.Namespace, log: Callable[[str], None] = lambda m: print
                 row = (feat[i].numpy(), cands[i, int(idx[i])].numpy(), res.reward, done, loop.episode, chunk.index)
                 if done:
                     replay.add(*row[:4], None, None, *row[4:])
+                    replay.close_episode(loop.episode, lcfg.gamma)
                     episodes.append({"episode": loop.episode, "env": i, "env_steps": env_steps,
                                      "robot_min": robot_minutes(env_steps), "length": ep_len[i],
                                      "success": int(res.success), "return": ep_ret[i]})

@@ -132,7 +132,7 @@ class PolicyPlanner:
             x = torch.randn((n, pc.pred_horizon, pc.action_dim), generator=gen)
             out, cands = propose(policy, feat, x, [req.lead])
             cands = cands[0]
-            idx = self.selector.choose(feat[0], cands)
+            idx = self.selector.choose(feat[0], cands, req.index)
         self.latencies.append(time.perf_counter() - start)
         predicted = out.actions[idx].cpu().numpy().astype(np.float64)
         if not np.all(np.isfinite(predicted)):

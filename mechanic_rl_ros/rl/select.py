@@ -48,7 +48,7 @@ EXPORT_FORMAT = "mechanic_rl_ros.select_critic/1"
 #: the stack's selection settings, read by policy_node and learner_node alike
 DEFAULT_SELECT_CONFIG = Path(__file__).resolve().parents[2] / "config" / "select.yaml"
 #: the fields that fix the critic's tensors and what it scores: sender and receiver must agree on them
-STRUCTURE = ("feat_dim", "act_dim", "num_candidates", "num_critics", "hidden", "layers")
+STRUCTURE = ("feat_dim", "act_dim", "num_candidates", "num_critics", "hidden", "layers", "horizon")
 
 
 @dataclass
@@ -67,6 +67,9 @@ class SelectConfig:
     optimizer: str = "mechanic"     #: mechanic (Mechanic(Adam(lr=1))) or adam (Adam(lr))
     lr: float = 3e-4                #: only for optimizer=adam
     seed: int = 0
+    horizon: int = 0                #: decisions per episode at the time limit; > 0 adds the fraction left to Q's input
+    mc_floor: bool = False          #: TD target floored by the discounted return observed from the decision
+    loss: str = "mse"               #: mse (regression of Q) or bce (Q = sigmoid(logit), cross-entropy to the target)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "SelectConfig":
@@ -107,6 +110,8 @@ def load_select_config(path: str | Path | None, *, feat_dim: int, act_dim: int,
         raise ValueError(f"select config {p}: gamma = {cfg.gamma!r}; expected a number in [0, 1)")
     if cfg.choose not in ("mean", "min"):
         raise ValueError(f"select config {p}: choose = {cfg.choose!r}; expected mean or min")
+    if cfg.loss not in ("mse", "bce"):
+        raise ValueError(f"select config {p}: loss = {cfg.loss!r}; expected mse or bce")
     return cfg
 
 
@@ -117,11 +122,33 @@ def critic_arch_id(policy_arch_id: str, cfg: SelectConfig) -> str:
     return "select-critic-" + hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
-def ensemble_scores(net: QEnsemble, feat: torch.Tensor, cands: torch.Tensor, how: str) -> torch.Tensor:
-    """[B, N] value of each of the N proposals [B, N, act_dim] at states ``feat`` [B, F]: the mean or the min
-    (``how``) over the ensemble."""
+def critic_input_dim(cfg: SelectConfig) -> int:
+    """Width of the critic's state input: the policy's features, plus the fraction of time left if ``horizon``."""
+    return cfg.feat_dim + (1 if cfg.horizon > 0 else 0)
+
+
+def with_time(feat: torch.Tensor, t: Any, horizon: int) -> torch.Tensor:
+    """``feat`` [B, F] with the fraction of the episode's decisions left, ``1 - t / horizon`` clipped to [0, 1],
+    appended (``t`` [B]: the decision's index in its episode). With a time limit the same observation has a
+    different value early and late, so time is part of the state (Pardo et al., "Time Limits in
+    Reinforcement Learning", ICML 2018); ``horizon`` 0 returns ``feat`` unchanged."""
+    if horizon <= 0:
+        return feat
+    if t is None:
+        raise ValueError("a critic with horizon > 0 needs the decision index t")
+    left = (1.0 - torch.as_tensor(t, dtype=feat.dtype, device=feat.device).reshape(-1, 1) / horizon).clamp(0.0, 1.0)
+    return torch.cat([feat, left.expand(feat.shape[0], 1)], dim=1)
+
+
+def ensemble_scores(net: QEnsemble, feat: torch.Tensor, cands: torch.Tensor, how: str,
+                    sigmoid: bool = False) -> torch.Tensor:
+    """[B, N] value of each of the N proposals [B, N, act_dim] at states ``feat`` [B, F] (with the time input
+    already appended, :func:`with_time`): the mean or the min (``how``) over the ensemble; ``sigmoid``: the
+    networks output logits (``loss: bce``)."""
     b, n = cands.shape[:2]
     q = net(feat.repeat_interleave(n, dim=0), cands.reshape(b * n, -1)).view(-1, b, n)
+    if sigmoid:
+        q = torch.sigmoid(q)
     return q.mean(0) if how == "mean" else q.min(0).values
 
 
@@ -133,7 +160,7 @@ class CriticSelector:
 
     def __init__(self, cfg: SelectConfig, policy_arch_id: str):
         self.cfg = cfg
-        self.critic = QEnsemble(cfg.num_critics, cfg.feat_dim, cfg.act_dim, cfg.hidden, cfg.layers)
+        self.critic = QEnsemble(cfg.num_critics, critic_input_dim(cfg), cfg.act_dim, cfg.hidden, cfg.layers)
         self.critic.requires_grad_(False)
         self.arch_id = critic_arch_id(policy_arch_id, cfg)
         self.expected_shapes = {k: tuple(v.shape) for k, v in self.critic.state_dict().items()}
@@ -148,12 +175,14 @@ class CriticSelector:
         self.version = int(version)
 
     @torch.no_grad()
-    def choose(self, feat: torch.Tensor, cands: torch.Tensor) -> int:
-        """Index of the proposal to run, of ``cands`` [N, act_dim] at ``feat`` [F] (0 before any critic)."""
+    def choose(self, feat: torch.Tensor, cands: torch.Tensor, t: int | None = None) -> int:
+        """Index of the proposal to run, of ``cands`` [N, act_dim] at ``feat`` [F], decision ``t`` of its
+        episode (0 before any critic)."""
         if self.version == 0:
             return 0
-        return int(ensemble_scores(self.critic, feat.reshape(1, -1).float(), cands[None].float(),
-                                   self.cfg.choose).argmax(dim=1)[0])
+        x = with_time(feat.reshape(1, -1).float(), None if t is None else [t], self.cfg.horizon)
+        return int(ensemble_scores(self.critic, x, cands[None].float(), self.cfg.choose,
+                                   self.cfg.loss == "bce").argmax(dim=1)[0])
 
 
 class SelectLearner:
@@ -162,12 +191,15 @@ class SelectLearner:
     def __init__(self, cfg: SelectConfig, device: str | torch.device = "cpu"):
         if cfg.choose not in ("mean", "min"):
             raise ValueError(f"choose must be mean or min, got {cfg.choose!r}")
+        if cfg.loss not in ("mse", "bce"):
+            raise ValueError(f"loss must be mse or bce, got {cfg.loss!r}")
         if cfg.num_candidates < 1:
             raise ValueError(f"num_candidates must be >= 1, got {cfg.num_candidates}")
         self.cfg = cfg
         self.device = torch.device(device)
         torch.manual_seed(cfg.seed)
-        self.critic = QEnsemble(cfg.num_critics, cfg.feat_dim, cfg.act_dim, cfg.hidden, cfg.layers).to(self.device)
+        self.critic = QEnsemble(cfg.num_critics, critic_input_dim(cfg), cfg.act_dim, cfg.hidden,
+                                cfg.layers).to(self.device)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.critic_opt = build_optimizer(list(self.critic.parameters()), cfg)  # type: ignore[arg-type]
         self.num_updates = 0
@@ -176,30 +208,50 @@ class SelectLearner:
 
     # --------------------------------------------------------------- choosing
     @torch.no_grad()
-    def scores(self, feat: torch.Tensor, cands: torch.Tensor) -> torch.Tensor:
-        """[B, N] the ensemble's value of each proposal (mean or min over critics, ``cfg.choose``)."""
-        return ensemble_scores(self.critic, feat.to(self.device, torch.float32),
-                               cands.to(self.device, torch.float32), self.cfg.choose)
+    def scores(self, feat: torch.Tensor, cands: torch.Tensor, t: Any = None) -> torch.Tensor:
+        """[B, N] the ensemble's value of each proposal (mean or min over critics, ``cfg.choose``) at states
+        ``feat`` [B, F], decision indices ``t`` [B] (needed when ``cfg.horizon`` > 0)."""
+        x = with_time(feat.to(self.device, torch.float32), t, self.cfg.horizon)
+        return ensemble_scores(self.critic, x, cands.to(self.device, torch.float32), self.cfg.choose,
+                               self.cfg.loss == "bce")
 
     @torch.no_grad()
-    def choose(self, feat: torch.Tensor, cands: torch.Tensor) -> torch.Tensor:
+    def choose(self, feat: torch.Tensor, cands: torch.Tensor, t: Any = None) -> torch.Tensor:
         """[B] index of the best proposal per state (ties: the first)."""
-        return self.scores(feat, cands).argmax(dim=1)
+        return self.scores(feat, cands, t).argmax(dim=1)
 
     # ----------------------------------------------------------------- update
     def update(self, batch: Mapping[str, Any]) -> dict[str, float]:
         """One gradient step of the critic ensemble on ``batch`` (keys feat, action, reward, done,
-        next_feat, next_cands [B, N, act_dim]); nothing is stepped if a value is non-finite."""
+        next_feat, next_cands [B, N, act_dim]; ``chunk`` [B], the decision's index in its episode, when
+        ``cfg.horizon`` > 0; ``mc`` [B], the discounted return observed from it, when ``cfg.mc_floor``);
+        nothing is stepped if a value is non-finite."""
         cfg, dev = self.cfg, self.device
-        t = {k: torch.as_tensor(np.asarray(batch[k]), dtype=torch.float32, device=dev)
-             for k in ("feat", "action", "reward", "done", "next_feat", "next_cands")}
+        keys = ["feat", "action", "reward", "done", "next_feat", "next_cands"]
+        keys += (["chunk"] if cfg.horizon > 0 else []) + (["mc"] if cfg.mc_floor else [])
+        t = {k: torch.as_tensor(np.asarray(batch[k]), dtype=torch.float32, device=dev) for k in keys}
+        step = t.get("chunk")
+        feat = with_time(t["feat"], step, cfg.horizon)
+        next_feat = with_time(t["next_feat"], None if step is None else step + 1, cfg.horizon)
         with torch.no_grad():
-            qn = ensemble_scores(self.critic_target, t["next_feat"], t["next_cands"], "min").max(1).values
+            bce = cfg.loss == "bce"
+            qn = ensemble_scores(self.critic_target, next_feat, t["next_cands"], "min", bce).max(1).values
             if cfg.q_max > 0:
                 qn = qn.clamp(0.0, cfg.q_max)
             target = t["reward"] + cfg.gamma * (1.0 - t["done"]) * qn
-        q = self.critic(t["feat"], t["action"])
-        loss = (q - target.unsqueeze(0)).pow(2).mean(1).sum()
+            if cfg.mc_floor:
+                # what was actually reached from here is a value the policy class can attain (self-imitation's
+                # lower bound, Oh et al., ICML 2018); it carries a success back at once instead of one TD step a time
+                target = torch.maximum(target, t["mc"])
+            if bce:
+                target = target.clamp(0.0, 1.0)
+        q = self.critic(feat, t["action"])
+        if bce:  # value learning as classification (Farebrother et al., "Stop Regressing", ICML 2024)
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(
+                q, target.unsqueeze(0).expand_as(q), reduction="none").mean(1).sum()
+            q = torch.sigmoid(q)
+        else:
+            loss = (q - target.unsqueeze(0)).pow(2).mean(1).sum()
         params = list(self.critic.parameters())
         grads = torch.autograd.grad(loss, params)
         if not (bool(torch.isfinite(loss)) and all(bool(torch.isfinite(g).all()) for g in grads)):
@@ -295,11 +347,13 @@ class CandidateReplay(KeyedRing):
     """Ring buffer of decisions with the next state's proposals (for the max in the TD target).
 
     Rows: feat, action (the chosen proposal), reward, done, next_feat, next_cands [N, act_dim],
-    episode, chunk. A repeated (episode, chunk) or a non-finite value is refused and counted.
-    Saved as ``.npz`` and loaded with ``allow_pickle=False`` (:class:`~mechanic_rl_ros.rl.replay.KeyedRing`)."""
+    episode, chunk, and mc: the discounted return observed from the decision to its episode's end, 0 until
+    :meth:`close_episode` fills it in. A repeated (episode, chunk) or a non-finite value is refused and
+    counted. Saved as ``.npz`` and loaded with ``allow_pickle=False``
+    (:class:`~mechanic_rl_ros.rl.replay.KeyedRing`)."""
 
-    FORMAT = "mechanic_rl_ros.select_replay/1"
-    FIELDS = ("feat", "action", "reward", "done", "next_feat", "next_cands", "episode", "chunk")
+    FORMAT = "mechanic_rl_ros.select_replay/2"
+    FIELDS = ("feat", "action", "reward", "done", "next_feat", "next_cands", "episode", "chunk", "mc")
     DIMS = ("capacity", "feat_dim", "act_dim", "num_candidates")
 
     def __init__(self, capacity: int, feat_dim: int, act_dim: int, num_candidates: int):
@@ -312,6 +366,17 @@ class CandidateReplay(KeyedRing):
         self.done = np.zeros(c, np.float32)
         self.next_feat = np.zeros((c, feat_dim), np.float32)
         self.next_cands = np.zeros((c, num_candidates, act_dim), np.float32)
+        self.mc = np.zeros(c, np.float32)
+
+    def close_episode(self, episode: int, gamma: float) -> int:
+        """Fill in ``mc`` of the stored decisions of ``episode`` (which has ended): the discounted sum of the
+        rewards of it and the decisions after it that are stored. Returns how many rows it set."""
+        rows = sorted((c, i) for (e, c), i in self._keys.items() if e == int(episode))
+        ret = 0.0
+        for _, i in reversed(rows):
+            ret = float(self.reward[i]) + gamma * ret
+            self.mc[i] = ret
+        return len(rows)
 
     def add(self, feat: Any, action: Any, reward: float, done: bool, next_feat: Any | None, next_cands: Any | None,
             episode: int, chunk: int) -> bool:
@@ -322,7 +387,7 @@ class CandidateReplay(KeyedRing):
             raise ValueError("a decision that is not done needs next_feat and next_cands")
         row = {"feat": np.asarray(feat, np.float32).reshape(self.feat_dim),
                "action": np.asarray(action, np.float32).reshape(self.act_dim),
-               "reward": np.float32(reward), "done": np.float32(bool(done)),
+               "reward": np.float32(reward), "done": np.float32(bool(done)), "mc": np.float32(0.0),
                "next_feat": np.zeros(self.feat_dim, np.float32) if next_feat is None else
                np.asarray(next_feat, np.float32).reshape(self.feat_dim),
                "next_cands": np.zeros((self.num_candidates, self.act_dim), np.float32) if next_cands is None else
@@ -330,4 +395,5 @@ class CandidateReplay(KeyedRing):
         return self._put(episode, chunk, row)
 
     def sample(self, batch_size: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
-        return self._rows(("feat", "action", "reward", "done", "next_feat", "next_cands"), batch_size, rng)
+        return self._rows(("feat", "action", "reward", "done", "next_feat", "next_cands", "chunk", "mc"),
+                          batch_size, rng)

@@ -43,10 +43,13 @@ class _Pending:
 
 class SelectStream:
     """See the module docstring. ``max_episodes`` bounds the episodes with pending decisions (the oldest
-    is dropped, counted, when a new one would exceed it: an episode whose end never came)."""
+    is dropped, counted, when a new one would exceed it: an episode whose end never came). With ``gamma``
+    an episode's end fills in the discounted returns of its stored decisions
+    (:meth:`~.select.CandidateReplay.close_episode`)."""
 
-    def __init__(self, replay: CandidateReplay, max_episodes: int = 64):
+    def __init__(self, replay: CandidateReplay, max_episodes: int = 64, gamma: float | None = None):
         self.replay = replay
+        self.gamma = gamma
         self.max_episodes = int(max_episodes)
         self.pending: "OrderedDict[int, dict[int, _Pending]]" = OrderedDict()  # episode -> chunk -> decision
         self.ended: "OrderedDict[int, None]" = OrderedDict()  # episodes whose terminal reward came (bounded)
@@ -100,6 +103,8 @@ class SelectStream:
         if terminal:
             p.done = True
             self._store(episode, int(chunk), p, None)
+            if self.gamma is not None:
+                self.replay.close_episode(episode, self.gamma)
             later = self.pending.pop(episode, {})
             self.counters["after_end"] += len(later)
             self.ended[episode] = None
