@@ -232,7 +232,10 @@ def _recover(probe: Probe) -> list:
 
 
 def _silent(probe: Probe, seconds: float) -> bool:
-    """No robot state for ``seconds`` (its broadcaster is inactive) while /joint_states goes on."""
+    """No robot state for ``seconds`` (its broadcaster is inactive) while /joint_states goes on. A state
+    published before the reflex may still be in flight when the service answers (a loaded machine delays
+    delivery): a short settle comes before the count."""
+    probe.spin_until(lambda: False, 0.3)
     states, joints = probe.count.get("robot_state", 0), probe.count.get("/joint_states", 0)
     probe.spin_until(lambda: False, seconds)
     return probe.count.get("robot_state", 0) == states and probe.count.get("/joint_states", 0) > joints
