@@ -171,7 +171,8 @@ def train(args: argparse.Namespace, log: Callable[[str], None] = lambda m: print
     t0 = time.perf_counter()
     opt_desc = "Mechanic(Adam)" if args.optimizer == "mechanic" else f"Adam lr {args.lr:g}"
     log(f"select: {opt_desc}, N {lcfg.num_candidates} proposals, {lcfg.num_critics} critics, gamma {lcfg.gamma}, "
-        f"UTD {args.utd}, horizon {lcfg.horizon}, MC floor {lcfg.mc_floor}, loss {lcfg.loss}, {n} robots, budget {args.total_steps} control steps = "
+        f"UTD {args.utd}, horizon {lcfg.horizon}, MC floor {lcfg.mc_floor}, loss {lcfg.loss}, {n} robots, "
+        f"budget {args.total_steps} control steps = "
         f"{robot_minutes(args.total_steps):.1f} robot min")
 
     def run_eval(k: int, outcomes: list[int] | None = None) -> dict[str, Any]:
@@ -228,7 +229,8 @@ def train(args: argparse.Namespace, log: Callable[[str], None] = lambda m: print
                 row = (feat[i].numpy(), cands[i, int(idx[i])].numpy(), res.reward, done, loop.episode, chunk.index)
                 if done:
                     replay.add(*row[:4], None, None, *row[4:])
-                    replay.close_episode(loop.episode, lcfg.gamma)
+                    if lcfg.mc_floor:  # the observed returns are read only by the floor
+                        replay.close_episode(loop.episode, lcfg.gamma)
                     episodes.append({"episode": loop.episode, "env": i, "env_steps": env_steps,
                                      "robot_min": robot_minutes(env_steps), "length": ep_len[i],
                                      "success": int(res.success), "return": ep_ret[i]})
