@@ -77,7 +77,7 @@ def test_td_target_is_the_best_stored_proposal_of_the_next_state():
     assert done["target_mean"] == pytest.approx(1.0)
 
 
-def test_close_episode_fills_discounted_returns_and_a_reused_slot_starts_at_zero():
+def test_close_episode_fills_discounted_returns_and_a_reused_slot_starts_unknown():
     buf = CandidateReplay(4, FEAT, ACT, N)
     z, c = np.zeros(FEAT), np.zeros((N, ACT))
     for k in range(3):  # episode 7: rewards 0, 0.5, 1 (done)
@@ -85,9 +85,9 @@ def test_close_episode_fills_discounted_returns_and_a_reused_slot_starts_at_zero
                 episode=7, chunk=k)
     buf.add(z, np.zeros(ACT), 0.0, False, z, c, episode=8, chunk=0)  # another episode, still open
     assert buf.close_episode(7, 0.9) == 3
-    np.testing.assert_allclose(buf.mc[:4], [0.9 * (0.5 + 0.9), 0.5 + 0.9, 1.0, 0.0], rtol=1e-6)
+    np.testing.assert_allclose(buf.mc[:4], [0.9 * (0.5 + 0.9), 0.5 + 0.9, 1.0, -1.0], rtol=1e-6)
     buf.add(z, np.zeros(ACT), 0.0, True, None, None, episode=9, chunk=0)  # overwrites episode 7's chunk 0
-    assert buf.mc[0] == 0.0 and buf.sample(8, np.random.default_rng(0))["mc"].shape == (8,)
+    assert buf.mc[0] == -1.0 and buf.sample(8, np.random.default_rng(0))["mc"].shape == (8,)
 
 
 def test_mc_floor_lifts_the_td_target_to_the_observed_return():
@@ -97,6 +97,19 @@ def test_mc_floor_lifts_the_td_target_to_the_observed_return():
              "mc": np.array([0.81, 0.0])}
     assert SelectLearner(_cfg()).update(batch)["target_mean"] == 0.0  # mc ignored unless asked for
     assert SelectLearner(_cfg(mc_floor=True)).update(batch)["target_mean"] == pytest.approx(0.405)
+
+
+def test_mc_mix_blends_the_observed_return_into_finished_episodes_only():
+    rng = np.random.default_rng(0)
+    # row 0: its episode ended with return 0.81; row 1: the episode still runs (mc -1, unknown)
+    batch = {"feat": rng.normal(size=(2, FEAT)), "action": rng.normal(size=(2, ACT)), "reward": np.array([0.0, 1.0]),
+             "done": np.ones(2), "next_feat": rng.normal(size=(2, FEAT)), "next_cands": rng.normal(size=(2, N, ACT)),
+             "mc": np.array([0.81, -1.0])}
+    # targets: row 0 (1 - 0.5) * 0 + 0.5 * 0.81, row 1 keeps its TD target 1
+    assert SelectLearner(_cfg(mc_mix=0.5)).update(batch)["target_mean"] == pytest.approx((0.405 + 1.0) / 2)
+    assert SelectLearner(_cfg(mc_floor=True)).update(batch)["target_mean"] == pytest.approx((0.81 + 1.0) / 2)
+    with pytest.raises(ValueError, match="mc_mix"):
+        SelectLearner(_cfg(mc_mix=1.5))
 
 
 def test_bce_loss_scores_in_the_unit_interval_and_fits_terminal_rewards():

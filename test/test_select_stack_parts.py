@@ -136,7 +136,7 @@ def test_stream_completes_a_decision_with_its_rewards_and_the_next_decision():
     assert s.counters["after_end"] == 1 and len(s) == 0
     assert not s.add_decision(0, 3, np.zeros(FEAT), np.zeros((N, ACT)), 0)  # after its end: refused, counted
     assert s.counters["after_end"] == 2
-    assert replay.mc[0] == replay.mc[1] == 0.0  # no gamma: returns are not filled in
+    assert replay.mc[0] == replay.mc[1] == -1.0  # no gamma: returns are not filled in (unknown)
 
 
 def test_stream_with_gamma_fills_in_the_returns_when_the_episode_ends():
@@ -145,7 +145,7 @@ def test_stream_with_gamma_fills_in_the_returns_when_the_episode_ends():
     _decide(s, 0, 0, 1.0, steps=1)
     s.add_reward(0, 0, 0.0, False)
     _decide(s, 0, 1, 2.0, steps=1)
-    assert len(replay) == 1 and replay.mc[0] == 0.0  # the episode has not ended yet
+    assert len(replay) == 1 and replay.mc[0] == -1.0  # the episode has not ended yet: unknown
     s.add_reward(0, 1, 1.0, True)
     np.testing.assert_allclose(replay.mc[:2], [0.5, 1.0])
 
@@ -189,7 +189,8 @@ def test_select_config_names_the_file_and_the_field(tmp_path):
     bad = tmp_path / "bad.yaml"
     for text, field in (("num_candidates: 0\n", "num_candidates"), ("gamma: 1.5\n", "gamma"),
                         ("learning_rate: 0.1\n", "learning_rate"), ("feat_dim: 3\n", "feat_dim"),
-                        ("- a\n- b\n", "mapping"), ("num_critics: [\n", "cannot read")):
+                        ("- a\n- b\n", "mapping"), ("num_critics: [\n", "cannot read"),
+                        ("mc_mix: 2\n", "mc_mix"), ("mc_mix: true\n", "mc_mix")):
         bad.write_text(text)
         with pytest.raises(ValueError, match=field) as err:
             load_select_config(bad, feat_dim=10, act_dim=4)

@@ -124,12 +124,15 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--utd", type=int, default=10, help="gradient steps per new decision")
     ap.add_argument("--gamma", type=float, default=0.9, help="discount per decision")
     ap.add_argument("--num-critics", type=int, default=2)
+    ap.add_argument("--hidden", type=int, default=256, help="units per hidden layer of each critic")
     ap.add_argument("--horizon", type=int, default=0,
                     help="decisions per episode at the time limit: > 0 gives the critic the fraction left as input")
     ap.add_argument("--loss", choices=("mse", "bce"), default="mse",
                     help="critic loss: mse regression, or bce (Q = sigmoid(logit), cross-entropy to the target)")
     ap.add_argument("--mc-floor", action="store_true",
                     help="floor the TD target by the discounted return observed from the decision")
+    ap.add_argument("--mc-mix", type=float, default=0.0,
+                    help="lambda in [0, 1]: TD target mixed with the observed return once the episode ended")
     ap.add_argument("--optimizer", choices=("mechanic", "adam"), default="mechanic")
     ap.add_argument("--lr", type=float, default=3e-4, help="only with --optimizer adam")
     ap.add_argument("--eval-every", type=int, default=1500, help="control steps between evaluations (0: final only)")
@@ -156,8 +159,9 @@ def train(args: argparse.Namespace, log: Callable[[str], None] = lambda m: print
     npol, pc = NoisePolicy(policy), policy.cfg
     lcfg = SelectConfig(feat_dim=policy.net.cond_dim, act_dim=pc.action_horizon * pc.action_dim,
                         num_candidates=args.num_candidates, num_critics=args.num_critics, gamma=args.gamma,
+                        hidden=args.hidden,
                         optimizer=args.optimizer, lr=args.lr, seed=args.seed, horizon=args.horizon,
-                        mc_floor=args.mc_floor, loss=args.loss)
+                        mc_floor=args.mc_floor, loss=args.loss, mc_mix=args.mc_mix)
     learner = SelectLearner(lcfg)
     replay = CandidateReplay(100000, lcfg.feat_dim, lcfg.act_dim, lcfg.num_candidates)
     out = Path(args.out) if args.out else None
@@ -171,7 +175,8 @@ def train(args: argparse.Namespace, log: Callable[[str], None] = lambda m: print
     t0 = time.perf_counter()
     opt_desc = "Mechanic(Adam)" if args.optimizer == "mechanic" else f"Adam lr {args.lr:g}"
     log(f"select: {opt_desc}, N {lcfg.num_candidates} proposals, {lcfg.num_critics} critics, gamma {lcfg.gamma}, "
-        f"UTD {args.utd}, horizon {lcfg.horizon}, MC floor {lcfg.mc_floor}, loss {lcfg.loss}, {n} robots, "
+        f"UTD {args.utd}, horizon {lcfg.horizon}, MC floor {lcfg.mc_floor}, MC mix {lcfg.mc_mix}, "
+        f"loss {lcfg.loss}, {n} robots, "
         f"budget {args.total_steps} control steps = "
         f"{robot_minutes(args.total_steps):.1f} robot min")
 
@@ -229,7 +234,7 @@ def train(args: argparse.Namespace, log: Callable[[str], None] = lambda m: print
                 row = (feat[i].numpy(), cands[i, int(idx[i])].numpy(), res.reward, done, loop.episode, chunk.index)
                 if done:
                     replay.add(*row[:4], None, None, *row[4:])
-                    if lcfg.mc_floor:  # the observed returns are read only by the floor
+                    if lcfg.mc_floor or lcfg.mc_mix > 0:  # the observed returns are read only by these
                         replay.close_episode(loop.episode, lcfg.gamma)
                     episodes.append({"episode": loop.episode, "env": i, "env_steps": env_steps,
                                      "robot_min": robot_minutes(env_steps), "length": ep_len[i],

@@ -70,6 +70,7 @@ class SelectConfig:
     horizon: int = 0                #: decisions per episode at the time limit; > 0 adds the fraction left to Q's input
     mc_floor: bool = False          #: TD target floored by the discounted return observed from the decision
     loss: str = "mse"               #: mse (regression of Q) or bce (Q = sigmoid(logit), cross-entropy to the target)
+    mc_mix: float = 0.0             #: lambda: TD target (1 - lambda) TD + lambda (observed return), once the episode ended
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "SelectConfig":
@@ -112,6 +113,8 @@ def load_select_config(path: str | Path | None, *, feat_dim: int, act_dim: int,
         raise ValueError(f"select config {p}: choose = {cfg.choose!r}; expected mean or min")
     if cfg.loss not in ("mse", "bce"):
         raise ValueError(f"select config {p}: loss = {cfg.loss!r}; expected mse or bce")
+    if isinstance(cfg.mc_mix, bool) or not (isinstance(cfg.mc_mix, (int, float)) and 0.0 <= cfg.mc_mix <= 1.0):
+        raise ValueError(f"select config {p}: mc_mix = {cfg.mc_mix!r}; expected a number in [0, 1]")
     return cfg
 
 
@@ -195,6 +198,8 @@ class SelectLearner:
             raise ValueError(f"loss must be mse or bce, got {cfg.loss!r}")
         if cfg.num_candidates < 1:
             raise ValueError(f"num_candidates must be >= 1, got {cfg.num_candidates}")
+        if not 0.0 <= cfg.mc_mix <= 1.0:
+            raise ValueError(f"mc_mix must be in [0, 1], got {cfg.mc_mix}")
         self.cfg = cfg
         self.device = torch.device(device)
         torch.manual_seed(cfg.seed)
@@ -224,11 +229,11 @@ class SelectLearner:
     def update(self, batch: Mapping[str, Any]) -> dict[str, float]:
         """One gradient step of the critic ensemble on ``batch`` (keys feat, action, reward, done,
         next_feat, next_cands [B, N, act_dim]; ``chunk`` [B], the decision's index in its episode, when
-        ``cfg.horizon`` > 0; ``mc`` [B], the discounted return observed from it, when ``cfg.mc_floor``);
-        nothing is stepped if a value is non-finite."""
+        ``cfg.horizon`` > 0; ``mc`` [B], the discounted return observed from it, negative while its episode runs,
+        when ``cfg.mc_floor`` or ``cfg.mc_mix``); nothing is stepped if a value is non-finite."""
         cfg, dev = self.cfg, self.device
         keys = ["feat", "action", "reward", "done", "next_feat", "next_cands"]
-        keys += (["chunk"] if cfg.horizon > 0 else []) + (["mc"] if cfg.mc_floor else [])
+        keys += (["chunk"] if cfg.horizon > 0 else []) + (["mc"] if cfg.mc_floor or cfg.mc_mix > 0 else [])
         t = {k: torch.as_tensor(np.asarray(batch[k]), dtype=torch.float32, device=dev) for k in keys}
         step = t.get("chunk")
         feat = with_time(t["feat"], step, cfg.horizon)
@@ -242,7 +247,12 @@ class SelectLearner:
             if cfg.mc_floor:
                 # what was actually reached from here is a value the policy class can attain (self-imitation's
                 # lower bound, Oh et al., ICML 2018); it carries a success back at once instead of one TD step a time
-                target = torch.maximum(target, t["mc"])
+                target = torch.maximum(target, t["mc"].clamp(min=0.0))  # unknown (-1) floors nothing
+            if cfg.mc_mix > 0:
+                # a lambda-return-like mix (Sutton & Barto, ch. 12): a failed episode's zero reaches every decision
+                # of it at once instead of one TD step per update; rows of a running episode (mc < 0) keep TD
+                mixed = (1.0 - cfg.mc_mix) * target + cfg.mc_mix * t["mc"]
+                target = torch.where(t["mc"] >= 0, mixed, target)
             if bce:
                 target = target.clamp(0.0, 1.0)
         q = self.critic(feat, t["action"])
@@ -347,12 +357,12 @@ class CandidateReplay(KeyedRing):
     """Ring buffer of decisions with the next state's proposals (for the max in the TD target).
 
     Rows: feat, action (the chosen proposal), reward, done, next_feat, next_cands [N, act_dim],
-    episode, chunk, and mc: the discounted return observed from the decision to its episode's end, 0 until
-    :meth:`close_episode` fills it in. A repeated (episode, chunk) or a non-finite value is refused and
+    episode, chunk, and mc: the discounted return observed from the decision to its episode's end, -1 (unknown)
+    until :meth:`close_episode` fills it in. A repeated (episode, chunk) or a non-finite value is refused and
     counted. Saved as ``.npz`` and loaded with ``allow_pickle=False``
     (:class:`~mechanic_rl_ros.rl.replay.KeyedRing`)."""
 
-    FORMAT = "mechanic_rl_ros.select_replay/2"
+    FORMAT = "mechanic_rl_ros.select_replay/3"
     FIELDS = ("feat", "action", "reward", "done", "next_feat", "next_cands", "episode", "chunk", "mc")
     DIMS = ("capacity", "feat_dim", "act_dim", "num_candidates")
 
@@ -366,7 +376,7 @@ class CandidateReplay(KeyedRing):
         self.done = np.zeros(c, np.float32)
         self.next_feat = np.zeros((c, feat_dim), np.float32)
         self.next_cands = np.zeros((c, num_candidates, act_dim), np.float32)
-        self.mc = np.zeros(c, np.float32)
+        self.mc = np.full(c, -1.0, np.float32)
 
     def close_episode(self, episode: int, gamma: float) -> int:
         """Fill in ``mc`` of the stored decisions of ``episode`` (which has ended): the discounted sum of the
@@ -387,7 +397,7 @@ class CandidateReplay(KeyedRing):
             raise ValueError("a decision that is not done needs next_feat and next_cands")
         row = {"feat": np.asarray(feat, np.float32).reshape(self.feat_dim),
                "action": np.asarray(action, np.float32).reshape(self.act_dim),
-               "reward": np.float32(reward), "done": np.float32(bool(done)), "mc": np.float32(0.0),
+               "reward": np.float32(reward), "done": np.float32(bool(done)), "mc": np.float32(-1.0),
                "next_feat": np.zeros(self.feat_dim, np.float32) if next_feat is None else
                np.asarray(next_feat, np.float32).reshape(self.feat_dim),
                "next_cands": np.zeros((self.num_candidates, self.act_dim), np.float32) if next_cands is None else
