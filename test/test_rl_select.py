@@ -269,6 +269,15 @@ def test_trainer_end_to_end_in_the_simulator(tiny_ckpt, tmp_path):
     replay = CandidateReplay.load(tmp_path / "a" / "ckpt" / "replay.npz")
     open_rows = replay.done[:len(replay)] == 0
     assert np.abs(replay.next_cands[:len(replay)][open_rows]).sum(axis=(1, 2)).min() > 0  # proposals stored
+    # the λ-mix and the pessimistic choice reach the learner; ended episodes get their observed returns
+    out = tmp_path / "c"
+    assert main(["--checkpoint", str(ckpt), "--out", str(out), "--total-steps", "160", "--warmup-steps", "64",
+                 "--num-envs", "2", "--num-candidates", "3", "--utd", "1", "--eval-every", "0",
+                 "--final-eval-episodes", "1", "--save-every", "0", "--mc-mix", "0.5", "--choose", "min"]) == 0
+    saved = json.loads((out / "critic" / "select.json").read_text())
+    assert saved["config"]["mc_mix"] == 0.5 and saved["config"]["choose"] == "min"
+    replay = CandidateReplay.load(out / "ckpt" / "replay.npz")
+    assert (replay.mc[:len(replay)][replay.done[:len(replay)] == 1] >= 0).all()
 
 
 def test_the_shipped_critic_matches_the_shipped_policy_and_its_eval_record():

@@ -133,6 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="floor the TD target by the discounted return observed from the decision")
     ap.add_argument("--mc-mix", type=float, default=0.0,
                     help="lambda in [0, 1]: TD target mixed with the observed return once the episode ended")
+    ap.add_argument("--choose", choices=("mean", "min"), default="mean",
+                    help="ensemble aggregation when choosing a proposal (min: pessimistic)")
     ap.add_argument("--optimizer", choices=("mechanic", "adam"), default="mechanic")
     ap.add_argument("--lr", type=float, default=3e-4, help="only with --optimizer adam")
     ap.add_argument("--eval-every", type=int, default=1500, help="control steps between evaluations (0: final only)")
@@ -161,7 +163,7 @@ def train(args: argparse.Namespace, log: Callable[[str], None] = lambda m: print
                         num_candidates=args.num_candidates, num_critics=args.num_critics, gamma=args.gamma,
                         hidden=args.hidden,
                         optimizer=args.optimizer, lr=args.lr, seed=args.seed, horizon=args.horizon,
-                        mc_floor=args.mc_floor, loss=args.loss, mc_mix=args.mc_mix)
+                        mc_floor=args.mc_floor, loss=args.loss, mc_mix=args.mc_mix, choose=args.choose)
     learner = SelectLearner(lcfg)
     replay = CandidateReplay(100000, lcfg.feat_dim, lcfg.act_dim, lcfg.num_candidates)
     out = Path(args.out) if args.out else None
@@ -175,7 +177,7 @@ def train(args: argparse.Namespace, log: Callable[[str], None] = lambda m: print
     t0 = time.perf_counter()
     opt_desc = "Mechanic(Adam)" if args.optimizer == "mechanic" else f"Adam lr {args.lr:g}"
     log(f"select: {opt_desc}, N {lcfg.num_candidates} proposals, {lcfg.num_critics} critics, gamma {lcfg.gamma}, "
-        f"UTD {args.utd}, horizon {lcfg.horizon}, MC floor {lcfg.mc_floor}, MC mix {lcfg.mc_mix}, "
+        f"UTD {args.utd}, horizon {lcfg.horizon}, MC floor {lcfg.mc_floor}, MC mix {lcfg.mc_mix}, choose {lcfg.choose}, "
         f"loss {lcfg.loss}, {n} robots, "
         f"budget {args.total_steps} control steps = "
         f"{robot_minutes(args.total_steps):.1f} robot min")
