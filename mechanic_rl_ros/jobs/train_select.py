@@ -236,7 +236,7 @@ def train(args: argparse.Namespace, log: Callable[[str], None] = lambda m: print
                 row = (feat[i].numpy(), cands[i, int(idx[i])].numpy(), res.reward, done, loop.episode, chunk.index)
                 if done:
                     replay.add(*row[:4], None, None, *row[4:])
-                    if lcfg.mc_floor or lcfg.mc_mix > 0:  # the observed returns are read only by these
+                    if lcfg.reads_returns:
                         replay.close_episode(loop.episode, lcfg.gamma)
                     episodes.append({"episode": loop.episode, "env": i, "env_steps": env_steps,
                                      "robot_min": robot_minutes(env_steps), "length": ep_len[i],

@@ -237,7 +237,7 @@ class LearnerNode(Node):
             self.policy_arch_id = state["policy_arch_id"]
             self.replay = CandidateReplay.load(self.dir / "replay.npz")
             lc = self.learner.cfg
-            self.stream = SelectStream(self.replay, gamma=lc.gamma if lc.mc_floor or lc.mc_mix > 0 else None)
+            self.stream = SelectStream(self.replay, gamma=lc.gamma if lc.reads_returns else None)
             self.stream.load(self.dir / "stream.npz")
             return True
         policy = DiffusionPolicy.from_checkpoint(Path(cfg["checkpoint"]))  # its dimensions and arch id only
@@ -248,7 +248,7 @@ class LearnerNode(Node):
         del policy
         self.learner = SelectLearner(scfg)
         self.replay = CandidateReplay(int(cfg["replay_capacity"]), scfg.feat_dim, scfg.act_dim, scfg.num_candidates)
-        self.stream = SelectStream(self.replay, gamma=scfg.gamma if scfg.mc_floor or scfg.mc_mix > 0 else None)
+        self.stream = SelectStream(self.replay, gamma=scfg.gamma if scfg.reads_returns else None)
         return False
 
     def save(self) -> None:

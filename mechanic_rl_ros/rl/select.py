@@ -72,6 +72,12 @@ class SelectConfig:
     loss: str = "mse"               #: mse (regression of Q) or bce (Q = sigmoid(logit), cross-entropy to the target)
     mc_mix: float = 0.0             #: lambda: TD target (1 - lambda) TD + lambda (observed return), once the episode ended
 
+    @property
+    def reads_returns(self) -> bool:
+        """Whether the TD target reads each decision's observed return (the floor or the mix): only then
+        must an episode's end fill them in (:meth:`CandidateReplay.close_episode`)."""
+        return self.mc_floor or self.mc_mix > 0
+
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "SelectConfig":
         names = {f.name for f in fields(cls)}
@@ -233,7 +239,7 @@ class SelectLearner:
         when ``cfg.mc_floor`` or ``cfg.mc_mix``); nothing is stepped if a value is non-finite."""
         cfg, dev = self.cfg, self.device
         keys = ["feat", "action", "reward", "done", "next_feat", "next_cands"]
-        keys += (["chunk"] if cfg.horizon > 0 else []) + (["mc"] if cfg.mc_floor or cfg.mc_mix > 0 else [])
+        keys += (["chunk"] if cfg.horizon > 0 else []) + (["mc"] if cfg.reads_returns else [])
         t = {k: torch.as_tensor(np.asarray(batch[k]), dtype=torch.float32, device=dev) for k in keys}
         step = t.get("chunk")
         feat = with_time(t["feat"], step, cfg.horizon)
