@@ -34,6 +34,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 RULES = ("first", "coh", "critic", "topk", "blend")
+CRITIC_RULES = ("critic", "topk", "blend")  #: the rules that read a critic's scores
 
 
 def coherence_distance(prev: torch.Tensor, props: torch.Tensor, start: int, executed: int) -> torch.Tensor:
@@ -64,7 +65,7 @@ class CoherencePlanner:
 
         if rule not in RULES:
             raise ValueError(f"rule: {rule!r}; expected one of {RULES}")
-        if rule in ("critic", "topk", "blend") and learner is None:
+        if rule in CRITIC_RULES and learner is None:
             raise ValueError(f"rule {rule!r} needs a critic")
         self.policy, self.npol, self.rule, self.n = policy, NoisePolicy(policy), rule, n
         self.learner, self.k, self.lam = learner, k, lam
@@ -77,6 +78,8 @@ class CoherencePlanner:
         from mechanic_rl_ros.control.chunk_loop import Chunk
         from mechanic_rl_ros.policy.planner import propose
 
+        if any(r.lead for r in reqs):
+            raise ValueError("coherence_select assumes lead 0 (the headless chunk loop)")
         pc, b, n = self.policy.cfg, len(reqs), self.n
         feat = self.npol.features([r.history for r in reqs])
         x = torch.randn((b * n, pc.pred_horizon, pc.action_dim), generator=self.gen)
@@ -85,8 +88,6 @@ class CoherencePlanner:
         acts = out.actions.view(b, n, pc.pred_horizon, pc.action_dim).cpu().numpy()
         q = (self.learner.scores(feat, cands, torch.tensor([r.index for r in reqs]))
              if self.learner is not None else None)
-        if any(r.lead for r in reqs):
-            raise ValueError("coherence_select assumes lead 0 (the headless chunk loop)")
         chunks = []
         for i, r in enumerate(reqs):
             prev = self.prev.get(r.episode) if r.index > 0 else None
@@ -137,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     from mechanic_rl_ros.policy import DiffusionPolicy
 
     policy = DiffusionPolicy.from_checkpoint(args.checkpoint).eval().requires_grad_(False)
-    learner = load_learner(args.critic, policy.arch_id) if args.rule in ("critic", "topk", "blend") else None
+    learner = load_learner(args.critic, policy.arch_id) if args.rule in CRITIC_RULES else None
     planner = CoherencePlanner(policy, args.rule, args.candidates, args.eval_seed, learner, args.k, args.lam)
     t0 = time.perf_counter()
     n = max(1, min(args.num_envs, args.episodes))

@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
 
     policy = DiffusionPolicy.from_checkpoint(args.checkpoint).eval().requires_grad_(False)
     pc = policy.cfg
-    need_critic = {args.rule, *args.eval_rules} & {"critic", "topk", "blend"}
+    need_critic = {args.rule, *args.eval_rules} & set(cs.CRITIC_RULES)
     critic = load_learner(args.critic, policy.arch_id) if need_critic else None
 
     def run(rule: str, episodes: int, seed: int, proposal_seed: int,
