@@ -121,7 +121,8 @@ def main() -> int:
 
     models, opts = optimizers(0)
     n_params = sum(p.numel() for p in models["Adam"].parameters())
-    print(f"torch {torch.__version__}, threads {args.threads}, {n_params / 1e6:.2f} M parameters in "
+    print(f"torch {torch.__version__}, threads {args.threads} (fused kernels: {fused.threading() or 'unavailable'}), "
+          f"{n_params / 1e6:.2f} M parameters in "
           f"{len(list(models['Adam'].parameters()))} tensors, {args.steps} interleaved steps each, "
           f"load average {os.getloadavg()[0]:.2f} at start")
 

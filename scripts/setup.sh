@@ -92,7 +92,7 @@ KLIB=mechanic_rl_ros/optim/_fused_kernels.so
 kern=$(digest "$KSRC")
 if ! fresh kernels "$kern" || [ ! -f "$KLIB" ]; then
   say "$step: gcc $KSRC"
-  gcc -O3 -fopenmp-simd -fno-math-errno -fPIC -shared -pthread -o "$KLIB.tmp" "$KSRC"
+  gcc -O3 -fopenmp -fno-math-errno -fPIC -shared -pthread -o "$KLIB.tmp" "$KSRC"
   mv "$KLIB.tmp" "$KLIB"
   echo "$kern" >"$STAMPS/kernels"
 else

@@ -223,6 +223,24 @@ def test_fused_adam_does_not_depend_on_threads():
         assert all(torch.equal(p, q) for p, q in zip(model.parameters(), runs[0][0].parameters()))
 
 
+def test_fused_threads_are_torchs_openmp_team_and_agree_with_pthreads():
+    """Built by ``make setup`` with OpenMP and run beside torch's libgomp, the kernels use torch's
+    own intra-op threads (one OpenMP runtime in the process); with their own pthreads instead the
+    run is bit for bit the same."""
+    assert fused.threading() == "openmp", fused._openmp_runtimes()
+    assert len(fused._openmp_runtimes()) == 1
+    lib = fused._load()
+    try:
+        lib.mechanic_threading(0)
+        assert fused.threading() == "pthreads"
+        model_p, opt_p = _adam_run(threads=2)
+    finally:
+        lib.mechanic_threading(1)
+    model_o, opt_o = _adam_run(threads=2)
+    assert opt_o.tuner_state == opt_p.tuner_state
+    assert all(torch.equal(p, q) for p, q in zip(model_o.parameters(), model_p.parameters()))
+
+
 def test_fused_adam_sums_left_for_the_next_step_equal_recomputed_ones():
     """The update pass leaves |x'|^2 and <x', R'> for the next step; a run that
     recomputes them every step (its parameters' versions bumped) is bitwise

@@ -12,7 +12,12 @@ the fused one reads and writes parameter-sized memory about half as often.
 torch's Adam/AdamW (:mod:`.adam_fused`).
 
 Only pointers to tensors' memory and element counts cross into C; nothing is
-copied or converted.
+copied or converted. At more than one torch thread the kernels run on an
+OpenMP team: torch's own intra-op threads, provided the library resolved
+``libgomp.so.1`` to the copy torch loaded; when the process maps any other
+OpenMP runtime next to it (a torch built with another one, or a library
+loaded before torch), :func:`_load` switches the kernels to plain pthreads so
+that two pools never spin side by side (:func:`threading`).
 """
 from __future__ import annotations
 
@@ -26,7 +31,7 @@ import numpy as np
 import torch
 
 __all__ = ["LIBRARY_PATH", "available", "supports", "measure", "finish", "adam_measure",
-           "adam_update", "ADAM_COEFFICIENTS"]
+           "adam_update", "threading", "ADAM_COEFFICIENTS"]
 
 # The per-tensor coefficients of adam_update, in the kernel's order (K_* in C).
 ADAM_COEFFICIENTS = ("b1w", "beta2", "one_minus_beta2", "l2", "decay", "neg_step",
@@ -49,6 +54,7 @@ def _load() -> Optional[ctypes.CDLL]:
     vp, i64, dbl = ctypes.c_void_p, ctypes.c_int64, ctypes.c_double
     try:
         ncoef = lib.mechanic_adam_ncoef()
+        lib.mechanic_threading.argtypes = [ctypes.c_int]
     except AttributeError:
         ncoef = None
     if ncoef != len(ADAM_COEFFICIENTS):
@@ -65,8 +71,29 @@ def _load() -> Optional[ctypes.CDLL]:
     for fn in (lib.mechanic_measure, lib.mechanic_finish, lib.mechanic_adam_measure,
                lib.mechanic_adam_update):
         fn.restype = c_int
+    if len(_openmp_runtimes()) != 1:
+        lib.mechanic_threading(0)
     _lib = lib
     return lib
+
+
+def _openmp_runtimes() -> set:
+    """Paths of the OpenMP runtimes mapped into this process (Linux; an empty set where unknown)."""
+    try:
+        with open("/proc/self/maps") as fh:
+            paths = {line.split(None, 5)[-1].strip() for line in fh if line.count(" ") >= 5}
+    except OSError:
+        return set()
+    return {p for p in paths if os.path.basename(p).startswith(("libgomp", "libiomp", "libomp"))}
+
+
+def threading() -> str:
+    """How the kernels use more than one thread: ``"openmp"`` (the OpenMP team of the calling thread, torch's
+    intra-op threads) or ``"pthreads"`` (threads of their own, for one call); ``""`` without the library."""
+    lib = _load()
+    if lib is None:
+        return ""
+    return "openmp" if lib.mechanic_threading(-1) else "pthreads"
 
 
 def available() -> bool:

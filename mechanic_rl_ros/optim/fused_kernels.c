@@ -32,8 +32,14 @@
  * order by the calling thread. So the |x'|^2, <x', R'> that adam_update
  * leaves for the next step equal what adam_measure would compute from x', R'
  * (a resumed run, which recomputes them, stays bit-identical).
- * Work is spread over plain pthreads that live for one call, so no thread
- * pool spins beside torch's between steps.
+ * Built with -fopenmp, blocks are spread over an OpenMP team of the calling
+ * thread: with torch imported first, the dynamic loader resolves libgomp.so.1
+ * to the copy torch loaded, so the team is torch's own intra-op threads. Those
+ * spin for a while after each torch parallel region (libgomp's default wait
+ * policy); threads of our own would compete with them for the same cores,
+ * which made the two-thread step no faster than one (docs/mechanic.md).
+ * Without OpenMP, or when the binding finds a second OpenMP runtime in the
+ * process (mechanic_threading(0)), plain pthreads that live for one call.
  *
  * Loaded with ctypes by mechanic_rl_ros/optim/fused.py; built by
  * scripts/setup.sh (gcc) and by CMakeLists.txt. Nothing here is Python-aware.
@@ -188,6 +194,12 @@ DEFINE_KERNELS(double, f64, vf64, 8, sqrt)
 
 /* ------------------------------------------------------- blocks, threads */
 
+#ifdef _OPENMP
+static int use_openmp = 1;
+#else
+static int use_openmp = 0;
+#endif
+
 typedef enum { MEASURE, FINISH, ADAM_MEASURE, ADAM_UPDATE } kind_t;
 
 typedef struct {
@@ -304,14 +316,23 @@ static int run(job_t *job, int nthreads, double *out) {
     if (nthreads < 1) nthreads = 1;
     if (nthreads > MAX_THREADS) nthreads = MAX_THREADS;
     if (nthreads > nb) nthreads = nb > 0 ? (int)nb : 1;
-    pthread_t threads[MAX_THREADS];
-    int started[MAX_THREADS] = {0};
     job->next = 0;
-    for (int i = 1; i < nthreads; ++i)
-        started[i] = pthread_create(&threads[i], NULL, work, job) == 0;
-    work(job); /* threads that could not start leave their blocks to the others */
-    for (int i = 1; i < nthreads; ++i)
-        if (started[i]) pthread_join(threads[i], NULL);
+    if (nthreads == 1) {
+        work(job);
+    } else if (use_openmp) {
+#ifdef _OPENMP
+#pragma omp parallel num_threads(nthreads)
+        work(job); /* a team smaller than asked just takes more blocks each */
+#endif
+    } else {
+        pthread_t threads[MAX_THREADS];
+        int started[MAX_THREADS] = {0};
+        for (int i = 1; i < nthreads; ++i)
+            started[i] = pthread_create(&threads[i], NULL, work, job) == 0;
+        work(job); /* threads that could not start leave their blocks to the others */
+        for (int i = 1; i < nthreads; ++i)
+            if (started[i]) pthread_join(threads[i], NULL);
+    }
 
     int ns = job->nsums;
     b = 0;
@@ -366,6 +387,17 @@ int mechanic_adam_update(int is_double, int64_t ntensors, const int64_t *numel, 
     job_t job = {.kind = ADAM_UPDATE, .is_double = is_double, .ntensors = ntensors,
                  .numel = numel, .t = {x, g, m, v, r}, .coef = coef, .nsums = 2};
     return run(&job, nthreads, out);
+}
+
+/* Threads for calls with nthreads > 1: want 1 an OpenMP team (when built with
+ * OpenMP), 0 pthreads, -1 leaves it; returns what is used now (1 or 0). */
+int mechanic_threading(int want) {
+#ifdef _OPENMP
+    if (want >= 0) use_openmp = want != 0;
+#else
+    (void)want;
+#endif
+    return use_openmp;
 }
 
 /* NCOEF, for the binding to check its table against. */
