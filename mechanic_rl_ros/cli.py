@@ -14,6 +14,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "collect": ("mechanic_rl_ros.jobs.collect", "record scripted-expert demonstrations as MCAP"),
     "pretrain": ("mechanic_rl_ros.jobs.pretrain", "pretrain the diffusion policy from demonstrations"),
     "eval": ("mechanic_rl_ros.jobs.evaluate", "evaluate a policy checkpoint in the simulated FR3"),
+    "finetune-demos": ("mechanic_rl_ros.jobs.finetune_demos",
+                       "fine-tune the policy on a few demonstrations (Mechanic, no learning rate)"),
     "train-rl": ("mechanic_rl_ros.jobs.train_rl", "headless online RL fine-tuning (no ROS)"),
     "train-offpolicy": ("mechanic_rl_ros.jobs.train_offpolicy", "headless off-policy (noise-space SAC) fine-tuning"),
     "train-select": ("mechanic_rl_ros.jobs.train_select",

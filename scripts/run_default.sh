@@ -4,17 +4,21 @@
 # Mechanic choosing the learning rate. Ctrl-C stops it; the learning curve is
 # written to runs/finetune/learning_curve.png.
 #
-# The policy starts from checkpoints/lift_pretrained when the repository ships
-# one; otherwise it is made here first: 100 noisy-expert demonstrations
-# (mechanic-rl collect) and behaviour-cloning pretraining (mechanic-rl
-# pretrain), both cached under runs/ so a second run goes straight to the stack.
+# The policy starts from checkpoints/lift_demos when the repository ships it:
+# checkpoints/lift_pretrained fine-tuned on 50 demonstrations of the task (4.1
+# robot minutes; mechanic-rl finetune-demos, Mechanic, no learning rate). Without
+# it, from checkpoints/lift_pretrained; without that, one made here first: 100
+# noisy-expert demonstrations (mechanic-rl collect) and behaviour-cloning
+# pretraining (mechanic-rl pretrain), both cached under runs/ so a second run
+# goes straight to the stack.
 #
 # Extra arguments go to `mechanic-rl finetune` (e.g. episodes:=50 task:=lift).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=.venv/bin
 export MUJOCO_GL=${MUJOCO_GL:-egl}
-CKPT=checkpoints/lift_pretrained
+CKPT=checkpoints/lift_demos
+[ -f "$CKPT/model.safetensors" ] || CKPT=checkpoints/lift_pretrained
 if [ ! -f "$CKPT/model.safetensors" ]; then
   CKPT=runs/pretrain/lift
   if [ ! -f "$CKPT/model.safetensors" ]; then

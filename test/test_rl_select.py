@@ -17,7 +17,7 @@ from mechanic_rl_ros.optim import Mechanic
 from mechanic_rl_ros.policy import DiffusionPolicy
 from mechanic_rl_ros.policy.testing import random_obs, tiny_config
 from mechanic_rl_ros.rl.select import (CandidateReplay, SelectConfig, SelectLearner, export_critic,
-                                       load_exported_critic)
+                                       load_exported_critic, policy_weights_id)
 
 FEAT, ACT, N = 12, 10, 4
 
@@ -207,6 +207,13 @@ def test_exported_critic_scores_identically_and_refuses_another_policy(tmp_path)
     assert torch.equal(back.scores(feat, cands), learner.scores(feat, cands))
     with pytest.raises(ValueError, match="arch-a.*arch-b"):
         load_exported_critic(d, "arch-b")
+    # same architecture, other weights (a fine-tuned policy): refused where both sides record the weights
+    d2 = export_critic(learner, tmp_path / "critic2", "arch-a", policy_weights="ab" * 32)
+    assert json.loads((d2 / "select.json").read_text())["policy_weights_sha256"] == "ab" * 32
+    load_exported_critic(d2, "arch-a", "ab" * 32)
+    load_exported_critic(d, "arch-a", "cd" * 32)  # the critic does not record its policy's weights: not checkable
+    with pytest.raises(ValueError, match="other weights"):
+        load_exported_critic(d2, "arch-a", "cd" * 32)
 
 
 def test_planner_executes_the_chosen_proposal_of_the_frozen_policy():
@@ -285,7 +292,8 @@ def test_the_shipped_critic_matches_the_shipped_policy_and_its_eval_record():
 
     repo = Path(__file__).resolve().parents[1]
     policy = DiffusionPolicy.from_checkpoint(repo / "checkpoints" / "lift_pretrained")
-    learner = load_exported_critic(repo / "checkpoints" / "lift_select", policy.arch_id)
+    learner = load_exported_critic(repo / "checkpoints" / "lift_select", policy.arch_id,
+                                   policy_weights_id(repo / "checkpoints" / "lift_pretrained"))
     assert learner.cfg.feat_dim == policy.net.cond_dim
     assert learner.cfg.act_dim == policy.cfg.action_horizon * policy.cfg.action_dim
     rec = json.loads((repo / "checkpoints" / "lift_select" / "eval.json").read_text())

@@ -62,3 +62,39 @@ def test_lifts_the_cube_in_simulation(policy):
     wins = sum(r["success"] for r in results)
     assert wins >= 2, f"only {wins}/5 lifts: {[(r['seed'], r['success'], r['steps']) for r in results]}"
     assert all(np.isfinite(r["inference_s"]) for r in results)
+
+
+DEMOS = REPO / "checkpoints" / "lift_demos"
+
+
+def test_demo_finetuned_policy_is_the_pretrained_one_finetuned_and_its_record_holds():
+    """checkpoints/lift_demos (what `make run` starts from): the pretrained architecture with other weights,
+    its fine-tuning record (50 demonstrations, their robot time, Mechanic, no learning rate) and its 200-episode
+    evaluation with every outcome."""
+    demo = DiffusionPolicy.from_checkpoint(DEMOS)
+    pre = DiffusionPolicy.from_checkpoint(CKPT)
+    assert demo.arch_id == pre.arch_id
+    assert any(not torch.equal(a, b) for a, b in zip(demo.net.parameters(), pre.net.parameters()))
+    assert demo.normalizer.to_dict() == pre.normalizer.to_dict()
+    rec = json.loads((DEMOS / "finetune.json").read_text())
+    assert rec["from_checkpoint"] == "checkpoints/lift_pretrained" and rec["optimizer"] == "mechanic"
+    assert rec["lr"] is None and rec["episodes"] == 50 and rec["nonfinite_skipped"] == 0
+    assert rec["demo_robot_min"] == pytest.approx(rec["demo_control_steps"] / 600)
+    assert len(rec["losses"]) == rec["steps"]
+    ev = json.loads((DEMOS / "eval.json").read_text())
+    assert ev["eval_seed"] == 100000 and ev["episodes"] == len(ev["outcomes"]) == 200
+    assert sum(ev["outcomes"]) == ev["successes"]
+
+
+def test_demo_finetuned_policy_lifts_the_cube_in_simulation():
+    """The first eight evaluation episodes (one batch of the eight simulated robots) of the policy alone under
+    the protocol of its eval.json (reset seeds 100000.., one proposal per decision from a generator seeded with
+    100000) come out as recorded."""
+    from mechanic_rl_ros.jobs.finetune_demos import evaluate_policy
+
+    torch.set_num_threads(1)
+    outcomes: list[int] = []
+    wins = evaluate_policy(DiffusionPolicy.from_checkpoint(DEMOS).eval(), "lift", 8, 100000, outcomes)
+    recorded = json.loads((DEMOS / "eval.json").read_text())["outcomes"][:8]
+    assert wins >= 6, outcomes
+    assert outcomes == recorded

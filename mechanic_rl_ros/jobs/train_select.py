@@ -35,7 +35,7 @@ from mechanic_rl_ros.jobs.train_offpolicy import (EPISODE_FIELDS, EVAL_FIELDS, N
                                                    robot_minutes, write_summary)
 from mechanic_rl_ros.rl.persist import recover_dir, write_checkpoint
 from mechanic_rl_ros.rl.select import (CandidateReplay, SelectConfig, SelectLearner, export_critic,
-                                       load_exported_critic)
+                                       load_exported_critic, policy_weights_id)
 
 UPDATE_FIELDS = ("env_steps", "robot_min", "decisions", "replay", "grad_steps", "critic_loss", "q_mean",
                  "target_mean", "critic_scale", "nonfinite_skipped", "train_success_20", "wall_s")
@@ -98,11 +98,13 @@ def save_checkpoint(directory: Path, learner: SelectLearner, replay: CandidateRe
     write_checkpoint(directory, {"learner": learner.save, "replay.npz": replay.save}, dict(state), CKPT_MARKER)
 
 
-def load_learner(directory: str | Path, policy_arch_id: str | None = None) -> SelectLearner:
-    """The learner of a training checkpoint (``OUT/ckpt``) or the critic of an exported one (``select.json``)."""
+def load_learner(directory: str | Path, policy_arch_id: str | None = None,
+                 policy_weights: str | None = None) -> SelectLearner:
+    """The learner of a training checkpoint (``OUT/ckpt``) or the critic of an exported one (``select.json``,
+    checked against the policy's arch id and weights where given)."""
     d = Path(directory)
     if (d / "select.json").is_file():
-        return load_exported_critic(d, policy_arch_id)
+        return load_exported_critic(d, policy_arch_id, policy_weights)
     recover_dir(d, CKPT_MARKER)
     if not (d / CKPT_MARKER).is_file():
         raise FileNotFoundError(f"{d}: neither an exported critic (select.json) nor a training checkpoint "
@@ -199,7 +201,7 @@ def train(args: argparse.Namespace, log: Callable[[str], None] = lambda m: print
         if out:
             save_checkpoint(out / "ckpt", learner, replay, {"env_steps": env_steps, "next_episode": next_episode,
                                                               "episodes": episodes, "evals": evals})
-            export_critic(learner, out / "critic", policy.arch_id)
+            export_critic(learner, out / "critic", policy.arch_id, policy_weights_id(args.checkpoint))
 
     env_steps, next_episode = 0, 0
     if args.eval_every > 0:
@@ -300,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
         policy = DiffusionPolicy.from_checkpoint(args.checkpoint).eval().requires_grad_(False)
         if args.resume:
-            learner = load_learner(args.resume, policy.arch_id)
+            learner = load_learner(args.resume, policy.arch_id, policy_weights_id(args.checkpoint))
             choose, ncand, what = learner.choose, learner.cfg.num_candidates, f"critic of {args.resume}"
             if args.eval_candidates is not None:
                 if args.eval_candidates < 1:

@@ -60,7 +60,7 @@ from mechanic_rl_ros.rl.config import load_config
 from mechanic_rl_ros.rl.dppo import DPPO
 from mechanic_rl_ros.rl.errors import NonFiniteUpdateError
 from mechanic_rl_ros.rl.select import (CandidateReplay, SelectLearner, critic_arch_id, export_critic,
-                                       load_select_config)
+                                       load_select_config, policy_weights_id)
 from mechanic_rl_ros.rl.select_stream import SelectStream
 from mechanic_rl_ros.wire import WireError, topics
 from mechanic_rl_ros.wire.transition import decision_from_transition
@@ -235,6 +235,7 @@ class LearnerNode(Node):
         if state is not None:
             self.learner = SelectLearner.load(self.dir / "learner")
             self.policy_arch_id = state["policy_arch_id"]
+            self.policy_weights = state.get("policy_weights")
             self.replay = CandidateReplay.load(self.dir / "replay.npz")
             lc = self.learner.cfg
             self.stream = SelectStream(self.replay, gamma=lc.gamma if lc.reads_returns else None)
@@ -242,6 +243,7 @@ class LearnerNode(Node):
             return True
         policy = DiffusionPolicy.from_checkpoint(Path(cfg["checkpoint"]))  # its dimensions and arch id only
         pc, self.policy_arch_id = policy.cfg, policy.arch_id
+        self.policy_weights = policy_weights_id(cfg["checkpoint"])
         scfg = load_select_config(cfg["select_config"], feat_dim=policy.net.cond_dim,
                                   act_dim=pc.action_horizon * pc.action_dim, seed=int(cfg["seed"]),
                                   optimizer=cfg["optimizer"])
@@ -263,8 +265,8 @@ class LearnerNode(Node):
                 self.learner.save(tmp / "learner")
                 self.replay.save(tmp / "replay.npz")
                 self.stream.save(tmp / "stream.npz")
-                export_critic(self.learner, tmp / "critic", self.policy_arch_id)
-                state.update(algorithm="select", policy_arch_id=self.policy_arch_id)
+                export_critic(self.learner, tmp / "critic", self.policy_arch_id, self.policy_weights)
+                state.update(algorithm="select", policy_arch_id=self.policy_arch_id, policy_weights=self.policy_weights)
             else:
                 self.learner.save(tmp)
                 self.buffer.save(tmp / "buffer.npz")

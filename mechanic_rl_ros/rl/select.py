@@ -310,22 +310,37 @@ class SelectLearner:
         return learner
 
 
-def export_critic(learner: SelectLearner, directory: str | Path, policy_arch_id: str) -> Path:
+def policy_weights_id(checkpoint: str | Path) -> str | None:
+    """The sha256 of a policy checkpoint's weights (its ``config.json``), ``None`` where not recorded. Two
+    checkpoints of one architecture (``lift_pretrained`` and a fine-tuned ``lift_demos``) share the arch id but
+    not their features, so a critic also records the weights it was trained over."""
+    try:
+        return json.loads((Path(checkpoint) / "config.json").read_text()).get("weights_sha256")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def export_critic(learner: SelectLearner, directory: str | Path, policy_arch_id: str,
+                  policy_weights: str | None = None) -> Path:
     """The trained critic alone, for shipping and for evaluation: ``critic.safetensors`` (the ensemble's
-    weights, no optimiser state) + ``select.json`` (format, learner config, and the arch id of the
-    frozen policy whose features and proposals it scores)."""
+    weights, no optimiser state) + ``select.json`` (format, learner config, the arch id of the frozen policy
+    whose features and proposals it scores and, where known, the sha256 of that policy's weights)."""
     from safetensors.torch import save_file
 
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
     save_file({k: v.detach().contiguous() for k, v in learner.critic.state_dict().items()}, str(d / "critic.safetensors"))
-    (d / "select.json").write_text(json.dumps({"format": EXPORT_FORMAT, "policy_arch_id": policy_arch_id,
-                                               "config": learner.cfg.to_dict()}, indent=1) + "\n")
+    meta = {"format": EXPORT_FORMAT, "policy_arch_id": policy_arch_id, "config": learner.cfg.to_dict()}
+    if policy_weights:
+        meta["policy_weights_sha256"] = policy_weights
+    (d / "select.json").write_text(json.dumps(meta, indent=1) + "\n")
     return d
 
 
-def _read_export(directory: str | Path, policy_arch_id: str | None) -> tuple[SelectConfig, dict[str, torch.Tensor]]:
-    """Config and critic tensors of an :func:`export_critic` directory, checked against ``policy_arch_id``."""
+def _read_export(directory: str | Path, policy_arch_id: str | None,
+                 policy_weights: str | None = None) -> tuple[SelectConfig, dict[str, torch.Tensor]]:
+    """Config and critic tensors of an :func:`export_critic` directory, checked against ``policy_arch_id`` and,
+    where both are known, the sha256 of the policy's weights (:func:`policy_weights_id`)."""
     from safetensors.torch import load_file
 
     d = Path(directory)
@@ -338,22 +353,29 @@ def _read_export(directory: str | Path, policy_arch_id: str | None) -> tuple[Sel
     if policy_arch_id is not None and meta.get("policy_arch_id") != policy_arch_id:
         raise ValueError(f"{d}: critic trained over policy arch_id {meta.get('policy_arch_id')!r}, "
                          f"but the policy is {policy_arch_id!r}")
+    trained_over = meta.get("policy_weights_sha256")
+    if policy_weights and trained_over and policy_weights != trained_over:
+        raise ValueError(f"{d}: critic trained over policy weights sha256 {trained_over[:16]}..., but this policy's "
+                         f"weights are {policy_weights[:16]}... (same architecture, other weights: its features and "
+                         "proposals are not the ones the critic learned to score)")
     return SelectConfig.from_dict(meta["config"]), load_file(str(d / "critic.safetensors"))
 
 
-def load_exported_critic(directory: str | Path, policy_arch_id: str | None = None) -> SelectLearner:
+def load_exported_critic(directory: str | Path, policy_arch_id: str | None = None,
+                         policy_weights: str | None = None) -> SelectLearner:
     """A :class:`SelectLearner` whose critic is an :func:`export_critic` directory's; with ``policy_arch_id``
-    the frozen policy must be the one the critic was trained over (ValueError naming both otherwise)."""
-    cfg, tensors = _read_export(directory, policy_arch_id)
+    (and ``policy_weights``) the frozen policy must be the one the critic was trained over (ValueError naming
+    both otherwise)."""
+    cfg, tensors = _read_export(directory, policy_arch_id, policy_weights)
     learner = SelectLearner(cfg)
     learner.critic.load_state_dict(tensors)
     learner.critic_target.load_state_dict(learner.critic.state_dict())
     return learner
 
 
-def exported_selector(directory: str | Path, policy_arch_id: str) -> CriticSelector:
+def exported_selector(directory: str | Path, policy_arch_id: str, policy_weights: str | None = None) -> CriticSelector:
     """The policy-side :class:`CriticSelector` of an :func:`export_critic` directory (version 1: choosing)."""
-    cfg, tensors = _read_export(directory, policy_arch_id)
+    cfg, tensors = _read_export(directory, policy_arch_id, policy_weights)
     selector = CriticSelector(cfg, policy_arch_id)
     selector.load({k: v.numpy() for k, v in tensors.items()}, 1)
     return selector

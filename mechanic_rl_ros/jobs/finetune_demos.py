@@ -1,0 +1,267 @@
+"""``mechanic-rl finetune-demos``: fine-tune the pretrained diffusion policy on a few demonstrations of the task
+on the robot (behaviour cloning), with the learning rate chosen by Mechanic.
+
+Why: every sub-hour real-robot RL result starts from a handful of demonstrations recorded on the robot itself
+(HIL-SERL: 20-30 teleoperated demonstrations mixed into every batch, RLPD; ConRFT: an offline stage on about
+20 demonstrations before the online one). Here they go into the policy first. The shipped policy was cloned
+from a noisy expert (70 % success) and its failures are the noisy expert's: grasps closed a few centimetres
+off the cube (docs/offpolicy.md). A few clean demonstrations sharpen exactly that, which no selection among
+the policy's own samples managed (docs/offpolicy.md, "The plateau from three sides").
+
+What it does: the pretraining loss (DDPM simple loss, Ho et al. 2020 Eq. 14, with the policy's own
+prediction target and random-shift augmentation) on every window of the demonstrations, the whole network
+(encoder and denoiser) trained, the checkpoint's normaliser kept (the action and observation scales the
+policy was pretrained with), ``Mechanic(Adam(lr=1))`` as the optimiser: no learning rate anywhere. A step
+with a non-finite loss or gradient changes nothing and is counted. The result is an ordinary policy
+checkpoint (same architecture id) that every other command and node takes as ``--checkpoint``.
+
+Robot time: the demonstrations' control steps are the robot time this costs (a teleoperator drives the arm
+for them); ``finetune.json`` records them (``demo_control_steps``, ``demo_robot_min`` at 10 Hz) so that a
+budget that counts robot minutes counts them too. In simulation ``mechanic-rl collect --noise 0`` records
+them with the scripted expert standing in for the teleoperator.
+
+Outputs in ``--out``: the policy checkpoint (``config.json``, ``model.safetensors``), ``finetune.json``
+(settings, data, loss history, Mechanic's scale), ``loss_curve.png`` and, unless ``--eval-episodes 0``,
+``eval.json`` (deterministic evaluation of the policy alone, as ``train-select --eval-only``: reset seeds
+``eval_seed + j``, one proposal per decision from a generator seeded with ``eval_seed``, every outcome).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+CONTROL_HZ = 10.0
+
+
+def demo_windows(policy: Any, episodes: Sequence[dict]) -> Any:
+    """The :class:`~mechanic_rl_ros.policy.dataset.SequenceDataset` of ``episodes`` for ``policy``; ValueError
+    naming the episode and the field when one does not match the policy's inputs or action."""
+    from mechanic_rl_ros.policy.dataset import SequenceDataset
+
+    cfg = policy.cfg
+    if not episodes:
+        raise ValueError("no demonstration episodes")
+    for i, ep in enumerate(episodes):
+        act = np.asarray(ep.get("action", np.zeros((0, 0))))
+        if act.ndim != 2 or act.shape[1] != cfg.action_dim or len(act) == 0:
+            raise ValueError(f"episode {i}: action has shape {list(act.shape)}; expected [L > 0, {cfg.action_dim}]")
+        if not np.all(np.isfinite(act)):
+            raise ValueError(f"episode {i}: action has non-finite values")
+        for k in cfg.lowdim_keys:
+            if k not in ep:
+                raise ValueError(f"episode {i}: no low-dim key {k!r}; the policy reads {list(cfg.lowdim_keys)}")
+            v = np.asarray(ep[k], dtype=np.float32).reshape(len(act), -1)
+            if v.shape[1] != cfg.lowdim_dims[k] or not np.all(np.isfinite(v)):
+                raise ValueError(f"episode {i}: {k} has {v.shape[1]} finite-checked dims; expected "
+                                 f"{cfg.lowdim_dims[k]} finite values per step")
+        for c in cfg.cameras:
+            im = np.asarray(ep.get("images", {}).get(c, np.zeros((0,))))
+            if im.shape != (len(act), cfg.image_size, cfg.image_size, 3):
+                raise ValueError(f"episode {i}: images[{c!r}] has shape {list(im.shape)}; expected "
+                                 f"[{len(act)}, {cfg.image_size}, {cfg.image_size}, 3]")
+    return SequenceDataset(episodes, cfg)
+
+
+class DemoFinetuner:
+    """Behaviour cloning of ``policy`` on a :class:`SequenceDataset` with ``Mechanic(Adam(lr=1))``
+    (``optimizer="adam"``: plain Adam at ``lr``, for comparisons). Deterministic per ``seed``."""
+
+    def __init__(self, policy: Any, dataset: Any, batch_size: int = 64, seed: int = 0, augment_pad: int = 4,
+                 optimizer: str = "mechanic", lr: float = 1e-4):
+        from mechanic_rl_ros.optim import Mechanic
+
+        if batch_size < 1:
+            raise ValueError(f"batch_size: {batch_size}; expected an integer >= 1")
+        if optimizer not in ("mechanic", "adam"):
+            raise ValueError(f"optimizer: {optimizer!r}; expected mechanic or adam")
+        self.policy, self.dataset = policy, dataset
+        self.batch_size, self.augment_pad = int(batch_size), int(augment_pad)
+        params = list(policy.net.parameters())
+        self.opt = (Mechanic(torch.optim.Adam(params, lr=1.0)) if optimizer == "mechanic"
+                    else torch.optim.Adam(params, lr=float(lr)))
+        self.rng = np.random.default_rng(seed)
+        self.gen = torch.Generator().manual_seed(int(seed))
+        self.steps = 0
+        self.nonfinite_skipped = 0
+
+    @property
+    def scale(self) -> float:
+        return float(getattr(self.opt, "scale", float("nan")))
+
+    def step(self) -> float:
+        """One gradient step on a batch drawn with replacement; its loss (NaN if skipped)."""
+        net = self.policy.net.train()
+        batch = self.dataset.get_batch(self.rng.integers(0, len(self.dataset), self.batch_size))
+        loss = self.policy.compute_loss(batch, generator=self.gen, augment_pad=self.augment_pad)
+        self.opt.zero_grad(set_to_none=True)
+        if not torch.isfinite(loss):
+            self.nonfinite_skipped += 1
+            net.eval()
+            return float("nan")
+        loss.backward()
+        try:
+            self.opt.step()  # Mechanic refuses a non-finite gradient without touching any state
+        except ValueError:
+            if all(p.grad is None or bool(torch.isfinite(p.grad).all()) for p in net.parameters()):
+                raise
+            self.nonfinite_skipped += 1
+            net.eval()
+            return float("nan")
+        self.steps += 1
+        net.eval()
+        return float(loss.detach())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="mechanic-rl finetune-demos", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--checkpoint", default="checkpoints/lift_pretrained", help="the policy to start from")
+    ap.add_argument("--data", required=True, help="demonstrations (mechanic-rl collect --out, or recorded bags)")
+    ap.add_argument("--episodes", type=int, default=50, help="use the first N episodes (0: all)")
+    ap.add_argument("--steps", type=int, default=300, help="gradient steps")
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--augment-pad", type=int, default=None,
+                    help="random-shift padding of the images [px] (default: the checkpoint's train_config, else 4)")
+    ap.add_argument("--optimizer", choices=("mechanic", "adam"), default="mechanic",
+                    help="mechanic: Mechanic(Adam(lr=1)), no learning rate; adam: Adam at --lr (comparisons)")
+    ap.add_argument("--lr", type=float, default=1e-4, help="only with --optimizer adam")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", required=True, help="output checkpoint directory")
+    ap.add_argument("--eval-episodes", type=int, default=100, help="deterministic evaluation episodes (0: none)")
+    ap.add_argument("--eval-seed", type=int, default=100000)
+    ap.add_argument("--task", default="lift")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads")
+    ap.add_argument("--log-every", type=int, default=50)
+    return ap
+
+
+def _augment_pad(checkpoint: Path, given: int | None) -> int:
+    if given is not None:
+        return int(given)
+    import yaml
+
+    f = checkpoint / "train_config.yaml"
+    if f.is_file():
+        try:
+            return int(((yaml.safe_load(f.read_text()) or {}).get("train") or {}).get("augment_pad", 4))
+        except (yaml.YAMLError, TypeError, ValueError, AttributeError):
+            pass
+    return 4
+
+
+def evaluate_policy(policy: Any, task: str, episodes: int, seed: int, outcomes: list[int]) -> int:
+    """Deterministic successes of the policy alone, the protocol of ``train-select --eval-only``."""
+    from mechanic_rl_ros.jobs.train_offpolicy import NoisePolicy
+    from mechanic_rl_ros.jobs.train_select import evaluate, first_proposal
+
+    with torch.no_grad():
+        return evaluate(NoisePolicy(policy), first_proposal, 1, task, episodes, seed, 8, outcomes)
+
+
+def plot_losses(losses: list[float], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    y = np.asarray(losses, dtype=float)
+    ax.plot(np.arange(1, len(y) + 1), y, lw=0.6, alpha=0.4, label="batch loss")
+    if len(y) >= 20:
+        k = 20
+        ax.plot(np.arange(k, len(y) + 1), np.convolve(np.nan_to_num(y), np.ones(k) / k, mode="valid"),
+                lw=1.5, label="mean of 20")
+    ax.set_yscale("log")
+    ax.set_xlabel("gradient step")
+    ax.set_ylabel("DDPM loss")
+    ax.set_title(title, fontsize=9)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def run(args: argparse.Namespace, log: Callable[[str], None] = lambda m: print(m, flush=True)) -> dict[str, Any]:
+    from mechanic_rl_ros.data.demos import load_episodes
+    from mechanic_rl_ros.policy import DiffusionPolicy
+
+    torch.set_num_threads(args.threads)
+    if args.steps < 0:
+        raise ValueError(f"--steps: {args.steps}; expected an integer >= 0")
+    ckpt, out = Path(args.checkpoint), Path(args.out)
+    policy = DiffusionPolicy.from_checkpoint(ckpt).eval()
+    episodes = load_episodes(args.data, cameras=policy.cfg.cameras)
+    if args.episodes > 0:
+        episodes = episodes[: args.episodes]
+    failed = sum(not bool(e.get("success", True)) for e in episodes)
+    dataset = demo_windows(policy, episodes)
+    demo_steps = int(sum(len(e["action"]) for e in episodes))
+    pad = _augment_pad(ckpt, args.augment_pad)
+    tuner = DemoFinetuner(policy, dataset, args.batch_size, args.seed, pad, args.optimizer, args.lr)
+    opt_desc = "Mechanic(Adam), no learning rate" if args.optimizer == "mechanic" else f"Adam lr {args.lr:g}"
+    log(f"finetune-demos: {ckpt} on {len(episodes)} demonstrations of {args.data} ({failed} not successful), "
+        f"{demo_steps} control steps = {demo_steps / CONTROL_HZ / 60:.1f} robot min, {len(dataset)} windows; "
+        f"{opt_desc}, batch {args.batch_size}, {args.steps} steps, augment pad {pad}")
+    losses: list[float] = []
+    t0 = time.perf_counter()
+    for i in range(args.steps):
+        losses.append(tuner.step())
+        if args.log_every > 0 and ((i + 1) % args.log_every == 0 or i + 1 == args.steps):
+            recent = [v for v in losses[-args.log_every:] if math.isfinite(v)]
+            log(f"step {i + 1}/{args.steps} | loss {np.mean(recent) if recent else float('nan'):.4f} (mean of last "
+                f"{len(recent)}) | Mechanic scale {tuner.scale:.3g} | skipped {tuner.nonfinite_skipped} | "
+                f"{time.perf_counter() - t0:.0f} s")
+    out.mkdir(parents=True, exist_ok=True)
+    policy.save(out)
+    summary: dict[str, Any] = {
+        "format": "mechanic_rl_ros.finetune_demos/1", "from_checkpoint": str(ckpt), "data": str(args.data),
+        "episodes": len(episodes), "episodes_not_successful": failed, "demo_control_steps": demo_steps,
+        "demo_robot_min": demo_steps / CONTROL_HZ / 60, "windows": len(dataset), "steps": tuner.steps,
+        "nonfinite_skipped": tuner.nonfinite_skipped, "batch_size": args.batch_size, "augment_pad": pad,
+        "optimizer": args.optimizer, "lr": args.lr if args.optimizer == "adam" else None, "seed": args.seed,
+        "mechanic_scale": tuner.scale, "wall_s": time.perf_counter() - t0, "losses": losses}
+    (out / "finetune.json").write_text(json.dumps(summary, indent=1) + "\n")
+    if losses:
+        plot_losses(losses, out / "loss_curve.png", f"finetune-demos: {len(episodes)} demonstrations, {opt_desc}")
+    if args.eval_episodes > 0:
+        from mechanic_rl_ros.jobs.evaluate import wilson_interval
+
+        outcomes: list[int] = []
+        te = time.perf_counter()
+        wins = evaluate_policy(policy, args.task, args.eval_episodes, args.eval_seed, outcomes)
+        lo, hi = wilson_interval(wins, args.eval_episodes)
+        log(f"eval: the fine-tuned policy alone {wins}/{args.eval_episodes} = {wins / args.eval_episodes:.1%} "
+            f"(95 % Wilson {lo:.1%}-{hi:.1%}), seeds {args.eval_seed}..{args.eval_seed + args.eval_episodes - 1}, "
+            f"{time.perf_counter() - te:.0f} s")
+        (out / "eval.json").write_text(json.dumps(
+            {"what": f"policy fine-tuned on {len(episodes)} demonstrations (one proposal, x_K ~ N(0, I))",
+             "successes": wins, "episodes": args.eval_episodes, "eval_seed": args.eval_seed,
+             "outcomes": outcomes}, indent=1) + "\n")
+        summary["eval"] = {"successes": wins, "episodes": args.eval_episodes}
+    log(f"done: {out} ({tuner.steps} steps, {summary['wall_s']:.0f} s of training)")
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    import os
+
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    args = build_parser().parse_args(argv)
+    try:
+        run(args)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"mechanic-rl finetune-demos: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
