@@ -45,6 +45,8 @@ def test_windows_refuse_demonstrations_that_do_not_fit_the_policy():
         fd.demo_windows(policy, [nan])
     with pytest.raises(ValueError, match=r"action has shape \[30, 7\]; expected \[L > 0, 8\]"):
         fd.demo_windows(policy, [dict(eps[0], action=eps[0]["action"][:, :7])])
+    with pytest.raises(ValueError, match="episode 0: qpos has 6 values per step; expected 7"):
+        fd.demo_windows(policy, [dict(eps[0], qpos=eps[0]["qpos"][:, :6])])
     with pytest.raises(ValueError, match="no demonstration episodes"):
         fd.demo_windows(policy, [])
 

@@ -309,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
                     raise SystemExit(f"--eval-candidates: {args.eval_candidates}; expected an integer >= 1")
                 ncand, what = args.eval_candidates, f"{what}, choosing among {args.eval_candidates} proposals"
         else:
-            choose, ncand, what = first_proposal, 1, "pretrained policy (one proposal, x_K ~ N(0, I))"
+            choose, ncand, what = first_proposal, 1, f"policy {args.checkpoint} alone (one proposal, x_K ~ N(0, I))"
         outcomes: list[int] = []
         te = time.perf_counter()
         k = args.final_eval_episodes
