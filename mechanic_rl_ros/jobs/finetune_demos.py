@@ -38,7 +38,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-CONTROL_HZ = 10.0
+from mechanic_rl_ros.jobs.train_offpolicy import robot_minutes
 
 
 def demo_windows(policy: Any, episodes: Sequence[dict]) -> Any:
@@ -98,27 +98,28 @@ class DemoFinetuner:
         return float(getattr(self.opt, "scale", float("nan")))
 
     def step(self) -> float:
-        """One gradient step on a batch drawn with replacement; its loss (NaN if skipped)."""
+        """One gradient step on a batch drawn with replacement; its loss (NaN if skipped). The network is left
+        in eval mode."""
         net = self.policy.net.train()
-        batch = self.dataset.get_batch(self.rng.integers(0, len(self.dataset), self.batch_size))
-        loss = self.policy.compute_loss(batch, generator=self.gen, augment_pad=self.augment_pad)
-        self.opt.zero_grad(set_to_none=True)
-        if not torch.isfinite(loss):
-            self.nonfinite_skipped += 1
-            net.eval()
-            return float("nan")
-        loss.backward()
         try:
-            self.opt.step()  # Mechanic refuses a non-finite gradient without touching any state
-        except ValueError:
-            if all(p.grad is None or bool(torch.isfinite(p.grad).all()) for p in net.parameters()):
-                raise
-            self.nonfinite_skipped += 1
+            batch = self.dataset.get_batch(self.rng.integers(0, len(self.dataset), self.batch_size))
+            loss = self.policy.compute_loss(batch, generator=self.gen, augment_pad=self.augment_pad)
+            self.opt.zero_grad(set_to_none=True)
+            if not torch.isfinite(loss):
+                self.nonfinite_skipped += 1
+                return float("nan")
+            loss.backward()
+            try:
+                self.opt.step()  # Mechanic refuses a non-finite gradient without touching any state
+            except ValueError:
+                if all(p.grad is None or bool(torch.isfinite(p.grad).all()) for p in net.parameters()):
+                    raise
+                self.nonfinite_skipped += 1
+                return float("nan")
+            self.steps += 1
+            return float(loss.detach())
+        finally:
             net.eval()
-            return float("nan")
-        self.steps += 1
-        net.eval()
-        return float(loss.detach())
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -145,15 +146,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _augment_pad(checkpoint: Path, given: int | None) -> int:
+    """``given``, else the checkpoint's pretraining ``train.augment_pad``, else 4."""
+    from mechanic_rl_ros.config_files import load_yaml
+
     if given is not None:
         return int(given)
-    import yaml
-
     f = checkpoint / "train_config.yaml"
     if f.is_file():
         try:
-            return int(((yaml.safe_load(f.read_text()) or {}).get("train") or {}).get("augment_pad", 4))
-        except (yaml.YAMLError, TypeError, ValueError, AttributeError):
+            return int((load_yaml(f).get("train") or {}).get("augment_pad", 4))
+        except Exception:  # a malformed file: the default, as when there is none
             pass
     return 4
 
@@ -209,7 +211,7 @@ def run(args: argparse.Namespace, log: Callable[[str], None] = lambda m: print(m
     tuner = DemoFinetuner(policy, dataset, args.batch_size, args.seed, pad, args.optimizer, args.lr)
     opt_desc = "Mechanic(Adam), no learning rate" if args.optimizer == "mechanic" else f"Adam lr {args.lr:g}"
     log(f"finetune-demos: {ckpt} on {len(episodes)} demonstrations of {args.data} ({failed} not successful), "
-        f"{demo_steps} control steps = {demo_steps / CONTROL_HZ / 60:.1f} robot min, {len(dataset)} windows; "
+        f"{demo_steps} control steps = {robot_minutes(demo_steps):.1f} robot min, {len(dataset)} windows; "
         f"{opt_desc}, batch {args.batch_size}, {args.steps} steps, augment pad {pad}")
     losses: list[float] = []
     t0 = time.perf_counter()
@@ -225,7 +227,7 @@ def run(args: argparse.Namespace, log: Callable[[str], None] = lambda m: print(m
     summary: dict[str, Any] = {
         "format": "mechanic_rl_ros.finetune_demos/1", "from_checkpoint": str(ckpt), "data": str(args.data),
         "episodes": len(episodes), "episodes_not_successful": failed, "demo_control_steps": demo_steps,
-        "demo_robot_min": demo_steps / CONTROL_HZ / 60, "windows": len(dataset), "steps": tuner.steps,
+        "demo_robot_min": robot_minutes(demo_steps), "windows": len(dataset), "steps": tuner.steps,
         "nonfinite_skipped": tuner.nonfinite_skipped, "batch_size": args.batch_size, "augment_pad": pad,
         "optimizer": args.optimizer, "lr": args.lr if args.optimizer == "adam" else None, "seed": args.seed,
         "mechanic_scale": tuner.scale, "wall_s": time.perf_counter() - t0, "losses": losses}
@@ -234,6 +236,7 @@ def run(args: argparse.Namespace, log: Callable[[str], None] = lambda m: print(m
         plot_losses(losses, out / "loss_curve.png", f"finetune-demos: {len(episodes)} demonstrations, {opt_desc}")
     if args.eval_episodes > 0:
         from mechanic_rl_ros.jobs.evaluate import wilson_interval
+        from mechanic_rl_ros.jobs.train_select import write_eval_record
 
         outcomes: list[int] = []
         te = time.perf_counter()
@@ -242,10 +245,8 @@ def run(args: argparse.Namespace, log: Callable[[str], None] = lambda m: print(m
         log(f"eval: the fine-tuned policy alone {wins}/{args.eval_episodes} = {wins / args.eval_episodes:.1%} "
             f"(95 % Wilson {lo:.1%}-{hi:.1%}), seeds {args.eval_seed}..{args.eval_seed + args.eval_episodes - 1}, "
             f"{time.perf_counter() - te:.0f} s")
-        (out / "eval.json").write_text(json.dumps(
-            {"what": f"policy fine-tuned on {len(episodes)} demonstrations (one proposal, x_K ~ N(0, I))",
-             "successes": wins, "episodes": args.eval_episodes, "eval_seed": args.eval_seed,
-             "outcomes": outcomes}, indent=1) + "\n")
+        write_eval_record(out, f"policy fine-tuned on {len(episodes)} demonstrations (one proposal, x_K ~ N(0, I))",
+                          wins, args.eval_episodes, args.eval_seed, outcomes)
         summary["eval"] = {"successes": wins, "episodes": args.eval_episodes}
     log(f"done: {out} ({tuner.steps} steps, {summary['wall_s']:.0f} s of training)")
     return summary

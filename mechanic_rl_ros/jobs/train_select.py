@@ -74,6 +74,17 @@ class SelectPlanner:
                 for i, r in enumerate(reqs)]
 
 
+def write_eval_record(out: str | Path, what: str, wins: int, episodes: int, eval_seed: int,
+                      outcomes: list[int]) -> Path:
+    """``OUT/eval.json``: what was evaluated, successes of ``episodes`` on reset seeds ``eval_seed + j`` and every
+    episode's outcome (for paired comparisons)."""
+    d = Path(out)
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "eval.json").write_text(json.dumps({"what": what, "successes": wins, "episodes": episodes,
+                                             "eval_seed": eval_seed, "outcomes": outcomes}, indent=1) + "\n")
+    return d / "eval.json"
+
+
 def first_proposal(feat: torch.Tensor, cands: torch.Tensor, t: Any = None) -> torch.Tensor:
     """The pretrained policy as it is: always the first (a plain x_K ~ N(0, I)) proposal."""
     return torch.zeros(cands.shape[0], dtype=torch.long)
@@ -318,10 +329,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{what}: {wins}/{k} = {wins / k:.1%} (95 % Wilson {lo:.1%}-{hi:.1%}), seeds {args.eval_seed}.."
               f"{args.eval_seed + k - 1}, {time.perf_counter() - te:.0f} s", flush=True)
         if args.out:
-            Path(args.out).mkdir(parents=True, exist_ok=True)
-            (Path(args.out) / "eval.json").write_text(json.dumps(
-                {"what": what, "successes": wins, "episodes": k, "eval_seed": args.eval_seed,
-                 "outcomes": outcomes}, indent=1) + "\n")
+            write_eval_record(args.out, what, wins, k, args.eval_seed, outcomes)
         return 0
     print_done(train(args))
     return 0
