@@ -98,3 +98,43 @@ def test_demo_finetuned_policy_lifts_the_cube_in_simulation():
     recorded = json.loads((DEMOS / "eval.json").read_text())["outcomes"][:8]
     assert wins >= 6, outcomes
     assert outcomes == recorded
+
+
+DEMOS_SELECT = REPO / "checkpoints" / "lift_demos_select"
+
+
+def test_stack_critic_belongs_to_the_demo_policy_and_its_records_hold():
+    """checkpoints/lift_demos_select: the critic that 30 robot minutes of `make run` (learner seed 0) saved
+    over checkpoints/lift_demos, with the stack's own episodes and its 200-episode held-out evaluation."""
+    import csv
+
+    from mechanic_rl_ros.rl.select import load_exported_critic, policy_weights_id
+
+    policy = DiffusionPolicy.from_checkpoint(DEMOS)
+    learner = load_exported_critic(DEMOS_SELECT, policy.arch_id, policy_weights_id(DEMOS))
+    assert learner.cfg.optimizer == "mechanic" and learner.cfg.seed == 0
+    assert learner.cfg.feat_dim == policy.net.cond_dim
+    with pytest.raises(ValueError, match="other weights"):
+        load_exported_critic(DEMOS_SELECT, policy.arch_id, policy_weights_id(CKPT))
+    with open(DEMOS_SELECT / "stack_episodes.csv") as fh:
+        episodes = list(csv.DictReader(fh))
+    steps = sum(int(e["steps"]) for e in episodes)
+    assert steps == 18031 and float(episodes[-1]["robot_min"]) == pytest.approx(steps / 600, abs=1e-3)
+    assert sum(e["outcome"] == "success" for e in episodes[-50:]) == 45
+    ev = json.loads((DEMOS_SELECT / "eval.json").read_text())
+    assert ev["seed"] == 100000 and ev["replan_margin"] == 0
+    assert ev["episodes"] == len(ev["outcomes"]) == len(ev["episodes_detail"]) == 200
+    assert sum(ev["outcomes"]) == ev["successes"] == 193
+
+
+def test_stack_critic_reproduces_its_first_evaluation_episodes(tmp_path):
+    """The first three episodes of the documented command (`mechanic-rl eval --checkpoint checkpoints/lift_demos
+    --critic checkpoints/lift_demos_select --threads 1`) come out as its eval.json records them."""
+    from mechanic_rl_ros.jobs import evaluate
+
+    assert evaluate.main(["--checkpoint", str(DEMOS), "--critic", str(DEMOS_SELECT), "--episodes", "3",
+                          "--threads", "1", "--video-episodes", "0", "--out", str(tmp_path)]) == 0
+    got = json.loads((tmp_path / "eval.json").read_text())["episodes_detail"]
+    recorded = json.loads((DEMOS_SELECT / "eval.json").read_text())["episodes_detail"][:3]
+    assert [(e["seed"], e["success"], e["steps"]) for e in got] == \
+        [(e["seed"], e["success"], e["steps"]) for e in recorded]
