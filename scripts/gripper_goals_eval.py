@@ -45,8 +45,9 @@ class GoalGripperEnv:
 
     def reset(self, *args, **kwargs):
         out = self.env.reset(*args, **kwargs)
+        if self.commander.in_flight:
+            self.commander.done(False)  # sim_node aborts a goal the reset re-opened the hand under
         self.commander.reset()
-        self.commander.in_flight_since = None  # the reset re-opened the hand under any goal
         self.target = self.env.sim.gripper_width()
         self.previous_width, self.now = None, 0.0
         return out

@@ -31,7 +31,11 @@ def load_run(spec: str):
         episodes = list(csv.DictReader(fh))
     minutes = np.array([float(e["robot_min"]) for e in episodes])
     success = np.array([e["outcome"] == "success" for e in episodes], dtype=float)
-    evaluation = json.loads((Path(eval_dir) / "eval.json").read_text()) if eval_dir else None
+    evaluation = None
+    if eval_dir:
+        record = json.loads((Path(eval_dir) / "eval.json").read_text())
+        k, m = int(record["successes"]), int(record["episodes"])
+        evaluation = (k, m, *wilson(k, m))
     return label, minutes, success, evaluation
 
 
@@ -42,8 +46,7 @@ def report(label, minutes, success, evaluation) -> str:
             f"last {WINDOW}: {int(success[-WINDOW:].sum())}/{min(n, WINDOW)}, blocks of {WINDOW}: "
             f"{', '.join(map(str, blocks))}")
     if evaluation:
-        k, m = int(evaluation["successes"]), int(evaluation["episodes"])
-        lo, hi = wilson(k, m)
+        k, m, lo, hi = evaluation
         line += f"; eval {k}/{m} = {100 * k / m:.1f} % (Wilson {100 * lo:.1f}-{100 * hi:.1f} %)"
     return line
 
@@ -59,8 +62,7 @@ def main(argv):
         rate = np.array([success[max(0, i - WINDOW + 1):i + 1].mean() for i in range(len(success))])
         ax.plot(minutes, rate, color=f"C{j}", label=f"{label}: stack, mean of last {WINDOW} episodes")
         if evaluation:
-            k, m = int(evaluation["successes"]), int(evaluation["episodes"])
-            lo, hi = wilson(k, m)
+            k, m, lo, hi = evaluation
             y = k / m
             ax.errorbar([minutes[-1] + 0.3 * (j + 1)], [y], yerr=[[y - lo], [hi - y]], fmt="s", color=f"C{j}",
                         capsize=3, label=f"{label}: its critic, {m} held-out seeds")
