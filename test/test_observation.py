@@ -45,3 +45,30 @@ def test_stale_missing_and_skewed_inputs():
         a.snapshot(10.5)
     with pytest.raises(ValueError, match="expected rgb8 8x8"):
         a.set_image("scene", np.zeros((9, 8, 3), np.uint8), stamp=10.0)
+
+
+def test_due_names_inputs_whose_sample_of_this_instant_has_not_come():
+    """Lock-step: the clock of instant t arrives before that instant's joint state (50 Hz) and frame (10 Hz)."""
+    a = ObservationAssembler(cameras=("scene",), image_size=8)
+    img = np.zeros((8, 8, 3), np.uint8)
+    a.set_joint_state(*_js(), stamp=9.98)
+    a.set_image("scene", img, stamp=9.9)
+    assert a.due(10.0) == []  # one sample each: no rate known, never waited for
+    a.set_joint_state(*_js(), stamp=10.0)
+    a.set_image("scene", img, stamp=10.0)
+    for t in (10.02, 10.04, 10.06, 10.08):
+        a.set_joint_state(*_js(), stamp=t)
+    # at 10.1: the joint state of 10.1 and the frame of 10.1 are due
+    assert a.due(10.1) == ["joints", "image:scene"]
+    a.set_joint_state(*_js(), stamp=10.1)
+    assert a.due(10.1) == ["image:scene"]
+    a.set_image("scene", img, stamp=10.1)
+    assert a.due(10.1) == []
+    # between frames (10.12) nothing is missing: the next frame belongs to 10.2
+    a.set_joint_state(*_js(), stamp=10.12)
+    assert a.due(10.12) == []
+    # a camera at 5 Hz is not waited for at a 10 Hz tick between its frames
+    b = ObservationAssembler(cameras=("scene",), image_size=8)
+    b.set_image("scene", img, stamp=9.8)
+    b.set_image("scene", img, stamp=10.0)
+    assert "image:scene" not in b.due(10.1) and "image:scene" in b.due(10.2)

@@ -112,7 +112,9 @@ PARAMETERS = [
     Param("wait_for_inference", True, "on sim time only: wait for a late chunk instead of holding (waiting costs no "
           "sim time)"),
     Param("input_wait", 0.3, "[wall s] on sim time only: how long a control tick waits for the inputs of its own "
-          "instant", range=(0.0, None)),
+          "instant (each input's next sample at the rate it arrives, up to the tick's instant: the lock-step "
+          "simulator sends the clock first), so the observation pairs a frame with the joint state of its instant "
+          "as in training; after the wait it acts on the latest (counted in inputs_behind)", range=(0.0, None)),
     Param("image_topics", [topics.POLICY_IMAGE.name], "preprocessed rgb8 images (camera_node's output), one "
           "topic per policy camera, in the checkpoint's camera order"),
     Param("joint_states_topic", topics.JOINT_STATES.name, "sensor_msgs/JointState of the arm and gripper; joints are "
@@ -248,7 +250,8 @@ class PolicyNode(Node):
                        "hold_model": 0,
                        "clamped": 0, "weights_adopted": 0, "weights_rejected": 0, "inputs_rejected": 0,
                        "hold_robot_state": 0, "episodes_given_up": 0, "ticks_late": 0,
-                       "ticks_off_grid": 0, "sent_late": 0}
+                       "ticks_off_grid": 0, "sent_late": 0, "inputs_behind": 0,
+                       "gripper_goal_late": 0}
         #: the robot's last reported mode (None: none received yet)
         self.robot: RobotStatus | None = None
         self.robot_state_received = -float("inf")  # [s, node clock]
@@ -466,6 +469,12 @@ class PolicyNode(Node):
         while True:
             try:
                 obs, stamp = self.assembler.snapshot(now)
+                if sim_time and self.assembler.due(now):
+                    # lock-step: this instant's joint state and frame are in flight (the clock goes out first)
+                    if time.monotonic() < deadline:
+                        time.sleep(0.002)
+                        continue
+                    self.counts["inputs_behind"] += 1
                 break
             except StaleObservation as exc:
                 if time.monotonic() < deadline:  # on sim time: the inputs of this instant are in flight
@@ -585,10 +594,12 @@ class PolicyNode(Node):
         return q_measured, None
 
     def _send(self, res) -> None:
-        if res.trajectory is not None:  # None: settling after a reset, the controller glides on its own
-            self.cmd_pub.publish(joint_command(res, self.cfg["command_type"]))
+        # the gripper goal first: on sim time the lock-step simulator advances the period once the arm's
+        # trajectory is there, and a goal accepted before it moves the hand in that period, as the arm
         if np.isfinite(res.gripper_width):
             self._command_gripper(float(res.gripper_width))
+        if res.trajectory is not None:  # None: settling after a reset, the controller glides on its own
+            self.cmd_pub.publish(joint_command(res, self.cfg["command_type"]))
         self.counts["commands"] += 1
 
     # ------------------------------------------------------------ gripper
@@ -605,8 +616,15 @@ class PolicyNode(Node):
                 self._problem("gripper", f"gripper action {self.gripper_action_names[goal.kind]} not available; "
                                          f"{goal.kind} to {goal.width:.4f} m not sent (is franka_gripper running?)")
                 return
-        client.send_goal_async(gripper_goal_message(goal)).add_done_callback(
-            lambda future, g=goal: self._on_gripper_accepted(g, future))
+        future = client.send_goal_async(gripper_goal_message(goal))
+        future.add_done_callback(lambda f, g=goal: self._on_gripper_accepted(g, f))
+        if self._sim_time():
+            # lock-step: the hand starts when the simulator accepts the goal; the tick's trajectory, which lets
+            # the simulator step the period, goes out only after that (waiting costs no sim time)
+            answered = threading.Event()
+            future.add_done_callback(lambda _f: answered.set())
+            if not answered.wait(self.cfg["input_wait"]):
+                self.counts["gripper_goal_late"] += 1
 
     def _on_gripper_accepted(self, goal, future) -> None:
         handle = future.result()

@@ -291,11 +291,18 @@ class SimNode(Node):
                                                        t.GRIPPER_JOINT_STATES.qos)
         # goals wait for the fingers on their own executor threads, beside the arm commands that advance time
         actions = ReentrantCallbackGroup()
-        for action, execute in ((t.GRIPPER_MOVE, self._execute_move), (t.GRIPPER_GRASP, self._execute_grasp),
-                                (t.GRIPPER_HOMING, self._execute_homing),
-                                (t.GRIPPER_ACTION, self._execute_gripper_command)):
+        for action, execute, motion_of in (
+                (t.GRIPPER_MOVE, self._execute_move, lambda g: gripper_semantics.move(g.width, g.speed)),
+                (t.GRIPPER_GRASP, self._execute_grasp, lambda g: gripper_semantics.grasp(
+                    g.width, g.speed, g.force, g.epsilon.inner, g.epsilon.outer)),
+                (t.GRIPPER_HOMING, self._execute_homing, lambda g: gripper_semantics.homing()),
+                (t.GRIPPER_ACTION, self._execute_gripper_command,
+                 lambda g: gripper_semantics.gripper_command(g.command.position, self.fingers[0]))):
             ActionServer(self, action.type, ns + "/" + action.name.rsplit("/", 1)[1], execute,
-                         goal_callback=self._accept_gripper_goal, callback_group=actions)
+                         goal_callback=lambda goal, m=motion_of: self._accept_gripper_goal(goal, m),
+                         callback_group=actions)
+        #: id(goal request) -> (its motion or GoalError, sim time it started, resets then), from acceptance to execution
+        self._accepted_goals: dict[int, tuple[object, float, int]] = {}
         #: (finger width [m], finger speed [m/s], sim time [s]) after each physics slice, and its condition
         self.fingers = (math.nan, 0.0, 0.0)
         self.fingers_changed = threading.Condition()
@@ -401,47 +408,60 @@ class SimNode(Node):
         return topics.ERROR_RECOVERY.type.Result()
 
     # ------------------------------------------------------------ gripper actions
-    def _accept_gripper_goal(self, _goal) -> GoalResponse:
-        """Accept every goal, as franka_gripper does; one that overlaps another is counted."""
+    def _accept_gripper_goal(self, goal, motion_of) -> GoalResponse:
+        """Accept every goal, as franka_gripper does, and start its motion now, before the client hears "accepted".
+
+        The fingers start moving in the control period the goal is accepted in, not when its execute callback
+        gets an executor thread: a client that waits for the acceptance before it sends the tick's arm
+        trajectory (policy_node on sim time) then has the hand move in the same lock-step period as the arm,
+        as the real hand starts within milliseconds of its goal (an executor's delay put the grasp one 0.1 s
+        period behind the arm, and the arm lifted before the fingers closed: docs/offpolicy.md, "Round 6").
+        """
+        try:
+            motion = motion_of(goal)
+        except gripper_semantics.GoalError as exc:
+            motion = exc
+        with self.fingers_changed:
+            started, resets = self.fingers[2], self.stats["resets"]
+            if isinstance(motion, gripper_semantics.Motion):
+                self.stats["gripper_goals"] += 1
+                if self.gripper_goals_active:
+                    self.stats["gripper_goals_overlapping"] += 1
+                self.gripper_goals_active += 1
+                self.requests.put(_Request("gripper", motion.target))
+        self._accepted_goals[id(goal)] = (motion, started, resets)
         return GoalResponse.ACCEPT
 
     def _execute_move(self, handle):
-        g = handle.request
-        return self._run_franka_goal(handle, topics.GRIPPER_MOVE.type.Result(),
-                                     lambda: gripper_semantics.move(g.width, g.speed))
+        return self._run_franka_goal(handle, topics.GRIPPER_MOVE.type.Result())
 
     def _execute_grasp(self, handle):
-        g = handle.request
-        return self._run_franka_goal(handle, topics.GRIPPER_GRASP.type.Result(), lambda: gripper_semantics.grasp(
-            g.width, g.speed, g.force, g.epsilon.inner, g.epsilon.outer))
+        return self._run_franka_goal(handle, topics.GRIPPER_GRASP.type.Result())
 
     def _execute_homing(self, handle):
-        return self._run_franka_goal(handle, topics.GRIPPER_HOMING.type.Result(), gripper_semantics.homing)
+        return self._run_franka_goal(handle, topics.GRIPPER_HOMING.type.Result())
 
-    def _run_franka_goal(self, handle, result, make_motion):
+    def _run_franka_goal(self, handle, result):
         """Move / grasp / homing: franka_msgs results (success, error); succeed or abort with them."""
-        try:
-            motion = make_motion()
-        except gripper_semantics.GoalError as exc:
-            motion, result.error = None, str(exc)
-        if motion is not None:
-            result.success, result.error = self._drive_fingers(motion)
+        motion, started, resets = self._accepted_goals.pop(id(handle.request))
+        if isinstance(motion, Exception):
+            result.error = str(motion)
+        else:
+            result.success, result.error = self._drive_fingers(motion, started, resets)
         self._finish_gripper_goal(handle, result.success, result.error)
         return result
 
     def _execute_gripper_command(self, handle):
         """control_msgs/GripperCommand with franka_gripper's semantics (position = width / 2)."""
         result = topics.GRIPPER_ACTION.type.Result()
-        width = self.fingers[0]
+        motion, started, resets = self._accepted_goals.pop(id(handle.request))
         error = ""
-        try:
-            motion = gripper_semantics.gripper_command(handle.request.command.position, width)
-        except gripper_semantics.GoalError as exc:
-            motion, error, result.reached_goal = None, str(exc), False
+        if isinstance(motion, Exception):
+            error, result.reached_goal = str(motion), False
+        elif motion is None:  # already there
+            result.reached_goal = True
         else:
-            result.reached_goal = motion is None
-        if motion is not None:
-            result.reached_goal, error = self._drive_fingers(motion)
+            result.reached_goal, error = self._drive_fingers(motion, started, resets)
         result.position = float(self.fingers[0]) / 2
         self._finish_gripper_goal(handle, result.reached_goal, error)
         return result
@@ -456,17 +476,10 @@ class SimNode(Node):
             # blocked by the cube in the hand is the task going on, not a fault of the simulator
             self.get_logger().info(f"gripper goal aborted: {error}", throttle_duration_sec=1.0)
 
-    def _drive_fingers(self, motion: gripper_semantics.Motion) -> tuple[bool, str]:
-        """Command the width, wait (on sim time) until the fingers stop; franka_gripper's success and error."""
-        with self.fingers_changed:
-            self.stats["gripper_goals"] += 1
-            if self.gripper_goals_active:
-                self.stats["gripper_goals_overlapping"] += 1
-            self.gripper_goals_active += 1
-            started = self.fingers[2]
-            resets = self.stats["resets"]
+    def _drive_fingers(self, motion: gripper_semantics.Motion, started: float, resets: int) -> tuple[bool, str]:
+        """Wait (on sim time) until the fingers of a goal accepted at ``started`` stop; franka_gripper's success
+        and error. The motion was commanded at acceptance (:meth:`_accept_gripper_goal`)."""
         try:
-            self.requests.put(_Request("gripper", motion.target))
             settled_at = None
             while not self._stop.is_set():
                 with self.fingers_changed:
