@@ -101,3 +101,54 @@ def check_no_reflex(obs: StackObserver) -> None:
     assert obs.robot_modes == {"move"}, f"robot modes seen: {obs.robot_modes}"
     sim = obs.diagnostics.get("sim_node")
     assert sim is not None and sim.get("reflexes") == "0", f"sim_node diagnostics: {sim}"
+
+
+#: [m] gripper commands at least this wide leave the hand open (franka_gripper goals start below the hysteresis)
+OPEN_WIDTH = 0.078
+#: [rad] the stack's and the replay's joint positions agree to 1e-9 while the hand is open, drift to ~5e-5 where
+#: the headless hand follows a width between OPEN_WIDTH and open; a joint state 20 ms old is off by ~1e-2
+TWIN_Q_TOLERANCE = 1e-3
+#: [grey levels, mean absolute] the same frame: <= 0.05; the frame of the previous control period: 0.4 to 10
+TWIN_IMAGE_TOLERANCE = 0.2
+
+
+def check_headless_twin(obs: StackObserver, episode: int, replan_margin: int, seed: int, cameras=("scene",),
+                        image_size: int = 96) -> int:
+    """The stack's observations are the headless environment's: each decision's T_o history (joint positions and
+    camera frames) equals, exactly, what :class:`~mechanic_rl_ros.sim.FR3Env` observes at the same steps when
+    the commands the stack executed in ``episode`` are replayed from its reset seed. Checked up to the first
+    gripper command below the open width (from there on the headless hand follows every width, the stack's
+    only a franka_gripper goal's). A frame one control period old beside a fresh joint state (the lock-step
+    clock arrives before that instant's data) or a joint state of 20 ms earlier fails here. Returns the
+    decisions checked."""
+    from mechanic_rl_ros.sim import make_env
+    from mechanic_rl_ros.wire.transition import decision_from_transition
+
+    steps = sorted((t for t in obs.transitions if t.episode == episode), key=lambda t: t.step)
+    assert [t.step for t in steps] == list(range(len(steps))) and steps, f"episode {episode}: steps {len(steps)}"
+    env = make_env(task="lift", render=True, cameras=cameras, image_size=image_size, seed=seed)
+    try:
+        first, _ = env.reset(seed=seed)
+        seen = [first]
+        for t in steps:
+            seen.append(env.step(np.asarray(t.action))[0])
+    finally:
+        env.close()
+    open_until = next((t.step for t in steps if t.action[7] < OPEN_WIDTH), len(steps))
+    checked = 0
+    for t in steps:
+        newest = max(0, t.step - replan_margin) if t.chunk > 0 else 0  # the step the chunk was planned at
+        if t.chunk_step != 0 or newest >= open_until:
+            continue
+        d = decision_from_transition(t)
+        horizon = d.obs["qpos"].shape[0]
+        for h in range(horizon):
+            j = max(0, newest - (horizon - 1 - h))
+            np.testing.assert_allclose(d.obs["qpos"][h], seen[j]["qpos"], atol=TWIN_Q_TOLERANCE, err_msg=(
+                f"episode {episode}, decision at step {t.step}, history {h}: joint positions are not those of step {j}"))
+            for cam in cameras:
+                diff = np.abs(d.obs["images"][cam][h].astype(int) - seen[j]["images"][cam].astype(int)).mean()
+                assert diff < TWIN_IMAGE_TOLERANCE, (f"episode {episode}, decision at step {t.step}, history {h}: the {cam} frame "
+                                     f"differs from that of step {j} by {diff:.2f} grey levels on average")
+        checked += 1
+    return checked

@@ -114,19 +114,23 @@ def test_shipped_policy_lifts_the_cube_through_the_stack(tmp_path):
     """The pretrained lift policy, run deterministically by the stack, succeeds as it does in the simulator
     (74 % over 50 seeds in `mechanic-rl eval`). The policy plans each chunk `replan_margin` control periods
     before it runs; executing the actions predicted for the instant of the observation instead of those for
-    the instants they run at made it 0 of 8 here."""
+    the instants they run at made it 0 of 8 here. Its observations are those of the headless environment
+    (:func:`stack_checks.check_headless_twin`)."""
     episodes = 8
     domain = fresh_domain_id()
     log = open(tmp_path / "runner.log", "wb")
     runner = subprocess.Popen(
         [sys.executable, "-m", "mechanic_rl_ros.cli", "finetune", f"run_dir:={tmp_path / 'run'}",
-         f"episodes:={episodes}", "--set", "policy_node.stochastic=false"],
+         f"episodes:={episodes}", "--set", "policy_node.stochastic=false", "--set", "policy_node.replan_margin=2"],
         cwd=REPO, env=ros_env(domain), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     obs = StackObserver(domain)
     text = (tmp_path / "runner.log").read_text
     try:
         assert obs.spin_until(lambda: obs.ended_episodes() >= episodes, 900), text()[-5000:]
         checks.check_no_reflex(obs)
+        # what the policy saw in the stack is what it sees headless (the episode after the first, which runs
+        # while torch warms up): same frames, same joint states, same steps
+        assert checks.check_headless_twin(obs, 1, replan_margin=2, seed=1001) >= 3
     finally:
         obs.close()
         stop(runner)

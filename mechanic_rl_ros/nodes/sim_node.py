@@ -36,7 +36,10 @@ for franka_ros2 + ros2_control + a camera driver:
   (:mod:`mechanic_rl_ros.sim.gripper`), and publishes
   ``/franka_gripper/joint_states``; like franka_gripper it accepts every goal,
   and counts goals that overlap another (``gripper_goals_overlapping`` in
-  /diagnostics: a client that queues goals shows there);
+  /diagnostics: a client that queues goals shows there); the fingers start
+  moving when a goal is accepted (before the client hears so), so in
+  lock-step a goal accepted before the tick's arm trajectory moves the hand
+  in the same control period as the arm;
 * offers ``/sim/reset`` (mechanic_rl_ros/srv/ResetEpisode, optional seed). A
   reset is refused while the robot is in a reflex, as the real robot cannot be
   driven home before its error is recovered.
