@@ -119,12 +119,12 @@ def test_stack_critic_belongs_to_the_demo_policy_and_its_records_hold():
     with open(DEMOS_SELECT / "stack_episodes.csv") as fh:
         episodes = list(csv.DictReader(fh))
     steps = sum(int(e["steps"]) for e in episodes)
-    assert steps == 18031 and float(episodes[-1]["robot_min"]) == pytest.approx(steps / 600, abs=1e-3)
-    assert sum(e["outcome"] == "success" for e in episodes[-50:]) == 45
+    assert steps == 18018 and float(episodes[-1]["robot_min"]) == pytest.approx(steps / 600, abs=1e-3)
+    assert sum(e["outcome"] == "success" for e in episodes[-50:]) == 49
     ev = json.loads((DEMOS_SELECT / "eval.json").read_text())
     assert ev["seed"] == 100000 and ev["replan_margin"] == 0
     assert ev["episodes"] == len(ev["outcomes"]) == len(ev["episodes_detail"]) == 200
-    assert sum(ev["outcomes"]) == ev["successes"] == 193
+    assert sum(ev["outcomes"]) == ev["successes"] == 195
 
 
 def test_stack_critic_reproduces_its_first_evaluation_episodes(tmp_path):
