@@ -145,10 +145,12 @@ def check_headless_twin(obs: StackObserver, episode: int, replan_margin: int, se
         for h in range(horizon):
             j = max(0, newest - (horizon - 1 - h))
             np.testing.assert_allclose(d.obs["qpos"][h], seen[j]["qpos"], atol=TWIN_Q_TOLERANCE, err_msg=(
-                f"episode {episode}, decision at step {t.step}, history {h}: joint positions are not those of step {j}"))
+                f"episode {episode}, decision at step {t.step}, history {h}: joint positions are not those of "
+                f"step {j}"))
             for cam in cameras:
                 diff = np.abs(d.obs["images"][cam][h].astype(int) - seen[j]["images"][cam].astype(int)).mean()
-                assert diff < TWIN_IMAGE_TOLERANCE, (f"episode {episode}, decision at step {t.step}, history {h}: the {cam} frame "
-                                     f"differs from that of step {j} by {diff:.2f} grey levels on average")
+                assert diff < TWIN_IMAGE_TOLERANCE, (
+                    f"episode {episode}, decision at step {t.step}, history {h}: the {cam} frame differs from that "
+                    f"of step {j} by {diff:.2f} grey levels on average")
         checked += 1
     return checked
