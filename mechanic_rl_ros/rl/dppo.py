@@ -55,7 +55,7 @@ import torch
 import torch.nn as nn
 
 from mechanic_rl_ros.control.decision import index_obs
-from mechanic_rl_ros.optim import Mechanic
+from mechanic_rl_ros.optim import build_optimizer, mechanic_scale
 from mechanic_rl_ros.policy import DiffusionPolicy
 
 from .buffer import Batch
@@ -70,15 +70,9 @@ FORMAT = "mechanic_rl_ros.dppo_learner/1"
 
 
 def _build_optimizer(kind: str, params: list[nn.Parameter], lr: float, cfg: DPPOConfig) -> torch.optim.Optimizer:
-    if kind == "mechanic":
-        base = torch.optim.Adam(params, lr=1.0, betas=cfg.adam_betas, eps=cfg.adam_eps)
-        return Mechanic(base, weight_decay=cfg.mechanic_weight_decay, s_init=cfg.mechanic_s_init,
-                        num_betas=cfg.mechanic_num_betas)
-    return torch.optim.Adam(params, lr=lr, betas=cfg.adam_betas, eps=cfg.adam_eps)
-
-
-def _scale(opt: torch.optim.Optimizer) -> float:
-    return float(opt.scale) if isinstance(opt, Mechanic) else float("nan")
+    return build_optimizer(kind, params, lr, betas=cfg.adam_betas, eps=cfg.adam_eps,
+                           **({"weight_decay": cfg.mechanic_weight_decay, "s_init": cfg.mechanic_s_init,
+                               "num_betas": cfg.mechanic_num_betas} if kind == "mechanic" else {}))
 
 
 def _order(batch: Batch) -> tuple[np.ndarray, np.ndarray]:
@@ -273,7 +267,7 @@ class DPPO:
         stats.update({
             "num_updates": float(self.num_updates), "policy_version": float(self.policy_version),
             "update_calls": float(self.update_calls),
-            "actor_scale": _scale(self.actor_opt), "critic_scale": _scale(self.critic_opt),
+            "actor_scale": mechanic_scale(self.actor_opt), "critic_scale": mechanic_scale(self.critic_opt),
             "refused_stale_total": float(self.counters["refused_stale"]),
             "refused_future_total": float(self.counters["refused_future"]),
             "update_s": time.perf_counter() - t0,
@@ -479,7 +473,7 @@ class DPPO:
         torch.save({"actor_opt": self.actor_opt.state_dict(), "critic_opt": self.critic_opt.state_dict()},
                    d / "optimizers.pt")
         meta = {"format": FORMAT, "config": self.cfg.to_dict(), "scalars": self._scalars(),
-                "actor_scale": _scale(self.actor_opt), "critic_scale": _scale(self.critic_opt),
+                "actor_scale": mechanic_scale(self.actor_opt), "critic_scale": mechanic_scale(self.critic_opt),
                 "arch_id": self.policy.arch_id}
         (d / "learner.json").write_text(json.dumps(meta, indent=1, allow_nan=True) + "\n")
         return d
