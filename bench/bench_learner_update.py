@@ -1,16 +1,13 @@
-"""Whole off-policy learner update with Mechanic against the same update with Adam.
+"""Whole selection-learner update with Mechanic against the same update with Adam.
 
-``--learner select`` (the stack's default): one :meth:`SelectLearner.update` (critic ensemble scored
-on the N = 8 proposals of each next state, one loss, one optimizer step, the targets' Polyak step).
-``--learner steer``: one :meth:`SteerLearner.update` (critic ensemble, actor and temperature: three
-losses, their gradients, three optimizer steps, the target networks' Polyak step). Every optimizer
-``Mechanic(Adam(lr=1))`` against the same learner with ``Adam(lr=3e-4)``, at one torch thread as
-the learner runs. Both learners see the same batches (drawn from a replay buffer of random
-decisions of the stack's sizes); their updates are interleaved one by one, alternating which goes
-first, and the ratio of the medians is printed with the ratio of the paired per-step times.
+One :meth:`SelectLearner.update` (critic ensemble scored on the N = 8 proposals of each next state, one
+loss, one optimizer step, the targets' Polyak step) with ``Mechanic(Adam(lr=1))`` against the same
+learner with ``Adam(lr=3e-4)``, at one torch thread as the learner runs. Both learners see the same
+batches (drawn from a replay buffer of random decisions of the stack's sizes); their updates are
+interleaved one by one, alternating which goes first, and the ratio of the medians is printed with the
+ratio of the paired per-step times.
 
-    .venv/bin/python bench/bench_learner_update.py            # selection learner (2 critics, 2 x 256)
-    .venv/bin/python bench/bench_learner_update.py --learner steer --num-critics 10 --latent-dim 8
+    .venv/bin/python bench/bench_learner_update.py            # 2 critics, 2 x 256
 
 Issue target: Mechanic <= 1.03 x Adam for the whole update.
 """
@@ -23,51 +20,35 @@ import time
 import numpy as np
 import torch
 
-from mechanic_rl_ros.rl.replay import ReplayBuffer
 from mechanic_rl_ros.rl.select import CandidateReplay, SelectConfig, SelectLearner
-from mechanic_rl_ros.rl.steer import SteerConfig, SteerLearner
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    ap.add_argument("--learner", choices=("select", "steer"), default="select")
     ap.add_argument("--steps", type=int, default=300, help="timed updates per learner")
     ap.add_argument("--warmup", type=int, default=30, help="untimed updates per learner first")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--num-critics", type=int, default=2)
     ap.add_argument("--hidden", type=int, default=256)
-    ap.add_argument("--latent-dim", type=int, default=0, help="steer only: actor latent (0: the full x_K)")
-    ap.add_argument("--num-candidates", type=int, default=8, help="select only: proposals per next state")
+    ap.add_argument("--num-candidates", type=int, default=8, help="proposals per next state")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
 
     rng = np.random.default_rng(0)
-    if args.learner == "select":
-        common = dict(feat_dim=144, act_dim=64, num_candidates=args.num_candidates, hidden=args.hidden,
-                      num_critics=args.num_critics, batch_size=args.batch_size, seed=0)
-        learners = {"Mechanic(Adam)": SelectLearner(SelectConfig(optimizer="mechanic", **common)),
-                    "Adam lr 3e-4": SelectLearner(SelectConfig(optimizer="adam", lr=3e-4, **common))}
-        replay = CandidateReplay(4096, 144, 64, args.num_candidates)
-        for j in range(4096):
-            replay.add(rng.standard_normal(144), rng.standard_normal(64), float(rng.random() < 0.1),
-                       bool(rng.random() < 0.1), rng.standard_normal(144),
-                       rng.standard_normal((args.num_candidates, 64)), j, 0)
-        what = f"select, N {args.num_candidates}"
-    else:
-        common = dict(feat_dim=144, noise_dim=128, hidden=args.hidden, num_critics=args.num_critics,
-                      batch_size=args.batch_size, latent_dim=args.latent_dim, seed=0)
-        learners = {"Mechanic(Adam)": SteerLearner(SteerConfig(optimizer="mechanic", **common)),
-                    "Adam lr 3e-4": SteerLearner(SteerConfig(optimizer="adam", lr=3e-4, **common))}
-        replay = ReplayBuffer(4096, 144, 128)
-        for j in range(4096):
-            replay.add(rng.standard_normal(144), rng.standard_normal(128), float(rng.random() < 0.1),
-                       bool(rng.random() < 0.1), rng.standard_normal(144), j, 0, 8)
-        what = f"steer, latent {args.latent_dim or 'none'}"
+    common = dict(feat_dim=144, act_dim=64, num_candidates=args.num_candidates, hidden=args.hidden,
+                  num_critics=args.num_critics, batch_size=args.batch_size, seed=0)
+    learners = {"Mechanic(Adam)": SelectLearner(SelectConfig(optimizer="mechanic", **common)),
+                "Adam lr 3e-4": SelectLearner(SelectConfig(optimizer="adam", lr=3e-4, **common))}
+    replay = CandidateReplay(4096, 144, 64, args.num_candidates)
+    for j in range(4096):
+        replay.add(rng.standard_normal(144), rng.standard_normal(64), float(rng.random() < 0.1),
+                   bool(rng.random() < 0.1), rng.standard_normal(144),
+                   rng.standard_normal((args.num_candidates, 64)), j, 0)
+    what = f"select, N {args.num_candidates}"
     ref = learners["Adam lr 3e-4"]
-    n_params = sum(p.numel() for net in (ref.critic, getattr(ref, "actor", None)) if net is not None
-                   for p in net.parameters())
+    n_params = sum(p.numel() for p in ref.critic.parameters())
     print(f"learner {what}: {n_params:,} trained parameters ({args.num_critics} critics, hidden {args.hidden}), "
           f"batch {args.batch_size}, {args.threads} thread(s)")
 

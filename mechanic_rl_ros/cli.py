@@ -17,7 +17,6 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "finetune-demos": ("mechanic_rl_ros.jobs.finetune_demos",
                        "fine-tune the policy on a few demonstrations (Mechanic, no learning rate)"),
     "train-rl": ("mechanic_rl_ros.jobs.train_rl", "headless online RL fine-tuning (no ROS)"),
-    "train-offpolicy": ("mechanic_rl_ros.jobs.train_offpolicy", "headless off-policy (noise-space SAC) fine-tuning"),
     "train-select": ("mechanic_rl_ros.jobs.train_select",
                      "headless off-policy fine-tuning: a critic picks among the frozen policy's proposals"),
     "finetune": ("mechanic_rl_ros.stack.runner", "run the whole ROS 2 node stack (venv runner of finetune.launch.py)"),

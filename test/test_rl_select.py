@@ -11,8 +11,7 @@ import torch
 
 from mechanic_rl_ros.control.chunk_loop import PlanRequest
 from mechanic_rl_ros.control.history import ObsHistory
-from mechanic_rl_ros.jobs.train_offpolicy import NoisePolicy
-from mechanic_rl_ros.jobs.train_select import SelectPlanner, first_proposal
+from mechanic_rl_ros.jobs.train_select import FrozenPolicy, SelectPlanner, first_proposal
 from mechanic_rl_ros.optim import Mechanic
 from mechanic_rl_ros.policy import DiffusionPolicy
 from mechanic_rl_ros.policy.testing import random_obs, tiny_config
@@ -227,7 +226,7 @@ def test_planner_executes_the_chosen_proposal_of_the_frozen_policy():
             h.push({"images": {"scene": obs["images"]["scene"][b, t]}, "qpos": obs["qpos"][b, t],
                     "gripper": obs["gripper"][b, t]})
         reqs.append(PlanRequest(h.stacked(), {}, np.zeros(cfg.obs_horizon), 0, 0, b))
-    npol = NoisePolicy(policy)
+    npol = FrozenPolicy(policy)
     n = 3
     last = torch.tensor([n - 1, n - 1])
     planner = SelectPlanner(npol, n, torch.Generator().manual_seed(5), lambda f, c, t: last)

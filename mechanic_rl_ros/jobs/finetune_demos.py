@@ -38,7 +38,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from mechanic_rl_ros.jobs.train_offpolicy import robot_minutes
+from mechanic_rl_ros.jobs.train_log import robot_minutes
 
 
 def demo_windows(policy: Any, episodes: Sequence[dict]) -> Any:
@@ -162,11 +162,10 @@ def _augment_pad(checkpoint: Path, given: int | None) -> int:
 
 def evaluate_policy(policy: Any, task: str, episodes: int, seed: int, outcomes: list[int]) -> int:
     """Deterministic successes of the policy alone, the protocol of ``train-select --eval-only``."""
-    from mechanic_rl_ros.jobs.train_offpolicy import NoisePolicy
-    from mechanic_rl_ros.jobs.train_select import evaluate, first_proposal
+    from mechanic_rl_ros.jobs.train_select import FrozenPolicy, evaluate, first_proposal
 
     with torch.no_grad():
-        return evaluate(NoisePolicy(policy), first_proposal, 1, task, episodes, seed, 8, outcomes)
+        return evaluate(FrozenPolicy(policy), first_proposal, 1, task, episodes, seed, 8, outcomes)
 
 
 def plot_losses(losses: list[float], path: Path, title: str) -> None:

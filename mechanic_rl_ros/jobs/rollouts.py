@@ -12,7 +12,7 @@ the rewards of its block, so the loops plan when their chunk is used up
 The driver pieces -- :func:`plan_batch` (one batched plan for many loops,
 given a :data:`BatchPlanner`), :func:`run_blocks` (drain, execute, observe)
 and :func:`count_successes` (a seeded evaluation) -- are shared by the DPPO
-trainer (:mod:`.train_rl`) and the off-policy trainer (:mod:`.train_offpolicy`).
+trainer (:mod:`.train_rl`) and the selection trainer (:mod:`.train_select`).
 """
 from __future__ import annotations
 
@@ -29,8 +29,10 @@ from mechanic_rl_ros.rl.dppo import DPPO
 from mechanic_rl_ros.sim.chunks import ChunkRunner
 
 
-def _runner(learner: DPPO, task: str, num_envs: int, seed: int, reward: str, workers: int) -> ChunkRunner:
-    cfg = learner.policy.cfg
+def sim_runner(policy: Any, task: str, num_envs: int, seed: int, reward: str = "sparse",
+               workers: int = 0) -> ChunkRunner:
+    """``num_envs`` simulated FR3s rendering what ``policy`` (a :class:`DiffusionPolicy`) observes."""
+    cfg = policy.cfg
     return ChunkRunner(task=task, num_envs=num_envs, render=bool(cfg.cameras), cameras=cfg.cameras or ("scene",),
                        image_size=cfg.image_size, seed=seed, reward=reward, workers=workers)
 
@@ -121,7 +123,7 @@ class Collector:
 
     def __init__(self, learner: DPPO, task: str, num_envs: int, seed: int, reward: str, workers: int = 0):
         self.learner = learner
-        self.runner = _runner(learner, task, num_envs, seed, reward, workers)
+        self.runner = sim_runner(learner.policy, task, num_envs, seed, reward, workers)
         self.loops = [ChunkLoop.for_policy(learner.policy) for _ in range(num_envs)]
         self.next_episode = 0
         self._ep_return = [0.0] * num_envs
@@ -170,7 +172,7 @@ def evaluate(learner: DPPO, task: str, episodes: int, seed: int, num_envs: int, 
     The initial noise x_K of every chunk comes from a generator seeded with ``seed``, so the same weights
     always get the same score (for a given ``num_envs``; ``workers`` does not change it)."""
     n = max(1, min(num_envs, episodes))
-    runner = _runner(learner, task, n, seed, reward, workers)
+    runner = sim_runner(learner.policy, task, n, seed, reward, workers)
     gen = torch.Generator().manual_seed(int(seed))
     try:
         loops = [ChunkLoop.for_policy(learner.policy) for _ in range(n)]

@@ -1,11 +1,18 @@
-"""What ``train-rl`` writes while it runs: the per-iteration table (CSV + JSON) and the learning curve."""
+"""What the headless trainers write while they run.
+
+``train-rl`` (DPPO): the per-iteration table (CSV + JSON) and its learning curve (:func:`write_logs`).
+``train-select``: one row per training episode, per evaluation and per round of updates (:func:`write_csv`
+with :data:`EPISODE_FIELDS`, :data:`EVAL_FIELDS`), success against robot minutes
+(:func:`plot_success_curve`) and the run's summary (:func:`write_summary`). Robot time is counted in
+control steps at 10 Hz: 600 control steps are one robot minute.
+"""
 from __future__ import annotations
 
 import csv
 import json
 import math
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -66,3 +73,100 @@ def plot_curve(rows: list[Mapping[str, Any]], path: Path, title: str = "") -> No
     fig.subplots_adjust(left=0.05, right=0.99, bottom=0.12, top=0.9, wspace=0.25)
     fig.savefig(path, dpi=90)
     plt.close(fig)
+
+
+# ------------------------------------------------------------------ train-select's run report
+EPISODE_FIELDS = ("episode", "env", "env_steps", "robot_min", "length", "success", "return")
+EVAL_FIELDS = ("env_steps", "robot_min", "episodes", "successes", "success", "wilson_lo", "wilson_hi", "eval_s")
+
+
+def robot_minutes(steps: int) -> float:
+    """Robot minutes of ``steps`` control steps at 10 Hz."""
+    return steps / 600.0
+
+
+def fmt(x: Any) -> str:
+    """A statistic for a log line: three significant digits, ``nan`` for a missing one."""
+    return "nan" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3g}"
+
+
+def write_csv(path: Path, fields: Sequence[str], rows: list[Mapping[str, Any]]) -> None:
+    """``rows`` as CSV with columns ``fields`` (a missing entry is left empty)."""
+    with open(path, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(fields))
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: r.get(k, "") for k in fields})
+
+
+def plot_success_curve(episodes: list[Mapping[str, Any]], evals: list[Mapping[str, Any]], path: Path,
+                       title: str = "", window: int = 20) -> None:
+    """Training success (mean of the last ``window`` episodes) and the evaluations with their Wilson 95 %
+    intervals, against robot minutes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    if episodes:
+        x = np.array([e["robot_min"] for e in episodes], float)
+        s = np.array([e["success"] for e in episodes], float)
+        ma = np.array([s[max(0, i - window + 1):i + 1].mean() for i in range(len(s))])
+        ax.plot(x, ma, "-", alpha=0.6, label=f"training episodes (stochastic), mean of last {window}")
+    if evals:
+        x = np.array([e["robot_min"] for e in evals], float)
+        y = np.array([e["success"] for e in evals], float)
+        lo = np.array([e["wilson_lo"] for e in evals], float)
+        hi = np.array([e["wilson_hi"] for e in evals], float)
+        ax.errorbar(x, y, yerr=[y - lo, hi - y], fmt="o-", capsize=3, label="deterministic eval (Wilson 95 %)")
+    ax.axhline(0.95, color="gray", ls=":", lw=1)
+    ax.set_xlabel("robot minutes (control steps / 600)")
+    ax.set_ylabel("success rate")
+    ax.set_ylim(-0.02, 1.02)
+    ax.legend(loc="lower right", fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def eval_row(env_steps: int, wins: int, episodes_n: int, seconds: float,
+             log: Callable[[str], None]) -> dict[str, Any]:
+    """One ``evals.csv`` row (success with its Wilson 95 % interval, at ``env_steps``), logged."""
+    from mechanic_rl_ros.jobs.evaluate import wilson_interval
+
+    lo, hi = wilson_interval(wins, episodes_n)
+    row = {"env_steps": env_steps, "robot_min": robot_minutes(env_steps), "episodes": episodes_n,
+           "successes": wins, "success": wins / episodes_n, "wilson_lo": lo, "wilson_hi": hi, "eval_s": seconds}
+    log(f"eval | {env_steps} steps = {row['robot_min']:.2f} robot min | success {wins}/{episodes_n} = "
+        f"{row['success']:.1%} (95 % {lo:.1%}-{hi:.1%}) | {seconds:.0f} s")
+    return row
+
+
+def mean_stats(agg: Mapping[str, list[float]]) -> dict[str, float]:
+    """Per statistic the mean over a round's updates, NaN entries (skipped updates) left out."""
+    return {k: float(np.nanmean(v)) if not all(math.isnan(x) for x in v) else float("nan") for k, v in agg.items()}
+
+
+def write_summary(out: Path | None, env_steps: int, episodes: list[Mapping[str, Any]], final: Mapping[str, Any],
+                  learner: Any, replay: Any, wall_s: float, **extra: Any) -> dict[str, Any]:
+    """A run's summary (budget used, training success, final evaluation, learner counters), also written
+    to ``out/final.json``."""
+    summary = {"env_steps": env_steps, "robot_min": robot_minutes(env_steps), "episodes": len(episodes),
+               "train_success": float(np.mean([e["success"] for e in episodes])) if episodes else float("nan"),
+               "final_eval": dict(final), **extra, "grad_steps": learner.num_updates,
+               "nonfinite_skipped": learner.nonfinite_skipped, "replay": replay.counters(),
+               "wall_s": wall_s, "learner": learner.cfg.to_dict()}
+    if out:
+        (out / "final.json").write_text(json.dumps(summary, indent=1) + "\n")
+    return summary
+
+
+def print_done(summary: Mapping[str, Any]) -> None:
+    """The last line of a training run: budget used and the final deterministic evaluation."""
+    f = summary["final_eval"]
+    print(f"done: {summary['env_steps']} control steps = {summary['robot_min']:.2f} robot min, "
+          f"{summary['episodes']} episodes; final deterministic eval {f['successes']}/{f['episodes']} = "
+          f"{f['success']:.1%} (95 % Wilson {f['wilson_lo']:.1%}-{f['wilson_hi']:.1%})", flush=True)

@@ -39,7 +39,7 @@ from typing import Any, Callable, Mapping
 import torch
 
 from mechanic_rl_ros.jobs.rollouts import Collector, evaluate
-from mechanic_rl_ros.jobs.train_log import LOG_FIELDS, write_logs
+from mechanic_rl_ros.jobs.train_log import LOG_FIELDS, fmt, write_logs
 from mechanic_rl_ros.rl.buffer import RolloutBuffer
 from mechanic_rl_ros.rl.config import DPPOConfig, load_config
 from mechanic_rl_ros.rl.dppo import DPPO
@@ -115,10 +115,6 @@ def resolve_config(args: argparse.Namespace) -> tuple[dict[str, Any], DPPOConfig
 
 
 # ------------------------------------------------------------------ logging
-def _fmt(x: float) -> str:
-    return "nan" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3g}"
-
-
 # --------------------------------------------------------------------- train
 def _device(name: Any) -> torch.device:
     """``train.device`` as a torch device; a clear error for a malformed name or an absent GPU."""
@@ -204,7 +200,7 @@ def train(train_cfg: Mapping[str, Any], learner_cfg: DPPOConfig, log: Callable[[
             "iteration": iteration, "policy_version": learner.policy_version, "grad_steps": learner.num_updates,
             "env_steps": env_steps}) + "\n")
         if progress:
-            log(f"best eval so far ({_fmt(eval_sr)} after iteration {iteration}): saved to {d}")
+            log(f"best eval so far ({fmt(eval_sr)} after iteration {iteration}): saved to {d}")
     try:
         for it in range(start_it, n_it):
             if stop.requested:
@@ -227,10 +223,10 @@ def train(train_cfg: Mapping[str, Any], learner_cfg: DPPOConfig, log: Callable[[
             row = {k: row[k] for k in LOG_FIELDS}
             rows.append(row)
             if progress:
-                log(f"it {it + 1}/{n_it} | env steps {env_steps} | success train {_fmt(row['train_success'])}"
-                    f" eval {_fmt(eval_sr)} | actor {_fmt(row['actor_loss'])} critic {_fmt(row['critic_loss'])}"
-                    f" | scale a {_fmt(row['actor_scale'])} c {_fmt(row['critic_scale'])}"
-                    f" | kl {_fmt(row['approx_kl'])} clip {_fmt(row['clip_fraction'])}"
+                log(f"it {it + 1}/{n_it} | env steps {env_steps} | success train {fmt(row['train_success'])}"
+                    f" eval {fmt(eval_sr)} | actor {fmt(row['actor_loss'])} critic {fmt(row['critic_loss'])}"
+                    f" | scale a {fmt(row['actor_scale'])} c {fmt(row['critic_scale'])}"
+                    f" | kl {fmt(row['approx_kl'])} clip {fmt(row['clip_fraction'])}"
                     f" | {row['collect_s']:.1f}+{row['update_s']:.1f}+{eval_s:.1f} s, total {row['wall_s']:.0f} s")
             if out:
                 save_now = int(t["save_every"]) > 0 and (it + 1) % int(t["save_every"]) == 0
@@ -253,7 +249,7 @@ def train(train_cfg: Mapping[str, Any], learner_cfg: DPPOConfig, log: Callable[[
                           "wall_s": time.perf_counter() - t_start})
             rows.append(final)
             if progress:
-                log(f"final eval | env steps {env_steps} | success {_fmt(eval_sr)} | total {final['wall_s']:.0f} s")
+                log(f"final eval | env steps {env_steps} | success {fmt(eval_sr)} | total {final['wall_s']:.0f} s")
             keep_if_best(eval_sr, done_it)
         if out:
             write_logs(out, rows, t, learner.cfg)

@@ -25,14 +25,13 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
 
-from mechanic_rl_ros.jobs.train_offpolicy import (EPISODE_FIELDS, EVAL_FIELDS, NoisePolicy, _fmt, _runner,
-                                                   _write_csv, eval_row, mean_stats, plot_curve, print_done,
-                                                   robot_minutes, write_summary)
+from mechanic_rl_ros.jobs.train_log import (EPISODE_FIELDS, EVAL_FIELDS, eval_row, fmt, mean_stats,
+                                            plot_success_curve, print_done, robot_minutes, write_csv, write_summary)
 from mechanic_rl_ros.rl.persist import recover_dir, write_checkpoint
 from mechanic_rl_ros.rl.select import (CandidateReplay, SelectConfig, SelectLearner, export_critic,
                                        load_exported_critic, policy_weights_id)
@@ -42,6 +41,37 @@ UPDATE_FIELDS = ("env_steps", "robot_min", "decisions", "replay", "grad_steps", 
 CKPT_MARKER = "trainer.json"
 
 
+class FrozenPolicy:
+    """The frozen pretrained diffusion policy, as value-guided selection uses it: observation features once
+    per decision, and deterministic DDIM from a given initial noise x_K."""
+
+    def __init__(self, policy: Any):
+        self.policy = policy
+        c = policy.cfg
+        self.shape = (c.pred_horizon, c.action_dim)
+
+    @torch.no_grad()
+    def features(self, histories: Sequence[Any]) -> torch.Tensor:
+        return self.policy.encode(_stack(histories))
+
+    @torch.no_grad()
+    def actions(self, histories: Sequence[Any], noise: torch.Tensor,
+                leads: Sequence[int] | None = None) -> np.ndarray:
+        """[B, T_a, A] executable actions of deterministic DDIM from ``noise`` (``leads``: per history)."""
+        out = self.policy.sample(_stack(histories), stochastic=False,
+                                 x_init=noise.view(len(histories), *self.shape))
+        pred = out.actions.cpu().numpy()
+        if leads is None or not any(leads):
+            return self.policy.executable(pred).astype(np.float64)
+        return np.stack([self.policy.executable(pred[i], int(k)) for i, k in enumerate(leads)]).astype(np.float64)
+
+
+def _stack(histories: Sequence[Any]) -> Any:
+    from mechanic_rl_ros.control.history import stack_histories
+
+    return stack_histories(list(histories))
+
+
 class SelectPlanner:
     """The :data:`~mechanic_rl_ros.jobs.rollouts.BatchPlanner` of the selection learner.
 
@@ -49,7 +79,7 @@ class SelectPlanner:
     deterministic DDIM, ``choose(features, proposals) -> index``. Keeps :attr:`feat` [B, F],
     :attr:`cands` [B, N, T_a * A] (normalised executed actions) and :attr:`idx` [B] of the last batch."""
 
-    def __init__(self, npol: NoisePolicy, num_candidates: int, generator: torch.Generator,
+    def __init__(self, npol: FrozenPolicy, num_candidates: int, generator: torch.Generator,
                  choose: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]):
         self.npol, self.n, self.generator, self.choose = npol, int(num_candidates), generator, choose
         self.known_feat: torch.Tensor | None = None
@@ -90,15 +120,15 @@ def first_proposal(feat: torch.Tensor, cands: torch.Tensor, t: Any = None) -> to
     return torch.zeros(cands.shape[0], dtype=torch.long)
 
 
-def evaluate(npol: NoisePolicy, choose: Callable, num_candidates: int, task: str, episodes: int, seed: int,
+def evaluate(npol: FrozenPolicy, choose: Callable, num_candidates: int, task: str, episodes: int, seed: int,
              num_envs: int, outcomes: list[int] | None = None) -> int:
     """Successes over ``episodes`` reset seeds ``seed + j``; proposals from a generator seeded with ``seed``."""
     from mechanic_rl_ros.control.chunk_loop import ChunkLoop
-    from mechanic_rl_ros.jobs.rollouts import count_successes
+    from mechanic_rl_ros.jobs.rollouts import count_successes, sim_runner
 
     n = max(1, min(num_envs, episodes))
     planner = SelectPlanner(npol, num_candidates, torch.Generator().manual_seed(int(seed)), choose)
-    with _runner(npol.policy, task, n, seed, 0) as runner:
+    with sim_runner(npol.policy, task, n, seed) as runner:
         loops = [ChunkLoop.for_policy(npol.policy) for _ in range(n)]
         return count_successes(runner, loops, planner, episodes, seed, outcomes)
 
@@ -166,12 +196,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def train(args: argparse.Namespace, log: Callable[[str], None] = lambda m: print(m, flush=True)) -> dict[str, Any]:
     from mechanic_rl_ros.control.chunk_loop import ChunkLoop
-    from mechanic_rl_ros.jobs.rollouts import plan_batch, run_blocks
+    from mechanic_rl_ros.jobs.rollouts import plan_batch, run_blocks, sim_runner
     from mechanic_rl_ros.policy import DiffusionPolicy
 
     torch.set_num_threads(args.threads)
     policy = DiffusionPolicy.from_checkpoint(args.checkpoint).eval().requires_grad_(False)
-    npol, pc = NoisePolicy(policy), policy.cfg
+    npol, pc = FrozenPolicy(policy), policy.cfg
     lcfg = SelectConfig(feat_dim=policy.net.cond_dim, act_dim=pc.action_horizon * pc.action_dim,
                         num_candidates=args.num_candidates, num_critics=args.num_critics, gamma=args.gamma,
                         hidden=args.hidden,
@@ -202,10 +232,10 @@ def train(args: argparse.Namespace, log: Callable[[str], None] = lambda m: print
 
     def write_logs() -> None:
         if out:
-            _write_csv(out / "episodes.csv", EPISODE_FIELDS, episodes)
-            _write_csv(out / "evals.csv", EVAL_FIELDS, evals)
-            _write_csv(out / "updates.csv", UPDATE_FIELDS, updates)
-            plot_curve(episodes, evals, out / "learning_curve.png",
+            write_csv(out / "episodes.csv", EPISODE_FIELDS, episodes)
+            write_csv(out / "evals.csv", EVAL_FIELDS, evals)
+            write_csv(out / "updates.csv", UPDATE_FIELDS, updates)
+            plot_success_curve(episodes, evals, out / "learning_curve.png",
                        f"value-guided selection, {opt_desc}, N {lcfg.num_candidates}, seed {args.seed}")
 
     def checkpoint() -> None:
@@ -217,7 +247,7 @@ def train(args: argparse.Namespace, log: Callable[[str], None] = lambda m: print
     env_steps, next_episode = 0, 0
     if args.eval_every > 0:
         evals.append(run_eval(args.eval_episodes))
-    runner = _runner(policy, args.task, n, 1000 + 100 * args.seed, 0)
+    runner = sim_runner(policy, args.task, n, 1000 + 100 * args.seed)
     try:
         loops = [ChunkLoop.for_policy(policy) for _ in range(n)]
         for i, o in enumerate(runner.reset()):
@@ -278,9 +308,9 @@ def train(args: argparse.Namespace, log: Callable[[str], None] = lambda m: print
             updates.append(urow)
             if rounds % 4 == 0:
                 log(f"{env_steps:6d} steps = {urow['robot_min']:5.2f} robot min | episodes {len(episodes)} | "
-                    f"train success (last 20) {_fmt(urow['train_success_20'])} | critic {_fmt(urow['critic_loss'])} "
-                    f"Q {_fmt(urow['q_mean'])} target {_fmt(urow['target_mean'])} | Mechanic scale "
-                    f"{_fmt(urow['critic_scale'])} | grad steps {learner.num_updates} "
+                    f"train success (last 20) {fmt(urow['train_success_20'])} | critic {fmt(urow['critic_loss'])} "
+                    f"Q {fmt(urow['q_mean'])} target {fmt(urow['target_mean'])} | Mechanic scale "
+                    f"{fmt(urow['critic_scale'])} | grad steps {learner.num_updates} "
                     f"(skipped {learner.nonfinite_skipped}) | {urow['wall_s']:.0f} s")
             if next_eval is not None and env_steps >= next_eval and env_steps < args.total_steps:
                 evals.append(run_eval(args.eval_episodes))
@@ -324,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
         outcomes: list[int] = []
         te = time.perf_counter()
         k = args.final_eval_episodes
-        wins = evaluate(NoisePolicy(policy), choose, ncand, args.task, k, args.eval_seed, args.num_envs, outcomes)
+        wins = evaluate(FrozenPolicy(policy), choose, ncand, args.task, k, args.eval_seed, args.num_envs, outcomes)
         lo, hi = wilson_interval(wins, k)
         print(f"{what}: {wins}/{k} = {wins / k:.1%} (95 % Wilson {lo:.1%}-{hi:.1%}), seeds {args.eval_seed}.."
               f"{args.eval_seed + k - 1}, {time.perf_counter() - te:.0f} s", flush=True)

@@ -1,6 +1,8 @@
-"""The value function DPPO trains beside the policy: V(O) from the policy's own observation."""
+"""The critics: V(O) from the policy's own observation (DPPO) and the Q(features, action) ensemble that
+value-guided selection trains to pick among the frozen policy's proposals."""
 from __future__ import annotations
 
+import math
 from typing import Mapping
 
 import torch
@@ -44,3 +46,43 @@ class ObsCritic(nn.Module):
             y = F.mish(layer(h))
             h = h + y if y.shape == h.shape else y
         return self.out(h).squeeze(-1)
+
+
+class QEnsemble(nn.Module):
+    """``n`` Q(features, action) MLPs with LayerNorm, evaluated in one batched pass -> [n, B].
+
+    Each member is ``layers`` hidden layers of ``hidden`` units (Linear -> LayerNorm -> ReLU), initialised
+    as ``nn.Linear`` would be, member by member; LayerNorm in the critic keeps Q bounded at high
+    update-to-data ratios (Ball et al., "Efficient Online RL with Offline Data", RLPD, ICML 2023). The
+    members' weights are stacked ([n, in, out]) so that the whole ensemble is one ``baddbmm`` per layer."""
+
+    def __init__(self, n: int, feat_dim: int, act_dim: int, hidden: int, layers: int):
+        super().__init__()
+        self.n = int(n)
+        dims = [feat_dim + act_dim] + [hidden] * layers + [1]
+        self.weights = nn.ParameterList()
+        self.biases = nn.ParameterList()
+        self.norms_w = nn.ParameterList()
+        self.norms_b = nn.ParameterList()
+        for i, (a, b) in enumerate(zip(dims[:-1], dims[1:])):
+            w = torch.empty(self.n, a, b)
+            for j in range(self.n):
+                lin = nn.Linear(a, b)
+                w[j] = lin.weight.detach().t()
+            bound = 1.0 / math.sqrt(a)
+            self.weights.append(nn.Parameter(w))
+            self.biases.append(nn.Parameter(torch.empty(self.n, 1, b).uniform_(-bound, bound)))
+            if i < len(dims) - 2:
+                self.norms_w.append(nn.Parameter(torch.ones(self.n, 1, b)))
+                self.norms_b.append(nn.Parameter(torch.zeros(self.n, 1, b)))
+
+    def forward(self, feat: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        x = torch.cat([feat, action], dim=-1)
+        x = x.unsqueeze(0).expand(self.n, *x.shape)
+        last = len(self.weights) - 1
+        for i, (w, b) in enumerate(zip(self.weights, self.biases)):
+            x = torch.baddbmm(b, x, w)
+            if i < last:
+                x = F.layer_norm(x, x.shape[-1:]) * self.norms_w[i] + self.norms_b[i]
+                x = F.relu(x)
+        return x.squeeze(-1)

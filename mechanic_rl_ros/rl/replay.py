@@ -1,27 +1,12 @@
-"""Bounded replay buffers of decisions for the off-policy learners.
+"""The replay buffer of value-guided selection: decisions with the next state's proposals.
 
-:class:`KeyedRing` is what they share: a ring of rows keyed by (episode, chunk), a repeated key or a
-non-finite value refused and counted, ``.npz`` save/load without pickle. :class:`ReplayBuffer` is the
-noise-space learner's (:mod:`.steer`), :class:`~mechanic_rl_ros.rl.select.CandidateReplay` the
-selection learner's.
+:class:`KeyedRing` is the mechanism: a ring of rows keyed by (episode, chunk), a repeated key or a
+non-finite value refused and counted (``refused_duplicate``, ``refused_nonfinite``), never stored; when
+full, the oldest rows are overwritten; ``.npz`` save/load without pickle
+(``np.load(..., allow_pickle=False)``). :class:`CandidateReplay` is the selection learner's buffer.
 
-One row is one decision (one action chunk of T_a control steps):
-
-* ``feat``      -- the frozen policy's observation features of the decision (``DiffusionPolicy.encode``),
-* ``noise``     -- the initial DDIM noise x_K the actor chose, flattened (``T_p * A``),
-* ``reward``    -- the sum of the chunk's step rewards,
-* ``done``      -- the episode *terminated* in this chunk (a time-limit truncation is not ``done``:
-  the target bootstraps through it),
-* ``next_feat`` -- the features of the observation history after the chunk,
-* ``episode``, ``chunk`` -- the decision's key; ``env_steps`` -- control steps the chunk executed.
-
-The pretrained encoder is frozen, so features are stored instead of images (144 floats instead of
-2 x 96 x 96 x 3 bytes per observation). A decision whose key is already in the buffer is refused
-and counted (``refused_duplicate``), never stored twice; a row with a non-finite value is refused
-and counted (``refused_nonfinite``). When full, the oldest rows are overwritten (ring buffer).
-
-:meth:`ReplayBuffer.save` / :meth:`ReplayBuffer.load` use ``.npz`` (no pickle:
-``np.load(..., allow_pickle=False)``).
+One row is one decision (one action chunk of T_a control steps). The pretrained encoder is frozen, so
+features are stored instead of images (144 floats instead of 2 x 96 x 96 x 3 bytes per observation).
 """
 from __future__ import annotations
 
@@ -29,9 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-FORMAT = "mechanic_rl_ros.offpolicy_replay/1"
-
 
 class KeyedRing:
     """Ring buffer of ``capacity`` rows keyed by (episode, chunk); subclasses name their arrays.
@@ -129,42 +111,57 @@ class KeyedRing:
         return buf
 
 
-class ReplayBuffer(KeyedRing):
-    """Ring buffer of ``capacity`` decisions with feature dim ``feat_dim`` and noise dim ``noise_dim``."""
+class CandidateReplay(KeyedRing):
+    """Ring buffer of decisions with the next state's proposals (for the max in the TD target).
 
-    FORMAT = FORMAT
-    FIELDS = ("feat", "noise", "reward", "done", "next_feat", "episode", "chunk", "env_steps")
-    DIMS = ("capacity", "feat_dim", "noise_dim")
+    Rows: feat, action (the chosen proposal), reward, done, next_feat, next_cands [N, act_dim],
+    episode, chunk, and mc: the discounted return observed from the decision to its episode's end, -1 (unknown)
+    until :meth:`close_episode` fills it in. A repeated (episode, chunk) or a non-finite value is refused and
+    counted. Saved as ``.npz`` and loaded with ``allow_pickle=False``
+    (:class:`~mechanic_rl_ros.rl.replay.KeyedRing`)."""
 
-    def __init__(self, capacity: int, feat_dim: int, noise_dim: int):
+    FORMAT = "mechanic_rl_ros.select_replay/3"
+    FIELDS = ("feat", "action", "reward", "done", "next_feat", "next_cands", "episode", "chunk", "mc")
+    DIMS = ("capacity", "feat_dim", "act_dim", "num_candidates")
+
+    def __init__(self, capacity: int, feat_dim: int, act_dim: int, num_candidates: int):
         self._start(capacity)
-        self.feat_dim, self.noise_dim = int(feat_dim), int(noise_dim)
         c = self.capacity
+        self.feat_dim, self.act_dim, self.num_candidates = int(feat_dim), int(act_dim), int(num_candidates)
         self.feat = np.zeros((c, feat_dim), np.float32)
-        self.noise = np.zeros((c, noise_dim), np.float32)
+        self.action = np.zeros((c, act_dim), np.float32)
         self.reward = np.zeros(c, np.float32)
         self.done = np.zeros(c, np.float32)
         self.next_feat = np.zeros((c, feat_dim), np.float32)
-        self.env_steps = np.zeros(c, np.int64)
+        self.next_cands = np.zeros((c, num_candidates, act_dim), np.float32)
+        self.mc = np.full(c, -1.0, np.float32)
 
-    def add(self, feat: Any, noise: Any, reward: float, done: bool, next_feat: Any, episode: int, chunk: int,
-            env_steps: int = 0) -> bool:
-        """Store one decision; False (and counted) if its (episode, chunk) is already stored or a value is
-        not finite."""
+    def close_episode(self, episode: int, gamma: float) -> int:
+        """Fill in ``mc`` of the stored decisions of ``episode`` (which has ended): the discounted sum of the
+        rewards of it and the decisions after it that are stored. Returns how many rows it set."""
+        rows = sorted((c, i) for (e, c), i in self._keys.items() if e == int(episode))
+        ret = 0.0
+        for _, i in reversed(rows):
+            ret = float(self.reward[i]) + gamma * ret
+            self.mc[i] = ret
+        return len(rows)
+
+    def add(self, feat: Any, action: Any, reward: float, done: bool, next_feat: Any | None, next_cands: Any | None,
+            episode: int, chunk: int) -> bool:
+        """Store one decision (``next_*`` may be None when ``done``); False (and counted) if refused."""
         if self._is_duplicate(episode, chunk):
             return False
-        f = np.asarray(feat, np.float32).reshape(-1)
-        nf = np.asarray(next_feat, np.float32).reshape(-1)
-        w = np.asarray(noise, np.float32).reshape(-1)
-        if f.shape[0] != self.feat_dim or nf.shape[0] != self.feat_dim or w.shape[0] != self.noise_dim:
-            raise ValueError(f"feature/noise sizes {f.shape[0]}/{nf.shape[0]}/{w.shape[0]}, "
-                             f"expected {self.feat_dim}/{self.feat_dim}/{self.noise_dim}")
-        ok = self._put(episode, chunk, {"feat": f, "noise": w, "next_feat": nf,
-                                        "reward": np.float32(reward), "done": np.float32(bool(done))})
-        if ok:
-            self.env_steps[(self.pos - 1) % self.capacity] = int(env_steps)
-        return ok
+        if not done and (next_feat is None or next_cands is None):
+            raise ValueError("a decision that is not done needs next_feat and next_cands")
+        row = {"feat": np.asarray(feat, np.float32).reshape(self.feat_dim),
+               "action": np.asarray(action, np.float32).reshape(self.act_dim),
+               "reward": np.float32(reward), "done": np.float32(bool(done)), "mc": np.float32(-1.0),
+               "next_feat": np.zeros(self.feat_dim, np.float32) if next_feat is None else
+               np.asarray(next_feat, np.float32).reshape(self.feat_dim),
+               "next_cands": np.zeros((self.num_candidates, self.act_dim), np.float32) if next_cands is None else
+               np.asarray(next_cands, np.float32).reshape(self.num_candidates, self.act_dim)}
+        return self._put(episode, chunk, row)
 
     def sample(self, batch_size: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
-        """``batch_size`` rows drawn uniformly with replacement."""
-        return self._rows(("feat", "noise", "reward", "done", "next_feat"), batch_size, rng)
+        return self._rows(("feat", "action", "reward", "done", "next_feat", "next_cands", "chunk", "mc"),
+                          batch_size, rng)

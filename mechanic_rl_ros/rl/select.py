@@ -8,15 +8,15 @@ learned off-policy with the TD target
 
 so the learned policy is "the best of N samples of the pretrained policy", the policy whose value
 Expected-Max Q-learning (EMaQ; Ghasemipour, Schuurmans, Gu, ICML 2021) learns, and the selection
-rule of value-guided policy steering (V-GPS; Nakamoto et al., CoRL 2024). Nothing of the
+rule of V-GPS (Nakamoto et al., CoRL 2024). Nothing of the
 diffusion policy is trained and no actor is trained: the only network that changes (and the only
 one to publish) is the critic, and the chosen chunks are always ones the pretrained policy itself
 produces, so the critic is never asked about actions far from its data.
 
-Why this and not a noise-space actor (:mod:`.steer`, docs/offpolicy.md): the critic reads the
-executed motion (normalised joint targets and gripper, ``T_a x A`` numbers) instead of the
-128-dimensional noise that produces it through 10 denoising steps, and the max over the policy's
-own samples cannot extrapolate. ``scripts/noise_oracle.py`` measured why choosing among samples can
+Why this and not a noise-space actor (a SAC actor choosing x_K, tried and retired, docs/offpolicy.md):
+the critic reads the executed motion (normalised joint targets and gripper, ``T_a x A`` numbers) instead
+of the 128-dimensional noise that produces it through 10 denoising steps, and the max over the policy's
+own samples cannot extrapolate. A study (``noise_oracle``) measured why choosing among samples can
 be enough: over 48 reset seeds x 6 noise draws the pretrained policy succeeds in 72.9 % of episodes,
 yet 47 of the 48 seeds succeed at least once.
 
@@ -40,8 +40,10 @@ import numpy as np
 import torch
 
 from .persist import read_learner, save_learner
-from .replay import KeyedRing
-from .steer import QEnsemble, build_optimizer
+from .replay import CandidateReplay
+from mechanic_rl_ros.optim import build_optimizer, mechanic_scale
+
+from .critic import QEnsemble
 
 FORMAT = "mechanic_rl_ros.select_learner/1"
 EXPORT_FORMAT = "mechanic_rl_ros.select_critic/1"
@@ -212,7 +214,7 @@ class SelectLearner:
         self.critic = QEnsemble(cfg.num_critics, critic_input_dim(cfg), cfg.act_dim, cfg.hidden,
                                 cfg.layers).to(self.device)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
-        self.critic_opt = build_optimizer(list(self.critic.parameters()), cfg)  # type: ignore[arg-type]
+        self.critic_opt = build_optimizer(cfg.optimizer, self.critic.parameters(), cfg.lr)
         self.num_updates = 0
         self.nonfinite_skipped = 0
         self.version = 0  #: bumps with every successful update (the published critic changed)
@@ -282,9 +284,8 @@ class SelectLearner:
                 pt.lerp_(p, cfg.tau)
         self.num_updates += 1
         self.version += 1
-        scale = getattr(self.critic_opt, "scale", float("nan"))
         return {"critic_loss": float(loss.detach()), "q_mean": float(q.detach().mean()),
-                "target_mean": float(target.mean()), "skipped": 0.0, "critic_scale": float(scale)}
+                "target_mean": float(target.mean()), "skipped": 0.0, "critic_scale": mechanic_scale(self.critic_opt)}
 
     # ------------------------------------------------------------ persistence
     def state_dict(self) -> dict[str, Any]:
@@ -379,59 +380,3 @@ def exported_selector(directory: str | Path, policy_arch_id: str, policy_weights
     selector = CriticSelector(cfg, policy_arch_id)
     selector.load({k: v.numpy() for k, v in tensors.items()}, 1)
     return selector
-
-
-class CandidateReplay(KeyedRing):
-    """Ring buffer of decisions with the next state's proposals (for the max in the TD target).
-
-    Rows: feat, action (the chosen proposal), reward, done, next_feat, next_cands [N, act_dim],
-    episode, chunk, and mc: the discounted return observed from the decision to its episode's end, -1 (unknown)
-    until :meth:`close_episode` fills it in. A repeated (episode, chunk) or a non-finite value is refused and
-    counted. Saved as ``.npz`` and loaded with ``allow_pickle=False``
-    (:class:`~mechanic_rl_ros.rl.replay.KeyedRing`)."""
-
-    FORMAT = "mechanic_rl_ros.select_replay/3"
-    FIELDS = ("feat", "action", "reward", "done", "next_feat", "next_cands", "episode", "chunk", "mc")
-    DIMS = ("capacity", "feat_dim", "act_dim", "num_candidates")
-
-    def __init__(self, capacity: int, feat_dim: int, act_dim: int, num_candidates: int):
-        self._start(capacity)
-        c = self.capacity
-        self.feat_dim, self.act_dim, self.num_candidates = int(feat_dim), int(act_dim), int(num_candidates)
-        self.feat = np.zeros((c, feat_dim), np.float32)
-        self.action = np.zeros((c, act_dim), np.float32)
-        self.reward = np.zeros(c, np.float32)
-        self.done = np.zeros(c, np.float32)
-        self.next_feat = np.zeros((c, feat_dim), np.float32)
-        self.next_cands = np.zeros((c, num_candidates, act_dim), np.float32)
-        self.mc = np.full(c, -1.0, np.float32)
-
-    def close_episode(self, episode: int, gamma: float) -> int:
-        """Fill in ``mc`` of the stored decisions of ``episode`` (which has ended): the discounted sum of the
-        rewards of it and the decisions after it that are stored. Returns how many rows it set."""
-        rows = sorted((c, i) for (e, c), i in self._keys.items() if e == int(episode))
-        ret = 0.0
-        for _, i in reversed(rows):
-            ret = float(self.reward[i]) + gamma * ret
-            self.mc[i] = ret
-        return len(rows)
-
-    def add(self, feat: Any, action: Any, reward: float, done: bool, next_feat: Any | None, next_cands: Any | None,
-            episode: int, chunk: int) -> bool:
-        """Store one decision (``next_*`` may be None when ``done``); False (and counted) if refused."""
-        if self._is_duplicate(episode, chunk):
-            return False
-        if not done and (next_feat is None or next_cands is None):
-            raise ValueError("a decision that is not done needs next_feat and next_cands")
-        row = {"feat": np.asarray(feat, np.float32).reshape(self.feat_dim),
-               "action": np.asarray(action, np.float32).reshape(self.act_dim),
-               "reward": np.float32(reward), "done": np.float32(bool(done)), "mc": np.float32(-1.0),
-               "next_feat": np.zeros(self.feat_dim, np.float32) if next_feat is None else
-               np.asarray(next_feat, np.float32).reshape(self.feat_dim),
-               "next_cands": np.zeros((self.num_candidates, self.act_dim), np.float32) if next_cands is None else
-               np.asarray(next_cands, np.float32).reshape(self.num_candidates, self.act_dim)}
-        return self._put(episode, chunk, row)
-
-    def sample(self, batch_size: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
-        return self._rows(("feat", "action", "reward", "done", "next_feat", "next_cands", "chunk", "mc"),
-                          batch_size, rng)
