@@ -20,7 +20,7 @@ import time
 import numpy as np
 import torch
 
-from mechanic_rl_ros.rl.select import CandidateReplay, SelectConfig, SelectLearner
+from mechanic_rl_ros.rl.selection import CandidateReplay, SelectConfig, SelectLearner
 
 
 def main(argv: list[str] | None = None) -> int:

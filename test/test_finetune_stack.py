@@ -101,7 +101,7 @@ def test_finetune_runner_learns_and_shuts_down_cleanly(tmp_path):
     assert made and all(d.proposals.shape[0] == 8 and 0 <= d.chosen < 8 for d in made), "no critic's decision"
     saved = tmp_path / "run" / "learner"
     assert json.loads((saved / "node_state.json").read_text())["algorithm"] == "select"
-    from mechanic_rl_ros.rl.select import SelectLearner
+    from mechanic_rl_ros.rl.selection import SelectLearner
     assert SelectLearner.load(saved / "learner").num_updates >= int(learner["num_updates"])
     ev = subprocess.run([sys.executable, "-m", "mechanic_rl_ros.cli", "eval", "--checkpoint", str(tmp_path / "ckpt"),
                          "--critic", str(saved / "critic"), "--episodes", "1", "--video-episodes", "0",

@@ -1,4 +1,4 @@
-"""Fast CPU tests of value-guided selection (rl/select.py, jobs/train_select.py): the TD target's max over
+"""Fast CPU tests of value-guided selection (rl/selection.py, jobs/train_select.py): the TD target's max over
 stored proposals, deterministic updates, all-or-nothing on non-finite input, replay round trip, the
 planner choosing among the frozen policy's own proposals, and the trainer end to end in the simulator."""
 from __future__ import annotations
@@ -15,7 +15,7 @@ from mechanic_rl_ros.jobs.train_select import FrozenPolicy, SelectPlanner, first
 from mechanic_rl_ros.optim import Mechanic
 from mechanic_rl_ros.policy import DiffusionPolicy
 from mechanic_rl_ros.policy.testing import random_obs, tiny_config
-from mechanic_rl_ros.rl.select import (CandidateReplay, SelectConfig, SelectLearner, export_critic,
+from mechanic_rl_ros.rl.selection import (CandidateReplay, SelectConfig, SelectLearner, export_critic,
                                        load_exported_critic, policy_weights_id)
 
 FEAT, ACT, N = 12, 10, 4

@@ -11,9 +11,9 @@ from mechanic_rl_ros.control.chunk_loop import PlanRequest
 from mechanic_rl_ros.control.history import ObsHistory
 from mechanic_rl_ros.policy import DiffusionPolicy, PolicyPlanner
 from mechanic_rl_ros.policy.testing import random_obs, tiny_config
-from mechanic_rl_ros.rl.select import (CandidateReplay, CriticSelector, SelectConfig, SelectLearner,
+from mechanic_rl_ros.rl.selection import (CandidateReplay, CriticSelector, SelectConfig, SelectLearner,
                                        critic_arch_id, load_select_config)
-from mechanic_rl_ros.rl.select_stream import SelectStream
+from mechanic_rl_ros.rl.selection_stream import SelectStream
 from mechanic_rl_ros.wire import WireError
 from mechanic_rl_ros.wire.transition import ExecutedStep, decision_from_transition, transition_message
 from mechanic_rl_ros.wire.weights import verify_weights, weights_message

@@ -118,7 +118,7 @@ def test_stack_critic_belongs_to_the_demo_policy_and_its_records_hold():
     over checkpoints/lift_demos, with the stack's own episodes and its 200-episode held-out evaluation."""
     import csv
 
-    from mechanic_rl_ros.rl.select import load_exported_critic, policy_weights_id
+    from mechanic_rl_ros.rl.selection import load_exported_critic, policy_weights_id
 
     policy = DiffusionPolicy.from_checkpoint(DEMOS)
     learner = load_exported_critic(DEMOS_SELECT, policy.arch_id, policy_weights_id(DEMOS))

@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
                        seed=args.seed, sim_config=sim_config)
         selector = None
         if args.critic:
-            from mechanic_rl_ros.rl.select import exported_selector, policy_weights_id
+            from mechanic_rl_ros.rl.selection import exported_selector, policy_weights_id
 
             selector = exported_selector(args.critic, policy.arch_id, policy_weights_id(args.checkpoint))
         planner: Any = PolicyPlanner(policy, stochastic=args.stochastic, noise_clip=args.noise_clip, seed=args.seed,

@@ -1,4 +1,4 @@
-"""Headless off-policy fine-tuning by value-guided selection (:mod:`mechanic_rl_ros.rl.select`).
+"""Headless off-policy fine-tuning by value-guided selection (:mod:`mechanic_rl_ros.rl.selection`).
 
 Each decision of each of ``num_envs`` simulated FR3s: the frozen policy's features are computed once,
 ``num_candidates`` initial noises x_K ~ N(0, I) are denoised (deterministic DDIM) into proposals, the
@@ -33,7 +33,7 @@ import torch
 from mechanic_rl_ros.jobs.train_log import (EPISODE_FIELDS, EVAL_FIELDS, eval_row, fmt, mean_stats,
                                             plot_success_curve, print_done, robot_minutes, write_csv, write_summary)
 from mechanic_rl_ros.rl.persist import recover_dir, write_checkpoint
-from mechanic_rl_ros.rl.select import (CandidateReplay, SelectConfig, SelectLearner, export_critic,
+from mechanic_rl_ros.rl.selection import (CandidateReplay, SelectConfig, SelectLearner, export_critic,
                                        load_exported_critic, policy_weights_id)
 
 UPDATE_FIELDS = ("env_steps", "robot_min", "decisions", "replay", "grad_steps", "critic_loss", "q_mean",

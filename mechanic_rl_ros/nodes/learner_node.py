@@ -2,9 +2,9 @@
 
 Two algorithms (parameter ``algorithm``, the same as policy_node's):
 
-``select`` (default) -- value-guided selection (:mod:`mechanic_rl_ros.rl.select`): a thin adapter around
-:class:`~mechanic_rl_ros.rl.select.SelectLearner`, :class:`~mechanic_rl_ros.rl.select.CandidateReplay` and
-:class:`~mechanic_rl_ros.rl.select_stream.SelectStream`. Each decision's features, proposals and choice
+``select`` (default) -- value-guided selection (:mod:`mechanic_rl_ros.rl.selection`): a thin adapter around
+:class:`~mechanic_rl_ros.rl.selection.SelectLearner`, :class:`~mechanic_rl_ros.rl.selection.CandidateReplay` and
+:class:`~mechanic_rl_ros.rl.selection_stream.SelectStream`. Each decision's features, proposals and choice
 come with its Transition; joined with the chunk's rewards and the next decision they become replay rows;
 after ``warmup_decisions`` rows the critic makes ``utd`` gradient steps per new row on a worker thread, and
 every ``critic_publish_every`` steps the critic alone goes out as ``PolicyWeights`` (the diffusion policy
@@ -59,9 +59,9 @@ from mechanic_rl_ros.rl.persist import recover_dir, replace_dir
 from mechanic_rl_ros.rl.config import load_config
 from mechanic_rl_ros.rl.dppo import DPPO
 from mechanic_rl_ros.rl.errors import NonFiniteUpdateError
-from mechanic_rl_ros.rl.select import (CandidateReplay, SelectLearner, critic_arch_id, export_critic,
+from mechanic_rl_ros.rl.selection import (CandidateReplay, SelectLearner, critic_arch_id, export_critic,
                                        load_select_config, policy_weights_id)
-from mechanic_rl_ros.rl.select_stream import SelectStream
+from mechanic_rl_ros.rl.selection_stream import SelectStream
 from mechanic_rl_ros.wire import WireError, topics
 from mechanic_rl_ros.wire.transition import decision_from_transition
 from mechanic_rl_ros.wire.weights import weights_message

@@ -65,7 +65,7 @@ from mechanic_rl_ros.msg import EpisodeEvent, PolicyWeights, TaskState
 from mechanic_rl_ros.nodes.common import (COMMAND_TYPES, Param, RateLimitedLog, command_message_type,
                                          declare_parameters, joint_command, publish_diagnostics, run_node)
 from mechanic_rl_ros.policy import DiffusionPolicy, PolicyPlanner
-from mechanic_rl_ros.rl.select import CriticSelector, load_select_config
+from mechanic_rl_ros.rl.selection import CriticSelector, load_select_config
 from mechanic_rl_ros.vision.imgmsg import imgmsg_to_array
 from mechanic_rl_ros.wire import WireError, topics
 from mechanic_rl_ros.wire.robot_state import RobotStatus, read_robot_state

@@ -1,4 +1,4 @@
-"""Decisions and per-step rewards arriving one by one -> rows of a :class:`~.select.CandidateReplay`.
+"""Decisions and per-step rewards arriving one by one -> rows of a :class:`~.selection.CandidateReplay`.
 
 The stack's learner sees a decision (features, N proposals, the chosen one) on the first step of each
 chunk and the rewards of the chunk's steps one control period later, each joined to its chunk by
@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from .select import CandidateReplay
+from .selection import CandidateReplay
 
 FORMAT = "mechanic_rl_ros.select_stream/1"
 
@@ -45,7 +45,7 @@ class SelectStream:
     """See the module docstring. ``max_episodes`` bounds the episodes with pending decisions (the oldest
     is dropped, counted, when a new one would exceed it: an episode whose end never came). With ``gamma``
     an episode's end fills in the discounted returns of its stored decisions
-    (:meth:`~.select.CandidateReplay.close_episode`)."""
+    (:meth:`~.selection.CandidateReplay.close_episode`)."""
 
     def __init__(self, replay: CandidateReplay, max_episodes: int = 64, gamma: float | None = None):
         self.replay = replay
