@@ -251,7 +251,7 @@ def test_trainer_end_to_end_in_the_simulator(tiny_ckpt, tmp_path):
     outs = []
     for name in ("a", "b"):
         out = tmp_path / name
-        assert main(["--checkpoint", str(ckpt), "--out", str(out), "--total-steps", "240", "--warmup-steps", "64",
+        assert main(["--checkpoint", str(ckpt), "--out", str(out), "--total-steps", "240", "--warmup-decisions", "8",
                      "--num-envs", "2", "--num-candidates", "3", "--utd", "1", "--eval-every", "0",
                      "--final-eval-episodes", "2", "--save-every", "0"]) == 0
         outs.append(json.loads((out / "final.json").read_text()))
@@ -272,17 +272,17 @@ def test_trainer_end_to_end_in_the_simulator(tiny_ckpt, tmp_path):
     with pytest.raises(SystemExit, match="--eval-candidates"):
         main(["--checkpoint", str(ckpt), "--eval-only", "--resume", str(tmp_path / "a" / "critic"),
               "--eval-candidates", "0"])
-    replay = CandidateReplay.load(tmp_path / "a" / "ckpt" / "replay.npz")
+    replay = CandidateReplay.load(tmp_path / "a" / "ckpt" / "learner" / "replay.npz")
     open_rows = replay.done[:len(replay)] == 0
     assert np.abs(replay.next_cands[:len(replay)][open_rows]).sum(axis=(1, 2)).min() > 0  # proposals stored
     # the λ-mix and the pessimistic choice reach the learner; ended episodes get their observed returns
     out = tmp_path / "c"
-    assert main(["--checkpoint", str(ckpt), "--out", str(out), "--total-steps", "160", "--warmup-steps", "64",
+    assert main(["--checkpoint", str(ckpt), "--out", str(out), "--total-steps", "160", "--warmup-decisions", "8",
                  "--num-envs", "2", "--num-candidates", "3", "--utd", "1", "--eval-every", "0",
                  "--final-eval-episodes", "1", "--save-every", "0", "--mc-mix", "0.5", "--choose", "min"]) == 0
     saved = json.loads((out / "critic" / "select.json").read_text())
     assert saved["config"]["mc_mix"] == 0.5 and saved["config"]["choose"] == "min"
-    replay = CandidateReplay.load(out / "ckpt" / "replay.npz")
+    replay = CandidateReplay.load(out / "ckpt" / "learner" / "replay.npz")
     assert (replay.mc[:len(replay)][replay.done[:len(replay)] == 1] >= 0).all()
 
 

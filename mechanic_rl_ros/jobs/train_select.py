@@ -2,18 +2,22 @@
 
 Each decision of each of ``num_envs`` simulated FR3s: the frozen policy's features are computed once,
 ``num_candidates`` initial noises x_K ~ N(0, I) are denoised (deterministic DDIM) into proposals, the
-critic ensemble picks one (the first proposal during the warm-up: the pretrained policy as it is),
-and its T_a actions run in the simulator (sparse reward: 1 on success, a time-limit failure is
-terminal). A decision enters the replay buffer once the next decision's features and proposals are
-known (the max of the TD target runs over them); after every round the critic makes ``utd``
-gradient steps per new decision. Robot time is counted in control steps (600 = one robot minute
+critic ensemble picks one (the first proposal until the critic has made a gradient step: the pretrained
+policy as it is), and its T_a actions run in the simulator (sparse reward: 1 on success, a time-limit
+failure is terminal). The learner is the stack's own
+(:class:`~mechanic_rl_ros.rl.online_selection.OnlineSelection`, the object learner_node drives), fed the
+same decisions, steps and rewards, from the same settings (config/select.yaml and learner_node's
+config/learner.yaml; a flag given overrides its file): a decision enters the replay buffer once the
+next decision's features and proposals are known (the max of the TD target runs over them), and after
+every round the critic makes the gradient steps it owes, ``utd`` per stored decision after
+``warmup_decisions``. Robot time is counted in control steps (600 = one robot minute
 at 10 Hz). Deterministic evaluations (the critic's argmax over proposals drawn from a generator
 seeded with ``eval_seed``, reset seeds ``eval_seed + j``) every ``eval_every`` control steps and at
 the end.
 
 Outputs in ``--out``: ``episodes.csv``, ``evals.csv`` (with ``outcomes`` of the final evaluation in
 ``final.json`` for paired comparisons), ``updates.csv``, ``learning_curve.png``, ``final.json``,
-``ckpt/`` (learner + replay + trainer state, swapped in whole) and ``critic/`` (the trained critic
+``ckpt/`` (the learner as learner_node saves it + trainer state, swapped in whole) and ``critic/`` (the trained critic
 alone: ``critic.safetensors`` + ``select.json``, what ships in ``checkpoints/``). ``--eval-only``
 evaluates ``--resume``'s critic (a ``ckpt/`` or a ``critic/``), without ``--resume`` the pretrained
 policy (one proposal per decision), and writes ``eval.json`` with every episode's outcome into ``--out``.
@@ -32,9 +36,11 @@ import torch
 
 from mechanic_rl_ros.jobs.train_log import (EPISODE_FIELDS, EVAL_FIELDS, eval_row, fmt, mean_stats,
                                             plot_success_curve, print_done, robot_minutes, write_csv, write_summary)
+from mechanic_rl_ros.rl.learner import saved_algorithm
+from mechanic_rl_ros.rl.online_selection import OnlineSelection, load_schedule
 from mechanic_rl_ros.rl.persist import recover_dir, write_checkpoint
-from mechanic_rl_ros.rl.selection import (CandidateReplay, SelectConfig, SelectLearner, export_critic,
-                                       load_exported_critic, policy_weights_id)
+from mechanic_rl_ros.rl.selection import (SelectLearner, export_critic, load_exported_critic, load_select_config,
+                                          policy_weights_id)
 
 UPDATE_FIELDS = ("env_steps", "robot_min", "decisions", "replay", "grad_steps", "critic_loss", "q_mean",
                  "target_mean", "critic_scale", "nonfinite_skipped", "train_success_20", "wall_s")
@@ -133,24 +139,32 @@ def evaluate(npol: FrozenPolicy, choose: Callable, num_candidates: int, task: st
         return count_successes(runner, loops, planner, episodes, seed, outcomes)
 
 
-def save_checkpoint(directory: Path, learner: SelectLearner, replay: CandidateReplay,
-                    state: Mapping[str, Any]) -> None:
-    """Learner, replay and trainer state, written aside and swapped in whole (a kill leaves the previous)."""
-    write_checkpoint(directory, {"learner": learner.save, "replay.npz": replay.save}, dict(state), CKPT_MARKER)
+def save_checkpoint(directory: Path, online: OnlineSelection, state: Mapping[str, Any]) -> None:
+    """The learner (critic, replay, pending decisions, join) and trainer state, written aside and swapped in
+    whole (a kill leaves the previous)."""
+    write_checkpoint(directory, {"learner": online.save}, dict(state), CKPT_MARKER)
+
+
+def load_checkpoint(directory: str | Path) -> tuple[OnlineSelection, dict[str, Any]]:
+    """(learner, trainer state) of :func:`save_checkpoint`; a save cut short is taken back first."""
+    d = Path(directory)
+    recover_dir(d, CKPT_MARKER)
+    if not (d / CKPT_MARKER).is_file():
+        raise FileNotFoundError(f"{d}: neither an exported critic (select.json) nor a training checkpoint "
+                                f"({CKPT_MARKER}, learner/)")
+    return OnlineSelection.load(d / "learner"), json.loads((d / CKPT_MARKER).read_text())
 
 
 def load_learner(directory: str | Path, policy_arch_id: str | None = None,
                  policy_weights: str | None = None) -> SelectLearner:
-    """The learner of a training checkpoint (``OUT/ckpt``) or the critic of an exported one (``select.json``,
-    checked against the policy's arch id and weights where given)."""
+    """The critic of a training checkpoint (``OUT/ckpt``), of a stack's ``<run_dir>/learner`` or of an exported
+    one (``select.json``, checked against the policy's arch id and weights where given)."""
     d = Path(directory)
     if (d / "select.json").is_file():
         return load_exported_critic(d, policy_arch_id, policy_weights)
-    recover_dir(d, CKPT_MARKER)
-    if not (d / CKPT_MARKER).is_file():
-        raise FileNotFoundError(f"{d}: neither an exported critic (select.json) nor a training checkpoint "
-                                f"({CKPT_MARKER}, learner/, replay.npz)")
-    return SelectLearner.load(d / "learner")
+    if saved_algorithm(d) == "select":
+        return OnlineSelection.load(d).ensemble
+    return load_checkpoint(d)[0].ensemble
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -159,34 +173,42 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--checkpoint", default="checkpoints/lift_pretrained", help="frozen pretrained policy")
     ap.add_argument("--task", default="lift")
     ap.add_argument("--out", help="output directory (logs, curve, checkpoint)")
-    ap.add_argument("--seed", type=int, default=0, help="learner seed; training resets start at 1000 + 100 * seed")
     ap.add_argument("--total-steps", type=int, default=9000, help="robot budget in control steps (600 = 1 min)")
-    ap.add_argument("--warmup-steps", type=int, default=640, help="control steps acting as the pretrained policy")
     ap.add_argument("--num-envs", type=int, default=8, help="simulated robots acting in parallel")
-    ap.add_argument("--num-candidates", type=int, default=8, help="proposals of the frozen policy per decision")
-    ap.add_argument("--utd", type=int, default=10, help="gradient steps per new decision")
-    ap.add_argument("--gamma", type=float, default=0.9, help="discount per decision")
-    ap.add_argument("--num-critics", type=int, default=2)
-    ap.add_argument("--hidden", type=int, default=256, help="units per hidden layer of each critic")
-    ap.add_argument("--horizon", type=int, default=0,
-                    help="decisions per episode at the time limit: > 0 gives the critic the fraction left as input")
-    ap.add_argument("--loss", choices=("mse", "bce"), default="mse",
-                    help="critic loss: mse regression, or bce (Q = sigmoid(logit), cross-entropy to the target)")
-    ap.add_argument("--mc-floor", action="store_true",
-                    help="floor the TD target by the discounted return observed from the decision")
-    ap.add_argument("--mc-mix", type=float, default=0.0,
-                    help="lambda in [0, 1]: TD target mixed with the observed return once the episode ended")
-    ap.add_argument("--choose", choices=("mean", "min"), default="mean",
-                    help="ensemble aggregation when choosing a proposal (min: pessimistic)")
-    ap.add_argument("--optimizer", choices=("mechanic", "adam"), default="mechanic")
-    ap.add_argument("--lr", type=float, default=3e-4, help="only with --optimizer adam")
+    g = ap.add_argument_group("learner", "the stack's settings: --select-config (config/select.yaml, the critic) and "
+                              "--learner-config (config/learner.yaml, learner_node's schedule); a flag given "
+                              "overrides its file")
+    g.add_argument("--select-config", help="selection settings (default: config/select.yaml, as the stack)")
+    g.add_argument("--learner-config", help="learner_node parameters file whose utd, warmup_decisions, "
+                   "replay_capacity it reads (default: config/learner.yaml, as the stack)")
+    g.add_argument("--seed", type=int, help="learner seed; training resets start at 1000 + 100 * seed")
+    g.add_argument("--utd", type=int, help="gradient steps per new decision")
+    g.add_argument("--warmup-decisions", type=int, help="complete decisions before the first gradient step")
+    g.add_argument("--replay-capacity", type=int, help="[decisions] held in the replay buffer")
+    g.add_argument("--num-candidates", type=int, help="proposals of the frozen policy per decision")
+    g.add_argument("--gamma", type=float, help="discount per decision")
+    g.add_argument("--num-critics", type=int)
+    g.add_argument("--hidden", type=int, help="units per hidden layer of each critic")
+    g.add_argument("--horizon", type=int,
+                   help="decisions per episode at the time limit: > 0 gives the critic the fraction left as input")
+    g.add_argument("--loss", choices=("mse", "bce"),
+                   help="critic loss: mse regression, or bce (Q = sigmoid(logit), cross-entropy to the target)")
+    g.add_argument("--mc-floor", action="store_true", default=None,
+                   help="floor the TD target by the discounted return observed from the decision")
+    g.add_argument("--mc-mix", type=float,
+                   help="lambda in [0, 1]: TD target mixed with the observed return once the episode ended")
+    g.add_argument("--choose", choices=("mean", "min"),
+                   help="ensemble aggregation when choosing a proposal (min: pessimistic)")
+    g.add_argument("--optimizer", choices=("mechanic", "adam"))
+    g.add_argument("--lr", type=float, help="only with --optimizer adam")
     ap.add_argument("--eval-every", type=int, default=1500, help="control steps between evaluations (0: final only)")
     ap.add_argument("--eval-episodes", type=int, default=32)
     ap.add_argument("--final-eval-episodes", type=int, default=200)
     ap.add_argument("--eval-seed", type=int, default=100000)
     ap.add_argument("--threads", type=int, default=1, help="torch threads")
     ap.add_argument("--save-every", type=int, default=3000, help="control steps between checkpoints")
-    ap.add_argument("--resume", help="with --eval-only: the critic that chooses (OUT/ckpt, OUT/critic or a shipped one)")
+    ap.add_argument("--resume", help="with --eval-only: the critic that chooses (OUT/ckpt, OUT/critic, a stack's "
+                    "<run_dir>/learner or a shipped one)")
     ap.add_argument("--eval-only", action="store_true")
     ap.add_argument("--eval-candidates", type=int, default=None,
                     help="with --eval-only --resume: proposals the critic chooses among (default: its own N); "
@@ -194,36 +216,60 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+#: command-line flags that override a SelectConfig field of the same name
+CONFIG_FLAGS = ("seed", "num_candidates", "gamma", "num_critics", "hidden", "horizon", "loss", "mc_floor", "mc_mix",
+                "choose", "optimizer", "lr")
+
+
+def build_learner(args: argparse.Namespace, policy: Any) -> OnlineSelection:
+    """The stack's selection learner over ``policy``: config/select.yaml and config/learner.yaml (or the files
+    given), with the flags given on top."""
+    pc = policy.cfg
+    cfg = load_select_config(args.select_config, feat_dim=policy.net.cond_dim,
+                             act_dim=pc.action_horizon * pc.action_dim,
+                             **{k: getattr(args, k) for k in CONFIG_FLAGS if getattr(args, k) is not None})
+    schedule = load_schedule(args.learner_config, utd=args.utd, warmup_decisions=args.warmup_decisions,
+                             replay_capacity=args.replay_capacity)
+    return OnlineSelection(cfg, schedule, policy.arch_id, policy_weights_id(args.checkpoint))
+
+
+def feed_chunk(online: OnlineSelection, episode: int, first_step: int, chunk: int, steps: int, reward: float,
+               terminated: bool, truncated: bool) -> None:
+    """The executed steps of a chunk after its first and their rewards, as the stack's learner gets them: one
+    transition per control step, the chunk's summed reward on its last step (the sparse reward's only
+    non-zero one) with the episode's end."""
+    for k in range(1, steps):
+        online.add_step(episode, first_step + k, chunk)
+    for k in range(steps):
+        last = k == steps - 1
+        online.add_reward(episode, first_step + k, reward if last else 0.0, terminated and last, truncated and last)
+
+
 def train(args: argparse.Namespace, log: Callable[[str], None] = lambda m: print(m, flush=True)) -> dict[str, Any]:
+    """Train the stack's selection learner in ``num_envs`` simulated FR3s (see the module docstring)."""
     from mechanic_rl_ros.control.chunk_loop import ChunkLoop
+    from mechanic_rl_ros.control.decision import Decision
     from mechanic_rl_ros.jobs.rollouts import plan_batch, run_blocks, sim_runner
     from mechanic_rl_ros.policy import DiffusionPolicy
 
     torch.set_num_threads(args.threads)
     policy = DiffusionPolicy.from_checkpoint(args.checkpoint).eval().requires_grad_(False)
-    npol, pc = FrozenPolicy(policy), policy.cfg
-    lcfg = SelectConfig(feat_dim=policy.net.cond_dim, act_dim=pc.action_horizon * pc.action_dim,
-                        num_candidates=args.num_candidates, num_critics=args.num_critics, gamma=args.gamma,
-                        hidden=args.hidden,
-                        optimizer=args.optimizer, lr=args.lr, seed=args.seed, horizon=args.horizon,
-                        mc_floor=args.mc_floor, loss=args.loss, mc_mix=args.mc_mix, choose=args.choose)
-    learner = SelectLearner(lcfg)
-    replay = CandidateReplay(100000, lcfg.feat_dim, lcfg.act_dim, lcfg.num_candidates)
+    npol = FrozenPolicy(policy)
+    online = build_learner(args, policy)
+    learner, replay, lcfg, sched = online.ensemble, online.replay, online.cfg, online.schedule
     out = Path(args.out) if args.out else None
     if out:
         out.mkdir(parents=True, exist_ok=True)
-    n, rng = args.num_envs, np.random.default_rng(args.seed)
-    gen = torch.Generator().manual_seed(args.seed + 17)
+    n, seed = args.num_envs, lcfg.seed
+    gen = torch.Generator().manual_seed(seed + 17)
     episodes: list[dict[str, Any]] = []
     evals: list[dict[str, Any]] = []
     updates: list[dict[str, Any]] = []
     t0 = time.perf_counter()
-    opt_desc = "Mechanic(Adam)" if args.optimizer == "mechanic" else f"Adam lr {args.lr:g}"
+    opt_desc = "Mechanic(Adam)" if lcfg.optimizer == "mechanic" else f"Adam lr {lcfg.lr:g}"
     log(f"select: {opt_desc}, N {lcfg.num_candidates} proposals, {lcfg.num_critics} critics, gamma {lcfg.gamma}, "
-        f"UTD {args.utd}, horizon {lcfg.horizon}, MC floor {lcfg.mc_floor}, MC mix {lcfg.mc_mix}, choose {lcfg.choose}, "
-        f"loss {lcfg.loss}, {n} robots, "
-        f"budget {args.total_steps} control steps = "
-        f"{robot_minutes(args.total_steps):.1f} robot min")
+        f"UTD {sched.utd}, warm-up {sched.warmup_decisions} decisions, choose {lcfg.choose}, {n} robots, "
+        f"budget {args.total_steps} control steps = {robot_minutes(args.total_steps):.1f} robot min")
 
     def run_eval(k: int, outcomes: list[int] | None = None) -> dict[str, Any]:
         te = time.perf_counter()
@@ -236,18 +282,18 @@ def train(args: argparse.Namespace, log: Callable[[str], None] = lambda m: print
             write_csv(out / "evals.csv", EVAL_FIELDS, evals)
             write_csv(out / "updates.csv", UPDATE_FIELDS, updates)
             plot_success_curve(episodes, evals, out / "learning_curve.png",
-                       f"value-guided selection, {opt_desc}, N {lcfg.num_candidates}, seed {args.seed}")
+                               f"value-guided selection, {opt_desc}, N {lcfg.num_candidates}, seed {seed}")
 
     def checkpoint() -> None:
         if out:
-            save_checkpoint(out / "ckpt", learner, replay, {"env_steps": env_steps, "next_episode": next_episode,
-                                                              "episodes": episodes, "evals": evals})
+            save_checkpoint(out / "ckpt", online, {"env_steps": env_steps, "next_episode": next_episode,
+                                                   "episodes": episodes, "evals": evals})
             export_critic(learner, out / "critic", policy.arch_id, policy_weights_id(args.checkpoint))
 
     env_steps, next_episode = 0, 0
     if args.eval_every > 0:
         evals.append(run_eval(args.eval_episodes))
-    runner = sim_runner(policy, args.task, n, 1000 + 100 * args.seed)
+    runner = sim_runner(policy, args.task, n, 1000 + 100 * seed)
     try:
         loops = [ChunkLoop.for_policy(policy) for _ in range(n)]
         for i, o in enumerate(runner.reset()):
@@ -256,31 +302,29 @@ def train(args: argparse.Namespace, log: Callable[[str], None] = lambda m: print
             next_episode += 1
         choice: dict[str, Callable] = {}
         planner = SelectPlanner(npol, lcfg.num_candidates, gen, lambda f, c, t: choice["now"](f, c, t))
-        pending: list[tuple | None] = [None] * n
         ep_ret, ep_len = [0.0] * n, [0] * n
         next_eval = args.eval_every if args.eval_every > 0 else None
         next_save = args.save_every if args.save_every > 0 else None
         rounds = 0
         while env_steps < args.total_steps:
-            choice["now"] = first_proposal if env_steps < args.warmup_steps else learner.choose
-            plan_batch(loops, planner)
+            # the pretrained policy as it is until the critic has learned something, as policy_node runs it
+            # until the first critic arrives
+            choice["now"] = learner.choose if online.trained else first_proposal
+            chunks = plan_batch(loops, planner)
             feat, cands, idx = planner.feat, planner.cands, planner.idx
-            for i in range(n):  # the previous decision of robot i gets its next state's features and proposals
-                if pending[i] is not None:
-                    replay.add(*pending[i][:4], feat[i].numpy(), cands[i].numpy(), *pending[i][4:])
-                    pending[i] = None
-            added_before = replay.added
+            for i, loop in enumerate(loops):  # each decision, as the first step of its chunk
+                decision = Decision(obs={}, chain=np.zeros((1, 1, 1), np.float32), chain_logprob=np.zeros(0),
+                                    policy_version=learner.version, episode=loop.episode, chunk=chunks[i].index,
+                                    features=feat[i].numpy(), proposals=cands[i].numpy(), chosen=int(idx[i]))
+                online.add_step(loop.episode, ep_len[i], chunks[i].index, first=True, decision=decision)
             for i, (chunk, res) in enumerate(run_blocks(runner, loops, range(n), reset_on_end=True)):
                 loop = loops[i]
+                feed_chunk(online, loop.episode, ep_len[i], chunk.index, res.steps, res.reward, res.terminated,
+                           res.truncated)
                 env_steps += res.steps
                 ep_ret[i] += res.reward
                 ep_len[i] += res.steps
-                done = res.terminated or res.truncated  # a time-limit failure is terminal (value 0)
-                row = (feat[i].numpy(), cands[i, int(idx[i])].numpy(), res.reward, done, loop.episode, chunk.index)
-                if done:
-                    replay.add(*row[:4], None, None, *row[4:])
-                    if lcfg.reads_returns:
-                        replay.close_episode(loop.episode, lcfg.gamma)
+                if res.terminated or res.truncated:
                     episodes.append({"episode": loop.episode, "env": i, "env_steps": env_steps,
                                      "robot_min": robot_minutes(env_steps), "length": ep_len[i],
                                      "success": int(res.success), "return": ep_ret[i]})
@@ -288,15 +332,11 @@ def train(args: argparse.Namespace, log: Callable[[str], None] = lambda m: print
                     loop.observe(res.reset_obs)
                     ep_ret[i], ep_len[i] = 0.0, 0
                     next_episode += 1
-                else:
-                    pending[i] = row
             rounds += 1
-            new = replay.added - added_before + sum(p is not None for p in pending)
             stats: dict[str, list[float]] = {}
-            if env_steps >= args.warmup_steps and len(replay) > 0:
-                for _ in range(args.utd * new):
-                    for k, v in learner.update(replay.sample(lcfg.batch_size, rng)).items():
-                        stats.setdefault(k, []).append(v)
+            while online.owed() > 0:  # the learner's schedule, as learner_node runs it
+                for k, v in online.step().stats.items():
+                    stats.setdefault(k, []).append(v)
             mean = mean_stats(stats)
             recent = [e["success"] for e in episodes[-20:]]
             urow = {"env_steps": env_steps, "robot_min": robot_minutes(env_steps), "decisions": replay.added,

@@ -1,42 +1,27 @@
 """learner_node: the stack's asynchronous learner, with Mechanic on every optimiser it owns.
 
-Two algorithms (parameter ``algorithm``, the same as policy_node's):
+A thin adapter around one :class:`~mechanic_rl_ros.rl.learner.Learner`, whichever algorithm the
+``algorithm`` parameter names (the same as policy_node's; :data:`~mechanic_rl_ros.rl.learner.ALGORITHMS`):
+``select`` (default), value-guided selection among the frozen policy's proposals
+(:mod:`mechanic_rl_ros.rl.online_selection`), where only a critic is trained and published; ``dppo``, DPPO
+on the fine-tuned denoiser (:mod:`mechanic_rl_ros.rl.online_dppo`). The node
 
-``select`` (default) -- value-guided selection (:mod:`mechanic_rl_ros.rl.selection`): a thin adapter around
-:class:`~mechanic_rl_ros.rl.selection.SelectLearner`, :class:`~mechanic_rl_ros.rl.selection.CandidateReplay` and
-:class:`~mechanic_rl_ros.rl.selection_stream.SelectStream`. Each decision's features, proposals and choice
-come with its Transition; joined with the chunk's rewards and the next decision they become replay rows;
-after ``warmup_decisions`` rows the critic makes ``utd`` gradient steps per new row on a worker thread, and
-every ``critic_publish_every`` steps the critic alone goes out as ``PolicyWeights`` (the diffusion policy
-never changes). Checkpoints hold learner, replay, pending decisions and join state, and an exported
-``critic/`` that ``mechanic-rl eval --critic`` evaluates.
+* hands every ``Transition`` (policy_node), ``StepReward`` (reward_node) and aborted ``EpisodeEvent`` to
+  the learner, which joins them by (episode, step), ignores duplicates (replayed by transient-local QoS
+  after a restart) and counts every refusal;
+* runs the learning the learner owes on a worker thread, publishes its payload as ``PolicyWeights``
+  (reliable, transient-local, depth 1: a restarted policy gets the latest at once) every
+  ``publish_every`` of its steps, with ``LearnerStats`` and a status marker, and ``/diagnostics``;
+* checkpoints the learner every ``checkpoint_every`` steps and at shutdown into ``<run_dir>/learner``,
+  and resumes from there when it exists (:func:`~mechanic_rl_ros.rl.learner.open_learner`).
 
-``dppo`` -- a thin adapter around :class:`mechanic_rl_ros.rl.dppo.DPPO` and
-:class:`mechanic_rl_ros.rl.buffer.RolloutBuffer`:
-
-* joins ``Transition`` (policy_node) and ``StepReward`` (reward_node) by
-  (episode, step): a transition's decision payload becomes a decision step of
-  the buffer, each reward is added to the chunk its step belongs to; a reward
-  that arrives before its transition waits for it. Duplicates (replayed by
-  transient-local QoS after a restart) are recognised and ignored; nothing is
-  dropped silently -- every refusal is counted and reported;
-* runs an update on a worker thread whenever ``batch_size`` complete decisions
-  are there, and every ``publish_every`` updates publishes the fine-tuned
-  network as ``PolicyWeights`` (reliable, transient-local, depth 1: a
-  restarted policy gets the latest at once);
-* publishes ``LearnerStats`` after each update and ``/diagnostics``;
-* checkpoints (learner: networks, optimisers incl. Mechanic state, counters;
-  buffer; join state) every ``checkpoint_every`` updates and at shutdown, and
-  resumes from ``<run_dir>/learner`` when it exists.
-
-A NaN loss or gradient (NonFiniteUpdateError) rolls the learner back to its
-last good state; nothing is published for that update.
+A step refused for a NaN loss or gradient leaves the learner at its last good state; it is counted and
+logged, and nothing is published for it. The headless trainers (``mechanic-rl train-select``,
+``train-rl``) drive the same learner objects.
 """
 from __future__ import annotations
 
-import json
 import os
-import shutil
 import sys
 import threading
 import time
@@ -51,18 +36,10 @@ from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
 from visualization_msgs.msg import Marker, MarkerArray
 
-from mechanic_rl_ros.control.join import Join
 from mechanic_rl_ros.msg import EpisodeEvent, LearnerStats, StepReward, Transition
 from mechanic_rl_ros.nodes.common import Param, declare_parameters, publish_diagnostics, run_node
-from mechanic_rl_ros.rl.buffer import RolloutBuffer
-from mechanic_rl_ros.rl.persist import recover_dir, replace_dir
-from mechanic_rl_ros.rl.config import load_config
-from mechanic_rl_ros.rl.dppo import DPPO
-from mechanic_rl_ros.rl.errors import NonFiniteUpdateError
-from mechanic_rl_ros.rl.selection import (CandidateReplay, SelectLearner, critic_arch_id, export_critic,
-                                       load_select_config, policy_weights_id)
-from mechanic_rl_ros.rl.selection_stream import SelectStream
-from mechanic_rl_ros.wire import WireError, topics
+from mechanic_rl_ros.rl.learner import ALGORITHMS, open_learner
+from mechanic_rl_ros.wire import topics
 from mechanic_rl_ros.wire.transition import decision_from_transition
 from mechanic_rl_ros.wire.weights import weights_message
 
@@ -73,7 +50,7 @@ PARAMETERS = [
           "from run_dir); the launch sets it"),
     Param("algorithm", "select", "select = value-guided selection among the frozen policy's proposals (critic "
           "ensemble, off-policy, config/select.yaml); dppo = DPPO on the fine-tuned denoiser (config/rl.yaml, "
-          "thousands of decisions per update: simulator scale); must match policy_node's", choices=("select", "dppo")),
+          "thousands of decisions per update: simulator scale); must match policy_node's", choices=tuple(ALGORITHMS)),
     Param("select_config", "", "algorithm select: YAML of the selection settings, shared with policy_node; '' = "
           "config/select.yaml"),
     Param("seed", 0, "algorithm select: learner seed (critic initialisation, batch sampling)", range=(0, None)),
@@ -128,12 +105,6 @@ class LearnerNode(Node):
     def __init__(self) -> None:
         super().__init__("learner_node")
         self.cfg = cfg = declare_parameters(self, PARAMETERS)
-        self.select = cfg["algorithm"] == "select"
-        if not self.select and cfg["batch_size"] < cfg["min_batch_size"]:
-            raise ValueError(f"parameter batch_size: got {cfg['batch_size']}; expected at least min_batch_size = "
-                             f"{cfg['min_batch_size']} decisions per DPPO update: smaller batches make the update "
-                             "mostly noise and drive the policy down (docs/rl.md, bench/pg_snr.py). Set "
-                             "min_batch_size too to run small batches on purpose")
         torch.set_num_threads(int(cfg["torch_threads"]))
         if cfg["niceness"] and hasattr(os, "nice"):
             os.nice(int(cfg["niceness"]))  # before any worker thread exists: every thread inherits it
@@ -142,15 +113,7 @@ class LearnerNode(Node):
             self.get_logger().info(f"run_dir {cfg['run_dir']!r} taken from the current directory {os.getcwd()}: "
                                    f"{run_dir}")
         self.dir = run_dir / "learner"
-        self.lock = threading.Lock()
-        self.join = Join()
-        self.counts = {"transitions_received": 0, "transitions_duplicate": 0, "rewards_received": 0,
-                       "rewards_duplicate": 0, "rewards_unmatched": 0, "decisions_refused": 0, "updates_failed": 0,
-                       "episodes_aborted": 0, "decisions_dropped_aborted": 0, "transitions_after_abort": 0,
-                       "grad_steps_done": 0, "critic_published_version": 0, "policy_version_seen": 0}
-        #: episodes the robot stopped under (EpisodeEvent ABORTED): nothing of them is learned from
-        self.aborted: set[int] = set()
-        self.resumed = self._build_select() if self.select else self._build()
+        self.learner, resumed = open_learner(cfg, self.dir)
         self.outcomes: deque[bool] = deque(maxlen=int(cfg["success_window"]))
         self.updating = False
         self.stopping = False  #: set at shutdown: the update thread stops after its current step
@@ -173,361 +136,120 @@ class LearnerNode(Node):
                                  t.EPISODE_EVENTS.qos, callback_group=data)
         self.create_timer(0.2, self._maybe_update, clock=rclpy.clock.Clock())
         self.create_timer(cfg["diagnostics_period"], self._publish_diagnostics, clock=rclpy.clock.Clock())
-        if self.select:
-            if self.learner.version > 0:
-                self._publish_critic()  # a restarted learner sends its critic at once
-            self.get_logger().info(
-                f"learner ready ({'resumed from ' + str(self.dir) if self.resumed else 'fresh'}, checkpoints to "
-                f"{self.dir}): value-guided selection, {self.learner.cfg.num_candidates} proposals, "
-                f"{self.learner.cfg.num_critics} critics, optimizer={self.learner.cfg.optimizer}, UTD {cfg['utd']}, "
-                f"warm-up {cfg['warmup_decisions']} decisions, critic version {self.learner.version}, "
-                f"{self.learner.num_updates} gradient steps so far")
-            return
-        if self.learner.policy_version > 0:
-            self._publish_weights()  # a restarted learner re-announces its latest weights
+        if self.learner.trained:
+            self._publish_weights()  # a restarted learner re-announces its latest weights at once
         self.get_logger().info(
-            f"learner ready ({'resumed from ' + str(self.dir) if self.resumed else 'fresh from ' + cfg['checkpoint']}"
-            f"{'' if self.resumed else ', checkpoints to ' + str(self.dir)}): "
-            f"optimizer={cfg['optimizer']} K'={self.learner.finetune_steps} batch={cfg['batch_size']} decisions, "
-            f"policy version {self.learner.policy_version}, {self.learner.num_updates} updates so far")
-
-    # ------------------------------------------------------------ build / resume
-    def _resume_state(self, algorithm: str) -> dict | None:
-        """The node state of ``<run_dir>/learner`` (join, counts, aborted episodes restored), or None for a fresh
-        start, which needs the ``checkpoint`` parameter. A directory of the other algorithm is refused."""
-        recover_dir(self.dir, "node_state.json")  # a save cut short between its two renames
-        if not (self.dir / "node_state.json").is_file():
-            if not self.cfg["checkpoint"]:
-                raise ValueError("parameter checkpoint: empty and no learner state in run_dir; expected the "
-                                 "pretrained policy checkpoint directory")
-            return None
-        state = json.loads((self.dir / "node_state.json").read_text())
-        found = state.get("algorithm", "dppo")  # checkpoints from before the selection learner are DPPO's
-        if found != algorithm:
-            raise ValueError(f"parameter algorithm: {algorithm}, but {self.dir} holds a {found} learner; give "
-                             f"another run_dir or algorithm:={found}")
-        self.join.load(state["join"])
-        self.counts.update(state["counts"])
-        self.aborted = {int(e) for e in state.get("aborted", [])}
-        return state
-
-    def _build(self) -> bool:
-        cfg = self.cfg
-        overrides = [f"learner.actor_optimizer={cfg['optimizer']}", f"learner.critic_optimizer={cfg['optimizer']}"]
-        rl = load_config([cfg["rl_config"]] if cfg["rl_config"] else None, overrides)
-        if self._resume_state("dppo") is not None:
-            self.learner = DPPO.load(self.dir)
-            self.buffer = RolloutBuffer.load(self.dir / "buffer.npz")
-            return True
-        self.learner = DPPO.from_checkpoint(Path(cfg["checkpoint"]), rl.learner)
-        # whole episodes only: an episode the robot aborts is dropped before any of it is learned from
-        self.buffer = RolloutBuffer(action_horizon=self.learner.policy.cfg.action_horizon,
-                                    capacity=int(cfg["buffer_capacity"]), whole_episodes=True)
-        return False
-
-    def _build_select(self) -> bool:
-        """The selection learner, fresh (its dimensions from the policy checkpoint) or resumed from run_dir."""
-        from mechanic_rl_ros.policy import DiffusionPolicy
-
-        cfg = self.cfg
-        self.rng = np.random.default_rng(int(cfg["seed"]) + 29)
-        state = self._resume_state("select")
-        if state is not None:
-            self.learner = SelectLearner.load(self.dir / "learner")
-            self.policy_arch_id = state["policy_arch_id"]
-            self.policy_weights = state.get("policy_weights")
-            self.replay = CandidateReplay.load(self.dir / "replay.npz")
-            lc = self.learner.cfg
-            self.stream = SelectStream(self.replay, gamma=lc.gamma if lc.reads_returns else None)
-            self.stream.load(self.dir / "stream.npz")
-            return True
-        policy = DiffusionPolicy.from_checkpoint(Path(cfg["checkpoint"]))  # its dimensions and arch id only
-        pc, self.policy_arch_id = policy.cfg, policy.arch_id
-        self.policy_weights = policy_weights_id(cfg["checkpoint"])
-        scfg = load_select_config(cfg["select_config"], feat_dim=policy.net.cond_dim,
-                                  act_dim=pc.action_horizon * pc.action_dim, seed=int(cfg["seed"]),
-                                  optimizer=cfg["optimizer"])
-        del policy
-        self.learner = SelectLearner(scfg)
-        self.replay = CandidateReplay(int(cfg["replay_capacity"]), scfg.feat_dim, scfg.act_dim, scfg.num_candidates)
-        self.stream = SelectStream(self.replay, gamma=scfg.gamma if scfg.reads_returns else None)
-        return False
+            f"learner ready ({'resumed from ' + str(self.dir) if resumed else 'fresh from ' + cfg['checkpoint']}, "
+            f"checkpoints to {self.dir}): {self.learner.ready_line()}")
 
     def save(self) -> None:
-        """Learner + buffer + join state, written to a temporary directory then swapped in (never half-written:
-        :func:`replace_dir`, :func:`recover_dir`)."""
-        with self.lock:
-            tmp = self.dir.with_name("learner.tmp")
-            if tmp.exists():
-                shutil.rmtree(tmp)
-            state = {"join": self.join.state(), "counts": self.counts, "aborted": sorted(self.aborted)}
-            if self.select:
-                self.learner.save(tmp / "learner")
-                self.replay.save(tmp / "replay.npz")
-                self.stream.save(tmp / "stream.npz")
-                export_critic(self.learner, tmp / "critic", self.policy_arch_id, self.policy_weights)
-                state.update(algorithm="select", policy_arch_id=self.policy_arch_id, policy_weights=self.policy_weights)
-            else:
-                self.learner.save(tmp)
-                self.buffer.save(tmp / "buffer.npz")
-                state["algorithm"] = "dppo"
-            # written last: its presence marks the directory complete
-            (tmp / "node_state.json").write_text(json.dumps(state))
-            replace_dir(tmp, self.dir)
+        """The whole learner, swapped in whole (never half-written)."""
+        self.learner.save(self.dir)
 
     # ------------------------------------------------------------ data
     def _on_transition(self, msg: Transition) -> None:
-        key = (int(msg.episode), int(msg.step))
-        with self.lock:
-            if key[0] in self.aborted:
-                self.counts["transitions_after_abort"] += 1
-                return
-            new, waiting = self.join.add_step(key, int(msg.chunk))
-            if not new:
-                self.counts["transitions_duplicate"] += 1
-                return
-            self.counts["transitions_received"] += 1
-            self.counts["policy_version_seen"] = max(self.counts["policy_version_seen"], int(msg.policy_version))
-            if msg.chunk_step == 0:
-                try:
-                    decision = decision_from_transition(msg)
-                    if decision is None:
-                        raise WireError("decision", "empty on the first step of a chunk (chunk_step 0)")
-                    if not self.select:
-                        self.buffer.add_decision(decision)
-                    elif decision.proposals is None:
-                        raise WireError("decision", "no features/proposals/chosen: is policy_node running "
-                                                    "algorithm dppo while this learner runs select?")
-                    else:
-                        self.stream.add_decision(key[0], int(msg.chunk), decision.features, decision.proposals,
-                                                 decision.chosen)
-                except ValueError as exc:  # WireError included
-                    self.counts["decisions_refused"] += 1
-                    self.get_logger().error(f"decision of episode {key[0]} chunk {msg.chunk} refused: {exc}",
-                                            throttle_duration_sec=1.0)
-            if self.select:
-                self.stream.add_step(key[0], int(msg.chunk))
-        if waiting is not None:
-            with self.lock:
-                chunk = self.join.credit(key)
-            self._apply_reward(key, chunk, *waiting)
+        decision = refusal = None
+        if msg.chunk_step == 0:
+            try:
+                decision = decision_from_transition(msg)
+            except ValueError as exc:  # WireError included
+                refusal = str(exc)
+        error = self.learner.add_step(int(msg.episode), int(msg.step), int(msg.chunk), int(msg.policy_version),
+                                      msg.chunk_step == 0, decision, refusal)
+        if error is not None:
+            self.get_logger().error(f"decision of episode {msg.episode} chunk {msg.chunk} refused: {error}",
+                                    throttle_duration_sec=1.0)
 
     def _on_reward(self, msg: StepReward) -> None:
-        key = (int(msg.episode), int(msg.step))
-        args = (float(msg.reward), bool(msg.terminal and not msg.truncated), bool(msg.truncated))
-        with self.lock:
-            if key[0] in self.aborted:
-                return
-            new, chunk = self.join.add_reward(key, args)
-            if not new:
-                self.counts["rewards_duplicate"] += 1
-                return
-            self.counts["rewards_received"] += 1
-        if chunk is not None:  # else its transition is still on the way
-            self._apply_reward(key, chunk, *args)
-
-    def _apply_reward(self, key: tuple[int, int], chunk: int, reward: float, terminated: bool,
-                      truncated: bool) -> None:
-        with self.lock:
-            if self.select:
-                ok = self.stream.add_reward(key[0], chunk, reward, terminated or truncated)
-            else:
-                ok = self.buffer.add_step_reward(key[0], chunk, reward, terminated=terminated, truncated=truncated)
-            if not ok:
-                self.counts["rewards_unmatched"] += 1
+        self.learner.add_reward(int(msg.episode), int(msg.step), float(msg.reward), bool(msg.terminal),
+                                bool(msg.truncated))
 
     def _on_event(self, msg: EpisodeEvent) -> None:
         if msg.event == EpisodeEvent.ABORTED:
-            with self.lock:
-                if int(msg.episode) in self.aborted:
-                    return  # replayed (transient-local) after a restart
-                self.aborted.add(int(msg.episode))
-                n = (self.stream if self.select else self.buffer).drop_episode(int(msg.episode))
-                self.counts["episodes_aborted"] += 1
-                self.counts["decisions_dropped_aborted"] += n
-            self.get_logger().info(f"episode {msg.episode} aborted by the robot ({msg.detail}): its {n} held "
-                                   f"decisions dropped, nothing of it is learned from")
+            n = self.learner.abort_episode(int(msg.episode))
+            if n is not None:  # else replayed (transient-local) after a restart
+                self.get_logger().info(f"episode {msg.episode} aborted by the robot ({msg.detail}): its {n} held "
+                                       f"decisions dropped, nothing of it is learned from")
             return
         if msg.event in (EpisodeEvent.SUCCESS, EpisodeEvent.FAILURE, EpisodeEvent.TIMEOUT):
             self.outcomes.append(msg.event == EpisodeEvent.SUCCESS)
 
     # ------------------------------------------------------------ learning
-    def _owed(self) -> int:
-        """Gradient steps due: ``utd`` per complete decision after the warm-up, less those made."""
-        ready = self.replay.added - int(self.cfg["warmup_decisions"])
-        if ready <= 0:
-            return 0
-        return int(self.cfg["utd"]) * ready - self.counts["grad_steps_done"]
-
     def _maybe_update(self) -> None:
-        if self.updating:
-            return
-        if self.select:
-            if self._owed() > 0:
-                self.updating = True
-                threading.Thread(target=self._update_select, daemon=True).start()
-            return
-        with self.lock:
-            if not self.buffer.ready(int(self.cfg["batch_size"])):
-                return
-            batch = self.buffer.take_batch(int(self.cfg["batch_size"]))
-        self.updating = True
-        threading.Thread(target=self._update, args=(batch,), daemon=True).start()
+        if not self.updating and self.learner.owed() > 0:
+            self.updating = True
+            threading.Thread(target=self._update, daemon=True).start()
 
-    def _update(self, batch) -> None:
+    def _update(self) -> None:
+        """Steps until none is owed; publish and checkpoint on the learner's schedule."""
         try:
-            t0 = time.perf_counter()
-            try:
-                stats = self.learner.update(batch)
-            except NonFiniteUpdateError as exc:
-                self.counts["updates_failed"] += 1
-                self.get_logger().error(f"update refused, weights unchanged and not published: {exc}")
-                return
-            dt = time.perf_counter() - t0
-            if not stats.get("decisions_used", 0):
-                self.get_logger().info(f"batch of {len(batch)} decisions refused as stale "
-                                       f"(max_staleness {self.learner.cfg.max_staleness}); no update",
-                                       throttle_duration_sec=5.0)
-                return
-            self.samples_per_s = float(np.sum(batch.env_steps)) / max(dt, 1e-9)
-            self.last_stats = stats
-            n = self.learner.update_calls
-            if n % int(self.cfg["publish_every"]) == 0:
-                self._publish_weights()
-            self._publish_stats(stats)
-            self.get_logger().info(
-                f"update {n}: {len(batch)} decisions in {dt:.2f} s, actor loss {stats.get('actor_loss', float('nan')):.4f}, "
-                f"critic loss {stats.get('critic_loss', float('nan')):.4f}, Mechanic scale "
-                f"{stats.get('actor_scale', float('nan')):.3g}, policy version {self.learner.policy_version}")
-            if n % int(self.cfg["checkpoint_every"]) == 0:
-                self.save()
-        except Exception as exc:  # keep learning on the next batch; say why this one failed
-            if not rclpy.ok(context=self.context):
-                return  # shutting down while publishing
-            self.counts["updates_failed"] += 1
-            self.get_logger().error(f"update failed: {exc!r}")
-        finally:
-            self.updating = False
-
-    def _update_select(self) -> None:
-        """Gradient steps until none is owed (``utd`` per new decision); publish and checkpoint on schedule."""
-        try:
-            cfg, lr = self.cfg, self.learner
-            rng = self.rng
+            learner = self.learner
             stats: dict[str, list[float]] = {}
-            t0 = time.perf_counter()
-            done = 0
-            while self._owed() > 0 and not self.stopping and rclpy.ok(context=self.context):
-                with self.lock:
-                    batch = self.replay.sample(lr.cfg.batch_size, rng)
-                out = lr.update(batch)
-                with self.lock:
-                    self.counts["grad_steps_done"] += 1
-                done += 1
-                if out.get("skipped"):
-                    self.counts["updates_failed"] += 1
-                    self.get_logger().error("gradient step refused: non-finite loss or gradient; critic unchanged",
-                                            throttle_duration_sec=5.0)
-                for k, v in out.items():
+            t0, samples = time.perf_counter(), 0.0
+            while learner.owed() > 0 and not self.stopping and rclpy.ok(context=self.context):
+                before = learner.steps
+                result = learner.step()
+                if result.refused:
+                    if result.failed:
+                        learner.counts["updates_failed"] += 1
+                    log = self.get_logger().error if result.failed else self.get_logger().info
+                    log(result.refused, throttle_duration_sec=5.0)
+                n = learner.steps
+                if n == before:
+                    continue  # nothing learned (a stale batch): no publication is due
+                for k, v in result.stats.items():
                     stats.setdefault(k, []).append(v)
-                steps = self.counts["grad_steps_done"]
-                if steps % int(cfg["critic_publish_every"]) == 0:
+                samples += result.samples
+                if n % learner.publish_every == 0:
                     self.last_stats = {k: float(np.nanmean(v)) for k, v in stats.items()}
-                    self.samples_per_s = done * lr.cfg.batch_size / max(time.perf_counter() - t0, 1e-9)
-                    self._publish_critic()
+                    self.samples_per_s = samples / max(time.perf_counter() - t0, 1e-9)
+                    self._publish_weights()
                     self._publish_stats(self.last_stats)
-                    self.get_logger().info(
-                        f"{steps} gradient steps on {self.replay.added} decisions: critic loss "
-                        f"{self.last_stats.get('critic_loss', float('nan')):.4f}, Q {self.last_stats.get('q_mean', float('nan')):.3f}, "
-                        f"Mechanic scale {self.last_stats.get('critic_scale', float('nan')):.3g}; critic version "
-                        f"{self.counts['critic_published_version']} published")
-                    stats, done, t0 = {}, 0, time.perf_counter()
-                if steps % int(cfg["critic_checkpoint_every"]) == 0:
+                    self.get_logger().info(learner.summary(self.last_stats) + " published")
+                    stats, samples, t0 = {}, 0.0, time.perf_counter()
+                if n % learner.checkpoint_every == 0:
                     self.save()
         except Exception as exc:  # keep learning later; say why this went wrong
             if rclpy.ok(context=self.context):
-                self.counts["updates_failed"] += 1
+                self.learner.counts["updates_failed"] += 1
                 self.get_logger().error(f"update failed: {exc!r}")
         finally:
             self.updating = False
 
-    def _publish_critic(self) -> None:
-        """The critic as ``PolicyWeights``. Its version is the learner's, raised past every version published
-        or seen in use before: a learner resumed from an older checkpoint would otherwise publish versions the
-        policy node refuses as older than the one it runs."""
-        lr = self.learner
-        c = self.counts
-        version = max(lr.version, c["critic_published_version"] + 1, c["policy_version_seen"] + 1)
-        c["critic_published_version"] = version
-        msg = weights_message(lr.critic.state_dict(), version=version,
-                              architecture_id=critic_arch_id(self.policy_arch_id, lr.cfg), finetune_steps=0,
-                              num_updates=lr.num_updates)
-        msg.header.stamp = self.get_clock().now().to_msg()
-        self.weights_pub.publish(msg)
-
+    # ------------------------------------------------------------ output
     def _publish_weights(self) -> None:
-        lr = self.learner
-        msg = weights_message(lr.policy.ft_net.state_dict(), version=lr.policy_version,  # type: ignore[union-attr]
-                              architecture_id=lr.policy.arch_id, finetune_steps=lr.finetune_steps,
-                              num_updates=lr.num_updates)
+        p = self.learner.payload()
+        msg = weights_message(p.tensors, version=p.version, architecture_id=p.arch_id,
+                              finetune_steps=p.finetune_steps, num_updates=p.num_updates)
         msg.header.stamp = self.get_clock().now().to_msg()
         self.weights_pub.publish(msg)
-        self.get_logger().info(f"published policy version {msg.version} ({len(msg.payload) / 1e6:.1f} MB)")
 
     def _publish_stats(self, stats: dict[str, float]) -> None:
+        r = self.learner.report()
         m = LearnerStats()
         m.header.stamp = self.get_clock().now().to_msg()
-        m.num_updates = int(self.learner.num_updates)
-        m.policy_version = int(self.counts["critic_published_version"] if self.select else self.learner.policy_version)
-        for f in ("actor_loss", "critic_loss", "approx_kl", "clip_fraction"):
+        m.num_updates, m.policy_version = int(r.num_updates), int(r.version)
+        for f in ("actor_loss", "critic_loss", "approx_kl", "clip_fraction", "actor_scale", "critic_scale"):
             setattr(m, f, float(stats.get(f, float("nan"))))
-        m.actor_scale = float(stats.get("actor_scale", float("nan")))
-        m.critic_scale = float(stats.get("critic_scale", float("nan")))
         m.samples_per_second = float(self.samples_per_s)
-        m.transitions_received = self.counts["transitions_received"]
-        if self.select:  # off-policy: nothing is stale; duplicates and refusals are in /diagnostics
-            m.buffer_size = len(self.replay)
-            m.transitions_stale = 0
-            m.transitions_unmatched = self.counts["rewards_unmatched"]
-        else:
-            m.buffer_size = len(self.buffer)
-            m.transitions_stale = int(self.learner.counters.get("refused_stale", 0) + self.buffer.counters.dropped_stale)
-            m.transitions_unmatched = self.counts["rewards_unmatched"] + self.buffer.counters.unmatched_rewards
+        m.transitions_received = self.learner.counts["transitions_received"]
+        m.buffer_size, m.transitions_stale, m.transitions_unmatched = r.buffer_size, r.stale, r.unmatched
         m.success_rate = float(sum(self.outcomes) / len(self.outcomes)) if self.outcomes else 0.0
         self.stats_pub.publish(m)
+        scale = m.actor_scale if np.isfinite(m.actor_scale) else m.critic_scale  # the trained network's
         text = Marker(ns="learner_status", id=0, type=Marker.TEXT_VIEW_FACING, action=Marker.ADD)
         text.header.frame_id, text.header.stamp = "fr3_link0", m.header.stamp
         text.pose.position.x, text.pose.position.z, text.pose.orientation.w = 0.5, 0.9, 1.0
         text.scale.z = 0.05
         text.color.r = text.color.g = text.color.b = text.color.a = 1.0
-        text.text = (f"critic v{m.policy_version} | gradient steps {m.num_updates} | success {m.success_rate:.2f} | "
-                     f"Mechanic scale {m.critic_scale:.3g} | replay {m.buffer_size}" if self.select else
-                     f"policy v{m.policy_version} | updates {m.num_updates} | success {m.success_rate:.2f} | "
-                     f"Mechanic scale {m.actor_scale:.3g} | KL {m.approx_kl:.3g}")
+        text.text = (f"{self.cfg['algorithm']} v{m.policy_version} | steps {m.num_updates} | success "
+                     f"{m.success_rate:.2f} | Mechanic scale {scale:.3g} | buffer {m.buffer_size}")
         self.marker_pub.publish(MarkerArray(markers=[text]))
 
     def _publish_diagnostics(self) -> None:
-        if self.select:
-            lr = self.learner
-            values = {**self.counts, **{f"replay_{k}": v for k, v in self.replay.counters().items()},
-                      **{f"stream_{k}": v for k, v in self.stream.counters.items()},
-                      "stream_pending": len(self.stream), "policy_version": self.counts["critic_published_version"],
-                      "num_updates": lr.num_updates, "nonfinite_skipped": lr.nonfinite_skipped,
-                      "rewards_waiting": len(self.join.waiting)}
-            level = DiagnosticStatus.WARN if self.counts["updates_failed"] else DiagnosticStatus.OK
-            publish_diagnostics(self, self.diag_pub, "learner_node: value-guided selection + Mechanic",
-                                self.policy_arch_id, level, f"critic version {self.counts['critic_published_version']}, "
-                                f"{lr.num_updates} "
-                                f"gradient steps", values)
-            return
-        values = {**self.counts, **{f"buffer_{k}": v for k, v in vars(self.buffer.counters).items()},
-                  "buffer_size": len(self.buffer), "buffer_complete": self.buffer.num_complete(),
-                  "policy_version": self.learner.policy_version, "num_updates": self.learner.num_updates,
-                  "refused_stale": self.learner.counters.get("refused_stale", 0),
-                  "rewards_waiting": len(self.join.waiting)}
-        level = DiagnosticStatus.WARN if self.counts["updates_failed"] else DiagnosticStatus.OK
-        publish_diagnostics(self, self.diag_pub, "learner_node: DPPO + Mechanic", self.learner.policy.arch_id, level,
-                            f"version {self.learner.policy_version}, {self.learner.num_updates} updates", values)
+        r = self.learner.report()
+        level = DiagnosticStatus.WARN if self.learner.counts["updates_failed"] else DiagnosticStatus.OK
+        publish_diagnostics(self, self.diag_pub, f"learner_node: {r.title}", r.arch_id, level, r.message, r.values)
 
     def destroy_node(self) -> None:
         self.stopping = True
@@ -541,6 +263,7 @@ class LearnerNode(Node):
 
 def main(argv: list[str] | None = None) -> int:
     return run_node(LearnerNode, argv, threads=2)
+
 
 if __name__ == "__main__":
     sys.exit(main())
