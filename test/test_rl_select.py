@@ -16,7 +16,7 @@ from mechanic_rl_ros.optim import Mechanic
 from mechanic_rl_ros.policy import DiffusionPolicy
 from mechanic_rl_ros.policy.testing import random_obs, tiny_config
 from mechanic_rl_ros.rl.selection import (CandidateReplay, SelectConfig, SelectLearner, export_critic,
-                                       load_exported_critic, policy_weights_id)
+                                          load_exported_critic)
 
 FEAT, ACT, N = 12, 10, 4
 
@@ -76,77 +76,17 @@ def test_td_target_is_the_best_stored_proposal_of_the_next_state():
     assert done["target_mean"] == pytest.approx(1.0)
 
 
-def test_close_episode_fills_discounted_returns_and_a_reused_slot_starts_unknown():
-    buf = CandidateReplay(4, FEAT, ACT, N)
-    z, c = np.zeros(FEAT), np.zeros((N, ACT))
-    for k in range(3):  # episode 7: rewards 0, 0.5, 1 (done)
-        buf.add(z, np.zeros(ACT), [0.0, 0.5, 1.0][k], k == 2, None if k == 2 else z, None if k == 2 else c,
-                episode=7, chunk=k)
-    buf.add(z, np.zeros(ACT), 0.0, False, z, c, episode=8, chunk=0)  # another episode, still open
-    assert buf.close_episode(7, 0.9) == 3
-    np.testing.assert_allclose(buf.mc[:4], [0.9 * (0.5 + 0.9), 0.5 + 0.9, 1.0, -1.0], rtol=1e-6)
-    buf.add(z, np.zeros(ACT), 0.0, True, None, None, episode=9, chunk=0)  # overwrites episode 7's chunk 0
-    assert buf.mc[0] == -1.0 and buf.sample(8, np.random.default_rng(0))["mc"].shape == (8,)
+def test_retired_critic_variants_are_read_at_their_implemented_value_and_refused_otherwise():
+    """Four variants measured and not better are gone (docs/offpolicy.md); a config saved with them at the
+    value this code implements still loads (the shipped critic's), any other value is refused by name."""
+    from mechanic_rl_ros.rl.selection import RETIRED
 
-
-def test_mc_floor_lifts_the_td_target_to_the_observed_return():
-    rng = np.random.default_rng(0)
-    batch = {"feat": rng.normal(size=(2, FEAT)), "action": rng.normal(size=(2, ACT)), "reward": np.zeros(2),
-             "done": np.ones(2), "next_feat": rng.normal(size=(2, FEAT)), "next_cands": rng.normal(size=(2, N, ACT)),
-             "mc": np.array([0.81, 0.0])}
-    assert SelectLearner(_cfg()).update(batch)["target_mean"] == 0.0  # mc ignored unless asked for
-    assert SelectLearner(_cfg(mc_floor=True)).update(batch)["target_mean"] == pytest.approx(0.405)
-
-
-def test_mc_mix_blends_the_observed_return_into_finished_episodes_only():
-    rng = np.random.default_rng(0)
-    # row 0: its episode ended with return 0.81; row 1: the episode still runs (mc -1, unknown)
-    batch = {"feat": rng.normal(size=(2, FEAT)), "action": rng.normal(size=(2, ACT)), "reward": np.array([0.0, 1.0]),
-             "done": np.ones(2), "next_feat": rng.normal(size=(2, FEAT)), "next_cands": rng.normal(size=(2, N, ACT)),
-             "mc": np.array([0.81, -1.0])}
-    # targets: row 0 (1 - 0.5) * 0 + 0.5 * 0.81, row 1 keeps its TD target 1
-    assert SelectLearner(_cfg(mc_mix=0.5)).update(batch)["target_mean"] == pytest.approx((0.405 + 1.0) / 2)
-    assert SelectLearner(_cfg(mc_floor=True)).update(batch)["target_mean"] == pytest.approx((0.81 + 1.0) / 2)
-    with pytest.raises(ValueError, match="mc_mix"):
-        SelectLearner(_cfg(mc_mix=1.5))
-
-
-def test_bce_loss_scores_in_the_unit_interval_and_fits_terminal_rewards():
-    learner = SelectLearner(_cfg(loss="bce"))
-    rng = np.random.default_rng(0)
-    batch = {"feat": rng.normal(size=(4, FEAT)), "action": rng.normal(size=(4, ACT)),
-             "reward": np.array([1.0, 0.0, 1.0, 0.0]), "done": np.ones(4), "next_feat": rng.normal(size=(4, FEAT)),
-             "next_cands": rng.normal(size=(4, N, ACT))}
-    first = learner.update(batch)
-    assert first["target_mean"] == 0.5 and 0.0 < first["q_mean"] < 1.0
-    for _ in range(300):
-        last = learner.update(batch)
-    assert last["critic_loss"] < first["critic_loss"]
-    q = learner.scores(torch.tensor(batch["feat"]), torch.tensor(batch["action"][:, None]))[:, 0]
-    assert bool(((q >= 0) & (q <= 1)).all()) and float(q[0]) > float(q[1])
-    with pytest.raises(ValueError, match="loss"):
-        SelectLearner(_cfg(loss="huber"))
-
-
-def test_horizon_gives_the_critic_the_time_left_and_the_next_state_one_decision_later():
-    learner = SelectLearner(_cfg(horizon=4, q_max=0.0, gamma=0.5))
-    assert learner.critic.weights[0].shape[1] == FEAT + 1 + ACT
-    rng = np.random.default_rng(0)
-    feat, nfeat, cands = rng.normal(size=(1, FEAT)), rng.normal(size=(1, FEAT)), rng.normal(size=(1, N, ACT))
-    with pytest.raises(ValueError, match="decision index"):
-        learner.scores(torch.tensor(feat), torch.tensor(cands))
-    early = learner.scores(torch.tensor(feat), torch.tensor(cands), torch.tensor([0]))
-    late = learner.scores(torch.tensor(feat), torch.tensor(cands), torch.tensor([3]))
-    assert not torch.equal(early, late)
-    at = [learner.scores(torch.tensor(feat), torch.tensor(cands), torch.tensor([k])) for k in (4, 9)]
-    assert torch.equal(at[0], at[1])  # past the time limit: no time left, clipped
-    with torch.no_grad():  # the target reads the next state at t + 1 (time left 1 - 2/4)
-        x = torch.cat([torch.tensor(nfeat, dtype=torch.float32), torch.tensor([[0.5]])], dim=1)
-        q_next = max(float(learner.critic_target(x, torch.tensor(cands[:, j], dtype=torch.float32)).min())
-                     for j in range(N))
-    stats = learner.update({"feat": feat, "action": cands[:, 0], "reward": np.array([0.25]), "done": np.array([0.0]),
-                            "next_feat": nfeat, "next_cands": cands, "chunk": np.array([1])})
-    assert stats["target_mean"] == pytest.approx(0.25 + 0.5 * q_next, rel=1e-5)
+    base = _cfg().to_dict()
+    assert SelectConfig.from_dict({**base, **RETIRED}) == _cfg()
+    with pytest.raises(ValueError, match="mc_mix = 0.5 is a retired critic variant"):
+        SelectConfig.from_dict({**base, "mc_mix": 0.5})
+    with pytest.raises(ValueError, match="horizon = 4 is a retired"):
+        SelectConfig.from_dict({**base, "horizon": 4})
 
 
 def test_nonfinite_batch_steps_nothing_and_is_counted():
@@ -275,25 +215,10 @@ def test_trainer_end_to_end_in_the_simulator(tiny_ckpt, tmp_path):
     replay = CandidateReplay.load(tmp_path / "a" / "ckpt" / "learner" / "replay.npz")
     open_rows = replay.done[:len(replay)] == 0
     assert np.abs(replay.next_cands[:len(replay)][open_rows]).sum(axis=(1, 2)).min() > 0  # proposals stored
-    # the λ-mix and the pessimistic choice reach the learner; ended episodes get their observed returns
+    # a flag overrides config/select.yaml, which the run otherwise reads as the stack does
     out = tmp_path / "c"
     assert main(["--checkpoint", str(ckpt), "--out", str(out), "--total-steps", "160", "--warmup-decisions", "8",
                  "--num-envs", "2", "--num-candidates", "3", "--utd", "1", "--eval-every", "0",
-                 "--final-eval-episodes", "1", "--save-every", "0", "--mc-mix", "0.5", "--choose", "min"]) == 0
-    saved = json.loads((out / "critic" / "select.json").read_text())
-    assert saved["config"]["mc_mix"] == 0.5 and saved["config"]["choose"] == "min"
-    replay = CandidateReplay.load(out / "ckpt" / "learner" / "replay.npz")
-    assert (replay.mc[:len(replay)][replay.done[:len(replay)] == 1] >= 0).all()
-
-
-def test_the_shipped_critic_matches_the_shipped_policy_and_its_eval_record():
-    from pathlib import Path
-
-    repo = Path(__file__).resolve().parents[1]
-    policy = DiffusionPolicy.from_checkpoint(repo / "checkpoints" / "lift_pretrained")
-    learner = load_exported_critic(repo / "checkpoints" / "lift_select", policy.arch_id,
-                                   policy_weights_id(repo / "checkpoints" / "lift_pretrained"))
-    assert learner.cfg.feat_dim == policy.net.cond_dim
-    assert learner.cfg.act_dim == policy.cfg.action_horizon * policy.cfg.action_dim
-    rec = json.loads((repo / "checkpoints" / "lift_select" / "eval.json").read_text())
-    assert len(rec["outcomes"]) == rec["episodes"] == 200 and sum(rec["outcomes"]) == rec["successes"]
+                 "--final-eval-episodes", "1", "--save-every", "0", "--choose", "min"]) == 0
+    saved = json.loads((out / "critic" / "select.json").read_text())["config"]
+    assert saved["choose"] == "min" and saved["hidden"] == 256 and saved["num_candidates"] == 3

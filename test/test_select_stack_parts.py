@@ -12,7 +12,7 @@ from mechanic_rl_ros.control.history import ObsHistory
 from mechanic_rl_ros.policy import DiffusionPolicy, PolicyPlanner
 from mechanic_rl_ros.policy.testing import random_obs, tiny_config
 from mechanic_rl_ros.rl.selection import (CandidateReplay, CriticSelector, SelectConfig, SelectLearner,
-                                       critic_arch_id, load_select_config)
+                                          critic_arch_id, load_select_config)
 from mechanic_rl_ros.rl.selection_stream import SelectStream
 from mechanic_rl_ros.wire import WireError
 from mechanic_rl_ros.wire.transition import ExecutedStep, decision_from_transition, transition_message
@@ -136,18 +136,6 @@ def test_stream_completes_a_decision_with_its_rewards_and_the_next_decision():
     assert s.counters["after_end"] == 1 and len(s) == 0
     assert not s.add_decision(0, 3, np.zeros(FEAT), np.zeros((N, ACT)), 0)  # after its end: refused, counted
     assert s.counters["after_end"] == 2
-    assert replay.mc[0] == replay.mc[1] == -1.0  # no gamma: returns are not filled in (unknown)
-
-
-def test_stream_with_gamma_fills_in_the_returns_when_the_episode_ends():
-    replay = CandidateReplay(32, FEAT, ACT, N)
-    s = SelectStream(replay, max_episodes=4, gamma=0.5)
-    _decide(s, 0, 0, 1.0, steps=1)
-    s.add_reward(0, 0, 0.0, False)
-    _decide(s, 0, 1, 2.0, steps=1)
-    assert len(replay) == 1 and replay.mc[0] == -1.0  # the episode has not ended yet: unknown
-    s.add_reward(0, 1, 1.0, True)
-    np.testing.assert_allclose(replay.mc[:2], [0.5, 1.0])
 
 
 def test_stream_refuses_wrong_shapes_counts_unmatched_and_drops_aborted_episodes():
@@ -186,11 +174,13 @@ def test_stream_state_round_trips_through_its_file(tmp_path):
 def test_select_config_names_the_file_and_the_field(tmp_path):
     cfg = load_select_config("", feat_dim=10, act_dim=4, seed=3)
     assert cfg.feat_dim == 10 and cfg.act_dim == 4 and cfg.seed == 3 and cfg.optimizer == "mechanic"
+    # the documented defaults are the file's: every reader (nodes, train-select) gets the same learner
+    assert load_select_config("", feat_dim=10, act_dim=4) == SelectConfig(feat_dim=10, act_dim=4)
     bad = tmp_path / "bad.yaml"
     for text, field in (("num_candidates: 0\n", "num_candidates"), ("gamma: 1.5\n", "gamma"),
                         ("learning_rate: 0.1\n", "learning_rate"), ("feat_dim: 3\n", "feat_dim"),
                         ("- a\n- b\n", "mapping"), ("num_critics: [\n", "cannot read"),
-                        ("mc_mix: 2\n", "mc_mix"), ("mc_mix: true\n", "mc_mix")):
+                        ("mc_mix: 2\n", "mc_mix = 2 is a retired"), ("loss: bce\n", "loss = 'bce' is a retired")):
         bad.write_text(text)
         with pytest.raises(ValueError, match=field) as err:
             load_select_config(bad, feat_dim=10, act_dim=4)

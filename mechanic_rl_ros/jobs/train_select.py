@@ -189,14 +189,6 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--gamma", type=float, help="discount per decision")
     g.add_argument("--num-critics", type=int)
     g.add_argument("--hidden", type=int, help="units per hidden layer of each critic")
-    g.add_argument("--horizon", type=int,
-                   help="decisions per episode at the time limit: > 0 gives the critic the fraction left as input")
-    g.add_argument("--loss", choices=("mse", "bce"),
-                   help="critic loss: mse regression, or bce (Q = sigmoid(logit), cross-entropy to the target)")
-    g.add_argument("--mc-floor", action="store_true", default=None,
-                   help="floor the TD target by the discounted return observed from the decision")
-    g.add_argument("--mc-mix", type=float,
-                   help="lambda in [0, 1]: TD target mixed with the observed return once the episode ended")
     g.add_argument("--choose", choices=("mean", "min"),
                    help="ensemble aggregation when choosing a proposal (min: pessimistic)")
     g.add_argument("--optimizer", choices=("mechanic", "adam"))
@@ -217,8 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 #: command-line flags that override a SelectConfig field of the same name
-CONFIG_FLAGS = ("seed", "num_candidates", "gamma", "num_critics", "hidden", "horizon", "loss", "mc_floor", "mc_mix",
-                "choose", "optimizer", "lr")
+CONFIG_FLAGS = ("seed", "num_candidates", "gamma", "num_critics", "hidden", "choose", "optimizer", "lr")
 
 
 def build_learner(args: argparse.Namespace, policy: Any) -> OnlineSelection:

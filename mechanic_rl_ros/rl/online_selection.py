@@ -73,7 +73,7 @@ class OnlineSelection(Learner):
         super().__init__()
         self.ensemble = SelectLearner(cfg)
         self.replay = CandidateReplay(schedule.replay_capacity, cfg.feat_dim, cfg.act_dim, cfg.num_candidates)
-        self.stream = SelectStream(self.replay, gamma=cfg.gamma if cfg.reads_returns else None)
+        self.stream = SelectStream(self.replay)
         self.policy_arch_id, self.policy_weights = policy_arch_id, policy_weights
         self.rng = np.random.default_rng(cfg.seed + 29)
         self.set_schedule(schedule)
@@ -192,7 +192,7 @@ class OnlineSelection(Learner):
         self = cls(ensemble.cfg, SelectionSchedule.from_params(schedule), state["policy_arch_id"],
                    state.get("policy_weights"))
         self.ensemble, self.replay = ensemble, replay
-        self.stream = SelectStream(replay, gamma=self.stream.gamma)
+        self.stream = SelectStream(replay)
         self.stream.load(d / "stream.npz")
         if "sampler" in state:  # a resumed learner draws the batches it would have drawn
             self.rng.bit_generator.state = state["sampler"]

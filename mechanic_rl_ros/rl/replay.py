@@ -24,6 +24,7 @@ class KeyedRing:
     an empty buffer of the same shape)."""
 
     FORMAT = ""
+    READS: tuple[str, ...] = ()  #: older formats :meth:`load` also reads (their extra arrays are ignored)
     FIELDS: tuple[str, ...] = ()
     DIMS: tuple[str, ...] = ("capacity",)
 
@@ -95,7 +96,7 @@ class KeyedRing:
     @classmethod
     def load(cls, path: str | Path):
         with np.load(Path(path), allow_pickle=False) as z:
-            if str(z["format"]) != cls.FORMAT:
+            if str(z["format"]) not in (cls.FORMAT, *cls.READS):
                 raise ValueError(f"{path}: not a replay buffer of format {cls.FORMAT} (got {z['format']})")
             meta = [int(v) for v in z["meta"]]
             nd = len(cls.DIMS)
@@ -115,13 +116,13 @@ class CandidateReplay(KeyedRing):
     """Ring buffer of decisions with the next state's proposals (for the max in the TD target).
 
     Rows: feat, action (the chosen proposal), reward, done, next_feat, next_cands [N, act_dim],
-    episode, chunk, and mc: the discounted return observed from the decision to its episode's end, -1 (unknown)
-    until :meth:`close_episode` fills it in. A repeated (episode, chunk) or a non-finite value is refused and
-    counted. Saved as ``.npz`` and loaded with ``allow_pickle=False``
-    (:class:`~mechanic_rl_ros.rl.replay.KeyedRing`)."""
+    episode, chunk. A repeated (episode, chunk) or a non-finite value is refused and counted. Saved as ``.npz``
+    and loaded with ``allow_pickle=False`` (:class:`KeyedRing`); a buffer of format ``/3`` (which also held
+    the observed returns of a retired critic variant) loads without them."""
 
-    FORMAT = "mechanic_rl_ros.select_replay/3"
-    FIELDS = ("feat", "action", "reward", "done", "next_feat", "next_cands", "episode", "chunk", "mc")
+    FORMAT = "mechanic_rl_ros.select_replay/4"
+    READS = ("mechanic_rl_ros.select_replay/3",)
+    FIELDS = ("feat", "action", "reward", "done", "next_feat", "next_cands", "episode", "chunk")
     DIMS = ("capacity", "feat_dim", "act_dim", "num_candidates")
 
     def __init__(self, capacity: int, feat_dim: int, act_dim: int, num_candidates: int):
@@ -134,17 +135,6 @@ class CandidateReplay(KeyedRing):
         self.done = np.zeros(c, np.float32)
         self.next_feat = np.zeros((c, feat_dim), np.float32)
         self.next_cands = np.zeros((c, num_candidates, act_dim), np.float32)
-        self.mc = np.full(c, -1.0, np.float32)
-
-    def close_episode(self, episode: int, gamma: float) -> int:
-        """Fill in ``mc`` of the stored decisions of ``episode`` (which has ended): the discounted sum of the
-        rewards of it and the decisions after it that are stored. Returns how many rows it set."""
-        rows = sorted((c, i) for (e, c), i in self._keys.items() if e == int(episode))
-        ret = 0.0
-        for _, i in reversed(rows):
-            ret = float(self.reward[i]) + gamma * ret
-            self.mc[i] = ret
-        return len(rows)
 
     def add(self, feat: Any, action: Any, reward: float, done: bool, next_feat: Any | None, next_cands: Any | None,
             episode: int, chunk: int) -> bool:
@@ -155,7 +145,7 @@ class CandidateReplay(KeyedRing):
             raise ValueError("a decision that is not done needs next_feat and next_cands")
         row = {"feat": np.asarray(feat, np.float32).reshape(self.feat_dim),
                "action": np.asarray(action, np.float32).reshape(self.act_dim),
-               "reward": np.float32(reward), "done": np.float32(bool(done)), "mc": np.float32(-1.0),
+               "reward": np.float32(reward), "done": np.float32(bool(done)),
                "next_feat": np.zeros(self.feat_dim, np.float32) if next_feat is None else
                np.asarray(next_feat, np.float32).reshape(self.feat_dim),
                "next_cands": np.zeros((self.num_candidates, self.act_dim), np.float32) if next_cands is None else
@@ -163,5 +153,4 @@ class CandidateReplay(KeyedRing):
         return self._put(episode, chunk, row)
 
     def sample(self, batch_size: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
-        return self._rows(("feat", "action", "reward", "done", "next_feat", "next_cands", "chunk", "mc"),
-                          batch_size, rng)
+        return self._rows(("feat", "action", "reward", "done", "next_feat", "next_cands"), batch_size, rng)

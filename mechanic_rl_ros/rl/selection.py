@@ -26,6 +26,11 @@ successes apart); the bootstrapped value is clipped to [0, ``q_max``]; the TD ta
 over the target ensemble for each proposal, then the max over proposals; choosing uses the ensemble
 mean (``choose``). Every optimiser is ``Mechanic(Adam(lr=1))`` unless ``optimizer="adam"``. An update
 with a non-finite loss or gradient steps nothing and is counted (``nonfinite_skipped``).
+
+Four critic variants were measured and were not better than this (docs/offpolicy.md, "What did not
+help"): the fraction of the episode left as an input, the TD target floored by or mixed with the
+observed return, and a cross-entropy loss. They are gone; :data:`RETIRED` lists their keys, which a
+saved config may still hold at the value this code implements.
 """
 from __future__ import annotations
 
@@ -50,7 +55,9 @@ EXPORT_FORMAT = "mechanic_rl_ros.select_critic/1"
 #: the stack's selection settings, read by policy_node and learner_node alike
 DEFAULT_SELECT_CONFIG = Path(__file__).resolve().parents[2] / "config" / "select.yaml"
 #: the fields that fix the critic's tensors and what it scores: sender and receiver must agree on them
-STRUCTURE = ("feat_dim", "act_dim", "num_candidates", "num_critics", "hidden", "layers", "horizon")
+STRUCTURE = ("feat_dim", "act_dim", "num_candidates", "num_critics", "hidden", "layers")
+#: keys of retired critic variants -> the value this code implements (older saved configs hold them)
+RETIRED = {"horizon": 0, "mc_floor": False, "loss": "mse", "mc_mix": 0.0}
 
 
 @dataclass
@@ -69,20 +76,18 @@ class SelectConfig:
     optimizer: str = "mechanic"     #: mechanic (Mechanic(Adam(lr=1))) or adam (Adam(lr))
     lr: float = 3e-4                #: only for optimizer=adam
     seed: int = 0
-    horizon: int = 0                #: decisions per episode at the time limit; > 0 adds the fraction left to Q's input
-    mc_floor: bool = False          #: TD target floored by the discounted return observed from the decision
-    loss: str = "mse"               #: mse (regression of Q) or bce (Q = sigmoid(logit), cross-entropy to the target)
-    mc_mix: float = 0.0             #: lambda: TD target (1 - lambda) TD + lambda (observed return), once the episode ended
-
-    @property
-    def reads_returns(self) -> bool:
-        """Whether the TD target reads each decision's observed return (the floor or the mix): only then
-        must an episode's end fill them in (:meth:`CandidateReplay.close_episode`)."""
-        return self.mc_floor or self.mc_mix > 0
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "SelectConfig":
+        """The config of a mapping; a :data:`RETIRED` key is dropped if it holds the value this code
+        implements and refused otherwise (the critic was trained as this code no longer trains)."""
         names = {f.name for f in fields(cls)}
+        d = dict(d)
+        for key, value in RETIRED.items():
+            got = d.pop(key, value)
+            if got != value:
+                raise ValueError(f"{key} = {got!r} is a retired critic variant (measured and not better, "
+                                 f"docs/offpolicy.md); only {key} = {value!r} is implemented")
         unknown = set(d) - names
         if unknown:
             raise ValueError(f"unknown learner keys: {sorted(unknown)}; expected some of {sorted(names)}")
@@ -119,10 +124,6 @@ def load_select_config(path: str | Path | None, *, feat_dim: int, act_dim: int,
         raise ValueError(f"select config {p}: gamma = {cfg.gamma!r}; expected a number in [0, 1)")
     if cfg.choose not in ("mean", "min"):
         raise ValueError(f"select config {p}: choose = {cfg.choose!r}; expected mean or min")
-    if cfg.loss not in ("mse", "bce"):
-        raise ValueError(f"select config {p}: loss = {cfg.loss!r}; expected mse or bce")
-    if isinstance(cfg.mc_mix, bool) or not (isinstance(cfg.mc_mix, (int, float)) and 0.0 <= cfg.mc_mix <= 1.0):
-        raise ValueError(f"select config {p}: mc_mix = {cfg.mc_mix!r}; expected a number in [0, 1]")
     return cfg
 
 
@@ -133,33 +134,11 @@ def critic_arch_id(policy_arch_id: str, cfg: SelectConfig) -> str:
     return "select-critic-" + hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
-def critic_input_dim(cfg: SelectConfig) -> int:
-    """Width of the critic's state input: the policy's features, plus the fraction of time left if ``horizon``."""
-    return cfg.feat_dim + (1 if cfg.horizon > 0 else 0)
-
-
-def with_time(feat: torch.Tensor, t: Any, horizon: int) -> torch.Tensor:
-    """``feat`` [B, F] with the fraction of the episode's decisions left, ``1 - t / horizon`` clipped to [0, 1],
-    appended (``t`` [B]: the decision's index in its episode). With a time limit the same observation has a
-    different value early and late, so time is part of the state (Pardo et al., "Time Limits in
-    Reinforcement Learning", ICML 2018); ``horizon`` 0 returns ``feat`` unchanged."""
-    if horizon <= 0:
-        return feat
-    if t is None:
-        raise ValueError("a critic with horizon > 0 needs the decision index t")
-    left = (1.0 - torch.as_tensor(t, dtype=feat.dtype, device=feat.device).reshape(-1, 1) / horizon).clamp(0.0, 1.0)
-    return torch.cat([feat, left.expand(feat.shape[0], 1)], dim=1)
-
-
-def ensemble_scores(net: QEnsemble, feat: torch.Tensor, cands: torch.Tensor, how: str,
-                    sigmoid: bool = False) -> torch.Tensor:
-    """[B, N] value of each of the N proposals [B, N, act_dim] at states ``feat`` [B, F] (with the time input
-    already appended, :func:`with_time`): the mean or the min (``how``) over the ensemble; ``sigmoid``: the
-    networks output logits (``loss: bce``)."""
+def ensemble_scores(net: QEnsemble, feat: torch.Tensor, cands: torch.Tensor, how: str) -> torch.Tensor:
+    """[B, N] value of each of the N proposals [B, N, act_dim] at states ``feat`` [B, F]: the mean or the min
+    (``how``) over the ensemble."""
     b, n = cands.shape[:2]
     q = net(feat.repeat_interleave(n, dim=0), cands.reshape(b * n, -1)).view(-1, b, n)
-    if sigmoid:
-        q = torch.sigmoid(q)
     return q.mean(0) if how == "mean" else q.min(0).values
 
 
@@ -171,7 +150,7 @@ class CriticSelector:
 
     def __init__(self, cfg: SelectConfig, policy_arch_id: str):
         self.cfg = cfg
-        self.critic = QEnsemble(cfg.num_critics, critic_input_dim(cfg), cfg.act_dim, cfg.hidden, cfg.layers)
+        self.critic = QEnsemble(cfg.num_critics, cfg.feat_dim, cfg.act_dim, cfg.hidden, cfg.layers)
         self.critic.requires_grad_(False)
         self.arch_id = critic_arch_id(policy_arch_id, cfg)
         self.expected_shapes = {k: tuple(v.shape) for k, v in self.critic.state_dict().items()}
@@ -187,13 +166,12 @@ class CriticSelector:
 
     @torch.no_grad()
     def choose(self, feat: torch.Tensor, cands: torch.Tensor, t: int | None = None) -> int:
-        """Index of the proposal to run, of ``cands`` [N, act_dim] at ``feat`` [F], decision ``t`` of its
-        episode (0 before any critic)."""
+        """Index of the proposal to run, of ``cands`` [N, act_dim] at ``feat`` [F] (0 before any critic);
+        ``t``, the decision's index in its episode, is not read."""
         if self.version == 0:
             return 0
-        x = with_time(feat.reshape(1, -1).float(), None if t is None else [t], self.cfg.horizon)
-        return int(ensemble_scores(self.critic, x, cands[None].float(), self.cfg.choose,
-                                   self.cfg.loss == "bce").argmax(dim=1)[0])
+        return int(ensemble_scores(self.critic, feat.reshape(1, -1).float(), cands[None].float(),
+                                   self.cfg.choose).argmax(dim=1)[0])
 
 
 class SelectLearner:
@@ -202,16 +180,12 @@ class SelectLearner:
     def __init__(self, cfg: SelectConfig, device: str | torch.device = "cpu"):
         if cfg.choose not in ("mean", "min"):
             raise ValueError(f"choose must be mean or min, got {cfg.choose!r}")
-        if cfg.loss not in ("mse", "bce"):
-            raise ValueError(f"loss must be mse or bce, got {cfg.loss!r}")
         if cfg.num_candidates < 1:
             raise ValueError(f"num_candidates must be >= 1, got {cfg.num_candidates}")
-        if not 0.0 <= cfg.mc_mix <= 1.0:
-            raise ValueError(f"mc_mix must be in [0, 1], got {cfg.mc_mix}")
         self.cfg = cfg
         self.device = torch.device(device)
         torch.manual_seed(cfg.seed)
-        self.critic = QEnsemble(cfg.num_critics, critic_input_dim(cfg), cfg.act_dim, cfg.hidden,
+        self.critic = QEnsemble(cfg.num_critics, cfg.feat_dim, cfg.act_dim, cfg.hidden,
                                 cfg.layers).to(self.device)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.critic_opt = build_optimizer(cfg.optimizer, self.critic.parameters(), cfg.lr)
@@ -223,10 +197,9 @@ class SelectLearner:
     @torch.no_grad()
     def scores(self, feat: torch.Tensor, cands: torch.Tensor, t: Any = None) -> torch.Tensor:
         """[B, N] the ensemble's value of each proposal (mean or min over critics, ``cfg.choose``) at states
-        ``feat`` [B, F], decision indices ``t`` [B] (needed when ``cfg.horizon`` > 0)."""
-        x = with_time(feat.to(self.device, torch.float32), t, self.cfg.horizon)
-        return ensemble_scores(self.critic, x, cands.to(self.device, torch.float32), self.cfg.choose,
-                               self.cfg.loss == "bce")
+        ``feat`` [B, F]; ``t`` (decision indices) is not read."""
+        return ensemble_scores(self.critic, feat.to(self.device, torch.float32),
+                               cands.to(self.device, torch.float32), self.cfg.choose)
 
     @torch.no_grad()
     def choose(self, feat: torch.Tensor, cands: torch.Tensor, t: Any = None) -> torch.Tensor:
@@ -236,40 +209,19 @@ class SelectLearner:
     # ----------------------------------------------------------------- update
     def update(self, batch: Mapping[str, Any]) -> dict[str, float]:
         """One gradient step of the critic ensemble on ``batch`` (keys feat, action, reward, done,
-        next_feat, next_cands [B, N, act_dim]; ``chunk`` [B], the decision's index in its episode, when
-        ``cfg.horizon`` > 0; ``mc`` [B], the discounted return observed from it, negative while its episode runs,
-        when ``cfg.mc_floor`` or ``cfg.mc_mix``); nothing is stepped if a value is non-finite."""
+        next_feat, next_cands [B, N, act_dim]): the squared TD error of every member against
+        ``y = r + gamma (1 - done) clip(max_j min_k Q_target_k(s', a'_j), 0, q_max)``, then the targets'
+        Polyak step; nothing is stepped if a value is non-finite."""
         cfg, dev = self.cfg, self.device
-        keys = ["feat", "action", "reward", "done", "next_feat", "next_cands"]
-        keys += (["chunk"] if cfg.horizon > 0 else []) + (["mc"] if cfg.reads_returns else [])
-        t = {k: torch.as_tensor(np.asarray(batch[k]), dtype=torch.float32, device=dev) for k in keys}
-        step = t.get("chunk")
-        feat = with_time(t["feat"], step, cfg.horizon)
-        next_feat = with_time(t["next_feat"], None if step is None else step + 1, cfg.horizon)
+        t = {k: torch.as_tensor(np.asarray(batch[k]), dtype=torch.float32, device=dev)
+             for k in ("feat", "action", "reward", "done", "next_feat", "next_cands")}
         with torch.no_grad():
-            bce = cfg.loss == "bce"
-            qn = ensemble_scores(self.critic_target, next_feat, t["next_cands"], "min", bce).max(1).values
+            qn = ensemble_scores(self.critic_target, t["next_feat"], t["next_cands"], "min").max(1).values
             if cfg.q_max > 0:
                 qn = qn.clamp(0.0, cfg.q_max)
             target = t["reward"] + cfg.gamma * (1.0 - t["done"]) * qn
-            if cfg.mc_floor:
-                # what was actually reached from here is a value the policy class can attain (self-imitation's
-                # lower bound, Oh et al., ICML 2018); it carries a success back at once instead of one TD step a time
-                target = torch.maximum(target, t["mc"].clamp(min=0.0))  # unknown (-1) floors nothing
-            if cfg.mc_mix > 0:
-                # a lambda-return-like mix (Sutton & Barto, ch. 12): a failed episode's zero reaches every decision
-                # of it at once instead of one TD step per update; rows of a running episode (mc < 0) keep TD
-                mixed = (1.0 - cfg.mc_mix) * target + cfg.mc_mix * t["mc"]
-                target = torch.where(t["mc"] >= 0, mixed, target)
-            if bce:
-                target = target.clamp(0.0, 1.0)
-        q = self.critic(feat, t["action"])
-        if bce:  # value learning as classification (Farebrother et al., "Stop Regressing", ICML 2024)
-            loss = torch.nn.functional.binary_cross_entropy_with_logits(
-                q, target.unsqueeze(0).expand_as(q), reduction="none").mean(1).sum()
-            q = torch.sigmoid(q)
-        else:
-            loss = (q - target.unsqueeze(0)).pow(2).mean(1).sum()
+        q = self.critic(t["feat"], t["action"])
+        loss = (q - target.unsqueeze(0)).pow(2).mean(1).sum()
         params = list(self.critic.parameters())
         grads = torch.autograd.grad(loss, params)
         if not (bool(torch.isfinite(loss)) and all(bool(torch.isfinite(g).all()) for g in grads)):
@@ -347,7 +299,7 @@ def _read_export(directory: str | Path, policy_arch_id: str | None,
     d = Path(directory)
     if not (d / "select.json").is_file():
         raise FileNotFoundError(f"{d}: no select.json; expected an exported critic (critic.safetensors + select.json, "
-                                "e.g. <run_dir>/learner/critic or checkpoints/lift_select)")
+                                "e.g. <run_dir>/learner/critic or checkpoints/lift_demos_select)")
     meta = json.loads((d / "select.json").read_text())
     if meta.get("format") != EXPORT_FORMAT:
         raise ValueError(f"{d}/select.json: format {meta.get('format')!r}, expected {EXPORT_FORMAT!r}")

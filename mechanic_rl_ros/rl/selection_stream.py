@@ -1,4 +1,4 @@
-"""Decisions and per-step rewards arriving one by one -> rows of a :class:`~.selection.CandidateReplay`.
+"""Decisions and per-step rewards arriving one by one -> rows of a :class:`~.replay.CandidateReplay`.
 
 The stack's learner sees a decision (features, N proposals, the chosen one) on the first step of each
 chunk and the rewards of the chunk's steps one control period later, each joined to its chunk by
@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from .selection import CandidateReplay
+from .replay import CandidateReplay
 
 FORMAT = "mechanic_rl_ros.select_stream/1"
 
@@ -43,13 +43,10 @@ class _Pending:
 
 class SelectStream:
     """See the module docstring. ``max_episodes`` bounds the episodes with pending decisions (the oldest
-    is dropped, counted, when a new one would exceed it: an episode whose end never came). With ``gamma``
-    an episode's end fills in the discounted returns of its stored decisions
-    (:meth:`~.selection.CandidateReplay.close_episode`)."""
+    is dropped, counted, when a new one would exceed it: an episode whose end never came)."""
 
-    def __init__(self, replay: CandidateReplay, max_episodes: int = 64, gamma: float | None = None):
+    def __init__(self, replay: CandidateReplay, max_episodes: int = 64):
         self.replay = replay
-        self.gamma = gamma
         self.max_episodes = int(max_episodes)
         self.pending: "OrderedDict[int, dict[int, _Pending]]" = OrderedDict()  # episode -> chunk -> decision
         self.ended: "OrderedDict[int, None]" = OrderedDict()  # episodes whose terminal reward came (bounded)
@@ -103,8 +100,6 @@ class SelectStream:
         if terminal:
             p.done = True
             self._store(episode, int(chunk), p, None)
-            if self.gamma is not None:
-                self.replay.close_episode(episode, self.gamma)
             later = self.pending.pop(episode, {})
             self.counters["after_end"] += len(later)
             self.ended[episode] = None
