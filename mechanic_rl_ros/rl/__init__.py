@@ -1,6 +1,22 @@
 """Online RL fine-tuning of the diffusion policy (pure torch, no ROS imports).
 
-Public API::
+Every algorithm is a :class:`~.learner.Learner` (rl/learner.py): learner_node and the headless trainers
+drive it with the same calls::
+
+    from mechanic_rl_ros.rl import open_learner
+    learner, resumed = open_learner(params, "runs/x/learner")   # params: learner_node's ("algorithm", ...)
+    learner.add_step(episode, step, chunk, policy_version, first, decision)
+    learner.add_reward(episode, step, reward, terminated, truncated)
+    learner.abort_episode(episode)
+    while learner.owed() > 0:
+        learner.step()
+    payload = learner.payload()                     # what goes on the wire as PolicyWeights
+    learner.save("runs/x/learner")
+
+``select`` (:mod:`.online_selection`, the stack's default): value-guided selection among the frozen
+policy's proposals (:mod:`.selection`, critic ensemble :class:`~.critic.QEnsemble`, replay
+:mod:`.replay`). ``dppo`` (:mod:`.online_dppo`): DPPO on the denoiser; its parts, as ``train-rl`` uses
+them::
 
     from mechanic_rl_ros.rl import DPPO, DPPOConfig, RolloutBuffer, load_config
     learner = DPPO.from_checkpoint("checkpoints/lift_pretrained", load_config().learner)
@@ -19,9 +35,10 @@ from .critic import ObsCritic
 from .dppo import DPPO, ActResult
 from .errors import NonFiniteUpdateError
 from .gae import clip_schedule, denoising_advantages, denoising_discount, gae, normalize_advantages, ppo_clip_loss
+from .learner import ALGORITHMS, Learner, learner_class, open_learner
 
 __all__ = [
-    "ActResult", "Batch", "BufferCounters", "DPPO", "DPPOConfig", "NonFiniteUpdateError", "ObsCritic",
+    "ALGORITHMS", "ActResult", "Batch", "BufferCounters", "DPPO", "DPPOConfig", "NonFiniteUpdateError", "ObsCritic",
     "RLFileConfig", "RolloutBuffer", "clip_schedule", "denoising_advantages", "denoising_discount", "gae",
-    "load_config", "normalize_advantages", "ppo_clip_loss",
+    "Learner", "learner_class", "load_config", "open_learner", "normalize_advantages", "ppo_clip_loss",
 ]
