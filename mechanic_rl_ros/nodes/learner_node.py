@@ -90,8 +90,8 @@ PARAMETERS = [
           "success rate"),
     Param("weights_topic", topics.WEIGHTS.name, "where new versioned weights go (mechanic_rl_ros/PolicyWeights, "
           "reliable, transient-local)"),
-    Param("stats_topic", topics.LEARNER_STATS.name, "mechanic_rl_ros/LearnerStats after each update (losses, Mechanic "
-          "scale, success rate), for rqt"),
+    Param("stats_topic", topics.LEARNER_STATS.name, "mechanic_rl_ros/LearnerStats with every publication of weights "
+          "(losses, Mechanic scale, success rate), for rqt"),
     Param("marker_topic", topics.LEARNER_STATUS_TEXT.name, "visualization_msgs/MarkerArray text with the key figures, for "
           "RViz"),
     Param("history_depth", 2000, "[messages] transient-local history asked of the transition and reward "
