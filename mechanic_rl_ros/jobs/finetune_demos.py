@@ -77,7 +77,7 @@ class DemoFinetuner:
 
     def __init__(self, policy: Any, dataset: Any, batch_size: int = 64, seed: int = 0, augment_pad: int = 4,
                  optimizer: str = "mechanic", lr: float = 1e-4):
-        from mechanic_rl_ros.optim import Mechanic
+        from mechanic_rl_ros.optim import build_optimizer
 
         if batch_size < 1:
             raise ValueError(f"batch_size: {batch_size}; expected an integer >= 1")
@@ -86,8 +86,7 @@ class DemoFinetuner:
         self.policy, self.dataset = policy, dataset
         self.batch_size, self.augment_pad = int(batch_size), int(augment_pad)
         params = list(policy.net.parameters())
-        self.opt = (Mechanic(torch.optim.Adam(params, lr=1.0)) if optimizer == "mechanic"
-                    else torch.optim.Adam(params, lr=float(lr)))
+        self.opt = build_optimizer(optimizer, params, lr)
         self.rng = np.random.default_rng(seed)
         self.gen = torch.Generator().manual_seed(int(seed))
         self.steps = 0
@@ -95,7 +94,9 @@ class DemoFinetuner:
 
     @property
     def scale(self) -> float:
-        return float(getattr(self.opt, "scale", float("nan")))
+        from mechanic_rl_ros.optim import mechanic_scale
+
+        return mechanic_scale(self.opt)
 
     def step(self) -> float:
         """One gradient step on a batch drawn with replacement; its loss (NaN if skipped). The network is left
