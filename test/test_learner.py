@@ -76,6 +76,16 @@ def test_an_aborted_episode_is_dropped_and_what_comes_later_refused():
     assert learner.counts["episodes_aborted"] == 1 and learner.counts["decisions_dropped_aborted"] == 1
 
 
+def test_ended_episodes_give_the_success_rate_of_the_last_ones():
+    learner = _learner()
+    assert learner.success_rate == 0.0
+    for ep, ok in enumerate([True, False, True, True]):
+        learner.end_episode(ep, ok)
+    assert learner.success_rate == 0.75
+    learner.outcomes = type(learner.outcomes)(learner.outcomes, maxlen=2)
+    assert learner.success_rate == 1.0
+
+
 def test_owed_steps_are_utd_per_decision_after_the_warm_up():
     rng = np.random.default_rng(0)
     learner = _learner(utd=3, warmup=2)

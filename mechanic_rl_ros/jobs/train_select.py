@@ -316,6 +316,7 @@ def train(args: argparse.Namespace, log: Callable[[str], None] = lambda m: print
                 ep_ret[i] += res.reward
                 ep_len[i] += res.steps
                 if res.terminated or res.truncated:
+                    online.end_episode(loop.episode, bool(res.success))
                     episodes.append({"episode": loop.episode, "env": i, "env_steps": env_steps,
                                      "robot_min": robot_minutes(env_steps), "length": ep_len[i],
                                      "success": int(res.success), "return": ep_ret[i]})

@@ -50,7 +50,8 @@ PARAMETERS = [
           "from run_dir); the launch sets it"),
     Param("algorithm", "select", "select = value-guided selection among the frozen policy's proposals (critic "
           "ensemble, off-policy, config/select.yaml); dppo = DPPO on the fine-tuned denoiser (config/rl.yaml, "
-          "thousands of decisions per update: simulator scale); must match policy_node's", choices=tuple(ALGORITHMS)),
+          "thousands of decisions per update: simulator scale); must match policy_node's",
+          choices=tuple(ALGORITHMS)),
     Param("select_config", "", "algorithm select: YAML of the selection settings, shared with policy_node; '' = "
           "config/select.yaml"),
     Param("seed", 0, "algorithm select: learner seed (critic initialisation, batch sampling)", range=(0, None)),
@@ -114,7 +115,7 @@ class LearnerNode(Node):
                                    f"{run_dir}")
         self.dir = run_dir / "learner"
         self.learner, resumed = open_learner(cfg, self.dir)
-        self.outcomes: deque[bool] = deque(maxlen=int(cfg["success_window"]))
+        self.learner.outcomes = deque(maxlen=int(cfg["success_window"]))
         self.updating = False
         self.stopping = False  #: set at shutdown: the update thread stops after its current step
         self.last_stats: dict[str, float] = {}
@@ -172,7 +173,7 @@ class LearnerNode(Node):
                                        f"decisions dropped, nothing of it is learned from")
             return
         if msg.event in (EpisodeEvent.SUCCESS, EpisodeEvent.FAILURE, EpisodeEvent.TIMEOUT):
-            self.outcomes.append(msg.event == EpisodeEvent.SUCCESS)
+            self.learner.end_episode(int(msg.episode), msg.event == EpisodeEvent.SUCCESS)
 
     # ------------------------------------------------------------ learning
     def _maybe_update(self) -> None:
@@ -234,7 +235,7 @@ class LearnerNode(Node):
         m.samples_per_second = float(self.samples_per_s)
         m.transitions_received = self.learner.counts["transitions_received"]
         m.buffer_size, m.transitions_stale, m.transitions_unmatched = r.buffer_size, r.stale, r.unmatched
-        m.success_rate = float(sum(self.outcomes) / len(self.outcomes)) if self.outcomes else 0.0
+        m.success_rate = float(self.learner.success_rate)
         self.stats_pub.publish(m)
         scale = m.actor_scale if np.isfinite(m.actor_scale) else m.critic_scale  # the trained network's
         text = Marker(ns="learner_status", id=0, type=Marker.TEXT_VIEW_FACING, action=Marker.ADD)

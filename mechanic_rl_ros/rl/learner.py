@@ -5,8 +5,9 @@ calls in the same units, whichever the algorithm:
 
 * input -- :meth:`~Learner.add_step` (an executed control step; the first step of a chunk carries its
   :class:`~mechanic_rl_ros.control.decision.Decision`), :meth:`~Learner.add_reward` (that step's reward),
-  :meth:`~Learner.abort_episode` (the robot stopped it: nothing of it is learned from). Steps and rewards
-  arrive in any order and possibly twice (transient-local history replayed after a restart): the
+  :meth:`~Learner.end_episode` (its outcome, for the success rate; the terminal reward already ended it
+  for learning), :meth:`~Learner.abort_episode` (the robot stopped it: nothing of it is learned from).
+  Steps and rewards arrive in any order and possibly twice (transient-local history replayed after a restart): the
   :class:`~mechanic_rl_ros.control.join.Join` behind these calls pairs them by (episode, step), holds a
   reward that came before its step, and ignores duplicates; every refusal is counted in :attr:`counts`;
 * learning -- :meth:`~Learner.owed` says how many units of learning are due (gradient steps of the
@@ -28,6 +29,7 @@ import importlib
 import json
 import shutil
 import threading
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Mapping
@@ -97,6 +99,8 @@ class Learner(abc.ABC):
 
     def __init__(self) -> None:
         self.lock = threading.RLock()
+        #: outcomes (True: success) of the last episodes that ended, for the success rate
+        self.outcomes: deque[bool] = deque(maxlen=20)
         self.join = Join()
         #: episodes the robot stopped under: nothing of them is learned from
         self.aborted: set[int] = set()
@@ -153,6 +157,15 @@ class Learner(abc.ABC):
             self.counts["rewards_received"] += 1
             if chunk is not None:  # else its step is still on the way
                 self._apply(key[0], chunk, *args)
+
+    def end_episode(self, episode: int, success: bool) -> None:
+        """``episode`` ended (success, failure or time limit): its outcome counts in :attr:`success_rate`."""
+        self.outcomes.append(bool(success))
+
+    @property
+    def success_rate(self) -> float:
+        """Successes among the last ``outcomes.maxlen`` episodes that ended (0 before any)."""
+        return sum(self.outcomes) / len(self.outcomes) if self.outcomes else 0.0
 
     def abort_episode(self, episode: int) -> int | None:
         """Drop everything held of ``episode`` and refuse what comes of it later; how many decisions were
