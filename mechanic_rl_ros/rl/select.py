@@ -16,7 +16,7 @@ produces, so the critic is never asked about actions far from its data.
 Why this and not a noise-space actor (:mod:`.steer`, docs/offpolicy.md): the critic reads the
 executed motion (normalised joint targets and gripper, ``T_a x A`` numbers) instead of the
 128-dimensional noise that produces it through 10 denoising steps, and the max over the policy's
-own samples cannot extrapolate. ``scripts/noise_oracle.py`` measured why choosing among samples can
+own samples cannot extrapolate. ``studies/noise_oracle.py`` measured why choosing among samples can
 be enough: over 48 reset seeds x 6 noise draws the pretrained policy succeeds in 72.9 % of episodes,
 yet 47 of the 48 seeds succeed at least once.
 
