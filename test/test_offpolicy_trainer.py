@@ -12,7 +12,7 @@ from mechanic_rl_ros.control.chunk_loop import ChunkLoop
 from mechanic_rl_ros.jobs.rollouts import plan_batch
 from mechanic_rl_ros.jobs.train_offpolicy import NoisePlanner, NoisePolicy, main
 from mechanic_rl_ros.policy import DiffusionPolicy
-from mechanic_rl_ros.policy.testing import random_obs
+from fixtures_policy import random_obs
 
 torch.set_num_threads(1)
 

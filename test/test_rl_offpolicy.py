@@ -8,7 +8,7 @@ import torch
 from mechanic_rl_ros.optim import Mechanic
 from mechanic_rl_ros.control.history import ObsHistory
 from mechanic_rl_ros.policy import DiffusionPolicy
-from mechanic_rl_ros.policy.testing import random_obs, tiny_config
+from fixtures_policy import random_obs, tiny_config
 from mechanic_rl_ros.rl.replay import ReplayBuffer
 from mechanic_rl_ros.rl.steer import SteerConfig, SteerLearner
 from mechanic_rl_ros.jobs.train_offpolicy import NoisePolicy, build_parser, resolve_config

@@ -15,7 +15,7 @@ from mechanic_rl_ros.jobs.train_offpolicy import NoisePolicy
 from mechanic_rl_ros.jobs.train_select import SelectPlanner, first_proposal
 from mechanic_rl_ros.optim import Mechanic
 from mechanic_rl_ros.policy import DiffusionPolicy
-from mechanic_rl_ros.policy.testing import random_obs, tiny_config
+from fixtures_policy import random_obs, tiny_config
 from mechanic_rl_ros.rl.select import (CandidateReplay, SelectConfig, SelectLearner, export_critic,
                                        load_exported_critic, policy_weights_id)
 
