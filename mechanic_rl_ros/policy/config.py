@@ -84,7 +84,7 @@ class SamplingConfig:
 
     inference_steps: int = 10     #: K, DDIM steps at inference
     eta: float = 1.0              #: DDIM eta for *stochastic* sampling (0 = deterministic DDIM)
-    min_sampling_std: float = 0.03  #: floor on the per-step sampling std (DPPO min_sampling_denoising_std is 0.1; see docs/rl.md)
+    min_sampling_std: float = 0.03  #: floor on the per-step sampling std (DPPO min_sampling_denoising_std is 0.1; see docs/learner.md)
     min_logprob_std: float = 0.1  #: floor on the std used for log-probabilities (DPPO min_logprob_denoising_std)
     clip_x0: float = 1.0          #: clip the x0 prediction to [-c, c] (0 or negative disables)
     clip_action: float = 1.0      #: clip the final (normalised) action before un-normalising

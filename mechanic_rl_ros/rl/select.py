@@ -13,7 +13,7 @@ diffusion policy is trained and no actor is trained: the only network that chang
 one to publish) is the critic, and the chosen chunks are always ones the pretrained policy itself
 produces, so the critic is never asked about actions far from its data.
 
-Why this and not a noise-space actor (:mod:`.steer`, docs/offpolicy.md): the critic reads the
+Why this and not a noise-space actor (:mod:`.steer`, docs/history.md): the critic reads the
 executed motion (normalised joint targets and gripper, ``T_a x A`` numbers) instead of the
 128-dimensional noise that produces it through 10 denoising steps, and the max over the policy's
 own samples cannot extrapolate. ``studies/noise_oracle.py`` measured why choosing among samples can
