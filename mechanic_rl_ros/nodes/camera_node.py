@@ -26,7 +26,7 @@ loaded machine, most of them), while a reliable one has the lost fragments
 resent. Keep last 1 still means "only the newest frame": an older one not
 yet taken is replaced, never queued. ``best_effort`` matches every publisher
 too and suits small frames or a network link where resending is worse than
-dropping (README, "Cameras"). The output has the stack's sensor QoS
+dropping (docs/cameras.md). The output has the stack's sensor QoS
 (:data:`mechanic_rl_ros.wire.topics.SENSOR`, 96 x 96 frames fit one datagram):
 a late frame is worth less than the next one.
 

@@ -418,7 +418,7 @@ class SimNode(Node):
         gets an executor thread: a client that waits for the acceptance before it sends the tick's arm
         trajectory (policy_node on sim time) then has the hand move in the same lock-step period as the arm,
         as the real hand starts within milliseconds of its goal (an executor's delay put the grasp one 0.1 s
-        period behind the arm, and the arm lifted before the fingers closed: docs/offpolicy.md, "Round 6").
+        period behind the arm, and the arm lifted before the fingers closed: docs/safety.md, "Arm command interface and reflexes").
         """
         try:
             motion = motion_of(goal)
