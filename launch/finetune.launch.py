@@ -6,14 +6,12 @@ description the venv runner (`mechanic-rl finetune`) starts, so the two never
 drift apart. `ros2 launch mechanic_rl_ros finetune.launch.py --show-args`
 lists the arguments.
 """
-from pathlib import Path
-
-from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, LogInfo, OpaqueFunction, Shutdown
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
+from mechanic_rl_ros import resources
 from mechanic_rl_ros.stack import description
 
 PACKAGE = "mechanic_rl_ros"
@@ -23,7 +21,7 @@ SHUTDOWN_SECONDS = 60
 
 def _stack(context):
     values = {a.name: LaunchConfiguration(a.name).perform(context) for a in description.ARGUMENTS}
-    config_dir = Path(get_package_share_directory(PACKAGE)) / "config"
+    config_dir = resources.config_dir()
     # a relative run_dir becomes absolute here, once (description.resolve), and the log says where it went
     run_dir = description.resolve(values)["run_dir"]
     actions = [LogInfo(msg=description.run_dir_message(values["run_dir"], run_dir))]

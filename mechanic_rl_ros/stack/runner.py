@@ -25,20 +25,17 @@ from typing import Sequence
 
 import yaml
 
+from mechanic_rl_ros import resources
 from mechanic_rl_ros.stack import description
 from mechanic_rl_ros.stack.monitor import MonitorNode, Progress
 
-PACKAGE_ROOT = Path(__file__).resolve().parents[1]
-
 
 def default_config_dir() -> Path:
-    """``config/`` of a source checkout, else the installed share directory."""
-    source = PACKAGE_ROOT.parent / "config"
-    if source.is_dir():
-        return source
-    from ament_index_python.packages import get_package_share_directory
+    """The package's ``config/``: source checkout, colcon or pip install alike (:mod:`mechanic_rl_ros.resources`).
 
-    return Path(get_package_share_directory("mechanic_rl_ros")) / "config"
+    Raises ``FileNotFoundError`` naming every place looked in.
+    """
+    return resources.share_dir() / "config"
 
 
 def node_command(spec: description.NodeSpec) -> list[str]:
@@ -148,7 +145,11 @@ class Stack:
 
 def main(argv: Sequence[str] | None = None) -> int:
     values, ns = parse_args(list(sys.argv[1:] if argv is None else argv))
-    config_dir = ns.config_dir or default_config_dir()
+    try:
+        config_dir = ns.config_dir or default_config_dir()
+    except FileNotFoundError as exc:
+        print(f"mechanic-rl finetune: {exc}; or pass --config-dir DIR", file=sys.stderr)
+        return 2
     specs = description.nodes(values, config_dir)
     policy_ckpt = next((Path(str(s.overrides["checkpoint"])) for s in specs if s.name == "policy_node"), None)
     if policy_ckpt is not None and not (policy_ckpt / "model.safetensors").is_file():
