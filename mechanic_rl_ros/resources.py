@@ -16,7 +16,7 @@ way in the three ways the package is installed:
   files to ``<prefix>/share/mechanic_rl_ros`` of the interpreter's prefix
   (the prefix a colcon install's module also sits under).
 
-Without this, a default like ``Path(__file__).parents[2] / "config"`` holds
+Without this, a default built from ``Path(__file__)`` and the checkout layout holds
 only in a checkout: installed, it points into ``site-packages`` and every
 node dies at start (issue 33).
 
