@@ -9,7 +9,9 @@ Each node is a separate OS process (``python -m mechanic_rl_ros.nodes.<node>
 
 Ctrl-C (SIGINT) and SIGTERM are forwarded to every node; the runner exits 0
 when all nodes then exit cleanly, and non-zero as soon as any node dies on its
-own (the others are stopped).
+own: one ``[finetune] ERROR: node <name> exited with code <n> (<its last output
+line>)`` line, then the others are stopped. Parameter files and the default
+checkpoint come from the package's share directory (:mod:`mechanic_rl_ros.resources`).
 """
 from __future__ import annotations
 
@@ -98,7 +100,9 @@ class Stack:
         self.log_dir = log_dir
         self.env = env
         self.procs: dict[str, subprocess.Popen] = {}
-        self._threads: list[threading.Thread] = []
+        self._threads: dict[str, threading.Thread] = {}
+        #: each node's last non-blank output line: the cause, when it dies
+        self.last_line: dict[str, str] = {}
 
     def start(self) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -108,7 +112,7 @@ class Stack:
             self.procs[spec.name] = proc
             t = threading.Thread(target=self._pump, args=(spec.name, proc), daemon=True)
             t.start()
-            self._threads.append(t)
+            self._threads[spec.name] = t
             print(f"[finetune] started {spec.name} (pid {proc.pid})", flush=True)
 
     def _pump(self, name: str, proc: subprocess.Popen) -> None:
@@ -116,11 +120,20 @@ class Stack:
             for line in iter(proc.stdout.readline, b""):  # type: ignore[union-attr]
                 log.write(line)
                 log.flush()
+                if line.strip():
+                    self.last_line[name] = line.decode(errors="replace").strip()
                 sys.stdout.write(f"[{name}] {line.decode(errors='replace')}")
                 sys.stdout.flush()
 
     def dead(self) -> list[tuple[str, int]]:
         return [(n, p.returncode) for n, p in self.procs.items() if p.poll() is not None]
+
+    def death_message(self, name: str, code: int) -> str:
+        """The one ERROR line for a node that exited on its own: its name, exit code, last words and log."""
+        self._threads[name].join(timeout=2.0)  # the rest of its output, up to its last line
+        cause = self.last_line.get(name, "no output")
+        return (f"[finetune] ERROR: node {name} exited with code {code} ({cause}); stopping the stack; "
+                f"its log: {self.log_dir / (name + '.log')}")
 
     def stop(self, timeout: float) -> dict[str, int]:
         """SIGINT every node, wait, then escalate; returns the exit codes."""
@@ -138,7 +151,7 @@ class Stack:
                 print(f"[finetune] {name} ignored SIGINT for {timeout:.0f} s; killing it", flush=True)
                 p.kill()
                 p.wait()
-        for t in self._threads:
+        for t in self._threads.values():
             t.join(timeout=2.0)
         return {n: p.returncode for n, p in self.procs.items()}
 
@@ -190,7 +203,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         failed = stack.dead()
         if failed:
             for name, code in failed:
-                print(f"[finetune] node {name} died with exit code {code}; stopping the stack", flush=True)
+                print(stack.death_message(name, code), flush=True)
             break
         if ns.duration and time.monotonic() - started >= ns.duration:
             print(f"[finetune] --duration {ns.duration:g} s reached; stopping the stack", flush=True)
