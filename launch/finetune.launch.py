@@ -46,11 +46,12 @@ def _exit_handlers(node, name):
         if lines:
             last["stderr"] = lines[-1]
 
-    def on_exit(event, _context):
+    def on_exit(event, context):
         if event.returncode != 0:
             raise NodeFailed(f"node {name} exited with code {event.returncode}: "
                              f"{last.get('stderr', 'nothing on stderr')}; stopping the stack")
-        return [Shutdown(reason=f"{name} exited")]
+        # after Ctrl-C every node exits 0: the launch is already stopping, nothing to add
+        return None if context.is_shutdown else [Shutdown(reason=f"{name} exited")]
 
     return [RegisterEventHandler(OnProcessIO(target_action=node, on_stderr=remember)),
             RegisterEventHandler(OnProcessExit(target_action=node, on_exit=on_exit))]
