@@ -22,14 +22,15 @@ import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Mapping
+
+from mechanic_rl_ros.resources import config_file
 
 #: bump when the meaning of an architecture field changes
 ARCH_VERSION = 1
 
-#: default YAML file (repo root / config / policy.yaml)
-DEFAULT_CONFIG_PATH = Path(__file__).resolve().parents[2] / "config" / "policy.yaml"
+#: default YAML file: config/policy.yaml of the package's share directory (source checkout or install)
+DEFAULT_CONFIG_PATH = config_file("policy.yaml")
 
 
 @dataclass

@@ -39,6 +39,8 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
+from mechanic_rl_ros.resources import config_file
+
 from .persist import read_learner, save_learner
 from .replay import KeyedRing
 from .steer import QEnsemble, build_optimizer
@@ -46,7 +48,7 @@ from .steer import QEnsemble, build_optimizer
 FORMAT = "mechanic_rl_ros.select_learner/1"
 EXPORT_FORMAT = "mechanic_rl_ros.select_critic/1"
 #: the stack's selection settings, read by policy_node and learner_node alike
-DEFAULT_SELECT_CONFIG = Path(__file__).resolve().parents[2] / "config" / "select.yaml"
+DEFAULT_SELECT_CONFIG = config_file("select.yaml")
 #: the fields that fix the critic's tensors and what it scores: sender and receiver must agree on them
 STRUCTURE = ("feat_dim", "act_dim", "num_candidates", "num_critics", "hidden", "layers", "horizon")
 
