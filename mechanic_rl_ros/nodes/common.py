@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
 
+import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
@@ -26,6 +27,8 @@ from std_msgs.msg import Float64MultiArray
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from mechanic_rl_ros.control import fr3
+from mechanic_rl_ros.control.fr3 import CommandError, check_arm_command
+from mechanic_rl_ros.control.trajectory import Point, Trajectory
 
 #: ``command_type`` parameter values: forward_command_controller's array, or joint_trajectory_controller's message
 COMMAND_TYPES = ("array", "trajectory")
@@ -175,6 +178,36 @@ def trajectory_message(traj) -> JointTrajectory:
             pt.accelerations = [float(v) for v in p.accelerations]
         msg.points.append(pt)
     return msg
+
+
+def trajectory_from_message(msg: JointTrajectory) -> Trajectory:
+    """The inverse of :func:`trajectory_message`: a JointTrajectory reordered by joint name into fr3_joint1..7 order, stamp in ROS seconds (None for 0).
+
+    Positions are checked against the FR3 position limits; the JTC's own
+    checks (increasing times, zero end velocity) follow when it is received.
+    """
+    names = list(msg.joint_names)
+    missing = [n for n in fr3.JOINT_NAMES if n not in names]
+    if missing:
+        raise CommandError(f"joint_names: missing {missing}; expected {list(fr3.JOINT_NAMES)}, got {names}")
+    if not msg.points:
+        raise CommandError("points: trajectory has no points")
+    order = [names.index(n) for n in fr3.JOINT_NAMES]
+    points = []
+    for i, p in enumerate(msg.points):
+        fields = {}
+        for name in ("positions", "velocities", "accelerations"):
+            values = list(getattr(p, name))
+            if not values and name != "positions":
+                fields[name] = None
+                continue
+            if len(values) != len(names):
+                raise CommandError(f"points[{i}].{name}: {len(values)} values for {len(names)} joint_names")
+            fields[name] = np.array([values[j] for j in order], dtype=np.float64)
+        check_arm_command(fields["positions"], f"points[{i}].positions")
+        points.append(Point(p.time_from_start.sec + p.time_from_start.nanosec * 1e-9, **fields))
+    stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+    return Trajectory(stamp if stamp != 0.0 else None, points)
 
 
 def publish_diagnostics(node: Node, publisher, name: str, hardware_id: str, level: int, message: str,
