@@ -23,6 +23,7 @@ from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, Si
 from rclpy.duration import Duration
 from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions
+from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Float64MultiArray
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
@@ -208,6 +209,27 @@ def trajectory_from_message(msg: JointTrajectory) -> Trajectory:
         points.append(Point(p.time_from_start.sec + p.time_from_start.nanosec * 1e-9, **fields))
     stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
     return Trajectory(stamp if stamp != 0.0 else None, points)
+
+
+def rgb8_image(rgb: np.ndarray, header) -> Image:
+    """An (h, w, 3) uint8 array as sensor_msgs/Image, rgb8, with ``header`` (the buffer assigned, not a list)."""
+    out = Image()
+    out.header = header
+    out.height, out.width = rgb.shape[:2]
+    out.encoding, out.is_bigendian, out.step = "rgb8", 0, 3 * rgb.shape[1]
+    out.data = rgb.tobytes()
+    return out
+
+
+def pinhole_camera_info(header, height: int, width: int, fovy: float) -> CameraInfo:
+    """sensor_msgs/CameraInfo of an undistorted pinhole camera with vertical field of view ``fovy`` [rad]."""
+    f = 0.5 * height / math.tan(0.5 * fovy)
+    cx, cy = (width - 1) / 2, (height - 1) / 2
+    info = CameraInfo(header=header, height=height, width=width, distortion_model="plumb_bob", d=[0.0] * 5)
+    info.k = [f, 0.0, cx, 0.0, f, cy, 0.0, 0.0, 1.0]
+    info.r = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
+    info.p = [f, 0.0, cx, 0.0, 0.0, f, cy, 0.0, 0.0, 0.0, 1.0, 0.0]
+    return info
 
 
 def publish_diagnostics(node: Node, publisher, name: str, hardware_id: str, level: int, message: str,

@@ -64,7 +64,6 @@ messages and hand it requests.
 """
 from __future__ import annotations
 
-import math
 import sys
 
 import numpy as np
@@ -76,14 +75,14 @@ from rclpy.action import ActionServer, GoalResponse
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.node import Node
 from rosgraph_msgs.msg import Clock
-from sensor_msgs.msg import CameraInfo, Image, JointState
-from std_msgs.msg import Float64MultiArray
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Float64MultiArray, Header
 from trajectory_msgs.msg import JointTrajectory
 
 from mechanic_rl_ros.control import fr3
 from mechanic_rl_ros.msg import TaskState
-from mechanic_rl_ros.nodes.common import (Param, RateLimitedLog, declare_parameters, publish_diagnostics,  # noqa: F401
-                                         run_node, trajectory_from_message)
+from mechanic_rl_ros.nodes.common import (Param, RateLimitedLog, declare_parameters, pinhole_camera_info,  # noqa: F401
+                                         publish_diagnostics, rgb8_image, run_node, trajectory_from_message)
 from mechanic_rl_ros.sim import gripper as gripper_semantics
 from mechanic_rl_ros.sim.controller_manager import STATE_LABELS
 from mechanic_rl_ros.sim.env import REWARD_TYPES, make_env
@@ -363,29 +362,11 @@ class SimNode(Node):
         self.task_pub.publish(ts)
 
     def publish_frame(self, stamp_ns: int, images: dict) -> None:
-        stamp = _time(stamp_ns)
         for cam, rgb in images.items():
-            h, w = rgb.shape[:2]
-            img = Image()
-            img.header.stamp = stamp
-            img.header.frame_id = f"{cam}_camera"
-            img.height, img.width, img.encoding, img.is_bigendian, img.step = h, w, "rgb8", 0, 3 * w
-            img.data = rgb.tobytes()
-            self.image_pubs[cam].publish(img)
-            self.info_pubs[cam].publish(self._camera_info(cam, stamp, h, w))
-
-    def _camera_info(self, cam: str, stamp: Time, h: int, w: int) -> CameraInfo:
-        f = 0.5 * h / math.tan(0.5 * self.server.fovy[cam])
-        info = CameraInfo()
-        info.header.stamp = stamp
-        info.header.frame_id = f"{cam}_camera"
-        info.height, info.width = h, w
-        info.distortion_model = "plumb_bob"
-        info.d = [0.0] * 5
-        info.k = [f, 0.0, (w - 1) / 2, 0.0, f, (h - 1) / 2, 0.0, 0.0, 1.0]
-        info.r = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
-        info.p = [f, 0.0, (w - 1) / 2, 0.0, 0.0, f, (h - 1) / 2, 0.0, 0.0, 0.0, 1.0, 0.0]
-        return info
+            header = Header(stamp=_time(stamp_ns), frame_id=f"{cam}_camera")
+            self.image_pubs[cam].publish(rgb8_image(rgb, header))
+            self.info_pubs[cam].publish(pinhole_camera_info(header, rgb.shape[0], rgb.shape[1],
+                                                            self.server.fovy[cam]))
 
     def _publish_diagnostics(self) -> None:
         server, sim = self.server, self.server.env.sim
