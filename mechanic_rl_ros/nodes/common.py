@@ -138,10 +138,20 @@ class RateLimitedLog:
 
     def error(self, key: str, text: str) -> None:
         kind = key + "|" + "".join(c for c in text if not c.isdigit())
-        now = time.monotonic()
-        if now - self._last.get(kind, -math.inf) >= self.period:
-            self._last[kind] = now
+        if self._due(kind, self.period):
             self.node.get_logger().error(text)
+
+    def info(self, key: str, text: str, period: float) -> None:
+        """An expected event worth a line: at most one per ``period`` s per ``key`` (whatever the text)."""
+        if self._due("info|" + key, period):
+            self.node.get_logger().info(text)
+
+    def _due(self, kind: str, period: float) -> bool:
+        now = time.monotonic()
+        if now - self._last.get(kind, -math.inf) >= period:
+            self._last[kind] = now
+            return True
+        return False
 
 
 def command_message_type(command_type: str) -> type:

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import sys
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -59,8 +58,9 @@ from visualization_msgs.msg import Marker, MarkerArray
 from mechanic_rl_ros.control import fr3
 from mechanic_rl_ros.control.gripper import GripperCommander, GripperConfig
 from mechanic_rl_ros.control.chunk_loop import BackgroundPlanning, Chunk, ChunkLoop
-from mechanic_rl_ros.control.observation import ObservationAssembler, StaleObservation
+from mechanic_rl_ros.control.observation import ObservationAssembler
 from mechanic_rl_ros.control.safety import SafetyConfig, SafetyFilter
+from mechanic_rl_ros.control.tick import HOLD, INFO_PERIOD, ControlTick, TickConfig, Verdict, filter_seed
 from mechanic_rl_ros.msg import EpisodeEvent, PolicyWeights, TaskState
 from mechanic_rl_ros.nodes.common import (COMMAND_TYPES, Param, RateLimitedLog, command_message_type,
                                          declare_parameters, joint_command, publish_diagnostics, run_node)
@@ -238,6 +238,10 @@ class PolicyNode(Node):
             jerk_scale=cfg["safety_jerk_scale"], tcp_speed_max=cfg["safety_tcp_speed_max"],
             table_clearance=cfg["safety_table_clearance"], switch_lead=cfg["safety_switch_lead"],
             workspace_min=tuple(cfg["workspace_min"]), workspace_max=tuple(cfg["workspace_max"])))
+        self.ticker = ControlTick(TickConfig(
+            control_dt=self.dt, input_wait=cfg["input_wait"], inference_timeout=cfg["inference_timeout"],
+            wait_for_inference=bool(cfg["wait_for_inference"]), send_delay=cfg["send_delay"],
+            switch_lead=cfg["safety_switch_lead"]), sim_time=self._sim_time())
         self.episode: int | None = None
         self.episode_started = -float("inf")
         self.step = 0
@@ -450,101 +454,47 @@ class PolicyNode(Node):
 
     # ------------------------------------------------------------ control
     def _tick(self) -> None:
+        """One control period: the decisions are :class:`ControlTick`'s; this sends, publishes and counts."""
         if self.episode is None:
             self.planning.poll()
             return
         if not self._robot_ready():
             return
-        now = self._now()
-        sim_time = self._sim_time()
-        if sim_time and abs(now / self.dt - round(now / self.dt)) > 1e-6:
-            # lock-step: the simulator waits at each control instant for that tick's command; a tick off the grid
-            # runs while it is stepping a period on its own (its idle timeout), and whatever it sent would be read
-            # late or taken as the next period's command. Nothing is sent; the committed trajectory plays on.
-            self.counts["ticks_off_grid"] += 1
-            self.get_logger().info(f"tick at {now:.3f} s, off the {self.dt} s grid: the simulator is stepping on "
-                                   f"its own; nothing sent", throttle_duration_sec=1.0)
-            return
-        deadline = time.monotonic() + (self.cfg["input_wait"] if sim_time else 0.0)
-        while True:
-            try:
-                obs, stamp = self.assembler.snapshot(now)
-                if sim_time and self.assembler.due(now):
-                    # lock-step: this instant's joint state and frame are in flight (the clock goes out first)
-                    if time.monotonic() < deadline:
-                        time.sleep(0.002)
-                        continue
-                    self.counts["inputs_behind"] += 1
-                break
-            except StaleObservation as exc:
-                if time.monotonic() < deadline:  # on sim time: the inputs of this instant are in flight
-                    time.sleep(0.002)
-                    continue
-                self._count_hold("hold_stale")
-                if str(exc).startswith("no ") and str(exc).endswith("received yet"):
-                    # an input that has not arrived yet (start-up, a camera starting later): waiting, not a fault
-                    self.get_logger().info(f"holding: {exc}", throttle_duration_sec=1.0)
-                else:
-                    self._problem("stale", f"holding: {exc}")
-                self._hold()
-                return
+        tick, now = self.ticker, self._now()
+        tick.sim_time = self._sim_time()
+        if (verdict := tick.on_grid(now)) is not None:
+            return self._end_tick(verdict)
+        seen = tick.observe(self.assembler, now)
+        if isinstance(seen, Verdict):
+            return self._end_tick(seen)
+        obs, stamp, behind = seen
+        self.counts["inputs_behind"] += behind
         if not self.safety.initialized:
-            if self.assembler.inputs["joints"].stamp <= self.episode_started:
-                # a joint state from before the reset (the arm was elsewhere): seeding from it would glide there
-                self._count_hold("hold_stale")
-                return
-            q, settle = self._filter_seed(obs["qpos"])
+            if (verdict := tick.seedable(self.assembler.inputs["joints"].stamp, self.episode_started)) is not None:
+                return self._end_tick(verdict)
+            q, settle = filter_seed(obs["qpos"], self.robot, self.episode_started)
             self.safety.reset(q, now, settle=settle)
-        wait = self.cfg["inference_timeout"] if (self.cfg["wait_for_inference"] and sim_time) else 0.0
-        item = self.planning.tick(obs, stamp, wait)  # on sim time, waiting for a chunk costs no robot time
+        item = self.planning.tick(obs, stamp, tick.inference_wait())  # on sim time waiting costs no robot time
         failure = self.planning.take_failure()
         if failure is not None:
             self.counts["hold_model"] += 1
             self._problem("model", f"inference failed, holding: {failure!r}")
-        if item is None:
-            self._count_hold("hold_no_action")
-            if (self.planning.in_flight
-                    and time.monotonic() - self.planning.flight_started > self.cfg["inference_timeout"]):
-                self._problem("model", f"no chunk after {self.cfg['inference_timeout']} s, holding")
-            self._hold()
-            return
-        if sim_time and self._now() > now + 1e-9:
-            # the lock-step simulator ran on (its idle timeout) while this tick waited: a trajectory for this
-            # instant would be played late, off the committed one (a step), and any message would be taken as
-            # the next period's command. Nothing is sent; the committed trajectory plays on (it ends at rest).
-            self.counts["ticks_late"] += 1
-            self.get_logger().info(f"the simulator ran on from {now:.3f} s to at least {self._now():.3f} s while "
-                                   f"this tick waited; action {item[2]} of chunk {item[1].index} not executed",
-                                   throttle_duration_sec=1.0)
-            return
+        verdict = tick.after_planning(item, now, self._now(), self.planning.in_flight, self.planning.flight_started)
+        if verdict is not None:
+            return self._end_tick(verdict)
         action, chunk, k = item
         if k == 0:
             self._publish_markers(chunk)
-        # On sim time the clock stands still while this tick computes. On the wall clock the message is made for
-        # a stamp send_delay ahead and sent when the clock gets there: the controller then reads it within
-        # switch_lead of its stamp unless delivery itself takes that long (a message is never early: early, the
-        # JTC would interpolate from its "point before", one period off the path; see control/trajectory.py).
-        stamp = self._now() + (0.0 if sim_time else self.cfg["send_delay"])
+        stamp = tick.send_stamp(self._now())
         try:
             res = self.safety.filter(action[:7], float(action[7]), stamp)
         except ValueError as exc:
-            self.counts["hold_model"] += 1
-            self._problem("action", f"policy action refused, holding: {exc}")
-            self._hold()
-            return
-        if not sim_time:
-            wait = stamp - self._now()
-            if wait > 0.0:
-                time.sleep(wait)
-            elif -wait > 0.5 * self.safety.config.switch_lead and res.trajectory is not None:
-                # the filter took so long that the controller could read the message only past its switch_lead
-                # (a step, a reflex): dropped; the committed trajectory plays on (it ends at rest)
-                self.safety.unsent()
-                self.counts["sent_late"] += 1
-                self.get_logger().info(f"trajectory for {stamp:.3f} s ready {-wait * 1e3:.0f} ms after its stamp: "
-                                       f"not sent, action {k} of chunk {chunk.index} not executed",
-                                       throttle_duration_sec=1.0)
-                return
+            return self._end_tick(Verdict(HOLD, "hold_model", f"policy action refused, holding: {exc}", "action"))
+        verdict = tick.release(stamp, self._now, res.trajectory is not None,
+                               f", action {k} of chunk {chunk.index} not executed")
+        if verdict is not None:
+            self.safety.unsent()  # the committed trajectory plays on (it ends at rest)
+            return self._end_tick(verdict)
         self._send(res)
         self.counts["clamped"] += res.clamped
         step = ExecutedStep(self.episode, self.step, chunk.index, k, chunk.version,
@@ -555,9 +505,16 @@ class PolicyNode(Node):
         self.counts["transitions"] += 1
         self.step += 1
 
-    def _count_hold(self, kind: str) -> None:
-        """A tick that sends no fresh action: a missed tick (``kind``) once the episode has moved, else a start wait."""
-        self.counts[kind if self.step > 0 else "start_wait"] += 1
+    def _end_tick(self, verdict: Verdict) -> None:
+        """Count and log a tick that sends no fresh action, and send the hold if that is the verdict."""
+        # a missed tick once the episode has moved, else a start wait (its first inputs and chunk are coming)
+        self.counts[verdict.count if not verdict.missed or self.step > 0 else "start_wait"] += 1
+        if verdict.problem is not None:
+            self._problem(verdict.problem, verdict.text)
+        elif verdict.text:
+            self.log.info(verdict.count, verdict.text, period=INFO_PERIOD)
+        if verdict.action == HOLD:
+            self._hold()
 
     def _sim_time(self) -> bool:
         return bool(self.get_parameter("use_sim_time").value)
@@ -569,29 +526,9 @@ class PolicyNode(Node):
             joints = self.assembler.inputs.get("joints")
             if joints is None:
                 return  # nothing known about the arm: send nothing, its controller keeps its target
-            q, settle = self._filter_seed(joints.value["qpos"])
+            q, settle = filter_seed(joints.value["qpos"], self.robot, self.episode_started)
             self.safety.reset(q, now, settle=settle)
         self._send(self.safety.hold(now))
-
-    #: [rad/s] the robot's last command counts as at rest below this speed
-    AT_REST = 1e-6
-    #: [rad] a robot state and a joint state within this of each other were measured at the same pose
-    SAME_MEASUREMENT = 1e-5
-
-    def _filter_seed(self, q_measured: np.ndarray) -> tuple[np.ndarray, float | None]:
-        """Where a fresh safety filter starts, and its settling time (None: the configured one).
-
-        The robot's own last command (q_d) when the arm is commanded at rest there and the robot state was
-        measured with the joint positions this tick observes (so it is from after this episode's reset, not
-        a state from before it, whose q_d the controller has left): the filter continues the command exactly
-        and needs no settling. Else the measured position, from which the first message lets the controller
-        glide in ``settle_time``: starting a stamped trajectory anywhere else but at the command is a step."""
-        robot = self.robot
-        if (robot is not None and robot.desired_q is not None and robot.measured_q is not None
-                and robot.stamp > self.episode_started and np.abs(robot.desired_dq).max() < self.AT_REST
-                and np.abs(robot.measured_q - q_measured).max() < self.SAME_MEASUREMENT):
-            return robot.desired_q, 0.0
-        return q_measured, None
 
     def _send(self, res) -> None:
         # the gripper goal first: on sim time the lock-step simulator advances the period once the arm's
