@@ -99,6 +99,13 @@ PARAMETERS = [
           range=(0.0001, None)),
     Param("home_velocity_scale", 0.2, "real: fraction of the FR3 joint velocity limits the home motion uses",
           range=(0.001, 1.0)),
+    Param("home_workspace_min", [-2.0, -2.0, -2.0], "[m] real: x, y, z lower corner of the box the TCP must stay "
+          "in during the home motion, in fr3_link0; the default is wider than the FR3's reach, so the arm goes home "
+          "from wherever it stopped, bounded by its joint limits only"),
+    Param("home_workspace_max", [2.0, 2.0, 2.0], "[m] real: x, y, z upper corner of the home motion's TCP box, in "
+          "fr3_link0"),
+    Param("home_table_clearance", 0.0, "[m] real: the home motion's TCP stays this far above home_workspace_min z",
+          range=(0.0, None)),
     Param("policy_stopped_topic", topics.POLICY_STOPPED.name, "std_msgs/Int64 from policy_node: the last episode it "
           "has stopped commanding in; a reset waits for it (else a trajectory of the old episode could follow the "
           "reset and step the arm); empty = do not wait"),
@@ -121,6 +128,17 @@ PARAMETERS = [
           "controllers switch_controller activates after the hardware component (those an error deactivated)"),
     Param("diagnostics_period", 1.0, "[wall s] period of /diagnostics", range=(0.01, None)),
 ]
+
+
+def home_safety_config(cfg: dict) -> SafetyConfig:
+    """The safety filter of the real mode's home motion, from the home_* parameters; ValueError naming them."""
+    try:
+        return SafetyConfig(control_dt=float(cfg["control_dt"]), velocity_scale=float(cfg["home_velocity_scale"]),
+                            workspace_min=tuple(cfg["home_workspace_min"]),
+                            workspace_max=tuple(cfg["home_workspace_max"]),
+                            table_clearance=float(cfg["home_table_clearance"]))
+    except ValueError as exc:
+        raise ValueError(f"parameters home_workspace_min / home_workspace_max / home_table_clearance: {exc}") from exc
 
 
 class RewardNode(Node):
@@ -152,6 +170,8 @@ class RewardNode(Node):
                                                  t.ARM_COMMAND.qos)
             self.gripper_open = ActionClient(self, t.GRIPPER_MOVE.type, cfg["gripper_namespace"].rstrip("/") + "/move")
             self.create_timer(cfg["control_dt"], self._home_motion_tick)
+        #: the home motion's limits (real mode), checked at start-up
+        self.home_config = home_safety_config(cfg)
         self.q: np.ndarray | None = None
         #: the home motion's safety filter while homing (real mode), else None
         self.homing: SafetyFilter | None = None
@@ -214,9 +234,7 @@ class RewardNode(Node):
             future.add_done_callback(self._on_reset_done)
         else:
             self._open_gripper()
-            self.homing = SafetyFilter(SafetyConfig(
-                control_dt=float(self.cfg["control_dt"]), velocity_scale=float(self.cfg["home_velocity_scale"]),
-                workspace_min=(-2.0, -2.0, -2.0), workspace_max=(2.0, 2.0, 2.0), table_clearance=0.0))
+            self.homing = SafetyFilter(self.home_config)
 
     def _on_policy_stopped(self, msg) -> None:
         self.policy_stopped = max(self.policy_stopped, int(msg.data))
