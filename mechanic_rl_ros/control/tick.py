@@ -4,6 +4,8 @@ policy_node's timer calls the steps of :class:`ControlTick` in this order
 and acts on what they answer; each step either lets the tick go on or ends it
 with a :class:`Verdict`:
 
+0. :meth:`ControlTick.robot_ready` -- outside move mode the episode is given
+   up; without a current robot state nothing is sent.
 1. :meth:`ControlTick.on_grid` -- on sim time (the lock-step simulator) a tick
    off the control period's grid runs while the simulator steps a period on its
    own (its idle timeout): whatever it sent would be read late or taken as the
@@ -41,7 +43,7 @@ import numpy as np
 
 from mechanic_rl_ros.control.observation import ObservationAssembler, StaleObservation
 
-SEND, HOLD, SKIP, WAIT = "send", "hold", "skip", "wait"
+SEND, HOLD, SKIP, WAIT, GIVE_UP = "send", "hold", "skip", "wait", "give_up"
 #: [wall s] how often a tick on sim time looks again for inputs in flight
 INPUT_POLL = 0.002
 #: [control periods] how far from the grid a tick on sim time may be
@@ -57,8 +59,9 @@ class Verdict:
     """Why a tick ends without sending a fresh action.
 
     ``action``: :data:`HOLD` (send the committed trajectory's hold, which brakes to rest), :data:`SKIP` (send
-    nothing; the committed trajectory plays on) or :data:`WAIT` (send nothing, not a fault: the episode's
-    first inputs are coming). ``count``: the counter it adds to; ``missed``: counted as a missed tick once the
+    nothing; the committed trajectory plays on), :data:`WAIT` (send nothing, not a fault: the episode's
+    first inputs or a current robot state are coming) or :data:`GIVE_UP` (the robot left move mode: the
+    episode is given up). ``count``: the counter it adds to; ``missed``: counted as a missed tick once the
     episode has moved, else as a start wait. ``problem``: the kind of fault to report as an error (None:
     expected, worth an info line); ``text``: what to log.
     """
@@ -100,6 +103,23 @@ class ControlTick:
                  sleep: Callable[[float], None] = time.sleep):
         self.config, self.sim_time = config, sim_time
         self.monotonic, self.sleep = monotonic, sleep
+
+    @staticmethod
+    def robot_ready(robot, age: float, max_age: float) -> Verdict | None:
+        """None if the robot is known to be in move mode; ``robot``: its last reported state (``executing``,
+        ``describe()``; :class:`mechanic_rl_ros.wire.robot_state.RobotStatus`) or None, ``age`` [s] old.
+
+        Out of move mode (a reflex, a user stop) the episode is given up (:data:`GIVE_UP`): its commands would
+        not execute. Without a current robot state nothing is sent (:data:`WAIT`): the controller may be
+        inactive (franka_ros2 deactivates it with the broadcaster on an error), and a hold arriving after its
+        re-activation would start from where the arm was before it stopped.
+        """
+        if robot is not None and not robot.executing:
+            return Verdict(GIVE_UP, "episodes_given_up", f"robot {robot.describe()}")
+        if robot is None or age > max_age:
+            text = "no robot state received yet" if robot is None else f"robot state {age:.3f} s old (max_age {max_age})"
+            return Verdict(WAIT, "hold_robot_state", f"not commanding: {text}")
+        return None
 
     def on_grid(self, now: float) -> Verdict | None:
         """None if a tick at ``now`` [s, node clock] may act; on sim time only ticks on the grid may."""

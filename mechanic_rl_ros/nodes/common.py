@@ -23,9 +23,11 @@ from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, Si
 from rclpy.duration import Duration
 from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions
+from geometry_msgs.msg import Point as PointMsg
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Float64MultiArray
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+from visualization_msgs.msg import Marker, MarkerArray
 
 from mechanic_rl_ros.control import fr3
 from mechanic_rl_ros.control.fr3 import CommandError, check_arm_command
@@ -240,6 +242,18 @@ def pinhole_camera_info(header, height: int, width: int, fovy: float) -> CameraI
     info.r = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
     info.p = [f, 0.0, cx, 0.0, 0.0, f, cy, 0.0, 0.0, 0.0, 1.0, 0.0]
     return info
+
+
+def path_marker(points: np.ndarray, frame_id: str, stamp, ns: str, width: float = 0.005,
+                rgba: tuple[float, float, float, float] = (0.1, 0.8, 0.2, 1.0)) -> MarkerArray:
+    """A path of ``points`` [N, 3] (m, in ``frame_id``) as one LINE_STRIP marker ``width`` m wide, for RViz."""
+    m = Marker(ns=ns, id=0, type=Marker.LINE_STRIP, action=Marker.ADD)
+    m.header.frame_id, m.header.stamp = frame_id, stamp
+    m.scale.x = width
+    m.color.r, m.color.g, m.color.b, m.color.a = rgba
+    m.pose.orientation.w = 1.0
+    m.points = [PointMsg(x=float(x), y=float(y), z=float(z)) for x, y, z in points]
+    return MarkerArray(markers=[m])
 
 
 def publish_diagnostics(node: Node, publisher, name: str, hardware_id: str, level: int, message: str,
