@@ -8,7 +8,7 @@ import pytest
 
 from mechanic_rl_ros.control import fr3
 from mechanic_rl_ros.control.observation import ObservationAssembler
-from mechanic_rl_ros.control.tick import HOLD, SKIP, WAIT, ControlTick, TickConfig, Verdict, filter_seed
+from mechanic_rl_ros.control.tick import GIVE_UP, HOLD, SKIP, WAIT, ControlTick, TickConfig, Verdict, filter_seed
 
 NAMES = list(fr3.ALL_JOINT_NAMES)
 
@@ -126,3 +126,15 @@ def test_filter_seed_continues_the_robots_command_only_when_it_is_current():
     seed, settle = filter_seed(q, elsewhere, 1.0)
     assert np.array_equal(seed, q) and settle is None
     assert filter_seed(q, None)[1] is None
+
+
+def test_robot_out_of_move_mode_gives_the_episode_up_and_a_silent_robot_sends_nothing():
+    moving = SimpleNamespace(executing=True, describe=lambda: "in move mode")
+    stopped = SimpleNamespace(executing=False, describe=lambda: "in reflex (joint_reflex)")
+    assert ControlTick.robot_ready(moving, age=0.01, max_age=0.3) is None
+    v = ControlTick.robot_ready(stopped, age=0.01, max_age=0.3)
+    assert v.action == GIVE_UP and v.count == "episodes_given_up" and "reflex" in v.text
+    v = ControlTick.robot_ready(moving, age=0.5, max_age=0.3)
+    assert v.action == WAIT and v.count == "hold_robot_state" and "0.500 s old" in v.text and not v.missed
+    v = ControlTick.robot_ready(None, age=float("inf"), max_age=0.3)
+    assert v.action == WAIT and "no robot state received yet" in v.text

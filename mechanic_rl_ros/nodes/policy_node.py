@@ -9,16 +9,16 @@
   instant of its observation, which has passed;
 * executes the chunk at ``control_rate``; every command passes
   :class:`mechanic_rl_ros.control.safety.SafetyFilter`, which turns it into a
-  JointTrajectory whose 1 kHz samples stay within the FR3's limits (position,
-  position-dependent velocity, acceleration, jerk, TCP workspace above the
-  table, TCP speed) and which ends at rest, for the JointTrajectoryController
-  on the FR3's position interface (``command_type`` trajectory; ``array``
-  sends only the next target, for a forward controller); the gripper width
-  goes to franka_gripper's ``move`` / ``grasp`` actions, one goal at a time
-  with hysteresis (:class:`mechanic_rl_ros.control.gripper.GripperCommander`),
-  never a goal per tick. A stale observation, a missing chunk or a dead model
-  makes it *hold* (send the committed trajectory, which brakes to rest within
-  the limits) instead of guessing;
+  JointTrajectory within the FR3's 1 kHz limits (position, position-dependent
+  velocity, acceleration, jerk, TCP workspace above the table, TCP speed)
+  that ends at rest, for the JointTrajectoryController (``command_type``
+  trajectory; ``array`` sends only the next target, for a forward
+  controller); the gripper width goes to franka_gripper's ``move`` /
+  ``grasp`` actions, one goal at a time with hysteresis
+  (:class:`mechanic_rl_ros.control.gripper.GripperCommander`). Whether a tick
+  sends, *holds* (the committed trajectory, braking to rest) or sends nothing
+  -- a stale observation, a missing chunk, a dead model, a tick off the
+  lock-step grid or late -- is :class:`mechanic_rl_ros.control.tick.ControlTick`'s decision;
 * publishes a ``Transition`` for every executed step (the chunk's observation,
   denoising chain and behaviour log-probabilities on its first step);
 * hot-swaps the fine-tuned network from ``PolicyWeights`` only between chunks,
@@ -28,12 +28,11 @@
 * acts only inside an episode (``EpisodeEvent`` START .. SUCCESS / FAILURE /
   TIMEOUT / ABORTED from reward_node) and is silent during resets;
 * watches the robot's mode (franka_msgs/FrankaRobotState on
-  ``robot_state_topic``): when the robot leaves move mode (a reflex, a user
-  stop) it stops acting at once and publishes nothing more for that episode
-  (its commands would not execute; reward_node aborts the episode and the
-  learner drops it); the next episode's safety filter is seeded from a joint
-  state measured after its reset. A robot state older than ``max_age`` makes it
-  hold, as any stale input does;
+  ``robot_state_topic``): out of move mode (a reflex, a user stop) it stops
+  acting at once and publishes nothing more for that episode (reward_node
+  aborts it, the learner drops it); without a robot state newer than
+  ``max_age`` it sends nothing; the next episode's safety filter is seeded
+  from a joint state measured after its reset;
 * publishes the predicted TCP path as a MarkerArray for RViz and /diagnostics.
 """
 from __future__ import annotations
@@ -56,24 +55,20 @@ from mechanic_rl_ros.control.chunk_loop import BackgroundPlanning, Chunk, ChunkL
 from mechanic_rl_ros.control.observation import ObservationAssembler
 from mechanic_rl_ros.control.safety import SafetyFilter
 from mechanic_rl_ros.control.tick import GIVE_UP, HOLD, INFO_PERIOD, ControlTick, Verdict, filter_seed
-from mechanic_rl_ros.msg import EpisodeEvent, PolicyWeights, TaskState
+from mechanic_rl_ros.msg import EpisodeEvent, TaskState
 from mechanic_rl_ros.nodes.common import (RateLimitedLog, command_message_type, declare_parameters, joint_command,
                                          path_marker, publish_diagnostics, run_node)
 from mechanic_rl_ros.nodes.franka import GripperGoals
+from mechanic_rl_ros.nodes.policy_weights import WeightsIntake, seconds
 from mechanic_rl_ros.nodes.policy_params import PARAMETERS, gripper_config, safety_config, tick_config
 from mechanic_rl_ros.policy import DiffusionPolicy, PolicyPlanner
 from mechanic_rl_ros.rl.select import CriticSelector, load_select_config
 from mechanic_rl_ros.vision.imgmsg import imgmsg_to_array
-from mechanic_rl_ros.wire import WireError, topics
+from mechanic_rl_ros.wire import topics
 from mechanic_rl_ros.wire.robot_state import RobotStatus, read_robot_state
 from mechanic_rl_ros.wire.transition import ExecutedStep, transition_message
-from mechanic_rl_ros.wire.weights import verify_weights
 
 ENDS = (EpisodeEvent.SUCCESS, EpisodeEvent.FAILURE, EpisodeEvent.TIMEOUT, EpisodeEvent.ABORTED)
-
-
-def seconds(stamp) -> float:
-    return stamp.sec + stamp.nanosec * 1e-9
 
 
 #: the counters of ticks that sent no fresh action while an episode moved (or, on sim time, late / off the grid):
@@ -115,12 +110,15 @@ class PolicyNode(Node):
             self.ft_shapes, self.weights_arch_id = self.selector.expected_shapes, self.selector.arch_id
         else:
             self.weights_arch_id = self.policy.arch_id
+        self.weights = WeightsIntake(self.policy, self.selector, self.weights_arch_id, self.ft_shapes, self._now,
+                                     self.get_logger(), self._problem)
         # torch's lazy set-up before the first tick: on sim time a first chunk late by seconds lets the lockstep
         # simulator run ahead of the trajectory sent for it
         warm_s = self.policy.warm_up(self.selector.cfg.num_candidates if self.selector else 0)
         self.get_logger().info(f"model warmed up: first sample {warm_s * 1e3:.0f} ms")
         self.planner = PolicyPlanner(self.policy, stochastic=bool(cfg["stochastic"]), noise_clip=float(cfg["noise_clip"]),
-                                     seed=int(cfg["seed"]), on_weights=self._on_swap, selector=self.selector)
+                                     seed=int(cfg["seed"]), on_weights=self.weights.on_swap, selector=self.selector)
+        self.weights.planner = self.planner
         self.planning = BackgroundPlanning(ChunkLoop.for_policy(self.policy, int(cfg["replan_margin"])), self.planner,
                                            niceness=int(cfg["inference_niceness"]))
         self.safety = SafetyFilter(safety_config(cfg, self.dt))
@@ -128,21 +126,16 @@ class PolicyNode(Node):
         self.episode: int | None = None
         self.episode_started = -float("inf")
         self.step = 0
-        #: weights version -> (publish stamp, sha256) of verified weights waiting for the next chunk
-        self.staged: dict[int, tuple[float, str]] = {}
-        self.running_sha256: str | None = None  # of the adopted weights; None while running the checkpoint's own
         #: hold_* count ticks of a moving episode that sent no fresh action (missed ticks); start_wait counts the
         #: ticks of an episode before its first action (the arm at rest while its first inputs and chunk come)
         self.counts = {"commands": 0, "transitions": 0, "start_wait": 0, "hold_stale": 0, "hold_no_action": 0,
                        "hold_model": 0,
-                       "clamped": 0, "weights_adopted": 0, "weights_rejected": 0, "inputs_rejected": 0,
+                       "clamped": 0, "inputs_rejected": 0,
                        "hold_robot_state": 0, "episodes_given_up": 0, "ticks_late": 0,
                        "ticks_off_grid": 0, "sent_late": 0, "inputs_behind": 0}
         #: the robot's last reported mode (None: none received yet)
         self.robot: RobotStatus | None = None
         self.robot_state_received = -float("inf")  # [s, node clock]
-        #: publish stamp -> verified / -> swapped in, of the last adopted weights [ms, node clock]
-        self.weights_timing: dict[str, float] = {"verified_ms": float("nan"), "swapped_ms": float("nan")}
         self.last_problem = ""
         self.log = RateLimitedLog(self, cfg["error_log_period"])
 
@@ -173,7 +166,7 @@ class PolicyNode(Node):
         if "task_state" in pcfg.lowdim_keys:
             self.create_subscription(t.TASK_STATE.type, cfg["task_state_topic"], self._on_task_state,
                                      t.TASK_STATE.qos, callback_group=inputs)
-        self.create_subscription(t.WEIGHTS.type, cfg["weights_topic"], self._on_weights, t.WEIGHTS.qos,
+        self.create_subscription(t.WEIGHTS.type, cfg["weights_topic"], self.weights.on_message, t.WEIGHTS.qos,
                                  callback_group=MutuallyExclusiveCallbackGroup())
         if cfg["robot_state_topic"]:
             self.create_subscription(t.ROBOT_STATE.type, cfg["robot_state_topic"], self._on_robot_state,
@@ -200,23 +193,26 @@ class PolicyNode(Node):
         return self.get_clock().now().nanoseconds * 1e-9
 
     # ------------------------------------------------------------ inputs
+    def _input(self, key: str, what: str, apply, *args) -> None:
+        """``apply(*args)``; a ValueError refuses the input, counted and reported naming ``what``."""
+        try:
+            apply(*args)
+        except ValueError as exc:
+            self.counts["inputs_rejected"] += 1
+            self._problem(key, f"{what} refused: {exc}")
+
     def _on_joint_states(self, msg: JointState) -> None:
         names = list(msg.name)
         if all(n in names for n in fr3.FINGER_JOINT_NAMES) and len(msg.position) == len(names):
             self.finger_width = float(sum(msg.position[names.index(n)] for n in fr3.FINGER_JOINT_NAMES))
-        try:
-            self.assembler.set_joint_state(msg.name, msg.position, msg.velocity, seconds(msg.header.stamp))
-        except ValueError as exc:
-            self.counts["inputs_rejected"] += 1
-            self._problem("joints", f"{self.cfg['joint_states_topic']} refused: {exc}")
+        self._input("joints", self.cfg["joint_states_topic"], self.assembler.set_joint_state, msg.name, msg.position,
+                    msg.velocity, seconds(msg.header.stamp))
 
     def _on_robot_state(self, msg) -> None:
-        try:
-            self.robot = read_robot_state(msg)
-            self.robot_state_received = self._now()
-        except ValueError as exc:
-            self.counts["inputs_rejected"] += 1
-            self._problem("robot_state", f"{self.cfg['robot_state_topic']} refused: {exc}")
+        self._input("robot_state", self.cfg["robot_state_topic"], self._set_robot_state, msg)
+
+    def _set_robot_state(self, msg) -> None:
+        self.robot, self.robot_state_received = read_robot_state(msg), self._now()
 
     def _robot_ready(self) -> bool:
         """False (and the episode given up, or the tick ended) unless the robot is known to be in move mode."""
@@ -238,62 +234,16 @@ class PolicyNode(Node):
         return False
 
     def _on_image(self, camera: str, msg: Image) -> None:
-        try:
-            if msg.encoding != "rgb8":
-                raise ValueError(f"encoding: got {msg.encoding!r}; expected 'rgb8' (camera_node's output)")
-            self.assembler.set_image(camera, imgmsg_to_array(msg), seconds(msg.header.stamp))
-        except ValueError as exc:
-            self.counts["inputs_rejected"] += 1
-            self._problem(f"image:{camera}", f"image for camera {camera!r} refused: {exc}")
+        self._input(f"image:{camera}", f"image for camera {camera!r}", self._set_image, camera, msg)
+
+    def _set_image(self, camera: str, msg: Image) -> None:
+        if msg.encoding != "rgb8":
+            raise ValueError(f"encoding: got {msg.encoding!r}; expected 'rgb8' (camera_node's output)")
+        self.assembler.set_image(camera, imgmsg_to_array(msg), seconds(msg.header.stamp))
 
     def _on_task_state(self, msg: TaskState) -> None:
-        try:
-            self.assembler.set_task_state(msg.values, seconds(msg.header.stamp))
-        except ValueError as exc:
-            self.counts["inputs_rejected"] += 1
-            self._problem("task_state", f"{self.cfg['task_state_topic']} refused: {exc}")
-
-    def _on_weights(self, msg: PolicyWeights) -> None:
-        version = self.planner.version
-        try:
-            version = self.planner.version
-            if msg.version == version and self.running_sha256 in (None, msg.sha256):
-                # a fresh learner's version 0 (= this checkpoint) or a restarted one re-announcing its latest
-                self.get_logger().debug(f"weights version {msg.version} already running; nothing to do")
-                return
-            if msg.version <= version:
-                raise WireError("version", f"got {msg.version} (sha256 {msg.sha256[:12]}); expected a version newer "
-                                           f"than the one running, {version} (sha256 "
-                                           f"{(self.running_sha256 or 'of the checkpoint')[:12]})")
-            has_ft = self.policy.ft_net is not None or self.selector is not None
-            weights = verify_weights(msg, architecture_id=self.weights_arch_id, expected_shapes=self.ft_shapes,
-                                     finetune_steps=self.policy.cfg.sampling.finetune_steps
-                                     if self.policy.ft_net is not None else None)
-            if not has_ft and weights.finetune_steps is None:
-                raise WireError("payload", "no finetune_steps in the metadata: for how many of the last denoising "
-                                           "steps are these weights? (this policy has no fine-tuned network yet)")
-        except WireError as exc:
-            self.counts["weights_rejected"] += 1
-            self._problem("weights", f"weights version {msg.version} refused, keeping version {version}: {exc}")
-            return
-        sent = seconds(msg.header.stamp)
-        self.weights_timing["verified_ms"] = (self._now() - sent) * 1e3
-        self.staged[weights.version] = (sent, weights.sha256)
-        self.planner.stage_weights(weights.tensors, weights.version, weights.finetune_steps)
-        self.get_logger().info(f"weights version {msg.version} verified; swapping in at the next chunk")
-
-    def _on_swap(self, version: int, error: Exception | None) -> None:
-        """Called by the planner between chunks, after it tried to swap in staged weights."""
-        sent, sha256 = self.staged.pop(version, (float("nan"), None))
-        if error is not None:
-            self.counts["weights_rejected"] += 1
-            self._problem("weights", f"weights version {version} failed to load, keeping {self.planner.version}: "
-                                     f"{error}")
-            return
-        self.running_sha256 = sha256
-        self.weights_timing["swapped_ms"] = (self._now() - sent) * 1e3
-        self.counts["weights_adopted"] += 1
-        self.get_logger().info(f"now running policy version {version}")
+        self._input("task_state", self.cfg["task_state_topic"], self.assembler.set_task_state, msg.values,
+                    seconds(msg.header.stamp))
 
     def _on_event(self, msg: EpisodeEvent) -> None:
         if msg.event == EpisodeEvent.START:
@@ -431,7 +381,7 @@ class PolicyNode(Node):
                   "policy_version": self.planner.version, "episode": self.episode, "step": self.step,
                   "holds": holds, "inference_ms_p50": f"{np.percentile(lat, 50):.1f}",
                   "inference_ms_p99": f"{np.percentile(lat, 99):.1f}",
-                  **{f"weights_{k}": f"{v:.1f}" for k, v in self.weights_timing.items()}}
+                  **self.weights.counts, **{f"weights_{k}": f"{v:.1f}" for k, v in self.weights.timing.items()}}
         publish_diagnostics(self, self.diag_pub, "policy_node: diffusion policy", self.policy.arch_id, level, message,
                             values)
 
