@@ -165,7 +165,7 @@ def test_real_mode_homes_the_arm_with_the_configured_command_type(tmp_path):
 def test_the_home_motions_workspace_comes_from_the_parameters():
     """The real mode's home motion is bounded by home_workspace_min/max and home_table_clearance; bad values stop
     the node at start-up with the parameters named."""
-    from mechanic_rl_ros.nodes.reward_node import PARAMETERS, home_safety_config
+    from mechanic_rl_ros.nodes.reward_params import PARAMETERS, home_safety_config
 
     cfg = {p.name: p.default for p in PARAMETERS}
     lo, hi = home_safety_config(cfg).box()

@@ -85,3 +85,72 @@ class GripperGoals:
             # a grasp that closes on nothing fails by design; worth a line, not an alarm
             self.node.get_logger().info(f"gripper {goal.kind} to {goal.width:.4f} m did not succeed: {error}",
                                         throttle_duration_sec=5.0)
+
+
+class FrankaRecovery:
+    """franka_ros2's recovery after a reflex (from 3.3), in order: franka_hardware's error-recovery action,
+    controller_manager's set_hardware_component_state (``hardware_component`` active), then its
+    switch_controller (``controllers`` active). ``on_done(success, why)`` is called once per :meth:`start`."""
+
+    def __init__(self, node: Node, action: str, controller_manager: str, hardware_component: str,
+                 controllers: list[str], on_done: Callable[[bool, str], None]):
+        self.node, self.action, self.on_done = node, action, on_done
+        self.hardware_component, self.controllers = hardware_component, list(controllers)
+        t = topics
+        self.recovery_client = ActionClient(node, t.ERROR_RECOVERY.type, action)
+        cm = controller_manager.rstrip("/")
+        self.hardware_client = node.create_client(t.SET_HARDWARE_STATE.type, cm + "/set_hardware_component_state")
+        self.switch_client = node.create_client(t.SWITCH_CONTROLLER.type, cm + "/switch_controller")
+        self.running = False
+
+    def missing(self) -> list[str]:
+        """The interfaces of the sequence that are not available now."""
+        return [name for name, ready in (
+            (self.action, self.recovery_client.server_is_ready()),
+            ("set_hardware_component_state", self.hardware_client.service_is_ready()),
+            ("switch_controller", self.switch_client.service_is_ready())) if not ready]
+
+    def start(self) -> None:
+        self.running = True
+        self.node.get_logger().info(f"recovery 1/3: {self.action}")
+        self.recovery_client.send_goal_async(topics.ERROR_RECOVERY.type.Goal()).add_done_callback(self._on_accepted)
+
+    def _end(self, success: bool, why: str = "") -> None:
+        self.running = False
+        self.on_done(success, why)
+
+    def _on_accepted(self, future) -> None:
+        handle = future.result()
+        if handle is None or not handle.accepted:
+            self._end(False, "the error recovery goal was rejected")
+            return
+        handle.get_result_async().add_done_callback(self._on_error_cleared)
+
+    def _on_error_cleared(self, future) -> None:
+        res = future.result()
+        if res is None or res.status != GoalStatus.STATUS_SUCCEEDED:
+            self._end(False, f"error recovery ended with status {getattr(res, 'status', None)}")
+            return
+        self.node.get_logger().info(f"recovery 2/3: {self.hardware_component} active")
+        req = topics.SET_HARDWARE_STATE.type.Request(name=self.hardware_component)
+        req.target_state.id, req.target_state.label = LifecycleState.PRIMARY_STATE_ACTIVE, "active"
+        self.hardware_client.call_async(req).add_done_callback(self._on_hardware_active)
+
+    def _on_hardware_active(self, future) -> None:
+        res = future.result()
+        if res is None or not res.ok:
+            self._end(False, f"set_hardware_component_state {self.hardware_component} active refused "
+                             f"(state {getattr(getattr(res, 'state', None), 'label', None)})")
+            return
+        self.node.get_logger().info(f"recovery 3/3: activate {self.controllers}")
+        req = topics.SWITCH_CONTROLLER.type.Request(activate_controllers=self.controllers,
+                                                   strictness=topics.SWITCH_CONTROLLER.type.Request.BEST_EFFORT,
+                                                   activate_asap=True)
+        self.switch_client.call_async(req).add_done_callback(self._on_controllers_active)
+
+    def _on_controllers_active(self, future) -> None:
+        res = future.result()
+        if res is None or not res.ok:
+            self._end(False, f"switch_controller refused: {getattr(res, 'message', 'no answer')}")
+            return
+        self._end(True)
