@@ -185,6 +185,8 @@ def test_reflex_refuses_reset_until_the_recovery_sequence(running):
     assert server.call("reset", 1) is None
     with pytest.raises(ValueError, match="kind"):
         server.call("teleport")
+    with pytest.raises(ValueError, match="command_arm"):
+        server.call("arm", np.zeros(7))  # a command has no answer to wait for
 
 
 def test_gripper_goal_runs_until_the_fingers_stop(running):

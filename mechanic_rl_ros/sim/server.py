@@ -56,7 +56,7 @@ What the server measures goes out through a :class:`StateSink` (plain numpy
 values, stamps in integer nanoseconds on the stack's clock); sim_node turns it
 into messages. Logging goes to any object with rclpy's logger methods
 (``info`` / ``warning`` / ``error`` / ``fatal`` taking ``throttle_duration_sec``);
-:class:`PrintLog` is the default.
+:class:`PythonLog` is the default.
 """
 from __future__ import annotations
 
@@ -87,8 +87,9 @@ FINGER_SETTLE = 0.1
 LATE_TRAJECTORY = 1e-3
 #: [s] a lag of the simulation behind the wall clock (real time) worth a warning
 LAG_WARNING = 0.05
-#: the request kinds the physics thread understands
+#: the request kinds the physics thread understands; those it answers (:meth:`RobotServer.call`)
 KINDS = ("arm", "trajectory", "gripper", "reset", "recover", "inject", "hardware", "switch")
+ANSWERED = ("reset", "recover", "inject", "hardware", "switch")
 
 
 def same_trajectory(a: Trajectory, b: Trajectory | None) -> bool:
@@ -185,7 +186,7 @@ class StateSink(Protocol):
     def publish_frame(self, stamp_ns: int, images: dict[str, np.ndarray]) -> None: ...
 
 
-class PrintLog:
+class PythonLog:
     """The server's logger outside ROS: Python logging, throttling ignored."""
 
     def __init__(self, name: str = "robot_server"):
@@ -220,7 +221,7 @@ class RobotServer:
     def __init__(self, env, config: ServerConfig, sink: StateSink, wall: Callable[[], float] = time.time,
                  log=None, on_rejected: Callable[[str, str], None] | None = None):
         self.env, self.config, self.sink, self.wall = env, config, sink, wall
-        self.log = log if log is not None else PrintLog()
+        self.log = log if log is not None else PythonLog()
         self.on_rejected = on_rejected or (lambda source, text: self.log.error(text))
         self.lockstep = config.mode == "lockstep"
         sim = env.sim
@@ -326,8 +327,9 @@ class RobotServer:
         ``hardware`` (value: (component name, target lifecycle state id)) (ok, state id); ``switch`` (value:
         (activate, deactivate, strictness)) (ok, message).
         """
-        if kind not in KINDS:
-            raise ValueError(f"kind: {kind!r}; expected one of {list(KINDS)}")
+        if kind not in ANSWERED:
+            raise ValueError(f"kind: {kind!r}; expected one of {list(ANSWERED)} (commands go through "
+                             f"command_arm / command_trajectory, gripper goals through accept_gripper_goal)")
         req = Request(kind, value, threading.Event())
         self.requests.put(req)
         if not req.done.wait(timeout=timeout):
