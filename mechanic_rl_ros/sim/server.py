@@ -346,7 +346,8 @@ class RobotServer:
         execution gets a thread: a client that waits for the acceptance before
         it sends the tick's arm trajectory (policy_node on sim time) then has
         the hand move in the same lock-step period as the arm, as the real
-        hand starts within milliseconds of its goal (docs/safety.md, "Arm command interface and reflexes").
+        hand starts within milliseconds of its goal (docs/safety.md, "Arm
+        command interface and reflexes").
         """
         with self.fingers_changed:
             started, resets = self.fingers[2], self.stats["resets"]
