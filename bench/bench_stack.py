@@ -45,7 +45,7 @@ sys.path.insert(0, str(REPO / "test"))
 from mechanic_rl_ros.msg import PolicyWeights  # noqa: E402
 from mechanic_rl_ros.nodes.policy_node import MISSED_TICK_COUNTS  # noqa: E402
 from mechanic_rl_ros.policy import DiffusionPolicy  # noqa: E402
-from mechanic_rl_ros.rl.select import CriticSelector, load_select_config  # noqa: E402
+from mechanic_rl_ros.rl.selection import CriticSelector, load_select_config  # noqa: E402
 from mechanic_rl_ros.wire.weights import weights_message  # noqa: E402
 from mechanic_rl_ros.stack import description  # noqa: E402
 from mechanic_rl_ros.stack.runner import node_command  # noqa: E402

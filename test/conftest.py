@@ -20,7 +20,7 @@ def tiny_ckpt(tmp_path_factory):
     import torch
 
     from mechanic_rl_ros.policy import DiffusionPolicy
-    from mechanic_rl_ros.policy.testing import tiny_config
+    from fixtures_policy import tiny_config
 
     d = tmp_path_factory.mktemp("tiny_state_policy")
     torch.manual_seed(0)

@@ -12,7 +12,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 
 from mechanic_rl_ros.control import fr3
 from mechanic_rl_ros.policy import DiffusionPolicy, MinMaxNormalizer, PolicyNormalizer
-from mechanic_rl_ros.policy.testing import tiny_config
+from fixtures_policy import tiny_config
 from mechanic_rl_ros.wire import topics
 
 #: a probe's queue for volatile reliable topics (commands): deep, so a loaded test process loses nothing

@@ -322,7 +322,7 @@ def test_usb_cam_yuv_and_bayer_frames_are_converted(stack, encoding):
 def test_every_full_hd_frame_of_a_driver_gets_through_with_the_shipped_profile(tmp_path):
     """Ten 1920 x 1080 rgb8 frames, each published once at 10 Hz by another process as a camera driver
     publishes (reliable), all reach camera_node with the stack's defaults: reliable input and
-    config/fastdds_large_frames.xml (README "Cameras" has the measurements with and without)."""
+    config/fastdds_large_frames.xml (docs/cameras.md has the measurements with and without)."""
     domain = fresh_domain_id()
     env = {"FASTRTPS_DEFAULT_PROFILES_FILE": str(REPO / "config" / "fastdds_large_frames.xml")}
     cam = start_python(["-m", "mechanic_rl_ros.nodes.camera_node", "--ros-args", "--params-file", "config/camera.yaml",

@@ -13,12 +13,14 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 PKG = "mechanic_rl_ros"
-SOURCES = ["package.xml", "CMakeLists.txt", "msg", "srv", PKG, "launch", "config", "test"]
+SOURCES = ["package.xml", "CMakeLists.txt", "msg", "srv", PKG, "launch", "config", "checkpoints", "test"]
 GENERATED = shutil.ignore_patterns("__pycache__", "*.so", "msg", "srv")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def colcon_install(tmp_path_factory) -> Path:
+    """``colcon build`` of a copy of the package in a temporary workspace; its ``install/``.
+    Session-wide: test_installed_stack.py starts the stack from the same install."""
     ws = tmp_path_factory.mktemp("colcon_ws")
     src = ws / "src" / PKG
     src.mkdir(parents=True)
@@ -44,7 +46,9 @@ def colcon_install(tmp_path_factory) -> Path:
 def _in_install(install: Path, code: str) -> str:
     """Run python code in a shell that sourced the install's setup.sh."""
     shell = f". '{install}/setup.sh' && cd / && '{sys.executable}' -c \"$CODE\""
-    proc = subprocess.run(["sh", "-c", shell], env=dict(os.environ, CODE=code), capture_output=True, text=True, timeout=120)
+    env = dict(os.environ, CODE=code)
+    env.pop("PYTHONPATH", None)  # the checkout off the path, as for a ROS user
+    proc = subprocess.run(["sh", "-c", shell], env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     return proc.stdout
 
@@ -81,3 +85,28 @@ def test_messages_and_python_package_import_from_the_install(colcon_install):
         "print(PolicyWeights.__module__)\n"))
     first = out.splitlines()[0]
     assert first.startswith(str(colcon_install)), f"imported {first}, not the colcon install"
+
+
+def test_default_files_come_from_the_install(colcon_install):
+    """Every file a node reads by default is the installed one (issue 33: select.yaml was looked for in
+    site-packages/config/), and the fused kernels are built and load where fused.py looks."""
+    out = _in_install(colcon_install, (
+        "from mechanic_rl_ros import resources\n"
+        "from mechanic_rl_ros.policy.config import DEFAULT_CONFIG_PATH as policy\n"
+        "from mechanic_rl_ros.rl.config import DEFAULT_CONFIG_PATH as rl\n"
+        "from mechanic_rl_ros.rl.selection import DEFAULT_SELECT_CONFIG as select\n"
+        "from mechanic_rl_ros.stack import description, runner\n"
+        "from mechanic_rl_ros.optim import fused\n"
+        "print(resources.share_dir())\n"
+        "for p in (policy, rl, select, runner.default_config_dir(), description.default_checkpoint('lift'),\n"
+        "          fused.LIBRARY_PATH):\n"
+        "    print(p, p.exists())\n"))
+    share = colcon_install / PKG / "share" / PKG
+    lines = out.splitlines()
+    assert lines[0] == str(share)
+    paths = [line.rsplit(" ", 1) for line in lines[1:]]
+    assert [p for p, _ in paths[:5]] == [str(share / "config" / "policy.yaml"), str(share / "config" / "rl.yaml"),
+                                         str(share / "config" / "select.yaml"), str(share / "config"),
+                                         str(share / "checkpoints" / "lift_pretrained")]
+    assert paths[5][0].startswith(str(colcon_install / PKG / "lib")), paths[5]
+    assert all(exists == "True" for _, exists in paths), out

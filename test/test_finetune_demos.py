@@ -16,7 +16,7 @@ from mechanic_rl_ros.jobs import finetune_demos as fd
 from mechanic_rl_ros.policy import DiffusionPolicy
 from mechanic_rl_ros.policy.dataset import synthetic_episodes
 from mechanic_rl_ros.policy.normalizer import PolicyNormalizer
-from mechanic_rl_ros.policy.testing import tiny_config
+from fixtures_policy import tiny_config
 
 ROOT = Path(__file__).resolve().parents[1]
 

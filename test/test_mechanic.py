@@ -1,7 +1,7 @@
 """Mechanic against optax.contrib.mechanize (0.2.8), step by step, in float64.
 
 The expected trajectories are data (test/data/mechanic_reference.json) made by
-bench/make_mechanic_reference.py, which needs JAX; these tests do not.
+studies/make_mechanic_reference.py, which needs JAX; these tests do not.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from mechanic_rl_ros.optim import Mechanic
-from mechanic_rl_ros.optim.reference_problem import finetune_problem, train
+from reference_problem import finetune_problem, train
 
 torch.set_num_threads(1)
 

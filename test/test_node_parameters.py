@@ -118,7 +118,7 @@ def test_a_value_outside_its_range_stops_the_node_with_the_parameter_named(tmp_p
 
 
 def test_a_dppo_batch_below_the_measured_signal_to_noise_threshold_is_refused(tmp_path):
-    """The stack's DPPO may not update on fewer decisions than bench/pg_snr.py says it needs."""
+    """The stack's DPPO may not update on fewer decisions than studies/pg_snr.py says it needs."""
     make_checkpoint(tmp_path / "ckpt")
     text = _refused_start(tmp_path, "learner_node", f"checkpoint:={tmp_path / 'ckpt'}",
                           f"run_dir:={tmp_path / 'run'}", "algorithm:=dppo", "batch_size:=16")

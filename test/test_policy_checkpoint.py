@@ -11,7 +11,7 @@ from mechanic_rl_ros.policy import (CheckpointMismatchError, DiffusionPolicy, Po
                                     state_dict_from_bytes, state_dict_to_bytes)
 from mechanic_rl_ros.policy.checkpoint import CONFIG_FILE, WEIGHTS_FILE, sha256_hex
 from mechanic_rl_ros.policy.dataset import synthetic_episodes
-from mechanic_rl_ros.policy.testing import random_obs, tiny_config
+from fixtures_policy import random_obs, tiny_config
 
 torch.set_num_threads(1)
 

@@ -8,7 +8,7 @@ from mechanic_rl_ros.policy import MinMaxNormalizer, PolicyConfig, PolicyNormali
 from mechanic_rl_ros.config_files import apply_overrides, load_yaml
 from mechanic_rl_ros.policy.config import DEFAULT_CONFIG_PATH
 from mechanic_rl_ros.policy.dataset import SequenceDataset, synthetic_episodes
-from mechanic_rl_ros.policy.testing import tiny_config
+from fixtures_policy import tiny_config
 
 
 def test_normalisation_round_trips_numpy_and_torch():

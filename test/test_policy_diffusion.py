@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from mechanic_rl_ros.policy import DiffusionPolicy, NoiseSchedule, PolicyConfig
-from mechanic_rl_ros.policy.testing import random_obs, tiny_config
+from fixtures_policy import random_obs, tiny_config
 
 torch.set_num_threads(1)
 

@@ -9,7 +9,7 @@ import torch
 from mechanic_rl_ros.policy import DiffusionPolicy
 from mechanic_rl_ros.policy.dataset import synthetic_episodes
 from mechanic_rl_ros.jobs.evaluate import wilson_interval
-from mechanic_rl_ros.policy.testing import tiny_config
+from fixtures_policy import tiny_config
 from mechanic_rl_ros.jobs.pretrain import train
 
 torch.set_num_threads(1)
@@ -91,7 +91,7 @@ def test_eval_cli_stochastic_mode_samples_with_the_given_noise_floor(tmp_path):
     from mechanic_rl_ros.control.chunk_loop import ChunkLoop
     from mechanic_rl_ros.jobs.evaluate import main
     from mechanic_rl_ros.policy import PolicyPlanner
-    from mechanic_rl_ros.policy.testing import random_obs
+    from fixtures_policy import random_obs
 
     torch.manual_seed(0)
     cfg = tiny_config(image_size=32)

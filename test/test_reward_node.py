@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
+import pytest
 
 import rclpy
 from std_msgs.msg import Int64
@@ -159,3 +160,19 @@ def test_real_mode_homes_the_arm_with_the_configured_command_type(tmp_path):
         rclpy.shutdown(context=ctx)
         reward.terminate()
         reward.wait(15)
+
+
+def test_the_home_motions_workspace_comes_from_the_parameters():
+    """The real mode's home motion is bounded by home_workspace_min/max and home_table_clearance; bad values stop
+    the node at start-up with the parameters named."""
+    from mechanic_rl_ros.nodes.reward_params import PARAMETERS, home_safety_config
+
+    cfg = {p.name: p.default for p in PARAMETERS}
+    lo, hi = home_safety_config(cfg).box()
+    assert lo.tolist() == [-2.0, -2.0, -2.0] and hi.tolist() == [2.0, 2.0, 2.0]
+    cfg.update(home_workspace_min=[0.1, -0.5, 0.0], home_table_clearance=0.01)
+    lo, hi = home_safety_config(cfg).box()
+    assert lo.tolist() == pytest.approx([0.1, -0.5, 0.01])
+    cfg["home_workspace_max"] = [0.0, 0.5, 0.5]  # x max below x min
+    with pytest.raises(ValueError, match="home_workspace_min / home_workspace_max"):
+        home_safety_config(cfg)

@@ -8,7 +8,7 @@ import torch
 from mechanic_rl_ros.control.decision import Decision
 from mechanic_rl_ros.policy import DiffusionPolicy
 from mechanic_rl_ros.policy.checkpoint import state_dict_to_bytes
-from mechanic_rl_ros.policy.testing import random_obs, tiny_config
+from fixtures_policy import random_obs, tiny_config
 from mechanic_rl_ros.rl import DPPO, Batch, DPPOConfig, NonFiniteUpdateError, RolloutBuffer, load_config
 
 torch.set_num_threads(1)

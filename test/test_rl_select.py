@@ -14,7 +14,7 @@ from mechanic_rl_ros.control.history import ObsHistory
 from mechanic_rl_ros.jobs.train_select import FrozenPolicy, SelectPlanner, first_proposal
 from mechanic_rl_ros.optim import Mechanic
 from mechanic_rl_ros.policy import DiffusionPolicy
-from mechanic_rl_ros.policy.testing import random_obs, tiny_config
+from fixtures_policy import random_obs, tiny_config
 from mechanic_rl_ros.rl.selection import (CandidateReplay, SelectConfig, SelectLearner, export_critic,
                                           load_exported_critic)
 
@@ -77,7 +77,7 @@ def test_td_target_is_the_best_stored_proposal_of_the_next_state():
 
 
 def test_retired_critic_variants_are_read_at_their_implemented_value_and_refused_otherwise():
-    """Four variants measured and not better are gone (docs/offpolicy.md); a config saved with them at the
+    """Four variants measured and not better are gone (docs/history.md); a config saved with them at the
     value this code implements still loads (the shipped critic's), any other value is refused by name."""
     from mechanic_rl_ros.rl.selection import RETIRED
 

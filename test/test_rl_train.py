@@ -7,7 +7,7 @@ import torch
 from safetensors.torch import load_file
 
 from mechanic_rl_ros.policy import DiffusionPolicy
-from mechanic_rl_ros.policy.testing import tiny_config
+from fixtures_policy import tiny_config
 from mechanic_rl_ros.rl.config import load_config
 from mechanic_rl_ros.jobs.train_log import LOG_FIELDS
 from mechanic_rl_ros.jobs.train_rl import TRAIN_DEFAULTS, main

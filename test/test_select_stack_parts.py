@@ -10,7 +10,7 @@ import torch
 from mechanic_rl_ros.control.chunk_loop import PlanRequest
 from mechanic_rl_ros.control.history import ObsHistory
 from mechanic_rl_ros.policy import DiffusionPolicy, PolicyPlanner
-from mechanic_rl_ros.policy.testing import random_obs, tiny_config
+from fixtures_policy import random_obs, tiny_config
 from mechanic_rl_ros.rl.selection import (CandidateReplay, CriticSelector, SelectConfig, SelectLearner,
                                           critic_arch_id, load_select_config)
 from mechanic_rl_ros.rl.selection_stream import SelectStream

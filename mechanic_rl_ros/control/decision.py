@@ -59,7 +59,7 @@ class Decision:
     deterministic sample. ``stamps`` are the observation stamps [s] where a
     robot clock gave them.
 
-    Under value-guided selection (:mod:`mechanic_rl_ros.rl.select`) the
+    Under value-guided selection (:mod:`mechanic_rl_ros.rl.selection`) the
     decision also carries what the selection learner trains on: ``features``
     float32 [F], the frozen policy's encoding of ``obs``; ``proposals``
     float32 [N, T_a * A], the N executable chunks it proposed (normalised);

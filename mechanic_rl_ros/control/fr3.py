@@ -3,7 +3,8 @@
 One module holds every number about the arm that more than one part of the
 project needs: joint names, the published position/velocity/effort/acceleration/
 jerk limits, the home pose, the gripper range and the kinematic (modified DH)
-parameters. It imports only numpy, so a ROS node, the simulator and the learning
+parameters, and the check of a joint position command against the limits. It
+imports only numpy, so a ROS node, the simulator and the learning
 code can all use it.
 
 The FR3 shares the Panda's kinematic chain (Craig's modified Denavit-Hartenberg
@@ -164,6 +165,27 @@ def clamp_joint_command(
         v = np.clip(v, -v_down, v_up)
     # q_previous itself may lie outside the (margined) range; keep the result inside.
     return np.clip(q_previous + v * dt, lo, hi)
+
+
+class CommandError(ValueError):
+    """An incoming command is malformed; the message says which field and why."""
+
+
+def check_arm_command(values, field: str = "data") -> np.ndarray:
+    """Validate 7 joint position targets [rad] against the FR3 position limits."""
+    q = np.asarray(values, dtype=np.float64)
+    if q.shape != (NUM_JOINTS,):
+        raise CommandError(f"{field}: expected {NUM_JOINTS} joint positions (fr3_joint1..7), got {q.size}")
+    if not np.all(np.isfinite(q)):
+        raise CommandError(f"{field}: joint positions must be finite, got {np.array2string(q, precision=3)}")
+    outside = np.flatnonzero((q < Q_MIN) | (q > Q_MAX))
+    if outside.size:
+        j = int(outside[0])
+        raise CommandError(
+            f"{field}: {JOINT_NAMES[j]} = {q[j]:.4f} rad is outside the FR3 limits "
+            f"[{Q_MIN[j]:.4f}, {Q_MAX[j]:.4f}]"
+        )
+    return q
 
 
 def _dh_transform(a: float, d: float, alpha: float, theta: float) -> np.ndarray:

@@ -89,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--expert", action="store_true", help="evaluate the scripted expert instead")
     ap.add_argument("--critic", default=None,
                     help="with --checkpoint: a selection critic (critic.safetensors + select.json: "
-                         "<run_dir>/learner/critic of the stack, or checkpoints/lift_select) chooses among the "
+                         "<run_dir>/learner/critic of the stack, or checkpoints/lift_demos_select) chooses among the "
                          "frozen policy's proposals, as policy_node runs it (algorithm select)")
     ap.add_argument("--noise", type=float, default=1.0, help="expert noise scale (--expert; 1.0 = noisy expert)")
     ap.add_argument("--task", default="lift")

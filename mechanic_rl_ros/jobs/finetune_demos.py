@@ -5,8 +5,8 @@ Why: every sub-hour real-robot RL result starts from a handful of demonstrations
 (HIL-SERL: 20-30 teleoperated demonstrations mixed into every batch, RLPD; ConRFT: an offline stage on about
 20 demonstrations before the online one). Here they go into the policy first. The shipped policy was cloned
 from a noisy expert (70 % success) and its failures are the noisy expert's: grasps closed a few centimetres
-off the cube (docs/offpolicy.md). A few clean demonstrations sharpen exactly that, which no selection among
-the policy's own samples managed (docs/offpolicy.md, "The plateau from three sides").
+off the cube (docs/learner.md, "What limits it"). A few clean demonstrations sharpen exactly that, which no selection among
+the policy's own samples managed (docs/history.md, "The plateau from three sides").
 
 What it does: the pretraining loss (DDPM simple loss, Ho et al. 2020 Eq. 14, with the policy's own
 prediction target and random-shift augmentation) on every window of the demonstrations, the whole network

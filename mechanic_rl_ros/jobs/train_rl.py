@@ -15,7 +15,7 @@ Outputs in ``--out``: ``log.csv`` and ``log.json`` (one row per iteration),
 :meth:`DPPO.save`, plus ``trainer.json``), ``final/`` and ``best/``: the
 learner as it was at the highest evaluation of this invocation (the start
 included), with ``best.json`` saying after how many updates and with which
-score. Fine-tuning does not settle at its best (on the GPU run of docs/rl.md
+score. Fine-tuning does not settle at its best (on the GPU run of docs/learner.md
 the evaluation moved between 83 % and 98 % over 25 updates), so the best
 policy is kept as it is measured rather than only every ``save_every``.
 

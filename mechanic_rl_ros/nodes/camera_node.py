@@ -26,7 +26,7 @@ loaded machine, most of them), while a reliable one has the lost fragments
 resent. Keep last 1 still means "only the newest frame": an older one not
 yet taken is replaced, never queued. ``best_effort`` matches every publisher
 too and suits small frames or a network link where resending is worse than
-dropping (README, "Cameras"). The output has the stack's sensor QoS
+dropping (docs/cameras.md). The output has the stack's sensor QoS
 (:data:`mechanic_rl_ros.wire.topics.SENSOR`, 96 x 96 frames fit one datagram):
 a late frame is worth less than the next one.
 
@@ -54,7 +54,8 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from rclpy.time import Time
 from sensor_msgs.msg import CompressedImage, Image
 
-from mechanic_rl_ros.nodes.common import Param, RateLimitedLog, declare_parameters, publish_diagnostics, run_node
+from mechanic_rl_ros.nodes.common import (Param, RateLimitedLog, declare_parameters, publish_diagnostics, rgb8_image,
+                                         run_node)
 from mechanic_rl_ros.vision.imgmsg import ImageFormatError, select_converter
 from mechanic_rl_ros.vision.preprocess import PreprocessConfig, preprocess
 from mechanic_rl_ros.wire import topics
@@ -182,12 +183,7 @@ class CameraNode(Node):
         self._window["latency_sum"] += latency
         self._window["latency_max"] = max(self._window["latency_max"], latency)
 
-        out = Image()
-        out.header = msg.header
-        out.height, out.width = rgb.shape[:2]
-        out.encoding, out.is_bigendian, out.step = "rgb8", 0, 3 * rgb.shape[1]
-        out.data = rgb.tobytes()
-        self.pub.publish(out)
+        self.pub.publish(rgb8_image(rgb, msg.header))
         self.stats["frames_out"] += 1
 
     def _reject(self, msg, why: str) -> None:

@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
 
+import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
@@ -22,10 +23,15 @@ from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, Si
 from rclpy.duration import Duration
 from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions
+from geometry_msgs.msg import Point as PointMsg
+from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Float64MultiArray
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+from visualization_msgs.msg import Marker, MarkerArray
 
 from mechanic_rl_ros.control import fr3
+from mechanic_rl_ros.control.fr3 import CommandError, check_arm_command
+from mechanic_rl_ros.control.trajectory import Point, Trajectory
 
 #: ``command_type`` parameter values: forward_command_controller's array, or joint_trajectory_controller's message
 COMMAND_TYPES = ("array", "trajectory")
@@ -134,10 +140,20 @@ class RateLimitedLog:
 
     def error(self, key: str, text: str) -> None:
         kind = key + "|" + "".join(c for c in text if not c.isdigit())
-        now = time.monotonic()
-        if now - self._last.get(kind, -math.inf) >= self.period:
-            self._last[kind] = now
+        if self._due(kind, self.period):
             self.node.get_logger().error(text)
+
+    def info(self, key: str, text: str, period: float) -> None:
+        """An expected event worth a line: at most one per ``period`` s per ``key`` (whatever the text)."""
+        if self._due("info|" + key, period):
+            self.node.get_logger().info(text)
+
+    def _due(self, kind: str, period: float) -> bool:
+        now = time.monotonic()
+        if now - self._last.get(kind, -math.inf) >= period:
+            self._last[kind] = now
+            return True
+        return False
 
 
 def command_message_type(command_type: str) -> type:
@@ -175,6 +191,69 @@ def trajectory_message(traj) -> JointTrajectory:
             pt.accelerations = [float(v) for v in p.accelerations]
         msg.points.append(pt)
     return msg
+
+
+def trajectory_from_message(msg: JointTrajectory) -> Trajectory:
+    """The inverse of :func:`trajectory_message`: a JointTrajectory reordered by joint name into fr3_joint1..7 order, stamp in ROS seconds (None for 0).
+
+    Positions are checked against the FR3 position limits; the JTC's own
+    checks (increasing times, zero end velocity) follow when it is received.
+    """
+    names = list(msg.joint_names)
+    missing = [n for n in fr3.JOINT_NAMES if n not in names]
+    if missing:
+        raise CommandError(f"joint_names: missing {missing}; expected {list(fr3.JOINT_NAMES)}, got {names}")
+    if not msg.points:
+        raise CommandError("points: trajectory has no points")
+    order = [names.index(n) for n in fr3.JOINT_NAMES]
+    points = []
+    for i, p in enumerate(msg.points):
+        fields = {}
+        for name in ("positions", "velocities", "accelerations"):
+            values = list(getattr(p, name))
+            if not values and name != "positions":
+                fields[name] = None
+                continue
+            if len(values) != len(names):
+                raise CommandError(f"points[{i}].{name}: {len(values)} values for {len(names)} joint_names")
+            fields[name] = np.array([values[j] for j in order], dtype=np.float64)
+        check_arm_command(fields["positions"], f"points[{i}].positions")
+        points.append(Point(p.time_from_start.sec + p.time_from_start.nanosec * 1e-9, **fields))
+    stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+    return Trajectory(stamp if stamp != 0.0 else None, points)
+
+
+def rgb8_image(rgb: np.ndarray, header) -> Image:
+    """An (h, w, 3) uint8 array as sensor_msgs/Image, rgb8, with ``header`` (the buffer assigned, not a list)."""
+    out = Image()
+    out.header = header
+    out.height, out.width = rgb.shape[:2]
+    out.encoding, out.is_bigendian, out.step = "rgb8", 0, 3 * rgb.shape[1]
+    out.data = rgb.tobytes()
+    return out
+
+
+def pinhole_camera_info(header, height: int, width: int, fovy: float) -> CameraInfo:
+    """sensor_msgs/CameraInfo of an undistorted pinhole camera with vertical field of view ``fovy`` [rad]."""
+    f = 0.5 * height / math.tan(0.5 * fovy)
+    cx, cy = (width - 1) / 2, (height - 1) / 2
+    info = CameraInfo(header=header, height=height, width=width, distortion_model="plumb_bob", d=[0.0] * 5)
+    info.k = [f, 0.0, cx, 0.0, f, cy, 0.0, 0.0, 1.0]
+    info.r = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
+    info.p = [f, 0.0, cx, 0.0, 0.0, f, cy, 0.0, 0.0, 0.0, 1.0, 0.0]
+    return info
+
+
+def path_marker(points: np.ndarray, frame_id: str, stamp, ns: str, width: float = 0.005,
+                rgba: tuple[float, float, float, float] = (0.1, 0.8, 0.2, 1.0)) -> MarkerArray:
+    """A path of ``points`` [N, 3] (m, in ``frame_id``) as one LINE_STRIP marker ``width`` m wide, for RViz."""
+    m = Marker(ns=ns, id=0, type=Marker.LINE_STRIP, action=Marker.ADD)
+    m.header.frame_id, m.header.stamp = frame_id, stamp
+    m.scale.x = width
+    m.color.r, m.color.g, m.color.b, m.color.a = rgba
+    m.pose.orientation.w = 1.0
+    m.points = [PointMsg(x=float(x), y=float(y), z=float(z)) for x, y, z in points]
+    return MarkerArray(markers=[m])
 
 
 def publish_diagnostics(node: Node, publisher, name: str, hardware_id: str, level: int, message: str,

@@ -73,9 +73,9 @@ PARAMETERS = [
           "exists; a relative path is taken from the node's current directory (the launch passes an absolute one)"),
     Param("batch_size", 2600, "algorithm dppo: [decisions] complete action chunks per DPPO update (at least min_batch_size)",
           range=(1, None)),
-    Param("min_batch_size", 2600, "[decisions] the smallest batch_size the node starts with: bench/pg_snr.py "
+    Param("min_batch_size", 2600, "[decisions] the smallest batch_size the node starts with: studies/pg_snr.py "
           "measured that the policy gradient's signal only equals its noise at about 2 600 decisions per update "
-          "(docs/rl.md); with 16 the stack drove the shipped policy from about 45 % to 0 % success in 130 "
+          "(docs/learner.md); with 16 the stack drove the shipped policy from about 45 % to 0 % success in 130 "
           "episodes. Lower it only for tests and deliberate experiments", range=(1, None)),
     Param("buffer_capacity", 4096, "[decisions] held in the buffer; the oldest are dropped (and counted) beyond this",
           range=(1, None)),

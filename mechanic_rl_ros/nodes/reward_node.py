@@ -36,91 +36,27 @@ from collections import deque
 import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticStatus
-from action_msgs.msg import GoalStatus
-from lifecycle_msgs.msg import State as LifecycleState
 from rclpy.action import ActionClient
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
 from std_msgs.msg import String
 
 from mechanic_rl_ros.control import fr3
-from mechanic_rl_ros.control.safety import SafetyConfig, SafetyFilter
+from mechanic_rl_ros.control.safety import SafetyFilter
 from mechanic_rl_ros.msg import EpisodeEvent, StepReward, TaskState, Transition
-from mechanic_rl_ros.control.episodes import REWARD_KINDS, EpisodeBook, EpisodeConfig, Outcome, StepResult, TaskSample
-from mechanic_rl_ros.nodes.common import (COMMAND_TYPES, Param, command_message_type, declare_parameters, joint_command,
+from mechanic_rl_ros.control.episodes import EpisodeBook, EpisodeConfig, Outcome, StepResult, TaskSample
+from mechanic_rl_ros.nodes.franka import FrankaRecovery
+from mechanic_rl_ros.nodes.reward_params import PARAMETERS, home_safety_config
+from mechanic_rl_ros.nodes.common import (command_message_type, declare_parameters, joint_command,
                                          publish_diagnostics, run_node)
 from mechanic_rl_ros.wire import topics
 from mechanic_rl_ros.wire.robot_state import RobotStatus, read_robot_state
 
-MODES = ("sim", "real")
-RECOVERY = ("auto", "automatic", "operator")
 _EVENT = {Outcome.SUCCESS: EpisodeEvent.SUCCESS, Outcome.FAILURE: EpisodeEvent.FAILURE, Outcome.TIMEOUT: EpisodeEvent.TIMEOUT}
 
 
 def stamp_seconds(stamp) -> float:
     return stamp.sec + stamp.nanosec * 1e-9
-
-
-#: every parameter, with what it means (``ros2 param describe reward_node <name>``); config/reward.yaml sets them
-PARAMETERS = [
-    Param("mode", "sim", "sim = rewards from the simulator's task state, resets through its reset service; real = "
-          "an operator ends episodes with keys on operator_topic, resets drive the arm home", choices=MODES),
-    Param("reward", "sparse", "reward the learner gets: sparse = 1 on success, else 0; shaped = the task's dense "
-          "reward (sim only)", choices=REWARD_KINDS),
-    Param("max_steps", 100, "[control steps] episode time limit; the episode ends with TIMEOUT after this many",
-          range=(1, None)),
-    Param("control_dt", 0.1, "[s] control period: step t is rewarded by the task state one period later",
-          range=(0.001, None)),
-    Param("terminate_on_success", True, "end the episode at its first successful state"),
-    Param("max_episodes", 0, "stop starting episodes after this many; 0 = never stop", range=(0, None)),
-    Param("seed_base", 1000, "sim: episode e resets the simulator with seed seed_base + e", range=(0, None)),
-    Param("success_window", 20, "[episodes] window of the success rate in /diagnostics", range=(1, None)),
-    Param("history_depth", 2000, "[messages] reliable, transient-local history of step_reward_topic: a restarted "
-          "learner gets this many recent rewards replayed", range=(1, None)),
-    Param("transition_topic", topics.TRANSITIONS.name, "the policy's executed steps (mechanic_rl_ros/Transition; "
-          "only episode, step and stamp are read)"),
-    Param("task_state_topic", topics.TASK_STATE.name, "sim: the simulator's privileged task state "
-          "(mechanic_rl_ros/TaskState)"),
-    Param("step_reward_topic", topics.STEP_REWARDS.name, "mechanic_rl_ros/StepReward of every executed step, to the learner"),
-    Param("episode_event_topic", topics.EPISODE_EVENTS.name, "mechanic_rl_ros/EpisodeEvent: START, SUCCESS, FAILURE, TIMEOUT, "
-          "RESET_DONE, INTERVENTION"),
-    Param("reset_service", topics.RESET.name, "sim: the simulator's mechanic_rl_ros/srv/ResetEpisode service"),
-    Param("reset_timeout", 30.0, "[wall s] a reset not done after this long is logged and retried",
-          range=(0.1, None)),
-    Param("operator_topic", topics.OPERATOR_KEY.name, "std_msgs/String from the operator: success | failure | intervention"),
-    Param("joint_states_topic", topics.JOINT_STATES.name, "real: sensor_msgs/JointState the home motion starts from"),
-    Param("command_topic", topics.ARM_TRAJECTORY.name, "real: where the home motion's commands go"),
-    Param("command_type", "trajectory", "real: home motion command message: trajectory = "
-          "trajectory_msgs/JointTrajectory (the JTC setup in README), array = std_msgs/Float64MultiArray",
-          choices=COMMAND_TYPES),
-    Param("gripper_namespace", topics.GRIPPER_NAMESPACE, "real: franka_gripper's node, whose move action opens the "
-          "gripper on reset"),
-    Param("home_tolerance", 0.01, "[rad] real: the arm is home when every joint is this close to the home pose",
-          range=(0.0001, None)),
-    Param("home_velocity_scale", 0.2, "real: fraction of the FR3 joint velocity limits the home motion uses",
-          range=(0.001, 1.0)),
-    Param("policy_stopped_topic", topics.POLICY_STOPPED.name, "std_msgs/Int64 from policy_node: the last episode it "
-          "has stopped commanding in; a reset waits for it (else a trajectory of the old episode could follow the "
-          "reset and step the arm); empty = do not wait"),
-    Param("policy_stop_timeout", 2.0, "[wall s] a reset waits at most this long for policy_node's stop", range=(0.0, None)),
-    Param("robot_state_topic", topics.ROBOT_STATE.name, "franka_msgs/FrankaRobotState from "
-          "franka_robot_state_broadcaster; empty = do not watch the robot's mode (no reflex is then seen)"),
-    Param("error_recovery_action", topics.ERROR_RECOVERY.name, "franka_hardware's franka_msgs/action/ErrorRecovery"),
-    Param("recovery", "auto", "after a reflex: automatic = call the error-recovery action at once; operator = on the "
-          "operator's 'recover' key; auto = automatic in sim mode, operator in real mode", choices=RECOVERY),
-    Param("recovery_retry", 5.0, "[wall s] an automatic error recovery that failed is tried again after this long",
-          range=(0.1, None)),
-    Param("robot_state_timeout", 0.5, "[s, node clock] no robot state for this long under an episode is a fault: "
-          "franka_ros2 deactivates the robot state broadcaster on an error", range=(0.001, None)),
-    Param("controller_manager", topics.CONTROLLER_MANAGER, "namespace of controller_manager's services, called "
-          "after the error recovery (franka_ros2 >= 3.3)"),
-    Param("hardware_component", "FrankaHardwareInterface", "the hardware component set_hardware_component_state "
-          "re-activates after the error recovery ('ros2 control list_hardware_components')"),
-    Param("recovery_controllers", ["fr3_position_trajectory_controller", "joint_state_broadcaster",
-                                   "franka_robot_state_broadcaster"],
-          "controllers switch_controller activates after the hardware component (those an error deactivated)"),
-    Param("diagnostics_period", 1.0, "[wall s] period of /diagnostics", range=(0.01, None)),
-]
 
 
 class RewardNode(Node):
@@ -152,6 +88,8 @@ class RewardNode(Node):
                                                  t.ARM_COMMAND.qos)
             self.gripper_open = ActionClient(self, t.GRIPPER_MOVE.type, cfg["gripper_namespace"].rstrip("/") + "/move")
             self.create_timer(cfg["control_dt"], self._home_motion_tick)
+        #: the home motion's limits (real mode), checked at start-up
+        self.home_config = home_safety_config(cfg)
         self.q: np.ndarray | None = None
         #: the home motion's safety filter while homing (real mode), else None
         self.homing: SafetyFilter | None = None
@@ -166,7 +104,7 @@ class RewardNode(Node):
         self.robot: RobotStatus | None = None
         self.robot_received = -float("inf")
         self.robot_fault: str | None = None
-        self.recovering = False
+        self.recovery: FrankaRecovery | None = None  # franka_ros2's recovery sequence, when the robot is watched
         self.last_recovery = -float("inf")
         #: the last episode that ended and when [monotonic s]; the last one policy_node stopped commanding in
         self.ended: tuple[int, float] | None = None
@@ -179,10 +117,9 @@ class RewardNode(Node):
         if self.watch_robot:
             self.create_subscription(t.ROBOT_STATE.type, cfg["robot_state_topic"], self._on_robot_state,
                                      t.ROBOT_STATE.qos)
-            self.recovery_client = ActionClient(self, t.ERROR_RECOVERY.type, cfg["error_recovery_action"])
-            cm = cfg["controller_manager"].rstrip("/")
-            self.hardware_client = self.create_client(t.SET_HARDWARE_STATE.type, cm + "/set_hardware_component_state")
-            self.switch_client = self.create_client(t.SWITCH_CONTROLLER.type, cm + "/switch_controller")
+            self.recovery = FrankaRecovery(self, cfg["error_recovery_action"], cfg["controller_manager"],
+                                           cfg["hardware_component"], cfg["recovery_controllers"],
+                                           self._on_recovery_done)
         self.create_timer(cfg["diagnostics_period"], self._publish_diagnostics, clock=rclpy.clock.Clock())
         self.create_timer(0.05, self._drive_episodes, clock=rclpy.clock.Clock())
         self.get_logger().info(f"reward node ready: mode={cfg['mode']} reward={cfg['reward']} max_steps={cfg['max_steps']}")
@@ -214,9 +151,7 @@ class RewardNode(Node):
             future.add_done_callback(self._on_reset_done)
         else:
             self._open_gripper()
-            self.homing = SafetyFilter(SafetyConfig(
-                control_dt=float(self.cfg["control_dt"]), velocity_scale=float(self.cfg["home_velocity_scale"]),
-                workspace_min=(-2.0, -2.0, -2.0), workspace_max=(2.0, 2.0, 2.0), table_clearance=0.0))
+            self.homing = SafetyFilter(self.home_config)
 
     def _on_policy_stopped(self, msg) -> None:
         self.policy_stopped = max(self.policy_stopped, int(msg.data))
@@ -308,11 +243,11 @@ class RewardNode(Node):
     def _on_operator(self, msg: String) -> None:
         key = msg.data.strip().lower()
         if key == "recover":
-            if self.watch_robot and self.robot_fault is not None and not self.recovering and self._policy_stopped():
+            if self.watch_robot and self.robot_fault is not None and not self._recovering() and self._policy_stopped():
                 self._recover()
             else:
                 self.get_logger().info(f"operator 'recover': nothing to recover from (robot fault: "
-                                       f"{self.robot_fault}, recovery running: {self.recovering})")
+                                       f"{self.robot_fault}, recovery running: {self._recovering()})")
             return
         if key == "intervention":
             self._event(EpisodeEvent.INTERVENTION, "operator")
@@ -369,7 +304,7 @@ class RewardNode(Node):
         if self.robot_fault is None:
             # before the first robot state, or idle between episodes (a controller not started yet): wait
             self.get_logger().info(f"waiting for the robot: {problem}", throttle_duration_sec=5.0)
-        elif (self.automatic_recovery and not self.recovering
+        elif (self.automatic_recovery and not self._recovering()
               and time.monotonic() - self.last_recovery > self.cfg["recovery_retry"] and self._policy_stopped()):
             self._recover()  # (only once policy_node stopped: a command after re-activation would be stale)
         return False
@@ -394,64 +329,26 @@ class RewardNode(Node):
 
     # -------------------------------------------------------- error recovery
     def _recover(self) -> None:
-        """franka_ros2's recovery, in order: error recovery, hardware component active, controllers active."""
+        """franka_ros2's recovery (:class:`FrankaRecovery`), if its interfaces are there."""
         self.last_recovery = time.monotonic()
-        missing = [name for name, ready in (
-            (self.cfg["error_recovery_action"], self.recovery_client.server_is_ready()),
-            ("set_hardware_component_state", self.hardware_client.service_is_ready()),
-            ("switch_controller", self.switch_client.service_is_ready())) if not ready]
+        missing = self.recovery.missing()
         if missing:
             self.counts["recoveries_failed"] += 1
             self.get_logger().error(f"recovery impossible, not available: {missing}; the robot stays stopped "
                                     f"(retrying in {self.cfg['recovery_retry']} s)", throttle_duration_sec=5.0)
             return
-        self.recovering = True
-        self.get_logger().info(f"recovery 1/3: {self.cfg['error_recovery_action']}")
-        self.recovery_client.send_goal_async(topics.ERROR_RECOVERY.type.Goal()).add_done_callback(
-            self._on_recovery_accepted)
+        self.recovery.start()
 
-    def _recovery_failed(self, why: str) -> None:
-        self.recovering = False
-        self.counts["recoveries_failed"] += 1
-        self.get_logger().error(f"recovery failed: {why}")
+    def _recovering(self) -> bool:
+        return self.recovery is not None and self.recovery.running
 
-    def _on_recovery_accepted(self, future) -> None:
-        handle = future.result()
-        if handle is None or not handle.accepted:
-            self._recovery_failed("the error recovery goal was rejected")
-            return
-        handle.get_result_async().add_done_callback(self._on_error_cleared)
-
-    def _on_error_cleared(self, future) -> None:
-        res = future.result()
-        if res is None or res.status != GoalStatus.STATUS_SUCCEEDED:
-            self._recovery_failed(f"error recovery ended with status {getattr(res, 'status', None)}")
-            return
-        self.get_logger().info(f"recovery 2/3: {self.cfg['hardware_component']} active")
-        req = topics.SET_HARDWARE_STATE.type.Request(name=self.cfg["hardware_component"])
-        req.target_state.id, req.target_state.label = LifecycleState.PRIMARY_STATE_ACTIVE, "active"
-        self.hardware_client.call_async(req).add_done_callback(self._on_hardware_active)
-
-    def _on_hardware_active(self, future) -> None:
-        res = future.result()
-        if res is None or not res.ok:
-            self._recovery_failed(f"set_hardware_component_state {self.cfg['hardware_component']} active refused "
-                                  f"(state {getattr(getattr(res, 'state', None), 'label', None)})")
-            return
-        self.get_logger().info(f"recovery 3/3: activate {list(self.cfg['recovery_controllers'])}")
-        req = topics.SWITCH_CONTROLLER.type.Request(activate_controllers=list(self.cfg["recovery_controllers"]),
-                                                   strictness=topics.SWITCH_CONTROLLER.type.Request.BEST_EFFORT,
-                                                   activate_asap=True)
-        self.switch_client.call_async(req).add_done_callback(self._on_controllers_active)
-
-    def _on_controllers_active(self, future) -> None:
-        res = future.result()
-        if res is None or not res.ok:
-            self._recovery_failed(f"switch_controller refused: {getattr(res, 'message', 'no answer')}")
-            return
-        self.recovering = False
-        self.counts["recoveries"] += 1
-        self.get_logger().info("recovery done; waiting for the robot state in move mode")
+    def _on_recovery_done(self, success: bool, why: str) -> None:
+        if success:
+            self.counts["recoveries"] += 1
+            self.get_logger().info("recovery done; waiting for the robot state in move mode")
+        else:
+            self.counts["recoveries_failed"] += 1
+            self.get_logger().error(f"recovery failed: {why}")
 
     def _on_joint_states(self, msg: JointState) -> None:
         try:

@@ -1,7 +1,10 @@
 """ctypes binding of the fused CPU passes of a Mechanic step (``fused_kernels.c``).
 
 ``make setup`` (``scripts/setup.sh``) and ``colcon build`` (``CMakeLists.txt``)
-compile ``fused_kernels.c`` into ``_fused_kernels.so`` next to this file.
+compile ``fused_kernels.c`` into ``_fused_kernels.so`` next to this file (in a
+colcon install, the installed ``mechanic_rl_ros/optim/``; test_colcon_build.py
+checks it loads there). A missing library is reported once per process, as a
+``RuntimeWarning`` when the first Mechanic is made, with what it costs.
 :class:`~mechanic_rl_ros.optim.Mechanic` uses it for float32/float64
 parameters on the CPU whose tensors are contiguous, and falls back to torch
 ``_foreach`` kernels otherwise (or when the library is missing, or when
@@ -49,7 +52,13 @@ def _load() -> Optional[ctypes.CDLL]:
     try:
         lib = ctypes.CDLL(str(LIBRARY_PATH))
     except OSError as exc:
-        _load_error = f"{LIBRARY_PATH.name} not loadable ({exc}); build it with `make setup`"
+        _load_error = (f"{LIBRARY_PATH} not loadable ({exc}); build it with `make setup` (venv) or "
+                       f"`colcon build` (a ROS workspace), which compile fused_kernels.c next to fused.py")
+        # said once per process, when the first Mechanic is made (a node's start): the fallback computes the
+        # same step, but a Mechanic(Adam) step takes about 3.5x as long (docs/mechanic.md: 20-53 ms instead of
+        # 5.7-17 ms, 1 thread), which a learner notices as fewer gradient steps per robot minute
+        warnings.warn(f"Mechanic falls back to torch kernels, same results, optimizer steps about 3.5x "
+                      f"slower: {_load_error}", RuntimeWarning, stacklevel=2)
         return None
     vp, i64, dbl = ctypes.c_void_p, ctypes.c_int64, ctypes.c_double
     try:

@@ -75,7 +75,7 @@ class Mechanic(Optimizer):
     State and precision. Recomputing :math:`\Delta` as
     :math:`(x_t - x_{ref})/S` from the rounded parameters stalls for good when
     :math:`S\,|u|` is below one ulp of :math:`x` (a float32 weight of size 1
-    with ``s_init * lr`` around 1e-8, e.g. a base lr of 1e-4 with the default
+    with ``s_init * lr`` about 1e-8, e.g. a base lr of 1e-4 with the default
     ``s_init``; bf16 at any ``s_init``). So the displacement
     :math:`x_t - x_{ref}` is stored instead of :math:`x_{ref}`, in float32 or
     wider, as ``offset_scale * offset`` (a per-parameter scalar times a

@@ -22,14 +22,15 @@ import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Mapping
+
+from mechanic_rl_ros.resources import config_file
 
 #: bump when the meaning of an architecture field changes
 ARCH_VERSION = 1
 
-#: default YAML file (repo root / config / policy.yaml)
-DEFAULT_CONFIG_PATH = Path(__file__).resolve().parents[2] / "config" / "policy.yaml"
+#: default YAML file: config/policy.yaml of the package's share directory (source checkout or install)
+DEFAULT_CONFIG_PATH = config_file("policy.yaml")
 
 
 @dataclass
@@ -84,7 +85,7 @@ class SamplingConfig:
 
     inference_steps: int = 10     #: K, DDIM steps at inference
     eta: float = 1.0              #: DDIM eta for *stochastic* sampling (0 = deterministic DDIM)
-    min_sampling_std: float = 0.03  #: floor on the per-step sampling std (DPPO min_sampling_denoising_std is 0.1; see docs/rl.md)
+    min_sampling_std: float = 0.03  #: floor on the per-step sampling std (DPPO min_sampling_denoising_std is 0.1; see docs/learner.md)
     min_logprob_std: float = 0.1  #: floor on the std used for log-probabilities (DPPO min_logprob_denoising_std)
     clip_x0: float = 1.0          #: clip the x0 prediction to [-c, c] (0 or negative disables)
     clip_action: float = 1.0      #: clip the final (normalised) action before un-normalising

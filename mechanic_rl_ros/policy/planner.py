@@ -12,7 +12,7 @@ Chunk j of a planner's lifetime draws its noise from a generator seeded with
 global random state. New weights given to :meth:`PolicyPlanner.stage_weights`
 are swapped in at the start of the next plan, never inside one.
 
-With a ``selector`` (value-guided selection, :mod:`mechanic_rl_ros.rl.select`)
+With a ``selector`` (value-guided selection, :mod:`mechanic_rl_ros.rl.selection`)
 the frozen policy encodes the history once, denoises N proposals from N
 draws x_K ~ N(0, I) in one batched deterministic DDIM call, and the
 selector's critic picks the one to run; the weights staged are then the
@@ -60,7 +60,7 @@ class PolicyPlanner:
         version: the weights version the policy starts with.
         on_weights: called after every swap attempt with ``(version, None)``
             or ``(version, exception)``; a failed swap keeps the old weights.
-        selector: a :class:`~mechanic_rl_ros.rl.select.CriticSelector` (see the
+        selector: a :class:`~mechanic_rl_ros.rl.selection.CriticSelector` (see the
             module docstring); ``stochastic`` is then ignored.
     """
 

@@ -27,7 +27,7 @@ them::
         stats = learner.update(buf.take_batch(n))   # learner.policy.ft_net holds the new weights
     learner.save("runs/x/ckpt"); learner = DPPO.load("runs/x/ckpt")
 
-See docs/rl.md.
+See docs/learner.md.
 """
 from .buffer import Batch, BufferCounters, RolloutBuffer
 from .config import DPPOConfig, RLFileConfig, load_config

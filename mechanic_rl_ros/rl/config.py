@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from mechanic_rl_ros.config_files import apply_overrides, deep_update, load_yaml
+from mechanic_rl_ros.resources import config_file
 
-#: repo root / config / rl.yaml
-DEFAULT_CONFIG_PATH = Path(__file__).resolve().parents[2] / "config" / "rl.yaml"
+#: config/rl.yaml of the package's share directory (source checkout or install)
+DEFAULT_CONFIG_PATH = config_file("rl.yaml")
 
 OPTIMIZERS = ("mechanic", "adam")
 

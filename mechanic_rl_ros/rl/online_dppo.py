@@ -27,7 +27,7 @@ def check_batch_size(batch_size: int, min_batch_size: int) -> None:
     if batch_size < min_batch_size:
         raise ValueError(f"parameter batch_size: got {batch_size}; expected at least min_batch_size = "
                          f"{min_batch_size} decisions per DPPO update: smaller batches make the update "
-                         "mostly noise and drive the policy down (docs/rl.md, bench/pg_snr.py). Set "
+                         "mostly noise and drive the policy down (docs/learner.md, studies/pg_snr.py). Set "
                          "min_batch_size too to run small batches on purpose")
 
 

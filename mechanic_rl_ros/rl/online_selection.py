@@ -27,9 +27,10 @@ from .replay import CandidateReplay
 from .selection import (DEFAULT_SELECT_CONFIG, SelectConfig, SelectLearner, critic_arch_id, export_critic,
                         load_select_config, policy_weights_id)
 from .selection_stream import SelectStream
+from mechanic_rl_ros.resources import config_file
 
 #: learner_node's parameters file, whose selection schedule the headless trainer reads too
-DEFAULT_LEARNER_CONFIG = DEFAULT_SELECT_CONFIG.parent / "learner.yaml"
+DEFAULT_LEARNER_CONFIG = config_file("learner.yaml")
 
 
 @dataclass

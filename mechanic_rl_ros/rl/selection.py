@@ -13,10 +13,10 @@ diffusion policy is trained and no actor is trained: the only network that chang
 one to publish) is the critic, and the chosen chunks are always ones the pretrained policy itself
 produces, so the critic is never asked about actions far from its data.
 
-Why this and not a noise-space actor (a SAC actor choosing x_K, tried and retired, docs/offpolicy.md):
-the critic reads the executed motion (normalised joint targets and gripper, ``T_a x A`` numbers) instead
-of the 128-dimensional noise that produces it through 10 denoising steps, and the max over the policy's
-own samples cannot extrapolate. A study (``noise_oracle``) measured why choosing among samples can
+Why this and not a noise-space actor (tried and retired, docs/history.md): the critic reads the
+executed motion (normalised joint targets and gripper, ``T_a x A`` numbers) instead of the
+128-dimensional noise that produces it through 10 denoising steps, and the max over the policy's
+own samples cannot extrapolate. ``studies/noise_oracle.py`` measured why choosing among samples can
 be enough: over 48 reset seeds x 6 noise draws the pretrained policy succeeds in 72.9 % of episodes,
 yet 47 of the 48 seeds succeed at least once.
 
@@ -27,7 +27,7 @@ over the target ensemble for each proposal, then the max over proposals; choosin
 mean (``choose``). Every optimiser is ``Mechanic(Adam(lr=1))`` unless ``optimizer="adam"``. An update
 with a non-finite loss or gradient steps nothing and is counted (``nonfinite_skipped``).
 
-Four critic variants were measured and were not better than this (docs/offpolicy.md, "What did not
+Four critic variants were measured and were not better than this (docs/history.md, "What did not
 help"): the fraction of the episode left as an input, the TD target floored by or mixed with the
 observed return, and a cross-entropy loss. They are gone; :data:`RETIRED` lists their keys, which a
 saved config may still hold at the value this code implements.
@@ -44,6 +44,8 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
+from mechanic_rl_ros.resources import config_file
+
 from .persist import read_learner, save_learner
 from .replay import CandidateReplay
 from mechanic_rl_ros.optim import build_optimizer, mechanic_scale
@@ -53,7 +55,7 @@ from .critic import QEnsemble
 FORMAT = "mechanic_rl_ros.select_learner/1"
 EXPORT_FORMAT = "mechanic_rl_ros.select_critic/1"
 #: the stack's selection settings, read by policy_node and learner_node alike
-DEFAULT_SELECT_CONFIG = Path(__file__).resolve().parents[2] / "config" / "select.yaml"
+DEFAULT_SELECT_CONFIG = config_file("select.yaml")
 #: the fields that fix the critic's tensors and what it scores: sender and receiver must agree on them
 STRUCTURE = ("feat_dim", "act_dim", "num_candidates", "num_critics", "hidden", "layers")
 #: keys of retired critic variants -> the value this code implements (older saved configs hold them)
@@ -87,7 +89,7 @@ class SelectConfig:
             got = d.pop(key, value)
             if got != value:
                 raise ValueError(f"{key} = {got!r} is a retired critic variant (measured and not better, "
-                                 f"docs/offpolicy.md); only {key} = {value!r} is implemented")
+                                 f"docs/history.md); only {key} = {value!r} is implemented")
         unknown = set(d) - names
         if unknown:
             raise ValueError(f"unknown learner keys: {sorted(unknown)}; expected some of {sorted(names)}")

@@ -25,8 +25,8 @@ from mechanic_rl_ros.sim.env import (
     FR3Env,
     make_env,
 )
-from mechanic_rl_ros.sim.expert import (DEFAULT_NOISE, ExpertConfig, ExpertPlanner, LiftExpert, PushExpert,
-                                        ScriptedExpert)
+from mechanic_rl_ros.sim.expert import (DEFAULT_NOISE, ExpertConfig, ExpertPlanner, ExpertWorld, LiftExpert,
+                                        PushExpert, ScriptedExpert)
 from mechanic_rl_ros.sim.fr3_sim import CAMERAS, FR3Sim, SimConfig
 from mechanic_rl_ros.sim.model import ControllerConfig, SceneConfig
 from mechanic_rl_ros.sim.tasks import TASK_STATE_DIM, TASK_STATE_FIELDS, TASKS, LiftConfig, PushConfig
@@ -43,6 +43,7 @@ __all__ = [
     "EnvConfig",
     "ExpertPlanner",
     "ExpertConfig",
+    "ExpertWorld",
     "FR3Env",
     "FR3Sim",
     "LiftConfig",

@@ -25,6 +25,7 @@ from mechanic_rl_ros.sim.expert import (
     DEFAULT_NOISE,
     EXPERTS,
     ExpertConfig,
+    ExpertWorld,
     ScriptedExpert,
     default_expert_config,
 )
@@ -158,7 +159,10 @@ class FR3Env:
         observation and resets itself whenever this environment starts a new episode.
         """
         cfg = replace(config or default_expert_config(self.config.task), noise=float(noise))
-        return EXPERTS[self.config.task](self, cfg, seed=seed)
+        world = ExpertWorld(model=self.sim.model, control_dt=self.control_dt,
+                            cube_half_size=self.sim.config.scene.cube_half_size, task_config=self.task.config,
+                            episode=lambda: self.episode_id)
+        return EXPERTS[self.config.task](world, cfg, seed=seed)
 
     def render(self, camera: str, image_size=None) -> np.ndarray:
         """Render one camera now (works with ``render=False`` too)."""

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Any, Callable
 
 import numpy as np
 
@@ -25,9 +25,6 @@ from mechanic_rl_ros.control import fr3
 from mechanic_rl_ros.control.chunk_loop import Chunk, PlanRequest
 from mechanic_rl_ros.sim.ik import DLSIK, IKConfig
 from mechanic_rl_ros.sim.tasks import PushConfig
-
-if TYPE_CHECKING:
-    from mechanic_rl_ros.sim.env import FR3Env
 
 #: Noise level of the "noisy expert" used for imperfect demonstrations.
 DEFAULT_NOISE = 1.0
@@ -61,19 +58,39 @@ class ExpertConfig:
     ik: IKConfig = field(default_factory=IKConfig)
 
 
+@dataclass(frozen=True)
+class ExpertWorld:
+    """What an expert knows of the world it acts in, given to it (by :meth:`FR3Env.expert`) rather than read
+    from an environment, so the expert depends on no environment class."""
+
+    #: the MuJoCo model of the arm, for the expert's IK
+    model: Any
+    #: [s] the period of one action
+    control_dt: float
+    #: [m] half the cube's edge
+    cube_half_size: float
+    #: the task's configuration (:class:`PushConfig` for push; unused by lift)
+    task_config: Any = None
+    #: id of the episode being played, asked before every action: a new one resets the expert (None: call
+    #: :meth:`ScriptedExpert.reset` yourself at each episode's start)
+    episode: Callable[[], int] | None = None
+
+
 class ScriptedExpert:
     """Base expert: virtual-TCP motion, IK and noise. Subclasses implement ``_plan``.
 
-    Bound to an environment, it resets itself whenever the environment starts a
-    new episode; call :meth:`reset` yourself when driving it otherwise.
+    With ``world.episode`` it resets itself whenever a new episode starts;
+    call :meth:`reset` yourself when driving it otherwise.
     """
 
-    def __init__(self, env: "FR3Env", config: ExpertConfig | None = None, seed: int | None = None):
-        self.env = env
+    def __init__(self, world: ExpertWorld, config: ExpertConfig | None = None, seed: int | None = None):
+        self.world = world
         self.config = config or ExpertConfig()
         if not math.isfinite(self.config.noise) or self.config.noise < 0:
             raise ValueError(f"ExpertConfig.noise must be a finite value >= 0, got {self.config.noise}")
-        self.ik = DLSIK(env.sim.model, self.config.ik)
+        if not world.control_dt > 0:
+            raise ValueError(f"ExpertWorld.control_dt must be > 0, got {world.control_dt}")
+        self.ik = DLSIK(world.model, self.config.ik)
         self.rng = np.random.default_rng(seed)
         self._episode = None
         self.phase = ""
@@ -82,7 +99,7 @@ class ScriptedExpert:
     def reset(self, obs: dict | None = None) -> None:
         """Forget the current episode; the next :meth:`act` starts a new plan."""
         c = self.config
-        self._episode = self.env.episode_id
+        self._episode = self._episode_now()
         self._q = None
         self._p = None
         self._v = np.zeros(3)
@@ -97,7 +114,7 @@ class ScriptedExpert:
 
     def act(self, obs: dict) -> np.ndarray:
         """Action for this observation: 7 joint targets [rad] + gripper width [m]."""
-        if self._episode != self.env.episode_id:
+        if self._episode is None or self._episode != self._episode_now():
             self.reset()
         q_meas = np.asarray(obs["qpos"], dtype=np.float64)
         if self._q is None:
@@ -118,6 +135,12 @@ class ScriptedExpert:
         return np.append(q_cmd, self._width)
 
     # -------------------------------------------------------------- internals
+    def _episode_now(self):
+        """The running episode's id (the one this expert last reset for, when nobody tells it)."""
+        if self.world.episode is None:
+            return self._episode if self._episode is not None else 0
+        return self.world.episode()
+
     def _reset_plan(self) -> None:
         pass
 
@@ -128,7 +151,7 @@ class ScriptedExpert:
     def _advance(self, target: np.ndarray, target_yaw: float, speed: float) -> None:
         """Move the virtual TCP one control step towards ``target``."""
         c = self.config
-        dt = self.env.control_dt
+        dt = self.world.control_dt
         error = target - self._p
         # Proportional approach (slows down near the target) under a speed limit.
         v_des = error / max(dt, 0.3)
@@ -167,7 +190,7 @@ class LiftExpert(ScriptedExpert):
 
     def _plan(self, cube, cube_yaw, goal, tcp, width):
         c = self.config
-        h = self.env.sim.config.scene.cube_half_size
+        h = self.world.cube_half_size
         # The cube is symmetric under 90 deg turns: pick the grasp yaw nearest 0.
         grasp_yaw = _wrap(cube_yaw, math.pi / 2)
         above = np.array([cube[0], cube[1], h + c.approach_height])
@@ -219,8 +242,8 @@ class PushExpert(ScriptedExpert):
 
     def _plan(self, cube, cube_yaw, goal, tcp, width):
         c = self.config
-        h = self.env.sim.config.scene.cube_half_size
-        task_cfg: PushConfig = self.env.task.config
+        h = self.world.cube_half_size
+        task_cfg: PushConfig = self.world.task_config
         to_goal = goal[:2] - cube[:2]
         dist = float(np.linalg.norm(to_goal))
         direction = to_goal / max(dist, 1e-6)
@@ -247,7 +270,7 @@ class PushExpert(ScriptedExpert):
             elif lateral > self.max_lateral or float(rel @ direction) > 0:
                 self.phase = "retreat"
             # Advance along the cube->goal line while pulling the pusher back
-            # onto the line behind the cube's centre (this steers the cube).
+            # onto the line behind the cube's centre (this guides the cube).
             on_line = cube[:2] - direction * (h + pusher_radius)
             offset = on_line - self._p[:2]
             lateral_fix = offset - (offset @ direction) * direction

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
+from mechanic_rl_ros.resources import package_file
+
 BOOL = ("true", "false")
 
 
@@ -104,10 +106,11 @@ def run_dir_message(given: str | None, run_dir: str) -> str:
     return f"run_dir: {run_dir} ({given!r} taken from the current directory {os.getcwd()})"
 
 
-def default_checkpoint(task: str, config_dir: Path) -> Path:
-    """The pretrained checkpoint shipped for ``task``: ``checkpoints/<task>_pretrained``
-    next to ``config/`` (source tree and installed share directory alike)."""
-    return config_dir.parent / "checkpoints" / f"{task}_pretrained"
+def default_checkpoint(task: str) -> Path:
+    """The pretrained checkpoint shipped for ``task``: ``checkpoints/<task>_pretrained`` of the package's
+    share directory (source checkout, colcon or pip install alike: :mod:`mechanic_rl_ros.resources`), whatever
+    parameter directory the stack reads."""
+    return package_file("checkpoints", f"{task}_pretrained")
 
 
 def dds_environment(dds_profile: str, config_dir: Path) -> dict[str, str]:
@@ -130,7 +133,7 @@ def nodes(values: Mapping[str, str], config_dir: Path) -> list[NodeSpec]:
     frames_env = dds_environment(v["dds_profile"], config_dir)
     sim = v["sim"] == "true"
     common: dict[str, object] = {"use_sim_time": sim}
-    checkpoint = v["checkpoint"] or str(default_checkpoint(v["task"], config_dir))
+    checkpoint = v["checkpoint"] or str(default_checkpoint(v["task"]))
     trajectory = v["command_type"] == "trajectory"
     specs: list[NodeSpec] = []
     if sim:

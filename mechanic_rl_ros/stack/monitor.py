@@ -137,7 +137,9 @@ class MonitorNode:
         self.progress = progress
         self.lines: list[str] = []
         self.ctx = rclpy.Context()
-        rclpy.init(context=self.ctx, signal_handler_options=SignalHandlerOptions.NO)
+        # args=[]: rclpy would otherwise parse the runner's own command line, whose launch arguments
+        # (checkpoint:=DIR) rcl reads as deprecated remap rules and warns about at every start
+        rclpy.init(args=[], context=self.ctx, signal_handler_options=SignalHandlerOptions.NO)
         self.node = rclpy.create_node("finetune_monitor", context=self.ctx)
         ends = {EpisodeEvent.SUCCESS, EpisodeEvent.FAILURE, EpisodeEvent.TIMEOUT}
         self._seen: set[int] = set()

@@ -9,7 +9,9 @@ Each node is a separate OS process (``python -m mechanic_rl_ros.nodes.<node>
 
 Ctrl-C (SIGINT) and SIGTERM are forwarded to every node; the runner exits 0
 when all nodes then exit cleanly, and non-zero as soon as any node dies on its
-own (the others are stopped).
+own: one ``[finetune] ERROR: node <name> exited with code <n> (<its last output
+line>)`` line, then the others are stopped. Parameter files and the default
+checkpoint come from the package's share directory (:mod:`mechanic_rl_ros.resources`).
 """
 from __future__ import annotations
 
@@ -25,20 +27,17 @@ from typing import Sequence
 
 import yaml
 
+from mechanic_rl_ros import resources
 from mechanic_rl_ros.stack import description
 from mechanic_rl_ros.stack.monitor import MonitorNode, Progress
 
-PACKAGE_ROOT = Path(__file__).resolve().parents[1]
-
 
 def default_config_dir() -> Path:
-    """``config/`` of a source checkout, else the installed share directory."""
-    source = PACKAGE_ROOT.parent / "config"
-    if source.is_dir():
-        return source
-    from ament_index_python.packages import get_package_share_directory
+    """The package's ``config/``: source checkout, colcon or pip install alike (:mod:`mechanic_rl_ros.resources`).
 
-    return Path(get_package_share_directory("mechanic_rl_ros")) / "config"
+    Raises ``FileNotFoundError`` naming every place looked in.
+    """
+    return resources.share_dir() / "config"
 
 
 def node_command(spec: description.NodeSpec) -> list[str]:
@@ -101,7 +100,9 @@ class Stack:
         self.log_dir = log_dir
         self.env = env
         self.procs: dict[str, subprocess.Popen] = {}
-        self._threads: list[threading.Thread] = []
+        self._threads: dict[str, threading.Thread] = {}
+        #: each node's last non-blank output line: the cause, when it dies
+        self.last_line: dict[str, str] = {}
 
     def start(self) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -111,7 +112,7 @@ class Stack:
             self.procs[spec.name] = proc
             t = threading.Thread(target=self._pump, args=(spec.name, proc), daemon=True)
             t.start()
-            self._threads.append(t)
+            self._threads[spec.name] = t
             print(f"[finetune] started {spec.name} (pid {proc.pid})", flush=True)
 
     def _pump(self, name: str, proc: subprocess.Popen) -> None:
@@ -119,11 +120,20 @@ class Stack:
             for line in iter(proc.stdout.readline, b""):  # type: ignore[union-attr]
                 log.write(line)
                 log.flush()
+                if line.strip():
+                    self.last_line[name] = line.decode(errors="replace").strip()
                 sys.stdout.write(f"[{name}] {line.decode(errors='replace')}")
                 sys.stdout.flush()
 
     def dead(self) -> list[tuple[str, int]]:
         return [(n, p.returncode) for n, p in self.procs.items() if p.poll() is not None]
+
+    def death_message(self, name: str, code: int) -> str:
+        """The one ERROR line for a node that exited on its own: its name, exit code, last words and log."""
+        self._threads[name].join(timeout=2.0)  # the rest of its output, up to its last line
+        cause = self.last_line.get(name, "no output")
+        return (f"[finetune] ERROR: node {name} exited with code {code} ({cause}); stopping the stack; "
+                f"its log: {self.log_dir / (name + '.log')}")
 
     def stop(self, timeout: float) -> dict[str, int]:
         """SIGINT every node, wait, then escalate; returns the exit codes."""
@@ -141,14 +151,18 @@ class Stack:
                 print(f"[finetune] {name} ignored SIGINT for {timeout:.0f} s; killing it", flush=True)
                 p.kill()
                 p.wait()
-        for t in self._threads:
+        for t in self._threads.values():
             t.join(timeout=2.0)
         return {n: p.returncode for n, p in self.procs.items()}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     values, ns = parse_args(list(sys.argv[1:] if argv is None else argv))
-    config_dir = ns.config_dir or default_config_dir()
+    try:
+        config_dir = ns.config_dir or default_config_dir()
+    except FileNotFoundError as exc:
+        print(f"mechanic-rl finetune: {exc}; or pass --config-dir DIR", file=sys.stderr)
+        return 2
     specs = description.nodes(values, config_dir)
     policy_ckpt = next((Path(str(s.overrides["checkpoint"])) for s in specs if s.name == "policy_node"), None)
     if policy_ckpt is not None and not (policy_ckpt / "model.safetensors").is_file():
@@ -189,7 +203,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         failed = stack.dead()
         if failed:
             for name, code in failed:
-                print(f"[finetune] node {name} died with exit code {code}; stopping the stack", flush=True)
+                print(stack.death_message(name, code), flush=True)
             break
         if ns.duration and time.monotonic() - started >= ns.duration:
             print(f"[finetune] --duration {ns.duration:g} s reached; stopping the stack", flush=True)

@@ -10,7 +10,7 @@ This script needs JAX and optax, which do not belong in the project venv::
 
     python3 -m venv /tmp/jaxenv
     /tmp/jaxenv/bin/pip install jax optax==0.2.8 numpy
-    /tmp/jaxenv/bin/python bench/make_mechanic_reference.py
+    /tmp/jaxenv/bin/python studies/make_mechanic_reference.py
 
 Problems:
 
@@ -139,7 +139,7 @@ def main() -> int:
         cases[name] = {"problem": "mlp", "data": data, "base": base_desc,
                        "mechanic": mech_kwargs, "steps": MLP_STEPS,
                        **run(params, loss, opt, MLP_STEPS)}
-    meta = {"generator": "bench/make_mechanic_reference.py", "optax": optax.__version__,
+    meta = {"generator": "studies/make_mechanic_reference.py", "optax": optax.__version__,
             "jax": jax.__version__, "dtype": "float64",
             "schedule": {"warmup": WARMUP, "steps": MLP_STEPS,
                          "formula": "t<warmup: (t+1)/warmup; else 0.1+0.45*(1+cos(pi*min(1,(t-warmup)/(steps-warmup))))"},

@@ -21,9 +21,9 @@ Mechanic(Adam) and Mechanic(SGD), with and without clip_grad_norm_(0.01).
 
 Usage::
 
-    .venv/bin/python bench/plot_mechanic.py [--out docs/mechanic_vs_adam.png] [--steps 1500]
-    .venv/bin/python bench/plot_mechanic.py --lambda-check
-    .venv/bin/python bench/plot_mechanic.py --clip-check
+    .venv/bin/python studies/plot_mechanic.py [--out docs/mechanic_vs_adam.png] [--steps 1500]
+    .venv/bin/python studies/plot_mechanic.py --lambda-check
+    .venv/bin/python studies/plot_mechanic.py --clip-check
 """
 
 from __future__ import annotations
@@ -40,8 +40,9 @@ import torch  # noqa: E402
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "test"))  # reference_problem.py, a test fixture
 from mechanic_rl_ros.optim import Mechanic  # noqa: E402
-from mechanic_rl_ros.optim.reference_problem import (  # noqa: E402
+from reference_problem import (  # noqa: E402
     N, finetune_problem, full_loss, net, train)
 
 EVERY = 25
@@ -182,7 +183,7 @@ def main() -> int:
     ax.grid(alpha=0.3, which="both")
 
     fig.suptitle("Regression fine-tuning, 4-16-1 MLP, minibatch 64, "
-                 f"{args.steps} steps (bench/plot_mechanic.py)")
+                 f"{args.steps} steps (studies/plot_mechanic.py)")
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     fig.savefig(args.out, dpi=110)

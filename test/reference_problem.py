@@ -3,7 +3,7 @@
 A 4-16-1 tanh MLP starts from 'pretrained' weights A and fits the noisy
 outputs of a perturbed network B: 4096 points, noise floor ~0.032, full-data
 loss 0.150 at the start. ``test/test_mechanic_training.py`` asserts on it,
-``bench/plot_mechanic.py`` plots it and ``docs/mechanic.md`` quotes both.
+``studies/plot_mechanic.py`` plots it and ``docs/mechanic.md`` quotes both.
 Pure torch and deterministic (fixed seeds); nothing here is used in training
 the policy.
 """

@@ -24,7 +24,7 @@ predicted chunk (T_p x A elements) and only the executed actions
 
 Usage::
 
-    .venv/bin/python bench/pg_snr.py --checkpoint checkpoints/lift_pretrained --batches 4 \\
+    .venv/bin/python studies/pg_snr.py --checkpoint checkpoints/lift_pretrained --batches 4 \\
         --num-envs 24 --steps 20
 """
 from __future__ import annotations

@@ -6,7 +6,7 @@ on top of the fine-tuned policy add to that? One round of expert iteration (filt
 cloning on the policy's own successful data, as in self-imitation):
 
 1. collect ``--collect`` episodes (reset seeds ``collect_seed + j``) with ``--rule`` of
-   ``scripts/coherence_select.py`` (``coh`` needs no critic), recording at every decision the
+   ``studies/coherence_select.py`` (``coh`` needs no critic), recording at every decision the
    encoder's features and the chosen proposal's whole normalised prediction [T_p, A];
 2. fine-tune the denoiser (the encoder stays frozen: the features are fixed inputs) with the DDPM
    loss of the policy's pretraining (Ho et al. 2020, Eq. 14, its ``prediction`` target) on the
@@ -16,7 +16,7 @@ cloning on the policy's own successful data, as in self-imitation):
    ``eval_seed + j`` with proposals from a generator seeded with ``eval_seed`` (as the selection
    learner's evaluation), and save the fine-tuned policy to ``--save``/steps_N if given.
 
-    PYTHONPATH=$PWD MUJOCO_GL=egl .venv/bin/python scripts/distill_selected.py --steps 200 600 \\
+    PYTHONPATH=$PWD MUJOCO_GL=egl .venv/bin/python studies/distill_selected.py --steps 200 600 \\
         --eval-rules first coh
 """
 from __future__ import annotations
@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 
 def _coherence_module():
-    spec = importlib.util.spec_from_file_location("coherence_select", ROOT / "scripts" / "coherence_select.py")
+    spec = importlib.util.spec_from_file_location("coherence_select", ROOT / "studies" / "coherence_select.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod

@@ -18,7 +18,7 @@ most coherent of the critic's best ``--k``; ``blend`` the argmax of z(Q) - lam z
 score over the state's proposals). Reset seeds eval_seed + j, proposals from a generator seeded with
 eval_seed, as the selection learner's evaluation.
 
-    PYTHONPATH=$PWD MUJOCO_GL=egl .venv/bin/python scripts/coherence_select.py --rule coh --episodes 100
+    PYTHONPATH=$PWD MUJOCO_GL=egl .venv/bin/python studies/coherence_select.py --rule coh --episodes 100
 """
 from __future__ import annotations
 
@@ -57,7 +57,7 @@ class CoherencePlanner:
     """Batch planner (:data:`~mechanic_rl_ros.jobs.rollouts.BatchPlanner`) applying one rule of ``RULES``.
 
     ``record``, if a list, receives ``(episode, features [F], chosen proposal [T_p, A] normalised)`` per
-    decision (``scripts/distill_selected.py``)."""
+    decision (``studies/distill_selected.py``)."""
 
     def __init__(self, policy, rule: str, n: int, seed: int, learner=None, k: int = 3, lam: float = 1.0,
                  record: list | None = None):

@@ -9,7 +9,7 @@ per decision and sees the state); seeds with no success in K draws are where noi
 little to work with and a change of the actions themselves (a residual, or fine-tuning the
 diffusion policy) would be needed.
 
-    PYTHONPATH=$PWD MUJOCO_GL=egl .venv/bin/python scripts/noise_oracle.py --seeds 48 --repeats 6 \\
+    PYTHONPATH=$PWD MUJOCO_GL=egl .venv/bin/python studies/noise_oracle.py --seeds 48 --repeats 6 \\
         --out runs/noise_oracle.json
 """
 from __future__ import annotations

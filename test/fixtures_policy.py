@@ -5,7 +5,7 @@ from typing import Any
 
 import numpy as np
 
-from .config import PolicyConfig, UNetConfig, VisionConfig
+from mechanic_rl_ros.policy.config import PolicyConfig, UNetConfig, VisionConfig
 
 
 def tiny_config(cameras: tuple[str, ...] = ("scene",), image_size: int = 32, state_only: bool = False,

@@ -8,7 +8,7 @@ continued. Prints a table (final success per setting: mean and standard error ov
 verdict of the issue's test -- Mechanic's mean >= the best grid point's mean minus one standard
 error -- and writes ``sweep.md``, ``sweep.json`` and ``sweep.png`` into ``--out``.
 
-    PYTHONPATH=$PWD MUJOCO_GL=egl .venv/bin/python bench/select_sweep.py --out runs/select_sweep \\
+    PYTHONPATH=$PWD MUJOCO_GL=egl .venv/bin/python studies/select_sweep.py --out runs/select_sweep \\
         --total-steps 4500 --seeds 0 1 2 --jobs 2
 """
 from __future__ import annotations

@@ -29,8 +29,8 @@ Settings:
 
 Usage::
 
-    .venv/bin/python bench/optimizer_sweep.py --quick --out runs/sweep_quick
-    .venv/bin/python bench/optimizer_sweep.py --checkpoint checkpoints/lift_pretrained --out runs/sweep_full
+    .venv/bin/python studies/optimizer_sweep.py --quick --out runs/sweep_quick
+    .venv/bin/python studies/optimizer_sweep.py --checkpoint checkpoints/lift_pretrained --out runs/sweep_full
 """
 from __future__ import annotations
 
@@ -47,6 +47,7 @@ from typing import Any
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "test"))  # fixtures_policy.py (the tiny policy of --smoke)
 ACTOR_LRS = (1e-3, 3e-4, 1e-4, 3e-5, 1e-5)
 CRITIC_LRS = (1e-2, 3e-3, 1e-3, 3e-4, 1e-4)
 DPPO_ACTOR_LR, DPPO_CRITIC_LR = 1e-5, 1e-3
@@ -283,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
                 import torch
 
                 from mechanic_rl_ros.policy import DiffusionPolicy
-                from mechanic_rl_ros.policy.testing import tiny_config
+                from fixtures_policy import tiny_config
 
                 torch.manual_seed(0)
                 DiffusionPolicy(tiny_config(state_only=True)).save(ckpt_dir)
@@ -319,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
         if sweep in args.sweeps:
             plot(summary, sweep, out / f"sweep_{sweep}.png",
                  f"{args.task} ({setting}): {'actor' if sweep == 'A' else 'critic'} learning-rate sweep")
-    cmd = "bench/optimizer_sweep.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    cmd = "studies/optimizer_sweep.py " + " ".join(argv if argv is not None else sys.argv[1:])
     write_table(summary, out / "results.md", setting, wall, cmd)
     (out / "results.json").write_text(json.dumps({"setting": setting, "wall_s": wall, "checkpoint": ckpt,
                                                   "budget": budget, "summary": summary}, indent=1) + "\n")

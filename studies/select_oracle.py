@@ -14,7 +14,7 @@ branches disagree, how well the critic's scores rank successes above failures (A
 episodes are also traced back: the last decision from which some branch still succeeded (after it,
 no proposal on offer led to a success in this sample).
 
-    PYTHONPATH=$PWD MUJOCO_GL=egl .venv/bin/python scripts/select_oracle.py --episodes 100 \\
+    PYTHONPATH=$PWD MUJOCO_GL=egl .venv/bin/python studies/select_oracle.py --episodes 100 \\
         --branch-failures 12 --branch-successes 8 --out runs/select_oracle.json
 """
 from __future__ import annotations

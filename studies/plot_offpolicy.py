@@ -1,6 +1,6 @@
 """Plot success vs robot minutes of several off-policy runs (runs/X/episodes.csv + evals.csv) into one PNG.
 
-    python scripts/plot_offpolicy.py OUT.png LABEL=RUN_DIR [LABEL=RUN_DIR ...]
+    python studies/plot_offpolicy.py OUT.png LABEL=RUN_DIR [LABEL=RUN_DIR ...]
 """
 import csv
 import sys

@@ -9,7 +9,7 @@ commander between the policy and the hand, ending goals the way sim_node does (c
 period), to see whether those semantics account for the stack running below the same policy headless
 (docs/offpolicy.md, "Round 5").
 
-    PYTHONPATH=$PWD MUJOCO_GL=egl .venv/bin/python scripts/gripper_goals_eval.py \\
+    PYTHONPATH=$PWD MUJOCO_GL=egl .venv/bin/python studies/gripper_goals_eval.py \\
         --checkpoint checkpoints/lift_demos --episodes 200 --seed 1000 --replan-margin 2 --threads 1 \\
         --video-episodes 0 --out runs/eval_demos_gripper_goals
 

@@ -1,0 +1,237 @@
+"""What one control tick of the policy does -- send, hold or skip, and why -- without ROS.
+
+policy_node's timer calls the steps of :class:`ControlTick` in this order
+and acts on what they answer; each step either lets the tick go on or ends it
+with a :class:`Verdict`:
+
+0. :meth:`ControlTick.robot_ready` -- outside move mode the episode is given
+   up; without a current robot state nothing is sent.
+1. :meth:`ControlTick.on_grid` -- on sim time (the lock-step simulator) a tick
+   off the control period's grid runs while the simulator steps a period on its
+   own (its idle timeout): whatever it sent would be read late or taken as the
+   next period's command, so nothing is sent (*skip*, ``ticks_off_grid``).
+2. :meth:`ControlTick.observe` -- the observation of the tick's instant. On
+   sim time the clock goes out before that instant's joint state and frame,
+   so the tick waits up to ``input_wait`` wall seconds for the inputs that are
+   due (after the wait it acts on the latest, counted in ``inputs_behind``). A
+   stale or missing input makes it *hold* (``hold_stale``).
+3. :meth:`ControlTick.seedable` -- a fresh safety filter is seeded only from a
+   joint state measured after the reset that began the episode (else it would
+   glide back to where the arm was): until then nothing is sent.
+4. :meth:`ControlTick.after_planning` -- no action ready: *hold*
+   (``hold_no_action``; a chunk in flight for longer than
+   ``inference_timeout`` is reported as a dead model). On sim time a tick
+   that waited while the simulator ran on is *skipped* (``ticks_late``): its
+   trajectory would be played late, off the committed one.
+5. :meth:`ControlTick.send_stamp` and :meth:`ControlTick.release` -- on the
+   wall clock a trajectory is stamped ``send_delay`` after its tick and
+   published when the clock gets there, so the safety filter's computation
+   delays it only past a stamp it has not reached; one ready more than half
+   the ``switch_lead`` after its stamp is not sent (*skip*, ``sent_late``).
+   On sim time the clock stands still while the tick computes.
+
+A skipped or held tick leaves the committed trajectory playing (it ends at
+rest within the FR3's limits).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from mechanic_rl_ros.control.observation import ObservationAssembler, StaleObservation
+
+SEND, HOLD, SKIP, WAIT, GIVE_UP = "send", "hold", "skip", "wait", "give_up"
+#: [wall s] how often a tick on sim time looks again for inputs in flight
+INPUT_POLL = 0.002
+#: [control periods] how far from the grid a tick on sim time may be
+GRID_TOLERANCE = 1e-6
+#: [s] a clock that moved more than this during the tick has run on
+CLOCK_MOVED = 1e-9
+#: [wall s] least time between two logged lines of one kind of expected verdict (off the grid, late, waiting)
+INFO_PERIOD = 1.0
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Why a tick ends without sending a fresh action.
+
+    ``action``: :data:`HOLD` (send the committed trajectory's hold, which brakes to rest), :data:`SKIP` (send
+    nothing; the committed trajectory plays on), :data:`WAIT` (send nothing, not a fault: the episode's
+    first inputs or a current robot state are coming) or :data:`GIVE_UP` (the robot left move mode: the
+    episode is given up). ``count``: the counter it adds to; ``missed``: counted as a missed tick once the
+    episode has moved, else as a start wait. ``problem``: the kind of fault to report as an error (None:
+    expected, worth an info line); ``text``: what to log.
+    """
+
+    action: str
+    count: str
+    text: str = ""
+    problem: str | None = None
+    missed: bool = False
+
+
+@dataclass(frozen=True)
+class TickConfig:
+    """policy_node's parameters that shape a tick (their descriptions are policy_node's)."""
+
+    control_dt: float  # [s]
+    input_wait: float = 0.3  # [wall s] on sim time
+    inference_timeout: float = 2.0  # [wall s]
+    wait_for_inference: bool = True  # on sim time
+    send_delay: float = 0.05  # [s] on the wall clock
+    switch_lead: float = 0.02  # [s] the safety filter's
+
+    def __post_init__(self) -> None:
+        for name in ("control_dt", "inference_timeout"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name}: {getattr(self, name)}; expected > 0")
+        for name in ("input_wait", "send_delay", "switch_lead"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name}: {getattr(self, name)}; expected >= 0")
+
+
+class ControlTick:
+    """The decisions of a control tick (module docstring); ``sim_time``: the node runs on the simulator's clock.
+
+    ``monotonic`` and ``sleep`` are the wall clock the waits use (injectable for tests).
+    """
+
+    def __init__(self, config: TickConfig, sim_time: bool, monotonic: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep):
+        self.config, self.sim_time = config, sim_time
+        self.monotonic, self.sleep = monotonic, sleep
+
+    @staticmethod
+    def robot_ready(robot, age: float, max_age: float) -> Verdict | None:
+        """None if the robot is known to be in move mode; ``robot``: its last reported state (``executing``,
+        ``describe()``; :class:`mechanic_rl_ros.wire.robot_state.RobotStatus`) or None, ``age`` [s] old.
+
+        Out of move mode (a reflex, a user stop) the episode is given up (:data:`GIVE_UP`): its commands would
+        not execute. Without a current robot state nothing is sent (:data:`WAIT`): the controller may be
+        inactive (franka_ros2 deactivates it with the broadcaster on an error), and a hold arriving after its
+        re-activation would start from where the arm was before it stopped.
+        """
+        if robot is not None and not robot.executing:
+            return Verdict(GIVE_UP, "episodes_given_up", f"robot {robot.describe()}")
+        if robot is None or age > max_age:
+            text = "no robot state received yet" if robot is None else f"robot state {age:.3f} s old (max_age {max_age})"
+            return Verdict(WAIT, "hold_robot_state", f"not commanding: {text}")
+        return None
+
+    def on_grid(self, now: float) -> Verdict | None:
+        """None if a tick at ``now`` [s, node clock] may act; on sim time only ticks on the grid may."""
+        dt = self.config.control_dt
+        if self.sim_time and abs(now / dt - round(now / dt)) > GRID_TOLERANCE:
+            return Verdict(SKIP, "ticks_off_grid", f"tick at {now:.3f} s, off the {dt} s grid: the simulator is "
+                                                   f"stepping on its own; nothing sent")
+        return None
+
+    def observe(self, assembler: ObservationAssembler, now: float) -> tuple[dict[str, Any], float, bool] | Verdict:
+        """(observation, its stamp, whether it is behind the tick's instant), or the hold of a stale input."""
+        deadline = self.monotonic() + (self.config.input_wait if self.sim_time else 0.0)
+        while True:
+            try:
+                obs, stamp = assembler.snapshot(now)
+                if self.sim_time and assembler.due(now):
+                    # lock-step: this instant's joint state and frame are in flight (the clock goes out first)
+                    if self.monotonic() < deadline:
+                        self.sleep(INPUT_POLL)
+                        continue
+                    return obs, stamp, True
+                return obs, stamp, False
+            except StaleObservation as exc:
+                if self.monotonic() < deadline:  # on sim time: the inputs of this instant are in flight
+                    self.sleep(INPUT_POLL)
+                    continue
+                text = str(exc)
+                # an input that has not arrived yet (start-up, a camera starting later): waiting, not a fault
+                waiting = text.startswith("no ") and text.endswith("received yet")
+                return Verdict(HOLD, "hold_stale", f"holding: {exc}", problem=None if waiting else "stale",
+                               missed=True)
+
+    @staticmethod
+    def seedable(joints_stamp: float, episode_started: float) -> Verdict | None:
+        """None if a joint state stamped ``joints_stamp`` may seed a fresh safety filter for the episode."""
+        if joints_stamp <= episode_started:
+            # a joint state from before the reset (the arm was elsewhere): seeding from it would glide there
+            return Verdict(WAIT, "hold_stale", missed=True)
+        return None
+
+    def inference_wait(self) -> float:
+        """[wall s] how long the tick waits for a late chunk: on sim time waiting costs no robot time."""
+        return self.config.inference_timeout if (self.config.wait_for_inference and self.sim_time) else 0.0
+
+    def after_planning(self, item, now: float, clock_now: float, in_flight: bool,
+                       flight_started: float) -> Verdict | None:
+        """None if the planned ``item`` (action, chunk, k) may be sent by the tick of ``now``.
+
+        ``clock_now``: the node's clock after planning; ``in_flight``, ``flight_started``: the planner's chunk
+        in flight and when [monotonic s] it started.
+        """
+        if item is None:
+            timeout = self.config.inference_timeout
+            dead = in_flight and self.monotonic() - flight_started > timeout
+            return Verdict(HOLD, "hold_no_action", f"no chunk after {timeout} s, holding" if dead else "",
+                           problem="model" if dead else None, missed=True)
+        if self.sim_time and clock_now > now + CLOCK_MOVED:
+            # the lock-step simulator ran on (its idle timeout) while this tick waited: a trajectory for this
+            # instant would be played late, off the committed one (a step), and any message would be taken as
+            # the next period's command
+            _, chunk, k = item
+            return Verdict(SKIP, "ticks_late", f"the simulator ran on from {now:.3f} s to at least {clock_now:.3f} "
+                                               f"s while this tick waited; action {k} of chunk {chunk.index} not "
+                                               f"executed")
+        return None
+
+    def send_stamp(self, clock_now: float) -> float:
+        """The stamp [s, node clock] of the tick's message: ``send_delay`` ahead on the wall clock.
+
+        The message is sent when the clock gets there: the controller then reads it within switch_lead of its
+        stamp unless delivery itself takes that long (a message is never early: early, the JTC would
+        interpolate from its "point before", one period off the path; see control/trajectory.py).
+        """
+        return clock_now + (0.0 if self.sim_time else self.config.send_delay)
+
+    def release(self, stamp: float, clock: Callable[[], float], has_trajectory: bool,
+                what: str = "") -> Verdict | None:
+        """Wait until the node's ``clock()`` reaches ``stamp``; a message ready too late is not sent (``what``:
+        the action it carried, for the log)."""
+        if self.sim_time:
+            return None
+        wait = stamp - clock()
+        if wait > 0.0:
+            self.sleep(wait)
+        elif -wait > 0.5 * self.config.switch_lead and has_trajectory:
+            # the filter took so long that the controller could read the message only past its switch_lead
+            # (a step, a reflex): dropped
+            return Verdict(SKIP, "sent_late", f"trajectory for {stamp:.3f} s ready {-wait * 1e3:.0f} ms after "
+                                              f"its stamp: not sent{what}")
+        return None
+
+
+#: [rad/s] the robot's last command counts as at rest below this speed
+AT_REST = 1e-6
+#: [rad] a robot state and a joint state within this of each other were measured at the same pose
+SAME_MEASUREMENT = 1e-5
+
+
+def filter_seed(q_measured: np.ndarray, robot=None, episode_started: float = -float("inf")
+                ) -> tuple[np.ndarray, float | None]:
+    """Where a fresh safety filter starts, and its settling time (None: the configured one).
+
+    ``robot``: the robot's last reported state (``desired_q``, ``desired_dq``, ``measured_q``, ``stamp``;
+    :class:`mechanic_rl_ros.wire.robot_state.RobotStatus`), or None. The robot's own last command (q_d) when
+    the arm is commanded at rest there and the robot state was measured with the joint positions this tick
+    observes (so it is from after this episode's reset, not a state from before it, whose q_d the controller
+    has left): the filter continues the command exactly and needs no settling. Else the measured position,
+    from which the first message lets the controller glide in ``settle_time``: starting a stamped trajectory
+    anywhere else but at the command is a step.
+    """
+    if (robot is not None and robot.desired_q is not None and robot.measured_q is not None
+            and robot.stamp > episode_started and np.abs(robot.desired_dq).max() < AT_REST
+            and np.abs(robot.measured_q - q_measured).max() < SAME_MEASUREMENT):
+        return robot.desired_q, 0.0
+    return q_measured, None

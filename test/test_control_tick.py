@@ -1,0 +1,140 @@
+"""The control tick's decisions alone (no ROS): grid, input waits, filter seeding, late ticks, send delays."""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from mechanic_rl_ros.control import fr3
+from mechanic_rl_ros.control.observation import ObservationAssembler
+from mechanic_rl_ros.control.tick import GIVE_UP, HOLD, SKIP, WAIT, ControlTick, TickConfig, Verdict, filter_seed
+
+NAMES = list(fr3.ALL_JOINT_NAMES)
+
+
+class FakeClock:
+    """A wall clock that moves only when slept on (so waits take no test time)."""
+
+    def __init__(self):
+        self.t, self.slept = 100.0, []
+
+    def monotonic(self) -> float:
+        return self.t
+
+    def sleep(self, s: float) -> None:
+        self.slept.append(s)
+        self.t += s
+
+
+def ticker(sim_time: bool, clock: FakeClock | None = None, **kw) -> ControlTick:
+    clock = clock or FakeClock()
+    return ControlTick(TickConfig(control_dt=0.1, **kw), sim_time, monotonic=clock.monotonic, sleep=clock.sleep)
+
+
+def assembler_with_joints(*stamps: float) -> ObservationAssembler:
+    a = ObservationAssembler((), ("qpos", "gripper"), 96, max_age=0.3, max_skew=0.15)
+    for s in stamps:
+        a.set_joint_state(NAMES, list(fr3.Q_HOME) + [0.04, 0.04], [0.0] * 9, s)
+    return a
+
+
+def test_config_names_a_bad_field():
+    with pytest.raises(ValueError, match="control_dt"):
+        TickConfig(control_dt=0.0)
+    with pytest.raises(ValueError, match="send_delay"):
+        TickConfig(control_dt=0.1, send_delay=-0.01)
+
+
+def test_only_ticks_on_the_grid_act_on_sim_time():
+    assert ticker(True).on_grid(1.2) is None
+    v = ticker(True).on_grid(1.23)
+    assert v.action == SKIP and v.count == "ticks_off_grid" and "off the 0.1 s grid" in v.text
+    assert ticker(False).on_grid(1.23) is None  # on the wall clock every tick acts
+
+
+def test_on_sim_time_the_tick_waits_for_the_inputs_of_its_instant():
+    clock = FakeClock()
+    a = assembler_with_joints(0.9, 1.0)  # one period apart: the sample for 1.1 is due at 1.1
+    obs, stamp, behind = ticker(True, clock, input_wait=0.3).observe(a, 1.1)
+    assert behind and stamp == 1.0 and sum(clock.slept) >= 0.3  # waited the whole input_wait, then the latest
+    clock = FakeClock()
+    obs, stamp, behind = ticker(True, clock, input_wait=0.3).observe(a, 1.0)
+    assert not behind and stamp == 1.0 and not clock.slept
+    clock = FakeClock()
+    obs, stamp, behind = ticker(False, clock, input_wait=0.3).observe(a, 1.1)
+    assert not behind and not clock.slept  # the wall clock never waits
+
+
+def test_a_stale_or_missing_input_is_a_hold():
+    missing = ticker(False).observe(assembler_with_joints(), 1.0)
+    assert isinstance(missing, Verdict) and missing.action == HOLD and missing.count == "hold_stale"
+    assert missing.problem is None and missing.missed  # not received yet: waiting, not a fault
+    stale = ticker(False).observe(assembler_with_joints(0.0), 1.0)
+    assert stale.action == HOLD and stale.problem == "stale" and stale.text.startswith("holding: ")
+
+
+def test_the_filter_is_seeded_only_after_the_episodes_reset():
+    v = ControlTick.seedable(joints_stamp=5.0, episode_started=5.0)
+    assert v.action == WAIT and v.count == "hold_stale" and v.missed
+    assert ControlTick.seedable(joints_stamp=5.1, episode_started=5.0) is None
+
+
+def test_inference_wait_only_on_sim_time():
+    assert ticker(True, inference_timeout=2.0).inference_wait() == 2.0
+    assert ticker(True, inference_timeout=2.0, wait_for_inference=False).inference_wait() == 0.0
+    assert ticker(False, inference_timeout=2.0).inference_wait() == 0.0
+
+
+def test_after_planning_holds_without_an_action_and_skips_a_late_tick():
+    clock = FakeClock()
+    t = ticker(True, clock, inference_timeout=2.0)
+    v = t.after_planning(None, 1.0, 1.0, in_flight=True, flight_started=clock.t - 0.5)
+    assert v.action == HOLD and v.count == "hold_no_action" and v.problem is None and not v.text
+    v = t.after_planning(None, 1.0, 1.0, in_flight=True, flight_started=clock.t - 2.5)
+    assert v.problem == "model" and "no chunk after 2.0 s" in v.text
+    item = (np.zeros(8), SimpleNamespace(index=3), 1)
+    assert t.after_planning(item, 1.0, 1.0, False, 0.0) is None
+    v = t.after_planning(item, 1.0, 1.1, False, 0.0)  # the simulator ran on while the tick waited
+    assert v.action == SKIP and v.count == "ticks_late" and "action 1 of chunk 3" in v.text
+    assert ticker(False).after_planning(item, 1.0, 1.1, False, 0.0) is None  # the wall clock always moves
+
+
+def test_on_the_wall_clock_a_message_is_stamped_ahead_and_sent_at_its_stamp():
+    clock = FakeClock()
+    t = ticker(False, clock, send_delay=0.05, switch_lead=0.02)
+    stamp = t.send_stamp(10.0)
+    assert stamp == pytest.approx(10.05)
+    assert t.release(stamp, lambda: 10.02, True) is None and clock.slept == [pytest.approx(0.03)]
+    assert t.release(stamp, lambda: 10.055, True) is None  # within half the switch_lead: sent
+    v = t.release(stamp, lambda: 10.07, True, ", action 2")
+    assert v.action == SKIP and v.count == "sent_late" and v.text.endswith("not sent, action 2")
+    assert t.release(stamp, lambda: 10.07, False) is None  # a settling message has no stamp to miss
+    sim = ticker(True, send_delay=0.05)
+    assert sim.send_stamp(10.0) == 10.0 and sim.release(10.0, lambda: 99.0, True) is None
+
+
+def test_filter_seed_continues_the_robots_command_only_when_it_is_current():
+    q = np.array(fr3.Q_HOME, dtype=float)
+    robot = SimpleNamespace(desired_q=q + 1e-3, desired_dq=np.zeros(7), measured_q=q.copy(), stamp=2.0)
+    seed, settle = filter_seed(q, robot, episode_started=1.0)
+    assert np.array_equal(seed, robot.desired_q) and settle == 0.0
+    assert filter_seed(q, robot, episode_started=3.0)[1] is None  # a robot state from before the reset
+    moving = SimpleNamespace(**{**vars(robot), "desired_dq": np.full(7, 0.1)})
+    assert filter_seed(q, moving, 1.0)[1] is None
+    elsewhere = SimpleNamespace(**{**vars(robot), "measured_q": q + 0.1})
+    seed, settle = filter_seed(q, elsewhere, 1.0)
+    assert np.array_equal(seed, q) and settle is None
+    assert filter_seed(q, None)[1] is None
+
+
+def test_robot_out_of_move_mode_gives_the_episode_up_and_a_silent_robot_sends_nothing():
+    moving = SimpleNamespace(executing=True, describe=lambda: "in move mode")
+    stopped = SimpleNamespace(executing=False, describe=lambda: "in reflex (joint_reflex)")
+    assert ControlTick.robot_ready(moving, age=0.01, max_age=0.3) is None
+    v = ControlTick.robot_ready(stopped, age=0.01, max_age=0.3)
+    assert v.action == GIVE_UP and v.count == "episodes_given_up" and "reflex" in v.text
+    v = ControlTick.robot_ready(moving, age=0.5, max_age=0.3)
+    assert v.action == WAIT and v.count == "hold_robot_state" and "0.500 s old" in v.text and not v.missed
+    v = ControlTick.robot_ready(None, age=float("inf"), max_age=0.3)
+    assert v.action == WAIT and "no robot state received yet" in v.text
