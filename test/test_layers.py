@@ -9,7 +9,7 @@ PKG = Path(__file__).resolve().parents[1] / "mechanic_rl_ros"
 
 #: lowest first; a module may import its own layer and the layers before it
 LAYERS = [
-    {"config_files"},
+    {"config_files", "resources"},
     {"optim", "vision"},
     {"control"},
     {"sim", "data"},
@@ -23,7 +23,7 @@ LAYERS = [
 ]
 RANK = {name: i for i, layer in enumerate(LAYERS) for name in layer}
 #: what runs without ROS: no rclpy, no ROS message packages, no generated messages of ours
-ROS_FREE = {"config_files", "optim", "vision", "control", "sim", "data", "policy", "rl", "jobs"}
+ROS_FREE = {"config_files", "resources", "optim", "vision", "control", "sim", "data", "policy", "rl", "jobs"}
 ROS_MODULES = {"rclpy", "std_msgs", "sensor_msgs", "geometry_msgs", "trajectory_msgs", "visualization_msgs",
                "diagnostic_msgs", "builtin_interfaces", "rosgraph_msgs", "launch", "launch_ros"}
 
