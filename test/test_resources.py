@@ -25,7 +25,10 @@ def test_a_source_checkout_reads_its_own_files():
 
 def test_a_pip_install_reads_the_files_it_installed(tmp_path):
     """``pip install`` of a copy of the checkout (a wheel: no source tree beside the module) puts config/,
-    launch/ and checkpoints/ in <prefix>/share/mechanic_rl_ros, and the installed module finds them there."""
+    launch/ and checkpoints/ in <prefix>/share/mechanic_rl_ros, and the installed module finds them there.
+
+    ``--ignore-installed``: without it pip first uninstalls the venv's own (editable) install of the
+    package, and every later test that starts a script outside the checkout no longer finds it."""
     src = tmp_path / "src"
     src.mkdir()
     for name in ("setup.py", "package.xml", "config", "launch", "checkpoints", "mechanic_rl_ros"):
@@ -34,11 +37,21 @@ def test_a_pip_install_reads_the_files_it_installed(tmp_path):
             shutil.copytree(path, src / name, ignore=shutil.ignore_patterns("__pycache__", "*.so"))
         else:
             shutil.copy2(path, src / name)
+    def venv_install() -> str:
+        """Where the venv itself imports the package from, outside the checkout ('' if it cannot)."""
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+        out = subprocess.run([sys.executable, "-c", "import mechanic_rl_ros; print(mechanic_rl_ros.__file__)"],
+                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+        return out.stdout.strip()
+
+    before = venv_install()
     prefix = tmp_path / "prefix"
     pip = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-                          "--disable-pip-version-check", "--prefix", str(prefix), str(src)],
+                          "--disable-pip-version-check", "--ignore-installed", "--prefix", str(prefix),
+                          str(src)],
                          capture_output=True, text=True, timeout=600)
     assert pip.returncode == 0, pip.stdout + pip.stderr
+    assert venv_install() == before, "installing a copy elsewhere removed the venv's own install"
     site = next(prefix.glob("lib/python*/site-packages"))
     env = dict(os.environ, PYTHONPATH=str(site))
     env.pop("AMENT_PREFIX_PATH", None)
