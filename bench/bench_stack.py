@@ -22,8 +22,14 @@ time, the late or off-grid ticks; here the stack runs on the wall clock. The tic
 before its first action (its first inputs and chunk on their way, the arm at rest at home) are
 reported apart.
 
+With ``--inject N`` it measures the recovery instead (issue 32): N reflexes injected one after another
+through ``/sim/inject_reflex`` while the policy acts (test/reflex_rounds.py), each recovered by reward_node's
+automatic franka_ros2 recovery sequence; prints per round and in sum the time from the injection to the robot
+in move mode again and to the policy acting in the next episode, the reflexes the robot's own checks added,
+and what the learner dropped of the aborted episodes.
+
 Usage: python bench/bench_stack.py [--checkpoint DIR] [--seconds 60] [--algorithm select|dppo]
-       [--param NODE.NAME=VALUE ...]
+       [--param NODE.NAME=VALUE ...] [--inject N]
 (default checkpoint: checkpoints/lift_pretrained, else a tiny random policy).
 """
 from __future__ import annotations
@@ -49,6 +55,7 @@ from mechanic_rl_ros.rl.selection import CriticSelector, load_select_config  # n
 from mechanic_rl_ros.wire.weights import weights_message  # noqa: E402
 from mechanic_rl_ros.stack import description  # noqa: E402
 from mechanic_rl_ros.stack.runner import node_command  # noqa: E402
+from reflex_rounds import ReflexRounds  # noqa: E402
 from rosenv import fresh_domain_id, ros_env  # noqa: E402
 from stack_checks import StackObserver  # noqa: E402
 from stack_fixtures import LATCHED, make_checkpoint  # noqa: E402
@@ -65,6 +72,31 @@ def memcpy_seconds(nbytes: int, repeats: int = 20) -> float:
     return float(np.median(times))
 
 
+def inject_reflexes(obs: StackObserver, count: int, recover_within: float) -> int:
+    """``--inject``: ``count`` rounds of an injected reflex and its recovery; 0 if every one recovered in time."""
+    print(f"[bench] injecting {count} reflexes, one after another while the policy acts", flush=True)
+    rounds = ReflexRounds(obs).run(count, timeout=recover_within + 20.0,
+                                   log=lambda line: print(line, flush=True))
+    moves = np.array([r.to_move for r in rounds if r.to_move is not None])
+    acting = np.array([r.to_acting for r in rounds if r.to_acting is not None])
+    ok = sum(r.to_move is not None and r.to_move <= recover_within and r.to_acting is not None for r in rounds)
+    obs.spin_until(lambda: False, 3.0)  # the last diagnostics
+    sim, learner = obs.diagnostics.get("sim_node", {}), obs.diagnostics.get("learner_node", {})
+    print(f"\n== recovery from {count} injected reflexes (wall clock)")
+    print(f"recovered within {recover_within:.0f} s: {ok}/{count}")
+    if moves.size:
+        print(f"injection -> robot in move mode again: p50 {np.percentile(moves, 50) * 1e3:.0f} ms, "
+              f"max {moves.max() * 1e3:.0f} ms")
+    if acting.size:
+        print(f"injection -> policy acting in the next episode: p50 {np.percentile(acting, 50) * 1e3:.0f} ms, "
+              f"max {acting.max() * 1e3:.0f} ms")
+    print(f"robot (sim_node): {sim.get('reflexes')} reflexes ({int(sim.get('reflexes', 0)) - len(rounds)} not "
+          f"injected), {sim.get('recoveries')} recoveries")
+    print(f"learner: {learner.get('episodes_aborted')} episodes aborted, {learner.get('decisions_dropped_aborted')} "
+          f"decisions dropped, {learner.get('transitions_after_abort')} transitions refused after an abort")
+    return 0 if ok == count else 1
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--checkpoint", type=Path, default=REPO / "checkpoints" / "lift_pretrained")
@@ -73,6 +105,10 @@ def main() -> int:
     ap.add_argument("--param", action="append", default=[], metavar="NODE.NAME=VALUE",
                     help="override one node parameter (YAML value), e.g. policy_node.safety_switch_lead=0.05")
     ap.add_argument("--learner-nice", type=int, default=0, help="start the learner with this niceness (0: as is)")
+    ap.add_argument("--inject", type=int, default=0, metavar="N",
+                    help="inject N reflexes one after another and time each recovery (instead of the load figures)")
+    ap.add_argument("--recover-within", type=float, default=10.0, help="[s] with --inject: a recovery slower than "
+                                                                       "this counts as not recovered")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench_stack_"))
     ckpt = args.checkpoint
@@ -116,6 +152,8 @@ def main() -> int:
     try:
         print(f"[bench] warming up (policy {ckpt})", flush=True)
         assert obs.spin_until(lambda: len(obs.transitions) > 20, 300), "the stack never started acting"
+        if args.inject:
+            return inject_reflexes(obs, args.inject, args.recover_within)
         start_diag = dict(obs.diagnostics.get("policy_node", {}))
         start_sim = dict(obs.diagnostics.get("sim_node", {}))
         arrivals.clear()

@@ -303,3 +303,26 @@ def test_batched_expert_solves_lift():
         if len(done_success) >= 4:
             break
     assert len(done_success) >= 4 and all(done_success)
+
+
+def test_re_activation_after_a_reflex_starts_where_the_arm_is_now():
+    """The recovery loop of issue 32: franka_ros2's recovery is the error recovery, then (some milliseconds
+    later) the controllers' activation. Between the two the arm still settles from the reflex and sags under
+    gravity by microradians; a controller that starts from the command of the error recovery's instant jumps
+    by that much in its first 1 ms command, a jerk the FR3 answers with a new reflex -- at every retry. The
+    motion must start at rest where the arm is at the activation."""
+    sim = FR3Sim()
+    rng = np.random.default_rng(32)
+    for trial in range(8):
+        target = sim.qpos() + rng.normal(0.0, 0.15, 7)
+        for _ in range(3):  # moving when the reflex comes
+            sim.command(target, 0.04)
+            sim.step_physics()
+        sim.inject_reflex()
+        sim.step_physics(150)  # 0.3 s stopped (reward_node waits for the robot state to go silent)
+        sim.recover()  # /action_server/error_recovery
+        sim.step_physics(5)  # 10 ms until switch_controller
+        sim.recover()  # the arm controller activated
+        sim.step_physics(50)
+        assert sim.robot_mode == "move", f"trial {trial}: {sim.last_violation}"
+    assert sim.reflex_count == 8

@@ -239,10 +239,16 @@ class FR3Sim:
     def recover(self) -> None:
         """franka_ros2's error recovery, then the controller re-activated (it holds the measured position).
 
+        A motion starts at rest where the arm is: the robot's desired position q_d (the last 1 ms command,
+        where the robot's check continues from) is set to the measured one, as libfranka starts a motion from
+        the state at its start. Left at an older command, the hold's first 1 ms command would jump by however
+        far the arm moved since -- after a reflex the arm still settles, and between the error recovery and
+        the controllers' activation it sags under gravity by a few microradians, which the robot's jerk
+        check (5000 rad/s^3: 5e-6 rad in one tick from rest) answers with a new reflex at every re-activation.
+
         The stack's safety filter of :meth:`command` is re-seeded from the measured position too.
         """
-        if self.robot_mode == MODE_REFLEX:
-            self._q_cmd, self._dq_cmd = self.qpos(), np.zeros(7)
+        self._q_cmd, self._dq_cmd = self.qpos(), np.zeros(7)
         self.robot_mode, self.errors = MODE_MOVE, []
         self._activate(self.interface)
         self.safety.reset(self.qpos(), self.time, settle=0.0)  # re-activated: holds the measured q exactly

@@ -515,7 +515,8 @@ class RobotServer:
             return
         if req.kind == "recover":
             was = sim.robot_mode
-            sim.recover()  # the robot's error is cleared; commands wait for an active arm controller
+            if was == "reflex":  # the robot's error is cleared; commands wait for an active arm controller
+                sim.recover()  # (without an error there is nothing to clear: a running motion goes on)
             req.result = (True, f"error recovery done (was {was}); hardware {STATE_LABELS[self.cm.hardware_state]}, "
                                 f"active controllers {sorted(self.cm.active)}")
             self._note_mode()
@@ -533,7 +534,7 @@ class RobotServer:
             activate, deactivate, strictness = req.value
             ok, message, started = self.cm.switch(list(activate), list(deactivate), int(strictness))
             if self.cm.arm_controller in started:
-                sim.recover()  # the arm controller starts holding the measured position
+                sim.recover()  # the arm controller starts at rest where the arm is now (FR3Sim.recover)
                 self.stats["recoveries"] += 1
             req.result = (ok, message)
             self.log.info(f"switch_controller: {message} (active: {sorted(self.cm.active)})")
