@@ -65,8 +65,9 @@ PARAMETERS = [
     Param("error_recovery_action", topics.ERROR_RECOVERY.name, "franka_hardware's franka_msgs/action/ErrorRecovery"),
     Param("recovery", "auto", "after a reflex: automatic = call the error-recovery action at once; operator = on the "
           "operator's 'recover' key; auto = automatic in sim mode, operator in real mode", choices=RECOVERY),
-    Param("recovery_retry", 5.0, "[wall s] an automatic error recovery that failed is tried again after this long",
-          range=(0.1, None)),
+    Param("recovery_retry", 5.0, "[wall s] the least time between two automatic error recoveries: one that failed "
+          "is tried again after this long, and a new reflex this soon after the last recovery waits for it (a robot "
+          "that keeps reflexing is not re-activated in a tight loop)", range=(0.1, None)),
     Param("robot_state_timeout", 0.5, "[s, node clock] no robot state for this long under an episode is a fault: "
           "franka_ros2 deactivates the robot state broadcaster on an error", range=(0.001, None)),
     Param("controller_manager", topics.CONTROLLER_MANAGER, "namespace of controller_manager's services, called "
