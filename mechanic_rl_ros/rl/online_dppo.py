@@ -81,20 +81,21 @@ class OnlineDPPO(Learner):
 
     # ------------------------------------------------------------ output
     def payload(self) -> Payload:
-        lr = self.dppo
-        return Payload(lr.policy.ft_net.state_dict(), lr.policy_version, lr.policy.arch_id,  # type: ignore[union-attr]
-                       lr.finetune_steps, lr.num_updates)
+        dppo = self.dppo
+        net = dppo.policy.ft_net
+        return Payload(net.state_dict(), dppo.policy_version, dppo.policy.arch_id,  # type: ignore[union-attr]
+                       dppo.finetune_steps, dppo.num_updates)
 
     def report(self) -> Report:
-        lr, buf = self.dppo, self.buffer
+        dppo, buf = self.dppo, self.buffer
         values = {**self.counts, **{f"buffer_{k}": v for k, v in vars(buf.counters).items()},
                   "buffer_size": len(buf), "buffer_complete": buf.num_complete(),
-                  "policy_version": lr.policy_version, "num_updates": lr.num_updates,
-                  "refused_stale": lr.counters.get("refused_stale", 0), "rewards_waiting": len(self.join.waiting)}
-        return Report(lr.policy_version, lr.num_updates, len(buf),
-                      int(lr.counters.get("refused_stale", 0) + buf.counters.dropped_stale),
+                  "policy_version": dppo.policy_version, "num_updates": dppo.num_updates,
+                  "refused_stale": dppo.counters.get("refused_stale", 0), "rewards_waiting": len(self.join.waiting)}
+        return Report(dppo.policy_version, dppo.num_updates, len(buf),
+                      int(dppo.counters.get("refused_stale", 0) + buf.counters.dropped_stale),
                       self.counts["rewards_unmatched"] + buf.counters.unmatched_rewards, "DPPO + Mechanic",
-                      lr.policy.arch_id, f"version {lr.policy_version}, {lr.num_updates} updates", values)
+                      dppo.policy.arch_id, f"version {dppo.policy_version}, {dppo.num_updates} updates", values)
 
     def summary(self, stats: Mapping[str, float]) -> str:
         nan = float("nan")
@@ -103,9 +104,9 @@ class OnlineDPPO(Learner):
                 f"policy version {self.dppo.policy_version}")
 
     def ready_line(self) -> str:
-        lr = self.dppo
-        return (f"DPPO, optimizer={lr.cfg.actor_optimizer} K'={lr.finetune_steps} batch={self.batch_size} "
-                f"decisions, policy version {lr.policy_version}, {lr.num_updates} updates so far")
+        dppo = self.dppo
+        return (f"DPPO, optimizer={dppo.cfg.actor_optimizer} K'={dppo.finetune_steps} batch={self.batch_size} "
+                f"decisions, policy version {dppo.policy_version}, {dppo.num_updates} updates so far")
 
     # ------------------------------------------------------------ persistence
     def _save_parts(self, directory: Path) -> dict[str, Any]:

@@ -139,24 +139,24 @@ class OnlineSelection(Learner):
         """The critic. Its version is the learner's, raised past every version published or seen in use
         before: a learner resumed from an older checkpoint would otherwise publish versions the policy node
         refuses as older than the one it runs."""
-        c, lr = self.counts, self.ensemble
-        version = max(lr.version, c["critic_published_version"] + 1, c["policy_version_seen"] + 1)
+        c, ensemble = self.counts, self.ensemble
+        version = max(ensemble.version, c["critic_published_version"] + 1, c["policy_version_seen"] + 1)
         c["critic_published_version"] = version
-        return Payload(lr.critic.state_dict(), version, critic_arch_id(self.policy_arch_id, lr.cfg), 0,
-                       lr.num_updates)
+        return Payload(ensemble.critic.state_dict(), version, critic_arch_id(self.policy_arch_id, ensemble.cfg), 0,
+                       ensemble.num_updates)
 
     def report(self) -> Report:
-        lr = self.ensemble
+        ensemble = self.ensemble
         version = self.counts["critic_published_version"]
         values = {**self.counts, **{f"replay_{k}": v for k, v in self.replay.counters().items()},
                   **{f"stream_{k}": v for k, v in self.stream.counters.items()},
                   "stream_pending": len(self.stream), "policy_version": version,
-                  "num_updates": lr.num_updates, "nonfinite_skipped": lr.nonfinite_skipped,
+                  "num_updates": ensemble.num_updates, "nonfinite_skipped": ensemble.nonfinite_skipped,
                   "rewards_waiting": len(self.join.waiting)}
         # off-policy: nothing is stale; duplicates and refusals are in the values
-        return Report(version, lr.num_updates, len(self.replay), 0, self.counts["rewards_unmatched"],
+        return Report(version, ensemble.num_updates, len(self.replay), 0, self.counts["rewards_unmatched"],
                       "value-guided selection + Mechanic", self.policy_arch_id,
-                      f"critic version {version}, {lr.num_updates} gradient steps", values)
+                      f"critic version {version}, {ensemble.num_updates} gradient steps", values)
 
     def summary(self, stats: Mapping[str, float]) -> str:
         nan = float("nan")
