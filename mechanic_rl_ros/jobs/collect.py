@@ -54,7 +54,7 @@ def record_episode(
 ) -> dict:
     """Run one expert episode in ``env`` (through the one chunk loop) and write it as a bag under ``directory``."""
     meta = {**meta, "seed": seed, "event": "start"}
-    with EpisodeBagWriter(directory, start_time_ns) as bag:
+    with EpisodeBagWriter(directory, start_time_ns, control_dt=env.control_dt) as bag:
         bag.add_metadata("mechanic_rl_ros.episode", meta)
         bag.write_episode_info(0.0, meta)
 
