@@ -122,3 +122,20 @@ def test_eval_cli_stochastic_mode_samples_with_the_given_noise_floor(tmp_path):
     s_wide = spread(wide)
     assert s_wide > 2 * s_narrow, (s_narrow, s_wide)
     assert np.isfinite(spread(det))
+
+
+def test_paired_comparison_counts_won_and_lost_seeds_with_the_exact_p(tmp_path):
+    import json
+
+    from mechanic_rl_ros.jobs.evaluate import compare_line, outcomes_by_seed, paired_exact_p
+
+    assert paired_exact_p(7, 2) == pytest.approx(0.1796875)  # 2 * P(X <= 2), X ~ Bin(9, 1/2)
+    assert paired_exact_p(0, 0) == 1.0 and paired_exact_p(4, 4) == 1.0
+    headless = tmp_path / "a.json"
+    headless.write_text(json.dumps({"eval_seed": 100, "outcomes": [1, 0, 0, 1]}))
+    mine = {100: True, 101: True, 102: False, 103: False, 999: True}
+    line = compare_line(mine, outcomes_by_seed(headless), "a.json")
+    assert "4 common seeds" in line and "won 1, lost 1" in line and "p = 1" in line
+    (tmp_path / "b.json").write_text(json.dumps({"successes": 3}))
+    with pytest.raises(ValueError, match="no per-episode outcomes"):
+        outcomes_by_seed(tmp_path / "b.json")

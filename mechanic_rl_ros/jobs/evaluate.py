@@ -35,6 +35,40 @@ def wilson_interval(successes: int, n: int, z: float = 1.959963984540054) -> tup
     return max(0.0, center - half), min(1.0, center + half)
 
 
+def paired_exact_p(won: int, lost: int) -> float:
+    """Two-sided exact sign test (McNemar's exact test) of ``won`` against ``lost`` discordant pairs: the
+    probability under "both policies succeed equally often on a seed" of a split at least this uneven."""
+    n = won + lost
+    if n == 0:
+        return 1.0
+    k = min(won, lost)
+    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2.0 ** n
+    return min(1.0, 2.0 * tail)
+
+
+def outcomes_by_seed(path: str | Path) -> dict[int, bool]:
+    """Seed -> success of an ``eval.json``: this command's (``episodes_detail``) or the headless trainers'
+    (``eval_seed`` + ``outcomes``). ValueError naming the file when it holds neither."""
+    data = json.loads(Path(path).read_text())
+    if "episodes_detail" in data:
+        return {int(r["seed"]): bool(r["success"]) for r in data["episodes_detail"]}
+    if "outcomes" in data and "eval_seed" in data:
+        return {int(data["eval_seed"]) + i: bool(o) for i, o in enumerate(data["outcomes"])}
+    raise ValueError(f"--compare {path}: no per-episode outcomes (episodes_detail, or eval_seed + outcomes)")
+
+
+def compare_line(mine: dict[int, bool], other: dict[int, bool], other_name: str) -> str:
+    """Won / lost seeds against ``other`` over the seeds both evaluated, with the exact paired p."""
+    seeds = sorted(set(mine) & set(other))
+    if not seeds:
+        raise ValueError(f"--compare {other_name}: no reset seed in common with this evaluation")
+    won = sum(mine[s] and not other[s] for s in seeds)
+    lost = sum(other[s] and not mine[s] for s in seeds)
+    return (f"paired with {other_name} on {len(seeds)} common seeds: {sum(mine[s] for s in seeds)} vs "
+            f"{sum(other[s] for s in seeds)} successes; won {won}, lost {lost}, exact two-sided p = "
+            f"{paired_exact_p(won, lost):.3g}")
+
+
 def write_video(frames: list[np.ndarray], path: Path, fps: int = 10) -> Path:
     """Write frames as MP4 (imageio + imageio-ffmpeg); falls back to GIF when MP4 writing fails."""
     import imageio
@@ -100,6 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--video-upscale", type=int, default=3)
     ap.add_argument("--out", default=None, help="output directory (default: <checkpoint>/eval_<task>; with --critic "
                     "runs/eval_select_<task>)")
+    ap.add_argument("--compare", default=None, metavar="EVAL_JSON",
+                    help="another evaluation's eval.json (e.g. of the policy a run started from, on the same seeds): "
+                         "print the seeds won and lost against it and the exact paired p (sign test)")
     ap.add_argument("--steps", type=int, default=None, help="DDIM steps K (default: checkpoint config)")
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     ap.add_argument("--replan-margin", type=int, default=0,
@@ -204,6 +241,16 @@ def main(argv: list[str] | None = None) -> int:
     if frames:
         print(f"video: {summary['video']}")
     env.close()
+    if args.compare:
+        try:
+            line = compare_line({r["seed"]: bool(r["success"]) for r in results}, outcomes_by_seed(args.compare),
+                                args.compare)
+        except (ValueError, OSError) as exc:
+            print(f"mechanic-rl eval: {exc}", file=sys.stderr)
+            return 2
+        summary["compare"] = line
+        (out / "eval.json").write_text(json.dumps(summary, indent=2) + "\n")
+        print(line)
     return 0
 
 
