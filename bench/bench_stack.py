@@ -8,7 +8,8 @@ processes, with the learner training on the same cores, and measures:
    where no fresh action was ready (policy_node's hold counters);
 2. weights: size, and publish -> verified and publish -> swapped-in latency
    of what the learner publishes (``--algorithm select``, the stack's default:
-   the selection critic; ``dppo``: the fine-tuned denoiser), as multiples of
+   the selection critic; ``dppo``: the fine-tuned denoiser; ``distill``: the
+   policy's distilled layers), and the swap itself, as multiples of
    an in-process memcpy of the same bytes measured in the same run (swapping
    waits for a chunk boundary by design, so it includes up to one chunk of
    waiting);
@@ -28,7 +29,7 @@ automatic franka_ros2 recovery sequence; prints per round and in sum the time fr
 in move mode again and to the policy acting in the next episode, the reflexes the robot's own checks added,
 and what the learner dropped of the aborted episodes.
 
-Usage: python bench/bench_stack.py [--checkpoint DIR] [--seconds 60] [--algorithm select|dppo]
+Usage: python bench/bench_stack.py [--checkpoint DIR] [--seconds 60] [--algorithm select|dppo|distill]
        [--param NODE.NAME=VALUE ...] [--inject N]
 (default checkpoint: checkpoints/lift_pretrained, else a tiny random policy).
 """
@@ -51,6 +52,7 @@ sys.path.insert(0, str(REPO / "test"))
 from mechanic_rl_ros.msg import PolicyWeights  # noqa: E402
 from mechanic_rl_ros.nodes.policy_node import MISSED_TICK_COUNTS  # noqa: E402
 from mechanic_rl_ros.policy import DiffusionPolicy  # noqa: E402
+from mechanic_rl_ros.rl.distill import distill_arch_id, load_distill_config, trained_names  # noqa: E402
 from mechanic_rl_ros.rl.selection import CriticSelector, load_select_config  # noqa: E402
 from mechanic_rl_ros.wire.weights import weights_message  # noqa: E402
 from mechanic_rl_ros.stack import description  # noqa: E402
@@ -101,7 +103,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--checkpoint", type=Path, default=REPO / "checkpoints" / "lift_pretrained")
     ap.add_argument("--seconds", type=float, default=60.0, help="wall seconds of control to measure")
-    ap.add_argument("--algorithm", choices=("select", "dppo"), default="select", help="the stack's learner")
+    ap.add_argument("--algorithm", choices=("select", "dppo", "distill"), default="select",
+                    help="the stack's learner")
     ap.add_argument("--param", action="append", default=[], metavar="NODE.NAME=VALUE",
                     help="override one node parameter (YAML value), e.g. policy_node.safety_switch_lead=0.05")
     ap.add_argument("--learner-nice", type=int, default=0, help="start the learner with this niceness (0: as is)")
@@ -172,11 +175,17 @@ def main() -> int:
             sel = CriticSelector(load_select_config("", feat_dim=policy.net.cond_dim,
                                                     act_dim=pc.action_horizon * pc.action_dim), policy.arch_id)
             state, arch, k_ft, what = sel.critic.state_dict(), sel.arch_id, 0, "selection critic"
+        elif args.algorithm == "distill":
+            names = trained_names(policy.net, load_distill_config().train_params)
+            params = dict(policy.net.named_parameters())
+            state = {n: params[n].detach() for n in names}
+            arch = distill_arch_id(policy.arch_id, {n: tuple(v.shape) for n, v in state.items()})
+            k_ft, what = 0, "distilled layers of the policy"
         else:
             k_ft = policy.cfg.sampling.finetune_steps or 5
             state, arch, what = (policy.ft_net or policy.net).state_dict(), policy.arch_id, "fine-tuned network"
         pub = obs.node.create_publisher(PolicyWeights, "/policy/weights", LATCHED)
-        verified, swapped = [], []
+        verified, swapped, swap = [], [], []
         for k in range(5):
             msg = weights_message(state, version=10_000 + k, architecture_id=arch, finetune_steps=k_ft)
             data = msg.payload
@@ -187,6 +196,7 @@ def main() -> int:
             d = obs.diagnostics.get("policy_node", {})
             verified.append(float(d.get("weights_verified_ms", "nan")))
             swapped.append(float(d.get("weights_swapped_ms", "nan")))
+            swap.append(float(d.get("weights_swap_ms", "nan")))
         copy_ms = memcpy_seconds(len(data)) * 1e3
     finally:
         obs.close()
@@ -227,6 +237,8 @@ def main() -> int:
     print(f"publish -> verified: median {np.nanmedian(verified):.1f} ms = {np.nanmedian(verified) / copy_ms:.0f}x memcpy")
     print(f"publish -> swapped in (waits for the chunk boundary): median {np.nanmedian(swapped):.1f} ms "
           f"= {np.nanmedian(swapped) / copy_ms:.0f}x memcpy")
+    print(f"the swap itself (copy into the network, between two chunks): median {np.nanmedian(swap):.2f} ms = "
+          f"{np.nanmedian(swap) / copy_ms:.1f}x memcpy")
     print("\n== transitions")
     print(f"executed steps (policy_node): {end_diag.get('transitions')}; received by the learner: "
           f"{learner.get('transitions_received')} (diagnostics sampled a moment apart; the tests check exact equality)")

@@ -19,6 +19,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train-rl": ("mechanic_rl_ros.jobs.train_rl", "headless online RL fine-tuning (no ROS)"),
     "train-select": ("mechanic_rl_ros.jobs.train_select",
                      "headless off-policy fine-tuning: a critic picks among the frozen policy's proposals"),
+    "train-distill": ("mechanic_rl_ros.jobs.train_distill",
+                      "headless twin of the stack's distillation learner: the policy's own weights improve"),
     "finetune": ("mechanic_rl_ros.stack.runner", "run the whole ROS 2 node stack (venv runner of finetune.launch.py)"),
 }
 

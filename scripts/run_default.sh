@@ -33,5 +33,19 @@ if [ ! -f "$CKPT/model.safetensors" ]; then
     rm -rf "$CKPT" && mv "$CKPT.partial" "$CKPT"
   fi
 fi
+# The distillation learner mixes the demonstrations the policy was fine-tuned on into every batch: the
+# 50 clean ones of checkpoints/lift_demos (the simulated teleoperator, reset seeds 5000-5049), recorded
+# here once (about 40 s) unless demos:= names others.
+EXTRA=()
+if [[ " $* " == *" algorithm:=distill "* && " $* " != *" demos:="* ]]; then
+  DEMOS=runs/demos_clean50
+  if [ ! -f "$DEMOS/.complete" ]; then
+    echo "[run] recording the 50 clean demonstrations lift_demos was fine-tuned on ($DEMOS)"
+    rm -rf "$DEMOS"
+    "$BIN/mechanic-rl" collect --task lift --noise 0 --episodes 50 --seed 5000 --out "$DEMOS" --quiet
+    touch "$DEMOS/.complete"
+  fi
+  EXTRA=(demos:="$DEMOS")
+fi
 echo "[run] fine-tuning $CKPT on the simulated FR3 with the ROS 2 node stack (Ctrl-C to stop)"
-exec "$BIN/mechanic-rl" finetune checkpoint:="$CKPT" "$@"
+exec "$BIN/mechanic-rl" finetune checkpoint:="$CKPT" "${EXTRA[@]}" "$@"

@@ -122,8 +122,11 @@ def test_save_and_load_resume_identically_with_the_nodes_schedule(tmp_path):
 
 
 def test_the_registry_names_every_algorithm_and_a_run_dir_keeps_its_own(tmp_path):
+    from mechanic_rl_ros.rl.online_distill import OnlineDistill
+
     assert learner_class("select") is OnlineSelection and learner_class("dppo") is OnlineDPPO
-    assert set(ALGORITHMS) == {"select", "dppo"}
+    assert learner_class("distill") is OnlineDistill
+    assert set(ALGORITHMS) == {"select", "dppo", "distill"}
     with pytest.raises(ValueError, match="expected one of"):
         learner_class("sac")
     _learner().save(tmp_path / "learner")

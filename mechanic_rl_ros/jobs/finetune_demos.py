@@ -39,36 +39,7 @@ import numpy as np
 import torch
 
 from mechanic_rl_ros.jobs.train_log import robot_minutes
-
-
-def demo_windows(policy: Any, episodes: Sequence[dict]) -> Any:
-    """The :class:`~mechanic_rl_ros.policy.dataset.SequenceDataset` of ``episodes`` for ``policy``; ValueError
-    naming the episode and the field when one does not match the policy's inputs or action."""
-    from mechanic_rl_ros.policy.dataset import SequenceDataset
-
-    cfg = policy.cfg
-    if not episodes:
-        raise ValueError("no demonstration episodes")
-    for i, ep in enumerate(episodes):
-        act = np.asarray(ep.get("action", np.zeros((0, 0))))
-        if act.ndim != 2 or act.shape[1] != cfg.action_dim or len(act) == 0:
-            raise ValueError(f"episode {i}: action has shape {list(act.shape)}; expected [L > 0, {cfg.action_dim}]")
-        if not np.all(np.isfinite(act)):
-            raise ValueError(f"episode {i}: action has non-finite values")
-        for k in cfg.lowdim_keys:
-            if k not in ep:
-                raise ValueError(f"episode {i}: no low-dim key {k!r}; the policy reads {list(cfg.lowdim_keys)}")
-            v = np.asarray(ep[k], dtype=np.float32).reshape(len(act), -1)
-            if v.shape[1] != cfg.lowdim_dims[k]:
-                raise ValueError(f"episode {i}: {k} has {v.shape[1]} values per step; expected {cfg.lowdim_dims[k]}")
-            if not np.all(np.isfinite(v)):
-                raise ValueError(f"episode {i}: {k} has non-finite values")
-        for c in cfg.cameras:
-            im = np.asarray(ep.get("images", {}).get(c, np.zeros((0,))))
-            if im.shape != (len(act), cfg.image_size, cfg.image_size, 3):
-                raise ValueError(f"episode {i}: images[{c!r}] has shape {list(im.shape)}; expected "
-                                 f"[{len(act)}, {cfg.image_size}, {cfg.image_size}, 3]")
-    return SequenceDataset(episodes, cfg)
+from mechanic_rl_ros.policy.dataset import demo_windows, pretraining_augment_pad  # noqa: F401  (demo_windows: API)
 
 
 class DemoFinetuner:
@@ -85,7 +56,7 @@ class DemoFinetuner:
             raise ValueError(f"optimizer: {optimizer!r}; expected mechanic or adam")
         self.policy, self.dataset = policy, dataset
         self.batch_size, self.augment_pad = int(batch_size), int(augment_pad)
-        params = list(policy.net.parameters())
+        params = [p for p in policy.net.parameters() if p.requires_grad]  # a frozen part stays as it is
         self.opt = build_optimizer(optimizer, params, lr)
         self.rng = np.random.default_rng(seed)
         self.gen = torch.Generator().manual_seed(int(seed))
@@ -147,18 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _augment_pad(checkpoint: Path, given: int | None) -> int:
-    """``given``, else the checkpoint's pretraining ``train.augment_pad``, else 4."""
-    from mechanic_rl_ros.config_files import load_yaml
-
-    if given is not None:
-        return int(given)
-    f = checkpoint / "train_config.yaml"
-    if f.is_file():
-        try:
-            return int((load_yaml(f).get("train") or {}).get("augment_pad", 4))
-        except Exception:  # a malformed file: the default, as when there is none
-            pass
-    return 4
+    """``given``, else the checkpoint's pretraining pad (:func:`~mechanic_rl_ros.policy.dataset.pretraining_augment_pad`)."""
+    return int(given) if given is not None else pretraining_augment_pad(checkpoint)
 
 
 def evaluate_policy(policy: Any, task: str, episodes: int, seed: int, outcomes: list[int]) -> int:

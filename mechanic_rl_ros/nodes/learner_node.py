@@ -54,7 +54,7 @@ PARAMETERS = [
           choices=tuple(ALGORITHMS)),
     Param("select_config", "", "algorithm select: YAML of the selection settings, shared with policy_node; '' = "
           "config/select.yaml"),
-    Param("seed", 0, "algorithm select: learner seed (critic initialisation, batch sampling)", range=(0, None)),
+    Param("seed", 0, "algorithm select and distill: learner seed (initialisation, batch sampling)", range=(0, None)),
     Param("utd", 10, "algorithm select: gradient steps per new decision (update-to-data ratio)", range=(1, None)),
     Param("warmup_decisions", 80, "algorithm select: complete decisions (about 8 control steps each) before the "
           "first gradient step; until the first critic is published the policy runs as pretrained",
@@ -65,6 +65,14 @@ PARAMETERS = [
           range=(1, None)),
     Param("critic_checkpoint_every", 1000, "algorithm select: [gradient steps] between two checkpoints (and "
           "always at shutdown)", range=(1, None)),
+    Param("distill_config", "", "algorithm distill: YAML of the distillation settings (trained layers, demo "
+          "fraction, UTD), shared with policy_node; '' = config/distill.yaml"),
+    Param("demos", "", "algorithm distill: directory of demonstration bags mixed into every batch (mechanic-rl "
+          "collect --out, or ros2 bag record of the stack's topics); '' = none"),
+    Param("weights_publish_every", 100, "algorithm distill: [gradient steps] between two published policy weights",
+          range=(1, None)),
+    Param("weights_checkpoint_every", 500, "algorithm distill: [gradient steps] between two checkpoints (and always "
+          "at shutdown); <run_dir>/learner/policy is then an ordinary policy checkpoint", range=(1, None)),
     Param("rl_config", "", "algorithm dppo: extra YAML merged over config/rl.yaml (DPPO, Mechanic, critic); '' = "
           "its defaults"),
     Param("optimizer", "mechanic", "mechanic = Mechanic(Adam(lr=1)), no learning rate to choose; adam = plain Adam "

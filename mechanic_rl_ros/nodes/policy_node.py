@@ -59,10 +59,9 @@ from mechanic_rl_ros.msg import EpisodeEvent, TaskState
 from mechanic_rl_ros.nodes.common import (RateLimitedLog, command_message_type, declare_parameters, joint_command,
                                          path_marker, publish_diagnostics, run_node)
 from mechanic_rl_ros.nodes.franka import GripperGoals
-from mechanic_rl_ros.nodes.policy_weights import WeightsIntake, seconds
+from mechanic_rl_ros.nodes.policy_weights import WeightsIntake, seconds, weights_contract
 from mechanic_rl_ros.nodes.policy_params import PARAMETERS, gripper_config, safety_config, tick_config
 from mechanic_rl_ros.policy import DiffusionPolicy, PolicyPlanner
-from mechanic_rl_ros.rl.selection import CriticSelector, load_select_config
 from mechanic_rl_ros.vision.imgmsg import imgmsg_to_array
 from mechanic_rl_ros.wire import topics
 from mechanic_rl_ros.wire.robot_state import RobotStatus, read_robot_state
@@ -87,8 +86,6 @@ class PolicyNode(Node):
         torch.set_num_threads(int(cfg["torch_threads"]))
         self.policy = DiffusionPolicy.from_checkpoint(Path(cfg["checkpoint"]))
         self.policy.eval()
-        #: every fine-tuned network has the shapes of the pretrained one it was copied from
-        self.ft_shapes = {k: tuple(v.shape) for k, v in self.policy.net.state_dict().items()}
         pcfg = self.policy.cfg
         self.cameras = tuple(pcfg.cameras)
         if len(cfg["image_topics"]) < len(self.cameras):
@@ -101,23 +98,20 @@ class PolicyNode(Node):
             raise ValueError(f"parameter replan_margin: {cfg['replan_margin']}; expected 0..{pcfg.max_lead} "
                              f"(a chunk planned that early must still hold T_a = {pcfg.action_horizon} of the "
                              f"policy's T_p = {pcfg.pred_horizon} predicted actions)")
-        self.selector = None
-        if cfg["algorithm"] == "select":
-            scfg = load_select_config(cfg["select_config"], feat_dim=self.policy.net.cond_dim,
-                                      act_dim=pcfg.action_horizon * pcfg.action_dim)
-            self.selector = CriticSelector(scfg, self.policy.arch_id)
-            # what PolicyWeights must carry: the critic, nothing of the diffusion policy
-            self.ft_shapes, self.weights_arch_id = self.selector.expected_shapes, self.selector.arch_id
-        else:
-            self.weights_arch_id = self.policy.arch_id
+        self.selector, self.ft_shapes, self.weights_arch_id = weights_contract(
+            self.policy, cfg["algorithm"], cfg["select_config"], cfg["distill_config"])
+        partial = cfg["algorithm"] == "distill"
         self.weights = WeightsIntake(self.policy, self.selector, self.weights_arch_id, self.ft_shapes, self._now,
-                                     self.get_logger(), self._problem)
+                                     self.get_logger(), self._problem, partial=partial)
         # torch's lazy set-up before the first tick: on sim time a first chunk late by seconds lets the lockstep
         # simulator run ahead of the trajectory sent for it
         warm_s = self.policy.warm_up(self.selector.cfg.num_candidates if self.selector else 0)
         self.get_logger().info(f"model warmed up: first sample {warm_s * 1e3:.0f} ms")
-        self.planner = PolicyPlanner(self.policy, stochastic=bool(cfg["stochastic"]), noise_clip=float(cfg["noise_clip"]),
-                                     seed=int(cfg["seed"]), on_weights=self.weights.on_swap, selector=self.selector)
+        # only DPPO samples the chain stochastically; selection and distillation run deterministic DDIM
+        self.planner = PolicyPlanner(self.policy, stochastic=bool(cfg["stochastic"]) and cfg["algorithm"] == "dppo",
+                                     noise_clip=float(cfg["noise_clip"]),
+                                     seed=int(cfg["seed"]), on_weights=self.weights.on_swap, selector=self.selector,
+                                     partial=partial)
         self.weights.planner = self.planner
         self.planning = BackgroundPlanning(ChunkLoop.for_policy(self.policy, int(cfg["replan_margin"])), self.planner,
                                            niceness=int(cfg["inference_niceness"]))
@@ -182,7 +176,8 @@ class PolicyNode(Node):
             f"K={pcfg.sampling.inference_steps} K'={pcfg.sampling.finetune_steps} at {cfg['control_rate']} Hz, "
             f"commands as {cfg['command_type']} on {cfg['command_topic']}, "
             + (f"selecting among {self.selector.cfg.num_candidates} proposals by the learner's critic"
-               if self.selector else f"DPPO ({'stochastic' if cfg['stochastic'] else 'deterministic'} sampling)"))
+               if self.selector else "the policy itself, its distilled layers swapped in from the learner"
+               if partial else f"DPPO ({'stochastic' if cfg['stochastic'] else 'deterministic'} sampling)"))
 
     # ------------------------------------------------------------ logging
     def _problem(self, key: str, text: str) -> None:
@@ -381,7 +376,7 @@ class PolicyNode(Node):
                   "policy_version": self.planner.version, "episode": self.episode, "step": self.step,
                   "holds": holds, "inference_ms_p50": f"{np.percentile(lat, 50):.1f}",
                   "inference_ms_p99": f"{np.percentile(lat, 99):.1f}",
-                  **self.weights.counts, **{f"weights_{k}": f"{v:.1f}" for k, v in self.weights.timing.items()}}
+                  **self.weights.counts, **{f"weights_{k}": f"{v:.2f}" for k, v in self.weights.timing.items()}}
         publish_diagnostics(self, self.diag_pub, "policy_node: diffusion policy", self.policy.arch_id, level, message,
                             values)
 

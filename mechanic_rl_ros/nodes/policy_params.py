@@ -16,8 +16,11 @@ PARAMETERS = [
           "pretrain'); required, the launch sets it"),
     Param("algorithm", "select", "select = the frozen policy proposes select_config's N chunks per decision and "
           "the learner's critic (PolicyWeights) picks one; dppo = one chunk per decision from the fine-tuned "
-          "network (PolicyWeights), sampled as 'stochastic' says; must match learner_node's",
-          choices=("select", "dppo")),
+          "network (PolicyWeights), sampled as 'stochastic' says; distill = one deterministic DDIM chunk per "
+          "decision from the policy whose trained layers (distill_config's train_params) the learner publishes; "
+          "must match learner_node's", choices=("select", "dppo", "distill")),
+    Param("distill_config", "", "algorithm distill: YAML of the distillation settings (which layers cross the "
+          "wire), shared with learner_node; '' = config/distill.yaml"),
     Param("select_config", "", "algorithm select: YAML of the selection settings (N, critic size), shared with "
           "learner_node; '' = config/select.yaml"),
     Param("stochastic", True, "algorithm dppo: true = sample the denoising chain (DPPO exploration; its log-probabilities go to the "

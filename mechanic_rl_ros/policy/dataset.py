@@ -8,6 +8,7 @@ and indices past the end repeat the last step.
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
@@ -109,3 +110,44 @@ def synthetic_episodes(n: int = 8, length: int = 40, cameras: Sequence[str] = ("
             ep["images"] = {c: img.copy() for c in cameras}
         eps.append(ep)
     return eps
+
+
+def demo_windows(policy: Any, episodes: Sequence[dict]) -> Any:
+    """The :class:`~mechanic_rl_ros.policy.dataset.SequenceDataset` of ``episodes`` for ``policy``; ValueError
+    naming the episode and the field when one does not match the policy's inputs or action."""
+    cfg = policy.cfg
+    if not episodes:
+        raise ValueError("no demonstration episodes")
+    for i, ep in enumerate(episodes):
+        act = np.asarray(ep.get("action", np.zeros((0, 0))))
+        if act.ndim != 2 or act.shape[1] != cfg.action_dim or len(act) == 0:
+            raise ValueError(f"episode {i}: action has shape {list(act.shape)}; expected [L > 0, {cfg.action_dim}]")
+        if not np.all(np.isfinite(act)):
+            raise ValueError(f"episode {i}: action has non-finite values")
+        for k in cfg.lowdim_keys:
+            if k not in ep:
+                raise ValueError(f"episode {i}: no low-dim key {k!r}; the policy reads {list(cfg.lowdim_keys)}")
+            v = np.asarray(ep[k], dtype=np.float32).reshape(len(act), -1)
+            if v.shape[1] != cfg.lowdim_dims[k]:
+                raise ValueError(f"episode {i}: {k} has {v.shape[1]} values per step; expected {cfg.lowdim_dims[k]}")
+            if not np.all(np.isfinite(v)):
+                raise ValueError(f"episode {i}: {k} has non-finite values")
+        for c in cfg.cameras:
+            im = np.asarray(ep.get("images", {}).get(c, np.zeros((0,))))
+            if im.shape != (len(act), cfg.image_size, cfg.image_size, 3):
+                raise ValueError(f"episode {i}: images[{c!r}] has shape {list(im.shape)}; expected "
+                                 f"[{len(act)}, {cfg.image_size}, {cfg.image_size}, 3]")
+    return SequenceDataset(episodes, cfg)
+
+
+def pretraining_augment_pad(checkpoint: str | Path) -> int:
+    """The random-shift pad [px] a checkpoint was pretrained with (its ``train_config.yaml``), else 4."""
+    from mechanic_rl_ros.config_files import load_yaml
+
+    f = Path(checkpoint) / "train_config.yaml"
+    if f.is_file():
+        try:
+            return int((load_yaml(f).get("train") or {}).get("augment_pad", 4))
+        except Exception:  # a malformed file: the default, as when there is none
+            pass
+    return 4

@@ -62,12 +62,17 @@ class PolicyPlanner:
             or ``(version, exception)``; a failed swap keeps the old weights.
         selector: a :class:`~mechanic_rl_ros.rl.selection.CriticSelector` (see the
             module docstring); ``stochastic`` is then ignored.
+        partial: staged weights are a part of the policy network itself
+            (:meth:`DiffusionPolicy.load_partial`, the distillation learner's
+            layers), not the fine-tuned copy.
     """
 
     def __init__(self, policy: DiffusionPolicy, *, stochastic: bool = False, noise_clip: float = 0.0,
                  seed: int = 0, version: int = 0,
-                 on_weights: Callable[[int, Exception | None], None] | None = None, selector: Any = None):
+                 on_weights: Callable[[int, Exception | None], None] | None = None, selector: Any = None,
+                 partial: bool = False):
         self.policy = policy
+        self.partial = bool(partial)
         self.selector = selector
         self.stochastic = bool(stochastic)
         self.noise_clip = float(noise_clip)
@@ -77,6 +82,7 @@ class PolicyPlanner:
         self.on_weights = on_weights
         self.latencies: deque[float] = deque(maxlen=200)
         self._pending: tuple[Mapping[str, Any], int, int | None] | None = None
+        self.swap_seconds = float("nan")  #: how long the last swap of staged weights took
         self._lock = threading.Lock()
 
     def stage_weights(self, tensors: Mapping[str, Any], version: int, finetune_steps: int | None) -> None:
@@ -90,15 +96,19 @@ class PolicyPlanner:
         if pending is None:
             return
         tensors, version, k_ft = pending
+        start = time.perf_counter()
         try:
             if self.selector is not None:
                 self.selector.load(tensors, version)
+            elif self.partial:
+                self.policy.load_partial(tensors)
             else:
                 self.policy.load_finetuned(tensors, k_ft)
             self.version = version
             err = None
         except (ValueError, RuntimeError) as exc:
             err = exc
+        self.swap_seconds = time.perf_counter() - start  # the copy into the network alone, between two chunks
         if self.on_weights is not None:
             self.on_weights(version, err)
 

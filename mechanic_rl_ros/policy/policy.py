@@ -493,3 +493,21 @@ class DiffusionPolicy(nn.Module):
             raise CheckpointMismatchError(f"weights fine-tuned for the last {finetune_steps} denoising steps; this "
                                           f"policy runs finetune_steps = {self.cfg.sampling.finetune_steps}")
         self.ft_net.load_state_dict(state, strict=True)  # type: ignore[union-attr]
+
+    def load_partial(self, tensors: Mapping[str, Any]) -> None:
+        """Copy verified weights of a part of ``net`` (name -> array or tensor, e.g. the layers a distillation
+        learner trains) into it. Every name must be one of ``net``'s parameters with the same shape and
+        dtype; the first mismatch raises :class:`CheckpointMismatchError` before anything is copied."""
+        params = dict(self.net.named_parameters())
+        state = {k: v if isinstance(v, torch.Tensor) else torch.from_numpy(np.array(v)) for k, v in tensors.items()}
+        if not state:
+            raise CheckpointMismatchError("partial weights: no tensor")
+        for k, v in state.items():
+            if k not in params:
+                raise CheckpointMismatchError(f"partial weights: {k!r} is not a parameter of this policy network")
+            if tuple(v.shape) != tuple(params[k].shape) or v.dtype != params[k].dtype:
+                raise CheckpointMismatchError(f"partial weights: {k!r} is {v.dtype} {list(v.shape)}; expected "
+                                              f"{params[k].dtype} {list(params[k].shape)}")
+        with torch.no_grad():
+            for k, v in state.items():
+                params[k].copy_(v)

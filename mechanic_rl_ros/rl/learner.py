@@ -45,6 +45,7 @@ STATE_FILE = "node_state.json"
 ALGORITHMS: dict[str, str] = {
     "select": "mechanic_rl_ros.rl.online_selection:OnlineSelection",
     "dppo": "mechanic_rl_ros.rl.online_dppo:OnlineDPPO",
+    "distill": "mechanic_rl_ros.rl.online_distill:OnlineDistill",
 }
 
 

@@ -39,7 +39,11 @@ ARGUMENTS: tuple[Argument, ...] = (
              ("array", "trajectory")),
     Argument("algorithm", "select", "learner: select = value-guided selection among the frozen policy's proposals "
              "(off-policy critic, improves within robot minutes; config/select.yaml), dppo = DPPO on the "
-             "denoiser (thousands of decisions per update: simulator scale; config/rl.yaml)", ("select", "dppo")),
+             "denoiser (thousands of decisions per update: simulator scale; config/rl.yaml), distill = the "
+             "policy's own layers trained on its successful chunks and the demonstrations (config/distill.yaml)",
+             ("select", "dppo", "distill")),
+    Argument("demos", "", "algorithm distill: directory of demonstration bags the learner mixes into every batch "
+             "(mechanic-rl collect --out, or ros2 bag record of the stack's topics); '' = none"),
     Argument("seed", "0", "learner seed (critic initialisation, batches) and policy_node's sampling seed"),
     Argument("optimizer", "mechanic", "learner optimiser: mechanic (no learning rate) or adam (config/learner.yaml lr)",
              ("mechanic", "adam")),
@@ -156,5 +160,6 @@ def nodes(values: Mapping[str, str], config_dir: Path) -> list[NodeSpec]:
     specs.append(NodeSpec("reward_node", "reward_node", config_dir / "reward.yaml", reward))
     specs.append(NodeSpec("learner_node", "learner_node", config_dir / "learner.yaml", {
         **common, "checkpoint": checkpoint, "optimizer": v["optimizer"], "run_dir": v["run_dir"],
-        "rl_config": "", "algorithm": v["algorithm"], "seed": int(v["seed"])}))
+        "rl_config": "", "algorithm": v["algorithm"], "seed": int(v["seed"]),
+        "demos": os.path.abspath(os.path.expanduser(v["demos"])) if v["demos"] else ""}))
     return specs

@@ -1,0 +1,283 @@
+"""Distillation of successful chunks into the diffusion policy's own weights, with Mechanic.
+
+The learner keeps the chunks the policy itself chose in episodes that succeeded, and trains the
+denoiser on them with the policy's own pretraining loss (DDPM simple loss, Ho et al. 2020, Eq. 14), the
+distillation step of Policy-Agnostic RL (PA-RL; Mark et al., 2024), where a critic's choices among the
+policy's samples are "distilled" into the policy by supervised learning. With a sparse 0/1 outcome the
+choice is the outcome itself: a chunk of a successful episode is kept, one of a failed episode is not
+(reward-filtered regression, as in filtered behaviour cloning). Every batch is ``demo_fraction``
+demonstrations (RLPD and HIL-SERL draw half of every batch from them, Ball et al. 2023, Luo et al.
+2024), so the policy keeps what the demonstrations taught while it sharpens towards what works.
+
+Only the parameters under ``train_params`` (prefixes of ``policy.net``'s parameter names) change: they
+are what crosses the wire (a few MB instead of the whole 17.6 MB network) and what the policy node
+swaps in between chunks. The optimiser is ``Mechanic(Adam(lr=1))`` (no learning rate), or ``Adam(lr)``
+for comparisons. No ROS imports.
+
+Pieces: :class:`DistillConfig` (config/distill.yaml), :class:`ChunkReplay` (observation histories and
+the chunks to imitate, in a keyed ring saved without pickle), :class:`Distiller` (one gradient step on
+a mixed batch), :func:`trained_names` and :func:`distill_arch_id` (what the policy node checks).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from mechanic_rl_ros.resources import config_file
+
+from .replay import KeyedRing
+
+#: the stack's distillation settings, read by policy_node and learner_node alike
+DEFAULT_DISTILL_CONFIG = config_file("distill.yaml")
+FORMAT = "mechanic_rl_ros.distill_learner/1"
+
+
+@dataclass
+class DistillConfig:
+    """Settings of the distillation learner (config/distill.yaml). ``train_params`` fixes the tensors on
+    the wire, so policy_node reads it from the same file."""
+
+    train_params: tuple[str, ...] = ("unet.up", "unet.upsample", "unet.final")
+    batch_size: int = 64             #: windows per gradient step
+    demo_fraction: float = 0.5       #: share of every batch drawn from the demonstrations (all before online data)
+    utd: float = 1.0                 #: gradient steps per kept decision (update-to-data ratio)
+    offline_steps: int = 0           #: gradient steps on the demonstrations alone, owed at start
+    successful_demos_only: bool = False  #: skip demonstrations whose bag records a failure (imperfect teleoperation)
+    keep_capacity: int = 4000        #: [decisions] kept chunks held (the oldest are overwritten)
+    augment_pad: int = -1            #: random-shift pad [px]; -1: the checkpoint's pretraining value
+    optimizer: str = "mechanic"      #: mechanic (Mechanic(Adam(lr=1))) or adam (Adam(lr))
+    lr: float = 1e-4                 #: only for optimizer=adam
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        self.train_params = tuple(str(p) for p in self.train_params)
+        checks = [("batch_size", self.batch_size >= 1, "an integer >= 1"),
+                  ("demo_fraction", 0.0 <= self.demo_fraction <= 1.0, "a number in [0, 1]"),
+                  ("utd", self.utd > 0, "a number > 0"), ("offline_steps", self.offline_steps >= 0, "an integer >= 0"),
+                  ("keep_capacity", self.keep_capacity >= 1, "an integer >= 1"),
+                  ("augment_pad", self.augment_pad >= -1, "an integer >= -1"),
+                  ("optimizer", self.optimizer in ("mechanic", "adam"), "mechanic or adam"),
+                  ("train_params", len(self.train_params) > 0, "a non-empty list of parameter-name prefixes")]
+        for name, ok, expected in checks:
+            if not ok:
+                raise ValueError(f"distill config {name}: got {getattr(self, name)!r}; expected {expected}")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["train_params"] = list(self.train_params)
+        return d
+
+
+def load_distill_config(path: str | Path | None = None, **overrides: Any) -> DistillConfig:
+    """config/distill.yaml (or ``path``) with ``overrides`` (those not None) on top; an unknown key or a bad
+    value raises ValueError naming it and the file."""
+    from mechanic_rl_ros.config_files import load_yaml
+
+    p = Path(path) if path else DEFAULT_DISTILL_CONFIG
+    raw = dict(load_yaml(p) or {})
+    raw.update({k: v for k, v in overrides.items() if v is not None})
+    known = {f.name for f in fields(DistillConfig)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ValueError(f"distill config {p}: unknown key(s) {unknown}; expected some of {sorted(known)}")
+    try:
+        return DistillConfig(**raw)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{p}: {exc}") from None
+
+
+def trained_names(net: torch.nn.Module, prefixes: Sequence[str]) -> list[str]:
+    """Names of ``net``'s parameters under ``prefixes`` (ValueError naming a prefix that matches none)."""
+    names = [n for n, _ in net.named_parameters()]
+    for p in prefixes:
+        if not any(n == p or n.startswith(p + ".") for n in names):
+            raise ValueError(f"distill config train_params: {p!r} names no parameter of the policy network "
+                             f"(top-level parts: {sorted({n.split('.')[0] + '.' + n.split('.')[1] for n in names})})")
+    return [n for n in names if any(n == p or n.startswith(p + ".") for p in prefixes)]
+
+
+def distill_arch_id(policy_arch_id: str, shapes: Mapping[str, Sequence[int]]) -> str:
+    """The architecture id distilled weights carry: the policy's, and the names and shapes sent."""
+    text = json.dumps({"policy": policy_arch_id, "tensors": {k: list(v) for k, v in sorted(shapes.items())}})
+    return "distill-" + hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+class ChunkReplay(KeyedRing):
+    """Decisions to imitate: the observation history the policy saw and the chunk it predicted.
+
+    Rows: ``images`` uint8 [T_o, n_cam, H, W, 3], ``lowdim`` float32 [T_o, D] (the policy's low-dim keys
+    concatenated in its order), ``action`` float32 [T_p, A] (real units), keyed by (episode, chunk)."""
+
+    FORMAT = "mechanic_rl_ros.distill_replay/1"
+    FIELDS = ("images", "lowdim", "action", "episode", "chunk")
+    DIMS = ("capacity", "obs_horizon", "num_cameras", "image_size", "lowdim_dim", "pred_horizon", "action_dim")
+
+    def __init__(self, capacity: int, obs_horizon: int, num_cameras: int, image_size: int, lowdim_dim: int,
+                 pred_horizon: int, action_dim: int):
+        self._start(capacity)
+        c = self.capacity
+        self.obs_horizon, self.num_cameras, self.image_size = int(obs_horizon), int(num_cameras), int(image_size)
+        self.lowdim_dim, self.pred_horizon, self.action_dim = int(lowdim_dim), int(pred_horizon), int(action_dim)
+        self.images = np.zeros((c, obs_horizon, num_cameras, image_size, image_size, 3), np.uint8)
+        self.lowdim = np.zeros((c, obs_horizon, lowdim_dim), np.float32)
+        self.action = np.zeros((c, pred_horizon, action_dim), np.float32)
+
+    @classmethod
+    def for_policy(cls, cfg: Any, capacity: int) -> "ChunkReplay":
+        return cls(capacity, cfg.obs_horizon, len(cfg.cameras), cfg.image_size,
+                   sum(cfg.lowdim_dims[k] for k in cfg.lowdim_keys), cfg.pred_horizon, cfg.action_dim)
+
+    def add(self, episode: int, chunk: int, images: np.ndarray, lowdim: np.ndarray, action: np.ndarray) -> bool:
+        """Store one decision; False (and counted) for a repeated key or a non-finite value."""
+        if self._is_duplicate(episode, chunk):
+            return False
+        return self._put(episode, chunk, {"images": images, "lowdim": lowdim, "action": action})
+
+    def rows(self, idx: np.ndarray) -> dict[str, np.ndarray]:
+        return {k: getattr(self, k)[idx] for k in ("images", "lowdim", "action")}
+
+
+def decision_row(cfg: Any, obs: Mapping[str, Any], action: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(images, lowdim, action) of a :class:`ChunkReplay` row from a decision's T_o-step observation history and
+    its predicted chunk [T_p, A]; ValueError naming the field when a shape does not match the policy."""
+    to = cfg.obs_horizon
+    imgs = []
+    for c in cfg.cameras:
+        im = np.asarray((obs.get("images") or {}).get(c, np.zeros(0)))
+        if im.shape != (to, cfg.image_size, cfg.image_size, 3):
+            raise ValueError(f"decision obs images[{c!r}]: shape {list(im.shape)}; expected "
+                             f"[{to}, {cfg.image_size}, {cfg.image_size}, 3]")
+        imgs.append(im.astype(np.uint8))
+    lows = []
+    for k in cfg.lowdim_keys:
+        v = np.asarray(obs.get(k, np.zeros(0)), np.float32)
+        if v.size != to * cfg.lowdim_dims[k]:
+            raise ValueError(f"decision obs {k}: {v.size} values; expected {to} x {cfg.lowdim_dims[k]}")
+        lows.append(v.reshape(to, -1))
+    a = np.asarray(action, np.float32)
+    if a.shape != (cfg.pred_horizon, cfg.action_dim):
+        raise ValueError(f"decision chain: final action of shape {list(a.shape)}; expected "
+                         f"[{cfg.pred_horizon}, {cfg.action_dim}]")
+    images = np.stack(imgs, axis=1) if imgs else np.zeros((to, 0, cfg.image_size, cfg.image_size, 3), np.uint8)
+    lowdim = np.concatenate(lows, axis=1) if lows else np.zeros((to, 0), np.float32)
+    return images, lowdim, a
+
+
+class Distiller:
+    """One gradient step at a time of ``policy.net``'s ``train_params`` on a batch of kept chunks and
+    demonstration windows (``demos``: a :class:`~mechanic_rl_ros.policy.dataset.SequenceDataset`, or None).
+    Deterministic per ``cfg.seed``: the same data and seed give the same weights."""
+
+    def __init__(self, policy: Any, cfg: DistillConfig, demos: Any = None):
+        from mechanic_rl_ros.optim import build_optimizer
+
+        self.policy, self.cfg, self.demos = policy, cfg, demos
+        self.augment_pad = 4 if cfg.augment_pad < 0 else int(cfg.augment_pad)
+        self.names = trained_names(policy.net, cfg.train_params)
+        chosen = set(self.names)
+        params = dict(policy.net.named_parameters())
+        for n, p in params.items():
+            p.requires_grad_(n in chosen)
+        self.params = [params[n] for n in self.names]
+        self.opt = build_optimizer(cfg.optimizer, self.params, cfg.lr)
+        self.replay = ChunkReplay.for_policy(policy.cfg, cfg.keep_capacity)
+        self.rng = np.random.default_rng(cfg.seed + 31)
+        self.gen = torch.Generator().manual_seed(int(cfg.seed) + 37)
+        self.steps = 0
+        self.nonfinite_skipped = 0
+
+    @property
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        params = dict(self.policy.net.named_parameters())
+        return {n: tuple(params[n].shape) for n in self.names}
+
+    @property
+    def arch_id(self) -> str:
+        return distill_arch_id(self.policy.arch_id, self.shapes)
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """The trained parameters (what goes on the wire), detached copies."""
+        params = dict(self.policy.net.named_parameters())
+        return {n: params[n].detach().clone() for n in self.names}
+
+    @property
+    def scale(self) -> float:
+        from mechanic_rl_ros.optim import mechanic_scale
+
+        return mechanic_scale(self.opt)
+
+    def batch(self) -> dict[str, Any]:
+        """``batch_size`` windows: ``demo_fraction`` of them demonstrations (all of them while nothing is
+        kept), the rest kept chunks (all of them without demonstrations)."""
+        b = self.cfg.batch_size
+        n_kept = len(self.replay)
+        if self.demos is None and n_kept == 0:
+            raise ValueError("nothing to distil: no demonstrations and no kept chunks")
+        n_demo = b if n_kept == 0 else 0 if self.demos is None else int(round(b * self.cfg.demo_fraction))
+        parts = []
+        if n_demo:
+            parts.append(self.demos.get_batch(self.rng.integers(0, len(self.demos), n_demo)))
+        if b - n_demo:
+            parts.append(self._kept_batch(self.rng.integers(0, n_kept, b - n_demo)))
+        if len(parts) == 1:
+            return parts[0]
+        out: dict[str, Any] = {k: torch.cat([p[k] for p in parts]) for k in parts[0] if k != "images"}
+        if "images" in parts[0]:
+            out["images"] = {c: torch.cat([p["images"][c] for p in parts]) for c in parts[0]["images"]}
+        return out
+
+    def _kept_batch(self, idx: np.ndarray) -> dict[str, Any]:
+        cfg = self.policy.cfg
+        rows = self.replay.rows(idx)
+        out: dict[str, Any] = {}
+        if cfg.cameras:
+            out["images"] = {c: torch.from_numpy(rows["images"][:, :, j]) for j, c in enumerate(cfg.cameras)}
+        start = 0
+        for k in cfg.lowdim_keys:
+            d = cfg.lowdim_dims[k]
+            out[k] = torch.from_numpy(np.ascontiguousarray(rows["lowdim"][:, :, start:start + d]))
+            start += d
+        out["action"] = torch.from_numpy(rows["action"])
+        return out
+
+    def step(self) -> dict[str, float]:
+        """One gradient step; its statistics (``actor_loss``, ``actor_scale``: the trained policy is the
+        stack's actor; ``skipped`` = 1 when a non-finite loss or gradient changed nothing). The network is
+        left in eval mode."""
+        net = self.policy.net.train()
+        try:
+            batch = self.batch()
+            loss = self.policy.compute_loss(batch, generator=self.gen, augment_pad=self.augment_pad)
+            self.opt.zero_grad(set_to_none=True)
+            stats = {"actor_loss": float(loss.detach()), "kept": float(len(self.replay))}
+            finite = bool(torch.isfinite(loss))
+            if finite:
+                loss.backward()
+                finite = all(p.grad is None or bool(torch.isfinite(p.grad).all()) for p in self.params)
+            if not finite:
+                self.opt.zero_grad(set_to_none=True)
+                self.nonfinite_skipped += 1
+                return {**stats, "skipped": 1.0}
+            self.opt.step()
+            self.steps += 1
+            return {**stats, "actor_scale": self.scale, "skipped": 0.0}
+        finally:
+            net.eval()
+
+    # ------------------------------------------------------------ persistence
+    def state_dict(self) -> dict[str, Any]:
+        return {"opt": self.opt.state_dict(), "steps": torch.tensor(self.steps),
+                "nonfinite_skipped": torch.tensor(self.nonfinite_skipped),
+                "gen": self.gen.get_state()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.opt.load_state_dict(state["opt"])
+        self.steps = int(state["steps"])
+        self.nonfinite_skipped = int(state["nonfinite_skipped"])
+        self.gen.set_state(state["gen"])

@@ -1,0 +1,230 @@
+"""The distillation learner (algorithm distill) with a tiny real policy: what it keeps, what it trains, that
+it is deterministic on fixed data, that it resumes, that its saved policy is an ordinary checkpoint, and the
+policy side of its weights (refused when of another architecture or corrupt; the last good ones kept)."""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from stack_fixtures import make_checkpoint
+
+from mechanic_rl_ros.control.decision import Decision
+from mechanic_rl_ros.policy import DiffusionPolicy, PolicyPlanner
+from mechanic_rl_ros.policy.checkpoint import CheckpointMismatchError
+from mechanic_rl_ros.policy.dataset import SequenceDataset, synthetic_episodes
+from mechanic_rl_ros.rl.distill import DistillConfig, distill_arch_id, load_distill_config, trained_names
+from mechanic_rl_ros.rl.online_distill import OnlineDistill
+
+SIZE = 32
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    d = tmp_path_factory.mktemp("distill") / "ckpt"
+    make_checkpoint(d, image_size=SIZE)
+    return d
+
+
+def learner(ckpt, **cfg) -> OnlineDistill:
+    torch.manual_seed(0)
+    policy = DiffusionPolicy.from_checkpoint(ckpt).eval()
+    demos = SequenceDataset(synthetic_episodes(n=3, length=20, image_size=SIZE, seed=1), policy.cfg)
+    return OnlineDistill(policy, DistillConfig(**{"batch_size": 8, **cfg}), demos=demos, publish_every=2)
+
+
+def decision(policy, episode: int, chunk: int, seed: int) -> Decision:
+    c = policy.cfg
+    rng = np.random.default_rng(seed)
+    obs = {"images": {"scene": rng.integers(0, 256, (c.obs_horizon, SIZE, SIZE, 3), dtype=np.uint8)},
+           "qpos": rng.normal(size=(c.obs_horizon, 7)).astype(np.float32),
+           "gripper": rng.uniform(0, 0.08, (c.obs_horizon, 1)).astype(np.float32)}
+    chain = rng.uniform(-1, 1, (1, c.pred_horizon, c.action_dim)).astype(np.float32)
+    return Decision(obs=obs, chain=chain, chain_logprob=np.zeros(0), policy_version=0, episode=episode, chunk=chunk)
+
+
+def feed(online: OnlineDistill, episode: int, chunks: int, success: bool | None) -> None:
+    for k in range(chunks):
+        online.add_step(episode, 8 * k, k, first=True, decision=decision(online.policy, episode, k, 100 * episode + k))
+    if success is not None:
+        online.end_episode(episode, success)
+
+
+def test_only_the_chunks_of_successful_episodes_are_kept(ckpt):
+    online = learner(ckpt)
+    feed(online, 0, 3, True)
+    feed(online, 1, 2, False)
+    feed(online, 2, 2, None)
+    online.abort_episode(2)
+    online.end_episode(3, True)  # the outcome before the decision (another topic): kept when it comes
+    feed(online, 3, 1, None)
+    assert len(online.distiller.replay) == 4 and online.counts["decisions_kept"] == 4
+    assert online.counts["decisions_dropped_failed"] == 2 and online.counts["decisions_dropped_aborted"] == 2
+    assert not online.pending
+    assert online.owed() == 4  # utd 1 per kept decision, no offline steps
+
+
+def test_a_decision_that_does_not_fit_the_policy_is_refused_naming_the_field(ckpt):
+    online = learner(ckpt)
+    bad = decision(online.policy, 0, 0, 0)
+    bad.obs["qpos"] = bad.obs["qpos"][:, :6]
+    assert "qpos" in online.add_step(0, 0, 0, first=True, decision=bad)
+    assert online.counts["decisions_refused"] == 1
+
+
+def test_the_learner_is_deterministic_on_fixed_data_offline_stage_first(ckpt):
+    runs = []
+    for _ in range(2):
+        online = learner(ckpt, offline_steps=2)
+        assert online.owed() == 2  # the offline stage: demonstrations only, before any episode
+        for _ in range(2):
+            online.step()
+        feed(online, 0, 3, True)
+        while online.owed():
+            online.step()
+        runs.append(online.payload().tensors)
+    assert runs[0].keys() == runs[1].keys()
+    assert all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0])
+
+
+def test_only_the_trained_layers_change_and_cross_the_wire(ckpt):
+    online = learner(ckpt)
+    before = {k: v.clone() for k, v in online.policy.net.state_dict().items()}
+    feed(online, 0, 2, True)
+    while online.owed():
+        assert online.step().refused is None
+    p = online.payload()
+    names = set(trained_names(online.policy.net, DistillConfig().train_params))
+    assert set(p.tensors) == names and p.version == 1
+    after = online.policy.net.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before if k not in names)
+    assert any(not torch.equal(before[k], after[k]) for k in names)
+    assert p.arch_id == distill_arch_id(online.policy.arch_id, {k: after[k].shape for k in names})
+    assert online.payload().version == 2
+
+
+def test_resumed_learner_continues_where_it_stopped_and_its_policy_is_a_checkpoint(ckpt, tmp_path):
+    online = learner(ckpt)
+    feed(online, 0, 2, True)
+    feed(online, 1, 2, None)  # still running at the save: its decisions are saved with the learner
+    online.step()
+    online.save(tmp_path / "learner")
+    at_save = online.distiller.tensors()
+    back = OnlineDistill.load(tmp_path / "learner", {"demos": ""})
+    back.distiller.demos = online.distiller.demos  # the same demonstrations (read from disk in a real resume)
+    assert back.pending.keys() == {1} and len(back.distiller.replay) == 2 and back.steps == 1
+    a, b = online.step().stats, back.step().stats
+    assert a["actor_loss"] == b["actor_loss"]
+    # <dir>/policy: an ordinary checkpoint of the same architecture, holding the weights of the save
+    policy = DiffusionPolicy.from_checkpoint(tmp_path / "learner" / "policy", expected_arch_id=online.policy.arch_id)
+    params = dict(policy.net.named_parameters())
+    assert all(torch.equal(params[k], v) for k, v in at_save.items())
+
+
+def test_bad_settings_are_refused_naming_the_field(tmp_path):
+    f = tmp_path / "distill.yaml"
+    f.write_text("demo_fraction: 1.5\n")
+    with pytest.raises(ValueError, match="demo_fraction"):
+        load_distill_config(f)
+    f.write_text("learning_rate: 0.1\n")
+    with pytest.raises(ValueError, match="unknown key.*learning_rate"):
+        load_distill_config(f)
+
+
+def test_a_layer_name_that_names_nothing_is_refused(ckpt):
+    policy = DiffusionPolicy.from_checkpoint(ckpt)
+    with pytest.raises(ValueError, match="train_params: 'unet.nowhere'"):
+        trained_names(policy.net, ("unet.up", "unet.nowhere"))
+
+
+def weights_intake(policy, shapes, arch):
+    from mechanic_rl_ros.nodes.policy_weights import WeightsIntake
+
+    problems, lines = [], []
+    log = SimpleNamespace(info=lines.append, debug=lines.append)
+    w = WeightsIntake(policy, None, arch, shapes, lambda: 10.0, log, lambda key, text: problems.append(text),
+                      partial=True)
+    w.planner = PolicyPlanner(policy, on_weights=w.on_swap, partial=True)
+    return w, problems
+
+
+def test_the_policy_swaps_in_distilled_layers_and_refuses_others_keeping_the_last_good(ckpt):
+    from mechanic_rl_ros.wire.weights import weights_message
+
+    online = learner(ckpt)
+    feed(online, 0, 2, True)
+    while online.owed():
+        online.step()
+    p = online.payload()
+    policy = DiffusionPolicy.from_checkpoint(ckpt).eval()
+    shapes = {k: tuple(v.shape) for k, v in p.tensors.items()}
+    w, problems = weights_intake(policy, shapes, p.arch_id)
+    good = weights_message(p.tensors, version=p.version, architecture_id=p.arch_id, finetune_steps=0)
+    w.on_message(good)
+    w.planner._swap()
+    name = next(iter(p.tensors))
+    assert not problems and w.planner.version == 1 and torch.equal(dict(policy.net.named_parameters())[name],
+                                                                   p.tensors[name])
+    # another architecture: the critic of selection, or layers of another policy
+    other = weights_message(p.tensors, version=2, architecture_id="distill-0000000000000000", finetune_steps=0)
+    corrupt = weights_message(p.tensors, version=3, architecture_id=p.arch_id, finetune_steps=0)
+    corrupt.payload = corrupt.payload[:-100]
+    wrong = dict(p.tensors)
+    wrong[name] = torch.zeros(3)
+    reshaped = weights_message(wrong, version=4, architecture_id=p.arch_id, finetune_steps=0)
+    for msg in (other, corrupt, reshaped):
+        w.on_message(msg)
+        w.planner._swap()
+    assert w.counts == {"weights_adopted": 1, "weights_rejected": 3}, problems
+    assert "architecture_id" in problems[0] and "sha256" in problems[1] and name in problems[2]
+    assert w.planner.version == 1 and torch.equal(dict(policy.net.named_parameters())[name], p.tensors[name])
+
+
+def test_partial_weights_of_unknown_layers_or_shapes_change_nothing(ckpt):
+    policy = DiffusionPolicy.from_checkpoint(ckpt)
+    before = {k: v.clone() for k, v in policy.net.state_dict().items()}
+    name = trained_names(policy.net, ("unet.final",))[0]
+    with pytest.raises(CheckpointMismatchError, match="not a parameter"):
+        policy.load_partial({name: before[name] + 1, "unet.extra.weight": torch.zeros(1)})
+    with pytest.raises(CheckpointMismatchError, match=name.replace(".", r"\.")):
+        policy.load_partial({name: torch.zeros(2)})
+    assert all(torch.equal(before[k], v) for k, v in policy.net.state_dict().items())
+
+
+def test_headless_twin_end_to_end_in_the_simulator(tiny_ckpt, tmp_path):
+    """`mechanic-rl train-distill` in the real simulator with the tiny state-only policy and two recorded
+    demonstrations: the offline stage runs before the first episode, two runs with one seed end with the same
+    weights and outcomes, and the policy it saves is an ordinary checkpoint `mechanic-rl eval` runs."""
+    import json
+    import subprocess
+    import sys
+
+    from mechanic_rl_ros.jobs.collect import CollectConfig, collect
+    from mechanic_rl_ros.jobs.train_distill import main
+
+    collect(CollectConfig(episodes=2, out=str(tmp_path / "demos"), noise=0.0, seed=5000, progress=False))
+    outs = []
+    for name in ("a", "b"):
+        out = tmp_path / name
+        assert main(["--checkpoint", str(tiny_ckpt), "--demos", str(tmp_path / "demos"), "--out", str(out),
+                     "--total-steps", "160", "--num-envs", "2", "--offline-steps", "3", "--publish-every", "2",
+                     "--final-eval-episodes", "2"]) == 0
+        for f in ("episodes.csv", "evals.csv", "learning_curve.png", "eval.json", "learner/policy/config.json"):
+            assert (out / f).is_file(), f
+        outs.append(json.loads((out / "final.json").read_text()))
+    a, b = outs
+    assert a["grad_steps"] >= 3 and a["final_eval"]["successes"] == b["final_eval"]["successes"]
+    ea, eb = (json.loads((tmp_path / n / "eval.json").read_text())["outcomes"] for n in "ab")
+    assert ea == eb and len(ea) == 2
+    pa = DiffusionPolicy.from_checkpoint(tmp_path / "a" / "learner" / "policy").net.state_dict()
+    pb = DiffusionPolicy.from_checkpoint(tmp_path / "b" / "learner" / "policy").net.state_dict()
+    assert all(torch.equal(pa[k], pb[k]) for k in pa)
+    start = DiffusionPolicy.from_checkpoint(tiny_ckpt).net.state_dict()
+    assert any(not torch.equal(pa[k], start[k]) for k in pa)  # the offline stage changed the policy
+    ev = subprocess.run([sys.executable, "-m", "mechanic_rl_ros.cli", "eval", "--checkpoint",
+                         str(tmp_path / "a" / "learner" / "policy"), "--episodes", "1", "--video-episodes", "0",
+                         "--out", str(tmp_path / "ev"), "--compare", str(tmp_path / "a" / "eval.json")],
+                        capture_output=True, text=True, timeout=300)
+    assert ev.returncode == 0 and "common seeds" in ev.stdout, ev.stdout + ev.stderr
