@@ -120,9 +120,10 @@ def train(args: argparse.Namespace, log: Callable[[str], None] = lambda m: print
         f"{robot_minutes(args.total_steps):.1f} robot min")
     version = 0
 
-    def learn() -> dict[str, float]:
+    stats: dict[str, list[float]] = {}  # of the steps since the last log line
+
+    def learn() -> None:
         nonlocal version
-        stats: dict[str, list[float]] = {}
         while online.owed() > 0:
             for k, v in online.step().stats.items():
                 stats.setdefault(k, []).append(v)
@@ -130,7 +131,6 @@ def train(args: argparse.Namespace, log: Callable[[str], None] = lambda m: print
                 p = online.payload()
                 acting.load_partial(p.tensors)
                 version = p.version
-        return mean_stats(stats)
 
     def run_eval(k: int, outcomes: list[int] | None = None) -> dict[str, Any]:
         te = time.perf_counter()
@@ -174,9 +174,11 @@ def train(args: argparse.Namespace, log: Callable[[str], None] = lambda m: print
                     loop.observe(res.reset_obs)
                     ep_len[i], ep_ret[i] = 0, 0.0
                     next_episode += 1
-            mean = learn()
+            learn()
             rounds += 1
             if rounds % 10 == 0:
+                mean = mean_stats(stats)
+                stats.clear()
                 recent = [e["success"] for e in episodes[-50:]]
                 log(f"{env_steps:6d} steps = {robot_minutes(env_steps):5.2f} robot min | episodes {len(episodes)} | "
                     f"success (last 50) {fmt(float(np.mean(recent)) if recent else float('nan'))} | kept "

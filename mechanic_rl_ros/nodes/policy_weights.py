@@ -85,7 +85,12 @@ class WeightsIntake:
         sent = seconds(msg.header.stamp)
         self.timing["verified_ms"] = (self.now() - sent) * 1e3
         self.staged[weights.version] = (sent, weights.sha256)
-        self.planner.stage_weights(weights.tensors, weights.version, weights.finetune_steps)
+        tensors = weights.tensors
+        if self.partial:  # torch tensors made here, on the weights thread: the swap between chunks only copies
+            import torch
+
+            tensors = {k: torch.from_numpy(v.copy()) for k, v in tensors.items()}
+        self.planner.stage_weights(tensors, weights.version, weights.finetune_steps)
         self.logger.info(f"weights version {msg.version} verified; swapping in at the next chunk")
 
     def on_swap(self, version: int, error: Exception | None) -> None:
