@@ -28,7 +28,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from mechanic_rl_ros.jobs.train_log import (EPISODE_FIELDS, EVAL_FIELDS, eval_row, fmt, mean_stats,
+from mechanic_rl_ros.jobs.train_log import (EPISODE_FIELDS, EVAL_FIELDS, EpisodeBook, eval_row, fmt, mean_stats,
                                             plot_success_curve, robot_minutes, write_csv)
 
 
@@ -113,7 +113,6 @@ def train(args: argparse.Namespace, log: Callable[[str], None] = lambda m: print
     out.mkdir(parents=True, exist_ok=True)
     n = args.num_envs
     planner = SamplePlanner(acting, torch.Generator().manual_seed(args.seed + 17))
-    episodes: list[dict[str, Any]] = []
     evals: list[dict[str, Any]] = []
     t0 = time.perf_counter()
     log(f"train-distill: {online.ready_line()}; {n} robots, budget {args.total_steps} control steps = "
@@ -143,37 +142,24 @@ def train(args: argparse.Namespace, log: Callable[[str], None] = lambda m: print
         plot_success_curve(episodes, evals, out / "learning_curve.png",
                            f"distillation into the policy, {online.cfg.optimizer}, seed {args.seed}")
 
-    env_steps, next_episode = 0, 0
+    env_steps = 0
+    book = EpisodeBook(n)
+    episodes = book.rows
     learn()  # the offline stage, before the first episode
     runner = sim_runner(acting, args.task, n, 1000 + 100 * args.seed)
     try:
         loops = [ChunkLoop.for_policy(acting) for _ in range(n)]
-        for i, o in enumerate(runner.reset()):
-            loops[i].reset(next_episode)
-            loops[i].observe(o)
-            next_episode += 1
-        ep_len, ep_ret = [0] * n, [0.0] * n
+        book.start(loops, runner.reset())
         next_eval = args.eval_every if args.eval_every > 0 else None
         rounds = 0
         while env_steps < args.total_steps:
             chunks = plan_batch(loops, planner)
             for i, loop in enumerate(loops):
-                online.add_step(loop.episode, ep_len[i], chunks[i].index, version, first=True,
+                online.add_step(loop.episode, book.length[i], chunks[i].index, version, first=True,
                                 decision=planner.decision(i, version))
             for i, (chunk, res) in enumerate(run_blocks(runner, loops, range(n), reset_on_end=True)):
-                loop = loops[i]
                 env_steps += res.steps
-                ep_len[i] += res.steps
-                ep_ret[i] += float(res.reward)
-                if res.terminated or res.truncated:
-                    online.end_episode(loop.episode, bool(res.success))
-                    episodes.append({"episode": loop.episode, "env": i, "env_steps": env_steps,
-                                     "robot_min": robot_minutes(env_steps), "length": ep_len[i],
-                                     "success": int(res.success), "return": ep_ret[i]})
-                    loop.reset(next_episode)
-                    loop.observe(res.reset_obs)
-                    ep_len[i], ep_ret[i] = 0, 0.0
-                    next_episode += 1
+                book.record(i, loops[i], res, env_steps, online.end_episode)
             learn()
             rounds += 1
             if rounds % 10 == 0:

@@ -170,3 +170,37 @@ def print_done(summary: Mapping[str, Any]) -> None:
     print(f"done: {summary['env_steps']} control steps = {summary['robot_min']:.2f} robot min, "
           f"{summary['episodes']} episodes; final deterministic eval {f['successes']}/{f['episodes']} = "
           f"{f['success']:.1%} (95 % Wilson {f['wilson_lo']:.1%}-{f['wilson_hi']:.1%})", flush=True)
+
+
+class EpisodeBook:
+    """The episodes of ``n`` simulated robots in a headless trainer: the length and return of each running
+    episode, the ``episodes.csv`` rows (:data:`EPISODE_FIELDS`) of the ended ones, and the next episode id."""
+
+    def __init__(self, n: int, next_episode: int = 0):
+        self.length, self.ret = [0] * n, [0.0] * n
+        self.rows: list[dict[str, Any]] = []
+        self.next = int(next_episode)
+
+    def start(self, loops: Sequence[Any], observations: Sequence[Any]) -> None:
+        """Begin a new episode in every loop with its first observation."""
+        for loop, o in zip(loops, observations):
+            self.begin(loop, o)
+
+    def begin(self, loop: Any, observation: Any) -> None:
+        loop.reset(self.next)
+        loop.observe(observation)
+        self.next += 1
+
+    def record(self, i: int, loop: Any, res: Any, env_steps: int, on_end: Callable[[int, bool], None]) -> None:
+        """Robot ``i`` ran a block (``res``: steps, reward, terminated, truncated, success, reset_obs); at an
+        episode's end ``on_end(episode, success)`` is called, its row written and the next episode begun."""
+        self.length[i] += res.steps
+        self.ret[i] += float(res.reward)
+        if res.terminated or res.truncated:
+            on_end(loop.episode, bool(res.success))
+            self.rows.append({"episode": loop.episode, "env": i, "env_steps": env_steps,
+                              "robot_min": robot_minutes(env_steps), "length": self.length[i],
+                              "success": int(res.success), "return": self.ret[i]})
+            self.length[i], self.ret[i] = 0, 0.0
+            self.begin(loop, res.reset_obs)
+

@@ -34,7 +34,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import torch
 
-from mechanic_rl_ros.jobs.train_log import (EPISODE_FIELDS, EVAL_FIELDS, eval_row, fmt, mean_stats,
+from mechanic_rl_ros.jobs.train_log import (EPISODE_FIELDS, EVAL_FIELDS, EpisodeBook, eval_row, fmt, mean_stats,
                                             plot_success_curve, print_done, robot_minutes, write_csv, write_summary)
 from mechanic_rl_ros.rl.learner import saved_algorithm
 from mechanic_rl_ros.rl.online_selection import OnlineSelection, load_schedule
@@ -253,7 +253,6 @@ def train(args: argparse.Namespace, log: Callable[[str], None] = lambda m: print
         out.mkdir(parents=True, exist_ok=True)
     n, seed = args.num_envs, lcfg.seed
     gen = torch.Generator().manual_seed(seed + 17)
-    episodes: list[dict[str, Any]] = []
     evals: list[dict[str, Any]] = []
     updates: list[dict[str, Any]] = []
     t0 = time.perf_counter()
@@ -277,23 +276,21 @@ def train(args: argparse.Namespace, log: Callable[[str], None] = lambda m: print
 
     def checkpoint() -> None:
         if out:
-            save_checkpoint(out / "ckpt", online, {"env_steps": env_steps, "next_episode": next_episode,
+            save_checkpoint(out / "ckpt", online, {"env_steps": env_steps, "next_episode": book.next,
                                                    "episodes": episodes, "evals": evals})
             export_critic(learner, out / "critic", policy.arch_id, policy_weights_id(args.checkpoint))
 
-    env_steps, next_episode = 0, 0
+    env_steps = 0
+    book = EpisodeBook(n)
+    episodes = book.rows
     if args.eval_every > 0:
         evals.append(run_eval(args.eval_episodes))
     runner = sim_runner(policy, args.task, n, 1000 + 100 * seed)
     try:
         loops = [ChunkLoop.for_policy(policy) for _ in range(n)]
-        for i, o in enumerate(runner.reset()):
-            loops[i].reset(next_episode)
-            loops[i].observe(o)
-            next_episode += 1
+        book.start(loops, runner.reset())
         choice: dict[str, Callable] = {}
         planner = SelectPlanner(npol, lcfg.num_candidates, gen, lambda f, c, t: choice["now"](f, c, t))
-        ep_ret, ep_len = [0.0] * n, [0] * n
         next_eval = args.eval_every if args.eval_every > 0 else None
         next_save = args.save_every if args.save_every > 0 else None
         rounds = 0
@@ -307,23 +304,13 @@ def train(args: argparse.Namespace, log: Callable[[str], None] = lambda m: print
                 decision = Decision(obs={}, chain=np.zeros((1, 1, 1), np.float32), chain_logprob=np.zeros(0),
                                     policy_version=learner.version, episode=loop.episode, chunk=chunks[i].index,
                                     features=feat[i].numpy(), proposals=cands[i].numpy(), chosen=int(idx[i]))
-                online.add_step(loop.episode, ep_len[i], chunks[i].index, first=True, decision=decision)
+                online.add_step(loop.episode, book.length[i], chunks[i].index, first=True, decision=decision)
             for i, (chunk, res) in enumerate(run_blocks(runner, loops, range(n), reset_on_end=True)):
                 loop = loops[i]
-                feed_chunk(online, loop.episode, ep_len[i], chunk.index, res.steps, res.reward, res.terminated,
+                feed_chunk(online, loop.episode, book.length[i], chunk.index, res.steps, res.reward, res.terminated,
                            res.truncated)
                 env_steps += res.steps
-                ep_ret[i] += res.reward
-                ep_len[i] += res.steps
-                if res.terminated or res.truncated:
-                    online.end_episode(loop.episode, bool(res.success))
-                    episodes.append({"episode": loop.episode, "env": i, "env_steps": env_steps,
-                                     "robot_min": robot_minutes(env_steps), "length": ep_len[i],
-                                     "success": int(res.success), "return": ep_ret[i]})
-                    loop.reset(next_episode)
-                    loop.observe(res.reset_obs)
-                    ep_ret[i], ep_len[i] = 0.0, 0
-                    next_episode += 1
+                book.record(i, loop, res, env_steps, online.end_episode)
             rounds += 1
             stats: dict[str, list[float]] = {}
             while online.owed() > 0:  # the learner's schedule, as learner_node runs it
