@@ -29,13 +29,17 @@ automatic franka_ros2 recovery sequence; prints per round and in sum the time fr
 in move mode again and to the policy acting in the next episode, the reflexes the robot's own checks added,
 and what the learner dropped of the aborted episodes.
 
+With ``--load`` a CPU hog (one spinning process per core, normal priority) runs during the measurement,
+30 minutes by default: missed ticks, delivery delays, reflexes and recoveries of a busy machine.
+
 Usage: python bench/bench_stack.py [--checkpoint DIR] [--seconds 60] [--algorithm select|dppo|distill]
-       [--param NODE.NAME=VALUE ...] [--inject N]
+       [--param NODE.NAME=VALUE ...] [--inject N] [--load]
 (default checkpoint: checkpoints/lift_pretrained, else a tiny random policy).
 """
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import tempfile
@@ -102,7 +106,11 @@ def inject_reflexes(obs: StackObserver, count: int, recover_within: float) -> in
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--checkpoint", type=Path, default=REPO / "checkpoints" / "lift_pretrained")
-    ap.add_argument("--seconds", type=float, default=60.0, help="wall seconds of control to measure")
+    ap.add_argument("--seconds", type=float, default=None,
+                    help="wall seconds of control to measure (default 60; 1800 with --load)")
+    ap.add_argument("--load", action="store_true",
+                    help="a CPU hog during the measurement: one process per core spinning at normal priority, as a "
+                         "busy user machine (browser, RViz, a second camera) competes with the stack")
     ap.add_argument("--algorithm", choices=("select", "dppo", "distill"), default="select",
                     help="the stack's learner")
     ap.add_argument("--param", action="append", default=[], metavar="NODE.NAME=VALUE",
@@ -113,7 +121,10 @@ def main() -> int:
     ap.add_argument("--recover-within", type=float, default=10.0, help="[s] with --inject: a recovery slower than "
                                                                        "this counts as not recovered")
     args = ap.parse_args()
+    if args.seconds is None:
+        args.seconds = 1800.0 if args.load else 60.0
     tmp = Path(tempfile.mkdtemp(prefix="bench_stack_"))
+    hogs: list[subprocess.Popen] = []
     ckpt = args.checkpoint
     if not (ckpt / "model.safetensors").is_file():
         print(f"no checkpoint at {ckpt}; using a tiny random policy")
@@ -161,7 +172,10 @@ def main() -> int:
         start_sim = dict(obs.diagnostics.get("sim_node", {}))
         arrivals.clear()
         latencies.clear()
-        print(f"[bench] measuring the control loop for {args.seconds:.0f} s with the learner training", flush=True)
+        if args.load:
+            hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(os.cpu_count() or 2)]
+        print(f"[bench] measuring the control loop for {args.seconds:.0f} s with the learner training"
+              + (f" and {len(hogs)} spinning processes" if hogs else ""), flush=True)
         obs.spin_until(lambda: False, args.seconds)
         window, window_latency = list(arrivals), np.array(latencies) * 1e3
         end_diag = dict(obs.diagnostics.get("policy_node", {}))
@@ -199,6 +213,8 @@ def main() -> int:
             swap.append(float(d.get("weights_swap_ms", "nan")))
         copy_ms = memcpy_seconds(len(data)) * 1e3
     finally:
+        for h in hogs:
+            h.kill()
         obs.close()
         for p in procs:
             p.send_signal(2)
@@ -212,7 +228,8 @@ def main() -> int:
     ticks = lambda d, k: int(d.get(k, 0))  # noqa: E731
     holds = {k: ticks(end_diag, k) - ticks(start_diag, k)
              for k in (*MISSED_TICK_COUNTS, "start_wait")}
-    print("\n== control loop (policy_node, 10 Hz target, learner training on the same 2 cores)")
+    load = f", {len(hogs)} CPU hogs" if hogs else ""
+    print(f"\n== control loop (policy_node, 10 Hz target, learner training on the same cores{load})")
     print(f"commands received: {len(window)} in {args.seconds:.0f} s -> {len(window) / args.seconds:.2f} Hz")
     print(f"inter-command interval: p50 {np.percentile(gaps, 50):.1f} ms, p99 {np.percentile(gaps, 99):.1f} ms, "
           f"max {gaps.max():.1f} ms")
@@ -227,8 +244,9 @@ def main() -> int:
     print(f"ticks before an episode's first action (arm at rest, not missed): {holds['start_wait']}")
     print(f"policy inference: p50 {end_diag.get('inference_ms_p50')} ms, p99 {end_diag.get('inference_ms_p99')} ms")
     sim = {k: ticks(end_sim, k) - ticks(start_sim, k)
-           for k in ("reflexes", "resets", "late_trajectories", "commands_rejected")}
-    print(f"robot (sim_node): {sim['reflexes']} reflexes in {sim['resets']} resets, {sim['late_trajectories']} "
+           for k in ("reflexes", "recoveries", "resets", "late_trajectories", "commands_rejected")}
+    print(f"robot (sim_node): {sim['reflexes']} reflexes, {sim['recoveries']} recoveries in {sim['resets']} resets "
+          f"(episodes), {sim['late_trajectories']} "
           f"trajectories switched to after their stamp (largest delay so far "
           f"{end_sim.get('max_trajectory_delay_ms')} ms), {sim['commands_rejected']} commands rejected; "
           f"simulation at {end_sim.get('real_time_factor')}x real time since start")
