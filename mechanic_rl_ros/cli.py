@@ -20,7 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train-select": ("mechanic_rl_ros.jobs.train_select",
                      "headless off-policy fine-tuning: a critic picks among the frozen policy's proposals"),
     "train-distill": ("mechanic_rl_ros.jobs.train_distill",
-                      "headless twin of the stack's distillation learner: the policy's own weights improve"),
+                      "headless twin of the stack's distillation learner (trains the policy's own layers)"),
     "finetune": ("mechanic_rl_ros.stack.runner", "run the whole ROS 2 node stack (venv runner of finetune.launch.py)"),
 }
 
