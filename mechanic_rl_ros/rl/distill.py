@@ -7,7 +7,9 @@ policy's samples are "distilled" into the policy by supervised learning. With a 
 choice is the outcome itself: a chunk of a successful episode is kept, one of a failed episode is not
 (reward-filtered regression, as in filtered behaviour cloning). Every batch is ``demo_fraction``
 demonstrations (RLPD and HIL-SERL draw half of every batch from them, Ball et al. 2023, Luo et al.
-2024), so the policy keeps what the demonstrations taught while it sharpens towards what works.
+2024), so the policy keeps what the demonstrations taught. Measured (docs/learner.md), keeping whole
+successful episodes does not lift the shipped policies: the mechanism is here, the choice of what to
+distil is the part to improve.
 
 Only the parameters under ``train_params`` (prefixes of ``policy.net``'s parameter names) change: they
 are what crosses the wire (a few MB instead of the whole 17.6 MB network) and what the policy node
