@@ -248,13 +248,13 @@ class Distiller:
         out["action"] = torch.from_numpy(rows["action"])
         return out
 
-    def step(self) -> dict[str, float]:
+    def step(self, batch: dict[str, Any] | None = None) -> dict[str, float]:
         """One gradient step; its statistics (``actor_loss``, ``actor_scale``: the trained policy is the
         stack's actor; ``skipped`` = 1 when a non-finite loss or gradient changed nothing). The network is
-        left in eval mode."""
+        left in eval mode. ``batch``: one :meth:`batch` drew already (under the caller's lock)."""
         net = self.policy.net.train()
         try:
-            batch = self.batch()
+            batch = self.batch() if batch is None else batch
             loss = self.policy.compute_loss(batch, generator=self.gen, augment_pad=self.augment_pad)
             self.opt.zero_grad(set_to_none=True)
             stats = {"actor_loss": float(loss.detach()), "kept": float(len(self.replay))}

@@ -145,8 +145,10 @@ class OnlineDistill(Learner):
 
     def step(self) -> StepResult:
         """One gradient step of the trained part of the policy."""
-        with self.lock:  # the replay is written by ingestion; a step reads its batch under the lock
-            stats = self.distiller.step()
+        with self.lock:  # the replay is written by ingestion: the batch is drawn under the lock, not the step
+            batch = self.distiller.batch()
+        stats = self.distiller.step(batch)
+        with self.lock:
             self.counts["grad_steps_done"] += 1
         if stats.get("skipped"):
             return StepResult(stats, "gradient step refused: non-finite loss or gradient; weights unchanged",
