@@ -56,7 +56,7 @@ sys.path.insert(0, str(REPO / "test"))
 from mechanic_rl_ros.msg import PolicyWeights  # noqa: E402
 from mechanic_rl_ros.nodes.policy_node import MISSED_TICK_COUNTS  # noqa: E402
 from mechanic_rl_ros.policy import DiffusionPolicy  # noqa: E402
-from mechanic_rl_ros.rl.distill import distill_arch_id, load_distill_config, trained_names  # noqa: E402
+from mechanic_rl_ros.rl.distill import distilled_layers, load_distill_config  # noqa: E402
 from mechanic_rl_ros.rl.selection import CriticSelector, load_select_config  # noqa: E402
 from mechanic_rl_ros.wire.weights import weights_message  # noqa: E402
 from mechanic_rl_ros.stack import description  # noqa: E402
@@ -190,10 +190,9 @@ def main() -> int:
                                                     act_dim=pc.action_horizon * pc.action_dim), policy.arch_id)
             state, arch, k_ft, what = sel.critic.state_dict(), sel.arch_id, 0, "selection critic"
         elif args.algorithm == "distill":
-            names = trained_names(policy.net, load_distill_config().train_params)
+            shapes, arch = distilled_layers(policy, load_distill_config().train_params)
             params = dict(policy.net.named_parameters())
-            state = {n: params[n].detach() for n in names}
-            arch = distill_arch_id(policy.arch_id, {n: tuple(v.shape) for n, v in state.items()})
+            state = {n: params[n].detach() for n in shapes}
             k_ft, what = 0, "distilled layers of the policy"
         else:
             k_ft = policy.cfg.sampling.finetune_steps or 5

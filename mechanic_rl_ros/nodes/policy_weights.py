@@ -19,20 +19,17 @@ def weights_contract(policy, algorithm: str, select_config: str, distill_config:
     running ``algorithm`` accepts: ``select``, the critic (nothing of the diffusion policy); ``distill``, the
     trained layers of this very policy (``distill_config``'s ``train_params``); ``dppo``, the whole fine-tuned
     network, which has the shapes of the pretrained one it was copied from."""
-    from mechanic_rl_ros.rl.distill import distill_arch_id, load_distill_config, trained_names
+    from mechanic_rl_ros.rl.distill import distilled_layers, load_distill_config
     from mechanic_rl_ros.rl.selection import CriticSelector, load_select_config
 
-    shapes = {k: tuple(v.shape) for k, v in policy.net.state_dict().items()}
     if algorithm == "select":
         pc = policy.cfg
         selector = CriticSelector(load_select_config(select_config, feat_dim=policy.net.cond_dim,
                                                      act_dim=pc.action_horizon * pc.action_dim), policy.arch_id)
         return selector, selector.expected_shapes, selector.arch_id
     if algorithm == "distill":
-        names = set(trained_names(policy.net, load_distill_config(distill_config).train_params))
-        shapes = {k: v for k, v in shapes.items() if k in names}
-        return None, shapes, distill_arch_id(policy.arch_id, shapes)
-    return None, shapes, policy.arch_id
+        return None, *distilled_layers(policy, load_distill_config(distill_config).train_params)
+    return None, {k: tuple(v.shape) for k, v in policy.net.state_dict().items()}, policy.arch_id
 
 
 class WeightsIntake:

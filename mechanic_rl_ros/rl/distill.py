@@ -18,7 +18,7 @@ for comparisons. No ROS imports.
 
 Pieces: :class:`DistillConfig` (config/distill.yaml), :class:`ChunkReplay` (observation histories and
 the chunks to imitate, in a keyed ring saved without pickle), :class:`Distiller` (one gradient step on
-a mixed batch), :func:`trained_names` and :func:`distill_arch_id` (what the policy node checks).
+a mixed batch), :func:`distilled_layers` (the names, shapes and architecture id the policy node checks).
 """
 from __future__ import annotations
 
@@ -110,6 +110,14 @@ def distill_arch_id(policy_arch_id: str, shapes: Mapping[str, Sequence[int]]) ->
     return "distill-" + hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def distilled_layers(policy: Any, prefixes: Sequence[str]) -> tuple[dict[str, tuple[int, ...]], str]:
+    """(name -> shape, architecture id) of the layers of ``policy`` under ``prefixes``: what a distillation
+    learner sends and what a policy node accepts."""
+    params = dict(policy.net.named_parameters())
+    shapes = {n: tuple(params[n].shape) for n in trained_names(policy.net, prefixes)}
+    return shapes, distill_arch_id(policy.arch_id, shapes)
+
+
 class ChunkReplay(KeyedRing):
     """Decisions to imitate: the observation history the policy saw and the chunk it predicted.
 
@@ -196,12 +204,11 @@ class Distiller:
 
     @property
     def shapes(self) -> dict[str, tuple[int, ...]]:
-        params = dict(self.policy.net.named_parameters())
-        return {n: tuple(params[n].shape) for n in self.names}
+        return distilled_layers(self.policy, self.cfg.train_params)[0]
 
     @property
     def arch_id(self) -> str:
-        return distill_arch_id(self.policy.arch_id, self.shapes)
+        return distilled_layers(self.policy, self.cfg.train_params)[1]
 
     def tensors(self) -> dict[str, torch.Tensor]:
         """The trained parameters (what goes on the wire), detached copies."""
