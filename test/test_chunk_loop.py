@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from mechanic_rl_ros.control.chunk_loop import BackgroundPlanning, Chunk, ChunkLoop, run_episode
+from mechanic_rl_ros.control.chunk_loop import AdaptiveMargin, BackgroundPlanning, Chunk, ChunkLoop, run_episode
 from mechanic_rl_ros.policy import DiffusionPolicy, PolicyPlanner
 
 SHIPPED = Path(__file__).resolve().parents[1] / "checkpoints" / "lift_pretrained"
@@ -39,6 +39,48 @@ def test_chunks_hand_over_without_gap_and_replan_early():
         action, chunk, k = loop.pop()
         got.append(action[0])
     assert got == [0, 1, 2, 3, 4, 5, 6, 7, 100, 101] and chunk.index == 1 and k == 1
+
+
+def test_the_adaptive_margin_covers_the_measured_inference_time():
+    adapt = AdaptiveMargin(floor=2, ceiling=7, control_dt=0.1)
+    assert adapt.margin() == 2  # nothing measured yet: the configured margin
+    for _ in range(50):
+        adapt.record(0.05)
+    assert adapt.margin() == 2  # fast inference never plans later than configured
+    for _ in range(10):
+        adapt.record(0.31)  # 10 of the last 50 slow: the 95th percentile is 0.31 s, + a quarter period
+    assert adapt.margin() == 4
+    for _ in range(50):
+        adapt.record(3.0)
+    assert adapt.margin() == 7  # never beyond the policy's largest lead
+    with pytest.raises(ValueError, match="replan_margin"):
+        AdaptiveMargin(floor=8, ceiling=7, control_dt=0.1)
+
+
+def test_background_planning_plans_earlier_once_inference_is_slow():
+    """A planner that takes 0.25 s with 0.1 s ticks: after the first chunk the margin is 3, and the next
+    chunk is requested with 3 actions of the current one left (its lead)."""
+    import time
+
+    leads = []
+
+    def slow(req):
+        leads.append(req.lead)
+        time.sleep(0.25)
+        return _chunk(10 * req.index, req.index)
+
+    planning = BackgroundPlanning(_loop(1), slow, adapt=AdaptiveMargin(1, 7, 0.1))
+    try:
+        planning.reset(episode=0)
+        assert planning.tick({"qpos": np.zeros(7)}, wait=5.0) is not None
+        for _ in range(7):
+            planning.tick({"qpos": np.zeros(7)})
+            if planning.in_flight:
+                break
+        planning.poll(wait=5.0)  # (the worker records the lead it was asked for)
+        assert planning.loop.replan_margin == 3 and leads == [0, 3]
+    finally:
+        planning.close()
 
 
 def test_history_and_stamps_are_padded_with_the_first_observation():

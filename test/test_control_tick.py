@@ -42,8 +42,10 @@ def assembler_with_joints(*stamps: float) -> ObservationAssembler:
 def test_config_names_a_bad_field():
     with pytest.raises(ValueError, match="control_dt"):
         TickConfig(control_dt=0.0)
-    with pytest.raises(ValueError, match="send_delay"):
-        TickConfig(control_dt=0.1, send_delay=-0.01)
+    with pytest.raises(ValueError, match="delivery_budget"):
+        TickConfig(control_dt=0.1, delivery_budget=-0.01)
+    with pytest.raises(ValueError, match="delivery_budget.*less than the control period"):
+        TickConfig(control_dt=0.1, delivery_budget=0.08, switch_lead=0.02)
 
 
 def test_only_ticks_on_the_grid_act_on_sim_time():
@@ -100,18 +102,17 @@ def test_after_planning_holds_without_an_action_and_skips_a_late_tick():
     assert ticker(False).after_planning(item, 1.0, 1.1, False, 0.0) is None  # the wall clock always moves
 
 
-def test_on_the_wall_clock_a_message_is_stamped_ahead_and_sent_at_its_stamp():
+def test_on_the_wall_clock_a_message_goes_at_once_and_its_lead_covers_the_delivery_budget():
     clock = FakeClock()
-    t = ticker(False, clock, send_delay=0.05, switch_lead=0.02)
-    stamp = t.send_stamp(10.0)
-    assert stamp == pytest.approx(10.05)
-    assert t.release(stamp, lambda: 10.02, True) is None and clock.slept == [pytest.approx(0.03)]
-    assert t.release(stamp, lambda: 10.055, True) is None  # within half the switch_lead: sent
-    v = t.release(stamp, lambda: 10.07, True, ", action 2")
+    t = ticker(False, clock, delivery_budget=0.05, switch_lead=0.02)
+    assert t.lead() == pytest.approx(0.07)
+    assert t.release(10.0, lambda: 10.02, True) is None and clock.slept == []  # never waits
+    assert t.release(10.0, lambda: 10.059, True) is None  # within the budget + half the switch_lead: sent
+    v = t.release(10.0, lambda: 10.07, True, ", action 2")
     assert v.action == SKIP and v.count == "sent_late" and v.text.endswith("not sent, action 2")
-    assert t.release(stamp, lambda: 10.07, False) is None  # a settling message has no stamp to miss
-    sim = ticker(True, send_delay=0.05)
-    assert sim.send_stamp(10.0) == 10.0 and sim.release(10.0, lambda: 99.0, True) is None
+    assert t.release(10.0, lambda: 10.07, False) is None  # a settling message has no stamp to miss
+    sim = ticker(True, delivery_budget=0.05, switch_lead=0.02)
+    assert sim.lead() == pytest.approx(0.02) and sim.release(10.0, lambda: 99.0, True) is None
 
 
 def test_filter_seed_continues_the_robots_command_only_when_it_is_current():
@@ -138,3 +139,24 @@ def test_robot_out_of_move_mode_gives_the_episode_up_and_a_silent_robot_sends_no
     assert v.action == WAIT and v.count == "hold_robot_state" and "0.500 s old" in v.text and not v.missed
     v = ControlTick.robot_ready(None, age=float("inf"), max_age=0.3)
     assert v.action == WAIT and "no robot state received yet" in v.text
+
+
+def test_a_node_takes_over_the_garbage_collector():
+    """policy_node and sim_node switch automatic collection off (a pass holds the interpreter lock, so a
+    control tick would wait for one started in any thread) and collect where they choose; the passes are
+    timed for /diagnostics."""
+    import gc
+
+    from mechanic_rl_ros.nodes.common import GcPauses
+
+    pauses = GcPauses()
+    try:
+        pauses.take_over()
+        assert not gc.isenabled()
+        pauses.young()
+        pauses.full()
+        report = pauses.report()
+        assert int(report["gc_pauses"]) == 2 and float(report["gc_pause_ms_max"]) >= 0.0
+    finally:
+        gc.enable()
+        gc.callbacks.remove(pauses._on_gc)

@@ -30,10 +30,12 @@ Only numpy and the standard library are used; what plans is a callable.
 """
 from __future__ import annotations
 
+import math
 import os
 import queue
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
@@ -181,6 +183,36 @@ class ChunkLoop:
         return items
 
 
+class AdaptiveMargin:
+    """A replan margin that covers the inference time measured on this machine (the wall clock's).
+
+    A plan requested with m actions of the current chunk left is needed m control periods later. With
+    ``floor`` = the configured margin and ``ceiling`` = the policy's largest lead, the margin is the least m
+    with m * control_dt >= the ``quantile`` of the last ``window`` inference times plus ``slack`` of a
+    period (tick jitter): a slow or loaded machine plans earlier (its chunks start from older observations)
+    instead of holding the arm. Each chunk's lead is the margin it was planned with, so it still executes the
+    actions predicted for the instants it runs at.
+    """
+
+    def __init__(self, floor: int, ceiling: int, control_dt: float, quantile: float = 0.95, window: int = 50,
+                 slack: float = 0.25):
+        if not 0 <= floor <= ceiling:
+            raise ValueError(f"replan_margin: {floor}; expected 0..{ceiling}")
+        self.floor, self.ceiling, self.control_dt = int(floor), int(ceiling), float(control_dt)
+        self.quantile, self.slack = float(quantile), float(slack)
+        self._seconds: deque[float] = deque(maxlen=int(window))
+
+    def record(self, seconds: float) -> None:
+        """The wall time one plan took."""
+        self._seconds.append(float(seconds))
+
+    def margin(self) -> int:
+        if not self._seconds:
+            return self.floor
+        need = float(np.quantile(np.asarray(self._seconds), self.quantile)) / self.control_dt + self.slack
+        return int(min(self.ceiling, max(self.floor, math.ceil(need))))
+
+
 class BackgroundPlanning:
     """A :class:`ChunkLoop` ticked from a control timer, with its planner on a worker thread.
 
@@ -192,9 +224,10 @@ class BackgroundPlanning:
     earlier episode are dropped.
     """
 
-    def __init__(self, loop: ChunkLoop, planner: Planner, niceness: int = 0):
+    def __init__(self, loop: ChunkLoop, planner: Planner, niceness: int = 0, adapt: AdaptiveMargin | None = None):
         self.loop = loop
         self.planner = planner
+        self.adapt = adapt
         self.in_flight = False
         self.flight_started = 0.0
         self.failure: Exception | None = None
@@ -214,6 +247,8 @@ class BackgroundPlanning:
     def tick(self, obs: Mapping[str, Any], stamp: float = 0.0, wait: float = 0.0) -> tuple[np.ndarray, Chunk, int] | None:
         """One control tick (see :class:`ChunkLoop`); None when no action is ready."""
         self.loop.observe(obs, stamp)
+        if self.adapt is not None:
+            self.loop.replan_margin = self.adapt.margin()
         if self.loop.wants_plan(self.in_flight):
             self.in_flight, self.flight_started = True, time.monotonic()
             self._requests.put((self._generation, self.loop.request()))
@@ -225,10 +260,13 @@ class BackgroundPlanning:
     def poll(self, wait: float = 0.0) -> None:
         """Move a finished plan to the loop (waiting up to ``wait`` seconds for one)."""
         try:
-            generation, result = self._results.get(timeout=wait) if wait > 0 else self._results.get_nowait()
+            item = self._results.get(timeout=wait) if wait > 0 else self._results.get_nowait()
         except queue.Empty:
             return
+        generation, result, seconds = item
         self.in_flight = False
+        if self.adapt is not None and not isinstance(result, Exception):
+            self.adapt.record(seconds)
         if generation != self._generation:
             return
         if isinstance(result, Exception):
@@ -255,11 +293,12 @@ class BackgroundPlanning:
                 generation, req = self._requests.get(timeout=0.2)
             except queue.Empty:
                 continue
+            started = time.monotonic()
             try:
                 result: Any = self.planner(req)
             except Exception as exc:  # noqa: BLE001 - a failing model makes the caller hold, not crash
                 result = exc
-            self._results.put((generation, result))
+            self._results.put((generation, result, time.monotonic() - started))
 
 
 @dataclass

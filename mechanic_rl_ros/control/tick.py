@@ -23,12 +23,15 @@ with a :class:`Verdict`:
    ``inference_timeout`` is reported as a dead model). On sim time a tick
    that waited while the simulator ran on is *skipped* (``ticks_late``): its
    trajectory would be played late, off the committed one.
-5. :meth:`ControlTick.send_stamp` and :meth:`ControlTick.release` -- on the
-   wall clock a trajectory is stamped ``send_delay`` after its tick and
-   published when the clock gets there, so the safety filter's computation
-   delays it only past a stamp it has not reached; one ready more than half
-   the ``switch_lead`` after its stamp is not sent (*skip*, ``sent_late``).
-   On sim time the clock stands still while the tick computes.
+5. :meth:`ControlTick.release` -- a trajectory is stamped when the safety
+   filter starts on it and published as soon as it is made. On the wall
+   clock the filter repeats the committed trajectory for ``delivery_budget``
+   + ``switch_lead`` after the stamp (:meth:`ControlTick.lead`), so the
+   filter's computation, the process's other threads and DDS delivery share
+   that whole budget before the controller's switch could change a command;
+   one ready later than ``delivery_budget`` + half the ``switch_lead`` after
+   its stamp is not sent (*skip*, ``sent_late``). On sim time the clock
+   stands still while the tick computes and the lead is ``switch_lead``.
 
 A skipped or held tick leaves the committed trajectory playing (it ends at
 rest within the FR3's limits).
@@ -36,6 +39,7 @@ rest within the FR3's limits).
 from __future__ import annotations
 
 import time
+from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -81,16 +85,20 @@ class TickConfig:
     input_wait: float = 0.3  # [wall s] on sim time
     inference_timeout: float = 2.0  # [wall s]
     wait_for_inference: bool = True  # on sim time
-    send_delay: float = 0.05  # [s] on the wall clock
+    delivery_budget: float = 0.075  # [s] on the wall clock
     switch_lead: float = 0.02  # [s] the safety filter's
 
     def __post_init__(self) -> None:
         for name in ("control_dt", "inference_timeout"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name}: {getattr(self, name)}; expected > 0")
-        for name in ("input_wait", "send_delay", "switch_lead"):
+        for name in ("input_wait", "delivery_budget", "switch_lead"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name}: {getattr(self, name)}; expected >= 0")
+        if not self.delivery_budget + self.switch_lead < self.control_dt:
+            raise ValueError(f"delivery_budget: {self.delivery_budget} s + switch_lead {self.switch_lead} s must be "
+                             f"less than the control period {self.control_dt} s (a message would repeat its "
+                             f"predecessor's braking tail)")
 
 
 class ControlTick:
@@ -102,7 +110,21 @@ class ControlTick:
     def __init__(self, config: TickConfig, sim_time: bool, monotonic: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] = time.sleep):
         self.config, self.sim_time = config, sim_time
+        #: [s] stamp -> ready to publish of the last messages on the wall clock (the filter's computation and
+        #: the waits for the CPU and the interpreter lock): the part of delivery_budget this node uses
+        self.ready_delays: deque[float] = deque(maxlen=1000)
+        #: [s] stamp -> handed to DDS (after the gripper goal and the publish call)
+        self.sent_delays: deque[float] = deque(maxlen=1000)
         self.monotonic, self.sleep = monotonic, sleep
+
+    def delay_report(self) -> dict[str, str]:
+        """p50 / p99 [ms] of stamp -> ready and stamp -> published of the last messages (wall clock only)."""
+        out = {}
+        for name, delays in (("ready", self.ready_delays), ("sent", self.sent_delays)):
+            if delays:
+                ms = np.asarray(delays) * 1e3
+                out.update({f"{name}_ms_p{q}": f"{np.percentile(ms, q):.1f}" for q in (50, 99)})
+        return out
 
     @staticmethod
     def robot_ready(robot, age: float, max_age: float) -> Verdict | None:
@@ -186,28 +208,32 @@ class ControlTick:
                                                f"executed")
         return None
 
-    def send_stamp(self, clock_now: float) -> float:
-        """The stamp [s, node clock] of the tick's message: ``send_delay`` ahead on the wall clock.
+    def lead(self, switch_lead: float | None = None) -> float:
+        """[s] how long after its stamp a message repeats the committed trajectory (the safety filter's lead).
 
-        The message is sent when the clock gets there: the controller then reads it within switch_lead of its
-        stamp unless delivery itself takes that long (a message is never early: early, the JTC would
-        interpolate from its "point before", one period off the path; see control/trajectory.py).
+        Sim time: ``switch_lead`` (the lock-step JTC reads a message within microseconds of its stamp). Wall
+        clock: ``delivery_budget`` + ``switch_lead``, since the message is stamped when the filter starts on it
+        (a message is never early: early, the JTC would interpolate from its "point before", one period off
+        the path; see control/trajectory.py) and the filter, the process and DDS all take their time before
+        the controller reads it.
         """
-        return clock_now + (0.0 if self.sim_time else self.config.send_delay)
+        lead = self.config.switch_lead if switch_lead is None else float(switch_lead)
+        return lead + (0.0 if self.sim_time else self.config.delivery_budget)
 
     def release(self, stamp: float, clock: Callable[[], float], has_trajectory: bool,
                 what: str = "") -> Verdict | None:
-        """Wait until the node's ``clock()`` reaches ``stamp``; a message ready too late is not sent (``what``:
-        the action it carried, for the log)."""
-        if self.sim_time:
+        """Whether the message stamped ``stamp`` may still go out at the node's ``clock()`` (None: send it now).
+
+        On the wall clock one ready more than ``delivery_budget`` + half the ``switch_lead`` after its stamp
+        is not sent (``what``: the action it carried, for the log): the controller would likely read it past
+        its lead, after the two trajectories have parted (a step, a reflex).
+        """
+        if self.sim_time or not has_trajectory:
             return None
-        wait = stamp - clock()
-        if wait > 0.0:
-            self.sleep(wait)
-        elif -wait > 0.5 * self.config.switch_lead and has_trajectory:
-            # the filter took so long that the controller could read the message only past its switch_lead
-            # (a step, a reflex): dropped
-            return Verdict(SKIP, "sent_late", f"trajectory for {stamp:.3f} s ready {-wait * 1e3:.0f} ms after "
+        late = clock() - stamp
+        self.ready_delays.append(late)
+        if late > self.config.delivery_budget + 0.5 * self.config.switch_lead:
+            return Verdict(SKIP, "sent_late", f"trajectory for {stamp:.3f} s ready {late * 1e3:.0f} ms after "
                                               f"its stamp: not sent{what}")
         return None
 

@@ -5,11 +5,13 @@ the arm's controller takes, and directories replaced without ever being
 half-written (:mod:`mechanic_rl_ros.rl.persist`)."""
 from __future__ import annotations
 
+import gc
 import math
 import signal
 import sys
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
 
@@ -338,6 +340,47 @@ class QuietMultiThreadedExecutor(MultiThreadedExecutor):
         return True
 
 
+class GcPauses:
+    """How long Python's cyclic garbage collector stops this process's threads (it holds the interpreter lock
+    for a whole pass, so a control tick waits for it whichever thread started it)."""
+
+    def __init__(self) -> None:
+        self.seconds: deque[float] = deque(maxlen=1000)
+        self._start = 0.0
+        gc.callbacks.append(self._on_gc)
+
+    def _on_gc(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._start = time.perf_counter()
+        else:
+            self.seconds.append(time.perf_counter() - self._start)
+
+    def take_over(self) -> None:
+        """No automatic passes from now on (they start in whichever thread allocates, at any moment): the
+        caller collects the young generations where a pause costs nothing (:meth:`young`, right after a control
+        tick has sent its command) and everything between episodes (:meth:`full`, the arm at rest)."""
+        gc.disable()
+
+    @staticmethod
+    def young() -> None:
+        gc.collect(1)
+
+    @staticmethod
+    def full() -> None:
+        gc.collect()
+
+    def report(self) -> dict[str, str]:
+        if not self.seconds:
+            return {}
+        ms = np.asarray(self.seconds) * 1e3
+        return {"gc_pauses": str(len(ms)), "gc_pause_ms_p99": f"{np.percentile(ms, 99):.1f}",
+                "gc_pause_ms_max": f"{ms.max():.1f}"}
+
+
+#: the collector's pauses in this process (a node's diagnostics report them)
+GC_PAUSES = GcPauses()
+
+
 def run_node(factory: Callable[[], Node], argv: list[str] | None = None, threads: int = 1,
              failed: Callable[[Node], bool] | None = None) -> int:
     """Process entry point of a node: init, spin until SIGINT / SIGTERM / shutdown, clean up.
@@ -356,6 +399,10 @@ def run_node(factory: Callable[[], Node], argv: list[str] | None = None, threads
     executor = None
     try:
         node = factory()
+        # what start-up made (the model, the simulator, the imported modules) lives as long as the process: kept
+        # out of the collector's passes, which then take a fraction of the time while the control path runs
+        gc.collect()
+        gc.freeze()
         stop.logger = node.get_logger()
         executor = QuietMultiThreadedExecutor(num_threads=threads) if threads > 1 else SingleThreadedExecutor()
         executor.add_node(node)

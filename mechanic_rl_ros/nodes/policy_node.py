@@ -38,6 +38,7 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -51,13 +52,13 @@ from std_msgs.msg import Int64
 
 from mechanic_rl_ros.control import fr3
 from mechanic_rl_ros.control.gripper import GripperCommander
-from mechanic_rl_ros.control.chunk_loop import BackgroundPlanning, Chunk, ChunkLoop
+from mechanic_rl_ros.control.chunk_loop import AdaptiveMargin, BackgroundPlanning, Chunk, ChunkLoop
 from mechanic_rl_ros.control.observation import ObservationAssembler
 from mechanic_rl_ros.control.safety import SafetyFilter
 from mechanic_rl_ros.control.tick import GIVE_UP, HOLD, INFO_PERIOD, ControlTick, Verdict, filter_seed
 from mechanic_rl_ros.msg import EpisodeEvent, TaskState
-from mechanic_rl_ros.nodes.common import (RateLimitedLog, command_message_type, declare_parameters, joint_command,
-                                         path_marker, publish_diagnostics, run_node)
+from mechanic_rl_ros.nodes.common import (GC_PAUSES, RateLimitedLog, command_message_type, declare_parameters,
+                                         joint_command, path_marker, publish_diagnostics, run_node)
 from mechanic_rl_ros.nodes.franka import GripperGoals
 from mechanic_rl_ros.nodes.policy_weights import WeightsIntake, seconds, weights_contract
 from mechanic_rl_ros.nodes.policy_params import PARAMETERS, gripper_config, safety_config, tick_config
@@ -113,10 +114,12 @@ class PolicyNode(Node):
                                      seed=int(cfg["seed"]), on_weights=self.weights.on_swap, selector=self.selector,
                                      partial=partial)
         self.weights.planner = self.planner
+        adapt = (AdaptiveMargin(int(cfg["replan_margin"]), pcfg.max_lead, self.dt)
+                 if cfg["adaptive_replan_margin"] and not self._sim_time() else None)
         self.planning = BackgroundPlanning(ChunkLoop.for_policy(self.policy, int(cfg["replan_margin"])), self.planner,
-                                           niceness=int(cfg["inference_niceness"]))
-        self.safety = SafetyFilter(safety_config(cfg, self.dt))
+                                           niceness=int(cfg["inference_niceness"]), adapt=adapt)
         self.ticker = ControlTick(tick_config(cfg, self.dt), sim_time=self._sim_time())
+        self.safety = SafetyFilter(replace(safety_config(cfg, self.dt), switch_lead=self.ticker.lead()))
         self.episode: int | None = None
         self.episode_started = -float("inf")
         self.step = 0
@@ -132,6 +135,7 @@ class PolicyNode(Node):
         self.robot_state_received = -float("inf")  # [s, node clock]
         self.last_problem = ""
         self.log = RateLimitedLog(self, cfg["error_log_period"])
+        GC_PAUSES.take_over()  # the collector runs where the tick says, never in the middle of one
 
         t = topics
         arm = t.ARM_COMMAND if cmd_type is t.ARM_COMMAND.type else t.ARM_TRAJECTORY
@@ -256,6 +260,7 @@ class PolicyNode(Node):
                 self.episode = None
                 self.planning.reset(-1)
             self._stopped(int(msg.episode))
+            GC_PAUSES.full()  # between episodes the arm is at rest
 
     def _stopped(self, episode: int) -> None:
         """Tell reward_node that nothing more is commanded for ``episode``: the reset may move the arm."""
@@ -268,6 +273,7 @@ class PolicyNode(Node):
         """One control period: the decisions are :class:`ControlTick`'s; this sends, publishes and counts."""
         if self.episode is None:
             self.planning.poll()
+            GC_PAUSES.young()
             return
         if not self._robot_ready():
             return
@@ -296,7 +302,7 @@ class PolicyNode(Node):
         action, chunk, k = item
         if k == 0:
             self._publish_markers(chunk)
-        stamp = tick.send_stamp(self._now())
+        stamp = self._now()
         try:
             res = self.safety.filter(action[:7], float(action[7]), stamp)
         except ValueError as exc:
@@ -315,6 +321,7 @@ class PolicyNode(Node):
         self.transition_pub.publish(tr)
         self.counts["transitions"] += 1
         self.step += 1
+        GC_PAUSES.young()  # the next deadline is a control period away
 
     def _end_tick(self, verdict: Verdict) -> None:
         """Count and log a tick that sends no fresh action, and send the hold if that is the verdict."""
@@ -350,6 +357,8 @@ class PolicyNode(Node):
                                        self.cfg["input_wait"] if self._sim_time() else 0.0)
         if res.trajectory is not None:  # None: settling after a reset, the controller glides on its own
             self.cmd_pub.publish(joint_command(res, self.cfg["command_type"]))
+            if res.trajectory.stamp is not None and not self._sim_time() and "hold" not in res.limited:
+                self.ticker.sent_delays.append(self._now() - res.trajectory.stamp)
         self.counts["commands"] += 1
 
     # ------------------------------------------------------------ outputs
@@ -376,6 +385,8 @@ class PolicyNode(Node):
                   "policy_version": self.planner.version, "episode": self.episode, "step": self.step,
                   "holds": holds, "inference_ms_p50": f"{np.percentile(lat, 50):.1f}",
                   "inference_ms_p99": f"{np.percentile(lat, 99):.1f}",
+                  "replan_margin": self.planning.loop.replan_margin,
+                  **self.ticker.delay_report(), **GC_PAUSES.report(),
                   **self.weights.counts, **{f"weights_{k}": f"{v:.2f}" for k, v in self.weights.timing.items()}}
         publish_diagnostics(self, self.diag_pub, "policy_node: diffusion policy", self.policy.arch_id, level, message,
                             values)

@@ -37,6 +37,10 @@ PARAMETERS = [
           "remain; that chunk then executes the actions predicted for the instants it runs at "
           "(0 .. T_p - T_o + 1 - T_a, 7 for the default policy; checked against the checkpoint at start)",
           range=(0, None)),
+    Param("adaptive_replan_margin", True, "on the wall clock (not on sim time) the margin grows beyond "
+          "replan_margin to cover the inference time measured here (95th percentile of the last 50 chunks plus a "
+          "quarter period), up to the policy's largest lead: a slow or loaded machine plans earlier instead of "
+          "holding the arm for want of a chunk"),
     Param("max_age", 0.3, "[s] an observation input (image, joint state) older than this on the node's clock is "
           "stale: the arm holds instead of acting on it", range=(0.001, None)),
     Param("max_skew", 0.15, "[s] largest stamp difference between the inputs of one observation", range=(0.0, None)),
@@ -103,10 +107,12 @@ PARAMETERS = [
     Param("safety_switch_lead", 0.02, "[s] each trajectory repeats the previous one this long after its stamp, so "
           "the controller may switch to it this late without any change in the commands (delivery + one 1 ms "
           "cycle)", range=(0.0, 0.09)),
-    Param("send_delay", 0.05, "[s] on the wall clock (not on sim time), each trajectory is stamped this long after "
-          "its tick and published at that stamp: the safety filter's computation and the process's other threads "
-          "then delay the message only past a stamp it has not reached. A message ready more than half the "
-          "switch_lead after its stamp is not sent (counted in sent_late); the committed trajectory plays on",
+    Param("delivery_budget", 0.075, "[s] on the wall clock (not on sim time) each trajectory is stamped when the "
+          "safety filter starts on it, sent as soon as it is made, and repeats the committed trajectory for "
+          "delivery_budget + safety_switch_lead after its stamp: the filter's computation, the process's other "
+          "threads and DDS delivery may take that long before the controller reads it without any change in the "
+          "commands. A message ready more than delivery_budget + half the switch_lead after its stamp is not sent "
+          "(counted in sent_late); the committed trajectory plays on. The sum must stay below one control period",
           range=(0.0, 0.09)),
     Param("workspace_min", [0.2, -0.4, 0.0], "[m] x, y, z lower corner of the box the TCP must stay in, in "
           "fr3_link0; z is the table top"),
@@ -139,5 +145,6 @@ def gripper_config(cfg: dict) -> GripperConfig:
 def tick_config(cfg: dict, control_dt: float) -> TickConfig:
     """The control tick's waits and delays."""
     return TickConfig(control_dt=control_dt, input_wait=cfg["input_wait"], inference_timeout=cfg["inference_timeout"],
-                      wait_for_inference=bool(cfg["wait_for_inference"]), send_delay=cfg["send_delay"],
+                      wait_for_inference=bool(cfg["wait_for_inference"]),
+                      delivery_budget=cfg["delivery_budget"],
                       switch_lead=cfg["safety_switch_lead"])
