@@ -291,3 +291,34 @@ def test_a_hold_always_ends_in_the_controllers_future():
         traj = f.hold(now).trajectory
         assert traj.end_time() > now + 1e-3
         np.testing.assert_array_equal(traj.points[-1].positions, fr3.Q_HOME)
+
+
+def _switch_steps(lead: float, delay_ms: int) -> tuple[np.ndarray, list[float]]:
+    """Random targets through a filter with ``lead``; every message read ``delay_ms`` after its stamp."""
+    cfg = SafetyConfig(switch_lead=lead, **OPEN_BOX)
+    filt = SafetyFilter(cfg)
+    filt.reset(fr3.Q_HOME, settle=0.0)
+    rng = np.random.default_rng(3)
+    jtc = TrajectoryController()
+    jtc.activate(fr3.Q_HOME, fr3.Q_HOME)
+    out, steps = [np.repeat(np.asarray(fr3.Q_HOME, float)[None], 3, axis=0)], []
+    for k in range(40):
+        res = filt.filter(fr3.Q_HOME + rng.normal(0, 0.05, 7), 0.04, k * DT)
+        ticks = k * DT + 1e-3 * np.arange(100)
+        out.append(jtc.update(ticks[:delay_ms])[0])
+        jtc.receive(res.trajectory, ticks[delay_ms])
+        steps.append(jtc.last_switch_step)
+        out.append(jtc.update(ticks[delay_ms:])[0])
+    return np.concatenate(out), steps[1:]
+
+
+def test_a_lead_that_covers_the_delivery_delay_switches_on_the_path():
+    """A wall-clock lead (delivery_budget + switch_lead, here 70 ms): a message read 65 ms after its stamp
+    changes no command at the switch; with the 20 ms lead of sim time the same delay is a step the
+    controller reports (sim_node counts it in off_path_switches) and the FR3's check refuses."""
+    cmds, steps = _switch_steps(0.07, 65)
+    assert max(steps) < 1e-9
+    _assert_within(cmds, SafetyConfig())
+    cmds, steps = _switch_steps(0.02, 65)
+    assert min(steps) > 1e-6
+    assert first_violation(cmds[:3], cmds[3:]) is not None

@@ -188,6 +188,8 @@ class TrajectoryController:
         self._last_time = 0.0
         self.rejected = 0
         self.last_rejection = ""
+        #: [rad] the step of the last message received (:meth:`_switch_step`)
+        self.last_switch_step = float("nan")
 
     def activate(self, q_measured, q_desired=None) -> None:
         """on_activate: hold the measured joint positions (``set_hold_position``).
@@ -221,6 +223,26 @@ class TrajectoryController:
             self.last_rejection = str(exc)
             raise
         self._pending = traj
+        self.last_switch_step = self._switch_step(traj, now)
+
+    def _switch_step(self, traj: Trajectory, now: float) -> float:
+        """[rad] how far ``traj``'s command lies from the current trajectory's at the next sample after ``now``.
+
+        0 for a seamless switch (the message repeats what is playing there); NaN where it cannot be told (no
+        trajectory playing yet, or a message read before its first point, which the JTC joins from its "point
+        before"). A step of more than a few microradians breaks the FR3's 1 kHz jerk check.
+        """
+        t = now + self.period
+        if self._traj is None or traj.stamp is None:
+            return float("nan")
+        if t < traj.stamp + traj.points[0].time_from_start:
+            return float("nan")
+        first = self._traj.points[0].time_from_start + self._start
+        if t < first and self._before is None:
+            return float("nan")
+        old = sample(self._traj, self._start, t, self._before)[0][0]
+        new = sample(traj, traj.stamp, t)[0][0]
+        return float(np.max(np.abs(new - old)))
 
     def update(self, t, q_measured=None) -> tuple[np.ndarray, np.ndarray]:
         """Control cycles at controller times ``t`` (one or many, increasing, no message in between).

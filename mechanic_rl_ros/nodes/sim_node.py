@@ -65,6 +65,8 @@ messages and hand it requests.
 from __future__ import annotations
 
 import sys
+import time
+from collections import deque
 
 import numpy as np
 import rclpy
@@ -81,7 +83,7 @@ from trajectory_msgs.msg import JointTrajectory
 
 from mechanic_rl_ros.control import fr3
 from mechanic_rl_ros.msg import TaskState
-from mechanic_rl_ros.nodes.common import (RateLimitedLog, declare_parameters, pinhole_camera_info,  # noqa: F401
+from mechanic_rl_ros.nodes.common import (GC_PAUSES, RateLimitedLog, declare_parameters, pinhole_camera_info,  # noqa: F401
                                          publish_diagnostics, rgb8_image, run_node, trajectory_from_message)
 from mechanic_rl_ros.nodes.sim_params import PARAMETERS, server_config
 from mechanic_rl_ros.sim import gripper as gripper_semantics
@@ -96,6 +98,8 @@ from mechanic_rl_ros.wire.robot_state import robot_state_message
 
 #: [wall s] how long a service waits for the physics thread to answer
 ANSWER_TIMEOUT = 30.0
+#: [wall s] between two passes of the garbage collector over the young objects
+GC_PERIOD = 0.1
 
 
 def _time(ns: int) -> Time:
@@ -132,6 +136,9 @@ class SimNode(Node):
                                                        t.GRIPPER_JOINT_STATES.qos)
         # the controller's inputs never wait behind the node's other callbacks (diagnostics, services)
         commands = MutuallyExclusiveCallbackGroup()
+        #: [s] per trajectory (stamp -> received by DDS here, received -> its callback), the last 1000 (real time)
+        self.arrivals: deque[tuple[float, float]] = deque(maxlen=1000)
+        self.newest_stamp = 0.0
         self.create_subscription(t.ARM_COMMAND.type, cfg["command_topic"], self._on_arm_array, t.ARM_COMMAND.qos,
                                  callback_group=commands)
         self.create_subscription(t.ARM_TRAJECTORY.type, cfg["trajectory_topic"], self._on_trajectory,
@@ -163,6 +170,10 @@ class SimNode(Node):
         self.create_service(t.INJECT_REFLEX.type, cfg["inject_reflex_service"], self._on_inject_reflex,
                             callback_group=waits)
         self.create_timer(cfg["diagnostics_period"], self._publish_diagnostics, clock=rclpy.clock.Clock())
+        # the simulated robot never stops for the collector mid-motion: short passes at a fixed wall rate, whole
+        # ones at each reset (the arm at rest)
+        GC_PAUSES.take_over()
+        self.create_timer(GC_PERIOD, GC_PAUSES.young, clock=rclpy.clock.Clock())
         server, sim = self.server, env.sim
         self.get_logger().info(
             f"simulated FR3 ready: task={cfg['task']} mode={cfg['mode']} cameras={list(self.cameras)} "
@@ -185,13 +196,22 @@ class SimNode(Node):
     def _on_arm_array(self, msg: Float64MultiArray) -> None:
         self.server.command_arm(msg.data)
 
-    def _on_trajectory(self, msg: JointTrajectory) -> None:
+    def _on_trajectory(self, msg: JointTrajectory, info) -> None:
+        # franka_ros2's JTC takes a message in C++ as DDS hands it over; this callback may first wait for the
+        # interpreter lock (the physics thread renders a frame meanwhile): the controller reads the message
+        # at the instant DDS received it, not later
+        received = info["received_timestamp"] * 1e-9 if info and info.get("received_timestamp") else None
+        stamp = msg.header.stamp.sec + 1e-9 * msg.header.stamp.nanosec
+        if received is not None and stamp > self.newest_stamp:  # (a hold re-sends an older stamp)
+            # where a message's delay arises: DDS (stamp -> the middleware has it) or this process (-> callback)
+            self.newest_stamp = stamp
+            self.arrivals.append((received - stamp, time.time() - received))
         try:
             traj = trajectory_from_message(msg)
         except CommandError as exc:
             self.server.reject(self.cfg["trajectory_topic"], exc)
             return
-        self.server.command_trajectory(traj)
+        self.server.command_trajectory(traj, arrived=received)
 
     # ------------------------------------------------------------ services and actions
     def _call(self, kind: str, value=None):
@@ -241,6 +261,7 @@ class SimNode(Node):
         except TimeoutError:
             error = self.NO_ANSWER
         response.success, response.message, response.seed = error is None, error or f"seed={seed}", seed
+        GC_PAUSES.full()
         return response
 
     def _accept_gripper_goal(self, goal, motion_of) -> GoalResponse:
@@ -324,7 +345,14 @@ class SimNode(Node):
         values = {**server.stats, "sim_time_s": f"{server.sim_time():.3f}",
                   "real_time_factor": f"{server.real_time_factor():.2f}",
                   "max_trajectory_delay_ms": f"{server.max_trajectory_delay * 1e3:.1f}",
-                  "max_lag_ms": f"{server.max_lag * 1e3:.1f}", "mode": self.cfg["mode"], "task": self.cfg["task"]}
+                  "max_switch_step_urad": f"{server.max_switch_step * 1e6:.1f}",
+                  "max_lag_ms": f"{server.max_lag * 1e3:.1f}", "mode": self.cfg["mode"], "task": self.cfg["task"],
+                  **GC_PAUSES.report()}
+        if self.arrivals and self.cfg["mode"] == "realtime":
+            ms = np.asarray(self.arrivals) * 1e3
+            for i, name in enumerate(("delivery", "callback")):
+                values.update({f"{name}_ms_p{q}": f"{np.percentile(ms[:, i], q):.1f}" for q in (50, 99)})
+                values[f"{name}_ms_max"] = f"{ms[:, i].max():.1f}"
         publish_diagnostics(self, self.diag_pub, "sim_node: simulated FR3", "mujoco", level, message, values)
 
     def destroy_node(self) -> None:

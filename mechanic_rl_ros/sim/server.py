@@ -85,6 +85,11 @@ FINGER_STOPPED = 1e-3
 FINGER_SETTLE = 0.1
 #: [s] a trajectory read later than this after its stamp counts as late
 LATE_TRAJECTORY = 1e-3
+#: [rad] a new trajectory whose command at the switch lies further than this from the one playing switched off
+#: its path (a step the FR3's 1 kHz jerk check sees from about 5 microradians on; a switch within the lead differs
+#: by the rounding of wall-clock stamps, whose float seconds since 1970 resolve 0.24 microseconds: a few tenths
+#: of a microradian at the arm's speeds)
+OFF_PATH = 1e-6
 #: [s] a lag of the simulation behind the wall clock (real time) worth a warning
 LAG_WARNING = 0.05
 #: the request kinds the physics thread understands; those it answers (:meth:`RobotServer.call`)
@@ -242,8 +247,10 @@ class RobotServer:
                       "gripper_goals": 0, "gripper_goals_succeeded": 0, "gripper_goals_failed": 0,
                       "gripper_goals_overlapping": 0,
                       "reflexes": 0, "recoveries": 0, "commands_while_inactive": 0, "idle_periods": 0,
-                      "late_trajectories": 0, "dropped_before_reset": 0}
+                      "late_trajectories": 0, "off_path_switches": 0,
+                      "dropped_before_reset": 0}
         self.max_trajectory_delay = 0.0  # [s] largest (sim time read - header.stamp) of a trajectory
+        self.max_switch_step = 0.0  # [rad] largest step of an off-path switch
         self._last_trajectory: Trajectory | None = None  # the last one received, stamp on the stack's clock
         self.last_error = ""
         self.failed = False
@@ -297,7 +304,8 @@ class RobotServer:
     def summary(self) -> str:
         """The run's counters and the FR3 check's peaks, for the last log line."""
         chk = self.env.sim.checker
-        return (f"{self.stats}, max_trajectory_delay_ms={self.max_trajectory_delay * 1e3:.1f}; 1 ms commands "
+        return (f"{self.stats}, max_trajectory_delay_ms={self.max_trajectory_delay * 1e3:.1f}, "
+                f"max_switch_step_urad={self.max_switch_step * 1e6:.1f}; 1 ms commands "
                 f"checked {chk.commands_checked}, peaks: velocity {chk.peaks['velocity_fraction']:.1%} of the "
                 f"position-dependent limit, acceleration {chk.peaks['acceleration']:.2f} rad/s^2, jerk "
                 f"{chk.peaks['jerk']:.0f} rad/s^3")
@@ -316,9 +324,16 @@ class RobotServer:
         except CommandError as exc:
             self.reject(self.config.command_source, exc)
 
-    def command_trajectory(self, trajectory: Trajectory) -> None:
-        """Trajectory controller: a trajectory in fr3_joint1..7 order, stamp on the stack's clock (None: now)."""
-        self.requests.put(Request("trajectory", trajectory, arrived=None if self.lockstep else self.wall()))
+    def command_trajectory(self, trajectory: Trajectory, arrived: float | None = None) -> None:
+        """Trajectory controller: a trajectory in fr3_joint1..7 order, stamp on the stack's clock (None: now).
+
+        ``arrived`` [s, wall clock]: when the message reached this process (real time; default: now).
+        """
+        if self.lockstep:
+            arrived = None
+        elif arrived is None:
+            arrived = self.wall()
+        self.requests.put(Request("trajectory", trajectory, arrived=arrived))
 
     def call(self, kind: str, value=None, timeout: float = 30.0):
         """A request answered by the physics thread: its result; TimeoutError if none came in ``timeout`` s.
@@ -481,6 +496,13 @@ class RobotServer:
             elif traj is not None:
                 sim.send_trajectory(traj)
                 self.stats["commands_applied"] += 1
+                step = sim.controller.last_switch_step
+                if step > OFF_PATH:
+                    self.stats["off_path_switches"] += 1
+                    self.max_switch_step = max(self.max_switch_step, step)
+                    self.log.info(f"a trajectory read {(sim.time - traj.stamp) * 1e3:.1f} ms after its stamp "
+                                  f"switched off the path playing by {step * 1e6:.1f} microrad (past its lead)",
+                                  throttle_duration_sec=1.0)
         except ValueError as exc:  # what the controller refuses (inactive, JTC validation)
             self.reject(self.config.trajectory_source if req.kind == "trajectory" else self.config.command_source,
                         exc)
