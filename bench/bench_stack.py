@@ -67,6 +67,15 @@ from stack_checks import StackObserver  # noqa: E402
 from stack_fixtures import LATCHED, make_checkpoint  # noqa: E402
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) process ``pid`` has used, [s] (Linux /proc; NaN elsewhere or once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def memcpy_seconds(nbytes: int, repeats: int = 20) -> float:
     src = np.frombuffer(np.random.default_rng(0).bytes(nbytes), np.uint8)
     dst = np.empty_like(src)
@@ -116,6 +125,8 @@ def main() -> int:
     ap.add_argument("--param", action="append", default=[], metavar="NODE.NAME=VALUE",
                     help="override one node parameter (YAML value), e.g. policy_node.safety_switch_lead=0.05")
     ap.add_argument("--learner-nice", type=int, default=0, help="start the learner with this niceness (0: as is)")
+    ap.add_argument("--nice", action="append", default=[], metavar="NODE=N",
+                    help="start NODE with niceness N (negative needs CAP_SYS_NICE or root), e.g. sim_node=-10")
     ap.add_argument("--inject", type=int, default=0, metavar="N",
                     help="inject N reflexes one after another and time each recovery (instead of the load figures)")
     ap.add_argument("--recover-within", type=float, default=10.0, help="[s] with --inject: a recovery slower than "
@@ -147,6 +158,9 @@ def main() -> int:
         spec.overrides[name] = yaml.safe_load(value)
     domain = fresh_domain_id()
     nice = {"learner_node": ["nice", "-n", str(args.learner_nice)]} if args.learner_nice else {}
+    for item in args.nice:
+        node, _, n = item.partition("=")
+        nice[node] = ["nice", "-n", str(int(n))]
     procs = [subprocess.Popen(nice.get(s.name, []) + node_command(s), cwd=REPO, env=ros_env(domain), stdout=open(tmp / f"{s.name}.log", "wb"),
                               stderr=subprocess.STDOUT, start_new_session=True) for s in specs]
     obs = StackObserver(domain)
@@ -172,12 +186,15 @@ def main() -> int:
         start_sim = dict(obs.diagnostics.get("sim_node", {}))
         arrivals.clear()
         latencies.clear()
+        cpu_start, wall_start = [cpu_seconds(p.pid) for p in procs], time.monotonic()
         if args.load:
             hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(os.cpu_count() or 2)]
         print(f"[bench] measuring the control loop for {args.seconds:.0f} s with the learner training"
               + (f" and {len(hogs)} spinning processes" if hogs else ""), flush=True)
         obs.spin_until(lambda: False, args.seconds)
         window, window_latency = list(arrivals), np.array(latencies) * 1e3
+        cpu = {s.name: (cpu_seconds(p.pid) - c0) / (time.monotonic() - wall_start)
+               for s, p, c0 in zip(specs, procs, cpu_start)}
         end_diag = dict(obs.diagnostics.get("policy_node", {}))
         end_sim = dict(obs.diagnostics.get("sim_node", {}))
         learner = dict(obs.diagnostics.get("learner_node", {}))
@@ -236,19 +253,31 @@ def main() -> int:
         print(f"stamp -> received by a subscriber in another process: p50 {np.percentile(window_latency, 50):.1f} ms, "
               f"p99 {np.percentile(window_latency, 99):.1f} ms, max {window_latency.max():.1f} ms (new stamps; the "
               f"trajectory's switch_lead must cover this)")
+    print("CPU per node (share of one core over the window): "
+          + ", ".join(f"{name} {share:.0%}" for name, share in cpu.items()))
     missed = holds["hold_no_action"] + holds["hold_stale"] + holds["hold_model"]
     print(f"missed ticks (no fresh action sent): {missed} (no action ready: {holds['hold_no_action']}, stale input: "
           f"{holds['hold_stale']}, model errors: {holds['hold_model']}); late {holds['ticks_late']}, off-grid "
           f"{holds['ticks_off_grid']}")
     print(f"ticks before an episode's first action (arm at rest, not missed): {holds['start_wait']}")
-    print(f"policy inference: p50 {end_diag.get('inference_ms_p50')} ms, p99 {end_diag.get('inference_ms_p99')} ms")
+    print(f"policy inference: p50 {end_diag.get('inference_ms_p50')} ms, p99 {end_diag.get('inference_ms_p99')} ms "
+          f"(replan margin now {end_diag.get('replan_margin')} actions); stamp -> ready to publish in policy_node: "
+          f"p50 {end_diag.get('ready_ms_p50')} ms, p99 {end_diag.get('ready_ms_p99')} ms; -> published p50 "
+          f"{end_diag.get('sent_ms_p50')} ms, p99 {end_diag.get('sent_ms_p99')} ms; garbage-collector pauses there: "
+          f"{end_diag.get('gc_pauses')}, p99 {end_diag.get('gc_pause_ms_p99')} ms, max {end_diag.get('gc_pause_ms_max')} ms")
     sim = {k: ticks(end_sim, k) - ticks(start_sim, k)
-           for k in ("reflexes", "recoveries", "resets", "late_trajectories", "commands_rejected")}
+           for k in ("reflexes", "recoveries", "resets", "late_trajectories", "off_path_switches", "commands_rejected")}
     print(f"robot (sim_node): {sim['reflexes']} reflexes, {sim['recoveries']} recoveries in {sim['resets']} resets "
           f"(episodes), {sim['late_trajectories']} "
           f"trajectories switched to after their stamp (largest delay so far "
-          f"{end_sim.get('max_trajectory_delay_ms')} ms), {sim['commands_rejected']} commands rejected; "
+          f"{end_sim.get('max_trajectory_delay_ms')} ms), {sim['off_path_switches']} of them past their lead, off "
+          f"the path that was playing (largest step so far {end_sim.get('max_switch_step_urad')} microrad), "
+          f"{sim['commands_rejected']} commands rejected; "
           f"simulation at {end_sim.get('real_time_factor')}x real time since start")
+    print(f"trajectory messages at sim_node (last 1000): stamp -> received by DDS p50 "
+          f"{end_sim.get('delivery_ms_p50')} / p99 {end_sim.get('delivery_ms_p99')} / max "
+          f"{end_sim.get('delivery_ms_max')} ms; DDS -> callback p50 {end_sim.get('callback_ms_p50')} / p99 "
+          f"{end_sim.get('callback_ms_p99')} / max {end_sim.get('callback_ms_max')} ms")
     print(f"\n== weights ({what}, {len(data) / 1e6:.2f} MB)")
     print(f"memcpy of the same bytes: {copy_ms:.3f} ms")
     print(f"publish -> verified: median {np.nanmedian(verified):.1f} ms = {np.nanmedian(verified) / copy_ms:.0f}x memcpy")
