@@ -79,6 +79,9 @@ class ReflexRounds:
         that the reflexes hit the first chunk as well as later ones). Stops at the first round that does not
         recover (its figures None)."""
         assert self.inject.wait_for_service(timeout_sec=30), "/sim/inject_reflex not available"
+        # the silence after a reflex shows only against states seen before it: this subscription, made just now,
+        # must have found the broadcaster first (discovery takes seconds on a loaded machine)
+        assert self.obs.spin_until(lambda: len(self.modes) >= 5, timeout), "no robot state from the broadcaster"
         last = max((t.episode for t in self.obs.transitions), default=0) - 1  # from the episode acting now
         for k in range(count):
             episode = self.acting_episode(last, moving(k), timeout)
@@ -88,13 +91,14 @@ class ReflexRounds:
                 break
             events, seen = len(self.obs.events), max(0, len(self.modes) - 1)
             start = time.monotonic()  # (times count from the request: its answer can come late under load)
+            start_wall = time.time()
             fut = self.inject.call_async(Trigger.Request())
             assert self.obs.spin_until(fut.done, 10) and fut.result().success, "inject_reflex failed"
             r = Round(episode, start)
             self.rounds.append(r)
             # the broadcaster went inactive with the reflex: the first state after it is the re-activated robot
-            self.obs.spin_until(lambda: self._back(seen, start) is not None, timeout)
-            back = self._back(seen, start)
+            self.obs.spin_until(lambda: self._back(seen, start_wall) is not None, timeout)
+            back = self._back(seen, start_wall)
             if back is not None:
                 r.to_move, r.recovered_from = back[0] - start, back[1]
             # (reward_node aborts the episode before it recovers: by now its event is here)
@@ -109,13 +113,13 @@ class ReflexRounds:
                 break
         return self.rounds
 
-    def _back(self, seen: int, start: float) -> tuple[float, tuple[str, ...]] | None:
-        """The first robot state in move mode after the silence of the broadcaster that followed the injection
-        at ``start`` (states still on their way when the reflex came are not the re-activated robot)."""
-        states = self.modes[seen:]
-        # the silence is read off the states' stamps: a loaded test process may take a backlog in at once
-        for (_, s0, _, _), (t, s1, mode, errors) in zip(states, states[1:]):
-            if t > start and s1 - s0 > SILENCE and mode == "move":
+    def _back(self, seen: int, start_wall: float) -> tuple[float, tuple[str, ...]] | None:
+        """The first robot state in move mode stamped after the broadcaster's silence that followed the injection
+        at ``start_wall`` [s, wall clock] (states still on their way when the reflex came are stamped before it;
+        the stamps, not the receive times, show the silence: a loaded test process may take a backlog in at
+        once)."""
+        for t, stamp, mode, errors in self.modes[seen:]:
+            if stamp > start_wall + SILENCE and mode == "move":
                 return t, errors
         return None
 
