@@ -208,7 +208,7 @@ class ControlTick:
                                                f"executed")
         return None
 
-    def lead(self, switch_lead: float | None = None) -> float:
+    def lead(self) -> float:
         """[s] how long after its stamp a message repeats the committed trajectory (the safety filter's lead).
 
         Sim time: ``switch_lead`` (the lock-step JTC reads a message within microseconds of its stamp). Wall
@@ -217,8 +217,7 @@ class ControlTick:
         the path; see control/trajectory.py) and the filter, the process and DDS all take their time before
         the controller reads it.
         """
-        lead = self.config.switch_lead if switch_lead is None else float(switch_lead)
-        return lead + (0.0 if self.sim_time else self.config.delivery_budget)
+        return self.config.switch_lead + (0.0 if self.sim_time else self.config.delivery_budget)
 
     def release(self, stamp: float, clock: Callable[[], float], has_trajectory: bool,
                 what: str = "") -> Verdict | None:
