@@ -8,7 +8,8 @@ gripper goal, no service or action call. It
    (policy_node's default names; ``--joint-states``, ``--robot-state``, ``--camera`` to change them) for
    ``--seconds`` and prints per topic the rate, stamp -> received here (p50 / p99 / max; on another PC this
    includes the clock offset between the two) and the CPU share this Python process needs to take them in
-   (franka_ros2 publishes the robot state at 1 kHz; policy_node and reward_node each take it in Python);
+   (franka_ros2 publishes the robot state at 1 kHz; this bench takes every message, policy_node and
+   reward_node only the newest one when they read it);
 2. times, on this machine under its present load, the policy's inference as policy_node makes it (the
    8-proposal batch of ``algorithm select``, ``--proposals 0`` for one sample) and prints the replan margin
    policy_node's adaptive margin would settle at (:class:`AdaptiveMargin`; holds for want of a chunk
@@ -17,7 +18,8 @@ gripper goal, no service or action call. It
    uses; the rest is for the node's other threads and DDS delivery).
 
 Against the real-time simulator (``mechanic-rl sim`` in realtime mode, or the stack) it measures the
-same; ``sim_node.publish_rate: 1000`` makes the simulator publish at the robot's 1 kHz.
+same (``sim_node.publish_rate: 500``, the simulator's largest, is half the robot's rate;
+``bench/bench_robot_state.py`` measures the 1 kHz stream's cost on its own).
 
 Usage: python bench/bench_robot.py [--seconds 30] [--checkpoint checkpoints/lift_demos] [--proposals 8]
 """

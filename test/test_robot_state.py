@@ -38,3 +38,45 @@ def test_desired_joints_are_matched_by_name_and_bad_values_refused():
         read_robot_state(msg)
     with pytest.raises(ValueError, match="not a franka_msgs/Errors field"):
         robot_state_message("move", ["no_such_error"], (), JointState())
+
+
+def test_latest_message_takes_the_newest_robot_state_only_when_asked():
+    """policy_node and reward_node read the 1 kHz robot state newest-only (nodes.common.LatestMessage): what
+    came since the last take is one message, the last one published, then nothing until another comes."""
+    import time
+
+    import rclpy
+    from rosenv import fresh_domain_id
+
+    from mechanic_rl_ros.nodes.common import LatestMessage
+    from mechanic_rl_ros.wire import topics
+
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx, domain_id=fresh_domain_id())
+    try:
+        node = rclpy.create_node("policy_node", context=ctx)
+        writer = rclpy.create_node("broadcaster", context=ctx)
+        latest = LatestMessage(node, FrankaRobotState, "robot_state", topics.ROBOT_STATE.qos, "robot_state")
+        assert latest.topic == "/robot_state" and latest.take() is None
+        pub = writer.create_publisher(FrankaRobotState, "/robot_state", topics.ROBOT_STATE.qos)
+        deadline = time.monotonic() + 10.0
+        while pub.get_subscription_count() < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        for i in range(50):
+            js = JointState(name=list(fr3.JOINT_NAMES), position=list(fr3.Q_HOME))
+            js.header.stamp.sec = i
+            pub.publish(robot_state_message("move" if i < 49 else "reflex", (), (), js))
+        got = None
+        while got is None and time.monotonic() < deadline:
+            got = latest.take()
+            time.sleep(0.01)
+        status = read_robot_state(got)
+        if status.stamp != 49.0:  # the last ones may still be on their way: the newest wins once they are in
+            time.sleep(0.5)
+            status = read_robot_state(latest.take())
+        assert status.stamp == 49.0 and status.mode == "reflex"
+        assert latest.take() is None
+        assert "policy_node_robot_state" in node.get_node_names()
+        latest.destroy()
+    finally:
+        rclpy.shutdown(context=ctx)

@@ -24,6 +24,7 @@ from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValu
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
 from rclpy.duration import Duration
 from rclpy.node import Node
+from rclpy.qos import QoSProfile
 from rclpy.signals import SignalHandlerOptions
 from geometry_msgs.msg import Point as PointMsg
 from sensor_msgs.msg import CameraInfo, Image
@@ -338,6 +339,42 @@ class QuietMultiThreadedExecutor(MultiThreadedExecutor):
             if other is not None and other is not entity and getattr(other, "_executor_event", False):
                 return False  # a handler of this group is on its way to a thread
         return True
+
+
+class LatestMessage:
+    """The newest message of a high-rate topic, taken when the node needs it instead of delivered one by one.
+
+    franka_robot_state_broadcaster publishes the robot state at the 1 kHz controller rate. A subscription with
+    a callback makes the node's executor wake, take and deserialise every one of those messages in Python, under
+    the interpreter lock the control tick needs; the stack reads the robot's mode at its own rate (policy_node's
+    control tick, reward_node's episode watch). This reader keeps a subscription with a history of one on a node
+    of its own that no executor spins: DDS takes every message in on its own threads and keeps the newest, and
+    :meth:`take` deserialises that one, in the caller's thread, when the caller asks.
+
+    The topic name is resolved (remappings included) by ``node``; the reader node takes no command-line
+    arguments, so a launch file's ``__node:=`` rename of ``node`` does not rename it.
+    """
+
+    def __init__(self, node: Node, msg_type: type, topic: str, qos: QoSProfile, suffix: str):
+        self.topic = node.resolve_topic_name(topic)
+        self._reader = Node(f"{node.get_name()}_{suffix}", namespace=node.get_namespace(), context=node.context,
+                            use_global_arguments=False, start_parameter_services=False)
+        keep_newest = QoSProfile(depth=1, reliability=qos.reliability, durability=qos.durability)
+        self._sub = self._reader.create_subscription(msg_type, self.topic, lambda _msg: None, keep_newest)
+        self.taken = 0  #: messages taken (at most one per :meth:`take`)
+
+    def take(self):
+        """The newest message received since the last call, or None if none came."""
+        newest = None
+        with self._sub.handle:
+            while (got := self._sub.handle.take_message(self._sub.msg_type, False)) is not None:
+                newest = got[0]
+        if newest is not None:
+            self.taken += 1
+        return newest
+
+    def destroy(self) -> None:
+        self._reader.destroy_node()
 
 
 class GcPauses:

@@ -28,7 +28,8 @@
 * acts only inside an episode (``EpisodeEvent`` START .. SUCCESS / FAILURE /
   TIMEOUT / ABORTED from reward_node) and is silent during resets;
 * watches the robot's mode (franka_msgs/FrankaRobotState on
-  ``robot_state_topic``): out of move mode (a reflex, a user stop) it stops
+  ``robot_state_topic``, 1 kHz on an FR3: each tick takes the newest message,
+  :class:`~mechanic_rl_ros.nodes.common.LatestMessage`): out of move mode (a reflex, a user stop) it stops
   acting at once and publishes nothing more for that episode (reward_node
   aborts it, the learner drops it); without a robot state newer than
   ``max_age`` it sends nothing; the next episode's safety filter is seeded
@@ -57,8 +58,9 @@ from mechanic_rl_ros.control.observation import ObservationAssembler
 from mechanic_rl_ros.control.safety import SafetyFilter
 from mechanic_rl_ros.control.tick import GIVE_UP, HOLD, INFO_PERIOD, ControlTick, Verdict, filter_seed
 from mechanic_rl_ros.msg import EpisodeEvent, TaskState
-from mechanic_rl_ros.nodes.common import (GC_PAUSES, RateLimitedLog, command_message_type, declare_parameters,
-                                         joint_command, path_marker, publish_diagnostics, run_node)
+from mechanic_rl_ros.nodes.common import (GC_PAUSES, LatestMessage, RateLimitedLog, command_message_type,
+                                         declare_parameters, joint_command, path_marker, publish_diagnostics,
+                                         run_node)
 from mechanic_rl_ros.nodes.franka import GripperGoals
 from mechanic_rl_ros.nodes.policy_weights import WeightsIntake, seconds, weights_contract
 from mechanic_rl_ros.nodes.policy_params import PARAMETERS, gripper_config, safety_config, tick_config
@@ -166,9 +168,9 @@ class PolicyNode(Node):
                                      t.TASK_STATE.qos, callback_group=inputs)
         self.create_subscription(t.WEIGHTS.type, cfg["weights_topic"], self.weights.on_message, t.WEIGHTS.qos,
                                  callback_group=MutuallyExclusiveCallbackGroup())
-        if cfg["robot_state_topic"]:
-            self.create_subscription(t.ROBOT_STATE.type, cfg["robot_state_topic"], self._on_robot_state,
-                                     t.ROBOT_STATE.qos, callback_group=MutuallyExclusiveCallbackGroup())
+        # the 1 kHz robot state is taken, newest only, by the tick that reads it (LatestMessage)
+        self.robot_state = (LatestMessage(self, t.ROBOT_STATE.type, cfg["robot_state_topic"], t.ROBOT_STATE.qos,
+                                          "robot_state") if cfg["robot_state_topic"] else None)
         self.create_subscription(t.EPISODE_EVENTS.type, cfg["episode_event_topic"], self._on_event,
                                  t.EPISODE_EVENTS.qos)
         self.create_timer(self.dt, self._tick)
@@ -207,16 +209,20 @@ class PolicyNode(Node):
         self._input("joints", self.cfg["joint_states_topic"], self.assembler.set_joint_state, msg.name, msg.position,
                     msg.velocity, seconds(msg.header.stamp))
 
-    def _on_robot_state(self, msg) -> None:
-        self._input("robot_state", self.cfg["robot_state_topic"], self._set_robot_state, msg)
+    def _take_robot_state(self) -> None:
+        """The newest robot state, if one came since the last tick (its age counts from the tick that took it)."""
+        msg = self.robot_state.take()
+        if msg is not None:
+            self._input("robot_state", self.robot_state.topic, self._set_robot_state, msg)
 
     def _set_robot_state(self, msg) -> None:
         self.robot, self.robot_state_received = read_robot_state(msg), self._now()
 
     def _robot_ready(self) -> bool:
         """False (and the episode given up, or the tick ended) unless the robot is known to be in move mode."""
-        if not self.cfg["robot_state_topic"]:
+        if self.robot_state is None:
             return True
+        self._take_robot_state()
         verdict = self.ticker.robot_ready(self.robot, self._now() - self.robot_state_received, self.cfg["max_age"])
         if verdict is None:
             return True
@@ -371,6 +377,8 @@ class PolicyNode(Node):
 
     def destroy_node(self) -> None:
         self.planning.close()  # never leave torch running under interpreter teardown
+        if self.robot_state is not None:
+            self.robot_state.destroy()
         super().destroy_node()
 
     def _publish_diagnostics(self) -> None:

@@ -14,7 +14,8 @@ A thin adapter around :class:`mechanic_rl_ros.control.episodes.EpisodeBook`.
   through the controller's command topic with the stack's safety filter
   (trajectories within the FR3's 1 kHz limits at ``home_velocity_scale``), and
   opens the gripper (franka_gripper move action);
-* reads the robot's state (franka_msgs/FrankaRobotState, ``robot_state_topic``):
+* reads the robot's state (franka_msgs/FrankaRobotState, ``robot_state_topic``;
+  the newest message, 20 times a second):
   when the robot leaves move mode (a reflex, a user stop) or its state stops
   coming for ``robot_state_timeout`` (franka_ros2 from 3.3 deactivates the
   broadcaster with the hardware on an error) under a running episode, the
@@ -47,8 +48,8 @@ from mechanic_rl_ros.msg import EpisodeEvent, StepReward, TaskState, Transition
 from mechanic_rl_ros.control.episodes import EpisodeBook, EpisodeConfig, Outcome, StepResult, TaskSample
 from mechanic_rl_ros.nodes.franka import FrankaRecovery
 from mechanic_rl_ros.nodes.reward_params import PARAMETERS, home_safety_config
-from mechanic_rl_ros.nodes.common import (command_message_type, declare_parameters, joint_command,
-                                         publish_diagnostics, run_node)
+from mechanic_rl_ros.nodes.common import (LatestMessage, command_message_type, declare_parameters,
+                                         joint_command, publish_diagnostics, run_node)
 from mechanic_rl_ros.wire import topics
 from mechanic_rl_ros.wire.robot_state import RobotStatus, read_robot_state
 
@@ -115,8 +116,9 @@ class RewardNode(Node):
         self.watch_robot = bool(cfg["robot_state_topic"])
         self.automatic_recovery = cfg["recovery"] == "automatic" or (cfg["recovery"] == "auto" and self.sim)
         if self.watch_robot:
-            self.create_subscription(t.ROBOT_STATE.type, cfg["robot_state_topic"], self._on_robot_state,
-                                     t.ROBOT_STATE.qos)
+            # the 1 kHz robot state, newest only, taken by the 20 Hz episode watch (LatestMessage)
+            self.robot_state = LatestMessage(self, t.ROBOT_STATE.type, cfg["robot_state_topic"], t.ROBOT_STATE.qos,
+                                             "robot_state")
             self.recovery = FrankaRecovery(self, cfg["error_recovery_action"], cfg["controller_manager"],
                                            cfg["hardware_component"], cfg["recovery_controllers"],
                                            self._on_recovery_done)
@@ -127,8 +129,10 @@ class RewardNode(Node):
     # ----------------------------------------------------------- episodes
     def _drive_episodes(self) -> None:
         """Start the next episode's reset whenever none is running or resetting and the robot is in move mode."""
-        if self.watch_robot and not self._watch_robot():
-            return
+        if self.watch_robot:
+            self._take_robot_state()
+            if not self._watch_robot():
+                return
         if self.book.running or self.resetting:
             if self.resetting and time.monotonic() - self.reset_started > self.cfg["reset_timeout"]:
                 self.counts["resets_failed"] += 1
@@ -264,15 +268,22 @@ class RewardNode(Node):
             self.ended = (self.book.episode, time.monotonic())
             self._event(_EVENT[outcome], "operator, no step pending")
 
-    def _on_robot_state(self, msg) -> None:
+    def _take_robot_state(self) -> None:
+        """The newest robot state, if one came since the last look (its age counts from the look that took it)."""
+        msg = self.robot_state.take()
+        if msg is None:
+            return
         try:
             status = read_robot_state(msg)
         except ValueError as exc:
-            self.get_logger().error(f"{self.cfg['robot_state_topic']}: {exc}", throttle_duration_sec=1.0)
+            self.get_logger().error(f"{self.robot_state.topic}: {exc}", throttle_duration_sec=1.0)
             return
         self.robot, self.robot_received = status, self._clock_now()
-        if not status.executing:
-            self._watch_robot()  # a reflex ends the episode at once, not at the next timer
+
+    def destroy_node(self) -> None:
+        if self.watch_robot:
+            self.robot_state.destroy()
+        super().destroy_node()
 
     def _clock_now(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
