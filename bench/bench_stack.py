@@ -40,6 +40,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
+import signal
 import subprocess
 import sys
 import tempfile
@@ -68,12 +70,16 @@ from stack_fixtures import LATCHED, make_checkpoint  # noqa: E402
 
 
 def cpu_seconds(pid: int) -> float:
-    """CPU time (user + system) process ``pid`` has used, [s] (Linux /proc; NaN elsewhere or once it is gone)."""
+    """CPU time (user + system) process ``pid`` and its living child processes (policy_node's planner) have used,
+    [s] (Linux /proc; NaN elsewhere or once it is gone)."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        children = [int(c) for task in Path(f"/proc/{pid}/task").iterdir()
+                    for c in (task / "children").read_text().split()]
     except OSError:
         return float("nan")
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return own + sum(cpu_seconds(c) for c in children)
 
 
 def memcpy_seconds(nbytes: int, repeats: int = 20) -> float:
@@ -127,6 +133,10 @@ def main() -> int:
     ap.add_argument("--learner-nice", type=int, default=0, help="start the learner with this niceness (0: as is)")
     ap.add_argument("--nice", action="append", default=[], metavar="NODE=N",
                     help="start NODE with niceness N (negative needs CAP_SYS_NICE or root), e.g. sim_node=-10")
+    ap.add_argument("--realtime", type=int, default=0, metavar="PRIO",
+                    help="SCHED_RR for the control path as on a robot PC (launch argument realtime_priority): "
+                         "policy_node and reward_node at PRIO, camera_node PRIO - 5, the simulated robot PRIO + 5 "
+                         "(needs CAP_SYS_NICE or an rtprio limit); 0 = the normal scheduler")
     ap.add_argument("--inject", type=int, default=0, metavar="N",
                     help="inject N reflexes one after another and time each recovery (instead of the load figures)")
     ap.add_argument("--recover-within", type=float, default=10.0, help="[s] with --inject: a recovery slower than "
@@ -149,6 +159,12 @@ def main() -> int:
             s.overrides["mode"] = "realtime"
         if s.name == "learner_node":  # learning during the measurement
             s.overrides.update({"batch_size": 4, "min_batch_size": 1, "warmup_decisions": 4})
+    if args.realtime:
+        rt = {"sim_node": min(98, args.realtime + 5), "camera_node": max(1, args.realtime - 5),
+              "policy_node": args.realtime, "reward_node": args.realtime}
+        for s in specs:
+            if s.name in rt:
+                s.overrides["realtime_priority"] = rt[s.name]
     for item in args.param:
         key, _, value = item.partition("=")
         node, _, name = key.partition(".")
@@ -161,8 +177,11 @@ def main() -> int:
     for item in args.nice:
         node, _, n = item.partition("=")
         nice[node] = ["nice", "-n", str(int(n))]
-    procs = [subprocess.Popen(nice.get(s.name, []) + node_command(s), cwd=REPO, env=ros_env(domain), stdout=open(tmp / f"{s.name}.log", "wb"),
-                              stderr=subprocess.STDOUT, start_new_session=True) for s in specs]
+    # one session for the stack, as `ros2 launch` starts its nodes: where the kernel groups the CPU by session
+    # (autogroup, the default of desktop kernels) the nodes share one group and their niceness orders them
+    procs = [subprocess.Popen(nice.get(s.name, []) + node_command(s), cwd=REPO, env=ros_env(domain),
+                              stdout=open(tmp / f"{s.name}.log", "wb"), stderr=subprocess.STDOUT, process_group=0)
+             for s in specs]
     obs = StackObserver(domain)
     arrivals: list[float] = []
     command_topic = next(s.overrides["command_topic"] for s in specs if s.name == "policy_node")
@@ -188,9 +207,11 @@ def main() -> int:
         latencies.clear()
         cpu_start, wall_start = [cpu_seconds(p.pid) for p in procs], time.monotonic()
         if args.load:
-            hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(os.cpu_count() or 2)]
+            # the hog in a session of its own, as a program started from another terminal or the desktop
+            spin = " & ".join([f"{shlex.quote(sys.executable)} -c 'while True: pass'"] * (os.cpu_count() or 2))
+            hogs = [subprocess.Popen(["sh", "-c", f"{spin} & wait"], start_new_session=True)]
         print(f"[bench] measuring the control loop for {args.seconds:.0f} s with the learner training"
-              + (f" and {len(hogs)} spinning processes" if hogs else ""), flush=True)
+              + (f" and {os.cpu_count() or 2} spinning processes" if hogs else ""), flush=True)
         obs.spin_until(lambda: False, args.seconds)
         window, window_latency = list(arrivals), np.array(latencies) * 1e3
         cpu = {s.name: (cpu_seconds(p.pid) - c0) / (time.monotonic() - wall_start)
@@ -230,7 +251,7 @@ def main() -> int:
         copy_ms = memcpy_seconds(len(data)) * 1e3
     finally:
         for h in hogs:
-            h.kill()
+            os.killpg(h.pid, signal.SIGKILL)
         obs.close()
         for p in procs:
             p.send_signal(2)
@@ -244,15 +265,16 @@ def main() -> int:
     ticks = lambda d, k: int(d.get(k, 0))  # noqa: E731
     holds = {k: ticks(end_diag, k) - ticks(start_diag, k)
              for k in (*MISSED_TICK_COUNTS, "start_wait")}
-    load = f", {len(hogs)} CPU hogs" if hogs else ""
-    print(f"\n== control loop (policy_node, 10 Hz target, learner training on the same cores{load})")
+    load = f", {os.cpu_count() or 2} CPU hogs in a session of their own" if hogs else ""
+    sched = f", control path on SCHED_RR {args.realtime}" if args.realtime else ", normal scheduler"
+    print(f"\n== control loop (policy_node, 10 Hz target, learner training on the same cores{load}{sched})")
     print(f"commands received: {len(window)} in {args.seconds:.0f} s -> {len(window) / args.seconds:.2f} Hz")
     print(f"inter-command interval: p50 {np.percentile(gaps, 50):.1f} ms, p99 {np.percentile(gaps, 99):.1f} ms, "
           f"max {gaps.max():.1f} ms")
     if window_latency.size:
-        print(f"stamp -> received by a subscriber in another process: p50 {np.percentile(window_latency, 50):.1f} ms, "
-              f"p99 {np.percentile(window_latency, 99):.1f} ms, max {window_latency.max():.1f} ms (new stamps; the "
-              f"trajectory's switch_lead must cover this)")
+        print(f"stamp -> received by this bench's subscriber (normal priority): p50 "
+              f"{np.percentile(window_latency, 50):.1f} ms, p99 {np.percentile(window_latency, 99):.1f} ms, max "
+              f"{window_latency.max():.1f} ms (new stamps; what counts is the controller's, under 'robot' below)")
     print("CPU per node (share of one core over the window): "
           + ", ".join(f"{name} {share:.0%}" for name, share in cpu.items()))
     missed = holds["hold_no_action"] + holds["hold_stale"] + holds["hold_model"]

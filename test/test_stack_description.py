@@ -39,3 +39,45 @@ def test_frame_moving_nodes_get_the_large_frames_dds_profile(tmp_path):
         assert "launch argument dds_profile:" in str(exc) and "missing.xml" in str(exc)
     else:
         raise AssertionError("a missing profile was accepted")
+
+
+def test_real_time_priority_goes_to_the_control_nodes_of_a_robot_only():
+    specs = {s.name: s for s in description.nodes({"sim": "false", "realtime_priority": "40"}, REPO / "config")}
+    assert {n: s.overrides.get("realtime_priority") for n, s in specs.items()} == {
+        "camera_node": 35, "policy_node": 40, "reward_node": 40, "learner_node": None}
+    sim = description.nodes({"realtime_priority": "40"}, REPO / "config")  # lock-step: nothing waits on the clock
+    assert all("realtime_priority" not in s.overrides for s in sim)
+    for bad in ("99", "-1", "high"):
+        try:
+            description.resolve({"realtime_priority": bad})
+        except ValueError as exc:
+            assert "launch argument realtime_priority" in str(exc)
+        else:
+            raise AssertionError(f"realtime_priority {bad} was accepted")
+
+
+def test_a_node_on_real_time_priority_puts_every_thread_there_or_says_what_is_missing():
+    """set_realtime_priority in a process of its own: every thread (DDS's included) on SCHED_RR where the
+    system allows it (root, CAP_SYS_NICE, an rtprio limit), else a warning naming the parameter and the fix."""
+    import subprocess
+    import sys
+
+    from rosenv import fresh_domain_id, ros_env
+
+    code = """
+import os, rclpy
+from mechanic_rl_ros.nodes.common import set_realtime_priority
+rclpy.init()
+node = rclpy.create_node('rt_probe')
+ok = set_realtime_priority(node, 3)
+policies = {os.sched_getscheduler(int(t)) for t in os.listdir('/proc/self/task')}
+print('RESULT', ok, sorted(policies) == [os.SCHED_RR], len(os.listdir('/proc/self/task')) > 1)
+rclpy.shutdown()
+"""
+    out = subprocess.run([sys.executable, "-c", code], env=ros_env(fresh_domain_id()), cwd=REPO,
+                         capture_output=True, text=True, timeout=120)
+    result = next(line for line in out.stdout.splitlines() if line.startswith("RESULT")).split()[1:]
+    if result[0] == "True":
+        assert result == ["True", "True", "True"], out.stdout
+    else:
+        assert "parameter realtime_priority: 3 refused" in out.stderr and "rtprio" in out.stderr, out.stderr

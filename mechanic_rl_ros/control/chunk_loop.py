@@ -239,6 +239,11 @@ class BackgroundPlanning:
         self._worker = threading.Thread(target=self._serve, name="planner", daemon=True)
         self._worker.start()
 
+    @property
+    def worker_tid(self) -> int:
+        """The planning thread's Linux thread id (for its scheduling)."""
+        return int(self._worker.native_id)
+
     def reset(self, episode: int) -> None:
         """Start an episode; a plan still running for the previous one is dropped when it arrives."""
         self._generation += 1

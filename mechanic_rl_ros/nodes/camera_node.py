@@ -54,8 +54,8 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from rclpy.time import Time
 from sensor_msgs.msg import CompressedImage, Image
 
-from mechanic_rl_ros.nodes.common import (Param, RateLimitedLog, declare_parameters, publish_diagnostics, rgb8_image,
-                                         run_node)
+from mechanic_rl_ros.nodes.common import (REALTIME_PARAM, Param, RateLimitedLog, declare_parameters,
+                                         publish_diagnostics, rgb8_image, run_node, set_realtime_priority)
 from mechanic_rl_ros.vision.imgmsg import ImageFormatError, select_converter
 from mechanic_rl_ros.vision.preprocess import PreprocessConfig, preprocess
 from mechanic_rl_ros.wire import topics
@@ -96,6 +96,7 @@ PARAMETERS = [
           "frames; the rest are only counted); 0 logs every one", range=(0.0, None)),
     Param("diagnostics_period", 1.0, "[wall s] period of /diagnostics, also the window of its rate and latency "
           "figures", range=(0.01, None)),
+    REALTIME_PARAM,
 ]
 
 
@@ -103,6 +104,7 @@ class CameraNode(Node):
     def __init__(self) -> None:
         super().__init__("camera_node")
         self.cfg = cfg = declare_parameters(self, PARAMETERS)
+        set_realtime_priority(self, int(cfg["realtime_priority"]))
         self.prep = PreprocessConfig(width=cfg["output_width"], height=cfg["output_height"],
                                      crop=cfg["crop_mode"], depth_max=cfg["depth_max"])
         selection = select_converter(cfg["converter"], Image)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gc
 import math
+import os
 import signal
 import sys
 import threading
@@ -339,6 +340,36 @@ class QuietMultiThreadedExecutor(MultiThreadedExecutor):
             if other is not None and other is not entity and getattr(other, "_executor_event", False):
                 return False  # a handler of this group is on its way to a thread
         return True
+
+
+#: the parameter that puts a node's threads on the real-time scheduler (policy_node, reward_node, camera_node,
+#: sim_node)
+REALTIME_PARAM = Param("realtime_priority", 0, "Linux SCHED_RR priority of every thread of this node (1-98; 0 = "
+                       "the normal scheduler): above any normal process, such as a busy desktop, a compile or "
+                       "the learner; needs an rtprio limit or CAP_SYS_NICE (the realtime group of libfranka's set-up)",
+                       range=(0, 98))
+
+
+def set_realtime_priority(node: Node, priority: int) -> bool:
+    """Put every thread of this process, and the threads it starts later, on SCHED_RR at ``priority``.
+
+    A desktop kernel shares the CPU among sessions first (autogroup) and only then by niceness, so a normal
+    process started elsewhere takes its share from the control nodes whatever their niceness; real-time
+    threads run before every normal one (Linux keeps 5 % for the others, sched_rt_runtime_us). Returns False,
+    with a warning naming what is missing, when the system refuses it (the node then runs as it is).
+    """
+    if priority <= 0:
+        return False
+    try:
+        for tid in os.listdir("/proc/self/task"):  # the DDS threads already exist; those started later inherit it
+            os.sched_setscheduler(int(tid), os.SCHED_RR, os.sched_param(int(priority)))
+    except (PermissionError, OSError, AttributeError) as exc:
+        node.get_logger().warning(f"parameter realtime_priority: {priority} refused ({exc}); running on the normal "
+                                  "scheduler. Allow it with an rtprio limit for this user (e.g. '@realtime - rtprio "
+                                  "99' in /etc/security/limits.conf, as libfranka's set-up does) or CAP_SYS_NICE")
+        return False
+    node.get_logger().info(f"every thread on SCHED_RR priority {priority}")
+    return True
 
 
 class LatestMessage:

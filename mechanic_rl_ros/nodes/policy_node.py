@@ -38,6 +38,7 @@
 """
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -60,11 +61,12 @@ from mechanic_rl_ros.control.tick import GIVE_UP, HOLD, INFO_PERIOD, ControlTick
 from mechanic_rl_ros.msg import EpisodeEvent, TaskState
 from mechanic_rl_ros.nodes.common import (GC_PAUSES, LatestMessage, RateLimitedLog, command_message_type,
                                          declare_parameters, joint_command, path_marker, publish_diagnostics,
-                                         run_node)
+                                         run_node, set_realtime_priority)
 from mechanic_rl_ros.nodes.franka import GripperGoals
 from mechanic_rl_ros.nodes.policy_weights import WeightsIntake, seconds, weights_contract
 from mechanic_rl_ros.nodes.policy_params import PARAMETERS, gripper_config, safety_config, tick_config
 from mechanic_rl_ros.policy import DiffusionPolicy, PolicyPlanner
+from mechanic_rl_ros.policy.planner_process import PlannerProcess
 from mechanic_rl_ros.vision.imgmsg import imgmsg_to_array
 from mechanic_rl_ros.wire import topics
 from mechanic_rl_ros.wire.robot_state import RobotStatus, read_robot_state
@@ -82,6 +84,7 @@ class PolicyNode(Node):
     def __init__(self) -> None:
         super().__init__("policy_node")
         self.cfg = cfg = declare_parameters(self, PARAMETERS)
+        realtime = set_realtime_priority(self, int(cfg["realtime_priority"]))  # the tick and its inputs
         cmd_type = command_message_type(cfg["command_type"])
         if not cfg["checkpoint"]:
             raise ValueError("parameter checkpoint: empty; expected a policy checkpoint directory "
@@ -106,20 +109,31 @@ class PolicyNode(Node):
         partial = cfg["algorithm"] == "distill"
         self.weights = WeightsIntake(self.policy, self.selector, self.weights_arch_id, self.ft_shapes, self._now,
                                      self.get_logger(), self._problem, partial=partial)
+        # only DPPO samples the chain stochastically; selection and distillation run deterministic DDIM
+        planner = PolicyPlanner(self.policy, stochastic=bool(cfg["stochastic"]) and cfg["algorithm"] == "dppo",
+                                noise_clip=float(cfg["noise_clip"]), seed=int(cfg["seed"]),
+                                on_weights=self.weights.on_swap, selector=self.selector, partial=partial)
         # torch's lazy set-up before the first tick: on sim time a first chunk late by seconds lets the lockstep
         # simulator run ahead of the trajectory sent for it
-        warm_s = self.policy.warm_up(self.selector.cfg.num_candidates if self.selector else 0)
-        self.get_logger().info(f"model warmed up: first sample {warm_s * 1e3:.0f} ms")
-        # only DPPO samples the chain stochastically; selection and distillation run deterministic DDIM
-        self.planner = PolicyPlanner(self.policy, stochastic=bool(cfg["stochastic"]) and cfg["algorithm"] == "dppo",
-                                     noise_clip=float(cfg["noise_clip"]),
-                                     seed=int(cfg["seed"]), on_weights=self.weights.on_swap, selector=self.selector,
-                                     partial=partial)
+        thread_niceness = int(cfg["inference_niceness"])
+        if cfg["inference_process"] and not self._sim_time():
+            # real-time, the planner runs below the tick and above every normal process
+            self.planner = PlannerProcess(planner, niceness=thread_niceness, threads=int(cfg["torch_threads"]),
+                                          realtime_priority=1 if realtime else 0)
+            warm_s, thread_niceness = self.planner.warm_seconds, 0  # the thread only waits for the process
+            where = f"in process {self.planner.pid}"
+        else:
+            self.planner = planner
+            warm_s = self.policy.warm_up(self.selector.cfg.num_candidates if self.selector else 0)
+            where = "on a thread"
+        self.get_logger().info(f"model warmed up {where}: first sample {warm_s * 1e3:.0f} ms")
         self.weights.planner = self.planner
         adapt = (AdaptiveMargin(int(cfg["replan_margin"]), pcfg.max_lead, self.dt)
                  if cfg["adaptive_replan_margin"] and not self._sim_time() else None)
         self.planning = BackgroundPlanning(ChunkLoop.for_policy(self.policy, int(cfg["replan_margin"])), self.planner,
-                                           niceness=int(cfg["inference_niceness"]), adapt=adapt)
+                                           niceness=thread_niceness, adapt=adapt)
+        if realtime and not isinstance(self.planner, PlannerProcess):  # the denoiser never at the tick's priority
+            os.sched_setscheduler(self.planning.worker_tid, os.SCHED_OTHER, os.sched_param(0))
         self.ticker = ControlTick(tick_config(cfg, self.dt), sim_time=self._sim_time())
         self.safety = SafetyFilter(replace(safety_config(cfg, self.dt), switch_lead=self.ticker.lead()))
         self.episode: int | None = None
@@ -377,6 +391,8 @@ class PolicyNode(Node):
 
     def destroy_node(self) -> None:
         self.planning.close()  # never leave torch running under interpreter teardown
+        if isinstance(self.planner, PlannerProcess):
+            self.planner.close()
         if self.robot_state is not None:
             self.robot_state.destroy()
         super().destroy_node()

@@ -7,7 +7,7 @@ from __future__ import annotations
 from mechanic_rl_ros.control.gripper import GripperConfig
 from mechanic_rl_ros.control.safety import SafetyConfig
 from mechanic_rl_ros.control.tick import TickConfig
-from mechanic_rl_ros.nodes.common import COMMAND_TYPES, Param
+from mechanic_rl_ros.nodes.common import COMMAND_TYPES, REALTIME_PARAM, Param
 from mechanic_rl_ros.wire import topics
 
 #: every parameter, with what it means (``ros2 param describe policy_node <name>``); config/policy_node.yaml sets them
@@ -29,9 +29,11 @@ PARAMETERS = [
           "randn_clip_value 3; as config/rl.yaml); 0 = off", range=(0.0, None)),
     Param("seed", 0, "seed of the sampling noise", range=(0, None)),
     Param("torch_threads", 1, "CPU threads torch uses for inference", range=(1, None)),
-    Param("inference_niceness", 10, "the inference thread runs this much nicer than the control tick (Linux thread "
-          "niceness; 0 leaves it equal): a diffusion sample may take the CPU, the 10 Hz tick must not wait for it",
-          range=(0, 19)),
+    Param("inference_niceness", 10, "inference (its thread, or its process with inference_process) runs this much "
+          "nicer than the control tick (Linux niceness; 0 leaves it equal): a diffusion sample may take the CPU, "
+          "the 10 Hz tick must not wait for it", range=(0, 19)),
+    Param("inference_process", True, "on the wall clock (not on sim time) plan in a child process: the denoiser "
+          "never holds the interpreter lock the control tick needs; false plans on a thread of the node"),
     Param("control_rate", 10.0, "[Hz] commands per second, one action of the chunk each", range=(0.1, 1000.0)),
     Param("replan_margin", 2, "[actions] start the next chunk's inference when this many actions of the current one "
           "remain; that chunk then executes the actions predicted for the instants it runs at "
@@ -121,6 +123,7 @@ PARAMETERS = [
     Param("error_log_period", 1.0, "[s] least time between two logged errors of one kind (the rest are only "
           "counted); 0 logs every one", range=(0.0, None)),
     Param("diagnostics_period", 1.0, "[wall s] period of /diagnostics", range=(0.01, None)),
+    REALTIME_PARAM,
 ]
 
 

@@ -49,7 +49,7 @@ from mechanic_rl_ros.control.episodes import EpisodeBook, EpisodeConfig, Outcome
 from mechanic_rl_ros.nodes.franka import FrankaRecovery
 from mechanic_rl_ros.nodes.reward_params import PARAMETERS, home_safety_config
 from mechanic_rl_ros.nodes.common import (LatestMessage, command_message_type, declare_parameters,
-                                         joint_command, publish_diagnostics, run_node)
+                                         joint_command, publish_diagnostics, run_node, set_realtime_priority)
 from mechanic_rl_ros.wire import topics
 from mechanic_rl_ros.wire.robot_state import RobotStatus, read_robot_state
 
@@ -64,6 +64,7 @@ class RewardNode(Node):
     def __init__(self) -> None:
         super().__init__("reward_node")
         self.cfg = cfg = declare_parameters(self, PARAMETERS)
+        set_realtime_priority(self, int(cfg["realtime_priority"]))  # its homing motions are commands too
         self.book = EpisodeBook(EpisodeConfig(
             reward=cfg["reward"], max_steps=int(cfg["max_steps"]), control_dt=float(cfg["control_dt"]),
             terminate_on_success=bool(cfg["terminate_on_success"]),

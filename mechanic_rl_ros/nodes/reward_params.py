@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from mechanic_rl_ros.control.episodes import REWARD_KINDS
 from mechanic_rl_ros.control.safety import SafetyConfig
-from mechanic_rl_ros.nodes.common import COMMAND_TYPES, Param
+from mechanic_rl_ros.nodes.common import COMMAND_TYPES, REALTIME_PARAM, Param
 from mechanic_rl_ros.wire import topics
 
 MODES = ("sim", "real")
@@ -78,6 +78,7 @@ PARAMETERS = [
                                    "franka_robot_state_broadcaster"],
           "controllers switch_controller activates after the hardware component (those an error deactivated)"),
     Param("diagnostics_period", 1.0, "[wall s] period of /diagnostics", range=(0.01, None)),
+    REALTIME_PARAM,
 ]
 
 

@@ -84,7 +84,8 @@ from trajectory_msgs.msg import JointTrajectory
 from mechanic_rl_ros.control import fr3
 from mechanic_rl_ros.msg import TaskState
 from mechanic_rl_ros.nodes.common import (GC_PAUSES, RateLimitedLog, declare_parameters, pinhole_camera_info,  # noqa: F401
-                                         publish_diagnostics, rgb8_image, run_node, trajectory_from_message)
+                                         publish_diagnostics, rgb8_image, run_node, set_realtime_priority,
+                                         trajectory_from_message)
 from mechanic_rl_ros.nodes.sim_params import PARAMETERS, server_config
 from mechanic_rl_ros.sim import gripper as gripper_semantics
 from mechanic_rl_ros.sim.controller_manager import STATE_LABELS
@@ -110,6 +111,7 @@ class SimNode(Node):
     def __init__(self) -> None:
         super().__init__("sim_node")
         self.cfg = cfg = declare_parameters(self, PARAMETERS)
+        set_realtime_priority(self, int(cfg["realtime_priority"]))  # the robot's controller is real-time
         env = make_env(
             task=cfg["task"], render=False, cameras=tuple(cfg["cameras"]),
             image_size=(cfg["image_height"], cfg["image_width"]), seed=int(cfg["seed"]), reward=cfg["reward"],

@@ -3,7 +3,7 @@ and the robot server's configuration they make. config/sim.yaml sets the values;
 beside the code that reads them."""
 from __future__ import annotations
 
-from mechanic_rl_ros.nodes.common import Param
+from mechanic_rl_ros.nodes.common import REALTIME_PARAM, Param
 from mechanic_rl_ros.sim.env import REWARD_TYPES
 from mechanic_rl_ros.sim.fr3_sim import CAMERAS
 from mechanic_rl_ros.sim.server import MODES, ServerConfig
@@ -57,6 +57,7 @@ PARAMETERS = [
     Param("error_log_period", 1.0, "[s] least time between two logged 'rejected command' errors of one kind (the "
           "rest are only counted); 0 logs every one", range=(0.0, None)),
     Param("diagnostics_period", 1.0, "[wall s] period of /diagnostics", range=(0.01, None)),
+    REALTIME_PARAM,
 ]
 
 

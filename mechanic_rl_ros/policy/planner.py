@@ -85,6 +85,17 @@ class PolicyPlanner:
         self.swap_seconds = float("nan")  #: how long the last swap of staged weights took
         self._lock = threading.Lock()
 
+    def __getstate__(self) -> dict[str, Any]:
+        """For :class:`~mechanic_rl_ros.policy.planner_process.PlannerProcess`: no lock, no staged weights."""
+        state = dict(self.__dict__)
+        del state["_lock"]
+        state["_pending"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
     def stage_weights(self, tensors: Mapping[str, Any], version: int, finetune_steps: int | None) -> None:
         """Verified fine-tuned-network tensors to swap in before the next plan (the newest staged wins)."""
         with self._lock:

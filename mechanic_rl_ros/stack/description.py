@@ -51,6 +51,8 @@ ARGUMENTS: tuple[Argument, ...] = (
              "relative path is taken from the current directory"),
     Argument("episodes", "0", "stop starting new episodes after this many (0 = run until stopped)"),
     Argument("rviz", "false", "start RViz with config/finetune.rviz", BOOL),
+    Argument("realtime_priority", "0", "on a robot (sim:=false): SCHED_RR priority of policy_node and reward_node "
+             "(camera_node 5 lower), above every normal process; 0 = the normal scheduler (README 'On a real FR3')"),
     Argument("dds_profile", "large_frames", "Fast DDS profile of the nodes that move camera frames (sim_node, "
              "camera_node): large_frames = config/fastdds_large_frames.xml (a shared-memory segment that holds "
              "large frames, README 'Cameras'), default = Fast DDS's own settings, or the path of an XML profile"),
@@ -87,9 +89,11 @@ def resolve(values: Mapping[str, str]) -> dict[str, str]:
     if unknown:
         raise ValueError(f"unknown launch argument(s) {unknown}; expected some of {sorted(known)}")
     out = {a.name: str(values.get(a.name, a.default)) for a in ARGUMENTS}
-    for name in ("episodes", "seed"):
+    for name in ("episodes", "seed", "realtime_priority"):
         if not out[name].isdigit():
             raise ValueError(f"launch argument {name}: got {out[name]!r}; expected a whole number >= 0")
+    if int(out["realtime_priority"]) > 98:
+        raise ValueError(f"launch argument realtime_priority: got {out['realtime_priority']}; expected 0-98")
     for name, value in out.items():
         choices = known[name].choices
         if choices and value not in choices:
@@ -145,14 +149,17 @@ def nodes(values: Mapping[str, str], config_dir: Path) -> list[NodeSpec]:
                       else {"command_topic": v["command_topic"], "arm_controller": "forward"})
         specs.append(NodeSpec("sim_node", "sim_node", config_dir / "sim.yaml", {
             **common, "mode": "lockstep", "task": v["task"], **sim_topics}, env=dict(frames_env)))
+    # on sim time nothing waits on the wall clock: real-time threads only on a robot
+    rt = 0 if sim else int(v["realtime_priority"])
     specs.append(NodeSpec("camera_node", "camera_node", config_dir / "camera.yaml", {
-        **common, "input_topic": v["camera_topic"]}, env=dict(frames_env)))
+        **common, "input_topic": v["camera_topic"], **({"realtime_priority": max(1, rt - 5)} if rt else {})},
+        env=dict(frames_env)))
     specs.append(NodeSpec("policy_node", "policy_node", config_dir / "policy_node.yaml", {
         **common, "checkpoint": checkpoint, "command_topic": v["command_topic"], "command_type": v["command_type"],
-        "algorithm": v["algorithm"], "seed": int(v["seed"])}))
+        "algorithm": v["algorithm"], "seed": int(v["seed"]), **({"realtime_priority": rt} if rt else {})}))
     reward: dict[str, object] = {**common, "mode": "sim" if sim else "real", "command_topic": v["command_topic"],
                                  "command_type": v["command_type"],
-                                 "max_episodes": int(v["episodes"])}
+                                 "max_episodes": int(v["episodes"]), **({"realtime_priority": rt} if rt else {})}
     if sim:  # the simulated task's own time limit
         from mechanic_rl_ros.sim.tasks import TASKS
 
