@@ -59,7 +59,7 @@ def publish(rate: float, seconds: float) -> int:
     pub = node.create_publisher(topics.ROBOT_STATE.type, TOPIC, topics.ROBOT_STATE.qos)
     period = 1.0 / rate
     start, cpu0, sent = time.monotonic(), time.process_time(), 0
-    while (now := time.monotonic()) - start < seconds:
+    while time.monotonic() - start < seconds:
         msg = robot_state(time.time_ns())
         pub.publish(msg)
         sent += 1

@@ -159,12 +159,7 @@ def main() -> int:
             s.overrides["mode"] = "realtime"
         if s.name == "learner_node":  # learning during the measurement
             s.overrides.update({"batch_size": 4, "min_batch_size": 1, "warmup_decisions": 4})
-    if args.realtime:
-        rt = {"sim_node": min(98, args.realtime + 5), "camera_node": max(1, args.realtime - 5),
-              "policy_node": args.realtime, "reward_node": args.realtime}
-        for s in specs:
-            if s.name in rt:
-                s.overrides["realtime_priority"] = rt[s.name]
+    description.set_realtime_priorities(specs, args.realtime)
     for item in args.param:
         key, _, value = item.partition("=")
         node, _, name = key.partition(".")

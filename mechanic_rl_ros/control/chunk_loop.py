@@ -239,11 +239,6 @@ class BackgroundPlanning:
         self._worker = threading.Thread(target=self._serve, name="planner", daemon=True)
         self._worker.start()
 
-    @property
-    def worker_tid(self) -> int:
-        """The planning thread's Linux thread id (for its scheduling)."""
-        return int(self._worker.native_id)
-
     def reset(self, episode: int) -> None:
         """Start an episode; a plan still running for the previous one is dropped when it arrives."""
         self._generation += 1
@@ -290,8 +285,11 @@ class BackgroundPlanning:
 
     def _serve(self) -> None:
         if self.niceness > 0 and hasattr(os, "setpriority"):
-            # Linux schedules threads on their own: this one yields the CPU to the control tick's thread
+            # Linux schedules threads on their own: this one yields the CPU to the control tick's thread, also
+            # when the node put its threads on a real-time policy (the denoiser never at the tick's priority)
             tid = threading.get_native_id()
+            if hasattr(os, "sched_getscheduler") and os.sched_getscheduler(tid) != os.SCHED_OTHER:
+                os.sched_setscheduler(tid, os.SCHED_OTHER, os.sched_param(0))
             os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + self.niceness))
         while not self._stop.is_set():
             try:

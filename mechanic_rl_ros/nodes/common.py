@@ -392,7 +392,6 @@ class LatestMessage:
                             use_global_arguments=False, start_parameter_services=False)
         keep_newest = QoSProfile(depth=1, reliability=qos.reliability, durability=qos.durability)
         self._sub = self._reader.create_subscription(msg_type, self.topic, lambda _msg: None, keep_newest)
-        self.taken = 0  #: messages taken (at most one per :meth:`take`)
 
     def take(self):
         """The newest message received since the last call, or None if none came."""
@@ -400,8 +399,6 @@ class LatestMessage:
         with self._sub.handle:
             while (got := self._sub.handle.take_message(self._sub.msg_type, False)) is not None:
                 newest = got[0]
-        if newest is not None:
-            self.taken += 1
         return newest
 
     def destroy(self) -> None:

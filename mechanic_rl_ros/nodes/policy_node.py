@@ -38,7 +38,6 @@
 """
 from __future__ import annotations
 
-import os
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -132,8 +131,6 @@ class PolicyNode(Node):
                  if cfg["adaptive_replan_margin"] and not self._sim_time() else None)
         self.planning = BackgroundPlanning(ChunkLoop.for_policy(self.policy, int(cfg["replan_margin"])), self.planner,
                                            niceness=thread_niceness, adapt=adapt)
-        if realtime and not isinstance(self.planner, PlannerProcess):  # the denoiser never at the tick's priority
-            os.sched_setscheduler(self.planning.worker_tid, os.SCHED_OTHER, os.sched_param(0))
         self.ticker = ControlTick(tick_config(cfg, self.dt), sim_time=self._sim_time())
         self.safety = SafetyFilter(replace(safety_config(cfg, self.dt), switch_lead=self.ticker.lead()))
         self.episode: int | None = None

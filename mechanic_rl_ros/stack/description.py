@@ -152,14 +152,13 @@ def nodes(values: Mapping[str, str], config_dir: Path) -> list[NodeSpec]:
     # on sim time nothing waits on the wall clock: real-time threads only on a robot
     rt = 0 if sim else int(v["realtime_priority"])
     specs.append(NodeSpec("camera_node", "camera_node", config_dir / "camera.yaml", {
-        **common, "input_topic": v["camera_topic"], **({"realtime_priority": max(1, rt - 5)} if rt else {})},
-        env=dict(frames_env)))
+        **common, "input_topic": v["camera_topic"]}, env=dict(frames_env)))
     specs.append(NodeSpec("policy_node", "policy_node", config_dir / "policy_node.yaml", {
         **common, "checkpoint": checkpoint, "command_topic": v["command_topic"], "command_type": v["command_type"],
-        "algorithm": v["algorithm"], "seed": int(v["seed"]), **({"realtime_priority": rt} if rt else {})}))
+        "algorithm": v["algorithm"], "seed": int(v["seed"])}))
     reward: dict[str, object] = {**common, "mode": "sim" if sim else "real", "command_topic": v["command_topic"],
                                  "command_type": v["command_type"],
-                                 "max_episodes": int(v["episodes"]), **({"realtime_priority": rt} if rt else {})}
+                                 "max_episodes": int(v["episodes"])}
     if sim:  # the simulated task's own time limit
         from mechanic_rl_ros.sim.tasks import TASKS
 
@@ -169,4 +168,17 @@ def nodes(values: Mapping[str, str], config_dir: Path) -> list[NodeSpec]:
         **common, "checkpoint": checkpoint, "optimizer": v["optimizer"], "run_dir": v["run_dir"],
         "rl_config": "", "algorithm": v["algorithm"], "seed": int(v["seed"]),
         "demos": os.path.abspath(os.path.expanduser(v["demos"])) if v["demos"] else ""}))
+    set_realtime_priorities(specs, rt)
     return specs
+
+
+def set_realtime_priorities(specs: list[NodeSpec], priority: int) -> None:
+    """``realtime_priority`` for the control path at ``priority`` (0: none set): policy_node and reward_node at
+    it, camera_node 5 lower, a real-time simulator (standing in for the robot's own controller) 5 higher."""
+    if priority <= 0:
+        return
+    prios = {"policy_node": priority, "reward_node": priority, "camera_node": max(1, priority - 5),
+             "sim_node": min(98, priority + 5)}
+    for spec in specs:
+        if spec.name in prios:
+            spec.overrides["realtime_priority"] = prios[spec.name]
