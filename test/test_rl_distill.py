@@ -193,6 +193,23 @@ def test_partial_weights_of_unknown_layers_or_shapes_change_nothing(ckpt):
     assert all(torch.equal(before[k], v) for k, v in policy.net.state_dict().items())
 
 
+def test_adopted_partial_weights_become_the_parameters_without_a_copy(ckpt):
+    """The planner's swap between chunks takes the staged tensors as the network's parameters (no copy); a
+    tensor that cannot be adopted (autograd attached) is refused before anything changes."""
+    policy = DiffusionPolicy.from_checkpoint(ckpt)
+    name = trained_names(policy.net, ("unet.final",))[0]
+    params = dict(policy.net.named_parameters())
+    staged = {name: params[name].detach().clone() + 1}
+    planner = PolicyPlanner(policy, partial=True)
+    planner.stage_weights(staged, 1, 0)
+    planner._swap()
+    assert planner.version == 1 and params[name].data_ptr() == staged[name].data_ptr()
+    before = params[name].detach().clone()
+    with pytest.raises(CheckpointMismatchError, match="cannot be adopted"):
+        policy.load_partial({name: torch.zeros_like(before, requires_grad=True)}, adopt=True)
+    assert torch.equal(params[name], before)
+
+
 def test_headless_twin_end_to_end_in_the_simulator(tiny_ckpt, tmp_path):
     """`mechanic-rl train-distill` in the real simulator with the tiny state-only policy and two recorded
     demonstrations: the offline stage runs before the first episode, two runs with one seed end with the same

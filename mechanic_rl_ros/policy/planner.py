@@ -97,7 +97,8 @@ class PolicyPlanner:
         self._lock = threading.Lock()
 
     def stage_weights(self, tensors: Mapping[str, Any], version: int, finetune_steps: int | None) -> None:
-        """Verified fine-tuned-network tensors to swap in before the next plan (the newest staged wins)."""
+        """Verified fine-tuned-network tensors to swap in before the next plan (the newest staged wins). With
+        ``partial`` the network adopts the tensors themselves: the caller hands them over and keeps no reference."""
         with self._lock:
             self._pending = (tensors, int(version), finetune_steps)
 
@@ -112,7 +113,7 @@ class PolicyPlanner:
             if self.selector is not None:
                 self.selector.load(tensors, version)
             elif self.partial:
-                self.policy.load_partial(tensors)
+                self.policy.load_partial(tensors, adopt=True)
             else:
                 self.policy.load_finetuned(tensors, k_ft)
             self.version = version

@@ -494,11 +494,15 @@ class DiffusionPolicy(nn.Module):
                                           f"policy runs finetune_steps = {self.cfg.sampling.finetune_steps}")
         self.ft_net.load_state_dict(state, strict=True)  # type: ignore[union-attr]
 
-    def load_partial(self, tensors: Mapping[str, Any]) -> None:
-        """Copy verified weights of a part of ``net`` (name -> array or tensor, e.g. the layers a distillation
+    def load_partial(self, tensors: Mapping[str, Any], adopt: bool = False) -> None:
+        """Put verified weights of a part of ``net`` (name -> array or tensor, e.g. the layers a distillation
         learner trains) into it. Every name must be one of ``net``'s parameters with the same shape and
-        dtype; the first mismatch raises :class:`CheckpointMismatchError` before anything is copied. One
-        batched copy: on the planning thread between two chunks it costs little more than a memcpy."""
+        dtype; the first mismatch raises :class:`CheckpointMismatchError` before anything changes.
+
+        By default the values are copied (one batched copy). With ``adopt`` the parameters take the given
+        tensors themselves (a pointer swap, no copy): for a caller that made them for this purpose and keeps
+        no reference, such as the policy node's weights intake, which decodes them off the planning thread so
+        that the swap between two chunks costs less than a memcpy of the bytes."""
         params = self._named_parameters()
         state = {k: v if isinstance(v, torch.Tensor) else torch.from_numpy(np.array(v)) for k, v in tensors.items()}
         if not state:
@@ -510,8 +514,15 @@ class DiffusionPolicy(nn.Module):
             if v.shape != p.shape or v.dtype != p.dtype:
                 raise CheckpointMismatchError(f"partial weights: {k!r} is {v.dtype} {list(v.shape)}; expected "
                                               f"{p.dtype} {list(p.shape)}")
+            if adopt and (not v.is_contiguous() or v.requires_grad or v.is_inference()):
+                raise CheckpointMismatchError(f"partial weights: {k!r} cannot be adopted (a contiguous tensor "
+                                              f"without autograd or inference-mode state is expected)")
         with torch.no_grad():
-            torch._foreach_copy_([params[k] for k in state], list(state.values()))
+            if adopt:
+                for k, v in state.items():
+                    params[k].data = v
+            else:
+                torch._foreach_copy_([params[k] for k in state], list(state.values()))
 
     def _named_parameters(self) -> dict[str, torch.nn.Parameter]:
         """``net``'s parameters by name, built once (the network's structure never changes)."""
