@@ -27,12 +27,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def main(argv: list[str]) -> int:
-    from mechanic_rl_ros.jobs import train_select
+def install(gamma: float) -> Path:
+    """Patch ``sim.chunks.run_chunk`` to return the shaped chunk reward; returns a select config with the
+    value clip off and this ``gamma``, to pass as ``--select-config``."""
     from mechanic_rl_ros.rl.selection import DEFAULT_SELECT_CONFIG
     from mechanic_rl_ros.sim import chunks
 
-    gamma = 0.9
     plain = chunks.run_chunk
 
     def shaped_chunk(env, actions, reset_on_end):
@@ -48,7 +48,13 @@ def main(argv: list[str]) -> int:
     cfg = Path(tempfile.mkdtemp()) / "select_shaped.yaml"
     cfg.write_text("\n".join("q_max: 0.0" if ln.startswith("q_max:") else
                              f"gamma: {gamma}" if ln.startswith("gamma:") else ln for ln in text.splitlines()))
-    return train_select.main(["--select-config", str(cfg), *argv])
+    return cfg
+
+
+def main(argv: list[str]) -> int:
+    from mechanic_rl_ros.jobs import train_select
+
+    return train_select.main(["--select-config", str(install(0.9)), *argv])
 
 
 if __name__ == "__main__":

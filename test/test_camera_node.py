@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import signal
+import subprocess
 import time
 
 import cv2
@@ -127,6 +128,17 @@ class Probe:
 def _stop(proc) -> None:
     proc.terminate()
     proc.wait(15)
+
+
+def _stop_peer(proc) -> None:
+    """A test peer (not the product) is killed if it does not exit on SIGTERM in time: under load a publisher
+    of reliable full-HD frames can take longer to tear down, and that is not what the test checks."""
+    proc.terminate()
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(15)
 
 
 def test_compressed_input(tmp_path):
@@ -352,6 +364,7 @@ def test_full_hd_frames_of_a_driver_get_through_with_the_shipped_profile(tmp_pat
         assert ids <= {f"frame_{i}" for i in range(10)} and len(ids) >= 1, ids
     finally:
         probe.close()
-        for proc in (driver, cam):
-            if proc is not None and proc.poll() is None:
-                _stop(proc)
+        if driver is not None and driver.poll() is None:
+            _stop_peer(driver)
+        if cam.poll() is None:
+            _stop(cam)
