@@ -329,6 +329,15 @@ class QuietMultiThreadedExecutor(MultiThreadedExecutor):
     entities is dispatched.
     """
 
+    def shutdown(self, timeout_sec: float | None = None) -> bool:
+        """Callbacks in flight finish before the executor's guard condition goes and before the caller destroys
+        the node: rclpy 7's ``shutdown`` tests the flag it has just set and so never waits for them, and a callback
+        still running then met a destroyed handle ("The following exception was never retrieved: cannot use
+        Destroyable because destruction was requested" at every stop). Handlers queued but not begun are dropped."""
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        finished = self._work_tracker.wait(timeout_sec)
+        return super().shutdown(timeout_sec) and finished
+
     def can_execute(self, entity) -> bool:
         if not super().can_execute(entity):
             return False
