@@ -333,9 +333,14 @@ class QuietMultiThreadedExecutor(MultiThreadedExecutor):
         """Callbacks in flight finish before the executor's guard condition goes and before the caller destroys
         the node: rclpy 7's ``shutdown`` tests the flag it has just set and so never waits for them, and a callback
         still running then met a destroyed handle ("The following exception was never retrieved: cannot use
-        Destroyable because destruction was requested" at every stop). Handlers queued but not begun are dropped."""
-        self._executor.shutdown(wait=False, cancel_futures=True)
-        finished = self._work_tracker.wait(timeout_sec)
+        Destroyable because destruction was requested" at every stop). Handlers already dispatched, running or
+        queued for a thread, run to their end (a queued one dropped would leave its coroutine never awaited)."""
+        deadline = None if timeout_sec is None or timeout_sec < 0 else time.monotonic() + timeout_sec
+        while not all(task.done() for task in list(self._futures)):
+            if deadline is not None and time.monotonic() > deadline:
+                break
+            time.sleep(0.005)
+        finished = all(task.done() for task in list(self._futures))
         return super().shutdown(timeout_sec) and finished
 
     def can_execute(self, entity) -> bool:
