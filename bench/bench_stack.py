@@ -300,7 +300,7 @@ def main() -> int:
     print(f"publish -> verified: median {np.nanmedian(verified):.1f} ms = {np.nanmedian(verified) / copy_ms:.0f}x memcpy")
     print(f"publish -> swapped in (waits for the chunk boundary): median {np.nanmedian(swapped):.1f} ms "
           f"= {np.nanmedian(swapped) / copy_ms:.0f}x memcpy")
-    print(f"the swap itself (copy into the network, between two chunks): median {np.nanmedian(swap):.2f} ms = "
+    print(f"the swap itself (into the network, between two chunks): median {np.nanmedian(swap):.2f} ms = "
           f"{np.nanmedian(swap) / copy_ms:.1f}x memcpy")
     print("\n== transitions")
     print(f"executed steps (policy_node): {end_diag.get('transitions')}; received by the learner: "
