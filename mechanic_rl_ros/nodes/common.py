@@ -336,11 +336,10 @@ class QuietMultiThreadedExecutor(MultiThreadedExecutor):
         Destroyable because destruction was requested" at every stop). Handlers already dispatched, running or
         queued for a thread, run to their end (a queued one dropped would leave its coroutine never awaited)."""
         deadline = None if timeout_sec is None or timeout_sec < 0 else time.monotonic() + timeout_sec
-        while not all(task.done() for task in list(self._futures)):
+        while not (finished := all(task.done() for task in list(self._futures))):
             if deadline is not None and time.monotonic() > deadline:
                 break
             time.sleep(0.005)
-        finished = all(task.done() for task in list(self._futures))
         return super().shutdown(timeout_sec) and finished
 
     def can_execute(self, entity) -> bool:
