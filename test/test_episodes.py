@@ -78,3 +78,16 @@ def test_abort_ends_the_episode_without_an_outcome_or_rewards():
     assert book.late_steps == 3 and book.abort() == 0
     book.start(1)
     assert book.running and book.episode == 1
+
+
+def test_the_steps_a_person_commanded_are_counted_up_to_the_episodes_end():
+    book = EpisodeBook(EpisodeConfig(max_steps=10, control_dt=0.1))
+    book.start(0)
+    for step, person in enumerate([False, True, True, False]):
+        book.step_executed(0, step, stamp=1.0 + 0.1 * step, intervention=person)
+    book.task_state(S(1.25))  # steps 0 and 1 rewarded
+    assert book.intervened_steps == 1
+    [r] = book.task_state(S(1.3, success=True))
+    assert r.outcome is Outcome.SUCCESS and book.intervened_steps == 2  # step 3 came after the end
+    book.start(1)
+    assert book.intervened_steps == 0

@@ -160,3 +160,20 @@ def test_malformed_decisions_and_actions_name_the_field():
     msg.action = wire.as_float64_array([0.0] * 7)
     with pytest.raises(WireError, match="action: got .*; expected 8 finite numbers"):
         executed_step(msg)
+
+
+def test_an_intervened_step_carries_its_observation_history_and_no_chain():
+    obs = {"qpos": np.arange(14, dtype=np.float32).reshape(2, 7),
+           "images": {"scene": np.full((2, 4, 4, 3), 7, np.uint8)}}
+    d = Decision(obs=obs, chain=np.zeros((0, 0, 8), np.float32), chain_logprob=np.zeros(0), policy_version=3,
+                 episode=2, chunk=5, stamps=np.array([0.9, 1.0]))
+    msg = transition_message(ExecutedStep(2, 11, 5, 0, 3, np.arange(8.0), False, intervention=True), d)
+    assert msg.intervention and not any(t.name.startswith("chain") for t in msg.decision)
+    back = decision_from_transition(msg)
+    assert back.chain.shape[0] == 0 and back.finetune_steps == 0
+    np.testing.assert_array_equal(back.obs["qpos"], obs["qpos"])
+    np.testing.assert_array_equal(back.obs["images"]["scene"], obs["images"]["scene"])
+    assert executed_step(msg).intervention
+    msg.intervention = False  # the policy's own decision must carry its chain
+    with pytest.raises(WireError, match="chain"):
+        decision_from_transition(msg)

@@ -89,6 +89,8 @@ class EpisodeBook:
     episode_return: float = 0.0
     steps_done: int = 0
     late_steps: int = 0
+    #: steps of the running episode a person commanded instead of the policy
+    intervened_steps: int = 0
     _pending: deque = field(default_factory=deque)
 
     def start(self, episode: int) -> None:
@@ -96,27 +98,29 @@ class EpisodeBook:
         if episode <= self.episode:
             raise ValueError(f"episode: {episode} does not follow {self.episode}")
         self.episode, self.running = episode, True
-        self.episode_return, self.steps_done = 0.0, 0
+        self.episode_return, self.steps_done, self.intervened_steps = 0.0, 0, 0
         self._pending.clear()
 
-    def step_executed(self, episode: int, step: int, stamp: float) -> None:
-        """Record that step ``step`` of ``episode`` was commanded at ``stamp`` [s]."""
+    def step_executed(self, episode: int, step: int, stamp: float, intervention: bool = False) -> None:
+        """Record that step ``step`` of ``episode`` was commanded at ``stamp`` [s] (``intervention``: by a
+        person, not the policy)."""
         if not self.running or episode != self.episode:
             self.late_steps += 1
             return
         expected = self.steps_done + len(self._pending)
         if step != expected:
             raise ValueError(f"step: got {step} in episode {episode}; expected {expected} (steps arrive in order)")
-        self._pending.append((step, stamp))
+        self._pending.append((step, stamp, bool(intervention)))
 
     def task_state(self, sample: TaskSample) -> list[StepResult]:
         """Reward every pending step whose control period has elapsed at ``sample``."""
         out: list[StepResult] = []
         while self.running and self._pending:
-            step, stamp = self._pending[0]
+            step, stamp, intervened = self._pending[0]
             if sample.stamp + self.config.stamp_tolerance < stamp + self.config.control_dt:
                 break
             self._pending.popleft()
+            self.intervened_steps += intervened
             out.append(self._finish_step(step, sample.success, sample.failure, sample.shaped_reward))
         return out
 
@@ -131,7 +135,8 @@ class EpisodeBook:
         if not self._pending:
             self.running = False
             return None
-        step, _ = self._pending.popleft()
+        step, _, intervened = self._pending.popleft()
+        self.intervened_steps += intervened
         success = outcome is Outcome.SUCCESS
         result = self._finish_step(step, success, outcome is Outcome.FAILURE, 1.0 if success else 0.0, forced=outcome)
         return result

@@ -37,9 +37,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from diagnostic_msgs.msg import DiagnosticArray
+from geometry_msgs.msg import Twist
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rosgraph_msgs.msg import Clock
-from sensor_msgs.msg import CameraInfo, Image, JointState
+from sensor_msgs.msg import CameraInfo, Image, JointState, Joy
 from std_msgs.msg import Float64MultiArray, Int64, String
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
@@ -125,6 +126,10 @@ LEARNER_STATS = Topic("/learner/stats", LearnerStats, MONITOR)
 LEARNER_STATUS_TEXT = Topic("/learner/status_text", MarkerArray, MONITOR)
 PREDICTED_PATH = Topic("/policy/predicted_path", MarkerArray, MONITOR)
 OPERATOR_KEY = Topic("/operator/key", String, MONITOR)
+#: a person's (or the simulated operator's) end-effector velocity and buttons: spacenav_node's topics (a gamepad
+#: through joy_node + teleop_twist_joy remapped onto them); best-effort, so any device's QoS is heard
+TELEOP_TWIST = Topic("/spacenav/twist", Twist, SENSOR)
+TELEOP_JOY = Topic("/spacenav/joy", Joy, SENSOR)
 #: policy_node -> reward_node: the last episode the policy has stopped commanding in; reward_node starts the next
 #: reset (a simulator teleport, or its own home motion) only then, so no stale trajectory follows the reset
 POLICY_STOPPED = Topic("/policy/stopped", Int64, LATCHED)

@@ -17,6 +17,11 @@ first step of a chunk also carries that chunk's :class:`Decision` as named
 
 Which of the K steps are trained (K') is the learner's choice; the weights it
 sends back say K' (:mod:`mechanic_rl_ros.wire.weights`).
+
+A step a person commanded (``intervention``) is a chunk of its own; its
+decision carries only the observation history (and its stamps): no chain, the
+policy did not choose the action. :func:`decision_from_transition` gives it an
+empty chain ``[0, 0, A]``.
 """
 from __future__ import annotations
 
@@ -46,6 +51,7 @@ class ExecutedStep:
     policy_version: int
     action: np.ndarray   #: float64 [8]: the 7 joint targets [rad] and the gripper width [m] actually sent
     clamped: bool
+    intervention: bool = False  #: a person commanded it, not the policy
 
 
 def transition_message(step: ExecutedStep, decision: Decision | None) -> Transition:
@@ -56,12 +62,14 @@ def transition_message(step: ExecutedStep, decision: Decision | None) -> Transit
     msg.policy_version = int(step.policy_version)
     msg.action = as_float64_array(step.action)
     msg.clamped = bool(step.clamped)
+    msg.intervention = bool(step.intervention)
     if decision is not None:
         tensors = {OBS_PREFIX + k: v for k, v in flatten_obs(decision.obs).items()}
         if decision.stamps is not None:
             tensors[STAMPS] = np.asarray(decision.stamps, dtype=np.float64)
-        tensors[CHAIN] = np.asarray(decision.chain, dtype=np.float32)
-        tensors[CHAIN_LOGPROB] = np.asarray(decision.chain_logprob, dtype=np.float64)
+        if not step.intervention:
+            tensors[CHAIN] = np.asarray(decision.chain, dtype=np.float32)
+            tensors[CHAIN_LOGPROB] = np.asarray(decision.chain_logprob, dtype=np.float64)
         if decision.proposals is not None:
             tensors[FEATURES] = np.asarray(decision.features, dtype=np.float32)
             tensors[PROPOSALS] = np.asarray(decision.proposals, dtype=np.float32)
@@ -76,7 +84,7 @@ def executed_step(msg: Transition) -> ExecutedStep:
     if action.shape != (8,) or not np.all(np.isfinite(action)):
         raise WireError("action", f"got {action.tolist()}; expected 8 finite numbers (7 joints [rad], gripper [m])")
     return ExecutedStep(int(msg.episode), int(msg.step), int(msg.chunk), int(msg.chunk_step), int(msg.policy_version),
-                        action, bool(msg.clamped))
+                        action, bool(msg.clamped), bool(msg.intervention))
 
 
 def decision_from_transition(msg: Transition) -> Decision | None:
@@ -88,6 +96,9 @@ def decision_from_transition(msg: Transition) -> Decision | None:
     if len(msg.decision) == 0:
         return None
     tensors = tensors_from_msgs(msg.decision, "decision")
+    if msg.intervention:
+        tensors.setdefault(CHAIN, np.zeros((0, 0, len(msg.action)), np.float32))
+        tensors.setdefault(CHAIN_LOGPROB, np.zeros(0))
     for name in (CHAIN, CHAIN_LOGPROB):
         if name not in tensors:
             raise WireError("decision", f"no {name!r} tensor; got {sorted(tensors)}")
