@@ -150,3 +150,23 @@ def test_the_headless_trainer_reads_the_nodes_schedule_from_its_parameters_file(
     bad.write_text("learner_node:\n  ros__parameters:\n    utd: 2\n")
     with pytest.raises(ValueError, match="lacks"):
         load_schedule(bad)
+
+
+def test_a_learner_that_does_not_learn_from_interventions_ignores_the_episode_from_the_takeover_on():
+    rng = np.random.default_rng(3)
+    learner = _learner()
+    learner.add_step(0, 0, 0, 0, True, _decision(rng, 0, 0))
+    learner.add_reward(0, 0, 0.0, False, False)
+    person = Decision(obs={"qpos": np.zeros((2, 7))}, chain=np.zeros((0, 0, 8), np.float32),
+                      chain_logprob=np.zeros(0), policy_version=0, episode=0, chunk=1)
+    learner.add_step(0, 1, 1, 0, True, person, intervention=True, action=np.zeros(8))
+    learner.add_step(0, 2, 2, 0, True, _decision(rng, 0, 2))  # the policy again, from the corrected state
+    learner.add_reward(0, 1, 0.0, False, False)
+    learner.add_reward(0, 2, 1.0, True, False)
+    learner.end_episode(0, True)
+    assert learner.replay.added == 0 and len(learner.stream) == 0  # nothing of it is the policy's own course
+    c = learner.counts
+    assert c["episodes_intervened"] == 1 and c["decisions_dropped_intervened"] == 1 and c["steps_intervened"] == 1
+    assert c["rewards_unmatched"] == 0 and c["decisions_refused"] == 0
+    _episode(learner, rng, 1)  # the next episode is learned from as before
+    assert learner.replay.added == 3

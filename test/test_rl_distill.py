@@ -245,3 +245,51 @@ def test_headless_twin_end_to_end_in_the_simulator(tiny_ckpt, tmp_path):
                          "--out", str(tmp_path / "ev"), "--compare", str(tmp_path / "a" / "eval.json")],
                         capture_output=True, text=True, timeout=300)
     assert ev.returncode == 0 and "common seeds" in ev.stdout, ev.stdout + ev.stderr
+
+
+def intervened(online: OnlineDistill, episode: int, step: int, chunk: int, seed: int) -> np.ndarray:
+    """A step a person commanded: its decision holds only the observation history."""
+    d = decision(online.policy, episode, chunk, seed)
+    d.chain = np.zeros((0, 0, online.policy.cfg.action_dim), np.float32)
+    action = np.full(online.policy.cfg.action_dim, float(step), np.float32)
+    online.add_step(episode, step, chunk, first=True, decision=d, intervention=True, action=action)
+    return action
+
+
+def test_intervened_steps_are_kept_as_demonstrations_with_their_sent_commands(ckpt):
+    online = learner(ckpt)
+    cfg = online.policy.cfg
+    to, tp, a = cfg.obs_horizon, cfg.pred_horizon, cfg.action_dim
+    # the policy's chunk 0 (steps 0-3), a person's steps 4-9 (chunks 1-6), the policy's chunk 7 (steps 10-13)
+    for step in range(4):
+        online.add_step(0, step, 0, first=step == 0, decision=decision(online.policy, 0, 0, 1) if step == 0 else None,
+                        action=np.full(a, float(step)))
+    for i, step in enumerate(range(4, 10)):
+        intervened(online, 0, step, 1 + i, 10 + i)
+    for step in range(10, 14):
+        online.add_step(0, step, 7, first=step == 10, decision=decision(online.policy, 0, 7, 2) if step == 10 else None,
+                        action=np.full(a, float(step)))
+    assert online.counts["steps_intervened"] == 6 and len(online.distiller.replay) == 0  # the outcome decides
+    online.end_episode(0, True)
+    # six corrections and the policy's chunk after the last one; chunk 0 (it led astray) is dropped
+    assert online.counts["corrections_kept"] == 6 and online.counts["decisions_kept"] == 1
+    assert online.counts["decisions_dropped_before_correction"] == 1
+    replay = online.distiller.replay
+    rows = replay.rows(np.arange(len(replay)))
+    first = int(np.flatnonzero((replay.episode[:len(replay)] == 0) & (replay.chunk[:len(replay)] == 1))[0])
+    # the window of step 4, cut as a demonstration's: steps 4-T_o+1 .. 4-T_o+T_p, the last intervened step (9)
+    # repeated past the intervention's end
+    expect = np.clip(4 - to + 1 + np.arange(tp), 0, 9).astype(np.float32)
+    np.testing.assert_array_equal(rows["action"][first][:, 0], expect)
+    assert online.owed() == 7
+
+
+def test_a_failed_episode_keeps_the_corrections_but_none_of_the_policys_chunks(ckpt):
+    online = learner(ckpt)
+    a = online.policy.cfg.action_dim
+    online.add_step(1, 0, 0, first=True, decision=decision(online.policy, 1, 0, 3), action=np.zeros(a))
+    intervened(online, 1, 1, 1, 4)
+    online.add_step(1, 2, 2, first=True, decision=decision(online.policy, 1, 2, 5), action=np.zeros(a))
+    online.end_episode(1, False)
+    assert online.counts["corrections_kept"] == 1 and online.counts["decisions_kept"] == 0
+

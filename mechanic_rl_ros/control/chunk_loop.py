@@ -128,12 +128,15 @@ class ChunkLoop:
         """Step 2: the input of the next plan; numbers the chunk."""
         if self._latest is None:
             raise RuntimeError("ChunkLoop.request before any observation")
-        stamps = np.array(self._stamps, dtype=np.float64)
-        stamps = np.concatenate([np.full(self.history.horizon - len(stamps), stamps[0]), stamps])
-        req = PlanRequest(self.history.stacked(), self._latest, stamps, self.chunks_planned, self.remaining(),
-                          self.episode)
+        req = PlanRequest(self.history.stacked(), self._latest, self.history_stamps(), self.chunks_planned,
+                          self.remaining(), self.episode)
         self.chunks_planned += 1
         return req
+
+    def history_stamps(self) -> np.ndarray:
+        """float64 [T_o] the stamps of the history, the oldest repeated where it is not full yet."""
+        stamps = np.array(self._stamps, dtype=np.float64)
+        return np.concatenate([np.full(self.history.horizon - len(stamps), stamps[0]), stamps])
 
     def offer(self, chunk: Chunk) -> None:
         """A planned chunk; it runs when the current one is used up."""
@@ -243,6 +246,22 @@ class BackgroundPlanning:
         """Start an episode; a plan still running for the previous one is dropped when it arrives."""
         self._generation += 1
         self.loop.reset(episode)
+
+    def suspend(self) -> None:
+        """A person takes over: drop the chunks (and the plan in flight), keep the history and the numbering;
+        the next :meth:`tick` plans a fresh chunk from the then current observation."""
+        self._generation += 1
+        loop = self.loop
+        loop.current, loop.next, loop.position = None, None, 0
+
+    def observe(self, obs: Mapping[str, Any], stamp: float = 0.0) -> tuple[dict[str, Any], np.ndarray, int]:
+        """A tick a person commands: the observation joins the history, nothing is planned. Returns the
+        history (stacked T_o observations), its stamps and a fresh chunk number for the step."""
+        loop = self.loop
+        loop.observe(obs, stamp)
+        self.poll()  # a plan from before the takeover is dropped (its generation has passed)
+        index, loop.chunks_planned = loop.chunks_planned, loop.chunks_planned + 1
+        return loop.history.stacked(), loop.history_stamps(), index
 
     def tick(self, obs: Mapping[str, Any], stamp: float = 0.0, wait: float = 0.0) -> tuple[np.ndarray, Chunk, int] | None:
         """One control tick (see :class:`ChunkLoop`); None when no action is ready."""

@@ -40,7 +40,8 @@ from mechanic_rl_ros.msg import EpisodeEvent, LearnerStats, StepReward, Transiti
 from mechanic_rl_ros.nodes.common import Param, declare_parameters, publish_diagnostics, run_node
 from mechanic_rl_ros.rl.learner import ALGORITHMS, open_learner
 from mechanic_rl_ros.wire import topics
-from mechanic_rl_ros.wire.transition import decision_from_transition
+from mechanic_rl_ros.data.interventions import InterventionRecorder
+from mechanic_rl_ros.wire.transition import decision_from_transition, executed_step
 from mechanic_rl_ros.wire.weights import weights_message
 
 #: every parameter, with what it means (``ros2 param describe learner_node <name>``); config/learner.yaml sets them.
@@ -105,6 +106,9 @@ PARAMETERS = [
           "RViz"),
     Param("history_depth", 2000, "[messages] transient-local history asked of the transition and reward "
           "publishers: what a restarted learner can get replayed", range=(1, None)),
+    Param("record_interventions", True, "save each intervention (the steps a person or the simulated operator "
+          "commanded, with their observations) as a demonstration bag under <run_dir>/interventions, which "
+          "finetune-demos and demos:= read"),
     Param("success_window", 20, "[episodes] window of the reported success rate", range=(1, None)),
     Param("diagnostics_period", 1.0, "[wall s] period of /diagnostics", range=(0.01, None)),
 ]
@@ -122,6 +126,7 @@ class LearnerNode(Node):
             self.get_logger().info(f"run_dir {cfg['run_dir']!r} taken from the current directory {os.getcwd()}: "
                                    f"{run_dir}")
         self.dir = run_dir / "learner"
+        self.recorder = InterventionRecorder(run_dir / "interventions", 0.1) if cfg["record_interventions"] else None
         self.learner, resumed = open_learner(cfg, self.dir)
         self.learner.outcomes = deque(maxlen=int(cfg["success_window"]))
         self.updating = False
@@ -157,14 +162,21 @@ class LearnerNode(Node):
 
     # ------------------------------------------------------------ data
     def _on_transition(self, msg: Transition) -> None:
-        decision = refusal = None
+        decision = refusal = action = None
         if msg.chunk_step == 0:
             try:
                 decision = decision_from_transition(msg)
             except ValueError as exc:  # WireError included
                 refusal = str(exc)
+        try:
+            action = executed_step(msg).action
+        except ValueError as exc:
+            self.get_logger().error(f"transition of episode {msg.episode} step {msg.step}: {exc}",
+                                    throttle_duration_sec=1.0)
         error = self.learner.add_step(int(msg.episode), int(msg.step), int(msg.chunk), int(msg.policy_version),
-                                      msg.chunk_step == 0, decision, refusal)
+                                      msg.chunk_step == 0, decision, refusal, bool(msg.intervention), action)
+        if msg.intervention and self.recorder is not None and decision is not None and action is not None:
+            self.recorder.add(int(msg.episode), int(msg.step), decision.obs, action)
         if error is not None:
             self.get_logger().error(f"decision of episode {msg.episode} chunk {msg.chunk} refused: {error}",
                                     throttle_duration_sec=1.0)
@@ -175,6 +187,8 @@ class LearnerNode(Node):
 
     def _on_event(self, msg: EpisodeEvent) -> None:
         if msg.event == EpisodeEvent.ABORTED:
+            if self.recorder is not None:
+                self.recorder.drop(int(msg.episode))
             n = self.learner.abort_episode(int(msg.episode))
             if n is not None:  # else replayed (transient-local) after a restart
                 self.get_logger().info(f"episode {msg.episode} aborted by the robot ({msg.detail}): its {n} held "
@@ -182,6 +196,10 @@ class LearnerNode(Node):
             return
         if msg.event in (EpisodeEvent.SUCCESS, EpisodeEvent.FAILURE, EpisodeEvent.TIMEOUT):
             self.learner.end_episode(int(msg.episode), msg.event == EpisodeEvent.SUCCESS)
+            if self.recorder is not None and (written := self.recorder.end_episode(int(msg.episode),
+                                                                                  msg.event == EpisodeEvent.SUCCESS)):
+                self.get_logger().info(f"episode {msg.episode}: {len(written)} intervention(s) saved under "
+                                       f"{self.recorder.directory}")
 
     # ------------------------------------------------------------ learning
     def _maybe_update(self) -> None:

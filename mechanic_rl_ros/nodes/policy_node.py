@@ -55,7 +55,9 @@ from mechanic_rl_ros.control import fr3
 from mechanic_rl_ros.control.gripper import GripperCommander
 from mechanic_rl_ros.control.chunk_loop import AdaptiveMargin, BackgroundPlanning, Chunk, ChunkLoop
 from mechanic_rl_ros.control.observation import ObservationAssembler
+from mechanic_rl_ros.control.decision import Decision
 from mechanic_rl_ros.control.safety import SafetyFilter
+from mechanic_rl_ros.control.teleop import LOST, OPERATOR, Takeover
 from mechanic_rl_ros.control.tick import GIVE_UP, HOLD, INFO_PERIOD, ControlTick, Verdict, filter_seed
 from mechanic_rl_ros.msg import EpisodeEvent, TaskState
 from mechanic_rl_ros.nodes.common import (GC_PAUSES, LatestMessage, RateLimitedLog, command_message_type,
@@ -63,7 +65,7 @@ from mechanic_rl_ros.nodes.common import (GC_PAUSES, LatestMessage, RateLimitedL
                                          run_node, set_realtime_priority)
 from mechanic_rl_ros.nodes.franka import GripperGoals
 from mechanic_rl_ros.nodes.policy_weights import WeightsIntake, seconds, weights_contract
-from mechanic_rl_ros.nodes.policy_params import PARAMETERS, gripper_config, safety_config, tick_config
+from mechanic_rl_ros.nodes.policy_params import PARAMETERS, gripper_config, safety_config, teleop_config, tick_config
 from mechanic_rl_ros.policy import DiffusionPolicy, PolicyPlanner
 from mechanic_rl_ros.policy.planner_process import PlannerProcess
 from mechanic_rl_ros.vision.imgmsg import imgmsg_to_array
@@ -136,13 +138,16 @@ class PolicyNode(Node):
         self.episode: int | None = None
         self.episode_started = -float("inf")
         self.step = 0
+        #: a person's takeover (None: teleop off); the last command sent: its 7 joint targets and gripper width
+        self.takeover = Takeover(teleop_config(cfg), self.dt) if cfg["teleop"] else None
+        self.sent: np.ndarray | None = None
         #: hold_* count ticks of a moving episode that sent no fresh action (missed ticks); start_wait counts the
         #: ticks of an episode before its first action (the arm at rest while its first inputs and chunk come)
         self.counts = {"commands": 0, "transitions": 0, "start_wait": 0, "hold_stale": 0, "hold_no_action": 0,
                        "hold_model": 0,
                        "clamped": 0, "inputs_rejected": 0,
                        "hold_robot_state": 0, "episodes_given_up": 0, "ticks_late": 0,
-                       "ticks_off_grid": 0, "sent_late": 0, "inputs_behind": 0}
+                       "ticks_off_grid": 0, "sent_late": 0, "inputs_behind": 0, "hold_teleop_lost": 0}
         #: the robot's last reported mode (None: none received yet)
         self.robot: RobotStatus | None = None
         self.robot_state_received = -float("inf")  # [s, node clock]
@@ -184,6 +189,11 @@ class PolicyNode(Node):
                                           "robot_state") if cfg["robot_state_topic"] else None)
         self.create_subscription(t.EPISODE_EVENTS.type, cfg["episode_event_topic"], self._on_event,
                                  t.EPISODE_EVENTS.qos)
+        # spacenav_node publishes its Joy at ~1 kHz: the device is read newest-only, by the tick, as the robot state
+        self.teleop = (LatestMessage(self, t.TELEOP_TWIST.type, cfg["teleop_twist_topic"], t.TELEOP_TWIST.qos,
+                                     "teleop_twist"),
+                       LatestMessage(self, t.TELEOP_JOY.type, cfg["teleop_joy_topic"], t.TELEOP_JOY.qos, "teleop_joy")
+                       ) if self.takeover is not None else ()
         self.create_timer(self.dt, self._tick)
         self.create_timer(cfg["diagnostics_period"], self._publish_diagnostics, clock=rclpy.clock.Clock(),
                           callback_group=MutuallyExclusiveCallbackGroup())
@@ -243,11 +253,15 @@ class PolicyNode(Node):
         self.counts[verdict.count] += 1
         self.get_logger().warning(f"{verdict.text}: episode {self.episode} given up, its commands would not "
                                   f"execute; acting again at the next episode")
+        self._give_up()
+        return False
+
+    def _give_up(self) -> None:
+        """Stop acting in this episode (the controller holds the last trajectory, which ends at rest)."""
         given_up, self.episode = self.episode, None
         self.planning.reset(-1)
         self.safety = SafetyFilter(self.safety.config)
         self._stopped(given_up)
-        return False
 
     def _on_image(self, camera: str, msg: Image) -> None:
         self._input(f"image:{camera}", f"image for camera {camera!r}", self._set_image, camera, msg)
@@ -265,8 +279,10 @@ class PolicyNode(Node):
         if msg.event == EpisodeEvent.START:
             if self.episode is not None and msg.episode <= self.episode:
                 return  # a replayed (transient-local) event of an episode already seen
-            self.episode, self.step = int(msg.episode), 0
+            self.episode, self.step, self.sent = int(msg.episode), 0, None
             self.planning.reset(self.episode)
+            if self.takeover is not None:
+                self.takeover.reset()
             self.safety = SafetyFilter(self.safety.config)
             self.gripper_goals.reset()
             #: the filter is seeded only from a joint state measured after the reset that began this episode
@@ -308,6 +324,13 @@ class PolicyNode(Node):
                 return self._end_tick(verdict)
             q, settle = filter_seed(obs["qpos"], self.robot, self.episode_started)
             self.safety.reset(q, now, settle=settle)
+        if self.takeover is not None:
+            who = self._who(now)
+            if who == LOST:  # the arm holds; the episode is given up (reward_node aborts it)
+                self._end_tick(Verdict(HOLD, "hold_teleop_lost"))
+                return self._give_up()
+            if who == OPERATOR:
+                return self._operator_step(obs, stamp, now)
         item = self.planning.tick(obs, stamp, tick.inference_wait())  # on sim time waiting costs no robot time
         failure = self.planning.take_failure()
         if failure is not None:
@@ -319,21 +342,62 @@ class PolicyNode(Node):
         action, chunk, k = item
         if k == 0:
             self._publish_markers(chunk)
+        self._execute(action, chunk.index, k, chunk.version, chunk.decision if k == 0 else None)
+
+    def _who(self, now: float) -> str:
+        """Who commands this tick (:class:`Takeover`, fed the device's newest Twist and Joy); the plans of the
+        policy stop at a takeover."""
+        twist, joy = self.teleop
+        device = self.takeover.input
+        if (m := twist.take()) is not None:
+            self._input("teleop", twist.topic, device.on_twist, (m.linear.x, m.linear.y, m.linear.z),
+                        (m.angular.x, m.angular.y, m.angular.z), now)
+        if (m := joy.take()) is not None:
+            self._input("teleop", joy.topic, device.on_joy, m.buttons, now)
+        who, change = self.takeover.who(now)
+        if change == "takeover":
+            self.planning.suspend()
+            self.get_logger().info(f"episode {self.episode} step {self.step}: the operator takes over")
+        elif change == "handback":
+            self.get_logger().info(f"episode {self.episode} step {self.step}: the operator hands back; the policy "
+                                   f"plans a fresh chunk")
+        elif change == "lost":
+            self.get_logger().error(f"episode {self.episode} step {self.step}: no teleop message for "
+                                    f"{self.cfg['teleop_timeout']} s while the operator steered (a device unplugged?): "
+                                    f"holding the arm, episode given up; acting again at the next episode")
+        return who
+
+    def _operator_step(self, obs, stamp: float, now: float) -> None:
+        """A tick the operator commands: their action, marked as an intervention, with the observation history
+        (a chunk of its own) for the learner."""
+        history, stamps, index = self.planning.observe(obs, stamp)
+        sent = self.sent if self.sent is not None else np.append(obs["qpos"], self.finger_width or 0.0)
+        action = self.takeover.action(sent[:7], float(sent[7]), now)
+        decision = Decision(obs=history, chain=np.zeros((0, 0, len(action)), np.float32), chain_logprob=np.zeros(0),
+                            policy_version=self.planner.version, episode=self.episode, chunk=index, stamps=stamps)
+        self._execute(action, index, 0, self.planner.version, decision, intervention=True)
+
+    def _execute(self, action: np.ndarray, chunk: int, k: int, version: int, decision: Decision | None,
+                 intervention: bool = False) -> None:
+        """Send ``action`` through the safety filter and publish its Transition (``k``: its place in the chunk)."""
+        tick = self.ticker
         stamp = self._now()
         try:
             res = self.safety.filter(action[:7], float(action[7]), stamp)
         except ValueError as exc:
-            return self._end_tick(Verdict(HOLD, "hold_model", f"policy action refused, holding: {exc}", "action"))
+            return self._end_tick(Verdict(HOLD, "hold_model", f"{'operator' if intervention else 'policy'} "
+                                                              f"action refused, holding: {exc}", "action"))
         verdict = tick.release(stamp, self._now, res.trajectory is not None,
-                               f", action {k} of chunk {chunk.index} not executed")
+                               f", action {k} of chunk {chunk} not executed")
         if verdict is not None:
             self.safety.unsent()  # the committed trajectory plays on (it ends at rest)
             return self._end_tick(verdict)
         self._send(res)
+        self.sent = np.append(res.q, res.gripper_width)
         self.counts["clamped"] += res.clamped
-        step = ExecutedStep(self.episode, self.step, chunk.index, k, chunk.version,
-                            np.append(res.q, res.gripper_width), bool(res.clamped))
-        tr = transition_message(step, chunk.decision if k == 0 else None)
+        step = ExecutedStep(self.episode, self.step, chunk, k, version, self.sent.copy(), bool(res.clamped),
+                            intervention)
+        tr = transition_message(step, decision)
         tr.header.stamp = self.get_clock().now().to_msg()
         self.transition_pub.publish(tr)
         self.counts["transitions"] += 1
@@ -390,8 +454,9 @@ class PolicyNode(Node):
         self.planning.close()  # never leave torch running under interpreter teardown
         if isinstance(self.planner, PlannerProcess):
             self.planner.close()
-        if self.robot_state is not None:
-            self.robot_state.destroy()
+        for reader in (self.robot_state, *self.teleop):
+            if reader is not None:
+                reader.destroy()
         super().destroy_node()
 
     def _publish_diagnostics(self) -> None:
@@ -401,7 +466,8 @@ class PolicyNode(Node):
         level, message = DiagnosticStatus.OK, f"version {self.planner.version}, " + ("acting" if self.episode is not None else "idle")
         if self.last_problem:
             level, message = DiagnosticStatus.WARN, f"{message}; last problem: {self.last_problem}"
-        values = {**self.counts, "gripper_goal_late": self.gripper_goals.late,
+        values = {**self.counts, **(self.takeover.counts if self.takeover else {}),
+                  "gripper_goal_late": self.gripper_goals.late,
                   **{f"gripper_{k}": v for k, v in self.gripper.counts.items()},
                   "policy_version": self.planner.version, "episode": self.episode, "step": self.step,
                   "holds": holds, "inference_ms_p50": f"{np.percentile(lat, 50):.1f}",

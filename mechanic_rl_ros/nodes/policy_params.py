@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from mechanic_rl_ros.control.gripper import GripperConfig
 from mechanic_rl_ros.control.safety import SafetyConfig
+from mechanic_rl_ros.control.teleop import TeleopConfig
 from mechanic_rl_ros.control.tick import TickConfig
 from mechanic_rl_ros.nodes.common import COMMAND_TYPES, REALTIME_PARAM, Param
 from mechanic_rl_ros.wire import topics
@@ -123,6 +124,24 @@ PARAMETERS = [
     Param("error_log_period", 1.0, "[s] least time between two logged errors of one kind (the rest are only "
           "counted); 0 logs every one", range=(0.0, None)),
     Param("diagnostics_period", 1.0, "[wall s] period of /diagnostics", range=(0.01, None)),
+    Param("teleop", True, "listen to teleop_twist_topic / teleop_joy_topic: a person (SpaceMouse via spacenav, a "
+          "gamepad via joy + teleop_twist_joy) or the simulated operator takes over by moving or pressing a gripper "
+          "button, and hands back after teleop_release without either (control/teleop.py)"),
+    Param("teleop_twist_topic", topics.TELEOP_TWIST.name, "geometry_msgs/Twist in device units, base frame fr3_link0"),
+    Param("teleop_joy_topic", topics.TELEOP_JOY.name, "sensor_msgs/Joy: the gripper buttons"),
+    Param("teleop_linear_scale", 0.15, "[m/s per device unit] TCP speed of a full deflection", range=(0.001, 1.0)),
+    Param("teleop_angular_scale", 0.8, "[rad/s per device unit]", range=(0.001, 5.0)),
+    Param("teleop_max_linear_speed", 0.15, "[m/s] a faster Twist is scaled down to this (counted in "
+          "teleop_clamped); the safety filter's limits apply after it", range=(0.001, 1.0)),
+    Param("teleop_max_angular_speed", 0.8, "[rad/s]", range=(0.001, 5.0)),
+    Param("teleop_deadband", 0.05, "[device units] Twist components below this count as zero (a device at rest "
+          "drifts)", range=(0.0, 0.99)),
+    Param("teleop_release", 0.5, "[s] without motion or a gripper button before the policy takes over again, with "
+          "a fresh chunk", range=(0.01, 10.0)),
+    Param("teleop_timeout", 0.5, "[s] no Twist or Joy for this long while the operator is active: the stream is "
+          "lost (a device unplugged): the arm holds and the episode is given up (reward_node aborts it)", range=(0.01, 10.0)),
+    Param("teleop_close_button", 0, "Joy button index that closes the gripper (SpaceMouse: left)", range=(0, 31)),
+    Param("teleop_open_button", 1, "Joy button index that opens the gripper (SpaceMouse: right)", range=(0, 31)),
     REALTIME_PARAM,
 ]
 
@@ -143,6 +162,15 @@ def gripper_config(cfg: dict) -> GripperConfig:
         hysteresis=cfg["gripper_hysteresis"], speed=cfg["gripper_speed"], force=cfg["gripper_force"],
         epsilon_inner=cfg["gripper_epsilon_inner"], epsilon_outer=cfg["gripper_epsilon_outer"],
         goal_timeout=cfg["gripper_goal_timeout"])
+
+
+def teleop_config(cfg: dict) -> TeleopConfig:
+    """The operator's device mapping from the teleop_* parameters."""
+    return TeleopConfig(
+        linear_scale=cfg["teleop_linear_scale"], angular_scale=cfg["teleop_angular_scale"],
+        max_linear_speed=cfg["teleop_max_linear_speed"], max_angular_speed=cfg["teleop_max_angular_speed"],
+        deadband=cfg["teleop_deadband"], release=cfg["teleop_release"], timeout=cfg["teleop_timeout"],
+        close_button=int(cfg["teleop_close_button"]), open_button=int(cfg["teleop_open_button"]))
 
 
 def tick_config(cfg: dict, control_dt: float) -> TickConfig:

@@ -26,6 +26,9 @@ A thin adapter around :class:`mechanic_rl_ros.control.episodes.EpisodeBook`.
   switch_controller (``recovery_controllers``); automatically in ``sim`` mode,
   on the operator's ``recover`` key in ``real`` mode (parameter ``recovery``),
   since on a real arm someone should look at why it stopped;
+* when policy_node stops commanding in the running episode while the robot is
+  fine (a person's teleop stream went silent while they steered: the arm
+  holds), the episode ends with ``ABORTED`` too, and the next one starts;
 * publishes ``/diagnostics`` (episodes, success rate, late steps, robot errors).
 """
 from __future__ import annotations
@@ -160,6 +163,14 @@ class RewardNode(Node):
 
     def _on_policy_stopped(self, msg) -> None:
         self.policy_stopped = max(self.policy_stopped, int(msg.data))
+        if self.book.running and int(msg.data) == self.book.episode and self._robot_problem() is None:
+            e = self.book.episode
+            self.book.abort()
+            self.ended = (e, time.monotonic())
+            self.counts["episodes_aborted"] += 1
+            why = "policy_node stopped commanding under the running episode (its log says why: a lost teleop stream)"
+            self._event(EpisodeEvent.ABORTED, why)
+            self.get_logger().error(f"{why}; episode {e} aborted, nothing of it is learned from")
 
     def _policy_stopped(self) -> bool:
         """True once policy_node has stopped commanding in the episode that ended last (or after the timeout)."""
@@ -208,6 +219,7 @@ class RewardNode(Node):
         ev.header.stamp = self.get_clock().now().to_msg()
         ev.episode, ev.event, ev.steps = max(self.book.episode, 0), kind, self.book.steps_done
         ev.episode_return, ev.detail = float(self.book.episode_return), detail
+        ev.intervened_steps = self.book.intervened_steps
         self.event_pub.publish(ev)
 
     def _publish(self, results: list[StepResult], stamp) -> None:
@@ -232,7 +244,8 @@ class RewardNode(Node):
     # ----------------------------------------------------------- callbacks
     def _on_transition(self, msg: Transition) -> None:
         try:
-            self.book.step_executed(int(msg.episode), int(msg.step), stamp_seconds(msg.header.stamp))
+            self.book.step_executed(int(msg.episode), int(msg.step), stamp_seconds(msg.header.stamp),
+                                    bool(msg.intervention))
         except ValueError as exc:
             self.get_logger().error(f"transition refused: {exc}", throttle_duration_sec=1.0)
 

@@ -7,6 +7,9 @@ calls in the same units, whichever the algorithm:
   :class:`~mechanic_rl_ros.control.decision.Decision`), :meth:`~Learner.add_reward` (that step's reward),
   :meth:`~Learner.end_episode` (its outcome, for the success rate; the terminal reward already ended it
   for learning), :meth:`~Learner.abort_episode` (the robot stopped it: nothing of it is learned from).
+  A step a person commanded (``intervention``) is never taken as the policy's own action: a learner that
+  :attr:`~Learner.learns_from_interventions` takes it as a demonstration (:meth:`~Learner._correction`),
+  any other ignores the whole episode from its first intervened step on;
   Steps and rewards arrive in any order and possibly twice (transient-local history replayed after a restart): the
   :class:`~mechanic_rl_ros.control.join.Join` behind these calls pairs them by (episode, step), holds a
   reward that came before its step, and ignores duplicates; every refusal is counted in :attr:`counts`;
@@ -94,6 +97,9 @@ class Learner(abc.ABC):
     :meth:`report`, ``_save_parts`` and :meth:`load`."""
 
     algorithm: ClassVar[str] = ""
+    #: False: the first intervened step of an episode drops what is held of it and the rest of it is
+    #: ignored (its later chunks follow the operator's correction, not the policy's own course)
+    learns_from_interventions: ClassVar[bool] = False
     #: [steps] publish the payload every this many steps; checkpoint every :attr:`checkpoint_every`
     publish_every: int = 1
     checkpoint_every: int = 1
@@ -105,22 +111,31 @@ class Learner(abc.ABC):
         self.join = Join()
         #: episodes the robot stopped under: nothing of them is learned from
         self.aborted: set[int] = set()
+        #: episodes a person took over in, for a learner that does not learn from interventions
+        self.ignored: set[int] = set()
         self.counts = {"transitions_received": 0, "transitions_duplicate": 0, "rewards_received": 0,
                        "rewards_duplicate": 0, "rewards_unmatched": 0, "decisions_refused": 0, "updates_failed": 0,
                        "episodes_aborted": 0, "decisions_dropped_aborted": 0, "transitions_after_abort": 0,
-                       "grad_steps_done": 0, "critic_published_version": 0, "policy_version_seen": 0}
+                       "grad_steps_done": 0, "critic_published_version": 0, "policy_version_seen": 0,
+                       "steps_intervened": 0, "episodes_intervened": 0, "decisions_dropped_intervened": 0}
 
     # ------------------------------------------------------------ input
     def add_step(self, episode: int, step: int, chunk: int, policy_version: int = 0, first: bool = False,
-                 decision: Any = None, refusal: str | None = None) -> str | None:
+                 decision: Any = None, refusal: str | None = None, intervention: bool = False,
+                 action: Any = None) -> str | None:
         """An executed control step of (``episode``, ``chunk``); ``first``: the chunk's first step, which
-        carries its ``decision`` (or the ``refusal``, why it could not be read). Returns why a decision was
-        refused (counted), None otherwise. A reward that waited for this step is credited now."""
+        carries its ``decision`` (or the ``refusal``, why it could not be read); ``intervention``: a person
+        commanded it (a chunk of its own, whose decision holds only the observation history); ``action``: the
+        command sent [8], where known. Returns why a decision was refused (counted), None otherwise. A reward
+        that waited for this step is credited now."""
         key = (int(episode), int(step))
         error = None
         with self.lock:
             if key[0] in self.aborted:
                 self.counts["transitions_after_abort"] += 1
+                return None
+            if key[0] in self.ignored:
+                self.counts["steps_intervened"] += bool(intervention)
                 return None
             new, waiting = self.join.add_step(key, int(chunk))
             if not new:
@@ -128,13 +143,25 @@ class Learner(abc.ABC):
                 return None
             self.counts["transitions_received"] += 1
             self.counts["policy_version_seen"] = max(self.counts["policy_version_seen"], int(policy_version))
+            if intervention:
+                self.counts["steps_intervened"] += 1
+                if not self.learns_from_interventions:
+                    self.ignored.add(key[0])
+                    self.counts["episodes_intervened"] += 1
+                    self.counts["decisions_dropped_intervened"] += self._drop(key[0])
+                    return None
+            if action is not None:
+                self._action(key[0], key[1], action, intervention)
             if first:
                 try:
                     if refusal is not None:
                         raise ValueError(refusal)
                     if decision is None:
                         raise ValueError("decision: empty on the first step of a chunk (chunk_step 0)")
-                    self._decision(key[0], int(chunk), decision)
+                    if intervention:
+                        self._correction(key[0], key[1], int(chunk), decision)
+                    else:
+                        self._decision(key[0], int(chunk), decision)
                 except ValueError as exc:
                     self.counts["decisions_refused"] += 1
                     error = str(exc)
@@ -149,7 +176,7 @@ class Learner(abc.ABC):
         key = (int(episode), int(step))
         args = (float(reward), bool(terminated and not truncated), bool(truncated))
         with self.lock:
-            if key[0] in self.aborted:
+            if key[0] in self.aborted or key[0] in self.ignored:
                 return
             new, chunk = self.join.add_reward(key, args)
             if not new:
@@ -190,6 +217,13 @@ class Learner(abc.ABC):
 
     def _executed(self, episode: int, chunk: int) -> None:
         """A step of (episode, chunk) was executed (its decision's step included)."""
+
+    def _action(self, episode: int, step: int, action: Any, intervention: bool) -> None:
+        """The command sent at (episode, step), by a person if ``intervention``."""
+
+    def _correction(self, episode: int, step: int, chunk: int, decision: Any) -> None:
+        """A step a person commanded, with the observation history it was commanded from (a learner that
+        :attr:`learns_from_interventions` takes it as a demonstration); ValueError refuses it."""
 
     @abc.abstractmethod
     def _credit(self, episode: int, chunk: int, reward: float, terminated: bool, truncated: bool) -> bool:
@@ -246,7 +280,7 @@ class Learner(abc.ABC):
             tmp.mkdir(parents=True)
             extra = self._save_parts(tmp)
             state = {"join": self.join.state(), "counts": self.counts, "aborted": sorted(self.aborted),
-                     "algorithm": self.algorithm, **extra}
+                     "ignored": sorted(self.ignored), "algorithm": self.algorithm, **extra}
             (tmp / STATE_FILE).write_text(json.dumps(state))  # last: its presence marks the directory complete
             replace_dir(tmp, d)
         return d
@@ -259,6 +293,7 @@ class Learner(abc.ABC):
         self.join.load(state["join"])
         self.counts.update(state["counts"])
         self.aborted = {int(e) for e in state.get("aborted", [])}
+        self.ignored = {int(e) for e in state.get("ignored", [])}
 
     @classmethod
     @abc.abstractmethod

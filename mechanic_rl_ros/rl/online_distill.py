@@ -9,7 +9,15 @@ owes
     owed = offline_steps + floor(utd * decisions kept) - gradient steps made,
 
 so ``offline_steps`` on the demonstrations alone come before anything online, then ``utd`` steps per
-kept decision on batches half demonstrations, half kept chunks. The payload is the trained part of the
+kept decision on batches half demonstrations, half kept chunks.
+
+Steps a person commanded (interventions, HIL-SERL: Luo et al. 2024) are demonstrations: each comes with
+the observation history it was commanded from, and its row imitates the commands sent from there, window
+for window as :func:`~mechanic_rl_ros.policy.dataset.demo_windows` cuts a recorded demonstration (actions
+t-T_o+1 .. t-T_o+T_p, the last commanded step of the intervention repeated past its end). They are kept
+whatever the episode's outcome (the person's command is the label). Of an episode a person took over in,
+only the policy's chunks after the last intervention are kept, and only if it succeeded: the chunks before
+it led astray. The payload is the trained part of the
 policy network (``train_params``), which policy_node swaps in between chunks; ``<dir>/policy`` of a
 saved learner is an ordinary policy checkpoint (``mechanic-rl eval --checkpoint``).
 """
@@ -54,6 +62,7 @@ class OnlineDistill(Learner):
     reads the same demonstrations."""
 
     algorithm = "distill"
+    learns_from_interventions = True
 
     def __init__(self, policy: Any, cfg: DistillConfig, demos_path: str | None = None, publish_every: int = 100,
                  checkpoint_every: int = 500, demos: Any = None):
@@ -66,8 +75,13 @@ class OnlineDistill(Learner):
         #: episode -> {chunk: (images, lowdim, action)} of decisions waiting for the episode's outcome
         self.pending: dict[int, dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
         self.ended: OrderedDict[int, bool] = OrderedDict()
+        #: episode -> {step: (command sent [8], by a person)} of the episodes the memory holds
+        self.sent: dict[int, dict[int, tuple[np.ndarray, bool]]] = {}
+        #: episode -> {step: (chunk, images, lowdim)} of intervened steps waiting for the episode's end
+        self.corrections: dict[int, dict[int, tuple[int, np.ndarray, np.ndarray]]] = {}
         self.counts.update({"decisions_kept": 0, "decisions_dropped_failed": 0, "episodes_kept": 0,
-                            "episodes_failed": 0, "weights_published_version": 0})
+                            "episodes_failed": 0, "weights_published_version": 0, "corrections_kept": 0,
+                            "corrections_incomplete": 0, "decisions_dropped_before_correction": 0})
 
     @property
     def cfg(self) -> DistillConfig:
@@ -91,11 +105,37 @@ class OnlineDistill(Learner):
             return
         self.pending.setdefault(episode, {})[chunk] = row
 
+    def _action(self, episode: int, step: int, action: Any, intervention: bool) -> None:
+        self.sent.setdefault(episode, {})[step] = (np.asarray(action, np.float32), bool(intervention))
+
+    def _correction(self, episode: int, step: int, chunk: int, decision: Any) -> None:
+        cfg = self.policy.cfg
+        images, lowdim, _ = decision_row(cfg, decision.obs, np.zeros((cfg.pred_horizon, cfg.action_dim)))
+        if episode in self.ended:  # the outcome came first (another topic): the commands so far are all there is
+            self._keep_correction(episode, step, chunk, images, lowdim)
+        else:
+            self.corrections.setdefault(episode, {})[step] = (chunk, images, lowdim)
+
+    def _keep_correction(self, episode: int, step: int, chunk: int, images: np.ndarray, lowdim: np.ndarray) -> None:
+        """The demonstration row of the intervened ``step``: its window of sent commands (module docstring)."""
+        cfg, sent = self.policy.cfg, self.sent.get(episode, {})
+        end = step
+        while sent.get(end + 1, (None, False))[1]:
+            end += 1
+        steps = np.clip(step - cfg.obs_horizon + 1 + np.arange(cfg.pred_horizon), 0, end)
+        if any(int(t) not in sent for t in steps):
+            self.counts["corrections_incomplete"] += 1
+            return
+        action = np.stack([sent[int(t)][0] for t in steps])
+        if self.distiller.replay.add(episode, chunk, images, lowdim, action):
+            self.counts["corrections_kept"] += 1
+
     def _credit(self, episode: int, chunk: int, reward: float, terminated: bool, truncated: bool) -> bool:
         return True  # the outcome decides, not the step rewards
 
     def _drop(self, episode: int) -> int:
         self._remember(episode, False)
+        self.corrections.pop(episode, None)
         return len(self.pending.pop(episode, {}))
 
     def end_episode(self, episode: int, success: bool) -> None:
@@ -106,6 +146,14 @@ class OnlineDistill(Learner):
                 return
             self._remember(int(episode), bool(success))
             rows = self.pending.pop(int(episode), {})
+            corrections = self.corrections.pop(int(episode), {})
+            for step, (chunk, images, lowdim) in sorted(corrections.items()):
+                self._keep_correction(int(episode), step, chunk, images, lowdim)
+            if corrections:  # the policy's chunks before the last intervention led astray
+                last = max(chunk for chunk, _, _ in corrections.values())
+                before = [c for c in rows if c < last]
+                self.counts["decisions_dropped_before_correction"] += len(before)
+                rows = {c: r for c, r in rows.items() if c > last}
             if success:
                 self.counts["episodes_kept"] += 1
                 self._keep(int(episode), rows)
@@ -116,7 +164,8 @@ class OnlineDistill(Learner):
     def _remember(self, episode: int, success: bool) -> None:
         self.ended[episode] = success
         while len(self.ended) > ENDED_MEMORY:
-            self.ended.popitem(last=False)
+            forgotten, _ = self.ended.popitem(last=False)
+            self.sent.pop(forgotten, None)
 
     def _keep(self, episode: int, rows: Mapping[int, tuple]) -> None:
         for chunk, (images, lowdim, action) in sorted(rows.items()):
@@ -137,7 +186,7 @@ class OnlineDistill(Learner):
 
     def owed(self) -> int:
         with self.lock:
-            kept = self.counts["decisions_kept"]
+            kept = self.counts["decisions_kept"] + self.counts["corrections_kept"]
             due = self.cfg.offline_steps + int(self.cfg.utd * kept)
             if self.distiller.demos is None and kept == 0:
                 due = 0

@@ -1,0 +1,147 @@
+"""A person takes over through the teleop topics: sim_node, reward_node and policy_node as separate
+processes (lock-step sim time), a scripted Twist/Joy publisher in the test process in place of spacenav.
+
+The publisher takes over, moves the TCP (a Twist beyond the speed limit, which policy_node scales down),
+closes the gripper and hands back; the policy then resumes with a fresh chunk. The steps it commanded
+reach the learner's topic marked as interventions, each with its observation history; the switches in
+and out pass the safety filter without a reflex. A stream that goes silent while it steers (a device
+unplugged) ends the intervention and holds the arm; the episode is given up (ABORTED) and the next one
+starts."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+from geometry_msgs.msg import Twist
+from sensor_msgs.msg import Joy
+
+from mechanic_rl_ros.control import fr3
+from mechanic_rl_ros.msg import EpisodeEvent
+from mechanic_rl_ros.wire import topics
+from mechanic_rl_ros.wire.transition import decision_from_transition
+
+from rosenv import fresh_domain_id, start_python
+from stack_checks import StackObserver, check_no_reflex
+from stack_fixtures import make_checkpoint
+
+pytestmark = pytest.mark.slow
+
+ENDS = (EpisodeEvent.SUCCESS, EpisodeEvent.FAILURE, EpisodeEvent.TIMEOUT)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("teleop")
+    make_checkpoint(tmp / "ckpt", finetune_steps=5)
+    domain = fresh_domain_id()
+    sim_time = ["-p", "use_sim_time:=true"]
+    procs = {
+        "sim": start_python(["-m", "mechanic_rl_ros.nodes.sim_node", "--ros-args", "--params-file", "config/sim.yaml",
+                             "-p", "mode:=lockstep", *sim_time], domain, tmp / "sim.log"),
+        "reward": start_python(["-m", "mechanic_rl_ros.nodes.reward_node", "--ros-args", "--params-file",
+                                "config/reward.yaml", "-p", "max_steps:=150", *sim_time], domain, tmp / "reward.log"),
+        "policy": start_python(["-m", "mechanic_rl_ros.nodes.policy_node", "--ros-args", "--params-file",
+                                "config/policy_node.yaml", "-p", f"checkpoint:={tmp / 'ckpt'}", "-p", "algorithm:=dppo",
+                                "-p", "stochastic:=false", "-p", "image_topics:=[/camera/scene/image_raw]",
+                                *sim_time], domain, tmp / "policy.log"),
+    }
+    obs = StackObserver(domain)
+    twist_pub = obs.node.create_publisher(Twist, topics.TELEOP_TWIST.name, 10)
+    joy_pub = obs.node.create_publisher(Joy, topics.TELEOP_JOY.name, 10)
+
+    def logs():
+        return "\n".join(f"--- {n}\n{(tmp / f'{n}.log').read_text()[-4000:]}" for n in procs)
+
+    yield {"obs": obs, "twist": twist_pub, "joy": joy_pub, "logs": logs, "tmp": tmp}
+    obs.close()
+    for p in procs.values():
+        p.terminate()
+    for p in procs.values():
+        p.wait(20)
+
+
+def stream(s, seconds: float, linear=(0.0, 0.0, 0.0), buttons=(0, 0), period: float = 0.04) -> None:
+    """Publish one device state as spacenav does while it is held, every ``period`` wall seconds."""
+    obs, end = s["obs"], time.monotonic() + seconds
+    while time.monotonic() < end:
+        tw = Twist()
+        tw.linear.x, tw.linear.y, tw.linear.z = map(float, linear)
+        joy = Joy()
+        joy.header.stamp = obs.node.get_clock().now().to_msg()
+        joy.axes, joy.buttons = [float(v) for v in (*linear, 0.0, 0.0, 0.0)], list(buttons)
+        s["twist"].publish(tw)
+        s["joy"].publish(joy)
+        obs.spin_until(lambda: False, period)
+
+
+def steps_of(obs, episode: int) -> list:
+    return sorted((t for t in obs.transitions if t.episode == episode), key=lambda t: t.step)
+
+
+def test_a_person_takes_over_moves_the_arm_within_the_limits_and_hands_back(stack):
+    obs, logs = stack["obs"], stack["logs"]
+    assert obs.spin_until(lambda: len(obs.transitions) >= 5, 180), logs()
+    episode = obs.transitions[-1].episode
+    # three times the speed limit along +y, then holding the close button at rest, then released
+    stream(stack, 2.5, linear=(0.0, 3.0, 0.0))
+    stream(stack, 1.0, buttons=(1, 0))
+    stream(stack, 0.3)  # released
+    assert obs.spin_until(lambda: any(not t.intervention and t.step > max(
+        (u.step for u in steps_of(obs, episode) if u.intervention), default=1e9) for t in steps_of(obs, episode)),
+        60), logs()
+    steps = steps_of(obs, episode)
+    person = [t for t in steps if t.intervention]
+    assert len(person) >= 10, logs()
+    assert [t.step for t in steps] == list(range(len(steps))), "steps must stay consecutive across the switches"
+    # every intervened step is a chunk of its own with its observation history, numbered after the policy's
+    first = steps.index(person[0])
+    assert all(t.chunk_step == 0 for t in person)
+    chunks = [t.chunk for t in steps]
+    assert chunks == sorted(chunks) and len({t.chunk for t in person}) == len(person)
+    d = decision_from_transition(person[0])
+    assert d.obs["images"]["scene"].shape[0] == 2 and d.chain.shape[0] == 0
+    # the TCP moved along +y at no more than the limit (0.15 m/s: 1.5 cm per 0.1 s step, plus the filter's
+    # catching up after the switch), not at the 0.45 m/s the Twist asked for
+    tcp = fr3.tcp_positions(np.array([t.action[:7] for t in person]))
+    moved = tcp[-1] - tcp[0]
+    assert moved[1] > 0.05 and abs(moved[0]) < 0.02 and abs(moved[2]) < 0.02, moved
+    per_step = np.linalg.norm(np.diff(tcp, axis=0), axis=1)
+    moving = per_step[per_step > 1e-3]
+    assert np.median(moving) == pytest.approx(0.015, abs=5e-4) and moving.max() < 0.02, per_step
+    # the button closed the gripper
+    assert min(t.action[7] for t in person) == pytest.approx(fr3.GRIPPER_MIN_WIDTH, abs=1e-6)
+    # handed back: the policy's next step starts a fresh chunk
+    back = next(t for t in steps[first:] if not t.intervention)
+    assert back.chunk_step == 0 and back.chunk > person[-1].chunk
+    assert decision_from_transition(back).chain.shape[0] > 0
+    check_no_reflex(obs)
+
+
+def test_the_end_event_counts_the_intervened_steps(stack):
+    obs, logs = stack["obs"], stack["logs"]
+    person = {t.episode for t in obs.transitions if t.intervention}
+    assert obs.spin_until(lambda: any(e.event in ENDS and e.episode in person for e in obs.events), 120), logs()
+    end = next(e for e in obs.events if e.event in ENDS and e.episode in person)
+    n = sum(1 for t in obs.transitions if t.episode == end.episode and t.intervention and t.step < end.steps)
+    assert end.intervened_steps == n > 0
+
+
+def test_a_silent_stream_while_steering_holds_the_arm_and_the_episode_is_given_up(stack):
+    obs, logs = stack["obs"], stack["logs"]
+    ended = {e.episode for e in obs.events if e.event in ENDS}
+    assert obs.spin_until(lambda: any(t.episode not in ended and t.step >= 2 for t in obs.transitions), 180), logs()
+    episode = max(t.episode for t in obs.transitions)
+    stream(stack, 1.0, linear=(0.0, -1.0, 0.0))  # steering ... then unplugged: nothing more
+    n = len(steps_of(obs, episode))
+    obs.spin_until(lambda: False, 3.0)
+    steps = steps_of(obs, episode)
+    assert steps[-1].intervention, "the last step commanded must be the person's"
+    # nothing more is commanded for the episode (at most the steps already in flight when the stream stopped)
+    assert len(steps) - n <= 6, logs()
+    assert "holding the arm, episode given up" in (stack["tmp"] / "policy.log").read_text()
+    assert obs.spin_until(lambda: any(e.event == EpisodeEvent.ABORTED and e.episode == episode for e in obs.events),
+                          60), ([(e.episode, e.event, e.steps) for e in obs.events], logs())
+    # the next episode: the policy acts again
+    assert obs.spin_until(lambda: any(t.episode > episode and not t.intervention for t in obs.transitions), 120), logs()
+    check_no_reflex(obs)
