@@ -44,6 +44,10 @@ ARGUMENTS: tuple[Argument, ...] = (
              ("select", "dppo", "distill")),
     Argument("demos", "", "algorithm distill: directory of demonstration bags the learner mixes into every batch "
              "(mechanic-rl collect --out, or ros2 bag record of the stack's topics); '' = none"),
+    Argument("interventions", "none", "sim = the simulated operator (operator_node, config/operator.yaml) takes over "
+             "through the teleop topics when the policy is about to fail, as a person would (sim:=true only); none = "
+             "no simulated operator. A person with a SpaceMouse or gamepad can take over in any case (README "
+             "'Taking over')", ("none", "sim")),
     Argument("seed", "0", "learner seed (critic initialisation, batches) and policy_node's sampling seed"),
     Argument("optimizer", "mechanic", "learner optimiser: mechanic (no learning rate) or adam (config/learner.yaml lr)",
              ("mechanic", "adam")),
@@ -168,6 +172,11 @@ def nodes(values: Mapping[str, str], config_dir: Path) -> list[NodeSpec]:
         **common, "checkpoint": checkpoint, "optimizer": v["optimizer"], "run_dir": v["run_dir"],
         "rl_config": "", "algorithm": v["algorithm"], "seed": int(v["seed"]),
         "demos": os.path.abspath(os.path.expanduser(v["demos"])) if v["demos"] else ""}))
+    if v["interventions"] == "sim":
+        if not sim:
+            raise ValueError("launch argument interventions: sim needs sim:=true (the simulated operator reads the "
+                             "simulator's task state); on a robot a person takes over with a device")
+        specs.append(NodeSpec("operator_node", "operator_node", config_dir / "operator.yaml", dict(common)))
     set_realtime_priorities(specs, rt)
     return specs
 
