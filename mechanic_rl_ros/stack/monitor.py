@@ -1,7 +1,9 @@
 """Progress of a fine-tuning run, for people: one line per finished episode
-(success rate, robot minutes, policy version, Mechanic scale) and, when the
-run stops, a learning-curve PNG (success against robot minutes: control
-steps at 10 Hz) and a CSV of the episodes.
+(success rate, robot minutes, policy version, Mechanic scale; with a person
+taking over, the autonomous success rate and the share of steps they
+commanded) and, when the run stops, a learning-curve PNG (success and
+intervention rate against robot minutes: control steps at 10 Hz) and a CSV
+of the episodes.
 
 :class:`Progress` is plain Python (tested alone); :class:`MonitorNode` feeds
 it from ``EpisodeEvent`` and ``LearnerStats`` in the runner's process.
@@ -29,6 +31,12 @@ class EpisodeRecord:
     actor_scale: float
     num_updates: int
     robot_min: float = math.nan  #: robot minutes (control steps / 600) at this episode's end, all episodes so far
+    intervened_steps: int = 0  #: steps a person (or the simulated operator) commanded
+
+    @property
+    def autonomous_success(self) -> bool:
+        """Succeeded with no step commanded by a person."""
+        return self.outcome == "success" and self.intervened_steps == 0
 
 
 @dataclass
@@ -53,18 +61,32 @@ class Progress:
     def robot_minutes(self) -> float:
         return self.control_steps / STEPS_PER_MINUTE
 
-    def on_episode_end(self, episode: int, event: int, steps: int, episode_return: float) -> str:
+    def on_episode_end(self, episode: int, event: int, steps: int, episode_return: float,
+                       intervened_steps: int = 0) -> str:
         self.control_steps += int(steps)
         rec = EpisodeRecord(episode, OUTCOMES.get(event, str(event)), steps, episode_return,
-                            self.policy_version, self.actor_scale, self.num_updates, self.robot_minutes)
+                            self.policy_version, self.actor_scale, self.num_updates, self.robot_minutes,
+                            int(intervened_steps))
         self.episodes.append(rec)
+        n = min(len(self.episodes), self.window)
+        person = (f" | autonomous {self.success_rate(autonomous=True):.2f}, intervened {rec.intervened_steps} "
+                  f"steps ({self.intervention_rate():.2f} of the last {n} episodes' steps)"
+                  if any(e.intervened_steps for e in self.episodes) else "")
         return (f"[progress] episode {episode:4d} {rec.outcome:<8s} steps {steps:3d} | {self.robot_minutes:6.2f} "
-                f"robot min | success rate {self.success_rate():.2f} (last {min(len(self.episodes), self.window)}) | "
+                f"robot min | success rate {self.success_rate():.2f} (last {n}){person} | "
                 f"policy v{self.policy_version} | updates {self.num_updates} | Mechanic scale {self.actor_scale:.3g}")
 
-    def success_rate(self, window: int | None = None) -> float:
+    def success_rate(self, window: int | None = None, autonomous: bool = False) -> float:
+        """Successes among the last ``window`` episodes (``autonomous``: those without an intervention)."""
         last = self.episodes[-(window or self.window):]
-        return sum(e.outcome == "success" for e in last) / len(last) if last else 0.0
+        wins = sum(e.autonomous_success if autonomous else e.outcome == "success" for e in last)
+        return wins / len(last) if last else 0.0
+
+    def intervention_rate(self, window: int | None = None) -> float:
+        """Share of the control steps of the last ``window`` episodes that a person commanded."""
+        last = self.episodes[-(window or self.window):]
+        steps = sum(e.steps for e in last)
+        return sum(e.intervened_steps for e in last) / steps if steps else 0.0
 
     def write(self, run_dir: Path) -> list[Path]:
         """Write ``episodes.csv`` and ``learning_curve.png``; returns the paths written."""
@@ -74,10 +96,10 @@ class Progress:
         with open(path, "w", newline="") as f:
             w = csv.writer(f)
             w.writerow(["episode", "outcome", "steps", "return", "policy_version", "actor_scale", "num_updates",
-                        "robot_min"])
+                        "robot_min", "intervened_steps"])
             for e in self.episodes:
                 w.writerow([e.episode, e.outcome, e.steps, f"{e.episode_return:.4f}", e.policy_version,
-                            f"{e.actor_scale:.6g}", e.num_updates, f"{e.robot_min:.3f}"])
+                            f"{e.actor_scale:.6g}", e.num_updates, f"{e.robot_min:.3f}", e.intervened_steps])
         out.append(path)
         if self.episodes:
             out.append(self._plot(run_dir / "learning_curve.png"))
@@ -91,11 +113,16 @@ class Progress:
 
         eps = [e.robot_min for e in self.episodes]
         wins = [1.0 if e.outcome == "success" else 0.0 for e in self.episodes]
-        rolling = [sum(wins[max(0, i - self.window + 1):i + 1]) / len(wins[max(0, i - self.window + 1):i + 1])
-                   for i in range(len(wins))]
+        ends = range(1, len(self.episodes) + 1)
         fig, axes = plt.subplots(1, 2, figsize=(11, 4))
         ax = axes[0]
-        ax.plot(eps, rolling, label=f"success rate (last {self.window})")
+        ax.plot(eps, [Progress(self.window, self.episodes[:i]).success_rate() for i in ends],
+                label=f"success rate (last {self.window})")
+        if any(e.intervened_steps for e in self.episodes):
+            ax.plot(eps, [Progress(self.window, self.episodes[:i]).success_rate(autonomous=True) for i in ends],
+                    label="autonomous success (no intervention)")
+            ax.plot(eps, [Progress(self.window, self.episodes[:i]).intervention_rate() for i in ends],
+                    label="intervention rate (share of steps)", color="tab:red")
         ax.scatter(eps, wins, s=6, alpha=0.3, label="episode outcome")
         ax2 = ax.twinx()
         ax2.step(eps, [e.policy_version for e in self.episodes], where="post", color="gray", alpha=0.6)
@@ -147,7 +174,7 @@ class MonitorNode:
         def on_event(m):
             if m.event in ends and m.episode not in self._seen:
                 self._seen.add(m.episode)
-                line = progress.on_episode_end(m.episode, m.event, m.steps, m.episode_return)
+                line = progress.on_episode_end(m.episode, m.event, m.steps, m.episode_return, m.intervened_steps)
                 print(line, flush=True)
 
         def on_stats(m):

@@ -224,6 +224,10 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"steps), success rate {progress.success_rate():.2f} over the last {min(n, progress.window)}"
           + (f", {progress.success_rate(50):.2f} over the last 50" if n >= 50 else "")
           + f", policy version {progress.policy_version}", flush=True)
+    if any(e.intervened_steps for e in progress.episodes):
+        print(f"[finetune] with interventions: autonomous success {progress.success_rate(50, autonomous=True):.2f} "
+              f"and intervention rate {progress.intervention_rate(50):.3f} of the steps over the last "
+              f"{min(n, 50)} episodes", flush=True)
     if failed:
         return failed[0][1] or 1
     bad = [c for c in codes.values() if c != 0]
