@@ -82,3 +82,24 @@ class Probe:
     def close(self) -> None:
         self.node.destroy_node()
         rclpy.shutdown(context=self.ctx)
+
+
+def start_lockstep_stack(tmp: Path, domain: int, checkpoint: Path, max_steps: int,
+                         policy_params: tuple[str, ...] = ()) -> dict:
+    """sim_node (lock-step), reward_node (``max_steps``) and policy_node (DPPO weights, reading the simulator's
+    raw frames) as processes on sim time, logging to ``tmp/<name>.log``; ``policy_params``: more ``-p`` values."""
+    from rosenv import start_python
+
+    sim_time = ["-p", "use_sim_time:=true"]
+    policy = [f for p in ("algorithm:=dppo", "image_topics:=[/camera/scene/image_raw]", *policy_params)
+              for f in ("-p", p)]
+    return {
+        "sim": start_python(["-m", "mechanic_rl_ros.nodes.sim_node", "--ros-args", "--params-file", "config/sim.yaml",
+                             "-p", "mode:=lockstep", *sim_time], domain, tmp / "sim.log"),
+        "reward": start_python(["-m", "mechanic_rl_ros.nodes.reward_node", "--ros-args", "--params-file",
+                                "config/reward.yaml", "-p", f"max_steps:={max_steps}", *sim_time], domain,
+                               tmp / "reward.log"),
+        "policy": start_python(["-m", "mechanic_rl_ros.nodes.policy_node", "--ros-args", "--params-file",
+                                "config/policy_node.yaml", "-p", f"checkpoint:={checkpoint}", *policy, *sim_time],
+                               domain, tmp / "policy.log"),
+    }

@@ -17,7 +17,7 @@ from mechanic_rl_ros.wire.transition import decision_from_transition
 from mechanic_rl_ros.wire.weights import weights_message
 
 from rosenv import fresh_domain_id, start_python
-from stack_fixtures import EVENTS, HISTORY, LATCHED, Probe, make_checkpoint
+from stack_fixtures import start_lockstep_stack, EVENTS, HISTORY, LATCHED, Probe, make_checkpoint
 
 
 def _weights_msg(policy, version, mutate=None):
@@ -34,16 +34,7 @@ def stack(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("policy_node")
     policy = make_checkpoint(tmp / "ckpt", finetune_steps=5)
     domain = fresh_domain_id()
-    sim_time = ["-p", "use_sim_time:=true"]
-    procs = {
-        "sim": start_python(["-m", "mechanic_rl_ros.nodes.sim_node", "--ros-args", "--params-file", "config/sim.yaml",
-                             "-p", "mode:=lockstep", *sim_time], domain, tmp / "sim.log"),
-        "reward": start_python(["-m", "mechanic_rl_ros.nodes.reward_node", "--ros-args", "--params-file",
-                                "config/reward.yaml", "-p", "max_steps:=20", *sim_time], domain, tmp / "reward.log"),
-        "policy": start_python(["-m", "mechanic_rl_ros.nodes.policy_node", "--ros-args", "--params-file",
-                                "config/policy_node.yaml", "-p", f"checkpoint:={tmp / 'ckpt'}", "-p", "algorithm:=dppo",
-                                "-p", "image_topics:=[/camera/scene/image_raw]", *sim_time], domain, tmp / "policy.log"),
-    }
+    procs = start_lockstep_stack(tmp, domain, tmp / "ckpt", max_steps=20)
     probe = Probe(domain)
     transitions = probe.record(Transition, "/learner/transitions", HISTORY)
     events = probe.record(EpisodeEvent, "/reward/events", EVENTS)

@@ -7,10 +7,8 @@ import signal
 import subprocess
 import sys
 import termios
-import time
 
 import pytest
-import rclpy
 from geometry_msgs.msg import Twist
 from sensor_msgs.msg import Joy
 
@@ -19,6 +17,7 @@ from mechanic_rl_ros.nodes.teleop_keyboard_node import KeyboardTeleop, keys_from
 from mechanic_rl_ros.wire import topics
 
 from rosenv import REPO, fresh_domain_id, ros_env
+from stack_fixtures import Probe
 
 SPEED, HOLD = 0.6, 0.3
 
@@ -120,23 +119,10 @@ def test_keys_typed_in_a_terminal_arrive_as_twist_and_joy(tmp_path):
         proc = subprocess.Popen([sys.executable, "-m", "mechanic_rl_ros.nodes.teleop_keyboard_node", "--ros-args",
                                  "-p", "key_hold:=1.0"], cwd=REPO, env=ros_env(domain), stdin=slave, stdout=fh,
                                 stderr=subprocess.STDOUT, start_new_session=True)
-    ctx = rclpy.Context()
-    rclpy.init(context=ctx, domain_id=domain)
-    node = rclpy.create_node("teleop_keyboard_probe", context=ctx)
-    ex = rclpy.executors.SingleThreadedExecutor(context=ctx)
-    ex.add_node(node)
-    twists: list[Twist] = []
-    joys: list[Joy] = []
-    node.create_subscription(Twist, topics.TELEOP_TWIST.name, twists.append, topics.TELEOP_TWIST.qos)
-    node.create_subscription(Joy, topics.TELEOP_JOY.name, joys.append, topics.TELEOP_JOY.qos)
-
-    def spin_until(pred, timeout):
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            ex.spin_once(timeout_sec=0.02)
-            if pred():
-                return True
-        return False
+    probe = Probe(domain, "teleop_keyboard_probe")
+    twists = probe.record(Twist, topics.TELEOP_TWIST.name, topics.TELEOP_TWIST.qos)
+    joys = probe.record(Joy, topics.TELEOP_JOY.name, topics.TELEOP_JOY.qos)
+    spin_until = probe.spin_until
 
     try:
         assert spin_until(lambda: twists and joys, 20), log.read_text()  # streaming zeros before any key
@@ -157,7 +143,6 @@ def test_keys_typed_in_a_terminal_arrive_as_twist_and_joy(tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
-        node.destroy_node()
-        rclpy.shutdown(context=ctx)
+        probe.close()
         os.close(master)
         os.close(slave)

@@ -21,9 +21,9 @@ from mechanic_rl_ros.msg import EpisodeEvent
 from mechanic_rl_ros.wire import topics
 from mechanic_rl_ros.wire.transition import decision_from_transition
 
-from rosenv import fresh_domain_id, start_python
+from rosenv import fresh_domain_id
 from stack_checks import StackObserver, check_no_reflex
-from stack_fixtures import make_checkpoint
+from stack_fixtures import start_lockstep_stack, make_checkpoint
 
 pytestmark = pytest.mark.slow
 
@@ -35,17 +35,7 @@ def stack(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("teleop")
     make_checkpoint(tmp / "ckpt", finetune_steps=5)
     domain = fresh_domain_id()
-    sim_time = ["-p", "use_sim_time:=true"]
-    procs = {
-        "sim": start_python(["-m", "mechanic_rl_ros.nodes.sim_node", "--ros-args", "--params-file", "config/sim.yaml",
-                             "-p", "mode:=lockstep", *sim_time], domain, tmp / "sim.log"),
-        "reward": start_python(["-m", "mechanic_rl_ros.nodes.reward_node", "--ros-args", "--params-file",
-                                "config/reward.yaml", "-p", "max_steps:=150", *sim_time], domain, tmp / "reward.log"),
-        "policy": start_python(["-m", "mechanic_rl_ros.nodes.policy_node", "--ros-args", "--params-file",
-                                "config/policy_node.yaml", "-p", f"checkpoint:={tmp / 'ckpt'}", "-p", "algorithm:=dppo",
-                                "-p", "stochastic:=false", "-p", "image_topics:=[/camera/scene/image_raw]",
-                                *sim_time], domain, tmp / "policy.log"),
-    }
+    procs = start_lockstep_stack(tmp, domain, tmp / "ckpt", max_steps=150, policy_params=('stochastic:=false',))
     obs = StackObserver(domain)
     twist_pub = obs.node.create_publisher(Twist, topics.TELEOP_TWIST.name, 10)
     joy_pub = obs.node.create_publisher(Joy, topics.TELEOP_JOY.name, 10)
