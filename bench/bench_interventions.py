@@ -12,7 +12,8 @@ directory and prints:
   control steps the operator commanded;
 * over the last 50 episodes and the last 10 robot minutes: the same figures (issue acceptance).
 
-Usage: python bench/bench_interventions.py [--robot-minutes 20] [--run-dir DIR] [name:=value ...]
+Usage: python bench/bench_interventions.py [--robot-minutes 20] [--run-dir DIR] [--set NODE.PARAM=VALUE ...]
+       [name:=value ...]
 (the launch arguments go to the stack; default: checkpoint:=checkpoints/lift_pretrained algorithm:=distill).
 """
 from __future__ import annotations
@@ -62,13 +63,15 @@ def main() -> int:
     ap.add_argument("--robot-minutes", type=float, default=20.0)
     ap.add_argument("--run-dir", type=Path, default=None, help="where the run goes (default: a temporary directory)")
     ap.add_argument("--block", type=float, default=5.0, help="[robot minutes] block of the printed table")
+    ap.add_argument("--set", action="append", default=[], metavar="NODE.PARAM=VALUE",
+                    help="a node parameter, passed to the runner (e.g. learner_node.distill_config=FILE)")
     ap.add_argument("launch_args", nargs="*", metavar="name:=value")
     args = ap.parse_args()
     run_dir = args.run_dir or Path(tempfile.mkdtemp(prefix="bench_interventions_"))
     launch = {"checkpoint": str(REPO / "checkpoints" / "lift_pretrained"), "algorithm": "distill",
               **dict(a.split(":=", 1) for a in args.launch_args), "interventions": "sim", "run_dir": str(run_dir)}
     cmd = [sys.executable, "-m", "mechanic_rl_ros.stack.runner", *(f"{k}:={v}" for k, v in launch.items()),
-           "--robot-minutes", str(args.robot_minutes)]
+           "--robot-minutes", str(args.robot_minutes), *(f"--set={item}" for item in args.set)]
     print(f"[bench] {' '.join(cmd)}", flush=True)
     code = subprocess.call(cmd, cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)))
     eps = episodes(run_dir)
@@ -77,8 +80,11 @@ def main() -> int:
     sim = sim_stats(logs / "sim_node.log")
     print(f"\n[bench] run {run_dir} (exit {code}): {len(eps)} episodes in {sum(e['steps'] for e in eps) / 600:.1f} "
           f"robot minutes")
+    operator_log = logs / "operator_node.log"
+    finished = operator_log.read_text(errors="replace").count("-> finish") if operator_log.is_file() else 0
     print(f"[bench] takeovers {policy_log.count('the operator takes over')}, hand-backs "
-          f"{policy_log.count('the operator hands back')}, lost streams {policy_log.count('no teleop message')}")
+          f"{policy_log.count('the operator hands back')} (the operator lifted to the goal itself {finished} times), "
+          f"lost streams {policy_log.count('no teleop message')}")
     print(f"[bench] reflexes {sim.get('reflexes', '?')}, commands rejected {sim.get('commands_rejected', '?')}, "
           f"1 ms commands checked by the simulated FR3: {sim.get('ticks', '?')} control periods")
     print(f"[bench] per block of {args.block:g} robot minutes:")
