@@ -151,3 +151,44 @@ def test_stack_critic_reproduces_its_first_evaluation_episodes(tmp_path):
     assert [(e["seed"], e["success"]) for e in got] == [(e["seed"], e["success"]) for e in recorded]
     for g, r in zip(got, recorded):
         assert abs(g["steps"] - r["steps"]) <= STEP_SLACK, (g, r)
+
+
+DISTILL = REPO / "checkpoints" / "lift_distill"
+
+
+def test_distilled_policy_is_the_pretrained_one_trained_in_the_stack_and_its_records_hold():
+    """checkpoints/lift_distill: what 15 robot minutes of the stack's distillation learner (an offline stage of
+    1 000 steps on the 50 clean demonstrations, then online; learner seed 0; its distill.yaml) left of
+    checkpoints/lift_pretrained, with the stack's own episodes and the saved policy's 400-episode evaluation."""
+    import csv
+
+    from mechanic_rl_ros.rl.distill import load_distill_config
+
+    policy = DiffusionPolicy.from_checkpoint(DISTILL)
+    pre = DiffusionPolicy.from_checkpoint(CKPT)
+    assert policy.arch_id == pre.arch_id and policy.normalizer.to_dict() == pre.normalizer.to_dict()
+    cfg = load_distill_config(DISTILL / "distill.yaml")
+    assert cfg.offline_steps == 1000 and cfg.optimizer == "mechanic" and cfg.seed == 0
+    trained = tuple(cfg.train_params)
+    for (name, a), b in zip(policy.net.named_parameters(), pre.net.parameters()):
+        assert torch.equal(a, b) != name.startswith(trained), name  # only the distilled layers changed
+    with open(DISTILL / "stack_episodes.csv") as fh:
+        episodes = list(csv.DictReader(fh))
+    assert float(episodes[-1]["robot_min"]) >= 15.0
+    ev = json.loads((DISTILL / "eval_400.json").read_text())
+    assert ev["seed"] == 100000 and ev["episodes"] == len(ev["episodes_detail"]) == 400
+    assert sum(e["success"] for e in ev["episodes_detail"]) == ev["successes"] == 360
+
+
+def test_distilled_policy_reproduces_its_first_evaluation_episodes(tmp_path):
+    """The first three episodes of `mechanic-rl eval --checkpoint checkpoints/lift_distill --threads 1` come out
+    as its eval_400.json records them (seeds and outcomes; lengths within :data:`STEP_SLACK`)."""
+    from mechanic_rl_ros.jobs import evaluate
+
+    assert evaluate.main(["--checkpoint", str(DISTILL), "--episodes", "3", "--threads", "1", "--video-episodes", "0",
+                          "--out", str(tmp_path)]) == 0
+    got = json.loads((tmp_path / "eval.json").read_text())["episodes_detail"]
+    recorded = json.loads((DISTILL / "eval_400.json").read_text())["episodes_detail"][:3]
+    assert [(e["seed"], e["success"]) for e in got] == [(e["seed"], e["success"]) for e in recorded]
+    for g, r in zip(got, recorded):
+        assert abs(g["steps"] - r["steps"]) <= STEP_SLACK, (g, r)
