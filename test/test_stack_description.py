@@ -81,3 +81,18 @@ rclpy.shutdown()
         assert result == ["True", "True", "True"], out.stdout
     else:
         assert "parameter realtime_priority: 3 refused" in out.stderr and "rtprio" in out.stderr, out.stderr
+
+
+def test_the_simulated_operator_runs_in_the_lift_simulation_only():
+    names = [s.name for s in description.nodes({"interventions": "sim"}, REPO / "config")]
+    assert "operator_node" in names and "operator_node" not in [
+        s.name for s in description.nodes({}, REPO / "config")]
+    for bad, why in (({"interventions": "sim", "sim": "false"}, "sim:=true"),
+                     ({"interventions": "sim", "task": "push"}, "lift task only"),
+                     ({"interventions": "person"}, "expected one of")):
+        try:
+            description.nodes(bad, REPO / "config")
+        except ValueError as exc:
+            assert "launch argument interventions" in str(exc) and why in str(exc), exc
+        else:
+            raise AssertionError(f"{bad} was accepted")

@@ -176,6 +176,8 @@ def nodes(values: Mapping[str, str], config_dir: Path) -> list[NodeSpec]:
         if not sim:
             raise ValueError("launch argument interventions: sim needs sim:=true (the simulated operator reads the "
                              "simulator's task state); on a robot a person takes over with a device")
+        if v["task"] != "lift":
+            raise ValueError(f"launch argument interventions: sim corrects the lift task only; got task:={v['task']}")
         specs.append(NodeSpec("operator_node", "operator_node", config_dir / "operator.yaml", dict(common)))
     set_realtime_priorities(specs, rt)
     return specs
