@@ -14,7 +14,8 @@ import yaml
 from mechanic_rl_ros.control import fr3
 from mechanic_rl_ros.control.teleop import OPERATOR, CartesianJog, Takeover, TeleopConfig
 from mechanic_rl_ros.sim.env import make_env
-from mechanic_rl_ros.sim.operator import OperatorConfig, SimulatedOperator, quat_yaw, wrap
+from mechanic_rl_ros.sim.expert import quat_yaw, wrap
+from mechanic_rl_ros.sim.operator import OperatorConfig, SimulatedOperator
 
 CONFIG = Path(__file__).resolve().parents[1] / "config" / "operator.yaml"
 DT = 0.05  #: [s] the node's default period (20 Hz)

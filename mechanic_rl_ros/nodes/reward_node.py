@@ -164,13 +164,8 @@ class RewardNode(Node):
     def _on_policy_stopped(self, msg) -> None:
         self.policy_stopped = max(self.policy_stopped, int(msg.data))
         if self.book.running and int(msg.data) == self.book.episode and self._robot_problem() is None:
-            e = self.book.episode
-            self.book.abort()
-            self.ended = (e, time.monotonic())
-            self.counts["episodes_aborted"] += 1
-            why = "policy_node stopped commanding under the running episode (its log says why: a lost teleop stream)"
-            self._event(EpisodeEvent.ABORTED, why)
-            self.get_logger().error(f"{why}; episode {e} aborted, nothing of it is learned from")
+            self._abort("policy_node stopped commanding under the running episode (its log says why: a lost "
+                        "teleop stream)")
 
     def _policy_stopped(self) -> bool:
         """True once policy_node has stopped commanding in the episode that ended last (or after the timeout)."""
@@ -334,16 +329,20 @@ class RewardNode(Node):
             self._recover()  # (only once policy_node stopped: a command after re-activation would be stale)
         return False
 
+    def _abort(self, why: str) -> None:
+        """End the running episode without an outcome (ABORTED: nothing of it is learned from)."""
+        e = self.book.episode
+        self.book.abort()
+        self.ended = (e, time.monotonic())
+        self.counts["episodes_aborted"] += 1
+        self._event(EpisodeEvent.ABORTED, why)
+        self.get_logger().error(f"{why}; episode {e} aborted, nothing of it is learned from")
+
     def _on_fault(self, problem: str) -> None:
         self.robot_fault = problem
         self.counts["robot_errors"] += 1
         if self.book.running:
-            e = self.book.episode
-            self.book.abort()
-            self.ended = (e, time.monotonic())
-            self.counts["episodes_aborted"] += 1
-            self._event(EpisodeEvent.ABORTED, problem)
-            self.get_logger().error(f"{problem}; episode {e} aborted, nothing of it is learned from")
+            self._abort(problem)
         else:
             self.get_logger().error(f"{problem} (no episode running)")
         self.resetting, self.homing = False, None  # a reset under way restarts once the robot moves again

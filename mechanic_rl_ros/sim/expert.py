@@ -123,7 +123,7 @@ class ScriptedExpert:
             self._yaw = math.atan2(rot[1, 0], rot[0, 0])
         state = np.asarray(obs["task_state"], dtype=np.float64)
         cube = state[0:3] + self._cube_offset
-        cube_yaw = _quat_yaw(state[3:7])
+        cube_yaw = quat_yaw(state[3:7])
         goal = state[7:10]
         tcp = state[10:13]
         width = float(np.asarray(obs["gripper"]).reshape(-1)[0])
@@ -164,7 +164,7 @@ class ScriptedExpert:
             dv *= c.max_acceleration * dt / dv_norm
         self._v = self._v + dv
         self._p = self._p + self._v * dt
-        dyaw = _wrap(target_yaw - self._yaw)
+        dyaw = wrap(target_yaw - self._yaw)
         self._yaw += float(np.clip(dyaw, -c.yaw_speed * dt, c.yaw_speed * dt))
 
     def _action_noise(self) -> np.ndarray:
@@ -192,13 +192,13 @@ class LiftExpert(ScriptedExpert):
         c = self.config
         h = self.world.cube_half_size
         # The cube is symmetric under 90 deg turns: pick the grasp yaw nearest 0.
-        grasp_yaw = _wrap(cube_yaw, math.pi / 2)
+        grasp_yaw = wrap(cube_yaw, math.pi / 2)
         above = np.array([cube[0], cube[1], h + c.approach_height])
         grasp = np.array([cube[0], cube[1], max(cube[2] - 0.3 * h, 0.6 * h)])
         open_w, closed_w = fr3.GRIPPER_MAX_WIDTH, 0.0
 
         if self.phase == "approach":
-            if self._near(above, 0.01) and abs(_wrap(self._yaw - grasp_yaw)) < 0.05:
+            if self._near(above, 0.01) and abs(wrap(self._yaw - grasp_yaw)) < 0.05:
                 self.phase = "descend"
             return above, grasp_yaw, c.travel_speed, open_w
         if self.phase == "descend":
@@ -311,12 +311,13 @@ def default_expert_config(task: str) -> ExpertConfig:
     return ExpertConfig()
 
 
-def _quat_yaw(quat: np.ndarray) -> float:
+def quat_yaw(quat: np.ndarray) -> float:
+    """Yaw [rad] of a w-x-y-z quaternion."""
     w, x, y, z = quat
     return math.atan2(2 * (w * z + x * y), 1 - 2 * (y * y + z * z))
 
 
-def _wrap(angle: float, period: float = 2 * math.pi) -> float:
+def wrap(angle: float, period: float = 2 * math.pi) -> float:
     """Wrap ``angle`` into [-period/2, period/2)."""
     return (angle + period / 2) % period - period / 2
 

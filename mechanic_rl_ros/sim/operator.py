@@ -95,6 +95,7 @@ import numpy as np
 
 from mechanic_rl_ros.control import fr3
 from mechanic_rl_ros.control.teleop import TeleopConfig
+from mechanic_rl_ros.sim.expert import quat_yaw, wrap
 from mechanic_rl_ros.sim.tasks import TASK_STATE_DIM
 
 #: the reasons a takeover reports (the rule that fired)
@@ -232,17 +233,6 @@ class OperatorCommand:
     event: str = ""
     #: [s] how long the current intervention has lasted (at a handback: how long it lasted)
     intervening_for: float = 0.0
-
-
-def quat_yaw(quat_wxyz: np.ndarray) -> float:
-    """Yaw [rad] of a w-x-y-z quaternion."""
-    w, x, y, z = quat_wxyz
-    return math.atan2(2 * (w * z + x * y), 1 - 2 * (y * y + z * z))
-
-
-def wrap(angle: float, period: float = 2 * math.pi) -> float:
-    """``angle`` wrapped into [-period/2, period/2)."""
-    return (angle + period / 2) % period - period / 2
 
 
 def _limit(vec: np.ndarray, norm: float) -> np.ndarray:
