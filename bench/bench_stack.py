@@ -259,7 +259,7 @@ def main() -> int:
     gaps = np.diff(window) * 1e3
     ticks = lambda d, k: int(d.get(k, 0))  # noqa: E731
     holds = {k: ticks(end_diag, k) - ticks(start_diag, k)
-             for k in (*MISSED_TICK_COUNTS, "start_wait")}
+             for k in (*MISSED_TICK_COUNTS, "start_wait", "ticks_on_tail")}
     load = f", {os.cpu_count() or 2} CPU hogs in a session of their own" if hogs else ""
     sched = f", control path on SCHED_RR {args.realtime}" if args.realtime else ", normal scheduler"
     print(f"\n== control loop (policy_node, 10 Hz target, learner training on the same cores{load}{sched})")
@@ -276,6 +276,8 @@ def main() -> int:
     print(f"missed ticks (no fresh action sent): {missed} (no action ready: {holds['hold_no_action']}, stale input: "
           f"{holds['hold_stale']}, model errors: {holds['hold_model']}); late {holds['ticks_late']}, off-grid "
           f"{holds['ticks_off_grid']}")
+    print(f"ticks on a chunk's tail (the next chunk late; the arm ran on with the prediction's rest, not "
+          f"missed): {holds['ticks_on_tail']}")
     print(f"ticks before an episode's first action (arm at rest, not missed): {holds['start_wait']}")
     print(f"policy inference: p50 {end_diag.get('inference_ms_p50')} ms, p99 {end_diag.get('inference_ms_p99')} ms "
           f"(replan margin now {end_diag.get('replan_margin')} actions); stamp -> ready to publish in policy_node: "

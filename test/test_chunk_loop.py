@@ -41,6 +41,81 @@ def test_chunks_hand_over_without_gap_and_replan_early():
     assert got == [0, 1, 2, 3, 4, 5, 6, 7, 100, 101] and chunk.index == 1 and k == 1
 
 
+def test_a_late_chunk_is_bridged_by_the_tail_of_the_current_one_only_when_asked():
+    """The next chunk late: with ``extend`` the current chunk's predicted tail runs on (positions 8, 9, ...),
+    then the late chunk starts at its first action; without, the loop has nothing (the arm holds)."""
+    loop = _loop(2)
+    loop.observe({"qpos": np.zeros(7)})
+    tail = 8 + np.arange(3)[:, None] * np.ones((1, 8))
+    first = Chunk(np.arange(8)[:, None] * np.ones((1, 8)), loop.request().index, tail=tail)
+    loop.offer(first)
+    for _ in range(8):
+        loop.pop()
+    assert loop.remaining() == 0 and loop.pop() is None, "no extension unless asked"
+    got = [(a[0], k) for a, _, k in (loop.pop(extend=True) for _ in range(2))]
+    assert got == [(8, 8), (9, 9)] and loop.remaining() == 0 and loop.wants_plan()
+    loop.offer(_chunk(100, 1))
+    action, chunk, k = loop.pop(extend=True)
+    assert (action[0], chunk.index, k) == (100, 1, 0), "the late chunk starts at its first action"
+    for _ in range(7):
+        loop.pop()
+    assert loop.pop(extend=True) is None, "a chunk without a tail: nothing to run on"
+    bare = _loop(0)
+    bare.observe({"qpos": np.zeros(7)})
+    bare.offer(Chunk(np.zeros((1, 8)), bare.request().index, tail=np.ones((1, 8))))
+    bare.pop()
+    assert bare.pop(extend=True)[2] == 1 and bare.pop(extend=True) is None, "the tail used up: the arm holds"
+
+
+def test_background_planning_runs_on_the_tail_while_the_next_plan_is_late():
+    """The policy node's path on the wall clock: the second plan blocks until released; meanwhile the tick
+    runs the first chunk's tail, then holds (None) once the tail is used up; the late chunk then starts."""
+    import threading
+
+    release = threading.Event()
+
+    def planner(req):
+        if req.index > 0:
+            release.wait(30)
+        return Chunk(100 * req.index + np.arange(8)[:, None] * np.ones((1, 8)), req.index,
+                     tail=100 * req.index + 8 + np.arange(2)[:, None] * np.ones((1, 8)))
+
+    obs = {"qpos": np.zeros(7)}
+    for extend, expected in ((True, [8, 9, None]), (False, [None, None, None])):
+        release.clear()
+        planning = BackgroundPlanning(_loop(1), planner, extend=extend)
+        try:
+            planning.reset(episode=0)
+            assert planning.tick(obs, wait=5.0)[0][0] == 0
+            for _ in range(7):
+                planning.tick(obs)
+            assert planning.in_flight, "the next plan was asked for with one action left"
+            got = [None if (item := planning.tick(obs)) is None else item[0][0] for _ in range(3)]
+            assert got == expected
+            release.set()
+            item = None
+            for _ in range(100):
+                planning.poll(wait=0.1)
+                if planning.loop.next is not None:
+                    item = planning.tick(obs)
+                    break
+            assert item is not None and (item[0][0], item[1].index, item[2]) == (100, 1, 0)
+        finally:
+            release.set()
+            planning.close()
+
+
+def test_the_policy_tail_is_the_prediction_after_the_executed_actions():
+    policy = DiffusionPolicy.from_checkpoint(SHIPPED)
+    cfg = policy.cfg
+    predicted = np.arange(cfg.pred_horizon)[:, None] * np.ones((1, cfg.action_dim))
+    for lead in range(cfg.max_lead + 1):
+        run, tail = policy.executable(predicted, lead), policy.tail(predicted, lead)
+        assert len(run) == cfg.action_horizon and len(tail) == cfg.max_lead - lead
+        np.testing.assert_array_equal(np.concatenate([run, tail])[:, 0],
+                                      np.arange(cfg.action_start + lead, cfg.pred_horizon))
+
+
 def test_the_adaptive_margin_covers_the_measured_inference_time():
     adapt = AdaptiveMargin(floor=2, ceiling=7, control_dt=0.1)
     assert adapt.margin() == 2  # nothing measured yet: the configured margin

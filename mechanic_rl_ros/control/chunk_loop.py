@@ -20,6 +20,13 @@ One tick of :class:`ChunkLoop`, at control period t:
    the current one is used up, so new weights (swapped before an inference)
    act between chunks.
 
+On the wall clock a plan can come late (a loaded CPU). The model predicted
+T_p actions, of which a chunk executes T_a; the rest, predicted for the
+instants after the chunk (:attr:`Chunk.tail`), carries the arm on along the
+same prediction until the next chunk is there (``pop(extend=True)``), as an
+action queue of asynchronous inference does, instead of holding it
+(stop-and-go). Only when the tail is used up too does the arm hold.
+
 Every path runs exactly this: the policy node (planning on a worker thread,
 :meth:`request` / :meth:`offer` / :meth:`pop` from its control timer),
 evaluation and demonstrations (:meth:`ChunkLoop.act`, planning synchronously)
@@ -66,6 +73,17 @@ class Chunk:
     version: int = 0                     #: weights version that planned it
     decision: Decision | None = None     #: the RL decision, where a learner wants one
     predicted: np.ndarray | None = None  #: [T_p, A] the whole prediction (for RViz)
+    #: [m, A] the predicted actions for the instants after ``actions`` (run only while the next chunk is late)
+    tail: np.ndarray | None = None
+
+    def length(self, extend: bool = False) -> int:
+        """Actions this chunk can run: its own, plus its tail with ``extend``."""
+        return len(self.actions) + (len(self.tail) if extend and self.tail is not None else 0)
+
+    def action(self, k: int) -> np.ndarray:
+        """Action ``k`` of the chunk, counted on into the tail."""
+        n = len(self.actions)
+        return self.actions[k] if k < n else self.tail[k - n]
 
 
 Planner = Callable[[PlanRequest], Chunk]
@@ -110,8 +128,8 @@ class ChunkLoop:
         self.chunks_planned = 0
 
     def remaining(self) -> int:
-        """Actions of the current chunk not yet popped."""
-        return 0 if self.current is None else len(self.current.actions) - self.position
+        """Actions of the current chunk not yet popped (its tail not counted)."""
+        return 0 if self.current is None else max(0, len(self.current.actions) - self.position)
 
     # ------------------------------------------------------------- a tick
     def observe(self, obs: Mapping[str, Any], stamp: float = 0.0) -> None:
@@ -142,16 +160,20 @@ class ChunkLoop:
         """A planned chunk; it runs when the current one is used up."""
         self.next = chunk
 
-    def pop(self) -> tuple[np.ndarray, Chunk, int] | None:
-        """Step 3: (action, its chunk, its position in the chunk), or None when no action is ready."""
+    def pop(self, extend: bool = False) -> tuple[np.ndarray, Chunk, int] | None:
+        """Step 3: (action, its chunk, its position in the chunk), or None when no action is ready.
+
+        ``extend``: with the current chunk used up and the next one not ready, the current chunk's tail
+        (positions from T_a on) runs until it is (module docstring)."""
         if self.remaining() == 0:
-            if self.next is None:
+            if self.next is not None:
+                self.current, self.position, self.next = self.next, 0, None
+            elif not (extend and self.current is not None and self.position < self.current.length(True)):
                 return None
-            self.current, self.position, self.next = self.next, 0, None
         assert self.current is not None
         k = self.position
         self.position += 1
-        return self.current.actions[k], self.current, k
+        return self.current.action(k), self.current, k
 
     # ------------------------------------------------- synchronous drivers
     def act(self, obs: Mapping[str, Any], planner: Planner, stamp: float = 0.0) -> tuple[np.ndarray, Chunk, int]:
@@ -221,14 +243,17 @@ class BackgroundPlanning:
 
     :meth:`tick` never blocks on inference unless asked to (``wait``, used on
     simulated time, where waiting costs no robot time): a plan that is not
-    ready when the current chunk runs out makes :meth:`tick` return None and
-    the caller holds the arm. A planner exception is kept in
+    ready when the current chunk runs out makes :meth:`tick` return the
+    chunk's tail with ``extend`` (the wall clock; positions >= T_a), and None
+    once that is used up too (or without ``extend``): the caller holds the arm. A planner exception is kept in
     :attr:`failure` (the caller reports it and holds); results planned for an
     earlier episode are dropped.
     """
 
-    def __init__(self, loop: ChunkLoop, planner: Planner, niceness: int = 0, adapt: AdaptiveMargin | None = None):
+    def __init__(self, loop: ChunkLoop, planner: Planner, niceness: int = 0, adapt: AdaptiveMargin | None = None,
+                 extend: bool = False):
         self.loop = loop
+        self.extend = bool(extend)
         self.planner = planner
         self.adapt = adapt
         self.in_flight = False
@@ -274,7 +299,7 @@ class BackgroundPlanning:
         self.poll()
         if wait > 0 and self.in_flight and self.loop.remaining() == 0 and self.loop.next is None:
             self.poll(wait)
-        return self.loop.pop()
+        return self.loop.pop(self.extend)
 
     def poll(self, wait: float = 0.0) -> None:
         """Move a finished plan to the loop (waiting up to ``wait`` seconds for one)."""

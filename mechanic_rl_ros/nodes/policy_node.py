@@ -132,7 +132,8 @@ class PolicyNode(Node):
         adapt = (AdaptiveMargin(int(cfg["replan_margin"]), pcfg.max_lead, self.dt)
                  if cfg["adaptive_replan_margin"] and not self._sim_time() else None)
         self.planning = BackgroundPlanning(ChunkLoop.for_policy(self.policy, int(cfg["replan_margin"])), self.planner,
-                                           niceness=thread_niceness, adapt=adapt)
+                                           niceness=thread_niceness, adapt=adapt,
+                                           extend=cfg["chunk_tail"] and not self._sim_time())
         self.ticker = ControlTick(tick_config(cfg, self.dt), sim_time=self._sim_time())
         self.safety = SafetyFilter(replace(safety_config(cfg, self.dt), switch_lead=self.ticker.lead()))
         self.episode: int | None = None
@@ -147,7 +148,8 @@ class PolicyNode(Node):
                        "hold_model": 0,
                        "clamped": 0, "inputs_rejected": 0,
                        "hold_robot_state": 0, "episodes_given_up": 0, "ticks_late": 0,
-                       "ticks_off_grid": 0, "sent_late": 0, "inputs_behind": 0, "hold_teleop_lost": 0}
+                       "ticks_off_grid": 0, "sent_late": 0, "inputs_behind": 0, "hold_teleop_lost": 0,
+                       "ticks_on_tail": 0}
         #: the robot's last reported mode (None: none received yet)
         self.robot: RobotStatus | None = None
         self.robot_state_received = -float("inf")  # [s, node clock]
@@ -342,6 +344,7 @@ class PolicyNode(Node):
         action, chunk, k = item
         if k == 0:
             self._publish_markers(chunk)
+        self.counts["ticks_on_tail"] += k >= len(chunk.actions)
         self._execute(action, chunk.index, k, chunk.version, chunk.decision if k == 0 else None)
 
     def _who(self, now: float) -> str:
@@ -430,17 +433,24 @@ class PolicyNode(Node):
         self._send(self.safety.hold(now))
 
     def _send(self, res) -> None:
-        # the gripper goal first: on sim time the lock-step simulator advances the period once the arm's
-        # trajectory is there, and a goal accepted before it moves the hand in that period, as the arm
-        if np.isfinite(res.gripper_width):
-            # (on sim time the trajectory waits for the goal's acceptance: the hand moves in the arm's period)
-            self.gripper_goals.command(float(res.gripper_width), self._now(), self.finger_width,
-                                       self.cfg["input_wait"] if self._sim_time() else 0.0)
+        # sim time: the gripper goal first (the lock-step simulator advances the period once the arm's trajectory
+        # is there, and a goal accepted before it moves the hand in that period, as the arm; the trajectory waits
+        # for the goal's acceptance). Wall clock: the trajectory first; its lead runs from its stamp, a goal's not
+        sim = self._sim_time()
+        if sim:
+            self._send_gripper(res, sim)
         if res.trajectory is not None:  # None: settling after a reset, the controller glides on its own
             self.cmd_pub.publish(joint_command(res, self.cfg["command_type"]))
-            if res.trajectory.stamp is not None and not self._sim_time() and "hold" not in res.limited:
+            if res.trajectory.stamp is not None and not sim and "hold" not in res.limited:
                 self.ticker.sent_delays.append(self._now() - res.trajectory.stamp)
+        if not sim:
+            self._send_gripper(res, sim)
         self.counts["commands"] += 1
+
+    def _send_gripper(self, res, sim: bool) -> None:
+        if np.isfinite(res.gripper_width):
+            self.gripper_goals.command(float(res.gripper_width), self._now(), self.finger_width,
+                                       self.cfg["input_wait"] if sim else 0.0)
 
     # ------------------------------------------------------------ outputs
     def _publish_markers(self, chunk: Chunk) -> None:

@@ -44,6 +44,9 @@ PARAMETERS = [
           "replan_margin to cover the inference time measured here (95th percentile of the last 50 chunks plus a "
           "quarter period), up to the policy's largest lead: a slow or loaded machine plans earlier instead of "
           "holding the arm for want of a chunk"),
+    Param("chunk_tail", True, "on the wall clock (not on sim time), when the next chunk is late the arm runs on "
+          "with the current chunk's predicted actions past its T_a (the instants after it, T_p - T_o + 1 - T_a - "
+          "margin of them) instead of holding; counted in ticks_on_tail; false holds at once (hold_no_action)"),
     Param("max_age", 0.3, "[s] an observation input (image, joint state) older than this on the node's clock is "
           "stale: the arm holds instead of acting on it", range=(0.001, None)),
     Param("max_skew", 0.15, "[s] largest stamp difference between the inputs of one observation", range=(0.0, None)),

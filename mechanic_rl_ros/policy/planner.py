@@ -143,7 +143,8 @@ class PolicyPlanner:
         decision = Decision(obs=req.history, chain=out.chain[0].cpu().numpy().astype(np.float32),
                             chain_logprob=logp, policy_version=self.version, episode=req.episode,
                             chunk=req.index, stamps=req.stamps)
-        return Chunk(self.policy.executable(predicted, req.lead), req.index, self.version, decision, predicted)
+        return Chunk(self.policy.executable(predicted, req.lead), req.index, self.version, decision, predicted,
+                     self.policy.tail(predicted, req.lead))
 
     def _select(self, req: PlanRequest, gen: torch.Generator) -> Chunk:
         """N proposals from one encoding, the selector's choice among them (module docstring)."""
@@ -163,4 +164,5 @@ class PolicyPlanner:
                             chain_logprob=np.zeros(0, np.float64), policy_version=self.version, episode=req.episode,
                             chunk=req.index, stamps=req.stamps, features=feat[0].cpu().numpy().astype(np.float32),
                             proposals=cands.cpu().numpy().astype(np.float32), chosen=idx)
-        return Chunk(policy.executable(predicted, req.lead), req.index, self.version, decision, predicted)
+        return Chunk(policy.executable(predicted, req.lead), req.index, self.version, decision, predicted,
+                     policy.tail(predicted, req.lead))

@@ -425,6 +425,12 @@ class DiffusionPolicy(nn.Module):
         a0 = self.cfg.action_start + int(lead)
         return actions[..., a0:a0 + self.cfg.action_horizon, :]
 
+    def tail(self, actions: np.ndarray | torch.Tensor, lead: int = 0) -> Any:
+        """The predicted actions after :meth:`executable` 's (same ``lead``): indices from
+        T_o - 1 + lead + T_a to T_p of axis -2, for the instants after the chunk; the policy node runs them
+        only while the next chunk is late (:class:`~mechanic_rl_ros.control.chunk_loop.ChunkLoop`)."""
+        return actions[..., self.cfg.action_start + int(lead) + self.cfg.action_horizon:, :]
+
     def predict_action(self, obs_history: Mapping[str, Any], **kw: Any) -> np.ndarray:
         """``executable(predict_chunk(obs_history))``: float32[T_a, A] in real units."""
         return self.executable(self.predict_chunk(obs_history, **kw))
