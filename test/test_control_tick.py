@@ -115,6 +115,14 @@ def test_on_the_wall_clock_a_message_goes_at_once_and_its_lead_covers_the_delive
     assert sim.lead() == pytest.approx(0.02) and sim.release(10.0, lambda: 99.0, True) is None
 
 
+def test_a_hold_is_not_resent_on_the_wall_clock_when_it_would_arrive_after_its_end():
+    wall = ticker(False, delivery_budget=0.05, switch_lead=0.02)
+    assert wall.worth_resending(10.2, now=10.0) and wall.worth_resending(None, now=10.0)
+    assert not wall.worth_resending(10.05, now=10.0), "ends within the lead: the JTC would refuse it"
+    sim = ticker(True, delivery_budget=0.05, switch_lead=0.02)
+    assert sim.worth_resending(10.005, now=10.0), "lock-step: read at once, and the simulator waits for it"
+
+
 def test_filter_seed_continues_the_robots_command_only_when_it_is_current():
     q = np.array(fr3.Q_HOME, dtype=float)
     robot = SimpleNamespace(desired_q=q + 1e-3, desired_dq=np.zeros(7), measured_q=q.copy(), stamp=2.0)

@@ -219,6 +219,13 @@ class ControlTick:
         """
         return self.config.switch_lead + (0.0 if self.sim_time else self.config.delivery_budget)
 
+    def worth_resending(self, end_time: float | None, now: float) -> bool:
+        """Whether a hold that re-sends the committed trajectory (ending at ``end_time``; None: no stamp) at
+        ``now`` can still reach the controller before that trajectory ends. On the wall clock a message may
+        take the whole lead to arrive; one that comes after its trajectory's end is refused by the JTC
+        ("ends in the past"), and the controller holds that end (at rest) by itself anyway."""
+        return self.sim_time or end_time is None or end_time > now + self.lead()
+
     def release(self, stamp: float, clock: Callable[[], float], has_trajectory: bool,
                 what: str = "") -> Verdict | None:
         """Whether the message stamped ``stamp`` may still go out at the node's ``clock()`` (None: send it now).

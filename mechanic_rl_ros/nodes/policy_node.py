@@ -430,7 +430,12 @@ class PolicyNode(Node):
                 return  # nothing known about the arm: send nothing, its controller keeps its target
             q, settle = filter_seed(joints.value["qpos"], self.robot, self.episode_started)
             self.safety.reset(q, now, settle=settle)
-        self._send(self.safety.hold(now))
+        res = self.safety.hold(now)
+        traj = res.trajectory
+        if traj is not None and not self.ticker.worth_resending(traj.end_time() if traj.stamp is not None else None,
+                                                                 now):
+            res = replace(res, trajectory=None)
+        self._send(res)
 
     def _send(self, res) -> None:
         # sim time: the gripper goal first (the lock-step simulator advances the period once the arm's trajectory
