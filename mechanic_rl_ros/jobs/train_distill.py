@@ -121,11 +121,15 @@ def train(args: argparse.Namespace, log: Callable[[str], None] = lambda m: print
 
     stats: dict[str, list[float]] = {}  # of the steps since the last log line
 
-    def learn() -> None:
+    def learn(offline: bool = False) -> None:
         nonlocal version
         while online.owed() > 0:
             for k, v in online.step().stats.items():
                 stats.setdefault(k, []).append(v)
+            if offline and online.steps % 100 == 0:
+                log(f"offline stage: {online.steps}/{online.cfg.offline_steps} gradient steps on the demonstrations "
+                    f"| loss {fmt(float(np.mean(stats.get('actor_loss', [np.nan])[-100:])))} | Mechanic scale "
+                    f"{fmt(online.distiller.scale)} | {time.perf_counter() - t0:.0f} s")
             if online.steps % online.publish_every == 0:
                 p = online.payload()
                 acting.load_partial(p.tensors)
@@ -145,7 +149,7 @@ def train(args: argparse.Namespace, log: Callable[[str], None] = lambda m: print
     env_steps = 0
     book = EpisodeBook(n)
     episodes = book.rows
-    learn()  # the offline stage, before the first episode
+    learn(offline=True)  # the offline stage, before the first episode
     runner = sim_runner(acting, args.task, n, 1000 + 100 * args.seed)
     try:
         loops = [ChunkLoop.for_policy(acting) for _ in range(n)]
