@@ -13,8 +13,9 @@ YAML mapping of field names to values. Anything outside a field's range, of the 
 refused with a ``ValueError`` naming the field and what it accepts.
 
 Table height moves everything that rests on the table: the table top is at ``table_height`` in the robot's
-base frame (fr3_link0, today 0), the cube starts on it, the lift is measured from it, the goal disc lies on it,
-the safety filter's workspace floor follows it, and the scripted expert and the simulated operator are told.
+base frame (fr3_link0; 0 in the training scene), the cube starts on it, the lift is measured from it, the goal
+disc lies on it, the safety filter's workspace floor follows it, and the scripted expert and the simulated
+operator are told.
 """
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ from mechanic_rl_ros.sim.model import DISTRACTOR_MASS, SceneConfig  # noqa: F401
 
 #: directory of the shipped presets, under the package's share directory
 PRESET_DIR = ("config", "worlds")
-#: the spec that means today's scene
+#: the spec that means the training scene
 DEFAULT_SPEC = "default"
 
 _DEFAULT_SCENE = SceneConfig()
@@ -53,7 +54,7 @@ def _spec(default, unit: str, doc: str, low=None, high=None, kind: str = "float"
 
 @dataclass(frozen=True)
 class World:
-    """One setting of every scene variation; ``World()`` is today's scene. See the module docstring."""
+    """One setting of every scene variation; ``World()`` is the training scene. See the module docstring."""
 
     # the scene camera (the policy's input)
     camera_position_offset: tuple[float, float, float] = _spec(
@@ -70,7 +71,7 @@ class World:
         (-0.2, 0.3, -1.0), "1", "direction the key light shines in (base frame, any length; z must be < 0, "
         "downwards)", -1.0, 1.0, "vec3")
     light_intensity: float = _spec(1.0, "1", "brightness of the key light and the headlight, relative to "
-                                   "today's", 0.0, 3.0)
+                                   "the training scene's", 0.0, 3.0)
     light_color: tuple[float, float, float] = _spec((1.0, 1.0, 1.0), "rgb", "colour of the light (red, green, "
                                                     "blue)", 0.0, 1.0, "rgb")
     # the table
@@ -107,7 +108,7 @@ class World:
         return self == World()
 
     def changes(self) -> dict[str, Any]:
-        """The fields that differ from today's scene, as plain values."""
+        """The fields that differ from the training scene, as plain values."""
         base = World()
         return {f.name: _plain(getattr(self, f.name)) for f in fields(self)
                 if getattr(self, f.name) != getattr(base, f.name)}
@@ -116,8 +117,6 @@ class World:
         """``base`` (default ``SceneConfig()``) with this world's variations; unchanged for the default world."""
         s = base or SceneConfig()
         d = World()
-        if self == d:
-            return s
         k = self.light_intensity
         col = np.asarray(self.light_color)
 
@@ -154,8 +153,6 @@ class World:
         from mechanic_rl_ros.sim.fr3_sim import SimConfig
 
         base = base or SimConfig()
-        if self.is_default():
-            return base
         safety = base.safety
         if self.table_height != 0.0:
             lo = list(safety.workspace_min)
@@ -210,10 +207,11 @@ def describe_fields() -> list[tuple[str, str, str, str, str]]:
     for f in fields(World):
         m = f.metadata
         if m["kind"] == "choice":
-            rng = " | ".join(m["choices"])
+            rng = " or ".join(m["choices"])
         else:
             low, high = m["range"]
-            rng = f"[{low:g}, {high:g}]" + (" each" if m["kind"] in ("vec3", "rgb") else "")
+            rng = (f"[{low}, {high}]" if m["kind"] == "int" else f"[{low:g}, {high:g}]") + (
+                " each" if m["kind"] in ("vec3", "rgb") else "")
         rows.append((f.name, m["unit"], rng, str(_plain(f.default)), m["doc"]))
     return rows
 
@@ -371,7 +369,7 @@ def parse_spec(spec: str | None) -> tuple[Path | None, dict[str, Any]]:
 
 
 def load_world(spec: str | World | None = None) -> World:
-    """The :class:`World` a spec names (module docstring); ``None``, ``''`` and ``'default'`` are today's scene.
+    """The :class:`World` a spec names (module docstring); ``None``, ``''`` and ``'default'`` are the training scene.
 
     Raises ``ValueError`` naming the field (or the file, preset or item) and what was expected.
     """
