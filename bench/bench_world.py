@@ -107,8 +107,9 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
         pts.sort(key=lambda r: r["size"])
         xs = [r["size"] for r in pts]
         ys = [100 * r["success_rate"] for r in pts]
-        lo = [100 * (r["success_rate"] - r["wilson_low"]) for r in pts]
-        hi = [100 * (r["wilson_high"] - r["success_rate"]) for r in pts]
+        # the interval holds the rate; max() only absorbs rounding at 0 and 100 %
+        lo = [max(0.0, 100 * (r["success_rate"] - r["wilson_low"])) for r in pts]
+        hi = [max(0.0, 100 * (r["wilson_high"] - r["success_rate"])) for r in pts]
         ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", capsize=3)
         ax.axhline(60, color="grey", lw=0.8, ls="--")
         ax.set_ylim(-3, 103)
@@ -138,7 +139,18 @@ def main(argv: list[str] | None = None) -> int:
                     "unshifted scene always runs")
     ap.add_argument("--out", default="runs/bench_world", help="output directory")
     ap.add_argument("--quiet", action="store_true", help="no per-episode progress bar, only a line per point")
+    ap.add_argument("--replot", default=None, metavar="WORLD_BENCH_JSON",
+                    help="evaluate nothing: print the table and draw the figure of an earlier run's world_bench.json")
     args = ap.parse_args(argv)
+    if args.replot:
+        data = json.loads(Path(args.replot).read_text())
+        rows = data["points"]
+        png = Path(args.replot).with_name("world_bench.png")
+        plot(rows, png, f"{data['checkpoint']} ({data['task']}), {data['episodes']} episodes per point, seeds "
+             f"{data['seed']}+, commit {data['commit']}")
+        _print_table(rows)
+        print(f"\nwrote {png}")
+        return 0
 
     import torch
 
@@ -191,14 +203,18 @@ def main(argv: list[str] | None = None) -> int:
         _write(out, rows, args, commit)
     plot(rows, out / "world_bench.png", f"{args.checkpoint} ({args.task}), {args.episodes} episodes per point, "
          f"seeds {args.seed}+, commit {commit}")
+    _print_table(rows)
+    print(f"\nwrote {out / 'world_bench.csv'}, {out / 'world_bench.json'}, {out / 'world_bench.png'} "
+          f"({(time.time() - t_start) / 60:.1f} min)")
+    return 0
+
+
+def _print_table(rows: list[dict]) -> None:
     print("\n| variation | size | unit | success | 95 % Wilson | world |\n|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['variation']} | {r['size']:g} | {r['unit']} | {r['successes']}/{r['episodes']} = "
               f"{100 * r['success_rate']:.0f} % | {100 * r['wilson_low']:.0f}-{100 * r['wilson_high']:.0f} % | "
               f"`{r['world']}` |")
-    print(f"\nwrote {out / 'world_bench.csv'}, {out / 'world_bench.json'}, {out / 'world_bench.png'} "
-          f"({(time.time() - t_start) / 60:.1f} min)")
-    return 0
 
 
 def _write(out: Path, rows: list[dict], args, commit: str) -> None:
