@@ -126,3 +126,13 @@ def test_a_bad_world_or_a_world_on_a_real_robot_is_refused_before_any_node_start
         else:
             raise AssertionError(f"{bad} was accepted")
     assert description.nodes({"world": "default", "sim": "false"}, REPO / "config")
+
+
+def test_the_runner_refuses_a_bad_world_with_one_line(capsys):
+    from mechanic_rl_ros.stack import runner
+
+    assert runner.main(["world:=dim_light cube_size=0.2", "run_dir:=/nonexistent/run"]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == ("mechanic-rl finetune: launch argument world: world file "
+                           f"'{REPO / 'config' / 'worlds' / 'dim_light.yaml'}' with overrides ['cube_size']: world "
+                           "field cube_size: got 0.2; expected a number in [0.03, 0.07] m"), err
