@@ -397,3 +397,37 @@ def test_franka_gripper_actions(sim):
     status, _ = probe.run_goal("move", Move.Goal(width=0.08, speed=0.1))
     assert status == GoalStatus.STATUS_SUCCEEDED
     assert "gripper goal aborted: width: got nan" in log.read_text()
+
+
+def test_a_world_parameter_builds_that_world(tmp_path):
+    """world:= a preset plus an override: the cube starts on the raised table, at its own size."""
+    domain = fresh_domain_id()
+    log = tmp_path / "sim_world.log"
+    proc = start_python(["-m", "mechanic_rl_ros.nodes.sim_node", "--ros-args", "--params-file", "config/sim.yaml",
+                         "-p", "world:=table_up_3cm cube_size=0.04", "-p", "cameras:=[scene]"], domain, log)
+    probe = Probe(domain)
+    try:
+        assert probe.spin_until(lambda: "/sim/task_state" in probe.latest and "/camera/scene/image_raw" in
+                                probe.latest, 60), log.read_text()
+        fut = probe.reset.call_async(ResetEpisode.Request(seed=7))
+        assert probe.spin_until(fut.done, 30) and fut.result().success
+        n = probe.count["/sim/task_state"]
+        assert probe.spin_until(lambda: probe.count["/sim/task_state"] > n + 2, 5)
+        state = probe.latest["/sim/task_state"]
+        cube_z = dict(zip(state.names, state.values))["cube_z"]
+        assert cube_z == pytest.approx(0.03 + 0.02, abs=2e-3), log.read_text()
+        assert "world 'table_up_3cm cube_size=0.04'" in log.read_text()
+    finally:
+        probe.close()
+        proc.terminate()
+        proc.wait(15)
+
+
+def test_a_bad_world_stops_the_node_at_start_naming_the_field(tmp_path):
+    log = tmp_path / "sim_bad_world.log"
+    proc = start_python(["-m", "mechanic_rl_ros.nodes.sim_node", "--ros-args", "--params-file", "config/sim.yaml",
+                         "-p", "world:=dim_light cube_mass=5"], fresh_domain_id(), log)
+    assert proc.wait(60) != 0
+    text = log.read_text()
+    assert "parameter world: world file" in text and "world field cube_mass: got 5; expected a number in " \
+        "[0.01, 2] kg" in text, text

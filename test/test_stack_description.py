@@ -96,3 +96,43 @@ def test_the_simulated_operator_runs_in_the_lift_simulation_only():
             assert "launch argument interventions" in str(exc) and why in str(exc), exc
         else:
             raise AssertionError(f"{bad} was accepted")
+
+
+def test_world_reaches_the_simulator_and_what_depends_on_the_table_and_cube(tmp_path, monkeypatch):
+    specs = {s.name: s for s in description.nodes({"world": "table_up_3cm cube_size=0.04", "interventions": "sim"},
+                                                  REPO / "config")}
+    assert specs["sim_node"].overrides["world"] == "table_up_3cm cube_size=0.04"
+    assert specs["policy_node"].overrides["workspace_min"] == [0.2, -0.4, 0.03]  # the floor is the table top
+    op = specs["operator_node"].overrides
+    assert op["table_height"] == 0.03 and op["cube_half_size"] == 0.02
+    default = {s.name: s for s in description.nodes({"interventions": "sim"}, REPO / "config")}
+    assert "world" not in default["sim_node"].overrides and "workspace_min" not in default["policy_node"].overrides
+    assert not {"table_height", "cube_half_size"} & set(default["operator_node"].overrides)
+    # a world file given relative to the current directory reaches sim_node as an absolute path
+    (tmp_path / "w.yaml").write_text("cube_mass: 0.3\n")
+    monkeypatch.chdir(tmp_path)
+    sim = next(s for s in description.nodes({"world": "w.yaml"}, REPO / "config") if s.name == "sim_node")
+    assert sim.overrides["world"] == str(tmp_path / "w.yaml")
+
+
+def test_a_bad_world_or_a_world_on_a_real_robot_is_refused_before_any_node_starts():
+    for bad, why in (({"world": "dim_light", "sim": "false"}, "a real robot's world is the real one"),
+                     ({"world": "cube_mass=5"}, "world field cube_mass: got 5; expected a number in [0.01, 2] kg"),
+                     ({"world": "no_such_world"}, "no such preset")):
+        try:
+            description.nodes(bad, REPO / "config")
+        except ValueError as exc:
+            assert str(exc).startswith("launch argument world: ") and why in str(exc), exc
+        else:
+            raise AssertionError(f"{bad} was accepted")
+    assert description.nodes({"world": "default", "sim": "false"}, REPO / "config")
+
+
+def test_the_runner_refuses_a_bad_world_with_one_line(capsys):
+    from mechanic_rl_ros.stack import runner
+
+    assert runner.main(["world:=dim_light cube_size=0.2", "run_dir:=/nonexistent/run"]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == ("mechanic-rl finetune: launch argument world: world file "
+                           f"'{REPO / 'config' / 'worlds' / 'dim_light.yaml'}' with overrides ['cube_size']: world "
+                           "field cube_size: got 0.2; expected a number in [0.03, 0.07] m"), err

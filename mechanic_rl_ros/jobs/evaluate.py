@@ -116,6 +116,35 @@ def rollout(env: Any, planner: Any, loop: ChunkLoop, seed: int, record: bool, vi
             "inference_s": float(np.median(t_inf)) if t_inf else float("nan")}
 
 
+def policy_env(policy: Any, task: str, seed: int, sim_config: Any = None, world: Any = None) -> Any:
+    """The simulated FR3 rendering what ``policy`` (a :class:`DiffusionPolicy`) observes, in ``world`` (a
+    :class:`~mechanic_rl_ros.sim.world.World` or a spec; None = the training scene)."""
+    from mechanic_rl_ros.sim import make_env
+
+    cfg = policy.cfg
+    cams = tuple(cfg.cameras) or ("scene",)
+    return make_env(task=task, render=bool(cfg.cameras), cameras=cams, image_size=cfg.image_size, seed=seed,
+                    sim_config=sim_config, world=world)
+
+
+def evaluate_episodes(env: Any, planner: Any, loop: ChunkLoop, episodes: int, seed: int, video_episodes: int = 0,
+                      video_camera: str | None = None, upscale: int = 3, desc: str = "eval",
+                      progress: bool = True) -> tuple[list[dict[str, Any]], list[np.ndarray]]:
+    """Episodes reset with seeds ``seed + i``, i < ``episodes``: (one result per episode, the video frames of
+    the first ``video_episodes``). ``progress`` shows a bar on stderr with the success count."""
+    from tqdm import tqdm
+
+    results: list[dict[str, Any]] = []
+    frames: list[np.ndarray] = []
+    bar = tqdm(range(episodes), desc=desc, unit="ep", dynamic_ncols=True, file=sys.stderr, disable=not progress)
+    for i in bar:
+        r = rollout(env, planner, loop, seed + i, i < video_episodes, video_camera, upscale)
+        frames.extend(r.pop("frames"))
+        results.append(r)
+        bar.set_postfix(success=f"{sum(x['success'] for x in results)}/{len(results)}")
+    return results, frames
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="mechanic-rl eval", description=__doc__.split("\n\n")[0])
     src = ap.add_mutually_exclusive_group(required=True)
@@ -152,6 +181,11 @@ def build_parser() -> argparse.ArgumentParser:
                          "allows (policy_node's safety_*_scale; default: SafetyConfig's, 0.5)")
     ap.add_argument("--min-sampling-std", type=float, default=None,
                     help="with --stochastic: floor on the per-step sampling std (default: checkpoint config)")
+    ap.add_argument("--world", default=None, metavar="SPEC",
+                    help="evaluate in a changed scene: a preset of config/worlds/ (e.g. camera_shift_2cm, dim_light), "
+                         "the path of a world YAML file, and/or field=value overrides, e.g. \"dim_light "
+                         "cube_mass=0.3\" (docs/world.md lists the fields, units and ranges); default: the training "
+                         "scene. The default output directory gets the world's name")
     return ap
 
 
@@ -161,6 +195,15 @@ def main(argv: list[str] | None = None) -> int:
     from mechanic_rl_ros.control.safety import SafetyConfig
     from mechanic_rl_ros.sim import ExpertPlanner, make_env
     from mechanic_rl_ros.sim.fr3_sim import SimConfig
+    from mechanic_rl_ros.sim.world import load_world
+
+    try:
+        world = load_world(args.world)
+    except ValueError as exc:
+        print(f"mechanic-rl eval: --world: {exc}", file=sys.stderr)
+        return 2
+    world_tag = "" if world.is_default() else "_world_" + "_".join(
+        "".join(c if c.isalnum() or c in "-." else "_" for c in part) for part in str(args.world).split())[:80]
 
     sim_config = None
     if args.speed_scale is not None:
@@ -181,8 +224,7 @@ def main(argv: list[str] | None = None) -> int:
             policy.cfg.sampling.min_sampling_std = float(args.min_sampling_std)
         cfg = policy.cfg
         cams = tuple(cfg.cameras) or ("scene",)
-        env = make_env(task=args.task, render=bool(cfg.cameras), cameras=cams, image_size=cfg.image_size,
-                       seed=args.seed, sim_config=sim_config)
+        env = policy_env(policy, args.task, args.seed, sim_config=sim_config, world=world)
         selector = None
         if args.critic:
             from mechanic_rl_ros.rl.selection import exported_selector, policy_weights_id
@@ -200,29 +242,25 @@ def main(argv: list[str] | None = None) -> int:
             label += f" (stochastic, min_sampling_std {cfg.sampling.min_sampling_std:g})"
         if selector is not None:
             mode += "_select"
-        default_out = (Path("runs") / f"eval_select_{args.task}" if selector is not None else
-                       Path(args.checkpoint) / f"eval_{args.task}{mode}")
+        default_out = (Path("runs") / f"eval_select_{args.task}{world_tag}" if selector is not None else
+                       Path(args.checkpoint) / f"eval_{args.task}{mode}{world_tag}")
         out = Path(args.out) if args.out else default_out
         video_cam = args.video_camera or cams[0]
     else:
-        env = make_env(task=args.task, render=False, seed=args.seed, sim_config=sim_config)
+        env = make_env(task=args.task, render=False, seed=args.seed, sim_config=sim_config, world=world)
         planner = ExpertPlanner(env.expert(noise=args.noise, seed=args.seed))
         loop = ChunkLoop(obs_horizon=1)
         label = f"scripted expert (noise {args.noise})"
-        out = Path(args.out) if args.out else Path("runs") / f"eval_expert_{args.task}_noise{args.noise:g}"
+        out = (Path(args.out) if args.out else
+               Path("runs") / f"eval_expert_{args.task}_noise{args.noise:g}{world_tag}")
         video_cam = args.video_camera or "scene"
+    if not world.is_default():
+        label += f" in world {args.world!r}"
     out.mkdir(parents=True, exist_ok=True)
 
-    from tqdm import tqdm
-
-    results, frames = [], []
     t0 = time.time()
-    bar = tqdm(range(args.episodes), desc="eval", unit="ep", dynamic_ncols=True, file=sys.stderr)
-    for i in bar:
-        r = rollout(env, planner, loop, args.seed + i, i < args.video_episodes, video_cam, args.video_upscale)
-        frames.extend(r.pop("frames"))
-        results.append(r)
-        bar.set_postfix(success=f"{sum(x['success'] for x in results)}/{len(results)}")
+    results, frames = evaluate_episodes(env, planner, loop, args.episodes, args.seed, args.video_episodes, video_cam,
+                                        args.video_upscale)
     wall = time.time() - t0
     n_ok = sum(r["success"] for r in results)
     lo, hi = wilson_interval(n_ok, len(results))
@@ -230,6 +268,7 @@ def main(argv: list[str] | None = None) -> int:
                "success_rate": n_ok / max(1, len(results)), "wilson95": [lo, hi], "seed": args.seed,
                "replan_margin": loop.replan_margin,
                "speed_scale": args.speed_scale,
+               "world": args.world or "default", "world_changes": world.changes(),
                "wall_time_s": round(wall, 1),
                "median_chunk_inference_s": float(np.median([r["inference_s"] for r in results])),
                "episodes_detail": results}

@@ -43,6 +43,8 @@ ros2_control + a camera driver:
   moving when a goal is accepted (before the client hears so), so in
   lock-step a goal accepted before the tick's arm trajectory moves the hand
   in the same control period as the arm;
+* builds the scene its ``world`` parameter names (:mod:`mechanic_rl_ros.sim.world`: camera, light, table,
+  cube, loose boxes; a bad one stops the node at start naming the field);
 * offers ``/sim/reset`` (mechanic_rl_ros/srv/ResetEpisode, optional seed). A
   reset is refused while the robot is in a reflex, as the real robot cannot be
   driven home before its error is recovered.
@@ -93,6 +95,7 @@ from mechanic_rl_ros.sim.env import make_env
 from mechanic_rl_ros.sim.server import (FINGER_SETTLE, FINGER_STOPPED, RESET_DURING_GOAL,  # noqa: F401
                                         CommandError, RobotServer, check_arm_command)
 from mechanic_rl_ros.sim.tasks import TASK_STATE_FIELDS
+from mechanic_rl_ros.sim.world import load_world
 from mechanic_rl_ros.srv import ResetEpisode
 from mechanic_rl_ros.wire import topics
 from mechanic_rl_ros.wire.robot_state import robot_state_message
@@ -112,9 +115,16 @@ class SimNode(Node):
         super().__init__("sim_node")
         self.cfg = cfg = declare_parameters(self, PARAMETERS)
         set_realtime_priority(self, int(cfg["realtime_priority"]))  # the robot's controller is real-time
+        try:
+            world = load_world(cfg["world"])
+        except ValueError as exc:
+            raise ValueError(f"parameter world: {exc}") from None
+        if not world.is_default():
+            self.get_logger().info(f"world {cfg['world']!r}: {world.changes()}")
         env = make_env(
             task=cfg["task"], render=False, cameras=tuple(cfg["cameras"]),
             image_size=(cfg["image_height"], cfg["image_width"]), seed=int(cfg["seed"]), reward=cfg["reward"],
+            world=world,
         )
         self.log = RateLimitedLog(self, cfg["error_log_period"])
         self.server = RobotServer(env, server_config(cfg), sink=self, wall=self._wall, log=self.get_logger(),

@@ -8,12 +8,17 @@ from mechanic_rl_ros.sim.env import REWARD_TYPES
 from mechanic_rl_ros.sim.fr3_sim import CAMERAS
 from mechanic_rl_ros.sim.server import MODES, ServerConfig
 from mechanic_rl_ros.sim.tasks import TASKS
+from mechanic_rl_ros.sim.world import DEFAULT_SPEC
 from mechanic_rl_ros.wire import topics
 
 #: every parameter, with what it means (``ros2 param describe sim_node <name>``); config/sim.yaml sets them
 PARAMETERS = [
     Param("task", "lift", "simulated task", choices=tuple(sorted(TASKS))),
     Param("seed", 0, "seed of the first episode's randomisation (a reset may pass its own)", range=(0, None)),
+    Param("world", DEFAULT_SPEC, "scene variation (docs/world.md): default = the training scene; a preset of "
+          "config/worlds/ (e.g. camera_shift_2cm, dim_light, heavy_cube, distractors), the path of a world YAML "
+          "file, and/or field=value overrides separated by spaces (e.g. 'dim_light cube_mass=0.3'); a bad value "
+          "stops the node at start with the field and its range"),
     Param("reward", "shaped", "reward the task reports in its task state: sparse = 1 on success; shaped = dense",
           choices=REWARD_TYPES),
     Param("mode", "realtime", "realtime = physics follows the wall clock (times real_time_factor); lockstep = one "

@@ -5,6 +5,7 @@ Entry points::
 
     from mechanic_rl_ros.sim import make_env, BatchedEnv, TASKS
     env = make_env(task="lift", render=True, cameras=("scene",), image_size=96, seed=0)
+    env = make_env(task="lift", world="dim_light cube_mass=0.3")  # a changed scene (sim/world.py)
     obs, info = env.reset(seed=0)
     obs, reward, terminated, truncated, info = env.step(action)  # float[8]
 
@@ -30,6 +31,7 @@ from mechanic_rl_ros.sim.expert import (DEFAULT_NOISE, ExpertConfig, ExpertPlann
 from mechanic_rl_ros.sim.fr3_sim import CAMERAS, FR3Sim, SimConfig
 from mechanic_rl_ros.sim.model import ControllerConfig, SceneConfig
 from mechanic_rl_ros.sim.tasks import TASK_STATE_DIM, TASK_STATE_FIELDS, TASKS, LiftConfig, PushConfig
+from mechanic_rl_ros.sim.world import World, load_world
 
 __all__ = [
     "ACTION_DIM",
@@ -56,5 +58,7 @@ __all__ = [
     "TASKS",
     "TASK_STATE_DIM",
     "TASK_STATE_FIELDS",
+    "World",
+    "load_world",
     "make_env",
 ]

@@ -22,6 +22,7 @@ import numpy as np
 from mechanic_rl_ros.sim.env import ACTION_DIM, EnvConfig, FR3Env, check_action, validate_config
 from mechanic_rl_ros.sim.expert import ExpertConfig
 from mechanic_rl_ros.sim.fr3_sim import SimConfig
+from mechanic_rl_ros.sim.world import load_world
 
 
 def stack_obs(observations: Sequence[dict]) -> dict:
@@ -55,6 +56,7 @@ class BatchedEnv:
         autoreset: bool = True,
         task_config: Any = None,
         sim_config: SimConfig | None = None,
+        world: Any = None,
     ):
         if not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
             raise ValueError(f"num_envs must be a positive integer, got {num_envs!r}")
@@ -65,7 +67,7 @@ class BatchedEnv:
                 cameras=cameras,
                 image_size=image_size,
                 reward=reward,
-                sim=sim_config or SimConfig(),
+                sim=load_world(world).sim_config(sim_config or SimConfig()),
                 task_config=task_config,
             )
         )

@@ -26,6 +26,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from mechanic_rl_ros.sim.world import load_world
+
 
 @dataclass
 class ChunkResult:
@@ -116,18 +118,19 @@ class ChunkRunner:
         num_envs: environments; environment ``i`` is seeded with ``seed + i``.
         workers: 0 = step every environment in this process; W > 0 = W worker
             processes (at most ``num_envs``), each stepping a contiguous block.
+        world: scene variation (:func:`mechanic_rl_ros.sim.world.load_world`; None = the training scene).
     """
 
     def __init__(self, task: str = "lift", num_envs: int = 8, render: bool = False,
                  cameras: Sequence[str] = ("scene",), image_size: int = 96, seed: int = 0,
-                 reward: str = "sparse", workers: int = 0):
+                 reward: str = "sparse", workers: int = 0, world: Any = None):
         if not isinstance(workers, (int, np.integer)) or workers < 0:
             raise ValueError(f"workers must be an integer >= 0 (0 = in this process), got {workers!r}")
         if not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
             raise ValueError(f"num_envs must be a positive integer, got {num_envs!r}")
         self.num_envs = int(num_envs)
         kwargs = {"task": task, "render": render, "cameras": tuple(cameras), "image_size": image_size,
-                  "reward": reward}
+                  "reward": reward, "world": load_world(world)}
         w = min(int(workers), self.num_envs)
         self._local: _Block | None = None
         self._procs: list[Any] = []

@@ -31,6 +31,7 @@ from mechanic_rl_ros.sim.expert import (
 )
 from mechanic_rl_ros.sim.fr3_sim import CAMERAS, FR3Sim, SimConfig
 from mechanic_rl_ros.sim.tasks import TASK_STATE_DIM, TASK_STATE_FIELDS, TASKS, Task, make_task
+from mechanic_rl_ros.sim.world import World, load_world
 
 #: Action layout: 7 joint targets then the gripper width.
 ACTION_DIM = 8
@@ -161,7 +162,7 @@ class FR3Env:
         cfg = replace(config or default_expert_config(self.config.task), noise=float(noise))
         world = ExpertWorld(model=self.sim.model, control_dt=self.control_dt,
                             cube_half_size=self.sim.config.scene.cube_half_size, task_config=self.task.config,
-                            episode=lambda: self.episode_id)
+                            episode=lambda: self.episode_id, table_height=self.sim.config.scene.table_height)
         return EXPERTS[self.config.task](world, cfg, seed=seed)
 
     def render(self, camera: str, image_size=None) -> np.ndarray:
@@ -231,15 +232,20 @@ def make_env(
     reward: str = "sparse",
     task_config: Any = None,
     sim_config: SimConfig | None = None,
+    world: World | str | None = None,
 ) -> FR3Env:
-    """Create an :class:`FR3Env`; the main entry point of the simulator."""
+    """Create an :class:`FR3Env`; the main entry point of the simulator.
+
+    ``world`` varies the scene (:mod:`mechanic_rl_ros.sim.world`: a :class:`World` or a spec string such as
+    ``"dim_light"`` or ``"cube_mass=0.3"``; None is the training scene) on top of ``sim_config``.
+    """
     config = EnvConfig(
         task=task,
         render=render,
         cameras=cameras,
         image_size=image_size,
         reward=reward,
-        sim=sim_config or SimConfig(),
+        sim=load_world(world).sim_config(sim_config or SimConfig()),
         task_config=task_config,
     )
     return FR3Env(config, seed=seed)

@@ -74,6 +74,8 @@ class ExpertWorld:
     #: id of the episode being played, asked before every action: a new one resets the expert (None: call
     #: :meth:`ScriptedExpert.reset` yourself at each episode's start)
     episode: Callable[[], int] | None = None
+    #: [m] height of the table top in the base frame (the scene's ``table_height``)
+    table_height: float = 0.0
 
 
 class ScriptedExpert:
@@ -191,10 +193,11 @@ class LiftExpert(ScriptedExpert):
     def _plan(self, cube, cube_yaw, goal, tcp, width):
         c = self.config
         h = self.world.cube_half_size
+        table = self.world.table_height
         # The cube is symmetric under 90 deg turns: pick the grasp yaw nearest 0.
         grasp_yaw = wrap(cube_yaw, math.pi / 2)
-        above = np.array([cube[0], cube[1], h + c.approach_height])
-        grasp = np.array([cube[0], cube[1], max(cube[2] - 0.3 * h, 0.6 * h)])
+        above = np.array([cube[0], cube[1], table + h + c.approach_height])
+        grasp = np.array([cube[0], cube[1], max(cube[2] - 0.3 * h, table + 0.6 * h)])
         open_w, closed_w = fr3.GRIPPER_MAX_WIDTH, 0.0
 
         if self.phase == "approach":
@@ -219,7 +222,7 @@ class LiftExpert(ScriptedExpert):
             target = np.array([self._p[0], self._p[1], self._lift_z])
             return target, self._yaw, c.fine_speed * 1.5, closed_w
         # retry: rise with the gripper open, then approach again
-        target = np.array([self._p[0], self._p[1], h + c.approach_height])
+        target = np.array([self._p[0], self._p[1], table + h + c.approach_height])
         if self._near(target, 0.01):
             self.phase = "approach"
         return target, self._yaw, c.travel_speed, open_w
@@ -248,9 +251,10 @@ class PushExpert(ScriptedExpert):
         dist = float(np.linalg.norm(to_goal))
         direction = to_goal / max(dist, 1e-6)
         pusher_radius = 0.012
-        push_z = 0.6 * h
+        table = self.world.table_height
+        push_z = table + 0.6 * h
         behind = cube[:2] - direction * (h + pusher_radius + self.standoff)
-        above = np.array([behind[0], behind[1], h + c.approach_height])
+        above = np.array([behind[0], behind[1], table + h + c.approach_height])
         start = np.array([behind[0], behind[1], push_z])
         closed_w = 0.0
 
@@ -277,12 +281,12 @@ class PushExpert(ScriptedExpert):
             aim = self._p[:2] + 0.05 * direction + lateral_fix
             return np.array([aim[0], aim[1], push_z]), 0.0, c.fine_speed * 0.8, closed_w
         if self.phase == "retreat":
-            up = np.array([self._p[0], self._p[1], h + c.approach_height])
+            up = np.array([self._p[0], self._p[1], table + h + c.approach_height])
             if self._near(up, 0.01):
                 self.phase = "approach"
             return up, 0.0, c.travel_speed, closed_w
         # done: back off upwards
-        up = np.array([self._p[0], self._p[1], h + c.approach_height])
+        up = np.array([self._p[0], self._p[1], table + h + c.approach_height])
         return up, 0.0, c.fine_speed, closed_w
 
 

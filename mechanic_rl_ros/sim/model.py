@@ -29,6 +29,8 @@ HAND_MASS = 0.73
 FINGER_MASS = 0.015
 #: Height of the finger joints above the hand origin [m].
 FINGER_BASE_Z = 0.0584
+#: Mass of each distractor box [kg].
+DISTRACTOR_MASS = 0.05
 
 
 @dataclass
@@ -84,6 +86,27 @@ class SceneConfig:
     #: Whether lights cast shadows (costly with software rendering).
     shadows: bool = False
     controller: ControllerConfig = field(default_factory=ControllerConfig)
+    # Scene variations (mechanic_rl_ros.sim.world.World sets them; these defaults are the training scene).
+    #: Scene camera turned about its own axes after aiming it at the target: (pan, tilt, roll) [deg].
+    scene_camera_rotation: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    #: Key light direction (base frame) and diffuse colour; the headlight's ambient and diffuse colour.
+    light_dir: tuple[float, float, float] = (-0.2, 0.3, -1.0)
+    light_diffuse: tuple[float, float, float] = (0.6, 0.6, 0.6)
+    headlight_ambient: tuple[float, float, float] = (0.35, 0.35, 0.35)
+    headlight_diffuse: tuple[float, float, float] = (0.4, 0.4, 0.4)
+    #: Height of the table top in the base frame [m]; the cube and the goal disc start on it.
+    table_height: float = 0.0
+    #: Table top texture ("checker" or "flat") and its two colours (flat: the first).
+    table_texture: str = "checker"
+    table_rgb1: tuple[float, float, float] = (0.55, 0.45, 0.35)
+    table_rgb2: tuple[float, float, float] = (0.5, 0.4, 0.3)
+    #: Cube colour.
+    cube_rgba: tuple[float, float, float, float] = (0.85, 0.15, 0.1, 1.0)
+    #: Sliding friction of every contact of the cube (None: ``friction``). Set, the cube's contact parameters
+    #: take precedence over the fingertip pads' (MuJoCo geom priority), whose stiffness it copies.
+    cube_friction: float | None = None
+    #: Loose boxes on the table: ((x, y, z) centre [m], half edge [m], rgba) each.
+    distractors: tuple = ()
 
 
 def _fmt(values) -> str:
@@ -213,29 +236,45 @@ def build_mjcf(config: SceneConfig | None = None) -> str:
     )
     h = c.cube_half_size
     shadow = "true" if c.shadows else "false"
+    th = c.table_height
+    scene_xyaxes = lookat_xyaxes(c.scene_camera_pos, c.scene_camera_target)
+    if any(c.scene_camera_rotation):
+        scene_xyaxes = _rotated_xyaxes(c.scene_camera_pos, c.scene_camera_target, c.scene_camera_rotation)
+    cube_friction = c.friction if c.cube_friction is None else c.cube_friction
+    # a cube friction of its own must decide the pad contacts too: priority over the pads (priority 1), with
+    # the pads' contact stiffness so that only the friction changes
+    cube_priority = "" if c.cube_friction is None else ' priority="2" solref="0.01 1"'
+    distractors = "".join(
+        f"""
+    <body name="distractor{i}" pos="{_fmt(pos)}">
+      <freejoint name="distractor{i}_joint"/>
+      <inertial pos="0 0 0" mass="{DISTRACTOR_MASS}" diaginertia="{_fmt([DISTRACTOR_MASS * (2 * half) ** 2 / 6] * 3)}"/>
+      <geom name="distractor{i}" type="box" size="{_fmt([half] * 3)}" rgba="{_fmt(rgba)}" condim="4"
+            friction="{c.friction} 0.02 0.0001" contype="1" conaffinity="3"/>
+    </body>""" for i, (pos, half, rgba) in enumerate(c.distractors))
     return f"""<mujoco model="fr3_tabletop">
   <compiler angle="radian" autolimits="true"/>
   <option timestep="{c.timestep}" integrator="implicitfast" cone="elliptic" impratio="10"/>
   <visual>
     <global offwidth="96" offheight="96"/>
     <quality shadowsize="{2048 if c.shadows else 0}"/>
-    <headlight ambient="0.35 0.35 0.35" diffuse="0.4 0.4 0.4" specular="0 0 0"/>
+    <headlight ambient="{_fmt(c.headlight_ambient)}" diffuse="{_fmt(c.headlight_diffuse)}" specular="0 0 0"/>
   </visual>
   <asset>
-    <texture name="grid" type="2d" builtin="checker" width="256" height="256"
-             rgb1="0.55 0.45 0.35" rgb2="0.5 0.4 0.3"/>
+    <texture name="grid" type="2d" builtin="{c.table_texture}" width="256" height="256"
+             rgb1="{_fmt(c.table_rgb1)}" rgb2="{_fmt(c.table_rgb2)}"/>
     <material name="table" texture="grid" texrepeat="6 6"/>
   </asset>
   <default>{_ARM_DEFAULTS.format(limit_margin=c.joint_limit_margin, armature=ctrl.armature, damping=ctrl.joint_damping, friction=c.friction)}
   </default>
   <worldbody>
-    <light name="key" pos="0.6 -0.4 1.6" dir="-0.2 0.3 -1" diffuse="0.6 0.6 0.6" castshadow="{shadow}"/>
+    <light name="key" pos="0.6 -0.4 1.6" dir="{_fmt(c.light_dir)}" diffuse="{_fmt(c.light_diffuse)}" castshadow="{shadow}"/>
     <geom name="floor" type="plane" pos="0 0 -0.75" size="3 3 0.1" rgba="0.35 0.37 0.4 1"
           contype="0" conaffinity="0"/>
-    <geom name="table" type="box" pos="0.35 0 -0.025" size="0.65 0.6 0.025" material="table"
+    <geom name="table" type="box" pos="{_fmt((0.35, 0.0, th - 0.025))}" size="0.65 0.6 0.025" material="table"
           contype="1" conaffinity="1" friction="{c.friction} 0.005 0.0001"/>
     <camera name="scene" pos="{_fmt(c.scene_camera_pos)}"
-            xyaxes="{lookat_xyaxes(c.scene_camera_pos, c.scene_camera_target)}" fovy="{c.scene_camera_fovy}"/>
+            xyaxes="{scene_xyaxes}" fovy="{c.scene_camera_fovy}"/>
     <body name="fr3_link0" pos="0 0 0" childclass="fr3">
       <geom name="fr3_link0_base" class="visual" type="cylinder" pos="0 0 0.06" size="0.09 0.06"
             rgba="0.93 0.93 0.93 1"/>
@@ -243,13 +282,13 @@ def build_mjcf(config: SceneConfig | None = None) -> str:
 {hand_xml}
 {closing}
     </body>
-    <body name="cube" pos="0.5 0 {h}">
+    <body name="cube" pos="{_fmt((0.5, 0.0, th + h))}">
       <freejoint name="cube_joint"/>
       <inertial pos="0 0 0" mass="{c.cube_mass}" diaginertia="{_fmt([c.cube_mass * (2 * h) ** 2 / 6] * 3)}"/>
-      <geom name="cube" type="box" size="{h} {h} {h}" rgba="0.85 0.15 0.1 1" condim="4"
-            friction="{c.friction} 0.02 0.0001" contype="1" conaffinity="3"/>
-    </body>
-    <body name="goal" mocap="true" pos="0.5 0.15 0">
+      <geom name="cube" type="box" size="{h} {h} {h}" rgba="{_fmt(c.cube_rgba)}" condim="4"
+            friction="{cube_friction} 0.02 0.0001" contype="1" conaffinity="3"{cube_priority}/>
+    </body>{distractors}
+    <body name="goal" mocap="true" pos="{_fmt((0.5, 0.15, th))}">
       <geom name="goal" type="cylinder" size="{c.goal_radius} 0.0008" rgba="0.1 0.75 0.2 1"
             contype="0" conaffinity="0"/>
     </body>
@@ -275,6 +314,26 @@ def build_mjcf(config: SceneConfig | None = None) -> str:
   </actuator>
 </mujoco>
 """
+
+
+def _rotated_xyaxes(pos, target, rotation_deg) -> str:
+    """MJCF ``xyaxes`` of the camera :func:`lookat_xyaxes` aims, then turned about its own axes by
+    (pan about its y = image up, tilt about its x = image right, roll about its z = backwards) [deg]."""
+    axes = np.array([float(v) for v in lookat_xyaxes(pos, target).split()]).reshape(2, 3)
+    x, y = axes
+    frame = np.stack([x, y, np.cross(x, y)], axis=1)  # columns: the camera's x, y, z in the world
+    pan, tilt, roll = (math.radians(float(a)) for a in rotation_deg)
+    frame = frame @ _rot("y", pan) @ _rot("x", tilt) @ _rot("z", roll)
+    return _fmt(np.concatenate([frame[:, 0], frame[:, 1]]))
+
+
+def _rot(axis: str, angle: float) -> np.ndarray:
+    c, s = math.cos(angle), math.sin(angle)
+    if axis == "x":
+        return np.array([[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]])
+    if axis == "y":
+        return np.array([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]])
+    return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
 
 
 def _quat_mul(q1, q2) -> tuple[float, float, float, float]:

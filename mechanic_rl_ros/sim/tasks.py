@@ -81,6 +81,11 @@ class TaskStatus:
         return 1.0 if self.success else 0.0
 
 
+def _table(sim: FR3Sim) -> float:
+    """Height of the table top [m] in the base frame (the scene's ``table_height``; 0 in the training scene)."""
+    return float(sim.config.scene.table_height)
+
+
 def _yaw_quat(yaw: float) -> np.ndarray:
     return np.array([math.cos(yaw / 2), 0.0, 0.0, math.sin(yaw / 2)])
 
@@ -125,13 +130,13 @@ class Task:
         q = fr3.Q_HOME + rng.uniform(-c.initial_joint_noise, c.initial_joint_noise, 7)
         yaw = rng.uniform(-c.cube_yaw_range, c.cube_yaw_range)
         h = sim.config.scene.cube_half_size
-        cube = np.concatenate([[cube_xy[0], cube_xy[1], h], _yaw_quat(yaw)])
+        cube = np.concatenate([[cube_xy[0], cube_xy[1], _table(sim) + h], _yaw_quat(yaw)])
         sim.reset(q=q, cube_pose=cube, goal_pos=goal_pos)
         sim.set_goal_visible(self.goal_visible)
         self._initial_cube = cube
 
     def _off_table(self, sim: FR3Sim) -> bool:
-        return bool(sim.cube_pose()[2] < -0.05)
+        return bool(sim.cube_pose()[2] < _table(sim) - 0.05)
 
 
 class LiftTask(Task):
@@ -148,7 +153,7 @@ class LiftTask(Task):
         c = self.config
         xy = np.asarray(c.cube_center) + rng.uniform(-c.cube_xy_range, c.cube_xy_range, 2)
         # The goal marker stays hidden below the table; the goal is the lift point.
-        self._reset_common(sim, rng, xy, goal_pos=np.array([xy[0], xy[1], -0.2]))
+        self._reset_common(sim, rng, xy, goal_pos=np.array([xy[0], xy[1], _table(sim) - 0.2]))
 
     def goal(self, sim: FR3Sim) -> np.ndarray:
         cube0 = self._initial_cube
@@ -158,7 +163,7 @@ class LiftTask(Task):
         h = sim.config.scene.cube_half_size
         cube = sim.cube_pose()[:3]
         tcp, _ = sim.tcp_pose()
-        height = cube[2] - h
+        height = cube[2] - h - _table(sim)
         success = bool(height >= self.config.lift_height)
         reach = 1.0 - math.tanh(10.0 * float(np.linalg.norm(tcp - cube)))
         left, right = sim.finger_contacts("cube")
@@ -183,7 +188,7 @@ class PushTask(Task):
         c = self.config
         xy = np.asarray(c.cube_center) + rng.uniform(-c.cube_xy_range, c.cube_xy_range, 2)
         goal_xy = xy + np.asarray(c.goal_offset) + rng.uniform(-c.goal_xy_range, c.goal_xy_range, 2)
-        self._reset_common(sim, rng, xy, goal_pos=np.array([goal_xy[0], goal_xy[1], 0.0]))
+        self._reset_common(sim, rng, xy, goal_pos=np.array([goal_xy[0], goal_xy[1], _table(sim)]))
         self._initial_distance = float(np.linalg.norm(goal_xy - xy))
 
     def evaluate(self, sim: FR3Sim) -> TaskStatus:
@@ -192,9 +197,9 @@ class PushTask(Task):
         goal = sim.goal_pos()
         tcp, _ = sim.tcp_pose()
         dist = float(np.linalg.norm(cube[:2] - goal[:2]))
-        success = bool(dist <= self.config.success_radius and cube[2] < 2 * h)
+        success = bool(dist <= self.config.success_radius and cube[2] - _table(sim) < 2 * h)
         direction = (goal[:2] - cube[:2]) / max(dist, 1e-6)
-        push_point = np.append(cube[:2] - direction * (h + 0.01), h)
+        push_point = np.append(cube[:2] - direction * (h + 0.01), _table(sim) + h)
         reach = 1.0 - math.tanh(10.0 * float(np.linalg.norm(tcp - push_point)))
         progress = float(np.clip(1.0 - dist / max(self._initial_distance, 1e-6), 0.0, 1.0))
         shaped = 1.0 if success else 0.3 * reach + 0.7 * progress

@@ -48,6 +48,10 @@ ARGUMENTS: tuple[Argument, ...] = (
              "through the teleop topics when the policy is about to fail, as a person would (sim:=true only); none = "
              "no simulated operator. A person with a SpaceMouse or gamepad can take over in any case (README "
              "'Taking over')", ("none", "sim")),
+    Argument("world", "default", "scene variation of the simulated FR3 (sim:=true only; docs/world.md): default = "
+             "the training scene; a preset of config/worlds/ (camera_shift_2cm, dim_light, heavy_cube, distractors, "
+             "...), the path of a world YAML file, and/or field=value overrides separated by spaces, e.g. "
+             "world:='dim_light cube_mass=0.3'"),
     Argument("seed", "0", "learner seed (critic initialisation, batches) and policy_node's sampling seed"),
     Argument("optimizer", "mechanic", "learner optimiser: mechanic (no learning rate) or adam (config/learner.yaml lr)",
              ("mechanic", "adam")),
@@ -148,11 +152,16 @@ def nodes(values: Mapping[str, str], config_dir: Path) -> list[NodeSpec]:
     checkpoint = v["checkpoint"] or str(default_checkpoint(v["task"]))
     trajectory = v["command_type"] == "trajectory"
     specs: list[NodeSpec] = []
+    world = stack_world(v["world"], sim)
     if sim:
         sim_topics = ({"trajectory_topic": v["command_topic"], "arm_controller": "trajectory"} if trajectory
                       else {"command_topic": v["command_topic"], "arm_controller": "forward"})
         specs.append(NodeSpec("sim_node", "sim_node", config_dir / "sim.yaml", {
             **common, "mode": "lockstep", "task": v["task"], **sim_topics}, env=dict(frames_env)))
+        if world is not None:
+            from mechanic_rl_ros.sim.world import absolute_spec
+
+            specs[-1].overrides["world"] = absolute_spec(v["world"])
     # on sim time nothing waits on the wall clock: real-time threads only on a robot
     rt = 0 if sim else int(v["realtime_priority"])
     specs.append(NodeSpec("camera_node", "camera_node", config_dir / "camera.yaml", {
@@ -160,6 +169,9 @@ def nodes(values: Mapping[str, str], config_dir: Path) -> list[NodeSpec]:
     specs.append(NodeSpec("policy_node", "policy_node", config_dir / "policy_node.yaml", {
         **common, "checkpoint": checkpoint, "command_topic": v["command_topic"], "command_type": v["command_type"],
         "algorithm": v["algorithm"], "seed": int(v["seed"])}))
+    if world is not None and world.table_height != 0.0:  # the workspace floor is the table top
+        lo = list(_params(config_dir / "policy_node.yaml", "policy_node").get("workspace_min", [0.2, -0.4, 0.0]))
+        specs[-1].overrides["workspace_min"] = [float(lo[0]), float(lo[1]), float(lo[2]) + world.table_height]
     reward: dict[str, object] = {**common, "mode": "sim" if sim else "real", "command_topic": v["command_topic"],
                                  "command_type": v["command_type"],
                                  "max_episodes": int(v["episodes"])}
@@ -178,9 +190,35 @@ def nodes(values: Mapping[str, str], config_dir: Path) -> list[NodeSpec]:
                              "simulator's task state); on a robot a person takes over with a device")
         if v["task"] != "lift":
             raise ValueError(f"launch argument interventions: sim corrects the lift task only; got task:={v['task']}")
-        specs.append(NodeSpec("operator_node", "operator_node", config_dir / "operator.yaml", dict(common)))
+        specs.append(NodeSpec("operator_node", "operator_node", config_dir / "operator.yaml", {
+            **common, **(world.operator_overrides() if world is not None else {})}))
     set_realtime_priorities(specs, rt)
     return specs
+
+
+def stack_world(spec: str, sim: bool):
+    """The :class:`~mechanic_rl_ros.sim.world.World` the ``world`` argument names, checked here so that a bad one
+    stops the launch before any node starts; None for the training scene. ValueError naming the argument and the
+    field, and for a changed world on a real robot (its world is the real one)."""
+    from mechanic_rl_ros.sim.world import DEFAULT_SPEC, load_world
+
+    if spec.strip() in ("", DEFAULT_SPEC):
+        return None
+    if not sim:
+        raise ValueError(f"launch argument world: got {spec!r} with sim:=false; a real robot's world is the real "
+                         f"one: expected world:={DEFAULT_SPEC} (scene variations are simulated only)")
+    try:
+        world = load_world(spec)
+    except ValueError as exc:
+        raise ValueError(f"launch argument world: {exc}") from None
+    return None if world.is_default() else world
+
+
+def _params(path: Path, node: str) -> dict:
+    """``node``'s ``ros__parameters`` in the params file ``path`` ({} when it has none)."""
+    from mechanic_rl_ros.config_files import load_yaml
+
+    return dict((load_yaml(path).get(node) or {}).get("ros__parameters") or {})
 
 
 def set_realtime_priorities(specs: list[NodeSpec], priority: int) -> None:

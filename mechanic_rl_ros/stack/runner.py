@@ -163,7 +163,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FileNotFoundError as exc:
         print(f"mechanic-rl finetune: {exc}; or pass --config-dir DIR", file=sys.stderr)
         return 2
-    specs = description.nodes(values, config_dir)
+    try:
+        specs = description.nodes(values, config_dir)
+    except ValueError as exc:  # an argument that only the whole stack can check (world, interventions, dds_profile)
+        print(f"mechanic-rl finetune: {exc}", file=sys.stderr)
+        return 2
     policy_ckpt = next((Path(str(s.overrides["checkpoint"])) for s in specs if s.name == "policy_node"), None)
     if policy_ckpt is not None and not (policy_ckpt / "model.safetensors").is_file():
         print(f"mechanic-rl finetune: no policy checkpoint at {policy_ckpt} (model.safetensors + config.json); pass "
