@@ -83,12 +83,12 @@ class WeightsIntake:
         self.timing["verified_ms"] = (self.now() - sent) * 1e3
         self.staged[weights.version] = (sent, weights.sha256)
         tensors = weights.tensors
-        if self.partial:  # torch tensors made here, on the weights thread: the swap between chunks only copies
+        if self.partial:  # torch tensors made (and checked) here, on the weights thread: the swap only adopts them
             import torch
 
             tensors = {k: torch.from_numpy(v.copy()) for k, v in tensors.items()}
-        self.planner.stage_weights(tensors, weights.version, weights.finetune_steps)
-        self.logger.info(f"weights version {msg.version} verified; swapping in at the next chunk")
+        if self.planner.stage_weights(tensors, weights.version, weights.finetune_steps):
+            self.logger.info(f"weights version {msg.version} verified; swapping in at the next chunk")
 
     def on_swap(self, version: int, error: Exception | None) -> None:
         """Called by the planner between chunks, after it tried to swap in staged weights."""

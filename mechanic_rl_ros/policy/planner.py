@@ -96,11 +96,22 @@ class PolicyPlanner:
         self.__dict__.update(state)
         self._lock = threading.Lock()
 
-    def stage_weights(self, tensors: Mapping[str, Any], version: int, finetune_steps: int | None) -> None:
-        """Verified fine-tuned-network tensors to swap in before the next plan (the newest staged wins). With
-        ``partial`` the network adopts the tensors themselves: the caller hands them over and keeps no reference."""
+    def stage_weights(self, tensors: Mapping[str, Any], version: int, finetune_steps: int | None) -> bool:
+        """Verified fine-tuned-network tensors to swap in before the next plan (the newest staged wins); False
+        when refused. With
+        ``partial`` the network adopts the tensors themselves: the caller hands them over and keeps no
+        reference; they are checked against the network here, on the caller's thread, so that the swap
+        between two chunks is the pointer swap alone (a mismatch is reported through ``on_weights`` at once)."""
+        if self.partial and self.selector is None:
+            try:
+                tensors = self.policy.check_partial(tensors, adopt=True)
+            except (ValueError, RuntimeError) as exc:
+                if self.on_weights is not None:
+                    self.on_weights(int(version), exc)
+                return False
         with self._lock:
             self._pending = (tensors, int(version), finetune_steps)
+        return True
 
     def _swap(self) -> None:
         with self._lock:
@@ -113,7 +124,7 @@ class PolicyPlanner:
             if self.selector is not None:
                 self.selector.load(tensors, version)
             elif self.partial:
-                self.policy.load_partial(tensors, adopt=True)
+                self.policy.load_partial(tensors, adopt=True, checked=True)
             else:
                 self.policy.load_finetuned(tensors, k_ft)
             self.version = version

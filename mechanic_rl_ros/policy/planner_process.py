@@ -80,9 +80,9 @@ def _serve(plans, weights, planner, niceness: int, threads: int, realtime_priori
             reply: tuple = ("chunk", planner(req))
         except Exception as exc:  # noqa: BLE001 - the parent reports it and holds the arm
             reply = ("error", f"{type(exc).__name__}: {exc}")
-        reply += (swaps[:], planner.version, planner.latencies[-1] if planner.latencies else float("nan"),
+        done = [swaps.pop(0) for _ in range(len(swaps))]  # the weights thread may append meanwhile
+        reply += (done, planner.version, planner.latencies[-1] if planner.latencies else float("nan"),
                   planner.swap_seconds)
-        swaps.clear()
         plans.send(reply)
 
 
@@ -132,14 +132,16 @@ class PlannerProcess:
     def pid(self) -> int | None:
         return self._proc.pid
 
-    def stage_weights(self, tensors: Mapping[str, Any], version: int, finetune_steps: int | None) -> None:
-        """Weights to swap in before the next plan (sent to the child at once; the newest staged wins). They
+    def stage_weights(self, tensors: Mapping[str, Any], version: int, finetune_steps: int | None) -> bool:
+        """Weights to swap in before the next plan (sent to the child at once, which checks them and reports a
+        refusal with the next plan; the newest staged wins). They
         cross as numpy arrays, i.e. as bytes in the pipe: torch's own pickling of a tensor would hand the child
         shared memory, whose pages fault in one by one when the swap first touches them (~2 ms for 3.6 MB)."""
         arrays = {k: v.detach().numpy() if hasattr(v, "detach") else np.asarray(v) for k, v in tensors.items()}
         with self._weights_lock:
             self._weights.send((arrays, int(version), finetune_steps))
             self._weights_sent += 1
+        return True
 
     def __call__(self, req: PlanRequest) -> Chunk:
         try:

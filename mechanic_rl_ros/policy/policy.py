@@ -500,15 +500,12 @@ class DiffusionPolicy(nn.Module):
                                           f"policy runs finetune_steps = {self.cfg.sampling.finetune_steps}")
         self.ft_net.load_state_dict(state, strict=True)  # type: ignore[union-attr]
 
-    def load_partial(self, tensors: Mapping[str, Any], adopt: bool = False) -> None:
-        """Put verified weights of a part of ``net`` (name -> array or tensor, e.g. the layers a distillation
-        learner trains) into it. Every name must be one of ``net``'s parameters with the same shape and
-        dtype; the first mismatch raises :class:`CheckpointMismatchError` before anything changes.
-
-        By default the values are copied (one batched copy). With ``adopt`` the parameters take the given
-        tensors themselves (a pointer swap, no copy): for a caller that made them for this purpose and keeps
-        no reference, such as the policy node's weights intake, which decodes them off the planning thread so
-        that the swap between two chunks costs less than a memcpy of the bytes."""
+    def check_partial(self, tensors: Mapping[str, Any], adopt: bool = False) -> dict[str, torch.Tensor]:
+        """``tensors`` (name -> array or tensor, e.g. the layers a distillation learner trains) as torch
+        tensors, checked against ``net``: every name one of its parameters with the same shape and dtype (and,
+        to be ``adopt``-ed, contiguous, without autograd or inference-mode state). The first mismatch raises
+        :class:`CheckpointMismatchError`. Done apart from :meth:`load_partial` (``checked=True``) by a caller
+        that stages weights on one thread and swaps them in on another."""
         params = self._named_parameters()
         state = {k: v if isinstance(v, torch.Tensor) else torch.from_numpy(np.array(v)) for k, v in tensors.items()}
         if not state:
@@ -523,6 +520,18 @@ class DiffusionPolicy(nn.Module):
             if adopt and (not v.is_contiguous() or v.requires_grad or v.is_inference()):
                 raise CheckpointMismatchError(f"partial weights: {k!r} cannot be adopted (a contiguous tensor "
                                               f"without autograd or inference-mode state is expected)")
+        return state
+
+    def load_partial(self, tensors: Mapping[str, Any], adopt: bool = False, checked: bool = False) -> None:
+        """Put weights of a part of ``net`` into it, after :meth:`check_partial` (nothing changes when it
+        raises); ``checked``: ``tensors`` is what :meth:`check_partial` returned, so only the swap is left.
+
+        By default the values are copied (one batched copy). With ``adopt`` the parameters take the given
+        tensors themselves (a pointer swap, no copy): for a caller that made them for this purpose and keeps
+        no reference, such as the policy node's weights intake, which decodes and checks them off the planning
+        thread so that the swap between two chunks costs less than a memcpy of the bytes."""
+        state = dict(tensors) if checked else self.check_partial(tensors, adopt)
+        params = self._named_parameters()
         with torch.no_grad():
             if adopt:
                 for k, v in state.items():
