@@ -208,6 +208,13 @@ def test_adopted_partial_weights_become_the_parameters_without_a_copy(ckpt):
     with pytest.raises(CheckpointMismatchError, match="cannot be adopted"):
         policy.load_partial({name: torch.zeros_like(before, requires_grad=True)}, adopt=True)
     assert torch.equal(params[name], before)
+    # staged weights are checked when staged (off the planning thread): a bad one never reaches the swap
+    reports = []
+    planner.on_weights = lambda version, err: reports.append((version, err))
+    assert not planner.stage_weights({name: torch.zeros(2)}, 2, 0)
+    assert reports and reports[0][0] == 2 and isinstance(reports[0][1], CheckpointMismatchError)
+    planner._swap()
+    assert planner.version == 1 and torch.equal(params[name], before) and len(reports) == 1
 
 
 def test_headless_twin_end_to_end_in_the_simulator(tiny_ckpt, tmp_path):
@@ -293,3 +300,39 @@ def test_a_failed_episode_keeps_the_corrections_but_none_of_the_policys_chunks(c
     online.end_episode(1, False)
     assert online.counts["corrections_kept"] == 1 and online.counts["decisions_kept"] == 0
 
+
+
+def test_headless_twin_acts_in_a_changed_world_and_trains_the_layers_asked(tiny_ckpt, tmp_path, capsys):
+    """`train-distill --world` acts and evaluates in the changed scene (the cube starts on a raised table),
+    `--train-params` chooses the layers it trains (only they change), and a world out of range is refused
+    naming the field before anything runs."""
+    import json
+
+    from mechanic_rl_ros.jobs.collect import CollectConfig, collect
+    from mechanic_rl_ros.jobs.rollouts import sim_runner
+    from mechanic_rl_ros.jobs.train_distill import main
+
+    policy = DiffusionPolicy.from_checkpoint(tiny_ckpt)
+    heights = []
+    for world in (None, "table_up_3cm"):
+        with sim_runner(policy, "lift", 1, 5, world=world) as runner:
+            heights.append(float(runner.reset()[0]["task_state"][2]))
+    assert heights[1] == pytest.approx(heights[0] + 0.03)
+
+    collect(CollectConfig(episodes=1, out=str(tmp_path / "demos"), noise=0.0, seed=5000, progress=False))
+    out = tmp_path / "w"
+    assert main(["--checkpoint", str(tiny_ckpt), "--demos", str(tmp_path / "demos"), "--out", str(out),
+                 "--world", "table_up_3cm", "--train-params", "unet.final", "--offline-steps", "3",
+                 "--total-steps", "160", "--num-envs", "2", "--publish-every", "1", "--final-eval-episodes", "2"]) == 0
+    assert "in world 'table_up_3cm'" in capsys.readouterr().out
+    final = json.loads((out / "final.json").read_text())
+    assert final["args"]["world"] == "table_up_3cm" and final["learner"]["train_params"] == ["unet.final"]
+    assert "in world 'table_up_3cm'" in json.loads((out / "eval.json").read_text())["what"]
+    start = DiffusionPolicy.from_checkpoint(tiny_ckpt).net.state_dict()
+    after = DiffusionPolicy.from_checkpoint(out / "learner" / "policy").net.state_dict()
+    changed = {k for k in start if not torch.equal(start[k], after[k])}
+    assert final["grad_steps"] >= 3 and changed and all(k.startswith("unet.final.") for k in changed)
+
+    assert main(["--checkpoint", str(tiny_ckpt), "--out", str(tmp_path / "bad"), "--world", "cube_mass=7"]) == 2
+    assert "world field cube_mass: got 7" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()

@@ -122,12 +122,13 @@ def _augment_pad(checkpoint: Path, given: int | None) -> int:
     return int(given) if given is not None else pretraining_augment_pad(checkpoint)
 
 
-def evaluate_policy(policy: Any, task: str, episodes: int, seed: int, outcomes: list[int]) -> int:
-    """Deterministic successes of the policy alone, the protocol of ``train-select --eval-only``."""
+def evaluate_policy(policy: Any, task: str, episodes: int, seed: int, outcomes: list[int], world: Any = None) -> int:
+    """Deterministic successes of the policy alone, the protocol of ``train-select --eval-only``, in
+    ``world`` (None = the training scene)."""
     from mechanic_rl_ros.jobs.train_select import FrozenPolicy, evaluate, first_proposal
 
     with torch.no_grad():
-        return evaluate(FrozenPolicy(policy), first_proposal, 1, task, episodes, seed, 8, outcomes)
+        return evaluate(FrozenPolicy(policy), first_proposal, 1, task, episodes, seed, 8, outcomes, world=world)
 
 
 def plot_losses(losses: list[float], path: Path, title: str) -> None:

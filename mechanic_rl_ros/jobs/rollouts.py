@@ -30,11 +30,12 @@ from mechanic_rl_ros.sim.chunks import ChunkRunner
 
 
 def sim_runner(policy: Any, task: str, num_envs: int, seed: int, reward: str = "sparse",
-               workers: int = 0) -> ChunkRunner:
-    """``num_envs`` simulated FR3s rendering what ``policy`` (a :class:`DiffusionPolicy`) observes."""
+               workers: int = 0, world: Any = None) -> ChunkRunner:
+    """``num_envs`` simulated FR3s rendering what ``policy`` (a :class:`DiffusionPolicy`) observes, in
+    ``world`` (a scene variation; None = the training scene)."""
     cfg = policy.cfg
     return ChunkRunner(task=task, num_envs=num_envs, render=bool(cfg.cameras), cameras=cfg.cameras or ("scene",),
-                       image_size=cfg.image_size, seed=seed, reward=reward, workers=workers)
+                       image_size=cfg.image_size, seed=seed, reward=reward, workers=workers, world=world)
 
 
 #: plans a batch of requests at once -> one chunk per request, in order

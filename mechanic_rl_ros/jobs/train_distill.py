@@ -71,12 +71,19 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--demos", default="", help="demonstrations mixed into every batch (mechanic-rl collect --out, "
                     "or bags of the stack's topics); '' = none")
     ap.add_argument("--task", default="lift")
+    ap.add_argument("--world", default=None, metavar="SPEC",
+                    help="act and evaluate in a changed scene (as `mechanic-rl eval --world` and the stack's "
+                         "world:=): a preset of config/worlds/, a world YAML file and/or field=value overrides; "
+                         "default: the training scene")
     ap.add_argument("--out", required=True, help="output directory")
     ap.add_argument("--total-steps", type=int, default=18000, help="robot budget in control steps (600 = 1 min)")
     ap.add_argument("--num-envs", type=int, default=8, help="simulated robots acting in parallel")
     g = ap.add_argument_group("learner", "config/distill.yaml (or --distill-config); a flag given overrides it")
     g.add_argument("--distill-config", help="distillation settings (default: config/distill.yaml, as the stack)")
     g.add_argument("--seed", type=int, default=0, help="learner seed; training resets start at 1000 + 100 * seed")
+    g.add_argument("--train-params", nargs="+", metavar="PREFIX",
+                   help="parameter-name prefixes of the policy network to train, e.g. encoders unet.up "
+                        "unet.upsample unet.final (the encoder too: what a changed scene needs)")
     g.add_argument("--utd", type=float, help="gradient steps per kept decision")
     g.add_argument("--offline-steps", type=int, help="gradient steps on the demonstrations before acting")
     g.add_argument("--demo-fraction", type=float, help="share of every batch from the demonstrations")
@@ -101,9 +108,13 @@ def train(args: argparse.Namespace, log: Callable[[str], None] = lambda m: print
     from mechanic_rl_ros.jobs.train_select import write_eval_record
     from mechanic_rl_ros.rl.online_distill import OnlineDistill
 
+    from mechanic_rl_ros.sim.world import load_world
+
     torch.set_num_threads(args.threads)
+    world = load_world(args.world)
     overrides = {"utd": args.utd, "offline_steps": args.offline_steps, "demo_fraction": args.demo_fraction,
-                 "lr": args.lr, "successful_demos_only": args.successful_demos_only}
+                 "lr": args.lr, "successful_demos_only": args.successful_demos_only,
+                 "train_params": tuple(args.train_params) if args.train_params else None}
     params = {"checkpoint": args.checkpoint, "demos": args.demos, "distill_config": args.distill_config,
               "seed": args.seed, "optimizer": args.optimizer, "weights_publish_every": args.publish_every,
               "overrides": overrides}
@@ -115,7 +126,8 @@ def train(args: argparse.Namespace, log: Callable[[str], None] = lambda m: print
     planner = SamplePlanner(acting, torch.Generator().manual_seed(args.seed + 17))
     evals: list[dict[str, Any]] = []
     t0 = time.perf_counter()
-    log(f"train-distill: {online.ready_line()}; {n} robots, budget {args.total_steps} control steps = "
+    where = "" if world.is_default() else f" in world {args.world!r}"
+    log(f"train-distill: {online.ready_line()}; {n} robots{where}, budget {args.total_steps} control steps = "
         f"{robot_minutes(args.total_steps):.1f} robot min")
     version = 0
 
@@ -137,7 +149,8 @@ def train(args: argparse.Namespace, log: Callable[[str], None] = lambda m: print
 
     def run_eval(k: int, outcomes: list[int] | None = None) -> dict[str, Any]:
         te = time.perf_counter()
-        wins = evaluate_policy(acting, args.task, k, args.eval_seed, outcomes if outcomes is not None else [])
+        wins = evaluate_policy(acting, args.task, k, args.eval_seed, outcomes if outcomes is not None else [],
+                               world=world)
         return eval_row(env_steps, wins, k, time.perf_counter() - te, log)
 
     def write_logs() -> None:
@@ -150,7 +163,7 @@ def train(args: argparse.Namespace, log: Callable[[str], None] = lambda m: print
     book = EpisodeBook(n)
     episodes = book.rows
     learn(offline=True)  # the offline stage, before the first episode
-    runner = sim_runner(acting, args.task, n, 1000 + 100 * args.seed)
+    runner = sim_runner(acting, args.task, n, 1000 + 100 * args.seed, world=world)
     try:
         loops = [ChunkLoop.for_policy(acting) for _ in range(n)]
         book.start(loops, runner.reset())
@@ -189,7 +202,7 @@ def train(args: argparse.Namespace, log: Callable[[str], None] = lambda m: print
     final["final"] = 1
     evals.append(final)
     write_logs()
-    write_eval_record(out, f"policy of train-distill {out} alone (one proposal, x_K ~ N(0, I))", final["successes"],
+    write_eval_record(out, f"policy of train-distill {out} alone (one proposal, x_K ~ N(0, I)){where}", final["successes"],
                       args.final_eval_episodes, args.eval_seed, outcomes)
     import json
 

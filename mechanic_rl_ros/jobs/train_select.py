@@ -127,14 +127,15 @@ def first_proposal(feat: torch.Tensor, cands: torch.Tensor, t: Any = None) -> to
 
 
 def evaluate(npol: FrozenPolicy, choose: Callable, num_candidates: int, task: str, episodes: int, seed: int,
-             num_envs: int, outcomes: list[int] | None = None) -> int:
-    """Successes over ``episodes`` reset seeds ``seed + j``; proposals from a generator seeded with ``seed``."""
+             num_envs: int, outcomes: list[int] | None = None, world: Any = None) -> int:
+    """Successes over ``episodes`` reset seeds ``seed + j`` in ``world`` (None = the training scene);
+    proposals from a generator seeded with ``seed``."""
     from mechanic_rl_ros.control.chunk_loop import ChunkLoop
     from mechanic_rl_ros.jobs.rollouts import count_successes, sim_runner
 
     n = max(1, min(num_envs, episodes))
     planner = SelectPlanner(npol, num_candidates, torch.Generator().manual_seed(int(seed)), choose)
-    with sim_runner(npol.policy, task, n, seed) as runner:
+    with sim_runner(npol.policy, task, n, seed, world=world) as runner:
         loops = [ChunkLoop.for_policy(npol.policy) for _ in range(n)]
         return count_successes(runner, loops, planner, episodes, seed, outcomes)
 
