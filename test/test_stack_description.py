@@ -136,3 +136,24 @@ def test_the_runner_refuses_a_bad_world_with_one_line(capsys):
     assert err.strip() == ("mechanic-rl finetune: launch argument world: world file "
                            f"'{REPO / 'config' / 'worlds' / 'dim_light.yaml'}' with overrides ['cube_size']: world "
                            "field cube_size: got 0.2; expected a number in [0.03, 0.07] m"), err
+
+
+def test_distill_config_goes_to_learner_and_policy_alike_and_a_bad_one_stops_the_launch(tmp_path, monkeypatch):
+    shipped = str((REPO / "config" / "distill_encoder.yaml").resolve())
+    for given in ("distill_encoder.yaml", str(REPO / "config" / "distill_encoder.yaml")):
+        specs = {s.name: s for s in description.nodes({"algorithm": "distill", "distill_config": given},
+                                                      REPO / "config")}
+        assert specs["learner_node"].overrides["distill_config"] == shipped
+        assert specs["policy_node"].overrides["distill_config"] == shipped
+    default = {s.name: s for s in description.nodes({}, REPO / "config")}
+    assert "distill_config" not in default["learner_node"].overrides
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "bad.yaml").write_text("train_params: [encoders]\nbatch_sise: 3\n")
+    for given, words in (("bad.yaml", ["launch argument distill_config", "batch_sise"]),
+                         ("missing.yaml", ["launch argument distill_config", "'missing.yaml' is not a file"])):
+        try:
+            description.nodes({"algorithm": "distill", "distill_config": given}, REPO / "config")
+        except ValueError as exc:
+            assert all(w in str(exc) for w in words), str(exc)
+        else:
+            raise AssertionError(f"distill_config {given} was accepted")

@@ -44,6 +44,9 @@ ARGUMENTS: tuple[Argument, ...] = (
              ("select", "dppo", "distill")),
     Argument("demos", "", "algorithm distill: directory of demonstration bags the learner mixes into every batch "
              "(mechanic-rl collect --out, or ros2 bag record of the stack's topics); '' = none"),
+    Argument("distill_config", "", "algorithm distill: YAML of the distillation settings, read by learner_node and "
+             "policy_node alike (which layers train and cross the wire; config/distill_encoder.yaml trains the camera "
+             "encoder too, for a changed scene); '' = config/distill.yaml"),
     Argument("interventions", "none", "sim = the simulated operator (operator_node, config/operator.yaml) takes over "
              "through the teleop topics when the policy is about to fail, as a person would (sim:=true only); none = "
              "no simulated operator. A person with a SpaceMouse or gamepad can take over in any case (README "
@@ -166,9 +169,10 @@ def nodes(values: Mapping[str, str], config_dir: Path) -> list[NodeSpec]:
     rt = 0 if sim else int(v["realtime_priority"])
     specs.append(NodeSpec("camera_node", "camera_node", config_dir / "camera.yaml", {
         **common, "input_topic": v["camera_topic"]}, env=dict(frames_env)))
+    distill = stack_distill_config(v["distill_config"])
     specs.append(NodeSpec("policy_node", "policy_node", config_dir / "policy_node.yaml", {
         **common, "checkpoint": checkpoint, "command_topic": v["command_topic"], "command_type": v["command_type"],
-        "algorithm": v["algorithm"], "seed": int(v["seed"])}))
+        "algorithm": v["algorithm"], "seed": int(v["seed"]), **distill}))
     if world is not None and world.table_height != 0.0:  # the workspace floor is the table top
         lo = list(_params(config_dir / "policy_node.yaml", "policy_node").get("workspace_min", [0.2, -0.4, 0.0]))
         specs[-1].overrides["workspace_min"] = [float(lo[0]), float(lo[1]), float(lo[2]) + world.table_height]
@@ -183,7 +187,7 @@ def nodes(values: Mapping[str, str], config_dir: Path) -> list[NodeSpec]:
     specs.append(NodeSpec("learner_node", "learner_node", config_dir / "learner.yaml", {
         **common, "checkpoint": checkpoint, "optimizer": v["optimizer"], "run_dir": v["run_dir"],
         "rl_config": "", "algorithm": v["algorithm"], "seed": int(v["seed"]),
-        "demos": os.path.abspath(os.path.expanduser(v["demos"])) if v["demos"] else ""}))
+        "demos": os.path.abspath(os.path.expanduser(v["demos"])) if v["demos"] else "", **distill}))
     if v["interventions"] == "sim":
         if not sim:
             raise ValueError("launch argument interventions: sim needs sim:=true (the simulated operator reads the "
@@ -194,6 +198,28 @@ def nodes(values: Mapping[str, str], config_dir: Path) -> list[NodeSpec]:
             **common, **(world.operator_overrides() if world is not None else {})}))
     set_realtime_priorities(specs, rt)
     return specs
+
+
+def stack_distill_config(path: str) -> dict[str, str]:
+    """The ``distill_config`` parameter both learner_node and policy_node get ({} for their configured one),
+    checked here so that a bad file stops the launch before any node starts (ValueError naming the argument
+    and the field). A relative path is taken from the current directory, or else from the package's config/."""
+    if not path.strip():
+        return {}
+    from mechanic_rl_ros.rl.distill import load_distill_config
+    from mechanic_rl_ros.resources import config_file
+
+    p = Path(os.path.expanduser(path))
+    if not p.is_absolute() and not p.exists() and config_file(p.name).is_file():
+        p = config_file(p.name)
+    if not p.is_file():
+        raise ValueError(f"launch argument distill_config: {path!r} is not a file; expected a YAML of distillation "
+                         f"settings (config/distill.yaml's keys) or '' for config/distill.yaml")
+    try:
+        load_distill_config(p)
+    except ValueError as exc:
+        raise ValueError(f"launch argument distill_config: {exc}") from None
+    return {"distill_config": str(p.resolve())}
 
 
 def stack_world(spec: str, sim: bool):
