@@ -107,7 +107,6 @@ def train(args: argparse.Namespace, log: Callable[[str], None] = lambda m: print
     from mechanic_rl_ros.jobs.rollouts import plan_batch, run_blocks, sim_runner
     from mechanic_rl_ros.jobs.train_select import write_eval_record
     from mechanic_rl_ros.rl.online_distill import OnlineDistill
-
     from mechanic_rl_ros.sim.world import load_world
 
     torch.set_num_threads(args.threads)
@@ -202,8 +201,8 @@ def train(args: argparse.Namespace, log: Callable[[str], None] = lambda m: print
     final["final"] = 1
     evals.append(final)
     write_logs()
-    write_eval_record(out, f"policy of train-distill {out} alone (one proposal, x_K ~ N(0, I)){where}", final["successes"],
-                      args.final_eval_episodes, args.eval_seed, outcomes)
+    write_eval_record(out, f"policy of train-distill {out} alone (one proposal, x_K ~ N(0, I)){where}",
+                      final["successes"], args.final_eval_episodes, args.eval_seed, outcomes)
     import json
 
     summary = {"env_steps": env_steps, "robot_min": robot_minutes(env_steps), "episodes": len(episodes),

@@ -98,10 +98,10 @@ class PolicyPlanner:
 
     def stage_weights(self, tensors: Mapping[str, Any], version: int, finetune_steps: int | None) -> bool:
         """Verified fine-tuned-network tensors to swap in before the next plan (the newest staged wins); False
-        when refused. With
-        ``partial`` the network adopts the tensors themselves: the caller hands them over and keeps no
-        reference; they are checked against the network here, on the caller's thread, so that the swap
-        between two chunks is the pointer swap alone (a mismatch is reported through ``on_weights`` at once)."""
+        when refused. With ``partial`` the network adopts the tensors themselves: the caller hands them over
+        and keeps no reference; they are checked against the network here, on the caller's thread, so that
+        the swap between two chunks is the pointer swap alone (a mismatch is reported through ``on_weights``
+        at once)."""
         if self.partial and self.selector is None:
             try:
                 tensors = self.policy.check_partial(tensors, adopt=True)

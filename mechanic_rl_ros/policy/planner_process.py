@@ -134,9 +134,9 @@ class PlannerProcess:
 
     def stage_weights(self, tensors: Mapping[str, Any], version: int, finetune_steps: int | None) -> bool:
         """Weights to swap in before the next plan (sent to the child at once, which checks them and reports a
-        refusal with the next plan; the newest staged wins). They
-        cross as numpy arrays, i.e. as bytes in the pipe: torch's own pickling of a tensor would hand the child
-        shared memory, whose pages fault in one by one when the swap first touches them (~2 ms for 3.6 MB)."""
+        refusal with the next plan; the newest staged wins). They cross as numpy arrays, i.e. as bytes in the
+        pipe: torch's own pickling of a tensor would hand the child shared memory, whose pages fault in one by
+        one when the swap first touches them (~2 ms for 3.6 MB)."""
         arrays = {k: v.detach().numpy() if hasattr(v, "detach") else np.asarray(v) for k, v in tensors.items()}
         with self._weights_lock:
             self._weights.send((arrays, int(version), finetune_steps))
