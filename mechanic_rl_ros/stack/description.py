@@ -169,7 +169,7 @@ def nodes(values: Mapping[str, str], config_dir: Path) -> list[NodeSpec]:
     rt = 0 if sim else int(v["realtime_priority"])
     specs.append(NodeSpec("camera_node", "camera_node", config_dir / "camera.yaml", {
         **common, "input_topic": v["camera_topic"]}, env=dict(frames_env)))
-    distill = stack_distill_config(v["distill_config"])
+    distill = stack_distill_config(v["distill_config"], config_dir)
     specs.append(NodeSpec("policy_node", "policy_node", config_dir / "policy_node.yaml", {
         **common, "checkpoint": checkpoint, "command_topic": v["command_topic"], "command_type": v["command_type"],
         "algorithm": v["algorithm"], "seed": int(v["seed"]), **distill}))
@@ -200,18 +200,18 @@ def nodes(values: Mapping[str, str], config_dir: Path) -> list[NodeSpec]:
     return specs
 
 
-def stack_distill_config(path: str) -> dict[str, str]:
+def stack_distill_config(path: str, config_dir: Path) -> dict[str, str]:
     """The ``distill_config`` parameter both learner_node and policy_node get ({} for their configured one),
     checked here so that a bad file stops the launch before any node starts (ValueError naming the argument
-    and the field). A relative path is taken from the current directory, or else from the package's config/."""
+    and the field). A relative path is taken from the current directory; a bare file name that is not there,
+    from ``config_dir`` (the stack's parameter files)."""
     if not path.strip():
         return {}
     from mechanic_rl_ros.rl.distill import load_distill_config
-    from mechanic_rl_ros.resources import config_file
 
     p = Path(os.path.expanduser(path))
-    if not p.is_absolute() and not p.exists() and config_file(p.name).is_file():
-        p = config_file(p.name)
+    if not p.is_absolute() and not p.exists() and len(p.parts) == 1 and (config_dir / p).is_file():
+        p = config_dir / p
     if not p.is_file():
         raise ValueError(f"launch argument distill_config: {path!r} is not a file; expected a YAML of distillation "
                          f"settings (config/distill.yaml's keys) or '' for config/distill.yaml")
