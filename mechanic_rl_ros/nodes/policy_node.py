@@ -48,29 +48,28 @@ import torch
 from diagnostic_msgs.msg import DiagnosticStatus
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
-from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Int64
 
 from mechanic_rl_ros.control import fr3
 from mechanic_rl_ros.control.gripper import GripperCommander
-from mechanic_rl_ros.control.chunk_loop import AdaptiveMargin, BackgroundPlanning, Chunk, ChunkLoop
+from mechanic_rl_ros.control.chunk_loop import Chunk
 from mechanic_rl_ros.control.observation import ObservationAssembler
 from mechanic_rl_ros.control.decision import Decision
 from mechanic_rl_ros.control.safety import SafetyFilter
 from mechanic_rl_ros.control.teleop import LOST, OPERATOR, Takeover
 from mechanic_rl_ros.control.tick import GIVE_UP, HOLD, INFO_PERIOD, ControlTick, Verdict, filter_seed
-from mechanic_rl_ros.msg import EpisodeEvent, TaskState
-from mechanic_rl_ros.nodes.common import (GC_PAUSES, LatestMessage, RateLimitedLog, command_message_type,
-                                         declare_parameters, joint_command, path_marker, publish_diagnostics,
-                                         run_node, set_realtime_priority)
+from mechanic_rl_ros.msg import EpisodeEvent
+from mechanic_rl_ros.nodes.common import (GC_PAUSES, RateLimitedLog, command_message_type, declare_parameters,
+                                         joint_command, path_marker, publish_diagnostics, run_node,
+                                         set_realtime_priority)
 from mechanic_rl_ros.nodes.franka import GripperGoals
-from mechanic_rl_ros.nodes.policy_weights import WeightsIntake, seconds, weights_contract
+from mechanic_rl_ros.nodes.policy_inputs import PolicyInputs
+from mechanic_rl_ros.nodes.policy_planning import start_planning
+from mechanic_rl_ros.nodes.policy_weights import seconds
 from mechanic_rl_ros.nodes.policy_params import PARAMETERS, gripper_config, safety_config, teleop_config, tick_config
-from mechanic_rl_ros.policy import DiffusionPolicy, PolicyPlanner
+from mechanic_rl_ros.policy import DiffusionPolicy
 from mechanic_rl_ros.policy.planner_process import PlannerProcess
-from mechanic_rl_ros.vision.imgmsg import imgmsg_to_array
 from mechanic_rl_ros.wire import topics
-from mechanic_rl_ros.wire.robot_state import RobotStatus, read_robot_state
 from mechanic_rl_ros.wire.transition import ExecutedStep, transition_message
 
 ENDS = (EpisodeEvent.SUCCESS, EpisodeEvent.FAILURE, EpisodeEvent.TIMEOUT, EpisodeEvent.ABORTED)
@@ -105,35 +104,10 @@ class PolicyNode(Node):
             raise ValueError(f"parameter replan_margin: {cfg['replan_margin']}; expected 0..{pcfg.max_lead} "
                              f"(a chunk planned that early must still hold T_a = {pcfg.action_horizon} of the "
                              f"policy's T_p = {pcfg.pred_horizon} predicted actions)")
-        self.selector, self.ft_shapes, self.weights_arch_id = weights_contract(
-            self.policy, cfg["algorithm"], cfg["select_config"], cfg["distill_config"])
-        partial = cfg["algorithm"] == "distill"
-        self.weights = WeightsIntake(self.policy, self.selector, self.weights_arch_id, self.ft_shapes, self._now,
-                                     self.get_logger(), self._problem, partial=partial)
-        # only DPPO samples the chain stochastically; selection and distillation run deterministic DDIM
-        planner = PolicyPlanner(self.policy, stochastic=bool(cfg["stochastic"]) and cfg["algorithm"] == "dppo",
-                                noise_clip=float(cfg["noise_clip"]), seed=int(cfg["seed"]),
-                                on_weights=self.weights.on_swap, selector=self.selector, partial=partial)
-        # torch's lazy set-up before the first tick: on sim time a first chunk late by seconds lets the lockstep
-        # simulator run ahead of the trajectory sent for it
-        thread_niceness = int(cfg["inference_niceness"])
-        if cfg["inference_process"] and not self._sim_time():
-            # real-time, the planner runs below the tick and above every normal process
-            self.planner = PlannerProcess(planner, niceness=thread_niceness, threads=int(cfg["torch_threads"]),
-                                          realtime_priority=1 if realtime else 0)
-            warm_s, thread_niceness = self.planner.warm_seconds, 0  # the thread only waits for the process
-            where = f"in process {self.planner.pid}"
-        else:
-            self.planner = planner
-            warm_s = self.policy.warm_up(self.selector.cfg.num_candidates if self.selector else 0)
-            where = "on a thread"
-        self.get_logger().info(f"model warmed up {where}: first sample {warm_s * 1e3:.0f} ms")
-        self.weights.planner = self.planner
-        adapt = (AdaptiveMargin(int(cfg["replan_margin"]), pcfg.max_lead, self.dt)
-                 if cfg["adaptive_replan_margin"] and not self._sim_time() else None)
-        self.planning = BackgroundPlanning(ChunkLoop.for_policy(self.policy, int(cfg["replan_margin"])), self.planner,
-                                           niceness=thread_niceness, adapt=adapt,
-                                           extend=cfg["chunk_tail"] and not self._sim_time())
+        # the accepted weights and their intake, the planner (warmed up before the first tick) and its thread
+        self.selector, self.weights, self.planner, self.planning = start_planning(
+            self.policy, cfg, self.dt, sim_time=self._sim_time(), realtime=realtime, now=self._now,
+            logger=self.get_logger(), problem=self._problem)
         self.ticker = ControlTick(tick_config(cfg, self.dt), sim_time=self._sim_time())
         self.safety = SafetyFilter(replace(safety_config(cfg, self.dt), switch_lead=self.ticker.lead()))
         self.episode: int | None = None
@@ -150,9 +124,6 @@ class PolicyNode(Node):
                        "hold_robot_state": 0, "episodes_given_up": 0, "ticks_late": 0,
                        "ticks_off_grid": 0, "sent_late": 0, "inputs_behind": 0, "hold_teleop_lost": 0,
                        "ticks_on_tail": 0}
-        #: the robot's last reported mode (None: none received yet)
-        self.robot: RobotStatus | None = None
-        self.robot_state_received = -float("inf")  # [s, node clock]
         self.last_problem = ""
         self.log = RateLimitedLog(self, cfg["error_log_period"])
         GC_PAUSES.take_over()  # the collector runs where the tick says, never in the middle of one
@@ -161,7 +132,6 @@ class PolicyNode(Node):
         arm = t.ARM_COMMAND if cmd_type is t.ARM_COMMAND.type else t.ARM_TRAJECTORY
         self.cmd_pub = self.create_publisher(cmd_type, cfg["command_topic"], arm.qos)
         self.gripper = GripperCommander(gripper_config(cfg))
-        self.finger_width: float | None = None  # [m] measured, from the finger joints of joint_states
         self.gripper_goals = GripperGoals(self, cfg["gripper_namespace"], self.gripper, self._problem)
         self.stopped_episode = -1
         self.stopped_pub = self.create_publisher(t.POLICY_STOPPED.type, cfg["stopped_topic"], t.POLICY_STOPPED.qos)
@@ -176,26 +146,13 @@ class PolicyNode(Node):
         # (robot state) have groups of their own; the tick shares its group only with the episode events, which
         # reset what it uses
         inputs = MutuallyExclusiveCallbackGroup()
-        self.create_subscription(t.JOINT_STATES.type, cfg["joint_states_topic"], self._on_joint_states,
-                                 t.JOINT_STATES.qos, callback_group=inputs)
-        for cam, topic in zip(self.cameras, cfg["image_topics"]):
-            self.create_subscription(t.POLICY_IMAGE.type, topic, lambda m, c=cam: self._on_image(c, m),
-                                     t.POLICY_IMAGE.qos, callback_group=inputs)
-        if "task_state" in pcfg.lowdim_keys:
-            self.create_subscription(t.TASK_STATE.type, cfg["task_state_topic"], self._on_task_state,
-                                     t.TASK_STATE.qos, callback_group=inputs)
+        # joint states, images, task state; the robot state and the teleop device are read by the tick
+        self.inputs = PolicyInputs(self, cfg, self.cameras, pcfg.lowdim_keys, self.assembler, self.takeover, inputs,
+                                   self.counts, self._problem, self._now, self.planning.suspend)
         self.create_subscription(t.WEIGHTS.type, cfg["weights_topic"], self.weights.on_message, t.WEIGHTS.qos,
                                  callback_group=MutuallyExclusiveCallbackGroup())
-        # the 1 kHz robot state is taken, newest only, by the tick that reads it (LatestMessage)
-        self.robot_state = (LatestMessage(self, t.ROBOT_STATE.type, cfg["robot_state_topic"], t.ROBOT_STATE.qos,
-                                          "robot_state") if cfg["robot_state_topic"] else None)
         self.create_subscription(t.EPISODE_EVENTS.type, cfg["episode_event_topic"], self._on_event,
                                  t.EPISODE_EVENTS.qos)
-        # spacenav_node publishes its Joy at ~1 kHz: the device is read newest-only, by the tick, as the robot state
-        self.teleop = (LatestMessage(self, t.TELEOP_TWIST.type, cfg["teleop_twist_topic"], t.TELEOP_TWIST.qos,
-                                     "teleop_twist"),
-                       LatestMessage(self, t.TELEOP_JOY.type, cfg["teleop_joy_topic"], t.TELEOP_JOY.qos, "teleop_joy")
-                       ) if self.takeover is not None else ()
         self.create_timer(self.dt, self._tick)
         self.create_timer(cfg["diagnostics_period"], self._publish_diagnostics, clock=rclpy.clock.Clock(),
                           callback_group=MutuallyExclusiveCallbackGroup())
@@ -206,7 +163,8 @@ class PolicyNode(Node):
             f"commands as {cfg['command_type']} on {cfg['command_topic']}, "
             + (f"selecting among {self.selector.cfg.num_candidates} proposals by the learner's critic"
                if self.selector else "the policy itself, its distilled layers swapped in from the learner"
-               if partial else f"DPPO ({'stochastic' if cfg['stochastic'] else 'deterministic'} sampling)"))
+               if self.weights.partial
+               else f"DPPO ({'stochastic' if cfg['stochastic'] else 'deterministic'} sampling)"))
 
     # ------------------------------------------------------------ logging
     def _problem(self, key: str, text: str) -> None:
@@ -216,37 +174,14 @@ class PolicyNode(Node):
     def _now(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
 
-    # ------------------------------------------------------------ inputs
-    def _input(self, key: str, what: str, apply, *args) -> None:
-        """``apply(*args)``; a ValueError refuses the input, counted and reported naming ``what``."""
-        try:
-            apply(*args)
-        except ValueError as exc:
-            self.counts["inputs_rejected"] += 1
-            self._problem(key, f"{what} refused: {exc}")
-
-    def _on_joint_states(self, msg: JointState) -> None:
-        names = list(msg.name)
-        if all(n in names for n in fr3.FINGER_JOINT_NAMES) and len(msg.position) == len(names):
-            self.finger_width = float(sum(msg.position[names.index(n)] for n in fr3.FINGER_JOINT_NAMES))
-        self._input("joints", self.cfg["joint_states_topic"], self.assembler.set_joint_state, msg.name, msg.position,
-                    msg.velocity, seconds(msg.header.stamp))
-
-    def _take_robot_state(self) -> None:
-        """The newest robot state, if one came since the last tick (its age counts from the tick that took it)."""
-        msg = self.robot_state.take()
-        if msg is not None:
-            self._input("robot_state", self.robot_state.topic, self._set_robot_state, msg)
-
-    def _set_robot_state(self, msg) -> None:
-        self.robot, self.robot_state_received = read_robot_state(msg), self._now()
-
+    # ------------------------------------------------------------ robot and episodes
     def _robot_ready(self) -> bool:
         """False (and the episode given up, or the tick ended) unless the robot is known to be in move mode."""
-        if self.robot_state is None:
+        inputs = self.inputs
+        if inputs.robot_state is None:
             return True
-        self._take_robot_state()
-        verdict = self.ticker.robot_ready(self.robot, self._now() - self.robot_state_received, self.cfg["max_age"])
+        inputs.take_robot_state()
+        verdict = self.ticker.robot_ready(inputs.robot, self._now() - inputs.robot_state_received, self.cfg["max_age"])
         if verdict is None:
             return True
         if verdict.action != GIVE_UP:
@@ -264,18 +199,6 @@ class PolicyNode(Node):
         self.planning.reset(-1)
         self.safety = SafetyFilter(self.safety.config)
         self._stopped(given_up)
-
-    def _on_image(self, camera: str, msg: Image) -> None:
-        self._input(f"image:{camera}", f"image for camera {camera!r}", self._set_image, camera, msg)
-
-    def _set_image(self, camera: str, msg: Image) -> None:
-        if msg.encoding != "rgb8":
-            raise ValueError(f"encoding: got {msg.encoding!r}; expected 'rgb8' (camera_node's output)")
-        self.assembler.set_image(camera, imgmsg_to_array(msg), seconds(msg.header.stamp))
-
-    def _on_task_state(self, msg: TaskState) -> None:
-        self._input("task_state", self.cfg["task_state_topic"], self.assembler.set_task_state, msg.values,
-                    seconds(msg.header.stamp))
 
     def _on_event(self, msg: EpisodeEvent) -> None:
         if msg.event == EpisodeEvent.START:
@@ -324,10 +247,10 @@ class PolicyNode(Node):
         if not self.safety.initialized:
             if (verdict := tick.seedable(self.assembler.inputs["joints"].stamp, self.episode_started)) is not None:
                 return self._end_tick(verdict)
-            q, settle = filter_seed(obs["qpos"], self.robot, self.episode_started)
+            q, settle = filter_seed(obs["qpos"], self.inputs.robot, self.episode_started)
             self.safety.reset(q, now, settle=settle)
         if self.takeover is not None:
-            who = self._who(now)
+            who = self.inputs.who(now, self.episode, self.step)
             if who == LOST:  # the arm holds; the episode is given up (reward_node aborts it)
                 self._end_tick(Verdict(HOLD, "hold_teleop_lost"))
                 return self._give_up()
@@ -347,34 +270,11 @@ class PolicyNode(Node):
         self.counts["ticks_on_tail"] += k >= len(chunk.actions)
         self._execute(action, chunk.index, k, chunk.version, chunk.decision if k == 0 else None)
 
-    def _who(self, now: float) -> str:
-        """Who commands this tick (:class:`Takeover`, fed the device's newest Twist and Joy); the plans of the
-        policy stop at a takeover."""
-        twist, joy = self.teleop
-        device = self.takeover.input
-        if (m := twist.take()) is not None:
-            self._input("teleop", twist.topic, device.on_twist, (m.linear.x, m.linear.y, m.linear.z),
-                        (m.angular.x, m.angular.y, m.angular.z), now)
-        if (m := joy.take()) is not None:
-            self._input("teleop", joy.topic, device.on_joy, m.buttons, now)
-        who, change = self.takeover.who(now)
-        if change == "takeover":
-            self.planning.suspend()
-            self.get_logger().info(f"episode {self.episode} step {self.step}: the operator takes over")
-        elif change == "handback":
-            self.get_logger().info(f"episode {self.episode} step {self.step}: the operator hands back; the policy "
-                                   f"plans a fresh chunk")
-        elif change == "lost":
-            self.get_logger().error(f"episode {self.episode} step {self.step}: no teleop message for "
-                                    f"{self.cfg['teleop_timeout']} s while the operator steered (a device unplugged?): "
-                                    f"holding the arm, episode given up; acting again at the next episode")
-        return who
-
     def _operator_step(self, obs, stamp: float, now: float) -> None:
         """A tick the operator commands: their action, marked as an intervention, with the observation history
         (a chunk of its own) for the learner."""
         history, stamps, index = self.planning.observe(obs, stamp)
-        sent = self.sent if self.sent is not None else np.append(obs["qpos"], self.finger_width or 0.0)
+        sent = self.sent if self.sent is not None else np.append(obs["qpos"], self.inputs.finger_width or 0.0)
         action = self.takeover.action(sent[:7], float(sent[7]), now)
         decision = Decision(obs=history, chain=np.zeros((0, 0, len(action)), np.float32), chain_logprob=np.zeros(0),
                             policy_version=self.planner.version, episode=self.episode, chunk=index, stamps=stamps)
@@ -428,7 +328,7 @@ class PolicyNode(Node):
             joints = self.assembler.inputs.get("joints")
             if joints is None:
                 return  # nothing known about the arm: send nothing, its controller keeps its target
-            q, settle = filter_seed(joints.value["qpos"], self.robot, self.episode_started)
+            q, settle = filter_seed(joints.value["qpos"], self.inputs.robot, self.episode_started)
             self.safety.reset(q, now, settle=settle)
         res = self.safety.hold(now)
         traj = res.trajectory
@@ -454,7 +354,7 @@ class PolicyNode(Node):
 
     def _send_gripper(self, res, sim: bool) -> None:
         if np.isfinite(res.gripper_width):
-            self.gripper_goals.command(float(res.gripper_width), self._now(), self.finger_width,
+            self.gripper_goals.command(float(res.gripper_width), self._now(), self.inputs.finger_width,
                                        self.cfg["input_wait"] if sim else 0.0)
 
     # ------------------------------------------------------------ outputs
@@ -469,9 +369,7 @@ class PolicyNode(Node):
         self.planning.close()  # never leave torch running under interpreter teardown
         if isinstance(self.planner, PlannerProcess):
             self.planner.close()
-        for reader in (self.robot_state, *self.teleop):
-            if reader is not None:
-                reader.destroy()
+        self.inputs.destroy()
         super().destroy_node()
 
     def _publish_diagnostics(self) -> None:

@@ -37,22 +37,18 @@ import sys
 import time
 from collections import deque
 
-import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticStatus
-from rclpy.action import ActionClient
 from rclpy.node import Node
-from sensor_msgs.msg import JointState
 from std_msgs.msg import String
 
-from mechanic_rl_ros.control import fr3
-from mechanic_rl_ros.control.safety import SafetyFilter
 from mechanic_rl_ros.msg import EpisodeEvent, StepReward, TaskState, Transition
 from mechanic_rl_ros.control.episodes import EpisodeBook, EpisodeConfig, Outcome, StepResult, TaskSample
 from mechanic_rl_ros.nodes.franka import FrankaRecovery
+from mechanic_rl_ros.nodes.reward_home import HomeMotion
 from mechanic_rl_ros.nodes.reward_params import PARAMETERS, home_safety_config
-from mechanic_rl_ros.nodes.common import (LatestMessage, command_message_type, declare_parameters,
-                                         joint_command, publish_diagnostics, run_node, set_realtime_priority)
+from mechanic_rl_ros.nodes.common import (LatestMessage, declare_parameters, publish_diagnostics, run_node,
+                                         set_realtime_priority)
 from mechanic_rl_ros.wire import topics
 from mechanic_rl_ros.wire.robot_state import RobotStatus, read_robot_state
 
@@ -85,19 +81,11 @@ class RewardNode(Node):
         if self.sim:
             self.create_subscription(t.TASK_STATE.type, cfg["task_state_topic"], self._on_task_state, t.TASK_STATE.qos)
             self.reset_client = self.create_client(t.RESET.type, cfg["reset_service"])
+            self.home: HomeMotion | None = None  # the real mode's reset (below)
+            home_safety_config(cfg)  # its home_* parameters are checked at start-up in sim mode too
         else:
             self.create_timer(cfg["control_dt"], self._on_real_tick)
-            self.create_subscription(t.JOINT_STATES.type, cfg["joint_states_topic"], self._on_joint_states,
-                                     t.JOINT_STATES.qos)
-            self.cmd_pub = self.create_publisher(command_message_type(cfg["command_type"]), cfg["command_topic"],
-                                                 t.ARM_COMMAND.qos)
-            self.gripper_open = ActionClient(self, t.GRIPPER_MOVE.type, cfg["gripper_namespace"].rstrip("/") + "/move")
-            self.create_timer(cfg["control_dt"], self._home_motion_tick)
-        #: the home motion's limits (real mode), checked at start-up
-        self.home_config = home_safety_config(cfg)
-        self.q: np.ndarray | None = None
-        #: the home motion's safety filter while homing (real mode), else None
-        self.homing: SafetyFilter | None = None
+            self.home = HomeMotion(self, cfg, on_home=lambda: self._begin(detail="home"))
         self.next_episode = 0
         self.resetting = False
         self.reset_started = 0.0
@@ -158,8 +146,7 @@ class RewardNode(Node):
             future = self.reset_client.call_async(topics.RESET.type.Request(seed=seed))
             future.add_done_callback(self._on_reset_done)
         else:
-            self._open_gripper()
-            self.homing = SafetyFilter(self.home_config)
+            self.home.start()
 
     def _on_policy_stopped(self, msg) -> None:
         self.policy_stopped = max(self.policy_stopped, int(msg.data))
@@ -180,16 +167,6 @@ class RewardNode(Node):
                                   f"resetting anyway")
         self.policy_stopped = self.ended[0]
         return True
-
-    def _open_gripper(self) -> None:
-        """Real mode, on reset: one franka_gripper move goal to the open width (not awaited: the home motion runs
-        meanwhile; a gripper that is not up is logged and the episode starts anyway)."""
-        if not self.gripper_open.server_is_ready():
-            self.get_logger().error(f"{self.cfg['gripper_namespace']}/move not available: gripper not opened "
-                                    f"(is franka_gripper running? franka_bringup load_gripper:=true)")
-            return
-        self.gripper_open.send_goal_async(topics.GRIPPER_MOVE.type.Goal(width=fr3.GRIPPER_MAX_WIDTH,
-                                                                        speed=fr3.GRIPPER_MAX_SPEED))
 
     def _on_reset_done(self, future) -> None:
         res = future.result()
@@ -345,7 +322,9 @@ class RewardNode(Node):
             self._abort(problem)
         else:
             self.get_logger().error(f"{problem} (no episode running)")
-        self.resetting, self.homing = False, None  # a reset under way restarts once the robot moves again
+        self.resetting = False  # a reset under way restarts once the robot moves again
+        if self.home is not None:
+            self.home.cancel()
         if not self.automatic_recovery:
             self.get_logger().warning(f"press 'recover' on {self.cfg['operator_topic']} once the arm is clear, to run "
                                       f"{self.cfg['error_recovery_action']} and re-activate "
@@ -373,30 +352,6 @@ class RewardNode(Node):
         else:
             self.counts["recoveries_failed"] += 1
             self.get_logger().error(f"recovery failed: {why}")
-
-    def _on_joint_states(self, msg: JointState) -> None:
-        try:
-            idx = [list(msg.name).index(n) for n in fr3.JOINT_NAMES]
-        except ValueError:
-            self.get_logger().error(f"{self.cfg['joint_states_topic']}: name must contain {list(fr3.JOINT_NAMES)}, "
-                                    f"got {list(msg.name)}", throttle_duration_sec=1.0)
-            return
-        self.q = np.array([msg.position[i] for i in idx])
-
-    def _home_motion_tick(self) -> None:
-        """Real robot reset: step towards home within the FR3 limits, then start."""
-        if self.homing is None or self.q is None:
-            return
-        if np.abs(self.q - fr3.Q_HOME).max() < self.cfg["home_tolerance"]:
-            self.homing = None
-            self._begin(detail="home")
-            return
-        now = self.get_clock().now().nanoseconds * 1e-9
-        if not self.homing.initialized:
-            self.homing.reset(self.q, now)
-        res = self.homing.filter(fr3.Q_HOME, None, now)
-        if res.trajectory is not None:  # None: settling from the measured position
-            self.cmd_pub.publish(joint_command(res, self.cfg["command_type"]))
 
     def _publish_diagnostics(self) -> None:
         rate = sum(self.outcomes) / len(self.outcomes) if self.outcomes else 0.0
