@@ -194,27 +194,42 @@ def test_partial_weights_of_unknown_layers_or_shapes_change_nothing(ckpt):
 
 
 def test_adopted_partial_weights_become_the_parameters_without_a_copy(ckpt):
-    """The planner's swap between chunks takes the staged tensors as the network's parameters (no copy); a
-    tensor that cannot be adopted (autograd attached) is refused before anything changes."""
+    """load_partial(adopt=True) takes the given tensors as the network's parameters (no copy); a tensor that
+    cannot be adopted (autograd attached) is refused before anything changes."""
     policy = DiffusionPolicy.from_checkpoint(ckpt)
     name = trained_names(policy.net, ("unet.final",))[0]
     params = dict(policy.net.named_parameters())
-    staged = {name: params[name].detach().clone() + 1}
-    planner = PolicyPlanner(policy, partial=True)
-    planner.stage_weights(staged, 1, 0)
-    planner._swap()
-    assert planner.version == 1 and params[name].data_ptr() == staged[name].data_ptr()
+    new = {name: params[name].detach().clone() + 1}
+    policy.load_partial(new, adopt=True)
+    assert params[name].data_ptr() == new[name].data_ptr()
     before = params[name].detach().clone()
     with pytest.raises(CheckpointMismatchError, match="cannot be adopted"):
         policy.load_partial({name: torch.zeros_like(before, requires_grad=True)}, adopt=True)
     assert torch.equal(params[name], before)
-    # staged weights are checked when staged (off the planning thread): a bad one never reaches the swap
+
+
+def test_the_planner_stages_partial_weights_into_a_standby_and_swaps_the_networks(ckpt):
+    """The planner copies staged layers into a standby network when they are staged (off the planning
+    thread) and the swap between chunks exchanges the networks; a bad staging never reaches the swap."""
+    policy = DiffusionPolicy.from_checkpoint(ckpt)
+    name = trained_names(policy.net, ("unet.final",))[0]
+    staged = {name: dict(policy.net.named_parameters())[name].detach().clone() + 1}
+    planner = PolicyPlanner(policy, partial=True)
+    active = policy.net
+    planner.stage_weights(staged, 1, 0)
+    assert policy.net is active
+    planner._swap()
+    params = dict(policy.net.named_parameters())
+    assert planner.version == 1 and policy.net is not active and torch.equal(params[name], staged[name])
+    assert params[name].data_ptr() != staged[name].data_ptr()  # copied into the standby, not adopted
+    before = params[name].detach().clone()
     reports = []
     planner.on_weights = lambda version, err: reports.append((version, err))
     assert not planner.stage_weights({name: torch.zeros(2)}, 2, 0)
     assert reports and reports[0][0] == 2 and isinstance(reports[0][1], CheckpointMismatchError)
     planner._swap()
-    assert planner.version == 1 and torch.equal(params[name], before) and len(reports) == 1
+    assert planner.version == 1 and torch.equal(dict(policy.net.named_parameters())[name], before)
+    assert len(reports) == 1
 
 
 def test_headless_twin_end_to_end_in_the_simulator(tiny_ckpt, tmp_path):

@@ -51,7 +51,8 @@ class WeightsIntake:
         self.staged: dict[int, tuple[float, str]] = {}
         self.running_sha256: str | None = None  # of the adopted weights; None while running the checkpoint's own
         #: publish stamp -> verified / -> swapped in, of the last adopted weights [ms, node clock]
-        #: and how long the swap itself took (the copy into the network, on the planning thread) [ms]
+        #: and how long the swap itself took, on the planning thread between two chunks [ms] (distilled layers:
+        #: the exchange of the active and the standby network; the copy into the standby is made when staged)
         self.timing: dict[str, float] = {"verified_ms": float("nan"), "swapped_ms": float("nan"),
                                          "swap_ms": float("nan")}
         self.counts = {"weights_adopted": 0, "weights_rejected": 0}
@@ -82,12 +83,10 @@ class WeightsIntake:
         sent = seconds(msg.header.stamp)
         self.timing["verified_ms"] = (self.now() - sent) * 1e3
         self.staged[weights.version] = (sent, weights.sha256)
-        tensors = weights.tensors
-        if self.partial:  # torch tensors made (and checked) here, on the weights thread: the swap only adopts them
-            import torch
-
-            tensors = {k: torch.from_numpy(v.copy()) for k, v in tensors.items()}
-        if self.planner.stage_weights(tensors, weights.version, weights.finetune_steps):
+        # distilled layers (partial): the planner checks them and copies them into the policy's standby network
+        # here, on the weights thread (or on its process's), so that the swap between two chunks only exchanges
+        # the active and the standby network
+        if self.planner.stage_weights(weights.tensors, weights.version, weights.finetune_steps):
             self.logger.info(f"weights version {msg.version} verified; swapping in at the next chunk")
 
     def on_swap(self, version: int, error: Exception | None) -> None:

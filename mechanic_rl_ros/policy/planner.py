@@ -12,6 +12,15 @@ Chunk j of a planner's lifetime draws its noise from a generator seeded with
 global random state. New weights given to :meth:`PolicyPlanner.stage_weights`
 are swapped in at the start of the next plan, never inside one.
 
+The layers a distillation learner trains (``partial``) are double-buffered:
+:meth:`PolicyPlanner.stage_weights` checks them and copies them into a standby
+network (:meth:`DiffusionPolicy.stage_partial`: a copy of the policy network
+that shares every parameter but those layers) on the caller's thread, while the
+active network serves inference; the swap at the start of the next plan
+exchanges the two networks, two reference assignments with no copy. The
+planning thread never waits for a copy: when a staging is being written at that
+instant, the swap is left for the next plan.
+
 With a ``selector`` (value-guided selection, :mod:`mechanic_rl_ros.rl.selection`)
 the frozen policy encodes the history once, denoises N proposals from N
 draws x_K ~ N(0, I) in one batched deterministic DDIM call, and the
@@ -63,8 +72,11 @@ class PolicyPlanner:
         selector: a :class:`~mechanic_rl_ros.rl.selection.CriticSelector` (see the
             module docstring); ``stochastic`` is then ignored.
         partial: staged weights are a part of the policy network itself
-            (:meth:`DiffusionPolicy.load_partial`, the distillation learner's
-            layers), not the fine-tuned copy.
+            (the distillation learner's layers, double-buffered: see the
+            module docstring), not the fine-tuned copy.
+
+    ``swap_seconds``: how long the last swap between two chunks took (with
+    ``partial``, the exchange of the two networks alone).
     """
 
     def __init__(self, policy: DiffusionPolicy, *, stochastic: bool = False, noise_clip: float = 0.0,
@@ -81,12 +93,15 @@ class PolicyPlanner:
         self.calls = 0
         self.on_weights = on_weights
         self.latencies: deque[float] = deque(maxlen=200)
-        self._pending: tuple[Mapping[str, Any], int, int | None] | None = None
+        #: (tensors, version, K') staged and not swapped in yet; with ``partial`` the tensors are already in the
+        #: policy's standby network and the entry holds None for them
+        self._pending: tuple[Mapping[str, Any] | None, int, int | None] | None = None
         self.swap_seconds = float("nan")  #: how long the last swap of staged weights took
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # held while weights are staged; the swap does not wait for it
 
     def __getstate__(self) -> dict[str, Any]:
-        """For :class:`~mechanic_rl_ros.policy.planner_process.PlannerProcess`: no lock, no staged weights."""
+        """For :class:`~mechanic_rl_ros.policy.planner_process.PlannerProcess`: no lock, no staged weights (the
+        policy leaves its standby network behind too; the child builds its own at its first staging)."""
         state = dict(self.__dict__)
         del state["_lock"]
         state["_pending"] = None
@@ -97,41 +112,56 @@ class PolicyPlanner:
         self._lock = threading.Lock()
 
     def stage_weights(self, tensors: Mapping[str, Any], version: int, finetune_steps: int | None) -> bool:
-        """Verified fine-tuned-network tensors to swap in before the next plan (the newest staged wins); False
-        when refused. With ``partial`` the network adopts the tensors themselves: the caller hands them over
-        and keeps no reference; they are checked against the network here, on the caller's thread, so that
-        the swap between two chunks is the pointer swap alone (a mismatch is reported through ``on_weights``
-        at once)."""
+        """Verified weights to swap in before the next plan (the newest staged wins); False when refused.
+
+        With ``partial`` they are checked against the policy network and copied into its standby network
+        here, on the caller's thread (the policy node's weights intake, the planner process's weights thread),
+        under the planner's lock, so that the swap between two chunks is the exchange of two references; a
+        mismatch is reported through ``on_weights`` at once and changes nothing (the weights staged before,
+        if any, stay staged). Other weights are loaded by the swap itself."""
         if self.partial and self.selector is None:
             try:
-                tensors = self.policy.check_partial(tensors, adopt=True)
+                with self._lock:
+                    self.policy.stage_partial(tensors)
+                    self._pending = (None, int(version), finetune_steps)
             except (ValueError, RuntimeError) as exc:
                 if self.on_weights is not None:
                     self.on_weights(int(version), exc)
                 return False
+            return True
         with self._lock:
             self._pending = (tensors, int(version), finetune_steps)
         return True
 
     def _swap(self) -> None:
-        with self._lock:
+        """Staged weights into service (the start of a plan, on the planning thread). Never waits: when a
+        staging holds the lock at this instant, the swap is left for the next plan."""
+        if self._pending is None or not self._lock.acquire(blocking=False):
+            return
+        try:
             pending, self._pending = self._pending, None
+            if pending is not None and pending[0] is None:  # partial: already in the standby network
+                start = time.perf_counter()
+                self.policy.swap_standby()
+                self.swap_seconds = time.perf_counter() - start  # the exchange of the two networks alone
+                self.version = pending[1]
+        finally:
+            self._lock.release()
         if pending is None:
             return
         tensors, version, k_ft = pending
-        start = time.perf_counter()
-        try:
-            if self.selector is not None:
-                self.selector.load(tensors, version)
-            elif self.partial:
-                self.policy.load_partial(tensors, adopt=True, checked=True)
-            else:
-                self.policy.load_finetuned(tensors, k_ft)
-            self.version = version
-            err = None
-        except (ValueError, RuntimeError) as exc:
-            err = exc
-        self.swap_seconds = time.perf_counter() - start  # the copy into the network alone, between two chunks
+        err = None
+        if tensors is not None:
+            start = time.perf_counter()
+            try:
+                if self.selector is not None:
+                    self.selector.load(tensors, version)
+                else:
+                    self.policy.load_finetuned(tensors, k_ft)
+                self.version = version
+            except (ValueError, RuntimeError) as exc:
+                err = exc
+            self.swap_seconds = time.perf_counter() - start  # the load into the network, between two chunks
         if self.on_weights is not None:
             self.on_weights(version, err)
 

@@ -11,8 +11,10 @@ for the policy node on the wall clock.
 policy, the selector, the seed, so the child plans the same chunks the parent would have) into a child
 started with ``spawn``, sends each :class:`~mechanic_rl_ros.control.chunk_loop.PlanRequest` down one pipe and
 waits (without the lock) for the chunk; weights go down a second pipe, which a thread of the child reads
-while it plans, so a large weights message never delays a plan request. Staged weights are swapped in at the
-start of the next plan, as in the parent; the swap reports (``on_weights``) come back with that plan's chunk.
+while it plans, so a large weights message never delays a plan request. That thread stages them as in the
+parent (a distillation learner's layers are checked and copied into the policy's standby network there, while
+the planning thread runs inference on the active one); they are swapped in at the start of the next plan, and
+the swap reports (``on_weights``) come back with that plan's chunk.
 Both ends are this package's own processes on one machine: nothing from the network is unpickled here.
 """
 from __future__ import annotations
@@ -33,7 +35,8 @@ class PlannerProcessError(RuntimeError):
 
 
 def _serve(plans, weights, planner, niceness: int, threads: int, realtime_priority: int) -> None:
-    """The child: stage weights from ``weights`` on a thread, answer each request on ``plans``."""
+    """The child: stage weights from ``weights`` on a thread (with ``partial``, the copy into the standby
+    network happens there), answer each request on ``plans`` (a swap at its start exchanges two references)."""
     import signal
 
     import torch
@@ -133,10 +136,10 @@ class PlannerProcess:
         return self._proc.pid
 
     def stage_weights(self, tensors: Mapping[str, Any], version: int, finetune_steps: int | None) -> bool:
-        """Weights to swap in before the next plan (sent to the child at once, which checks them and reports a
-        refusal with the next plan; the newest staged wins). They cross as numpy arrays, i.e. as bytes in the
-        pipe: torch's own pickling of a tensor would hand the child shared memory, whose pages fault in one by
-        one when the swap first touches them (~2 ms for 3.6 MB)."""
+        """Weights to swap in before the next plan (sent to the child at once, whose weights thread checks and
+        stages them and reports a refusal with the next plan; the newest staged wins). They cross as numpy
+        arrays, i.e. as bytes in the pipe: torch's own pickling of a tensor would hand the child shared memory,
+        whose pages fault in one by one when they are first touched (~2 ms for 3.6 MB)."""
         arrays = {k: v.detach().numpy() if hasattr(v, "detach") else np.asarray(v) for k, v in tensors.items()}
         with self._weights_lock:
             self._weights.send((arrays, int(version), finetune_steps))

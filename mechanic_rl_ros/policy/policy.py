@@ -22,7 +22,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -75,6 +75,12 @@ class NoiseNet(nn.Module):
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         return self.unet(x, t, cond)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Without the parameters-by-name cache of :meth:`DiffusionPolicy._named_parameters` (a copy rebuilds it)."""
+        state = super().__getstate__()
+        state.pop("_params_by_name", None)
+        return state
 
 
 @dataclass
@@ -144,6 +150,8 @@ class DiffusionPolicy(nn.Module):
     (re-evaluates the log-probabilities of a stored chain under the current
     weights, with gradients), :meth:`compute_loss` (DDPM training loss),
     :meth:`save` / :meth:`from_checkpoint`, and the weight-bytes helpers.
+    Partial weights (a distillation learner's layers) go in with :meth:`load_partial`, or double-buffered with
+    :meth:`stage_partial` and :meth:`swap_standby`.
     """
 
     def __init__(self, cfg: PolicyConfig, normalizer: PolicyNormalizer | None = None):
@@ -155,6 +163,13 @@ class DiffusionPolicy(nn.Module):
         self.ft_net: NoiseNet | None = None
         self.schedule = NoiseSchedule(cfg.diffusion.train_steps, cfg.diffusion.beta_max)
         self.train_info: dict[str, Any] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Without the standby network of :meth:`stage_partial` (a copy, or a policy pickled into a planner
+        process, builds its own at its first staging)."""
+        state = super().__getstate__()
+        state.pop("_standby", None)
+        return state
 
     # ------------------------------------------------------------------ basics
     @property
@@ -504,8 +519,8 @@ class DiffusionPolicy(nn.Module):
         """``tensors`` (name -> array or tensor, e.g. the layers a distillation learner trains) as torch
         tensors, checked against ``net``: every name one of its parameters with the same shape and dtype (and,
         to be ``adopt``-ed, contiguous, without autograd or inference-mode state). The first mismatch raises
-        :class:`CheckpointMismatchError`. Done apart from :meth:`load_partial` (``checked=True``) by a caller
-        that stages weights on one thread and swaps them in on another."""
+        :class:`CheckpointMismatchError` naming the tensor. Done apart from :meth:`load_partial` or
+        :meth:`stage_partial` (``checked=True``) by a caller that checks weights before it hands them on."""
         params = self._named_parameters()
         state = {k: v if isinstance(v, torch.Tensor) else torch.from_numpy(np.array(v)) for k, v in tensors.items()}
         if not state:
@@ -524,12 +539,13 @@ class DiffusionPolicy(nn.Module):
 
     def load_partial(self, tensors: Mapping[str, Any], adopt: bool = False, checked: bool = False) -> None:
         """Put weights of a part of ``net`` into it, after :meth:`check_partial` (nothing changes when it
-        raises); ``checked``: ``tensors`` is what :meth:`check_partial` returned, so only the swap is left.
+        raises); ``checked``: ``tensors`` is what :meth:`check_partial` returned.
 
         By default the values are copied (one batched copy). With ``adopt`` the parameters take the given
-        tensors themselves (a pointer swap, no copy): for a caller that made them for this purpose and keeps
-        no reference, such as the policy node's weights intake, which decodes and checks them off the planning
-        thread so that the swap between two chunks costs less than a memcpy of the bytes."""
+        tensors themselves (no copy), for a caller that made them for this purpose and keeps no reference.
+        Either way ``net`` changes in place, so this is for a caller that does not run inference meanwhile
+        (a headless trainer between two rounds); a policy that serves inference on one thread while weights
+        arrive on another stages them with :meth:`stage_partial` and swaps with :meth:`swap_standby`."""
         state = dict(tensors) if checked else self.check_partial(tensors, adopt)
         params = self._named_parameters()
         with torch.no_grad():
@@ -539,9 +555,72 @@ class DiffusionPolicy(nn.Module):
             else:
                 torch._foreach_copy_([params[k] for k in state], list(state.values()))
 
-    def _named_parameters(self) -> dict[str, torch.nn.Parameter]:
-        """``net``'s parameters by name, built once (the network's structure never changes)."""
-        cached = getattr(self, "_params_by_name", None)
-        if cached is None or next(iter(cached.values())) is not next(self.net.parameters()):
-            cached = self._params_by_name = dict(self.net.named_parameters())
+    # ------------------------------------------------- double buffering of partial weights
+    def make_standby(self, names: Iterable[str]) -> NoiseNet:
+        """A standby copy of ``net`` whose parameters ``names`` are tensors of its own (with ``net``'s values)
+        and whose every other parameter, and every buffer, is the very object of ``net``: the second buffer of
+        :meth:`stage_partial`, as large as those parameters alone. :class:`CheckpointMismatchError` for a name
+        that is not one of ``net``'s parameters."""
+        params = self._named_parameters()
+        own = set(names)
+        unknown = sorted(own - set(params))
+        if unknown:
+            raise CheckpointMismatchError(f"partial weights: {unknown[0]!r} is not a parameter of this policy network")
+        memo: dict[int, Any] = {id(p): p for k, p in params.items() if k not in own}
+        memo.update({id(b): b for b in self.net.buffers()})
+        standby = copy.deepcopy(self.net, memo)
+        standby.__dict__.pop("_params_by_name", None)
+        return standby
+
+    def stage_partial(self, tensors: Mapping[str, Any], checked: bool = False) -> None:
+        """Write weights of a part of ``net`` into the standby network, for :meth:`swap_standby` to put in
+        service; ``net`` itself does not change. Checked as :meth:`check_partial` does (``checked``: ``tensors``
+        is what it returned) before anything is written: nothing changes when it raises.
+
+        Double buffering: the standby is a copy of ``net`` whose parameters named in ``tensors`` are its own
+        and whose others are ``net``'s (:meth:`make_standby`; built at the first staging and again when a
+        staging names another set of parameters). The copy of the values happens here, on the caller's thread
+        (a weights thread) while ``net`` serves inference on another; the swap between two chunks then only
+        exchanges two references. A second staging before a swap writes over the first. The caller keeps this
+        method and :meth:`swap_standby` apart and swaps on the thread that runs inference, between two calls
+        (:class:`~mechanic_rl_ros.policy.planner.PolicyPlanner`: its lock, its planning thread). The standby
+        takes ``net``'s train/eval mode at each staging; a policy is moved (``to``) before its first staging."""
+        state = dict(tensors) if checked else self.check_partial(tensors)
+        names = frozenset(state)
+        standby = self.__dict__.get("_standby")
+        if standby is None or standby[1] != names:
+            standby = self._standby = (self.make_standby(names), names)
+        net = standby[0]
+        if net.training != self.net.training:
+            net.train(self.net.training)
+        params = self._named_parameters(net)
+        with torch.no_grad():
+            torch._foreach_copy_([params[k] for k in state], list(state.values()))
+
+    def swap_standby(self) -> None:
+        """Put the standby network written by :meth:`stage_partial` in service as ``net``; the network that was
+        ``net`` becomes the standby (its own parameters are the same names), which the next staging writes.
+        Two reference assignments, no copy. RuntimeError when nothing was ever staged."""
+        state = self.__dict__
+        standby = state.get("_standby")
+        if standby is None:
+            raise RuntimeError("swap_standby: no standby network (nothing staged with stage_partial)")
+        # the two entries themselves (what ``self._standby = ...`` and ``self.net = ...`` set, without
+        # nn.Module.__setattr__'s checks: a fraction of a microsecond instead of a few)
+        state["_standby"] = (self._modules["net"], standby[1])
+        self._modules["net"] = standby[0]
+
+    def standby_net(self) -> NoiseNet | None:
+        """The standby network of :meth:`stage_partial` (None before the first staging)."""
+        standby = self.__dict__.get("_standby")
+        return None if standby is None else standby[0]
+
+    def _named_parameters(self, net: NoiseNet | None = None) -> dict[str, torch.nn.Parameter]:
+        """The parameters of ``net`` (default: the policy's ``net``) by name, built once per network (its
+        structure never changes) and kept on that network, so that the active network's and the standby's
+        (:meth:`stage_partial`) are never confused whichever of the two is ``net``."""
+        net = self.net if net is None else net
+        cached = net.__dict__.get("_params_by_name")
+        if cached is None or next(iter(cached.values())) is not next(net.parameters()):
+            cached = net.__dict__["_params_by_name"] = dict(net.named_parameters())
         return cached
