@@ -43,6 +43,30 @@ def test_a_silent_stream_while_active_is_lost_until_the_next_episode():
     assert quiet.mode(5.0) == IDLE
 
 
+def test_silence_and_release_count_on_both_clocks():
+    """A steady stream is neither lost nor released while only one clock runs fast: a person's device
+    publishes on the wall clock while the lock-step simulator's clock may run 4x faster, and the simulated
+    operator publishes on simulated time while the wall clock runs 4x faster (a loaded machine)."""
+    cfg = TeleopConfig(release=0.5, timeout=0.5)
+    for sim_per_wall in (4.0, 0.25):
+        dev = TeleopInput(cfg)
+        fast = max(sim_per_wall, 1 / sim_per_wall)
+        for i in range(40):  # every 0.04 s on the publisher's clock; a hiccup of 0.15 s there is 0.6 s on the other
+            sim, wall = (0.04 * i * sim_per_wall, 0.04 * i) if sim_per_wall > 1 else (0.04 * i, 0.04 * i / sim_per_wall)
+            dev.on_twist((0.0, 0.8, 0.0), (0, 0, 0), sim, wall)
+            dev.on_joy([0, 0], sim, wall)
+            later = (sim + 0.15 * fast, wall + 0.15) if sim_per_wall > 1 else (sim + 0.15, wall + 0.15 * fast)
+            assert dev.mode(*later) == ACTIVE, (sim_per_wall, i)
+            assert dev.velocity(*later)[0][1] > 0
+        # unplugged: silent on both clocks -> lost
+        assert dev.mode(sim + 0.6 * fast, wall + 0.6 * fast) == LOST
+    # released: no activity on both clocks -> idle; on one clock only -> still the operator's
+    dev = TeleopInput(cfg)
+    dev.on_twist((0.0, 0.8, 0.0), (0, 0, 0), 0.0, 0.0)
+    dev.on_twist((0.0, 0.0, 0.0), (0, 0, 0), 0.1, 0.1)
+    assert dev.mode(2.0, 0.3) == ACTIVE and dev.mode(0.3, 2.0) == ACTIVE and dev.mode(0.7, 0.7) == IDLE
+
+
 def test_a_twist_beyond_the_limits_is_scaled_down_and_bad_input_changes_nothing():
     cfg = TeleopConfig(linear_scale=0.15, max_linear_speed=0.1, angular_scale=0.8, max_angular_speed=0.5)
     dev = TeleopInput(cfg)

@@ -120,13 +120,23 @@ def test_the_end_event_counts_the_intervened_steps(stack):
 
 def test_a_silent_stream_while_steering_holds_the_arm_and_the_episode_is_given_up(stack):
     obs, logs = stack["obs"], stack["logs"]
-    ended = {e.episode for e in obs.events if e.event in ENDS}
-    assert obs.spin_until(lambda: any(t.episode not in ended and t.step >= 2 for t in obs.transitions), 180), logs()
-    episode = max(t.episode for t in obs.transitions)
-    stream(stack, 1.0, linear=(0.0, -1.0, 0.0))  # steering ... then unplugged: nothing more
     log = stack["tmp"] / "policy.log"
-    lost = re.compile(rf"episode {episode} step (\d+): no teleop message .* holding the arm, episode given up")
-    assert obs.spin_until(lambda: lost.search(log.read_text()), 30), logs()
+    every_end = (*ENDS, EpisodeEvent.ABORTED)
+    # an episode can end by itself under the stream (its time limit; on a loaded machine reward_node aborts one
+    # whose robot state stalled): the stream is then tried again in the next one, at most three times
+    for _ in range(3):
+        ended = {e.episode for e in obs.events if e.event in every_end}
+        assert obs.spin_until(lambda: any(t.episode not in ended and t.step >= 2 for t in obs.transitions), 180), logs()
+        episode = max(t.episode for t in obs.transitions if t.episode not in ended)
+        stream(stack, 1.0, linear=(0.0, -1.0, 0.0))  # steering ... then unplugged: nothing more
+        lost = re.compile(rf"episode {episode} step (\d+): no teleop message .* holding the arm, episode given up")
+        other_end = lambda: any(e.episode == episode and e.event in every_end for e in obs.events)  # noqa: E731
+        obs.spin_until(lambda: lost.search(log.read_text()) or other_end(), 30)
+        if lost.search(log.read_text()) or obs.spin_until(lambda: lost.search(log.read_text()), 3.0):
+            break  # (a lost stream's episode ends ABORTED too: its log line may come a moment after the event)
+        assert other_end(), ("the stream neither was lost nor did its episode end", episode, logs())
+    else:
+        pytest.fail(f"three episodes ended under the stream before it was found lost\n{logs()}")
     at = int(lost.search(log.read_text()).group(1))
     obs.spin_until(lambda: False, 3.0)
     steps = steps_of(obs, episode)

@@ -14,6 +14,13 @@ end-effector deltas and the operator takes over whenever the policy goes astray.
   driver dead): policy_node holds the arm and gives the episode up (reward_node ends it ABORTED, nothing of
   it is learned); :meth:`TeleopInput.reset` at the next one.
 
+Ages are measured on two clocks, and a stream counts as silent (or a device as released) only when it is
+so on both: the node's clock, which is simulated time in the simulation, and the wall clock (``wall``; by
+default the node's clock, as on a robot, where the two are one). A person's device publishes on the wall
+clock while the lock-step simulator may run several times faster than real time, and the simulated
+operator publishes on simulated time while a loaded machine may run the simulator slower than real time;
+either alone would read a steady stream as gaps.
+
 Button map (indices are configurable): ``close_button`` (0: the SpaceMouse's left button) held closes the
 gripper, ``open_button`` (1: the right one) opens it; between presses the gripper keeps its last state.
 
@@ -74,7 +81,8 @@ def _vector3(values: Sequence[float], field: str) -> np.ndarray:
 
 
 class TeleopInput:
-    """The operator's stream as idle / active / lost (module docstring); times [s] on the node's clock."""
+    """The operator's stream as idle / active / lost (module docstring); times [s] on the node's clock
+    (``now``) and on the wall clock (``wall``, None: the node's clock)."""
 
     def __init__(self, config: TeleopConfig):
         self.config = config
@@ -84,27 +92,37 @@ class TeleopInput:
         """A new episode: forget the stream's state (a lost stream is given another chance)."""
         self._linear = np.zeros(3)
         self._angular = np.zeros(3)
-        self._twist_at = -math.inf
-        self._message_at = -math.inf
-        self._active_at = -math.inf
+        #: (node clock, wall clock) [s] of the last Twist, the last message, the last activity
+        self._twist_at = self._message_at = self._active_at = (-math.inf, -math.inf)
         self._twist_moving = self._buttons_held = False
         self._lost = False
         #: the gripper the buttons last asked for (None: no button pressed since the reset), and when [s]
         self.gripper: str | None = None
         self.gripper_at = -math.inf
 
-    def on_twist(self, linear: Sequence[float], angular: Sequence[float], now: float) -> None:
+    @staticmethod
+    def _at(now: float, wall: float | None) -> tuple[float, float]:
+        return (now, now if wall is None else wall)
+
+    @staticmethod
+    def _age(since: tuple[float, float], now: float, wall: float | None) -> float:
+        """[s] since ``since``: the younger of its ages on the two clocks (module docstring)."""
+        return min(now - since[0], (now if wall is None else wall) - since[1])
+
+    def on_twist(self, linear: Sequence[float], angular: Sequence[float], now: float,
+                 wall: float | None = None) -> None:
         """A Twist (device units); ValueError names the field of a malformed one, which changes nothing."""
         lin, ang = _vector3(linear, "twist linear"), _vector3(angular, "twist angular")
         db = self.config.deadband
         lin[np.abs(lin) < db] = 0.0
         ang[np.abs(ang) < db] = 0.0
-        self._linear, self._angular, self._twist_at, self._message_at = lin, ang, now, now
+        at = self._at(now, wall)
+        self._linear, self._angular, self._twist_at, self._message_at = lin, ang, at, at
         self._twist_moving = bool(lin.any() or ang.any())
         if self._twist_moving:
-            self._active_at = now
+            self._active_at = at
 
-    def on_joy(self, buttons: Sequence[int], now: float) -> None:
+    def on_joy(self, buttons: Sequence[int], now: float, wall: float | None = None) -> None:
         """A Joy message's buttons; pressing both gripper buttons at once is refused (ValueError)."""
         c = self.config
         close = len(buttons) > c.close_button and bool(buttons[c.close_button])
@@ -112,27 +130,27 @@ class TeleopInput:
         if close and open_:
             raise ValueError(f"joy buttons: {list(buttons)}; close ({c.close_button}) and open ({c.open_button}) "
                              "pressed together, expected at most one")
-        self._message_at = now
+        self._message_at = self._at(now, wall)
         self._buttons_held = close or open_
         if self._buttons_held:
             self.gripper, self.gripper_at = (CLOSE if close else OPEN), now
-            self._active_at = now
+            self._active_at = self._message_at
 
-    def mode(self, now: float) -> str:
-        """:data:`IDLE`, :data:`ACTIVE` or :data:`LOST` at ``now``."""
+    def mode(self, now: float, wall: float | None = None) -> str:
+        """:data:`IDLE`, :data:`ACTIVE` or :data:`LOST` at ``now`` (and ``wall``)."""
         if self._lost:
             return LOST
         showing_activity = self._twist_moving or self._buttons_held
-        if showing_activity and now - self._message_at > self.config.timeout:
+        if showing_activity and self._age(self._message_at, now, wall) > self.config.timeout:
             self._lost = True
             return LOST
-        return ACTIVE if now - self._active_at <= self.config.release else IDLE
+        return ACTIVE if self._age(self._active_at, now, wall) <= self.config.release else IDLE
 
-    def velocity(self, now: float) -> tuple[np.ndarray, np.ndarray, bool]:
+    def velocity(self, now: float, wall: float | None = None) -> tuple[np.ndarray, np.ndarray, bool]:
         """(TCP velocity [m/s], angular velocity [rad/s], whether a limit scaled it down) at ``now``; zero when
         the last Twist is older than ``timeout``."""
         c = self.config
-        if now - self._twist_at > c.timeout:
+        if self._age(self._twist_at, now, wall) > c.timeout:
             return np.zeros(3), np.zeros(3), False
         v, w = self._linear * c.linear_scale, self._angular * c.angular_scale
         clamped = False
@@ -253,10 +271,10 @@ class Takeover:
         self.input.reset()
         self.active = False
 
-    def who(self, now: float) -> tuple[str, str | None]:
+    def who(self, now: float, wall: float | None = None) -> tuple[str, str | None]:
         """(:data:`POLICY`, :data:`OPERATOR` or :data:`LOST`; what changed: None, ``"takeover"``,
         ``"handback"`` or ``"lost"``)."""
-        mode = self.input.mode(now)
+        mode = self.input.mode(now, wall)
         if mode == LOST:
             if self.active:
                 self.active = False
@@ -274,13 +292,13 @@ class Takeover:
             return POLICY, "handback"
         return POLICY, None
 
-    def action(self, q_sent: np.ndarray, width_sent: float, now: float) -> np.ndarray:
+    def action(self, q_sent: np.ndarray, width_sent: float, now: float, wall: float | None = None) -> np.ndarray:
         """The operator's command [8]: joint targets one period on from ``q_sent`` (the last command) and the
         gripper width its buttons ask for (``width_sent`` until one is pressed)."""
         if self._fresh:
             self.jog.start(q_sent)
             self.width, self._fresh = float(width_sent), False
-        v, w, clamped = self.input.velocity(now)
+        v, w, clamped = self.input.velocity(now, wall)
         self.counts["teleop_clamped"] += clamped
         self.counts["intervened_steps"] += 1
         # a press before this takeover's activity began belongs to an earlier one (they are `release` apart)

@@ -8,6 +8,7 @@ node keeps its parameters, outputs, callback groups and the tick; this is the RO
 What an input means is decided by control/ (the assembler, the takeover) and wire/ (the robot state)."""
 from __future__ import annotations
 
+import time
 from typing import Callable
 
 from rclpy.node import Node
@@ -42,6 +43,7 @@ class PolicyInputs:
         #: the robot's last reported mode (None: none received yet)
         self.robot: RobotStatus | None = None
         self.robot_state_received = -float("inf")  # [s, node clock]
+        self.wall = 0.0  #: [s] the wall clock (monotonic) when :meth:`who` last ran
         t = topics
         node.create_subscription(t.JOINT_STATES.type, cfg["joint_states_topic"], self._on_joint_states,
                                  t.JOINT_STATES.qos, callback_group=callback_group)
@@ -98,15 +100,18 @@ class PolicyInputs:
 
     def who(self, now: float, episode: int | None, step: int) -> str:
         """Who commands this tick (:class:`Takeover`, fed the device's newest Twist and Joy); the plans of the
-        policy stop at a takeover. ``episode`` and ``step``: the node's, for the log."""
+        policy stop at a takeover. ``now``: the node's clock [s]; the wall clock is read here and kept in
+        ``wall`` for the operator's action of the same tick (a device's silence counts on both clocks:
+        :mod:`~mechanic_rl_ros.control.teleop`); ``episode`` and ``step``: the node's, for the log."""
+        self.wall = wall = time.monotonic()
         twist, joy = self.teleop
         device = self.takeover.input
         if (m := twist.take()) is not None:
             self._input("teleop", twist.topic, device.on_twist, (m.linear.x, m.linear.y, m.linear.z),
-                        (m.angular.x, m.angular.y, m.angular.z), now)
+                        (m.angular.x, m.angular.y, m.angular.z), now, wall)
         if (m := joy.take()) is not None:
-            self._input("teleop", joy.topic, device.on_joy, m.buttons, now)
-        who, change = self.takeover.who(now)
+            self._input("teleop", joy.topic, device.on_joy, m.buttons, now, wall)
+        who, change = self.takeover.who(now, wall)
         if change == "takeover":
             self.on_takeover()
             self.node.get_logger().info(f"episode {episode} step {step}: the operator takes over")

@@ -275,7 +275,7 @@ class PolicyNode(Node):
         (a chunk of its own) for the learner."""
         history, stamps, index = self.planning.observe(obs, stamp)
         sent = self.sent if self.sent is not None else np.append(obs["qpos"], self.inputs.finger_width or 0.0)
-        action = self.takeover.action(sent[:7], float(sent[7]), now)
+        action = self.takeover.action(sent[:7], float(sent[7]), now, self.inputs.wall)
         decision = Decision(obs=history, chain=np.zeros((0, 0, len(action)), np.float32), chain_logprob=np.zeros(0),
                             policy_version=self.planner.version, episode=self.episode, chunk=index, stamps=stamps)
         self._execute(action, index, 0, self.planner.version, decision, intervention=True)
