@@ -5,7 +5,6 @@ test_policy_node.py and test_distill_stack.py, the planner process's in test_pla
 from __future__ import annotations
 
 import copy
-import pickle
 from types import SimpleNamespace
 
 import numpy as np
@@ -239,13 +238,14 @@ def test_the_swap_never_waits_for_a_staging_in_progress():
     assert policy.net is not active and planner.version == 1 and reports == [(1, None)]
 
 
-def test_a_pickled_planner_leaves_the_standby_behind_and_builds_its_own():
+def test_a_copied_planner_leaves_the_standby_behind_and_builds_its_own():
+    # deepcopy goes through __getstate__, as the planner process's spawn does, without unpickling anything
     policy = tiny_policy()
     planner = PolicyPlanner(policy, seed=4, partial=True)
     assert planner.stage_weights(layers(policy, 0.1), 1, 0)
     planner._swap()
     assert planner.stage_weights(layers(policy, 0.2), 2, 0)
-    copied = pickle.loads(pickle.dumps(planner))
+    copied = copy.deepcopy(planner)
     assert copied.policy.standby_net() is None and copied._pending is None and copied.version == 1
     new = layers(copied.policy, 0.3)
     assert copied.stage_weights(new, 3, 0)
