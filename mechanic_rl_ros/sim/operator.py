@@ -49,14 +49,6 @@ reported ``reason``):
   the pretrained lift policy typically succeeds 5-6 s into the episode, and a
   takeover at 4 s costs it those episodes (the operator's own correction takes
   about 3 s).
-* ``off_target`` (off unless ``off_target_height`` > 0) -- the hand, open, is
-  down near the cube (TCP at most ``off_target_height`` above the cube's top)
-  but more than ``off_target_distance`` beside it in the plane, and not closing
-  in on it (its planar distance shrinks slower than ``closing_in_speed`` over
-  the last 0.2 s): the policy is heading for the wrong place, as a policy
-  whose camera sees a changed scene does. A person steps in before the grasp
-  closes there; the correction then shows the way to the cube from where the
-  hand went astray, about a second earlier than ``off_centre_grasp`` would.
 
 How it corrects
 ---------------
@@ -107,7 +99,7 @@ from mechanic_rl_ros.sim.expert import quat_yaw, wrap
 from mechanic_rl_ros.sim.tasks import TASK_STATE_DIM
 
 #: the reasons a takeover reports (the rule that fired)
-RULES = ("off_centre_grasp", "missed_grasp", "cube_pushed", "no_progress", "off_target")
+RULES = ("off_centre_grasp", "missed_grasp", "cube_pushed", "no_progress")
 #: the phases of a correction
 PHASES = ("idle", "rise", "approach", "close", "lift", "finish")
 #: [m] an opening this much below / above the cube's width (2 * cube_half_size) still grips it (a turned cube
@@ -117,8 +109,6 @@ HELD_WIDTH_TOLERANCE = (0.01, 0.02)
 LET_GO = 0.005
 #: [m] the lift aims this far beyond handback_lift, so that it does not slow to a crawl just before it
 LIFT_OVERSHOOT = 0.02
-#: [s] off_target: the hand's planar speed toward the cube is measured over this much of its history
-CLOSING_IN_WINDOW = 0.2
 
 
 def _param(default, doc: str, low: float | None = None, high: float | None = None):
@@ -164,13 +154,6 @@ class OperatorConfig:
     stall_time: float = _param(1.0, "[s] no_progress: the hand has stalled when in the last this long it came "
                                "no closer to the cube by stall_distance and the fingers moved less than that", 0.1, 10.0)
     stall_distance: float = _param(0.01, "[m] the progress that counts within stall_time", 0.001, 0.5)
-    off_target_height: float = _param(0.0, "[m] off_target: an open hand at most this far above the cube's top, "
-                                      "farther than off_target_distance from it in the plane and not closing in "
-                                      "on it is heading for the wrong place; 0 = the rule is off", 0.0, 0.5)
-    off_target_distance: float = _param(0.03, "[m] off_target: the TCP this far from the cube centre in the plane "
-                                        "is beside the cube", 0.001, 0.5)
-    closing_in_speed: float = _param(0.02, "[m/s] off_target: the TCP's planar distance to the cube shrinking at "
-                                     "least this fast counts as closing in", 0.0, None)
     held_grace: float = _param(1.0, "[s] a held cube gets this much longer than progress_deadline before "
                                "no_progress fires (a late grasp about to lift)", 0.0, None)
     lift_speed: float = _param(0.02, "[m/s] a held cube rising at least this fast counts as being lifted: "
@@ -322,8 +305,7 @@ class SimulatedOperator:
                      width=width, width_rate=rate, closing=-rate > self.config.closing_speed, cube_rise=rise)
         if self._cube_start is None:
             self._cube_start = view.cube.copy()
-        self._history.append((now, float(np.linalg.norm(view.tcp - view.cube)), width,
-                              float(np.linalg.norm(view.tcp[:2] - view.cube[:2]))))
+        self._history.append((now, float(np.linalg.norm(view.tcp - view.cube)), width))
         while self._history and self._history[0][0] < now - self.config.stall_time - 0.5:
             self._history.popleft()
         if self.phase == "idle":
@@ -354,12 +336,12 @@ class SimulatedOperator:
         cmd = self._correct(now, 0.0, s)
         return replace(cmd, event="takeover")
 
-    def _rules(self, now: float, s: "_View") -> tuple[bool, bool, bool, bool, bool]:
+    def _rules(self, now: float, s: "_View") -> tuple[bool, bool, bool, bool]:
         """Whether each rule of :data:`RULES` holds now (before the reaction delay)."""
         c = self.config
         lift = s.cube[2] - self._cube_start[2]
         if lift >= c.progress_lift or s.cube[2] < c.table_height - c.cube_half_size:
-            return False, False, False, False, False
+            return False, False, False, False
         held, elapsed = self._held(s), now - self._start
         off_centre = ((s.width < c.closed_width or s.closing) and self._off_centre(s)
                       and s.tcp[2] - s.cube[2] <= c.grasp_zone_height)
@@ -369,7 +351,7 @@ class SimulatedOperator:
             late = (elapsed >= c.progress_deadline + c.held_grace and s.cube_rise < c.lift_speed)
         else:
             late = elapsed >= c.progress_deadline and self._stalled(now)
-        return off_centre, missed, pushed, late, self._off_target(now, s)
+        return off_centre, missed, pushed, late
 
     def _offsets(self, s: "_View") -> tuple[float, float]:
         """[m] the cube centre's distance from the TCP in the plane, (along, across) the fingers' axis."""
@@ -382,20 +364,6 @@ class SimulatedOperator:
         along, across = self._offsets(s)
         return along > self.config.off_centre or across > self.config.off_centre_across
 
-    def _off_target(self, now: float, s: "_View") -> bool:
-        """The open hand is down near the cube, beside it, and not closing in on it (rule ``off_target``)."""
-        c = self.config
-        if c.off_target_height <= 0 or s.width < c.closed_width or s.closing:
-            return False
-        if s.tcp[2] - (s.cube[2] + c.cube_half_size) > c.off_target_height:
-            return False
-        planar = float(np.linalg.norm(s.tcp[:2] - s.cube[:2]))
-        then = [h for h in self._history if h[0] <= now - CLOSING_IN_WINDOW + 1e-9]
-        if planar <= c.off_target_distance or not then:
-            return False
-        t, _, _, planar_then = then[-1]
-        return (planar_then - planar) / (now - t) < c.closing_in_speed
-
     def _stalled(self, now: float) -> bool:
         """In the last ``stall_time`` the hand came no closer to the cube by ``stall_distance``, and the fingers
         moved less than that (False until that much history is there)."""
@@ -403,8 +371,8 @@ class SimulatedOperator:
         then = [h for h in self._history if h[0] <= now - c.stall_time + 1e-9]
         if not then:
             return False
-        _, distance, width, _ = then[-1]
-        _, distance_now, width_now, _ = self._history[-1]
+        _, distance, width = then[-1]
+        _, distance_now, width_now = self._history[-1]
         return distance - distance_now < c.stall_distance and abs(width - width_now) < c.stall_distance
 
     def _held(self, s: "_View") -> bool:
@@ -543,9 +511,8 @@ class SimulatedOperator:
             self._last_time: float | None = None
             self._last_width: float | None = None
             self._last_cube_z = 0.0
-            #: (time [s], TCP-cube distance [m], finger opening [m], planar TCP-cube distance [m]) of the last
-            #: stall_time and a bit
-            self._history: deque[tuple[float, float, float, float]] = deque()
+            #: (time [s], TCP-cube distance [m], finger opening [m]) of the last stall_time and a bit
+            self._history: deque[tuple[float, float, float]] = deque()
 
     @staticmethod
     def _vector(name: str, value, size: int) -> np.ndarray:
