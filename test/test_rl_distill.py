@@ -300,18 +300,10 @@ def test_intervened_steps_are_kept_as_demonstrations_with_their_sent_commands(ck
     rows = replay.rows(np.arange(len(replay)))
     first = int(np.flatnonzero((replay.episode[:len(replay)] == 0) & (replay.chunk[:len(replay)] == 1))[0])
     # the window of step 4, cut as a demonstration's: steps 4-T_o+1 .. 4-T_o+T_p, the last intervened step (9)
-    # repeated past the intervention's end; the operator handed back at step 10, so the steps past 9 are
-    # masked out of the loss (a repeated last command would teach stopping where the person let go)
-    window = np.maximum(4 - to + 1 + np.arange(tp), 0)
-    np.testing.assert_array_equal(rows["action"][first][:, 0], np.minimum(window, 9).astype(np.float32))
-    np.testing.assert_array_equal(rows["valid"][first], (window <= 9).astype(np.uint8))
-    assert online.counts["correction_steps_masked"] == sum(
-        int(np.count_nonzero(np.maximum(s - to + 1 + np.arange(tp), 0) > 9)) for s in range(4, 10))
+    # repeated past the intervention's end
+    expect = np.clip(4 - to + 1 + np.arange(tp), 0, 9).astype(np.float32)
+    np.testing.assert_array_equal(rows["action"][first][:, 0], expect)
     assert online.owed() == 7
-    # the kept rows carry their masks into the batch; demonstration windows count every step
-    batch = online.distiller.batch()
-    mask = batch["action_mask"]
-    assert mask.shape == batch["action"].shape[:2] and mask.min() == 0 and mask.max() == 1
 
 
 def test_a_failed_episode_keeps_the_corrections_but_none_of_the_policys_chunks(ckpt):
@@ -322,54 +314,6 @@ def test_a_failed_episode_keeps_the_corrections_but_none_of_the_policys_chunks(c
     online.add_step(1, 2, 2, first=True, decision=decision(online.policy, 1, 2, 5), action=np.zeros(a))
     online.end_episode(1, False)
     assert online.counts["corrections_kept"] == 1 and online.counts["decisions_kept"] == 0
-    # an intervention that lasts to a successful end is a demonstration to its end: nothing masked
-    cfg = online.policy.cfg
-    online.add_step(2, 0, 0, first=True, decision=decision(online.policy, 2, 0, 6), action=np.zeros(a))
-    intervened(online, 2, 1, 1, 7)
-    online.end_episode(2, True)
-    replay = online.distiller.replay
-    rows = replay.rows(np.arange(len(replay)))
-    failed, finished = (int(np.flatnonzero(replay.episode[:len(replay)] == e)[0]) for e in (1, 2))
-    window = np.maximum(1 - cfg.obs_horizon + 1 + np.arange(cfg.pred_horizon), 0)
-    np.testing.assert_array_equal(rows["valid"][failed], (window <= 1).astype(np.uint8))
-    assert rows["valid"][finished].all()
-
-
-def test_masked_loss_counts_only_the_labelled_steps_and_old_buffers_load(ckpt, tmp_path):
-    from mechanic_rl_ros.rl.distill import ChunkReplay
-
-    policy = DiffusionPolicy.from_checkpoint(ckpt).eval()
-    cfg = policy.cfg
-    online = learner(ckpt)
-    feed(online, 0, 2, True)
-    batch = online.distiller._kept_batch(np.array([0, 1, 0, 1]))
-    tp = cfg.pred_horizon
-
-    def loss(mask=None):
-        b = dict(batch)
-        b.pop("action_mask")
-        if mask is not None:
-            b["action_mask"] = torch.as_tensor(np.broadcast_to(mask, (4, tp)).astype(np.float32))
-        with torch.no_grad():
-            return float(policy.compute_loss(b, generator=torch.Generator().manual_seed(3)))
-
-    full = loss()
-    assert loss(np.ones(tp)) == pytest.approx(full, rel=1e-5)
-    per_step = [loss(np.eye(tp)[j]) for j in range(tp)]
-    assert np.mean(per_step) == pytest.approx(full, rel=1e-4)
-    half = (np.arange(tp) < tp // 2).astype(np.float32)
-    assert loss(half) == pytest.approx(np.mean(per_step[:tp // 2]), rel=1e-4)
-    assert loss(half) != pytest.approx(full, rel=1e-3)
-    # a buffer saved before the masks existed (format /1, no "valid") loads with every step a label
-    path = online.distiller.replay.save(tmp_path / "kept.npz")
-    with np.load(path, allow_pickle=False) as z:
-        arrays = {k: z[k] for k in z.files if k != "valid"}
-    arrays["format"] = np.array("mechanic_rl_ros.distill_replay/1")
-    with open(tmp_path / "old.npz", "wb") as fh:
-        np.savez(fh, **arrays)
-    old = ChunkReplay.load(tmp_path / "old.npz")
-    assert len(old) == 2 and old.valid[:2].all()
-    np.testing.assert_array_equal(old.action[:2], online.distiller.replay.action[:2])
 
 
 

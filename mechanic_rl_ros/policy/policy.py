@@ -229,9 +229,7 @@ class DiffusionPolicy(nn.Module):
 
         target = eps, x0 or v according to ``diffusion.prediction`` (see :mod:`.diffusion`).
 
-        ``batch`` holds the observations plus ``"action": [B, T_p, A]`` in real units, and optionally
-        ``"action_mask": [B, T_p]`` (1 = a label, 0 = padding): the squared error is then averaged over the
-        labelled steps only, as ACT (Zhao et al. 2023) leaves padded actions out of its loss.
+        ``batch`` holds the observations plus ``"action": [B, T_p, A]`` in real units.
         """
         net = net or self.net
         images, lowdim = self.prepare_obs(batch, augment_pad, generator)
@@ -241,11 +239,7 @@ class DiffusionPolicy(nn.Module):
         eps = torch.randn(a.shape, generator=generator, dtype=a.dtype).to(a.device)
         abar = self.schedule.abar_at(t, a.dtype).view(-1, 1, 1)
         target = training_target(a, eps, abar, self.cfg.diffusion.prediction)
-        pred = net(self.schedule.add_noise(a, eps, t), t, cond)
-        if "action_mask" not in batch:
-            return F.mse_loss(pred, target)
-        mask = _as_tensor(batch["action_mask"], self.device, torch.float32).unsqueeze(-1)
-        return ((pred - target) ** 2 * mask).sum() / (mask.sum() * a.shape[-1]).clamp_min(1.0)
+        return F.mse_loss(net(self.schedule.add_noise(a, eps, t), t, cond), target)
 
     # ----------------------------------------------------------------- sampling
     def _resolve_ft(self, finetune_steps: int | None, k: int) -> int:

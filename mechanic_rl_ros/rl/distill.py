@@ -122,14 +122,10 @@ class ChunkReplay(KeyedRing):
     """Decisions to imitate: the observation history the policy saw and the chunk it predicted.
 
     Rows: ``images`` uint8 [T_o, n_cam, H, W, 3], ``lowdim`` float32 [T_o, D] (the policy's low-dim keys
-    concatenated in its order), ``action`` float32 [T_p, A] (real units), ``valid`` uint8 [T_p] (1 = the
-    step is a label; 0 = padding the loss leaves out), keyed by (episode, chunk). A buffer of format ``/1``
-    (without ``valid``) loads with every step valid."""
+    concatenated in its order), ``action`` float32 [T_p, A] (real units), keyed by (episode, chunk)."""
 
-    FORMAT = "mechanic_rl_ros.distill_replay/2"
-    READS = ("mechanic_rl_ros.distill_replay/1",)
-    ADDED = ("valid",)
-    FIELDS = ("images", "lowdim", "action", "valid", "episode", "chunk")
+    FORMAT = "mechanic_rl_ros.distill_replay/1"
+    FIELDS = ("images", "lowdim", "action", "episode", "chunk")
     DIMS = ("capacity", "obs_horizon", "num_cameras", "image_size", "lowdim_dim", "pred_horizon", "action_dim")
 
     def __init__(self, capacity: int, obs_horizon: int, num_cameras: int, image_size: int, lowdim_dim: int,
@@ -141,25 +137,20 @@ class ChunkReplay(KeyedRing):
         self.images = np.zeros((c, obs_horizon, num_cameras, image_size, image_size, 3), np.uint8)
         self.lowdim = np.zeros((c, obs_horizon, lowdim_dim), np.float32)
         self.action = np.zeros((c, pred_horizon, action_dim), np.float32)
-        self.valid = np.ones((c, pred_horizon), np.uint8)
 
     @classmethod
     def for_policy(cls, cfg: Any, capacity: int) -> "ChunkReplay":
         return cls(capacity, cfg.obs_horizon, len(cfg.cameras), cfg.image_size,
                    sum(cfg.lowdim_dims[k] for k in cfg.lowdim_keys), cfg.pred_horizon, cfg.action_dim)
 
-    def add(self, episode: int, chunk: int, images: np.ndarray, lowdim: np.ndarray, action: np.ndarray,
-            valid: np.ndarray | None = None) -> bool:
-        """Store one decision (``valid``: which of its T_p steps are labels; None = all); False (and counted)
-        for a repeated key or a non-finite value."""
+    def add(self, episode: int, chunk: int, images: np.ndarray, lowdim: np.ndarray, action: np.ndarray) -> bool:
+        """Store one decision; False (and counted) for a repeated key or a non-finite value."""
         if self._is_duplicate(episode, chunk):
             return False
-        row = {"images": images, "lowdim": lowdim, "action": action}
-        row["valid"] = np.ones(self.pred_horizon, np.uint8) if valid is None else np.asarray(valid, np.uint8)
-        return self._put(episode, chunk, row)
+        return self._put(episode, chunk, {"images": images, "lowdim": lowdim, "action": action})
 
     def rows(self, idx: np.ndarray) -> dict[str, np.ndarray]:
-        return {k: getattr(self, k)[idx] for k in ("images", "lowdim", "action", "valid")}
+        return {k: getattr(self, k)[idx] for k in ("images", "lowdim", "action")}
 
 
 def decision_row(cfg: Any, obs: Mapping[str, Any], action: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -245,9 +236,6 @@ class Distiller:
             parts.append(self._kept_batch(self.rng.integers(0, n_kept, b - n_demo)))
         if len(parts) == 1:
             return parts[0]
-        for p in parts:  # demonstration windows label every step
-            if "action_mask" not in p:
-                p["action_mask"] = torch.ones(p["action"].shape[:2])
         out: dict[str, Any] = {k: torch.cat([p[k] for p in parts]) for k in parts[0] if k != "images"}
         if "images" in parts[0]:
             out["images"] = {c: torch.cat([p["images"][c] for p in parts]) for c in parts[0]["images"]}
@@ -265,7 +253,6 @@ class Distiller:
             out[k] = torch.from_numpy(np.ascontiguousarray(rows["lowdim"][:, :, start:start + d]))
             start += d
         out["action"] = torch.from_numpy(rows["action"])
-        out["action_mask"] = torch.from_numpy(rows["valid"].astype(np.float32))
         return out
 
     def step(self, batch: dict[str, Any] | None = None) -> dict[str, float]:

@@ -14,12 +14,8 @@ kept decision on batches half demonstrations, half kept chunks.
 Steps a person commanded (interventions, HIL-SERL: Luo et al. 2024) are demonstrations: each comes with
 the observation history it was commanded from, and its row imitates the commands sent from there, window
 for window as :func:`~mechanic_rl_ros.policy.dataset.demo_windows` cuts a recorded demonstration (actions
-t-T_o+1 .. t-T_o+T_p, the last commanded step of the intervention repeated past its end). Past its end
-those steps are labels only when the intervention lasted to a successful end of the episode (as past a
-demonstration's end); after a handback, or when the time ran out, they are masked out of the loss
-(:meth:`~mechanic_rl_ros.policy.policy.DiffusionPolicy.compute_loss`): the repeated command would teach
-the policy to stop where the person let go. They are kept whatever the episode's outcome (the person's
-command is the label). Of an episode a person took over in,
+t-T_o+1 .. t-T_o+T_p, the last commanded step of the intervention repeated past its end). They are kept
+whatever the episode's outcome (the person's command is the label). Of an episode a person took over in,
 only the policy's chunks after the last intervention are kept, and only if it succeeded: the chunks before
 it led astray. (The corrections of an episode still running when the learner is saved are not part of the
 save: an episode a restart cuts loses them.) The payload is the trained part of the
@@ -86,8 +82,7 @@ class OnlineDistill(Learner):
         self.corrections: dict[int, dict[int, tuple[int, np.ndarray, np.ndarray]]] = {}
         self.counts.update({"decisions_kept": 0, "decisions_dropped_failed": 0, "episodes_kept": 0,
                             "episodes_failed": 0, "weights_published_version": 0, "corrections_kept": 0,
-                            "corrections_incomplete": 0, "correction_steps_masked": 0,
-                            "decisions_dropped_before_correction": 0})
+                            "corrections_incomplete": 0, "decisions_dropped_before_correction": 0})
 
     @property
     def cfg(self) -> DistillConfig:
@@ -118,29 +113,23 @@ class OnlineDistill(Learner):
         cfg = self.policy.cfg
         images, lowdim, _ = decision_row(cfg, decision.obs, np.zeros((cfg.pred_horizon, cfg.action_dim)))
         if episode in self.ended:  # the outcome came first (another topic): the commands so far are all there is
-            self._keep_correction(episode, step, chunk, images, lowdim, self.ended[episode])
+            self._keep_correction(episode, step, chunk, images, lowdim)
         else:
             self.corrections.setdefault(episode, {})[step] = (chunk, images, lowdim)
 
-    def _keep_correction(self, episode: int, step: int, chunk: int, images: np.ndarray, lowdim: np.ndarray,
-                         success: bool) -> None:
-        """The demonstration row of the intervened ``step``: its window of sent commands, the steps past the
-        intervention masked unless it lasted to a successful end (module docstring)."""
+    def _keep_correction(self, episode: int, step: int, chunk: int, images: np.ndarray, lowdim: np.ndarray) -> None:
+        """The demonstration row of the intervened ``step``: its window of sent commands (module docstring)."""
         cfg, sent = self.policy.cfg, self.sent.get(episode, {})
         end = step
         while sent.get(end + 1, (None, False))[1]:
             end += 1
-        window = np.maximum(step - cfg.obs_horizon + 1 + np.arange(cfg.pred_horizon), 0)
-        steps = np.minimum(window, end)
+        steps = np.clip(step - cfg.obs_horizon + 1 + np.arange(cfg.pred_horizon), 0, end)
         if any(int(t) not in sent for t in steps):
             self.counts["corrections_incomplete"] += 1
             return
         action = np.stack([sent[int(t)][0] for t in steps])
-        finished = success and end + 1 not in sent
-        valid = (window <= end) | finished
-        if self.distiller.replay.add(episode, chunk, images, lowdim, action, valid):
+        if self.distiller.replay.add(episode, chunk, images, lowdim, action):
             self.counts["corrections_kept"] += 1
-            self.counts["correction_steps_masked"] += int(np.count_nonzero(~valid))
 
     def _credit(self, episode: int, chunk: int, reward: float, terminated: bool, truncated: bool) -> bool:
         return True  # the outcome decides, not the step rewards
@@ -160,7 +149,7 @@ class OnlineDistill(Learner):
             rows = self.pending.pop(int(episode), {})
             corrections = self.corrections.pop(int(episode), {})
             for step, (chunk, images, lowdim) in sorted(corrections.items()):
-                self._keep_correction(int(episode), step, chunk, images, lowdim, bool(success))
+                self._keep_correction(int(episode), step, chunk, images, lowdim)
             if corrections:  # the policy's chunks before the last intervention led astray
                 last = max(chunk for chunk, _, _ in corrections.values())
                 before = [c for c in rows if c < last]

@@ -25,8 +25,6 @@ class KeyedRing:
 
     FORMAT = ""
     READS: tuple[str, ...] = ()  #: older formats :meth:`load` also reads (their extra arrays are ignored)
-    #: fields an older format lacks: :meth:`load` leaves them as the constructor filled them
-    ADDED: tuple[str, ...] = ()
     FIELDS: tuple[str, ...] = ()
     DIMS: tuple[str, ...] = ("capacity",)
 
@@ -105,8 +103,6 @@ class KeyedRing:
             buf = cls(*meta[:nd])
             size, pos, added, dup, nonfin = meta[nd:]
             for k in cls.FIELDS:
-                if k in cls.ADDED and k not in z.files:
-                    continue
                 arr = z[k]
                 if arr.shape[0] != size:
                     raise ValueError(f"{path}: field {k} has {arr.shape[0]} rows, expected {size}")
