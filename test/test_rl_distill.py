@@ -74,10 +74,11 @@ def test_a_decision_that_does_not_fit_the_policy_is_refused_naming_the_field(ckp
     assert online.counts["decisions_refused"] == 1
 
 
-def test_the_learner_is_deterministic_on_fixed_data_offline_stage_first(ckpt):
+@pytest.mark.parametrize("augment", [{}, {"augment_color": 1.0, "augment_warp": 1.0}], ids=["plain", "augmented"])
+def test_the_learner_is_deterministic_on_fixed_data_offline_stage_first(ckpt, augment):
     runs = []
     for _ in range(2):
-        online = learner(ckpt, offline_steps=2)
+        online = learner(ckpt, offline_steps=2, **augment)
         assert online.owed() == 2  # the offline stage: demonstrations only, before any episode
         for _ in range(2):
             online.step()
@@ -128,9 +129,20 @@ def test_bad_settings_are_refused_naming_the_field(tmp_path):
     f.write_text("demo_fraction: 1.5\n")
     with pytest.raises(ValueError, match="demo_fraction"):
         load_distill_config(f)
+    f.write_text("augment_color: 1.5\n")
+    with pytest.raises(ValueError, match="augment_color: got 1.5; expected a number in \\[0, 1\\]"):
+        load_distill_config(f)
     f.write_text("learning_rate: 0.1\n")
     with pytest.raises(ValueError, match="unknown key.*learning_rate"):
         load_distill_config(f)
+
+
+def test_augmentation_reaches_the_loss_and_is_named_at_start(ckpt):
+    plain, jittered = learner(ckpt), learner(ckpt, augment_color=1.0, augment_warp=1.0)
+    batch = plain.distiller.batch()
+    assert plain.distiller.step(batch)["actor_loss"] != jittered.distiller.step(batch)["actor_loss"]
+    assert "images jittered (colour 1.0, warp 1.0)" in jittered.ready_line()
+    assert "no colour or warp augmentation" in plain.ready_line()
 
 
 def test_a_layer_name_that_names_nothing_is_refused(ckpt):

@@ -31,6 +31,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
+from mechanic_rl_ros.policy.augment import ImageAugment
 from mechanic_rl_ros.resources import config_file
 
 from .replay import KeyedRing
@@ -53,6 +54,8 @@ class DistillConfig:
     successful_demos_only: bool = False  #: skip demonstrations whose bag records a failure (imperfect teleoperation)
     keep_capacity: int = 4000        #: [decisions] kept chunks held (the oldest are overwritten)
     augment_pad: int = -1            #: random-shift pad [px]; -1: the checkpoint's pretraining value
+    augment_color: float = 0.0       #: colour jitter strength in [0, 1] (policy/augment.py; 1: every hue)
+    augment_warp: float = 0.0        #: viewpoint warp strength in [0, 1] (1: +-6 deg, zoom 1.15, shift 12 %)
     optimizer: str = "mechanic"      #: mechanic (Mechanic(Adam(lr=1))) or adam (Adam(lr))
     lr: float = 1e-4                 #: only for optimizer=adam
     seed: int = 0
@@ -64,6 +67,8 @@ class DistillConfig:
                   ("utd", self.utd > 0, "a number > 0"), ("offline_steps", self.offline_steps >= 0, "an integer >= 0"),
                   ("keep_capacity", self.keep_capacity >= 1, "an integer >= 1"),
                   ("augment_pad", self.augment_pad >= -1, "an integer >= -1"),
+                  ("augment_color", 0.0 <= self.augment_color <= 1.0, "a number in [0, 1]"),
+                  ("augment_warp", 0.0 <= self.augment_warp <= 1.0, "a number in [0, 1]"),
                   ("optimizer", self.optimizer in ("mechanic", "adam"), "mechanic or adam"),
                   ("train_params", len(self.train_params) > 0, "a non-empty list of parameter-name prefixes")]
         for name, ok, expected in checks:
@@ -189,6 +194,7 @@ class Distiller:
 
         self.policy, self.cfg, self.demos = policy, cfg, demos
         self.augment_pad = 4 if cfg.augment_pad < 0 else int(cfg.augment_pad)
+        self.augment = ImageAugment(color=float(cfg.augment_color), warp=float(cfg.augment_warp))
         self.names = trained_names(policy.net, cfg.train_params)
         chosen = set(self.names)
         params = dict(policy.net.named_parameters())
@@ -262,6 +268,8 @@ class Distiller:
         net = self.policy.net.train()
         try:
             batch = self.batch() if batch is None else batch
+            if self.augment.active and "images" in batch:
+                batch = {**batch, "images": self.augment(batch["images"], self.gen)}
             loss = self.policy.compute_loss(batch, generator=self.gen, augment_pad=self.augment_pad)
             self.opt.zero_grad(set_to_none=True)
             stats = {"actor_loss": float(loss.detach()), "kept": float(len(self.replay))}
