@@ -281,6 +281,27 @@ def test_headless_twin_end_to_end_in_the_simulator(tiny_ckpt, tmp_path):
     assert ev.returncode == 0 and "common seeds" in ev.stdout, ev.stdout + ev.stderr
 
 
+def test_headless_offline_stage_alone_saves_the_policy_without_a_final_evaluation(tiny_ckpt, tmp_path, capsys):
+    """`train-distill --total-steps 0 --final-eval-episodes 0`: the offline stage on the demonstrations and
+    nothing else (the robot-free first step of docs/world.md's augmented demonstrations)."""
+    import json
+
+    from mechanic_rl_ros.jobs.collect import CollectConfig, collect
+    from mechanic_rl_ros.jobs.train_distill import main
+
+    collect(CollectConfig(episodes=1, out=str(tmp_path / "demos"), noise=0.0, seed=5000, progress=False))
+    args = ["--checkpoint", str(tiny_ckpt), "--demos", str(tmp_path / "demos"), "--total-steps", "0",
+            "--num-envs", "1", "--offline-steps", "3"]
+    assert main([*args, "--out", str(tmp_path / "bad"), "--final-eval-episodes", "-1"]) != 0
+    assert "--final-eval-episodes: got -1; expected an integer >= 0" in capsys.readouterr().err
+    assert main([*args, "--out", str(tmp_path / "o"), "--final-eval-episodes", "0"]) == 0
+    final = json.loads((tmp_path / "o" / "final.json").read_text())
+    assert final["final_eval"] is None and final["grad_steps"] == 3 and final["episodes"] == 0
+    assert not (tmp_path / "o" / "eval.json").exists()
+    assert "no final evaluation" in capsys.readouterr().out
+    DiffusionPolicy.from_checkpoint(tmp_path / "o" / "learner" / "policy")
+
+
 def intervened(online: OnlineDistill, episode: int, step: int, chunk: int, seed: int) -> np.ndarray:
     """A step a person commanded: its decision holds only the observation history."""
     d = decision(online.policy, episode, chunk, seed)

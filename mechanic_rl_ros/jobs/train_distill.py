@@ -95,7 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "of the acting policy (learner_node's weights_publish_every)")
     ap.add_argument("--eval-every", type=int, default=0, help="control steps between evaluations (0: final only)")
     ap.add_argument("--eval-episodes", type=int, default=50)
-    ap.add_argument("--final-eval-episodes", type=int, default=400)
+    ap.add_argument("--final-eval-episodes", type=int, default=400, help="episodes of the last evaluation of the "
+                    "policy alone (0: none; evaluate the saved checkpoint with mechanic-rl eval instead)")
     ap.add_argument("--eval-seed", type=int, default=100000)
     ap.add_argument("--threads", type=int, default=1, help="torch threads")
     return ap
@@ -109,6 +110,8 @@ def train(args: argparse.Namespace, log: Callable[[str], None] = lambda m: print
     from mechanic_rl_ros.rl.online_distill import OnlineDistill
     from mechanic_rl_ros.sim.world import load_world
 
+    if args.final_eval_episodes < 0:
+        raise ValueError(f"--final-eval-episodes: got {args.final_eval_episodes}; expected an integer >= 0")
     torch.set_num_threads(args.threads)
     world = load_world(args.world)
     overrides = {"utd": args.utd, "offline_steps": args.offline_steps, "demo_fraction": args.demo_fraction,
@@ -155,8 +158,9 @@ def train(args: argparse.Namespace, log: Callable[[str], None] = lambda m: print
     def write_logs() -> None:
         write_csv(out / "episodes.csv", EPISODE_FIELDS, episodes)
         write_csv(out / "evals.csv", EVAL_FIELDS, evals)
-        plot_success_curve(episodes, evals, out / "learning_curve.png",
-                           f"distillation into the policy, {online.cfg.optimizer}, seed {args.seed}")
+        if episodes or evals:  # an offline stage alone has no curve to draw
+            plot_success_curve(episodes, evals, out / "learning_curve.png",
+                               f"distillation into the policy, {online.cfg.optimizer}, seed {args.seed}")
 
     env_steps = 0
     book = EpisodeBook(n)
@@ -196,13 +200,15 @@ def train(args: argparse.Namespace, log: Callable[[str], None] = lambda m: print
     if online.trained:  # the last steps too, as a stopping learner_node publishes at shutdown
         acting.load_partial(online.payload().tensors)
     online.save(out / "learner")
-    outcomes: list[int] = []
-    final = run_eval(args.final_eval_episodes, outcomes)
-    final["final"] = 1
-    evals.append(final)
+    final: dict[str, Any] | None = None
+    if args.final_eval_episodes > 0:
+        outcomes: list[int] = []
+        final = run_eval(args.final_eval_episodes, outcomes)
+        final["final"] = 1
+        evals.append(final)
+        write_eval_record(out, f"policy of train-distill {out} alone (one proposal, x_K ~ N(0, I)){where}",
+                          final["successes"], args.final_eval_episodes, args.eval_seed, outcomes)
     write_logs()
-    write_eval_record(out, f"policy of train-distill {out} alone (one proposal, x_K ~ N(0, I)){where}",
-                      final["successes"], args.final_eval_episodes, args.eval_seed, outcomes)
     import json
 
     summary = {"env_steps": env_steps, "robot_min": robot_minutes(env_steps), "episodes": len(episodes),
@@ -212,10 +218,12 @@ def train(args: argparse.Namespace, log: Callable[[str], None] = lambda m: print
                "mechanic_scale": online.distiller.scale, "wall_s": time.perf_counter() - t0,
                "learner": online.cfg.to_dict(), "args": vars(args)}
     (out / "final.json").write_text(json.dumps(summary, indent=1) + "\n")
+    alone = (f"the policy alone {final['successes']}/{final['episodes']} = {final['success']:.1%} on seeds "
+             f"{args.eval_seed}..{args.eval_seed + final['episodes'] - 1}" if final is not None
+             else "no final evaluation (--final-eval-episodes 0)")
     log(f"done: {env_steps} control steps = {summary['robot_min']:.2f} robot min, {len(episodes)} episodes "
-        f"(last 50: {summary['last50']}/50); the policy alone {final['successes']}/{final['episodes']} = "
-        f"{final['success']:.1%} on seeds {args.eval_seed}..{args.eval_seed + final['episodes'] - 1}; "
-        f"checkpoint {out / 'learner' / 'policy'}")
+        f"(last 50: {summary['last50']}/50), {online.steps} gradient steps; {alone}; checkpoint "
+        f"{out / 'learner' / 'policy'}")
     return summary
 
 
