@@ -180,8 +180,9 @@ def test_reset_service_with_seed_is_reproducible(sim):
         assert probe.spin_until(fut.done, 30), "reset service did not answer"
         res = fut.result()
         assert res.success and res.seed == 1234, res.message
-        n = probe.count.get("/sim/task_state", 0)
-        probe.spin_until(lambda: probe.count.get("/sim/task_state", 0) > n, 5)
+        # up to 10 states from before the reset may still be queued at the writer and 10 at the reader
+        n = probe.count.get("/sim/task_state", 0) + 2 * RELIABLE.depth
+        assert probe.spin_until(lambda: probe.count.get("/sim/task_state", 0) > n, 30), "no task state after the reset"
         cubes.append(np.array(probe.latest["/sim/task_state"].values[:3]))
     np.testing.assert_allclose(cubes[0], cubes[1], atol=2e-3)
     assert np.allclose(probe.q(), fr3.Q_HOME, atol=0.05)
