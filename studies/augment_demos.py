@@ -33,6 +33,8 @@ def main() -> None:
     ap.add_argument("--geom", type=float, default=0.0, help="warp strength: 1 = +-6 deg, zoom 1.15, shift +-0.12 of the half width")
     ap.add_argument("--aug-prob", type=float, default=0.8, help="share of each batch augmented")
     ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--demo-fraction", type=float, default=0.5, help="share of each batch from the demonstrations "
+                    "once --kept is given")
     ap.add_argument("--train-params", nargs="+", default=["encoders", "unet.up", "unet.upsample", "unet.final"])
     ap.add_argument("--episodes", type=int, default=50)
     ap.add_argument("--seed", type=int, default=0)
@@ -49,7 +51,7 @@ def main() -> None:
 
     policy = DiffusionPolicy.from_checkpoint(args.checkpoint).eval()
     cfg = DistillConfig(train_params=tuple(args.train_params), batch_size=args.batch_size, seed=args.seed,
-                        augment_pad=4)
+                        demo_fraction=args.demo_fraction, augment_pad=4)
     d = Distiller(policy, cfg, load_demos(policy, args.demos))
     if args.kept:
         d.replay = ChunkReplay.load(args.kept)
