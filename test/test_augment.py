@@ -75,3 +75,10 @@ def test_image_augment_touches_its_share_of_samples_and_not_its_input():
     changed = (y["scene"] != before).flatten(1).any(1).float().mean()
     assert 0.7 < float(changed) < 0.9
     assert ImageAugment(color=1.0, prob=0.0)(x, gen()) is x and not ImageAugment().active
+
+
+def test_first_limits_the_change_to_the_leading_samples():
+    x = images(b=16)
+    out = ImageAugment(color=1.0, warp=1.0, prob=1.0)(dict(scene=x), gen(), first=5)["scene"]
+    assert torch.equal(out[5:], x[5:])
+    assert all(not torch.equal(out[i], x[i]) for i in range(5))

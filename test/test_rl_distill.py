@@ -129,6 +129,9 @@ def test_bad_settings_are_refused_naming_the_field(tmp_path):
     f.write_text("demo_fraction: 1.5\n")
     with pytest.raises(ValueError, match="demo_fraction"):
         load_distill_config(f)
+    f.write_text("augment_kept: maybe\n")
+    with pytest.raises(ValueError, match="augment_kept: got 'maybe'; expected true or false"):
+        load_distill_config(f)
     f.write_text("augment_color: 1.5\n")
     with pytest.raises(ValueError, match="augment_color: got 1.5; expected a number in \\[0, 1\\]"):
         load_distill_config(f)
@@ -143,6 +146,21 @@ def test_augmentation_reaches_the_loss_and_is_named_at_start(ckpt):
     assert plain.distiller.step(batch)["actor_loss"] != jittered.distiller.step(batch)["actor_loss"]
     assert "images jittered (colour 1.0, warp 1.0)" in jittered.ready_line()
     assert "no colour or warp augmentation" in plain.ready_line()
+
+
+def test_augment_kept_false_leaves_the_kept_rows_as_the_robot_saw_them(ckpt):
+    """With ``augment_kept: false`` colour and warp reach the demonstration rows of a batch only."""
+    online = learner(ckpt, augment_color=1.0, augment_warp=1.0, augment_kept=False)
+    feed(online, 0, 3, True)
+    seen = []
+    loss = online.policy.compute_loss
+    online.policy.compute_loss = lambda batch, **kw: seen.append(batch["images"]["scene"]) or loss(batch, **kw)
+    batch = online.distiller.batch()
+    assert batch["demo_rows"] == 4
+    online.distiller.step(batch)
+    sent, trained = batch["images"]["scene"], seen[0]
+    assert torch.equal(trained[4:], sent[4:])
+    assert not torch.equal(trained[:4], sent[:4])
 
 
 def test_a_layer_name_that_names_nothing_is_refused(ckpt):

@@ -98,15 +98,18 @@ class ImageAugment:
     def active(self) -> bool:
         return self.prob > 0 and (self.color > 0 or self.warp > 0)
 
-    def __call__(self, images: dict[str, torch.Tensor], generator: torch.Generator | None = None
-                 ) -> dict[str, torch.Tensor]:
-        """``{camera: uint8 [B, T, H, W, 3]}`` -> a new dict (the inputs are not written to)."""
+    def __call__(self, images: dict[str, torch.Tensor], generator: torch.Generator | None = None,
+                 first: int | None = None) -> dict[str, torch.Tensor]:
+        """``{camera: uint8 [B, T, H, W, 3]}`` -> a new dict (the inputs are not written to). ``first``: only
+        samples ``0 .. first-1`` may change (the same random numbers are drawn either way)."""
         if not self.active:
             return images
         out = {}
         for cam, img in images.items():
             img = torch.as_tensor(img)
             pick = torch.rand(img.shape[0], generator=generator) < self.prob
+            if first is not None:
+                pick &= torch.arange(img.shape[0]) < int(first)
             if not bool(pick.any()):
                 out[cam] = img
                 continue

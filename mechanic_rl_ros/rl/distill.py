@@ -56,6 +56,7 @@ class DistillConfig:
     augment_pad: int = -1            #: random-shift pad [px]; -1: the checkpoint's pretraining value
     augment_color: float = 0.0       #: colour jitter strength in [0, 1] (policy/augment.py; 1: every hue)
     augment_warp: float = 0.0        #: viewpoint warp strength in [0, 1] (1: +-6 deg, zoom 1.15, shift 12 %)
+    augment_kept: bool = True        #: false: colour and warp on the demonstration part of each batch only
     optimizer: str = "mechanic"      #: mechanic (Mechanic(Adam(lr=1))) or adam (Adam(lr))
     lr: float = 1e-4                 #: only for optimizer=adam
     seed: int = 0
@@ -69,6 +70,8 @@ class DistillConfig:
                   ("augment_pad", self.augment_pad >= -1, "an integer >= -1"),
                   ("augment_color", 0.0 <= self.augment_color <= 1.0, "a number in [0, 1]"),
                   ("augment_warp", 0.0 <= self.augment_warp <= 1.0, "a number in [0, 1]"),
+                  ("augment_kept", isinstance(self.augment_kept, bool), "true or false"),
+                  ("successful_demos_only", isinstance(self.successful_demos_only, bool), "true or false"),
                   ("optimizer", self.optimizer in ("mechanic", "adam"), "mechanic or adam"),
                   ("train_params", len(self.train_params) > 0, "a non-empty list of parameter-name prefixes")]
         for name, ok, expected in checks:
@@ -229,7 +232,8 @@ class Distiller:
 
     def batch(self) -> dict[str, Any]:
         """``batch_size`` windows: ``demo_fraction`` of them demonstrations (all of them while nothing is
-        kept), the rest kept chunks (all of them without demonstrations)."""
+        kept), the rest kept chunks (all of them without demonstrations); ``demo_rows``: how many of the
+        first rows are demonstrations."""
         b = self.cfg.batch_size
         n_kept = len(self.replay)
         if self.demos is None and n_kept == 0:
@@ -241,11 +245,11 @@ class Distiller:
         if b - n_demo:
             parts.append(self._kept_batch(self.rng.integers(0, n_kept, b - n_demo)))
         if len(parts) == 1:
-            return parts[0]
+            return {**parts[0], "demo_rows": n_demo}
         out: dict[str, Any] = {k: torch.cat([p[k] for p in parts]) for k in parts[0] if k != "images"}
         if "images" in parts[0]:
             out["images"] = {c: torch.cat([p["images"][c] for p in parts]) for c in parts[0]["images"]}
-        return out
+        return {**out, "demo_rows": n_demo}
 
     def _kept_batch(self, idx: np.ndarray) -> dict[str, Any]:
         cfg = self.policy.cfg
@@ -267,9 +271,11 @@ class Distiller:
         left in eval mode. ``batch``: one :meth:`batch` drew already (under the caller's lock)."""
         net = self.policy.net.train()
         try:
-            batch = self.batch() if batch is None else batch
+            batch = dict(self.batch() if batch is None else batch)
+            demo_rows = batch.pop("demo_rows", None)
             if self.augment.active and "images" in batch:
-                batch = {**batch, "images": self.augment(batch["images"], self.gen)}
+                first = None if self.cfg.augment_kept or demo_rows is None else int(demo_rows)
+                batch["images"] = self.augment(batch["images"], self.gen, first=first)
             loss = self.policy.compute_loss(batch, generator=self.gen, augment_pad=self.augment_pad)
             self.opt.zero_grad(set_to_none=True)
             stats = {"actor_loss": float(loss.detach()), "kept": float(len(self.replay))}
