@@ -1,8 +1,8 @@
 """The stack with the distillation learner (algorithm:=distill), five processes on lock-step sim time, as
-`mechanic-rl finetune` starts them: learner_node reads the demonstrations, makes its offline stage on them
-before any episode has ended, publishes the trained layers of the policy; policy_node swaps them in between
-chunks and refuses distilled layers of another policy, keeping the last good ones; at Ctrl-C the learner
-leaves an ordinary policy checkpoint in <run_dir>/learner/policy."""
+`mechanic-rl finetune` starts them: learner_node reads the demonstrations and makes its offline stage on them
+while policy_node and reward_node hold the first episode for it; it publishes the trained layers of the policy;
+policy_node swaps them in between chunks and refuses distilled layers of another policy, keeping the last good
+ones; at Ctrl-C the learner leaves an ordinary policy checkpoint in <run_dir>/learner/policy."""
 from __future__ import annotations
 
 import json
@@ -33,15 +33,15 @@ def test_distilled_layers_reach_the_policy_and_the_run_leaves_a_checkpoint(tmp_p
     runner = subprocess.Popen(
         [sys.executable, "-m", "mechanic_rl_ros.cli", "finetune", f"checkpoint:={tmp_path / 'ckpt'}",
          f"run_dir:={tmp_path / 'run'}", "algorithm:=distill", f"demos:={tmp_path / 'demos'}",
-         "--set", "reward_node.max_steps=24", "--set", "learner_node.weights_publish_every=2",
-         "--set", f"learner_node.distill_config={tmp_path / 'distill.yaml'}",
-         "--set", f"policy_node.distill_config={tmp_path / 'distill.yaml'}"],
+         f"distill_config:={tmp_path / 'distill.yaml'}",
+         "--set", "reward_node.max_steps=24", "--set", "learner_node.weights_publish_every=2"],
         cwd=REPO, env=ros_env(domain), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     obs = StackObserver(domain)
     text = (tmp_path / "runner.log").read_text
     try:
-        # the offline stage publishes versions 1-3 before the first episode ends; the policy acts with them
-        assert obs.spin_until(lambda: any(t.policy_version >= 3 for t in obs.transitions), 600), text()[-5000:]
+        # the offline stage publishes versions 1-3; policy_node holds the first episode until it has the last
+        assert obs.spin_until(lambda: len(obs.transitions) > 0, 600), text()[-5000:]
+        assert min(t.policy_version for t in obs.transitions) == 3, sorted({t.policy_version for t in obs.transitions})
         assert obs.spin_until(lambda: len(obs.weights) > 0, 60), "no PolicyWeights seen by the observer"
         published = max(w.version for w in obs.weights)
         good = obs.weights[-1]

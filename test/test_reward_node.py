@@ -96,6 +96,55 @@ def test_rewards_episodes_and_resets(tmp_path):
     assert reward.returncode == 0, logs()
 
 
+def test_with_wait_for_policy_the_first_episode_waits_until_policy_node_says_it_is_ready(tmp_path):
+    domain = fresh_domain_id()
+    sim = start_python(["-m", "mechanic_rl_ros.nodes.sim_node", "--ros-args", "--params-file", "config/sim.yaml",
+                        "-p", "mode:=lockstep", "-p", "lockstep_idle_timeout:=0.2", "-p", "use_sim_time:=true"],
+                       domain, tmp_path / "sim.log")
+    reward = start_python(["-m", "mechanic_rl_ros.nodes.reward_node", "--ros-args", "--params-file", "config/reward.yaml",
+                           "-p", "wait_for_policy:=true", "-p", "use_sim_time:=true"], domain, tmp_path / "reward.log")
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx, domain_id=domain)
+    node = rclpy.create_node("fake_policy_harness", context=ctx)
+    ex = rclpy.executors.SingleThreadedExecutor(context=ctx)
+    ex.add_node(node)
+    events: list[EpisodeEvent] = []
+    node.create_subscription(EpisodeEvent, "/reward/events", events.append, LATCHED)
+    stopped = node.create_publisher(Int64, "/policy/stopped", LATCHED)
+
+    def spin_until(pred, timeout):
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            ex.spin_once(timeout_sec=0.02)
+            if pred():
+                return True
+        return False
+
+    def logs():
+        return f"sim:\n{(tmp_path / 'sim.log').read_text()}\nreward:\n{(tmp_path / 'reward.log').read_text()}"
+
+    def started():
+        return any(e.event == EpisodeEvent.START for e in events)
+
+    try:
+        # the reset service is up and reward_node says what it waits for; no episode starts
+        assert spin_until(lambda: "waiting for policy_node to be ready" in (tmp_path / "reward.log").read_text(),
+                          60), logs()
+        assert not spin_until(started, 3.0), logs()
+        stopped.publish(Int64(data=-1))  # policy_node: ready, no episode commanded yet
+        assert spin_until(started, 30), logs()
+        assert [e.episode for e in events if e.event == EpisodeEvent.START] == [0]
+        assert sim.poll() is None and reward.poll() is None, logs()
+    finally:
+        node.destroy_node()
+        rclpy.shutdown(context=ctx)
+        for p in (sim, reward):
+            p.terminate()
+        for p in (sim, reward):
+            p.wait(15)
+    assert reward.returncode == 0, logs()
+
+
 def test_real_mode_homes_the_arm_with_the_configured_command_type(tmp_path):
     """mode=real: the home motion goes out as JointTrajectory messages (named FR3 joints) for the JTC: first
     a settling message (stamp 0) from the controller's own command, then stamped trajectories that end at

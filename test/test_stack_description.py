@@ -157,3 +157,15 @@ def test_distill_config_goes_to_learner_and_policy_alike_and_a_bad_one_stops_the
             assert all(w in str(exc) for w in words), str(exc)
         else:
             raise AssertionError(f"distill_config {given} was accepted")
+
+
+def test_policy_node_holds_the_first_episode_for_the_learners_offline_stage_with_demonstrations(tmp_path):
+    aug = str(REPO / "config" / "distill_augmented.yaml")
+    cases = [({"algorithm": "distill", "distill_config": aug, "demos": str(tmp_path)}, 1000),
+             ({"algorithm": "distill", "distill_config": aug, "demos": ""}, 0),  # nothing to learn offline from
+             ({"algorithm": "distill", "demos": str(tmp_path)}, 0),             # config/distill.yaml: no stage
+             ({"algorithm": "select", "distill_config": aug, "demos": str(tmp_path)}, 0)]
+    for values, steps in cases:
+        specs = {s.name: s for s in description.nodes(values, REPO / "config")}
+        assert specs["policy_node"].overrides["start_after_updates"] == steps, values
+        assert specs["reward_node"].overrides["wait_for_policy"] is True

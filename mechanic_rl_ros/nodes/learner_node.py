@@ -227,7 +227,7 @@ class LearnerNode(Node):
                 for k, v in result.stats.items():
                     stats.setdefault(k, []).append(v)
                 samples += result.samples
-                if n % learner.publish_every == 0:
+                if n % learner.publish_every == 0 or n == learner.offline_steps:  # policy_node waits for the latter
                     self.last_stats = {k: float(np.nanmean(v)) for k, v in stats.items()}
                     self.samples_per_s = samples / max(time.perf_counter() - t0, 1e-9)
                     self._publish_weights()

@@ -149,7 +149,7 @@ class PolicyNode(Node):
         # joint states, images, task state; the robot state and the teleop device are read by the tick
         self.inputs = PolicyInputs(self, cfg, self.cameras, pcfg.lowdim_keys, self.assembler, self.takeover, inputs,
                                    self.counts, self._problem, self._now, self.planning.suspend)
-        self.create_subscription(t.WEIGHTS.type, cfg["weights_topic"], self.weights.on_message, t.WEIGHTS.qos,
+        self.create_subscription(t.WEIGHTS.type, cfg["weights_topic"], self._on_weights, t.WEIGHTS.qos,
                                  callback_group=MutuallyExclusiveCallbackGroup())
         self.create_subscription(t.EPISODE_EVENTS.type, cfg["episode_event_topic"], self._on_event,
                                  t.EPISODE_EVENTS.qos)
@@ -165,6 +165,31 @@ class PolicyNode(Node):
                if self.selector else "the policy itself, its distilled layers swapped in from the learner"
                if self.weights.partial
                else f"DPPO ({'stochastic' if cfg['stochastic'] else 'deterministic'} sampling)"))
+
+        #: whether reward_node may start the first episode (start_after_updates: after the learner's offline stage)
+        self.ready = False
+        if cfg["start_after_updates"] == 0:
+            self._announce_ready("")
+        else:
+            self.get_logger().info(f"holding the arm before the first episode until the learner's weights of "
+                                   f"{cfg['start_after_updates']} gradient steps (its offline stage on the "
+                                   f"demonstrations) are verified")
+
+    def _on_weights(self, msg) -> None:
+        """PolicyWeights to the intake; the first verified ones of the offline stage's end make the node ready."""
+        self.weights.on_message(msg)
+        if (not self.ready and int(msg.num_updates) >= self.cfg["start_after_updates"]
+                and self.weights.accepted(int(msg.version))):
+            self._announce_ready(f"after the learner's offline stage ({msg.num_updates} gradient steps, weights "
+                                 f"version {msg.version})")
+
+    def _announce_ready(self, why: str) -> None:
+        """Tell reward_node (stopped_topic, -1: no episode commanded yet) that the first episode may start."""
+        self.ready = True
+        if self.stopped_episode < 0:
+            self.stopped_pub.publish(Int64(data=-1))
+        if why:
+            self.get_logger().info(f"ready for the first episode {why}")
 
     # ------------------------------------------------------------ logging
     def _problem(self, key: str, text: str) -> None:

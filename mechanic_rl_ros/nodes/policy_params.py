@@ -64,6 +64,10 @@ PARAMETERS = [
           "matched by name"),
     Param("stopped_topic", topics.POLICY_STOPPED.name, "std_msgs/Int64 (latched): the last episode this node has "
           "stopped commanding in, published when its end (or a robot fault) stops it; reward_node resets after it"),
+    Param("start_after_updates", 0, "before the first episode, hold the arm until weights the learner made with at "
+          "least this many gradient steps are verified (its offline stage on the demonstrations: the launch sets "
+          "distill_config's offline_steps when there are demonstrations), then say so on stopped_topic (-1); 0 = "
+          "ready at once", range=(0, None)),
     Param("robot_state_topic", topics.ROBOT_STATE.name, "franka_msgs/FrankaRobotState (franka_robot_state_broadcaster): "
           "outside move mode the episode is given up; empty = do not watch the robot's mode"),
     Param("task_state_topic", topics.TASK_STATE.name, "mechanic_rl_ros/TaskState, read only by state-only policies "

@@ -89,6 +89,10 @@ class WeightsIntake:
         if self.planner.stage_weights(weights.tensors, weights.version, weights.finetune_steps):
             self.logger.info(f"weights version {msg.version} verified; swapping in at the next chunk")
 
+    def accepted(self, version: int) -> bool:
+        """Whether weights ``version`` (or newer) are running or verified and waiting for the next chunk."""
+        return self.planner.version >= version or any(v >= version for v in list(self.staged))
+
     def on_swap(self, version: int, error: Exception | None) -> None:
         """Called by the planner between chunks, after it tried to swap in staged weights."""
         sent, sha256 = self.staged.pop(version, (float("nan"), None))

@@ -102,6 +102,11 @@ class RewardNode(Node):
         #: the last episode that ended and when [monotonic s]; the last one policy_node stopped commanding in
         self.ended: tuple[int, float] | None = None
         self.policy_stopped = -1
+        #: policy_node said it is ready (any message on policy_stopped_topic): wait_for_policy lets episodes start
+        self.policy_heard = False
+        if cfg["wait_for_policy"] and not cfg["policy_stopped_topic"]:
+            raise ValueError("parameter wait_for_policy: true needs policy_stopped_topic, where policy_node says it "
+                             "is ready; got an empty policy_stopped_topic")
         if cfg["policy_stopped_topic"]:
             self.create_subscription(t.POLICY_STOPPED.type, cfg["policy_stopped_topic"], self._on_policy_stopped,
                                      t.POLICY_STOPPED.qos)
@@ -134,6 +139,11 @@ class RewardNode(Node):
             return
         if self.cfg["max_episodes"] and self.next_episode >= self.cfg["max_episodes"]:
             return
+        if self.cfg["wait_for_policy"] and not self.policy_heard:
+            self.get_logger().info(f"waiting for policy_node to be ready ({self.cfg['policy_stopped_topic']}; it "
+                                   f"holds the first episode for the learner's offline stage)",
+                                   throttle_duration_sec=30.0)
+            return
         if not self._policy_stopped():
             return
         self.resetting, self.reset_started = True, time.monotonic()
@@ -149,6 +159,9 @@ class RewardNode(Node):
             self.home.start()
 
     def _on_policy_stopped(self, msg) -> None:
+        if not self.policy_heard and self.cfg["wait_for_policy"] and self.next_episode == 0:
+            self.get_logger().info("policy_node is ready: episodes start")
+        self.policy_heard = True
         self.policy_stopped = max(self.policy_stopped, int(msg.data))
         if self.book.running and int(msg.data) == self.book.episode and self._robot_problem() is None:
             self._abort("policy_node stopped commanding under the running episode (its log says why: a lost "

@@ -59,6 +59,9 @@ PARAMETERS = [
     Param("policy_stopped_topic", topics.POLICY_STOPPED.name, "std_msgs/Int64 from policy_node: the last episode it "
           "has stopped commanding in; a reset waits for it (else a trajectory of the old episode could follow the "
           "reset and step the arm); empty = do not wait"),
+    Param("wait_for_policy", False, "start no episode before policy_node says on policy_stopped_topic that it is "
+          "ready (-1: it holds the first episode for the learner's offline stage, start_after_updates); the launch "
+          "sets it"),
     Param("policy_stop_timeout", 2.0, "[wall s] a reset waits at most this long for policy_node's stop", range=(0.0, None)),
     Param("robot_state_topic", topics.ROBOT_STATE.name, "franka_msgs/FrankaRobotState from "
           "franka_robot_state_broadcaster; empty = do not watch the robot's mode (no reflex is then seen)"),

@@ -240,6 +240,12 @@ class Learner(abc.ABC):
         """Units of learning made so far (the unit of :meth:`owed`, :attr:`publish_every`, ...)."""
 
     @property
+    def offline_steps(self) -> int:
+        """Units of learning owed before any episode (an offline stage on demonstrations; 0: none). learner_node
+        publishes the payload when :attr:`steps` reaches it, and policy_node holds the first episode until then."""
+        return 0
+
+    @property
     @abc.abstractmethod
     def trained(self) -> bool:
         """Whether the learner has changed its network yet (before, there is nothing to publish)."""

@@ -185,6 +185,11 @@ class OnlineDistill(Learner):
     def trained(self) -> bool:
         return self.distiller.steps > 0
 
+    @property
+    def offline_steps(self) -> int:
+        """``offline_steps`` of the configuration with demonstrations; 0 without (nothing to learn from)."""
+        return self.cfg.offline_steps if self.distiller.demos is not None else 0
+
     def owed(self) -> int:
         with self.lock:
             kept = self.counts["decisions_kept"] + self.counts["corrections_kept"]

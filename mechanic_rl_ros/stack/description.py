@@ -172,12 +172,13 @@ def nodes(values: Mapping[str, str], config_dir: Path) -> list[NodeSpec]:
     distill = stack_distill_config(v["distill_config"], config_dir)
     specs.append(NodeSpec("policy_node", "policy_node", config_dir / "policy_node.yaml", {
         **common, "checkpoint": checkpoint, "command_topic": v["command_topic"], "command_type": v["command_type"],
-        "algorithm": v["algorithm"], "seed": int(v["seed"]), **distill}))
+        "algorithm": v["algorithm"], "seed": int(v["seed"]),
+        "start_after_updates": offline_stage(v["algorithm"], v["demos"], distill, config_dir), **distill}))
     if world is not None and world.table_height != 0.0:  # the workspace floor is the table top
         lo = list(_params(config_dir / "policy_node.yaml", "policy_node").get("workspace_min", [0.2, -0.4, 0.0]))
         specs[-1].overrides["workspace_min"] = [float(lo[0]), float(lo[1]), float(lo[2]) + world.table_height]
     reward: dict[str, object] = {**common, "mode": "sim" if sim else "real", "command_topic": v["command_topic"],
-                                 "command_type": v["command_type"],
+                                 "command_type": v["command_type"], "wait_for_policy": True,
                                  "max_episodes": int(v["episodes"])}
     if sim:  # the simulated task's own time limit
         from mechanic_rl_ros.sim.tasks import TASKS
@@ -220,6 +221,18 @@ def stack_distill_config(path: str, config_dir: Path) -> dict[str, str]:
     except ValueError as exc:
         raise ValueError(f"launch argument distill_config: {exc}") from None
     return {"distill_config": str(p.resolve())}
+
+
+def offline_stage(algorithm: str, demos: str, distill: Mapping[str, str], config_dir: Path) -> int:
+    """[gradient steps] the learner makes on the demonstrations before the first episode: ``offline_steps`` of the
+    distillation settings (``distill``, :func:`stack_distill_config`'s; else config_dir's distill.yaml) for
+    ``algorithm`` distill with ``demos``, 0 otherwise. policy_node holds the first episode for them
+    (``start_after_updates``), as the headless twin, ``mechanic-rl train-distill``, makes them before acting."""
+    if algorithm != "distill" or not demos.strip():
+        return 0
+    from mechanic_rl_ros.rl.distill import load_distill_config
+
+    return int(load_distill_config(distill.get("distill_config") or config_dir / "distill.yaml").offline_steps)
 
 
 def stack_world(spec: str, sim: bool):

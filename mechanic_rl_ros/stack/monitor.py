@@ -178,6 +178,9 @@ class MonitorNode:
                 print(line, flush=True)
 
         def on_stats(m):
+            if not self._seen:  # learning before any episode ended: the offline stage the first episode waits for
+                print(f"[progress] before the first episode: the learner's offline stage at {m.num_updates} "
+                      f"gradient steps (policy version {m.policy_version})", flush=True)
             progress.on_stats(m.num_updates, m.policy_version, m.actor_scale, m.actor_loss, m.critic_loss,
                               m.critic_scale)
 
