@@ -84,6 +84,22 @@ def test_off_centre_close_fires_after_the_reaction_delay():
     assert not op.act(1.0, fr3.Q_HOME, 0.0, _state(_cube_beside(0.025)(1.0))).intervening  # stopped: at rest
 
 
+def test_without_the_off_centre_rule_a_closed_grasp_is_left_until_it_fails():
+    # closed on the cube's edge (opening about its width), 3 cm beside it: off-centre, but not failed yet
+    for rule, reason in ((True, "off_centre_grasp"), (False, None)):
+        op = SimulatedOperator(OperatorConfig(off_centre_rule=rule))
+        op.reset(0.0)
+        t, cmd = _first_takeover(_run(op, np.arange(0.0, 1.5, DT), lambda t: 0.05, _cube_beside(0.03)))
+        assert (cmd.reason if cmd else None) == reason, rule
+    # the fingers close on nothing: that grasp failed, and the operator steps in with the rule off too
+    op = SimulatedOperator(OperatorConfig(off_centre_rule=False))
+    op.reset(0.0)
+    t, cmd = _first_takeover(_run(op, np.arange(0.0, 1.0, DT), lambda t: 0.0, _cube_beside(0.03)))
+    assert cmd.reason == "missed_grasp" and t == pytest.approx(0.3)
+    with pytest.raises(ValueError, match="off_centre_rule"):
+        OperatorConfig(off_centre_rule=1)
+
+
 def test_the_rule_must_hold_without_a_break():
     op = SimulatedOperator()
     op.reset(0.0)

@@ -23,7 +23,7 @@ fires once the cube is ``progress_lift`` (2 cm) above where it started, or
 after it fell off the table. In order of priority (the first due one is the
 reported ``reason``):
 
-* ``off_centre_grasp`` -- the fingers are closed (opening below
+* ``off_centre_grasp`` (unless ``off_centre_rule`` is false) -- the fingers are closed (opening below
   ``closed_width``, 6.5 cm; the cube is 5 cm wide, the open hand 8 cm) or
   closing (narrowing faster than ``closing_speed``, 2 cm/s) with the cube
   centre more than ``off_centre`` (1.2 cm) from the TCP along the fingers'
@@ -140,6 +140,9 @@ class OperatorConfig:
                                   1e-4, None)
     grasp_zone_height: float = _param(0.05, "[m] off_centre_grasp only while the TCP is at most this far above "
                                       "the cube centre (the hand is down at the cube)", 0.0, 1.0)
+    off_centre_rule: bool = _param(True, "take over an off-centre grasp as it closes (off_centre_grasp); false: "
+                                   "only once a grasp has failed (missed_grasp, cube_pushed, no_progress), so that "
+                                   "off-centre grasps that would still lift are left to the policy")
     off_centre: float = _param(0.012, "[m] a closing grasp whose TCP is farther than this from the cube centre "
                                "along the fingers' axis is off-centre (a finger lands on the cube's top)",
                                0.001, 0.2)
@@ -199,6 +202,10 @@ class OperatorConfig:
         for f in fields(self):
             value = getattr(self, f.name)
             kind = type(f.default)
+            if kind is bool:
+                if not isinstance(value, (bool, np.bool_)):
+                    raise ValueError(f"OperatorConfig.{f.name}: got {value!r}; expected true or false")
+                continue
             if kind is int and (isinstance(value, bool) or not isinstance(value, (int, np.integer))):
                 raise ValueError(f"OperatorConfig.{f.name}: got {value!r}; expected an integer")
             if kind is float and (isinstance(value, bool) or not isinstance(value, (int, float, np.floating))
@@ -343,7 +350,7 @@ class SimulatedOperator:
         if lift >= c.progress_lift or s.cube[2] < c.table_height - c.cube_half_size:
             return False, False, False, False
         held, elapsed = self._held(s), now - self._start
-        off_centre = ((s.width < c.closed_width or s.closing) and self._off_centre(s)
+        off_centre = (c.off_centre_rule and (s.width < c.closed_width or s.closing) and self._off_centre(s)
                       and s.tcp[2] - s.cube[2] <= c.grasp_zone_height)
         missed = s.width < c.empty_width
         pushed = float(np.linalg.norm(s.cube[:2] - self._cube_start[:2])) > c.push_distance and not held
