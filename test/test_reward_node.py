@@ -4,6 +4,7 @@ time out and are reset. In real mode it plays the arm and checks the home motion
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -26,28 +27,25 @@ LATCHED = topics.EPISODE_EVENTS.qos
 MAX_STEPS = 5
 
 
-def test_rewards_episodes_and_resets(tmp_path):
+@contextmanager
+def sim_and_reward(tmp_path, *reward_params):
+    """sim_node (lock-step) and reward_node (``reward_params``: its -p overrides) as processes, and a harness node
+    that plays policy_node: yields (node, events seen on /reward/events, spin_until, logs); reward_node must
+    exit 0 at the end."""
     domain = fresh_domain_id()
     sim = start_python(["-m", "mechanic_rl_ros.nodes.sim_node", "--ros-args", "--params-file", "config/sim.yaml",
                         "-p", "mode:=lockstep", "-p", "lockstep_idle_timeout:=0.2", "-p", "use_sim_time:=true"],
                        domain, tmp_path / "sim.log")
-    reward = start_python(["-m", "mechanic_rl_ros.nodes.reward_node", "--ros-args", "--params-file", "config/reward.yaml",
-                           "-p", f"max_steps:={MAX_STEPS}", "-p", "reward:=shaped", "-p", "use_sim_time:=true"],
-                          domain, tmp_path / "reward.log")
+    params = [x for p in (*reward_params, "use_sim_time:=true") for x in ("-p", p)]
+    reward = start_python(["-m", "mechanic_rl_ros.nodes.reward_node", "--ros-args", "--params-file",
+                           "config/reward.yaml", *params], domain, tmp_path / "reward.log")
     ctx = rclpy.Context()
     rclpy.init(context=ctx, domain_id=domain)
     node = rclpy.create_node("fake_policy_harness", context=ctx)
     ex = rclpy.executors.SingleThreadedExecutor(context=ctx)
     ex.add_node(node)
-    clock: list = []
     events: list[EpisodeEvent] = []
-    rewards: list[StepReward] = []
-    node.create_subscription(Clock, "/clock", lambda m: clock.append(m.clock), 10)
     node.create_subscription(EpisodeEvent, "/reward/events", events.append, LATCHED)
-    node.create_subscription(StepReward, "/reward/step", rewards.append, RELIABLE)
-    cmd = node.create_publisher(JointTrajectory, "/fr3_position_trajectory_controller/joint_trajectory", RELIABLE)
-    trans = node.create_publisher(Transition, "/learner/transitions", topics.TRANSITIONS.profile(100))
-    stopped = node.create_publisher(Int64, "/policy/stopped", LATCHED)
 
     def spin_until(pred, timeout):
         end = time.monotonic() + timeout
@@ -61,8 +59,30 @@ def test_rewards_episodes_and_resets(tmp_path):
         return f"sim:\n{(tmp_path / 'sim.log').read_text()}\nreward:\n{(tmp_path / 'reward.log').read_text()}"
 
     try:
+        yield node, events, spin_until, logs
+        assert sim.poll() is None and reward.poll() is None, logs()
+    finally:
+        node.destroy_node()
+        rclpy.shutdown(context=ctx)
+        for p in (sim, reward):
+            p.terminate()
+        for p in (sim, reward):
+            p.wait(15)
+    assert reward.returncode == 0, logs()
+
+
+def test_rewards_episodes_and_resets(tmp_path):
+    with sim_and_reward(tmp_path, f"max_steps:={MAX_STEPS}", "reward:=shaped") as (node, events, spin_until, logs):
+        clock: list = []
+        rewards: list[StepReward] = []
+        node.create_subscription(Clock, "/clock", lambda m: clock.append(m.clock), 10)
+        node.create_subscription(StepReward, "/reward/step", rewards.append, RELIABLE)
+        cmd = node.create_publisher(JointTrajectory, "/fr3_position_trajectory_controller/joint_trajectory", RELIABLE)
+        trans = node.create_publisher(Transition, "/learner/transitions", topics.TRANSITIONS.profile(100))
+        stopped = node.create_publisher(Int64, "/policy/stopped", LATCHED)
         for episode in range(2):
-            assert spin_until(lambda: clock and any(e.event == EpisodeEvent.START and e.episode == episode for e in events), 60), logs()
+            assert spin_until(lambda: clock and any(e.event == EpisodeEvent.START and e.episode == episode
+                                                    for e in events), 60), logs()
             for step in range(MAX_STEPS):
                 stamp = clock[-1]
                 t0 = stamp.sec + stamp.nanosec * 1e-9
@@ -73,7 +93,8 @@ def test_rewards_episodes_and_resets(tmp_path):
                     positions=[float(v) for v in fr3.Q_HOME], velocities=[0.0] * 7, accelerations=[0.0] * 7,
                     time_from_start=Duration(seconds=0.1).to_msg())]))
                 assert spin_until(lambda: clock[-1].sec + clock[-1].nanosec * 1e-9 >= t0 + 0.1 - 1e-6, 10), logs()
-            assert spin_until(lambda: any(e.event == EpisodeEvent.TIMEOUT and e.episode == episode for e in events), 20), logs()
+            assert spin_until(lambda: any(e.event == EpisodeEvent.TIMEOUT and e.episode == episode
+                                          for e in events), 20), logs()
             if episode == 0:
                 # the next reset waits for the policy's stop (policy_stop_timeout 2 s); the harness says it late
                 assert not spin_until(lambda: any(e.event == EpisodeEvent.START and e.episode == 1 for e in events),
@@ -85,48 +106,15 @@ def test_rewards_episodes_and_resets(tmp_path):
         assert [r.truncated for r in rewards] == ([False] * (MAX_STEPS - 1) + [True]) * 2
         assert all(0.0 <= r.reward <= 1.0 and not r.terminal for r in rewards)
         assert sum(e.event == EpisodeEvent.RESET_DONE for e in events) >= 2
-        assert sim.poll() is None and reward.poll() is None, logs()
-    finally:
-        node.destroy_node()
-        rclpy.shutdown(context=ctx)
-        for p in (sim, reward):
-            p.terminate()
-        for p in (sim, reward):
-            p.wait(15)
-    assert reward.returncode == 0, logs()
 
 
 def test_with_wait_for_policy_the_first_episode_waits_until_policy_node_says_it_is_ready(tmp_path):
-    domain = fresh_domain_id()
-    sim = start_python(["-m", "mechanic_rl_ros.nodes.sim_node", "--ros-args", "--params-file", "config/sim.yaml",
-                        "-p", "mode:=lockstep", "-p", "lockstep_idle_timeout:=0.2", "-p", "use_sim_time:=true"],
-                       domain, tmp_path / "sim.log")
-    reward = start_python(["-m", "mechanic_rl_ros.nodes.reward_node", "--ros-args", "--params-file", "config/reward.yaml",
-                           "-p", "wait_for_policy:=true", "-p", "use_sim_time:=true"], domain, tmp_path / "reward.log")
-    ctx = rclpy.Context()
-    rclpy.init(context=ctx, domain_id=domain)
-    node = rclpy.create_node("fake_policy_harness", context=ctx)
-    ex = rclpy.executors.SingleThreadedExecutor(context=ctx)
-    ex.add_node(node)
-    events: list[EpisodeEvent] = []
-    node.create_subscription(EpisodeEvent, "/reward/events", events.append, LATCHED)
-    stopped = node.create_publisher(Int64, "/policy/stopped", LATCHED)
+    with sim_and_reward(tmp_path, "wait_for_policy:=true") as (node, events, spin_until, logs):
+        stopped = node.create_publisher(Int64, "/policy/stopped", LATCHED)
 
-    def spin_until(pred, timeout):
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            ex.spin_once(timeout_sec=0.02)
-            if pred():
-                return True
-        return False
+        def started():
+            return any(e.event == EpisodeEvent.START for e in events)
 
-    def logs():
-        return f"sim:\n{(tmp_path / 'sim.log').read_text()}\nreward:\n{(tmp_path / 'reward.log').read_text()}"
-
-    def started():
-        return any(e.event == EpisodeEvent.START for e in events)
-
-    try:
         # the reset service is up and reward_node says what it waits for; no episode starts
         assert spin_until(lambda: "waiting for policy_node to be ready" in (tmp_path / "reward.log").read_text(),
                           60), logs()
@@ -134,15 +122,6 @@ def test_with_wait_for_policy_the_first_episode_waits_until_policy_node_says_it_
         stopped.publish(Int64(data=-1))  # policy_node: ready, no episode commanded yet
         assert spin_until(started, 30), logs()
         assert [e.episode for e in events if e.event == EpisodeEvent.START] == [0]
-        assert sim.poll() is None and reward.poll() is None, logs()
-    finally:
-        node.destroy_node()
-        rclpy.shutdown(context=ctx)
-        for p in (sim, reward):
-            p.terminate()
-        for p in (sim, reward):
-            p.wait(15)
-    assert reward.returncode == 0, logs()
 
 
 def test_real_mode_homes_the_arm_with_the_configured_command_type(tmp_path):
