@@ -367,6 +367,25 @@ def test_a_failed_episode_keeps_the_corrections_but_none_of_the_policys_chunks(c
     assert online.counts["corrections_kept"] == 1 and online.counts["decisions_kept"] == 0
 
 
+def test_successful_corrections_only_drops_the_corrections_of_a_failed_episode(ckpt):
+    online = learner(ckpt, successful_corrections_only=True)
+    a = online.policy.cfg.action_dim
+    for episode, success in ((1, False), (2, True)):
+        online.add_step(episode, 0, 0, first=True, decision=decision(online.policy, episode, 0, 3),
+                        action=np.zeros(a))
+        intervened(online, episode, 1, 1, 4)
+        intervened(online, episode, 2, 2, 5)
+        online.end_episode(episode, success)
+    # the failed episode's two corrections go, the successful one's stay
+    assert online.counts["corrections_dropped_failed"] == 2 and online.counts["corrections_kept"] == 2
+    assert set(online.distiller.replay.episode[:len(online.distiller.replay)]) == {2}
+    # an intervened step that arrives after its failed episode ended is dropped too
+    intervened(online, 1, 3, 3, 6)
+    assert online.counts["corrections_dropped_failed"] == 3 and online.counts["corrections_kept"] == 2
+    with pytest.raises(ValueError, match="successful_corrections_only: got 1; expected true or false"):
+        learner(ckpt, successful_corrections_only=1)
+
+
 
 def test_headless_twin_acts_in_a_changed_world_and_trains_the_layers_asked(tiny_ckpt, tmp_path, capsys):
     """`train-distill --world` acts and evaluates in the changed scene (the cube starts on a raised table),

@@ -52,6 +52,8 @@ class DistillConfig:
     utd: float = 1.0                 #: gradient steps per kept decision (update-to-data ratio)
     offline_steps: int = 0           #: gradient steps on the demonstrations alone, owed at start
     successful_demos_only: bool = False  #: skip demonstrations whose bag records a failure (imperfect teleoperation)
+    #: keep a person's corrections only from episodes that then succeeded (false: whatever the outcome, HIL-SERL)
+    successful_corrections_only: bool = False
     keep_capacity: int = 4000        #: [decisions] kept chunks held (the oldest are overwritten)
     augment_pad: int = -1            #: random-shift pad [px]; -1: the checkpoint's pretraining value
     augment_color: float = 0.0       #: colour jitter strength in [0, 1] (policy/augment.py; 1: every hue)
@@ -72,6 +74,8 @@ class DistillConfig:
                   ("augment_warp", 0.0 <= self.augment_warp <= 1.0, "a number in [0, 1]"),
                   ("augment_kept", isinstance(self.augment_kept, bool), "true or false"),
                   ("successful_demos_only", isinstance(self.successful_demos_only, bool), "true or false"),
+                  ("successful_corrections_only", isinstance(self.successful_corrections_only, bool),
+                   "true or false"),
                   ("optimizer", self.optimizer in ("mechanic", "adam"), "mechanic or adam"),
                   ("train_params", len(self.train_params) > 0, "a non-empty list of parameter-name prefixes")]
         for name, ok, expected in checks:

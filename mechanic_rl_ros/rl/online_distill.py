@@ -15,7 +15,9 @@ Steps a person commanded (interventions, HIL-SERL: Luo et al. 2024) are demonstr
 the observation history it was commanded from, and its row imitates the commands sent from there, window
 for window as :func:`~mechanic_rl_ros.policy.dataset.demo_windows` cuts a recorded demonstration (actions
 t-T_o+1 .. t-T_o+T_p, the last commanded step of the intervention repeated past its end). They are kept
-whatever the episode's outcome (the person's command is the label). Of an episode a person took over in,
+whatever the episode's outcome (the person's command is the label), or with ``successful_corrections_only``
+only when the episode then succeeded (a correction that ran out of time taught its slowness). Of an episode
+a person took over in,
 only the policy's chunks after the last intervention are kept, and only if it succeeded: the chunks before
 it led astray. (The corrections of an episode still running when the learner is saved are not part of the
 save: an episode a restart cuts loses them.) The payload is the trained part of the
@@ -82,7 +84,8 @@ class OnlineDistill(Learner):
         self.corrections: dict[int, dict[int, tuple[int, np.ndarray, np.ndarray]]] = {}
         self.counts.update({"decisions_kept": 0, "decisions_dropped_failed": 0, "episodes_kept": 0,
                             "episodes_failed": 0, "weights_published_version": 0, "corrections_kept": 0,
-                            "corrections_incomplete": 0, "decisions_dropped_before_correction": 0})
+                            "corrections_incomplete": 0, "corrections_dropped_failed": 0,
+                            "decisions_dropped_before_correction": 0})
 
     @property
     def cfg(self) -> DistillConfig:
@@ -113,7 +116,10 @@ class OnlineDistill(Learner):
         cfg = self.policy.cfg
         images, lowdim, _ = decision_row(cfg, decision.obs, np.zeros((cfg.pred_horizon, cfg.action_dim)))
         if episode in self.ended:  # the outcome came first (another topic): the commands so far are all there is
-            self._keep_correction(episode, step, chunk, images, lowdim)
+            if self.ended[episode] or not self.cfg.successful_corrections_only:
+                self._keep_correction(episode, step, chunk, images, lowdim)
+            else:
+                self.counts["corrections_dropped_failed"] += 1
         else:
             self.corrections.setdefault(episode, {})[step] = (chunk, images, lowdim)
 
@@ -148,8 +154,11 @@ class OnlineDistill(Learner):
             self._remember(int(episode), bool(success))
             rows = self.pending.pop(int(episode), {})
             corrections = self.corrections.pop(int(episode), {})
-            for step, (chunk, images, lowdim) in sorted(corrections.items()):
-                self._keep_correction(int(episode), step, chunk, images, lowdim)
+            if success or not self.cfg.successful_corrections_only:
+                for step, (chunk, images, lowdim) in sorted(corrections.items()):
+                    self._keep_correction(int(episode), step, chunk, images, lowdim)
+            else:
+                self.counts["corrections_dropped_failed"] += len(corrections)
             if corrections:  # the policy's chunks before the last intervention led astray
                 last = max(chunk for chunk, _, _ in corrections.values())
                 before = [c for c in rows if c < last]
