@@ -140,9 +140,9 @@ class RewardNode(Node):
         if self.cfg["max_episodes"] and self.next_episode >= self.cfg["max_episodes"]:
             return
         if self.cfg["wait_for_policy"] and not self.policy_heard:
-            self.get_logger().info(f"waiting for policy_node to be ready ({self.cfg['policy_stopped_topic']}; it "
-                                   f"holds the first episode for the learner's offline stage)",
-                                   throttle_duration_sec=30.0)
+            self.get_logger().info(f"waiting for policy_node to be ready ({self.cfg['policy_stopped_topic']}): it "
+                                   f"loads the policy, and holds the first episode for the learner's offline stage "
+                                   f"if there is one", throttle_duration_sec=30.0)
             return
         if not self._policy_stopped():
             return
