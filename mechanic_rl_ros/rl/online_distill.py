@@ -115,12 +115,16 @@ class OnlineDistill(Learner):
         cfg = self.policy.cfg
         images, lowdim, _ = decision_row(cfg, decision.obs, np.zeros((cfg.pred_horizon, cfg.action_dim)))
         if episode in self.ended:  # the outcome came first (another topic): the commands so far are all there is
-            if self.ended[episode] or not self.cfg.successful_corrections_only:
+            if self._keeps_corrections(self.ended[episode]):
                 self._keep_correction(episode, step, chunk, images, lowdim)
             else:
                 self.counts["corrections_dropped_failed"] += 1
         else:
             self.corrections.setdefault(episode, {})[step] = (chunk, images, lowdim)
+
+    def _keeps_corrections(self, success: bool) -> bool:
+        """Whether the corrections of an episode with this outcome are kept (``successful_corrections_only``)."""
+        return success or not self.cfg.successful_corrections_only
 
     def _keep_correction(self, episode: int, step: int, chunk: int, images: np.ndarray, lowdim: np.ndarray) -> None:
         """The demonstration row of the intervened ``step``: its window of sent commands (module docstring)."""
@@ -153,7 +157,7 @@ class OnlineDistill(Learner):
             self._remember(int(episode), bool(success))
             rows = self.pending.pop(int(episode), {})
             corrections = self.corrections.pop(int(episode), {})
-            if success or not self.cfg.successful_corrections_only:
+            if self._keeps_corrections(success):
                 for step, (chunk, images, lowdim) in sorted(corrections.items()):
                     self._keep_correction(int(episode), step, chunk, images, lowdim)
             else:
