@@ -18,8 +18,8 @@ t-T_o+1 .. t-T_o+T_p, the last commanded step of the intervention repeated past 
 whatever the episode's outcome (the person's command is the label), or with ``successful_corrections_only``
 only when the episode then succeeded (a correction that ran out of time taught its slowness). Of an episode
 a person took over in, only the policy's chunks after the last intervention are kept, and only if it
-succeeded: the chunks before it led astray. (The corrections of an episode still running when the learner is saved are not part of the
-save: an episode a restart cuts loses them.) The payload is the trained part of the
+succeeded: the chunks before it led astray. (The corrections of an episode still running when the learner
+is saved are not part of the save: an episode a restart cuts loses them.) The payload is the trained part of the
 policy network (``train_params``), which policy_node swaps in between chunks; ``<dir>/policy`` of a
 saved learner is an ordinary policy checkpoint (``mechanic-rl eval --checkpoint``).
 """
