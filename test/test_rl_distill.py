@@ -135,6 +135,9 @@ def test_bad_settings_are_refused_naming_the_field(tmp_path):
     f.write_text("augment_color: 1.5\n")
     with pytest.raises(ValueError, match="augment_color: got 1.5; expected a number in \\[0, 1\\]"):
         load_distill_config(f)
+    f.write_text("augment_share: -0.1\n")
+    with pytest.raises(ValueError, match="augment_share: got -0.1; expected a number in \\[0, 1\\]"):
+        load_distill_config(f)
     f.write_text("learning_rate: 0.1\n")
     with pytest.raises(ValueError, match="unknown key.*learning_rate"):
         load_distill_config(f)
@@ -144,7 +147,7 @@ def test_augmentation_reaches_the_loss_and_is_named_at_start(ckpt):
     plain, jittered = learner(ckpt), learner(ckpt, augment_color=1.0, augment_warp=1.0)
     batch = plain.distiller.batch()
     assert plain.distiller.step(batch)["actor_loss"] != jittered.distiller.step(batch)["actor_loss"]
-    assert "images jittered (colour 1.0, warp 1.0)" in jittered.ready_line()
+    assert "images jittered (colour 1.0, warp 1.0, share 0.8)" in jittered.ready_line()
     assert "no colour or warp augmentation" in plain.ready_line()
 
 
@@ -161,6 +164,21 @@ def test_augment_kept_false_leaves_the_kept_rows_as_the_robot_saw_them(ckpt):
     sent, trained = batch["images"]["scene"], seen[0]
     assert torch.equal(trained[4:], sent[4:])
     assert not torch.equal(trained[:4], sent[:4])
+
+
+def test_augment_share_sets_how_many_rows_change(ckpt):
+    """``augment_share`` is the share of a batch's rows that colour and warp reach; 0 leaves every row as
+    recorded (and counts as no augmentation), 1 changes every one."""
+    plain = learner(ckpt, augment_color=1.0, augment_warp=1.0, augment_share=0.0)
+    assert not plain.distiller.augment.active and "no colour or warp augmentation" in plain.ready_line()
+    every = learner(ckpt, augment_color=1.0, augment_warp=1.0, augment_share=1.0)
+    seen = []
+    loss = every.policy.compute_loss
+    every.policy.compute_loss = lambda batch, **kw: seen.append(batch["images"]["scene"]) or loss(batch, **kw)
+    batch = every.distiller.batch()
+    every.distiller.step(batch)
+    sent, trained = batch["images"]["scene"], seen[0]
+    assert all(not torch.equal(trained[i], sent[i]) for i in range(len(sent)))
 
 
 def test_a_layer_name_that_names_nothing_is_refused(ckpt):

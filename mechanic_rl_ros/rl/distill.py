@@ -59,6 +59,8 @@ class DistillConfig:
     augment_color: float = 0.0       #: colour jitter strength in [0, 1] (policy/augment.py; 1: every hue)
     augment_warp: float = 0.0        #: viewpoint warp strength in [0, 1] (1: +-6 deg, zoom 1.15, shift 12 %)
     augment_kept: bool = True        #: false: colour and warp on the demonstration part of each batch only
+    #: share of the eligible rows of a batch that colour and warp reach, drawn per row; the rest stay as recorded
+    augment_share: float = 0.8
     optimizer: str = "mechanic"      #: mechanic (Mechanic(Adam(lr=1))) or adam (Adam(lr))
     lr: float = 1e-4                 #: only for optimizer=adam
     seed: int = 0
@@ -73,6 +75,7 @@ class DistillConfig:
                   ("augment_color", 0.0 <= self.augment_color <= 1.0, "a number in [0, 1]"),
                   ("augment_warp", 0.0 <= self.augment_warp <= 1.0, "a number in [0, 1]"),
                   ("augment_kept", isinstance(self.augment_kept, bool), "true or false"),
+                  ("augment_share", 0.0 <= self.augment_share <= 1.0, "a number in [0, 1]"),
                   ("successful_demos_only", isinstance(self.successful_demos_only, bool), "true or false"),
                   ("successful_corrections_only", isinstance(self.successful_corrections_only, bool),
                    "true or false"),
@@ -201,7 +204,8 @@ class Distiller:
 
         self.policy, self.cfg, self.demos = policy, cfg, demos
         self.augment_pad = 4 if cfg.augment_pad < 0 else int(cfg.augment_pad)
-        self.augment = ImageAugment(color=float(cfg.augment_color), warp=float(cfg.augment_warp))
+        self.augment = ImageAugment(color=float(cfg.augment_color), warp=float(cfg.augment_warp),
+                                    prob=float(cfg.augment_share))
         self.names = trained_names(policy.net, cfg.train_params)
         chosen = set(self.names)
         params = dict(policy.net.named_parameters())
