@@ -138,6 +138,12 @@ def test_bad_settings_are_refused_naming_the_field(tmp_path):
     f.write_text("augment_share: -0.1\n")
     with pytest.raises(ValueError, match="augment_share: got -0.1; expected a number in \\[0, 1\\]"):
         load_distill_config(f)
+    f.write_text("augment_share: abc\n")
+    with pytest.raises(ValueError, match="augment_share: got 'abc'; expected a number"):
+        load_distill_config(f)
+    f.write_text("batch_size: 6.5\n")
+    with pytest.raises(ValueError, match="batch_size: got 6.5; expected an integer"):
+        load_distill_config(f)
     f.write_text("learning_rate: 0.1\n")
     with pytest.raises(ValueError, match="unknown key.*learning_rate"):
         load_distill_config(f)
