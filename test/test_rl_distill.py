@@ -124,28 +124,19 @@ def test_resumed_learner_continues_where_it_stopped_and_its_policy_is_a_checkpoi
     assert all(torch.equal(params[k], v) for k, v in at_save.items())
 
 
-def test_bad_settings_are_refused_naming_the_field(tmp_path):
+@pytest.mark.parametrize("text, message", [
+    ("demo_fraction: 1.5", "demo_fraction"),
+    ("augment_kept: maybe", "augment_kept: got 'maybe'; expected true or false"),
+    ("augment_color: 1.5", "augment_color: got 1.5; expected a number in \\[0, 1\\]"),
+    ("augment_share: -0.1", "augment_share: got -0.1; expected a number in \\[0, 1\\]"),
+    ("augment_share: abc", "augment_share: got 'abc'; expected a number"),
+    ("batch_size: 6.5", "batch_size: got 6.5; expected an integer"),
+    ("learning_rate: 0.1", "unknown key.*learning_rate"),
+])
+def test_bad_settings_are_refused_naming_the_field(tmp_path, text, message):
     f = tmp_path / "distill.yaml"
-    f.write_text("demo_fraction: 1.5\n")
-    with pytest.raises(ValueError, match="demo_fraction"):
-        load_distill_config(f)
-    f.write_text("augment_kept: maybe\n")
-    with pytest.raises(ValueError, match="augment_kept: got 'maybe'; expected true or false"):
-        load_distill_config(f)
-    f.write_text("augment_color: 1.5\n")
-    with pytest.raises(ValueError, match="augment_color: got 1.5; expected a number in \\[0, 1\\]"):
-        load_distill_config(f)
-    f.write_text("augment_share: -0.1\n")
-    with pytest.raises(ValueError, match="augment_share: got -0.1; expected a number in \\[0, 1\\]"):
-        load_distill_config(f)
-    f.write_text("augment_share: abc\n")
-    with pytest.raises(ValueError, match="augment_share: got 'abc'; expected a number"):
-        load_distill_config(f)
-    f.write_text("batch_size: 6.5\n")
-    with pytest.raises(ValueError, match="batch_size: got 6.5; expected an integer"):
-        load_distill_config(f)
-    f.write_text("learning_rate: 0.1\n")
-    with pytest.raises(ValueError, match="unknown key.*learning_rate"):
+    f.write_text(text + "\n")
+    with pytest.raises(ValueError, match=message):
         load_distill_config(f)
 
 
