@@ -252,8 +252,8 @@ class OnlineDistill(Learner):
         c, d = self.cfg, self.distiller
         n = sum(int(np.prod(s)) for s in d.shapes.values())
         demos = f"{len(d.demos)} demonstration windows ({self.demos_path})" if d.demos is not None else "no demonstrations"
-        aug = (f"images jittered (colour {c.augment_color}, warp {c.augment_warp}, share {c.augment_share})" if d.augment.active
-               else "no colour or warp augmentation")
+        aug = (f"images jittered (colour {c.augment_color}, warp {c.augment_warp}, share {c.augment_share})"
+               if d.augment.active else "no colour or warp augmentation")
         return (f"distillation into the policy: {n} parameters under {list(c.train_params)} ({4 * n / 1e6:.1f} MB "
                 f"on the wire), {demos}, demo fraction {c.demo_fraction}, UTD {c.utd}, offline steps "
                 f"{c.offline_steps}, {aug}, optimizer={c.optimizer}, {d.steps} gradient steps so far")
