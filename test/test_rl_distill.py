@@ -148,17 +148,22 @@ def test_augmentation_reaches_the_loss_and_is_named_at_start(ckpt):
     assert "no colour or warp augmentation" in plain.ready_line()
 
 
+def trained_images(online, batch):
+    """The scene images one gradient step on ``batch`` trained on (after the learner's augmentation)."""
+    seen = []
+    loss = online.policy.compute_loss
+    online.policy.compute_loss = lambda b, **kw: seen.append(b["images"]["scene"]) or loss(b, **kw)
+    online.distiller.step(batch)
+    return seen[0]
+
+
 def test_augment_kept_false_leaves_the_kept_rows_as_the_robot_saw_them(ckpt):
     """With ``augment_kept: false`` colour and warp reach the demonstration rows of a batch only."""
     online = learner(ckpt, augment_color=1.0, augment_warp=1.0, augment_kept=False)
     feed(online, 0, 3, True)
-    seen = []
-    loss = online.policy.compute_loss
-    online.policy.compute_loss = lambda batch, **kw: seen.append(batch["images"]["scene"]) or loss(batch, **kw)
     batch = online.distiller.batch()
     assert batch["demo_rows"] == 4
-    online.distiller.step(batch)
-    sent, trained = batch["images"]["scene"], seen[0]
+    sent, trained = batch["images"]["scene"], trained_images(online, batch)
     assert torch.equal(trained[4:], sent[4:])
     assert not torch.equal(trained[:4], sent[:4])
 
@@ -169,12 +174,8 @@ def test_augment_share_sets_how_many_rows_change(ckpt):
     plain = learner(ckpt, augment_color=1.0, augment_warp=1.0, augment_share=0.0)
     assert not plain.distiller.augment.active and "no colour or warp augmentation" in plain.ready_line()
     every = learner(ckpt, augment_color=1.0, augment_warp=1.0, augment_share=1.0)
-    seen = []
-    loss = every.policy.compute_loss
-    every.policy.compute_loss = lambda batch, **kw: seen.append(batch["images"]["scene"]) or loss(batch, **kw)
     batch = every.distiller.batch()
-    every.distiller.step(batch)
-    sent, trained = batch["images"]["scene"], seen[0]
+    sent, trained = batch["images"]["scene"], trained_images(every, batch)
     assert all(not torch.equal(trained[i], sent[i]) for i in range(len(sent)))
 
 

@@ -67,12 +67,14 @@ class DistillConfig:
 
     def __post_init__(self) -> None:
         self.train_params = tuple(str(p) for p in self.train_params)
-        for name in ("batch_size", "offline_steps", "keep_capacity", "augment_pad", "seed"):
-            if isinstance(getattr(self, name), bool) or not isinstance(getattr(self, name), int):
-                raise ValueError(f"distill config {name}: got {getattr(self, name)!r}; expected an integer")
-        for name in ("demo_fraction", "utd", "augment_color", "augment_warp", "augment_share", "lr"):
-            if isinstance(getattr(self, name), bool) or not isinstance(getattr(self, name), (int, float)):
-                raise ValueError(f"distill config {name}: got {getattr(self, name)!r}; expected a number")
+        kinds = {**dict.fromkeys(("batch_size", "offline_steps", "keep_capacity", "augment_pad", "seed"),
+                                 (int, "an integer")),
+                 **dict.fromkeys(("demo_fraction", "utd", "augment_color", "augment_warp", "augment_share", "lr"),
+                                 ((int, float), "a number"))}
+        for name, (kind, expected) in kinds.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, kind):
+                raise ValueError(f"distill config {name}: got {value!r}; expected {expected}")
         checks = [("batch_size", self.batch_size >= 1, "an integer >= 1"),
                   ("demo_fraction", 0.0 <= self.demo_fraction <= 1.0, "a number in [0, 1]"),
                   ("utd", self.utd > 0, "a number > 0"), ("offline_steps", self.offline_steps >= 0, "an integer >= 0"),
