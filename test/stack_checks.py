@@ -86,6 +86,24 @@ def check_resets(obs: StackObserver) -> None:
     assert episodes == list(range(episodes[0], episodes[-1] + 1)), episodes
 
 
+def check_first_action_at_reset(obs: StackObserver) -> None:
+    """On the lock-step simulator an episode's first step is commanded at its reset instant (the START event's
+    stamp), where the headless environment acts. A start one control period later is one the simulator waited
+    out its idle timeout for (3 wall s per episode, about a third of a stack's wall time) and one the headless
+    replay of the episode does not begin with. The first episode runs while torch warms up and is left out; so
+    is one episode in five, for a machine loaded enough to keep the reset's inputs beyond the tick's input
+    wait."""
+    def seconds(stamp) -> float:
+        return stamp.sec + stamp.nanosec * 1e-9
+
+    starts = {e.episode: seconds(e.header.stamp) for e in obs.events if e.event == EpisodeEvent.START}
+    firsts = {t.episode: seconds(t.header.stamp) for t in obs.transitions if t.step == 0}
+    checked = sorted(e for e in firsts if e in starts and e > min(starts))
+    assert len(checked) >= 3, f"too few episodes to judge their starts: {checked}"
+    late = {e: round(firsts[e] - starts[e], 3) for e in checked if abs(firsts[e] - starts[e]) > 1e-6}
+    assert len(late) <= len(checked) // 5, f"episodes first commanded after their reset instant (s late): {late}"
+
+
 def check_every_step_reached_learner(obs: StackObserver, timeout: float = 30.0) -> None:
     """Between episodes, the learner has received exactly the steps the policy executed."""
     def equal() -> bool:

@@ -77,9 +77,17 @@ def test_a_stale_or_missing_input_is_a_hold():
 
 
 def test_the_filter_is_seeded_only_after_the_episodes_reset():
-    v = ControlTick.seedable(joints_stamp=5.0, episode_started=5.0)
+    v = ControlTick.seedable(joints_stamp=4.9, episode_started=5.0)
     assert v.action == WAIT and v.count == "hold_stale" and v.missed
+    assert ControlTick.seedable(joints_stamp=5.0, episode_started=5.0) is None  # the state published at the reset
     assert ControlTick.seedable(joints_stamp=5.1, episode_started=5.0) is None
+
+
+def test_a_start_after_its_own_instants_tick_is_acted_on_only_on_sim_time():
+    assert ticker(True).start_missed(idle_tick_at=5.0, episode_started=5.0)
+    assert ticker(True).start_missed(idle_tick_at=5.1, episode_started=5.0)
+    assert not ticker(True).start_missed(idle_tick_at=4.9, episode_started=5.0)  # its tick is still to come
+    assert not ticker(False).start_missed(idle_tick_at=5.0, episode_started=5.0)
 
 
 def test_inference_wait_only_on_sim_time():
@@ -129,6 +137,7 @@ def test_filter_seed_continues_the_robots_command_only_when_it_is_current():
     seed, settle = filter_seed(q, robot, episode_started=1.0)
     assert np.array_equal(seed, robot.desired_q) and settle == 0.0
     assert filter_seed(q, robot, episode_started=3.0)[1] is None  # a robot state from before the reset
+    assert filter_seed(q, robot, episode_started=2.0)[1] == 0.0  # the one published at the reset
     moving = SimpleNamespace(**{**vars(robot), "desired_dq": np.full(7, 0.1)})
     assert filter_seed(q, moving, 1.0)[1] is None
     elsewhere = SimpleNamespace(**{**vars(robot), "measured_q": q + 0.1})

@@ -70,6 +70,7 @@ class TestFinetuneStack(unittest.TestCase):
         checks.check_command_rate(obs, rate=10.0)
         checks.check_versions_adopted(obs, versions=3)
         checks.check_resets(obs)
+        checks.check_first_action_at_reset(obs)
 
 
 @launch_testing.post_shutdown_test()

@@ -78,6 +78,7 @@ def test_finetune_runner_learns_and_shuts_down_cleanly(tmp_path):
         checks.check_command_rate(obs, rate=10.0)
         checks.check_versions_adopted(obs, versions=3)
         checks.check_resets(obs)
+        checks.check_first_action_at_reset(obs)
         checks.check_no_reflex(obs)
     finally:
         obs.close()

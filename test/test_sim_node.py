@@ -140,6 +140,10 @@ def _glide(q, seconds: float, names=fr3.JOINT_NAMES) -> JointTrajectory:
     return msg
 
 
+def _seconds(stamp) -> float:
+    return stamp.sec + stamp.nanosec * 1e-9
+
+
 def _mode(probe: Probe) -> str:
     """``mode`` or ``mode: error, ...`` from the last franka_msgs/FrankaRobotState."""
     m = probe.latest.get("robot_state")
@@ -174,17 +178,20 @@ def test_joint_states_and_images_reach_a_default_qos_subscriber(sim):
 def test_reset_service_with_seed_is_reproducible(sim):
     _, probe, _ = sim
     assert probe.reset.wait_for_service(timeout_sec=10)
-    cubes = []
+    cubes, starts = [], []
     for _ in range(2):
         fut = probe.reset.call_async(ResetEpisode.Request(seed=1234))
         assert probe.spin_until(fut.done, 30), "reset service did not answer"
         res = fut.result()
         assert res.success and res.seed == 1234, res.message
+        starts.append(_seconds(res.stamp))  # the new episode's first instant
         # up to 10 states from before the reset may still be queued at the writer and 10 at the reader
         n = probe.count.get("/sim/task_state", 0) + 2 * RELIABLE.depth
         assert probe.spin_until(lambda: probe.count.get("/sim/task_state", 0) > n, 30), "no task state after the reset"
         cubes.append(np.array(probe.latest["/sim/task_state"].values[:3]))
+        assert _seconds(probe.latest["/sim/task_state"].header.stamp) >= starts[-1]
     np.testing.assert_allclose(cubes[0], cubes[1], atol=2e-3)
+    assert starts[1] > starts[0] > 0.0, starts
     assert np.allclose(probe.q(), fr3.Q_HOME, atol=0.05)
 
 

@@ -176,11 +176,23 @@ class ControlTick:
 
     @staticmethod
     def seedable(joints_stamp: float, episode_started: float) -> Verdict | None:
-        """None if a joint state stamped ``joints_stamp`` may seed a fresh safety filter for the episode."""
-        if joints_stamp <= episode_started:
+        """None if a joint state stamped ``joints_stamp`` may seed a fresh safety filter for the episode.
+
+        ``episode_started``: the START event's stamp, the simulator's reset instant (the state published at the
+        reset carries it and every state before the reset an earlier stamp) or, on the real arm, the moment the
+        home motion ended."""
+        if joints_stamp < episode_started:
             # a joint state from before the reset (the arm was elsewhere): seeding from it would glide there
             return Verdict(WAIT, "hold_stale", missed=True)
         return None
+
+    def start_missed(self, idle_tick_at: float, episode_started: float) -> bool:
+        """Whether an episode's START came after the tick of its own instant, which then found no episode.
+
+        On sim time the lock-step simulator does not advance before that tick's command: without it, it idles
+        for its timeout and the episode's first action comes a control period late, after the cube has settled,
+        where the headless environment acts at the reset. ``idle_tick_at``: the last tick without an episode."""
+        return self.sim_time and idle_tick_at >= episode_started - GRID_TOLERANCE * self.config.control_dt
 
     def inference_wait(self) -> float:
         """[wall s] how long the tick waits for a late chunk: on sim time waiting costs no robot time."""
@@ -263,7 +275,7 @@ def filter_seed(q_measured: np.ndarray, robot=None, episode_started: float = -fl
     anywhere else but at the command is a step.
     """
     if (robot is not None and robot.desired_q is not None and robot.measured_q is not None
-            and robot.stamp > episode_started and np.abs(robot.desired_dq).max() < AT_REST
+            and robot.stamp >= episode_started and np.abs(robot.desired_dq).max() < AT_REST
             and np.abs(robot.measured_q - q_measured).max() < SAME_MEASUREMENT):
         return robot.desired_q, 0.0
     return q_measured, None

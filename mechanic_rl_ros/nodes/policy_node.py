@@ -112,6 +112,7 @@ class PolicyNode(Node):
         self.safety = SafetyFilter(replace(safety_config(cfg, self.dt), switch_lead=self.ticker.lead()))
         self.episode: int | None = None
         self.episode_started = -float("inf")
+        self.idle_tick_at = -float("inf")  # [s] the last tick without an episode
         self.step = 0
         #: a person's takeover (None: teleop off); the last command sent: its 7 joint targets and gripper width
         self.takeover = Takeover(teleop_config(cfg), self.dt) if cfg["teleop"] else None
@@ -238,6 +239,8 @@ class PolicyNode(Node):
             #: the filter is seeded only from a joint state measured after the reset that began this episode
             self.episode_started = seconds(msg.header.stamp)
             self.get_logger().info(f"episode {msg.episode}: acting")
+            if self.ticker.start_missed(self.idle_tick_at, self.episode_started):
+                self._tick()  # its instant's tick found no episode; the lock-step simulator waits for this one
         elif msg.event in ENDS:
             if self.episode == msg.episode:
                 self.episode = None
@@ -255,6 +258,7 @@ class PolicyNode(Node):
     def _tick(self) -> None:
         """One control period: the decisions are :class:`ControlTick`'s; this sends, publishes and counts."""
         if self.episode is None:
+            self.idle_tick_at = self._now()
             self.planning.poll()
             GC_PAUSES.young()
             return

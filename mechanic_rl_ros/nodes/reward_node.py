@@ -10,7 +10,9 @@ A thin adapter around :class:`mechanic_rl_ros.control.episodes.EpisodeBook`.
 * publishes ``StepReward`` for every executed step of a running episode and
   ``EpisodeEvent`` (START, SUCCESS, FAILURE, TIMEOUT, RESET_DONE, INTERVENTION);
 * resets between episodes: ``sim`` calls the simulator's ResetEpisode service
-  (seed = ``seed_base`` + episode); ``real`` drives the arm to the home pose
+  (seed = ``seed_base`` + episode) and stamps START with the reset instant it
+  answers, so that policy_node acts at that instant as the headless
+  environment does; ``real`` drives the arm to the home pose
   through the controller's command topic with the stack's safety filter
   (trajectories within the FR3's 1 kHz limits at ``home_velocity_scale``), and
   opens the gripper (franka_gripper move action);
@@ -188,20 +190,22 @@ class RewardNode(Node):
             self.get_logger().error(f"reset failed: {getattr(res, 'message', 'no answer')}; retrying")
             self.resetting = False
             return
-        self._begin(detail=f"seed={res.seed}")
+        self._begin(detail=f"seed={res.seed}", stamp=res.stamp)
 
-    def _begin(self, detail: str) -> None:
+    def _begin(self, detail: str, stamp=None) -> None:
+        """RESET_DONE and START of the next episode, stamped ``stamp`` (the simulator's reset instant: the
+        first state of the episode carries it) or, without one, now."""
         e = self.next_episode
         self.next_episode += 1
         self.book.start(e)
         self.resetting = False
-        self._event(EpisodeEvent.RESET_DONE, detail)
-        self._event(EpisodeEvent.START, detail)
+        self._event(EpisodeEvent.RESET_DONE, detail, stamp)
+        self._event(EpisodeEvent.START, detail, stamp)
         self.get_logger().info(f"episode {e} started ({detail})")
 
-    def _event(self, kind: int, detail: str = "") -> None:
+    def _event(self, kind: int, detail: str = "", stamp=None) -> None:
         ev = EpisodeEvent()
-        ev.header.stamp = self.get_clock().now().to_msg()
+        ev.header.stamp = stamp if stamp is not None and (stamp.sec or stamp.nanosec) else self.get_clock().now().to_msg()
         ev.episode, ev.event, ev.steps = max(self.book.episode, 0), kind, self.book.steps_done
         ev.episode_return, ev.detail = float(self.book.episode_return), detail
         ev.intervened_steps = self.book.intervened_steps

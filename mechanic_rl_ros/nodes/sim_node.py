@@ -45,9 +45,10 @@ ros2_control + a camera driver:
   in the same control period as the arm;
 * builds the scene its ``world`` parameter names (:mod:`mechanic_rl_ros.sim.world`: camera, light, table,
   cube, loose boxes; a bad one stops the node at start naming the field);
-* offers ``/sim/reset`` (mechanic_rl_ros/srv/ResetEpisode, optional seed). A
-  reset is refused while the robot is in a reflex, as the real robot cannot be
-  driven home before its error is recovered.
+* offers ``/sim/reset`` (mechanic_rl_ros/srv/ResetEpisode, optional seed),
+  answering with the instant the new episode starts at (reward_node stamps
+  START with it). A reset is refused while the robot is in a reflex, as the
+  real robot cannot be driven home before its error is recovered.
 
 Malformed commands (wrong length, wrong joint names, NaN, outside the FR3
 position limits) are rejected with a rate-limited error naming the problem and
@@ -273,6 +274,8 @@ class SimNode(Node):
         except TimeoutError:
             error = self.NO_ANSWER
         response.success, response.message, response.seed = error is None, error or f"seed={seed}", seed
+        if error is None:  # (set on the simulation thread before the call returned)
+            response.stamp = _time(int(round(self.server.last_reset_stamp * 1e9)))
         GC_PAUSES.full()
         return response
 

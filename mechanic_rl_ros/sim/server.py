@@ -92,6 +92,8 @@ LATE_TRAJECTORY = 1e-3
 OFF_PATH = 1e-6
 #: [s] a lag of the simulation behind the wall clock (real time) worth a warning
 LAG_WARNING = 0.05
+#: [s] stamps this close are the same instant (a stamp crosses the wire as integer nanoseconds)
+SAME_INSTANT = 1e-6
 #: the request kinds the physics thread understands; those it answers (:meth:`RobotServer.call`)
 KINDS = ("arm", "trajectory", "gripper", "reset", "recover", "inject", "hardware", "switch")
 ANSWERED = ("reset", "recover", "inject", "hardware", "switch")
@@ -472,7 +474,7 @@ class RobotServer:
                 sim.send_position(req.value)
             else:
                 if traj.stamp is not None:  # ROS time -> simulator time
-                    if traj.stamp < self.last_reset_stamp:
+                    if traj.stamp < self.last_reset_stamp - SAME_INSTANT:
                         # the tick in flight when reward_node reset the episode: expected at an
                         # episode's end, dropped (the arm was elsewhere), counted, not an error
                         self.stats["dropped_before_reset"] += 1
