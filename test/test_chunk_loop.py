@@ -105,6 +105,32 @@ def test_background_planning_runs_on_the_tail_while_the_next_plan_is_late():
             planning.close()
 
 
+def test_a_plan_of_the_last_episode_does_not_cost_the_next_its_first_tick():
+    """An episode starts while the last episode's plan is still running: the tick that waits for its first
+    chunk drops that plan when it arrives and asks for its own within the same wait."""
+    import threading
+
+    release = threading.Event()
+
+    def planner(req):
+        if req.episode == 0:
+            release.wait(30)
+        return Chunk(100 * req.episode + np.arange(8)[:, None] * np.ones((1, 8)), req.index)
+
+    obs = {"qpos": np.zeros(7)}
+    planning = BackgroundPlanning(_loop(1), planner)
+    try:
+        planning.reset(episode=0)
+        assert planning.tick(obs) is None and planning.in_flight  # episode 0's plan runs on
+        planning.reset(episode=1)
+        threading.Timer(0.2, release.set).start()
+        item = planning.tick(obs, wait=10.0)
+        assert item is not None and (item[0][0], item[1].index, item[2]) == (100, 0, 0)
+    finally:
+        release.set()
+        planning.close()
+
+
 def test_the_policy_tail_is_the_prediction_after_the_executed_actions():
     policy = DiffusionPolicy.from_checkpoint(SHIPPED)
     cfg = policy.cfg

@@ -289,17 +289,26 @@ class BackgroundPlanning:
         return loop.history.stacked(), loop.history_stamps(), index
 
     def tick(self, obs: Mapping[str, Any], stamp: float = 0.0, wait: float = 0.0) -> tuple[np.ndarray, Chunk, int] | None:
-        """One control tick (see :class:`ChunkLoop`); None when no action is ready."""
-        self.loop.observe(obs, stamp)
+        """One control tick (see :class:`ChunkLoop`); None when no action is ready.
+
+        ``wait`` [s]: how long to wait for a plan when no action is left. A plan of an earlier episode (or from
+        before a takeover) that arrives meanwhile frees the planner without giving an action; the plan this
+        tick needs is then asked for at once, within the same wait."""
+        loop = self.loop
+        loop.observe(obs, stamp)
         if self.adapt is not None:
-            self.loop.replan_margin = self.adapt.margin()
-        if self.loop.wants_plan(self.in_flight):
-            self.in_flight, self.flight_started = True, time.monotonic()
-            self._requests.put((self._generation, self.loop.request()))
-        self.poll()
-        if wait > 0 and self.in_flight and self.loop.remaining() == 0 and self.loop.next is None:
-            self.poll(wait)
-        return self.loop.pop(self.extend)
+            loop.replan_margin = self.adapt.margin()
+        deadline = time.monotonic() + wait
+        while True:
+            if loop.wants_plan(self.in_flight):
+                self.in_flight, self.flight_started = True, time.monotonic()
+                self._requests.put((self._generation, loop.request()))
+            self.poll()
+            left = deadline - time.monotonic()
+            if (left <= 0 or not self.in_flight or self.failure is not None or loop.remaining() > 0
+                    or loop.next is not None):
+                return loop.pop(self.extend)
+            self.poll(left)
 
     def poll(self, wait: float = 0.0) -> None:
         """Move a finished plan to the loop (waiting up to ``wait`` seconds for one)."""
