@@ -77,10 +77,20 @@ def test_a_stale_or_missing_input_is_a_hold():
 
 
 def test_the_filter_is_seeded_only_after_the_episodes_reset():
-    v = ControlTick.seedable(joints_stamp=4.9, episode_started=5.0)
+    v = ControlTick.seedable(inputs_stamp=4.9, episode_started=5.0)
     assert v.action == WAIT and v.count == "hold_stale" and v.missed
-    assert ControlTick.seedable(joints_stamp=5.0, episode_started=5.0) is None  # the state published at the reset
-    assert ControlTick.seedable(joints_stamp=5.1, episode_started=5.0) is None
+    assert ControlTick.seedable(inputs_stamp=5.0, episode_started=5.0) is None  # the state published at the reset
+    assert ControlTick.seedable(inputs_stamp=5.1, episode_started=5.0) is None
+
+
+def test_an_episode_starts_only_once_every_input_is_from_after_its_reset():
+    a = assembler_with_joints(5.0)
+    assert a.oldest() == 5.0
+    cam = ObservationAssembler(("scene",), ("qpos", "gripper"), 96, max_age=0.3, max_skew=0.15)
+    cam.set_joint_state(NAMES, list(fr3.Q_HOME) + [0.04, 0.04], [0.0] * 9, 5.0)
+    assert cam.oldest() == -float("inf")  # no frame yet
+    cam.set_image("scene", np.zeros((96, 96, 3), np.uint8), 4.9)  # the last episode's frame
+    assert cam.oldest() == 4.9 and ControlTick.seedable(cam.oldest(), episode_started=5.0) is not None
 
 
 def test_a_start_after_its_own_instants_tick_is_acted_on_only_on_sim_time():

@@ -112,6 +112,11 @@ class ObservationAssembler:
             req.append("task_state")
         return req
 
+    def oldest(self) -> float:
+        """The stamp of the oldest required input (-inf before each has come)."""
+        items = [self.inputs.get(key) for key in self.required()]
+        return -float("inf") if None in items else min(item.stamp for item in items)
+
     def snapshot(self, now: float) -> tuple[dict[str, Any], float]:
         """(observation, newest stamp) for ``ObsHistory.push``; raises StaleObservation."""
         stamps = {}

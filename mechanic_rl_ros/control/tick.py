@@ -175,13 +175,14 @@ class ControlTick:
                                missed=True)
 
     @staticmethod
-    def seedable(joints_stamp: float, episode_started: float) -> Verdict | None:
-        """None if a joint state stamped ``joints_stamp`` may seed a fresh safety filter for the episode.
+    def seedable(inputs_stamp: float, episode_started: float) -> Verdict | None:
+        """None if inputs whose oldest is stamped ``inputs_stamp`` may start the episode: seed a fresh safety
+        filter (the joint state) and plan its first chunk (the frames).
 
         ``episode_started``: the START event's stamp, the simulator's reset instant (the state published at the
         reset carries it and every state before the reset an earlier stamp) or, on the real arm, the moment the
-        home motion ended."""
-        if joints_stamp < episode_started:
+        home motion ended. A frame from before it shows the last episode's scene."""
+        if inputs_stamp < episode_started:
             # a joint state from before the reset (the arm was elsewhere): seeding from it would glide there
             return Verdict(WAIT, "hold_stale", missed=True)
         return None

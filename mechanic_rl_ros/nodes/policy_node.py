@@ -274,7 +274,7 @@ class PolicyNode(Node):
         obs, stamp, behind = seen
         self.counts["inputs_behind"] += behind
         if not self.safety.initialized:
-            if (verdict := tick.seedable(self.assembler.inputs["joints"].stamp, self.episode_started)) is not None:
+            if (verdict := tick.seedable(self.assembler.oldest(), self.episode_started)) is not None:
                 return self._end_tick(verdict)
             q, settle = filter_seed(obs["qpos"], self.inputs.robot, self.episode_started)
             self.safety.reset(q, now, settle=settle)
