@@ -183,7 +183,7 @@ class ControlTick:
         reset carries it and every state before the reset an earlier stamp) or, on the real arm, the moment the
         home motion ended. A frame from before it shows the last episode's scene."""
         if inputs_stamp < episode_started:
-            # a joint state from before the reset (the arm was elsewhere): seeding from it would glide there
+            # seeding from a joint state of before the reset would glide to where the arm was
             return Verdict(WAIT, "hold_stale", missed=True)
         return None
 

@@ -236,7 +236,7 @@ class PolicyNode(Node):
                 self.takeover.reset()
             self.safety = SafetyFilter(self.safety.config)
             self.gripper_goals.reset()
-            #: the filter is seeded only from a joint state measured after the reset that began this episode
+            #: the episode starts only from inputs measured at or after the reset that began it
             self.episode_started = seconds(msg.header.stamp)
             self.get_logger().info(f"episode {msg.episode}: acting")
             if self.ticker.start_missed(self.idle_tick_at, self.episode_started):
