@@ -10,6 +10,7 @@ from franka_msgs.msg import FrankaRobotState
 from trajectory_msgs.msg import JointTrajectory
 
 from mechanic_rl_ros.msg import EpisodeEvent, LearnerStats, PolicyWeights, Transition
+from mechanic_rl_ros.nodes.policy_weights import seconds
 from mechanic_rl_ros.wire.robot_state import read_robot_state
 
 from stack_fixtures import EVENTS, HISTORY, LATCHED, Probe
@@ -56,7 +57,7 @@ def check_command_rate(obs: StackObserver, rate: float = 10.0) -> None:
     """Consecutive executed steps of an episode are 1/rate apart (in the stack's clock)."""
     by_episode: dict[int, list[float]] = {}
     for t in obs.transitions:
-        by_episode.setdefault(t.episode, []).append(t.header.stamp.sec + t.header.stamp.nanosec * 1e-9)
+        by_episode.setdefault(t.episode, []).append(seconds(t.header.stamp))
     gaps = np.concatenate([np.diff(v) for v in by_episode.values() if len(v) > 1])
     assert gaps.size > 20, "too few steps to judge the command rate"
     assert abs(np.median(gaps) - 1.0 / rate) < 0.1 / rate, f"median step interval {np.median(gaps):.4f} s"
@@ -93,9 +94,6 @@ def check_first_action_at_reset(obs: StackObserver) -> None:
     replay of the episode does not begin with. The first episode runs while torch warms up and is left out; so
     is one episode in five, for a machine loaded enough to keep the reset's inputs beyond the tick's input
     wait."""
-    def seconds(stamp) -> float:
-        return stamp.sec + stamp.nanosec * 1e-9
-
     starts = {e.episode: seconds(e.header.stamp) for e in obs.events if e.event == EpisodeEvent.START}
     firsts = {t.episode: seconds(t.header.stamp) for t in obs.transitions if t.step == 0}
     checked = sorted(e for e in firsts if e in starts and e > min(starts))

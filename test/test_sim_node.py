@@ -26,6 +26,7 @@ from rclpy.action import ActionClient
 
 from mechanic_rl_ros.control import fr3
 from mechanic_rl_ros.msg import TaskState
+from mechanic_rl_ros.nodes.policy_weights import seconds
 from mechanic_rl_ros.srv import ResetEpisode
 from mechanic_rl_ros.wire.robot_state import read_robot_state
 
@@ -140,10 +141,6 @@ def _glide(q, seconds: float, names=fr3.JOINT_NAMES) -> JointTrajectory:
     return msg
 
 
-def _seconds(stamp) -> float:
-    return stamp.sec + stamp.nanosec * 1e-9
-
-
 def _mode(probe: Probe) -> str:
     """``mode`` or ``mode: error, ...`` from the last franka_msgs/FrankaRobotState."""
     m = probe.latest.get("robot_state")
@@ -184,12 +181,12 @@ def test_reset_service_with_seed_is_reproducible(sim):
         assert probe.spin_until(fut.done, 30), "reset service did not answer"
         res = fut.result()
         assert res.success and res.seed == 1234, res.message
-        starts.append(_seconds(res.stamp))  # the new episode's first instant
+        starts.append(seconds(res.stamp))  # the new episode's first instant
         # up to 10 states from before the reset may still be queued at the writer and 10 at the reader
         n = probe.count.get("/sim/task_state", 0) + 2 * RELIABLE.depth
         assert probe.spin_until(lambda: probe.count.get("/sim/task_state", 0) > n, 30), "no task state after the reset"
         cubes.append(np.array(probe.latest["/sim/task_state"].values[:3]))
-        assert _seconds(probe.latest["/sim/task_state"].header.stamp) >= starts[-1]
+        assert seconds(probe.latest["/sim/task_state"].header.stamp) >= starts[-1]
     np.testing.assert_allclose(cubes[0], cubes[1], atol=2e-3)
     assert starts[1] > starts[0] > 0.0, starts
     assert np.allclose(probe.q(), fr3.Q_HOME, atol=0.05)
