@@ -151,6 +151,9 @@ def check_headless_twin(obs: StackObserver, episode: int, replan_margin: int, se
     finally:
         env.close()
     open_until = next((t.step for t in steps if t.action[7] < OPEN_WIDTH), len(steps))
+    pol, sim = obs.diagnostics.get("policy_node", {}), obs.diagnostics.get("sim_node", {})
+    timing = (f"policy_node inputs_behind {pol.get('inputs_behind')}, ticks_late {pol.get('ticks_late')}; sim_node "
+              f"idle_periods {sim.get('idle_periods')}, late_trajectories {sim.get('late_trajectories')}")
     checked = 0
     for t in steps:
         newest = max(0, t.step - replan_margin) if t.chunk > 0 else 0  # the step the chunk was planned at
@@ -162,11 +165,15 @@ def check_headless_twin(obs: StackObserver, episode: int, replan_margin: int, se
             j = max(0, newest - (horizon - 1 - h))
             np.testing.assert_allclose(d.obs["qpos"][h], seen[j]["qpos"], atol=TWIN_Q_TOLERANCE, err_msg=(
                 f"episode {episode}, decision at step {t.step}, history {h}: joint positions are not those of "
-                f"step {j}"))
+                f"step {j} ({timing})"))
             for cam in cameras:
-                diff = np.abs(d.obs["images"][cam][h].astype(int) - seen[j]["images"][cam].astype(int)).mean()
-                assert diff < TWIN_IMAGE_TOLERANCE, (
-                    f"episode {episode}, decision at step {t.step}, history {h}: the {cam} frame differs from that "
-                    f"of step {j} by {diff:.2f} grey levels on average")
+                def diff(k: int) -> float:
+                    return float(np.abs(d.obs["images"][cam][h].astype(int) - seen[k]["images"][cam].astype(int)).mean())
+                if diff(j) >= TWIN_IMAGE_TOLERANCE:
+                    near = {k: round(diff(k), 2) for k in range(max(0, j - 2), min(len(seen), j + 3))}
+                    raise AssertionError(
+                        f"episode {episode}, decision at step {t.step}, history {h}: the {cam} frame differs from "
+                        f"that of step {j} by {diff(j):.2f} grey levels on average (from the steps around it: "
+                        f"{near}; {timing})")
         checked += 1
     return checked

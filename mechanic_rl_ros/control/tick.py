@@ -82,7 +82,7 @@ class TickConfig:
     """policy_node's parameters that shape a tick (their descriptions are policy_node's)."""
 
     control_dt: float  # [s]
-    input_wait: float = 0.3  # [wall s] on sim time
+    input_wait: float = 0.8  # [wall s] on sim time
     inference_timeout: float = 2.0  # [wall s]
     wait_for_inference: bool = True  # on sim time
     delivery_budget: float = 0.075  # [s] on the wall clock

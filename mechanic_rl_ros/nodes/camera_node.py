@@ -26,9 +26,10 @@ loaded machine, most of them), while a reliable one has the lost fragments
 resent. Keep last 1 still means "only the newest frame": an older one not
 yet taken is replaced, never queued. ``best_effort`` matches every publisher
 too and suits small frames or a network link where resending is worse than
-dropping (docs/cameras.md). The output has the stack's sensor QoS
-(:data:`mechanic_rl_ros.wire.topics.SENSOR`, 96 x 96 frames fit one datagram):
-a late frame is worth less than the next one.
+dropping (docs/cameras.md). The output is reliable, keep last 1
+(:data:`mechanic_rl_ros.wire.topics.DRIVER`): only the newest frame, but one
+lost on a loaded machine is resent rather than leaving the policy the frame of
+the period before.
 
 A frame whose ``header.stamp`` is more than ``max_age`` seconds behind the
 node's clock (sim time under ``use_sim_time``) is stale: it is counted, logged

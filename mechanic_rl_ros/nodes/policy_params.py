@@ -54,7 +54,7 @@ PARAMETERS = [
           range=(0.001, None)),
     Param("wait_for_inference", True, "on sim time only: wait for a late chunk instead of holding (waiting costs no "
           "sim time)"),
-    Param("input_wait", 0.3, "[wall s] on sim time only: how long a control tick waits for the inputs of its own "
+    Param("input_wait", 0.8, "[wall s] on sim time only: how long a control tick waits for the inputs of its own "
           "instant (each input's next sample at the rate it arrives, up to the tick's instant: the lock-step "
           "simulator sends the clock first), so the observation pairs a frame with the joint state of its instant "
           "as in training; after the wait it acts on the latest (counted in inputs_behind)", range=(0.0, None)),

@@ -6,10 +6,10 @@ topic and live here only; publisher and subscribers use the same profile.
 
 QoS, and why:
 
-* :data:`SENSOR` -- the policy's preprocessed frames, and every
-  *subscription* to joint states: best effort, volatile, keep last 1; a late
-  sample is worth nothing, so it is never waited for. A best-effort reader
-  matches reliable and best-effort writers alike.
+* :data:`SENSOR` -- every *subscription* to joint states: best effort,
+  volatile, keep last 1; a late sample is worth nothing, so it is never
+  waited for. A best-effort reader matches reliable and best-effort writers
+  alike.
 * :data:`DRIVER` -- what the simulator *publishes* in place of the robot's and
   the camera's drivers, with their QoS: reliable, volatile, keep last 1 for
   camera frames (usb_cam publishes reliable keep-last 100, realsense2_camera
@@ -19,7 +19,10 @@ QoS, and why:
   ROS's default QoS (reliable) hears the simulator as it hears the robot.
   camera_node reads the raw frames with the QoS of its parameters (reliable by
   default: large frames are fragmented, and a reliable reader gets lost
-  fragments resent).
+  fragments resent). camera_node's output, the policy's frames, has this QoS
+  too: keep last 1 never queues an old frame, and a frame lost on a loaded
+  machine is resent instead of leaving the policy the frame of the period
+  before (on sim time a control tick waits for its instant's frame).
 * :data:`COMMAND` -- arm commands, task state: reliable, depth 10. The
   gripper is commanded through franka_gripper's actions (:class:`Action`).
 * :data:`LATCHED` -- policy weights: reliable, transient local, depth 1; a
@@ -107,7 +110,7 @@ class Topic:
 JOINT_STATES = Topic("/joint_states", JointState, SENSOR, JOINT_STATE_PUBLISHER)
 CAMERA_IMAGE = Topic("/camera/{camera}/image_raw", Image, DRIVER)   #: the simulator's cameras (format: camera=)
 CAMERA_INFO = Topic("/camera/{camera}/camera_info", CameraInfo, DRIVER)
-POLICY_IMAGE = Topic("/policy/camera/scene/image", Image, SENSOR)   #: camera_node's output, the policy's input
+POLICY_IMAGE = Topic("/policy/camera/scene/image", Image, DRIVER)   #: camera_node's output, the policy's input
 TASK_STATE = Topic("/sim/task_state", TaskState, COMMAND)
 ARM_COMMAND = Topic("/fr3_position_controller/commands", Float64MultiArray, COMMAND)
 #: the stack's arm command: a JointTrajectoryController on the FR3's position interface (config/franka_controllers.yaml)
