@@ -1,7 +1,10 @@
 """YAML configuration files: load, merge, and ``dotted.key=value`` overrides.
 
 Every tool that reads a config file (``pretrain``, ``train-rl``, the learner
-node) uses these three functions, so an override means the same everywhere.
+node) uses these functions, so an override means the same everywhere. A
+*spec* (:func:`split_spec`) is one string that names a file and overrides
+on top of it, as a launch argument carries them: ``world:=`` and
+``distill_config:=`` take one.
 """
 from __future__ import annotations
 
@@ -51,3 +54,49 @@ def apply_overrides(cfg: dict[str, Any], overrides: list[str]) -> dict[str, Any]
                 pass
         node[parts[-1]] = value
     return cfg
+
+
+def spec_items(spec: str, what: str) -> list[str]:
+    """The items of a spec: split at spaces outside brackets, so ``train_params=[encoders, unet.up]`` stays
+    one item. ValueError naming ``what`` for unbalanced brackets."""
+    items, depth, cur = [], 0, ""
+    for ch in str(spec or "").strip():
+        if ch in "[(":
+            depth += 1
+        elif ch in "])":
+            depth -= 1
+        if ch.isspace() and depth <= 0:
+            if cur:
+                items.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    if depth != 0:
+        raise ValueError(f"{what} {spec!r}: unbalanced brackets")
+    if cur:
+        items.append(cur)
+    return items
+
+
+def split_spec(spec: str | None, what: str) -> tuple[str | None, dict[str, Any]]:
+    """(the first item when it is not an override, else None; the ``key=value`` overrides) of a spec such as
+    ``"distill_augmented.yaml augment_warp=0.5 offline_steps=500"``. Values are parsed as YAML (``0.5``,
+    ``[encoders, unet.up]``, ``true``); the caller resolves the first item (a preset name or a file) and
+    checks the keys. ValueError naming ``what`` and the item for an item it cannot read."""
+    import yaml
+
+    base: str | None = None
+    overrides: dict[str, Any] = {}
+    for i, item in enumerate(spec_items(spec or "", what)):
+        if "=" in item:
+            key, raw = item.split("=", 1)
+            try:
+                overrides[key.strip()] = yaml.safe_load(raw)
+            except yaml.YAMLError:
+                raise ValueError(f"{what} override {item!r}: the value is not valid YAML") from None
+        elif i == 0:
+            base = item
+        else:
+            raise ValueError(f"{what} {spec!r}: {item!r} is neither the first item (a preset or a file) nor a "
+                             "key=value override")
+    return base, overrides

@@ -3,6 +3,7 @@ it is deterministic on fixed data, that it resumes, that its saved policy is an 
 policy side of its weights (refused when of another architecture or corrupt; the last good ones kept)."""
 from __future__ import annotations
 
+from dataclasses import replace
 from types import SimpleNamespace
 
 import numpy as np
@@ -138,6 +139,21 @@ def test_bad_settings_are_refused_naming_the_field(tmp_path, text, message):
     f.write_text(text + "\n")
     with pytest.raises(ValueError, match=message):
         load_distill_config(f)
+
+
+def test_a_spec_overrides_keys_of_its_file_or_of_the_default(tmp_path):
+    f = tmp_path / "base.yaml"
+    f.write_text("train_params: [encoders, unet.up]\naugment_warp: 1.0\noffline_steps: 1000\n")
+    cfg = load_distill_config(f"{f} augment_warp=0.5 train_params=[unet.up, unet.final]")
+    assert (cfg.augment_warp, cfg.offline_steps, cfg.train_params) == (0.5, 1000, ("unet.up", "unet.final"))
+    default = load_distill_config("")
+    assert load_distill_config("offline_steps=7") == replace(default, offline_steps=7)
+    for spec, message in ((f"{f} augment_wrap=0.5", "with overrides \\['augment_wrap'\\]: unknown key"),
+                          (f"{f} augment_warp=2", "augment_warp: got 2; expected a number in \\[0, 1\\]"),
+                          (f"{f} extra.yaml", "'extra.yaml' is neither the first item"),
+                          (f"{f} train_params=[unet.up", "unbalanced brackets")):
+        with pytest.raises(ValueError, match=message):
+            load_distill_config(spec)
 
 
 def test_augmentation_reaches_the_loss_and_is_named_at_start(ckpt):

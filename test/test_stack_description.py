@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from mechanic_rl_ros.stack import description
 from rosenv import REPO
 
@@ -157,6 +159,21 @@ def test_distill_config_goes_to_learner_and_policy_alike_and_a_bad_one_stops_the
             assert all(w in str(exc) for w in words), str(exc)
         else:
             raise AssertionError(f"distill_config {given} was accepted")
+
+
+def test_distill_config_overrides_reach_both_nodes_and_the_offline_stage_hold(tmp_path):
+    aug = str((REPO / "config" / "distill_augmented.yaml").resolve())
+    for given, sent in (("distill_augmented.yaml augment_warp=0.5 offline_steps=40",
+                         f"{aug} augment_warp=0.5 offline_steps=40"),
+                        ("offline_steps=40", f"{(REPO / 'config' / 'distill.yaml').resolve()} offline_steps=40")):
+        specs = {s.name: s for s in description.nodes({"algorithm": "distill", "distill_config": given,
+                                                       "demos": str(tmp_path)}, REPO / "config")}
+        assert specs["learner_node"].overrides["distill_config"] == sent
+        assert specs["policy_node"].overrides["distill_config"] == sent
+        assert specs["policy_node"].overrides["start_after_updates"] == 40
+    with pytest.raises(ValueError, match="launch argument distill_config.*augment_warp: got 3"):
+        description.nodes({"algorithm": "distill", "distill_config": "distill_augmented.yaml augment_warp=3"},
+                          REPO / "config")
 
 
 def test_policy_node_holds_the_first_episode_for_the_learners_offline_stage_with_demonstrations(tmp_path):

@@ -67,7 +67,7 @@ PARAMETERS = [
     Param("critic_checkpoint_every", 1000, "algorithm select: [gradient steps] between two checkpoints (and "
           "always at shutdown)", range=(1, None)),
     Param("distill_config", "", "algorithm distill: YAML of the distillation settings (trained layers, demo "
-          "fraction, UTD), shared with policy_node; '' = config/distill.yaml"),
+          "fraction, UTD) and/or key=value overrides, shared with policy_node; '' = config/distill.yaml"),
     Param("demos", "", "algorithm distill: directory of demonstration bags mixed into every batch (mechanic-rl "
           "collect --out, or ros2 bag record of the stack's topics); '' = none"),
     Param("weights_publish_every", 100, "algorithm distill: [gradient steps] between two published policy weights",

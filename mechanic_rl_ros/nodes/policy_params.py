@@ -21,7 +21,7 @@ PARAMETERS = [
           "decision from the policy whose trained layers (distill_config's train_params) the learner publishes; "
           "must match learner_node's", choices=("select", "dppo", "distill")),
     Param("distill_config", "", "algorithm distill: YAML of the distillation settings (which layers cross the "
-          "wire), shared with learner_node; '' = config/distill.yaml"),
+          "wire) and/or key=value overrides, shared with learner_node; '' = config/distill.yaml"),
     Param("select_config", "", "algorithm select: YAML of the selection settings (N, critic size), shared with "
           "learner_node; '' = config/select.yaml"),
     Param("stochastic", True, "algorithm dppo: true = sample the denoising chain (DPPO exploration; its log-probabilities go to the "

@@ -99,22 +99,33 @@ class DistillConfig:
         return d
 
 
-def load_distill_config(path: str | Path | None = None, **overrides: Any) -> DistillConfig:
-    """config/distill.yaml (or ``path``) with ``overrides`` (those not None) on top; an unknown key or a bad
-    value raises ValueError naming it and the file."""
-    from mechanic_rl_ros.config_files import load_yaml
+def load_distill_config(spec: str | Path | None = None, **overrides: Any) -> DistillConfig:
+    """The settings a spec names, with ``overrides`` (those not None) on top.
 
-    p = Path(path) if path else DEFAULT_DISTILL_CONFIG
+    ``spec``: '' or None = config/distill.yaml; else a file and/or ``key=value`` overrides separated by
+    spaces (:func:`~mechanic_rl_ros.config_files.split_spec`), e.g. ``"distill_augmented.yaml
+    augment_warp=0.5"`` or ``"offline_steps=200"`` (on config/distill.yaml), so a variant of a settings file
+    needs no copy of it. An unknown key, a bad value or an unreadable item raises ValueError naming it and
+    the file."""
+    from mechanic_rl_ros.config_files import load_yaml, split_spec
+
+    if isinstance(spec, Path):
+        first, changed = str(spec), {}
+    else:
+        first, changed = split_spec(spec, "distill config")
+    p = Path(first).expanduser() if first else DEFAULT_DISTILL_CONFIG
     raw = dict(load_yaml(p) or {})
+    raw.update(changed)
     raw.update({k: v for k, v in overrides.items() if v is not None})
+    source = f"{p} with overrides {sorted(changed)}" if changed else str(p)
     known = {f.name for f in fields(DistillConfig)}
     unknown = sorted(set(raw) - known)
     if unknown:
-        raise ValueError(f"distill config {p}: unknown key(s) {unknown}; expected some of {sorted(known)}")
+        raise ValueError(f"distill config {source}: unknown key(s) {unknown}; expected some of {sorted(known)}")
     try:
         return DistillConfig(**raw)
     except (TypeError, ValueError) as exc:
-        raise ValueError(f"{p}: {exc}") from None
+        raise ValueError(f"{source}: {exc}") from None
 
 
 def trained_names(net: torch.nn.Module, prefixes: Sequence[str]) -> list[str]:

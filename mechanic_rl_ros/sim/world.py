@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from mechanic_rl_ros.config_files import spec_items, split_spec
 from mechanic_rl_ros.resources import package_file
 from mechanic_rl_ros.sim.model import DISTRACTOR_MASS, SceneConfig  # noqa: F401 (DISTRACTOR_MASS: docs)
 
@@ -314,27 +315,6 @@ def read_world_file(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def _split(spec: str) -> list[str]:
-    """Split a spec at spaces outside brackets (``camera_position_offset=[0, 0.02, 0]`` stays one item)."""
-    items, depth, cur = [], 0, ""
-    for ch in spec:
-        if ch in "[(":
-            depth += 1
-        elif ch in "])":
-            depth -= 1
-        if ch.isspace() and depth <= 0:
-            if cur:
-                items.append(cur)
-            cur = ""
-        else:
-            cur += ch
-    if depth != 0:
-        raise ValueError(f"world {spec!r}: unbalanced brackets")
-    if cur:
-        items.append(cur)
-    return items
-
-
 def _base_path(name: str) -> Path:
     """A preset's file, or ``name`` as a path; ValueError naming the presets when it is neither."""
     looks_like_path = "/" in name or name.endswith((".yaml", ".yml")) or name.startswith(("~", "."))
@@ -348,24 +328,8 @@ def _base_path(name: str) -> Path:
 
 def parse_spec(spec: str | None) -> tuple[Path | None, dict[str, Any]]:
     """(the preset's or file's path or None, the ``field=value`` overrides) of a spec string."""
-    import yaml
-
-    items = _split(str(spec or "").strip())
-    base: Path | None = None
-    overrides: dict[str, Any] = {}
-    for i, item in enumerate(items):
-        if "=" in item:
-            key, raw = item.split("=", 1)
-            try:
-                overrides[key.strip()] = yaml.safe_load(raw)
-            except yaml.YAMLError:
-                raise ValueError(f"world override {item!r}: the value is not valid YAML") from None
-        elif i == 0:
-            base = None if item == DEFAULT_SPEC else _base_path(item)
-        else:
-            raise ValueError(f"world {spec!r}: {item!r} is neither the first item (a preset or file) nor a "
-                             "field=value override")
-    return base, overrides
+    first, overrides = split_spec(spec, "world")
+    return (None if first in (None, DEFAULT_SPEC) else _base_path(first)), overrides
 
 
 def load_world(spec: str | World | None = None) -> World:
@@ -389,7 +353,7 @@ def load_world(spec: str | World | None = None) -> World:
 def absolute_spec(spec: str) -> str:
     """``spec`` with a relative file path made absolute (from the current directory), so that a process
     started elsewhere reads the same file; presets and overrides are kept as they are."""
-    items = _split(str(spec or "").strip())
+    items = spec_items(spec or "", "world")
     if items and "=" not in items[0] and items[0] != DEFAULT_SPEC:
         path = _base_path(items[0])
         if not str(path).startswith(str(package_file(*PRESET_DIR))):

@@ -46,7 +46,8 @@ ARGUMENTS: tuple[Argument, ...] = (
              "(mechanic-rl collect --out, or ros2 bag record of the stack's topics); '' = none"),
     Argument("distill_config", "", "algorithm distill: YAML of the distillation settings, read by learner_node and "
              "policy_node alike (which layers train and cross the wire; config/distill_encoder.yaml trains the camera "
-             "encoder too, for a changed scene); '' = config/distill.yaml"),
+             "encoder too, for a changed scene), and/or key=value overrides separated by spaces, e.g. "
+             "distill_config:='distill_augmented.yaml augment_warp=0.5'; '' = config/distill.yaml"),
     Argument("interventions", "none", "sim = the simulated operator (operator_node, config/operator.yaml) takes over "
              "through the teleop topics when the policy is about to fail, as a person would (sim:=true only); none = "
              "no simulated operator. A person with a SpaceMouse or gamepad can take over in any case (README "
@@ -201,26 +202,32 @@ def nodes(values: Mapping[str, str], config_dir: Path) -> list[NodeSpec]:
     return specs
 
 
-def stack_distill_config(path: str, config_dir: Path) -> dict[str, str]:
+def stack_distill_config(spec: str, config_dir: Path) -> dict[str, str]:
     """The ``distill_config`` parameter both learner_node and policy_node get ({} for their configured one),
-    checked here so that a bad file stops the launch before any node starts (ValueError naming the argument
-    and the field). A relative path is taken from the current directory; a bare file name that is not there,
-    from ``config_dir`` (the stack's parameter files)."""
-    if not path.strip():
+    checked here so that a bad file or override stops the launch before any node starts (ValueError naming the
+    argument and the field). ``spec``: a file and/or ``key=value`` overrides (:func:`load_distill_config`); a
+    relative path is taken from the current directory, a bare file name that is not there from ``config_dir``
+    (the stack's parameter files), and overrides alone apply to ``config_dir``'s distill.yaml."""
+    if not spec.strip():
         return {}
+    from mechanic_rl_ros.config_files import spec_items, split_spec
     from mechanic_rl_ros.rl.distill import load_distill_config
 
-    p = Path(os.path.expanduser(path))
+    first, _ = split_spec(spec, "launch argument distill_config")
+    items = spec_items(spec, "launch argument distill_config")
+    p = Path(os.path.expanduser(first)) if first else config_dir / "distill.yaml"
     if not p.is_absolute() and not p.exists() and len(p.parts) == 1 and (config_dir / p).is_file():
         p = config_dir / p
     if not p.is_file():
-        raise ValueError(f"launch argument distill_config: {path!r} is not a file; expected a YAML of distillation "
-                         f"settings (config/distill.yaml's keys) or '' for config/distill.yaml")
+        raise ValueError(f"launch argument distill_config: {first!r} is not a file; expected a YAML of distillation "
+                         f"settings (config/distill.yaml's keys) and/or key=value overrides, or '' for "
+                         f"config/distill.yaml")
+    resolved = " ".join([str(p.resolve()), *(items[1:] if first else items)])
     try:
-        load_distill_config(p)
+        load_distill_config(resolved)
     except ValueError as exc:
         raise ValueError(f"launch argument distill_config: {exc}") from None
-    return {"distill_config": str(p.resolve())}
+    return {"distill_config": resolved}
 
 
 def offline_stage(algorithm: str, demos: str, distill: Mapping[str, str], config_dir: Path) -> int:
