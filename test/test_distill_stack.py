@@ -61,7 +61,10 @@ def test_distilled_layers_reach_the_policy_and_the_run_leaves_a_checkpoint(tmp_p
         n = len(obs.transitions)
         assert obs.spin_until(lambda: len(obs.transitions) > n + 10, 120), text()[-3000:]
         assert {t.policy_version for t in obs.transitions[n:]} == {3}
-        diag = obs.diagnostics.get("learner_node", {})
+        # its /diagnostics come once a wall second from the learner's start: the episode can start before one is seen
+        assert obs.spin_until(lambda: int(obs.diagnostics.get("learner_node", {}).get("num_updates", 0)) >= 6, 30), \
+            obs.diagnostics
+        diag = obs.diagnostics["learner_node"]
         assert int(diag.get("num_updates", 0)) >= 6 and int(diag.get("demo_windows", 0)) > 0, diag
     finally:
         obs.close()

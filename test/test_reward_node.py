@@ -17,7 +17,7 @@ from rclpy.duration import Duration
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from mechanic_rl_ros.control import fr3
-from mechanic_rl_ros.msg import EpisodeEvent, StepReward, Transition
+from mechanic_rl_ros.msg import EpisodeEvent, LearnerStats, StepReward, Transition
 from mechanic_rl_ros.wire import topics
 
 from rosenv import fresh_domain_id, start_python
@@ -122,6 +122,57 @@ def test_with_wait_for_policy_the_first_episode_waits_until_policy_node_says_it_
         stopped.publish(Int64(data=-1))  # policy_node: ready, no episode commanded yet
         assert spin_until(started, 30), logs()
         assert [e.episode for e in events if e.event == EpisodeEvent.START] == [0]
+
+
+def test_learner_pace_holds_an_episode_start_until_the_learner_caught_up_or_owes_nothing(tmp_path):
+    """learner_pace 600 per robot minute: one gradient step per control step. The harness plays the policy and
+    the learner (its LearnerStats on the wire)."""
+    with sim_and_reward(tmp_path, f"max_steps:={MAX_STEPS}", "learner_pace:=600.0", "wait_for_policy:=true") as (
+            node, events, spin_until, logs):
+        clock: list = []
+        node.create_subscription(Clock, "/clock", lambda m: clock.append(m.clock), 10)
+        cmd = node.create_publisher(JointTrajectory, "/fr3_position_trajectory_controller/joint_trajectory", RELIABLE)
+        trans = node.create_publisher(Transition, "/learner/transitions", topics.TRANSITIONS.profile(100))
+        stopped = node.create_publisher(Int64, "/policy/stopped", LATCHED)
+        stats = node.create_publisher(LearnerStats, "/learner/stats", topics.LEARNER_STATS.qos)
+
+        def started(episode):
+            return any(e.event == EpisodeEvent.START and e.episode == episode for e in events)
+
+        def learner(updates, owed):
+            stats.publish(LearnerStats(num_updates=updates, updates_owed=owed))
+
+        def play(episode):
+            assert spin_until(lambda: clock and started(episode), 60), logs()
+            for step in range(MAX_STEPS):
+                stamp = clock[-1]
+                t0 = stamp.sec + stamp.nanosec * 1e-9
+                tr = Transition(episode=episode, step=step, chunk=step, chunk_step=0, policy_version=0)
+                tr.header.stamp = stamp
+                trans.publish(tr)
+                cmd.publish(JointTrajectory(joint_names=list(fr3.JOINT_NAMES), points=[JointTrajectoryPoint(
+                    positions=[float(v) for v in fr3.Q_HOME], velocities=[0.0] * 7, accelerations=[0.0] * 7,
+                    time_from_start=Duration(seconds=0.1).to_msg())]))
+                assert spin_until(lambda: clock[-1].sec + clock[-1].nanosec * 1e-9 >= t0 + 0.1 - 1e-6, 10), logs()
+            assert spin_until(lambda: any(e.event == EpisodeEvent.TIMEOUT and e.episode == episode
+                                          for e in events), 20), logs()
+            stopped.publish(Int64(data=episode))
+
+        assert spin_until(lambda: stats.get_subscription_count() > 0, 60), logs()
+        learner(40, 100)  # an offline stage of 40 steps before the first episode: not the online phase's
+        spin_until(lambda: False, 1.0)
+        stopped.publish(Int64(data=-1))  # policy_node: ready
+        play(0)  # the first episode is never held
+        learner(42, 100)  # 2 of the 5 steps 5 control steps call for, and steps owed: episode 1 waits
+        assert spin_until(lambda: "episode 1 waits: the learner made 2 of 5 gradient steps" in
+                          (tmp_path / "reward.log").read_text(), 30), logs()
+        assert not spin_until(lambda: started(1), 2.0), logs()
+        learner(45, 95)  # caught up
+        play(1)
+        learner(47, 0)  # behind (7 of 10) but nothing owed: the learner has nothing to learn, the arm goes on
+        assert spin_until(lambda: started(2), 30), logs()
+        text = (tmp_path / "reward.log").read_text()
+        assert "episode 1 starts: the learner has caught up" in text and "episode 2 waits" not in text, logs()
 
 
 def test_real_mode_homes_the_arm_with_the_configured_command_type(tmp_path):

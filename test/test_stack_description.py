@@ -186,3 +186,12 @@ def test_policy_node_holds_the_first_episode_for_the_learners_offline_stage_with
         specs = {s.name: s for s in description.nodes(values, REPO / "config")}
         assert specs["policy_node"].overrides["start_after_updates"] == steps, values
         assert specs["reward_node"].overrides["wait_for_policy"] is True
+
+
+def test_learner_pace_reaches_reward_node_and_a_bad_one_stops_the_launch():
+    specs = {s.name: s for s in description.nodes({"learner_pace": "120"}, REPO / "config")}
+    assert specs["reward_node"].overrides["learner_pace"] == 120.0
+    assert {s.name: s for s in description.nodes({}, REPO / "config")}["reward_node"].overrides["learner_pace"] == 0.0
+    for bad in ("-5", "fast", "nan", "inf"):
+        with pytest.raises(ValueError, match=f"launch argument learner_pace: got '{bad}'; expected gradient steps"):
+            description.nodes({"learner_pace": bad}, REPO / "config")

@@ -11,7 +11,9 @@ on the fine-tuned denoiser (:mod:`mechanic_rl_ros.rl.online_dppo`). The node
   after a restart) and counts every refusal;
 * runs the learning the learner owes on a worker thread, publishes its payload as ``PolicyWeights``
   (reliable, transient-local, depth 1: a restarted policy gets the latest at once) every
-  ``publish_every`` of its steps, with ``LearnerStats`` and a status marker, and ``/diagnostics``;
+  ``publish_every`` of its steps with a status marker, ``LearnerStats`` (steps made and owed: reward_node's
+  ``learner_pace`` reads them) every ``stats_every`` steps, with every publication and when it has caught
+  up, and ``/diagnostics``;
 * checkpoints the learner every ``checkpoint_every`` steps and at shutdown into ``<run_dir>/learner``,
   and resumes from there when it exists (:func:`~mechanic_rl_ros.rl.learner.open_learner`).
 
@@ -100,8 +102,11 @@ PARAMETERS = [
           "success rate"),
     Param("weights_topic", topics.WEIGHTS.name, "where new versioned weights go (mechanic_rl_ros/PolicyWeights, "
           "reliable, transient-local)"),
-    Param("stats_topic", topics.LEARNER_STATS.name, "mechanic_rl_ros/LearnerStats with every publication of weights "
-          "(losses, Mechanic scale, success rate), for rqt"),
+    Param("stats_topic", topics.LEARNER_STATS.name, "mechanic_rl_ros/LearnerStats every stats_every steps, with "
+          "every publication of weights and when the learner has caught up (losses, Mechanic scale, success rate, "
+          "steps made and owed), for rqt and reward_node's learner_pace"),
+    Param("stats_every", 10, "[learner steps] between two LearnerStats (their losses are the means over them)",
+          range=(1, None)),
     Param("marker_topic", topics.LEARNER_STATUS_TEXT.name, "visualization_msgs/MarkerArray text with the key figures, for "
           "RViz"),
     Param("history_depth", 2000, "[messages] transient-local history asked of the transition and reward "
@@ -152,6 +157,7 @@ class LearnerNode(Node):
         self.create_timer(cfg["diagnostics_period"], self._publish_diagnostics, clock=rclpy.clock.Clock())
         if self.learner.trained:
             self._publish_weights()  # a restarted learner re-announces its latest weights at once
+            self._publish_stats({})
         self.get_logger().info(
             f"learner ready ({'resumed from ' + str(self.dir) if resumed else 'fresh from ' + cfg['checkpoint']}, "
             f"checkpoints to {self.dir}): {self.learner.ready_line()}")
@@ -213,6 +219,7 @@ class LearnerNode(Node):
             learner = self.learner
             stats: dict[str, list[float]] = {}
             t0, samples = time.perf_counter(), 0.0
+            every = int(self.cfg["stats_every"])
             while learner.owed() > 0 and not self.stopping and rclpy.ok(context=self.context):
                 before = learner.steps
                 result = learner.step()
@@ -227,15 +234,20 @@ class LearnerNode(Node):
                 for k, v in result.stats.items():
                     stats.setdefault(k, []).append(v)
                 samples += result.samples
-                if n % learner.publish_every == 0 or n == learner.offline_steps:  # policy_node waits for the latter
+                publish = n % learner.publish_every == 0 or n == learner.offline_steps  # policy_node waits for it
+                if publish:
+                    self._publish_weights()
+                if publish or n % every == 0:
                     self.last_stats = {k: float(np.nanmean(v)) for k, v in stats.items()}
                     self.samples_per_s = samples / max(time.perf_counter() - t0, 1e-9)
-                    self._publish_weights()
                     self._publish_stats(self.last_stats)
-                    self.get_logger().info(learner.summary(self.last_stats) + " published")
                     stats, samples, t0 = {}, 0.0, time.perf_counter()
+                if publish:
+                    self.get_logger().info(learner.summary(self.last_stats) + " published")
                 if n % learner.checkpoint_every == 0:
                     self.save()
+            if learner.steps and learner.owed() == 0 and not self.stopping:
+                self._publish_stats(self.last_stats)  # caught up: nothing holds the episodes for it
         except Exception as exc:  # keep learning later; say why this went wrong
             if rclpy.ok(context=self.context):
                 self.learner.counts["updates_failed"] += 1
@@ -256,6 +268,7 @@ class LearnerNode(Node):
         m = LearnerStats()
         m.header.stamp = self.get_clock().now().to_msg()
         m.num_updates, m.policy_version = int(r.num_updates), int(r.version)
+        m.updates_owed = int(self.learner.owed())
         for f in ("actor_loss", "critic_loss", "approx_kl", "clip_fraction", "actor_scale", "critic_scale"):
             setattr(m, f, float(stats.get(f, float("nan"))))
         m.samples_per_second = float(self.samples_per_s)

@@ -31,7 +31,10 @@ A thin adapter around :class:`mechanic_rl_ros.control.episodes.EpisodeBook`.
 * when policy_node stops commanding in the running episode while the robot is
   fine (a person's teleop stream went silent while they steered: the arm
   holds), the episode ends with ``ABORTED`` too, and the next one starts;
-* publishes ``/diagnostics`` (episodes, success rate, late steps, robot errors).
+* with ``learner_pace`` > 0, holds each episode's start until the learner (its ``LearnerStats``) has made
+  that many gradient steps per robot minute while it still owes some (:mod:`mechanic_rl_ros.control.pace`):
+  a simulated run then learns as much per robot minute whatever the machine's speed;
+* publishes ``/diagnostics`` (episodes, success rate, late steps, robot errors, time held for the learner).
 """
 from __future__ import annotations
 
@@ -44,8 +47,9 @@ from diagnostic_msgs.msg import DiagnosticStatus
 from rclpy.node import Node
 from std_msgs.msg import String
 
-from mechanic_rl_ros.msg import EpisodeEvent, StepReward, TaskState, Transition
+from mechanic_rl_ros.msg import EpisodeEvent, LearnerStats, StepReward, TaskState, Transition
 from mechanic_rl_ros.control.episodes import EpisodeBook, EpisodeConfig, Outcome, StepResult, TaskSample
+from mechanic_rl_ros.control.pace import LearnerPace, PaceConfig
 from mechanic_rl_ros.nodes.franka import FrankaRecovery
 from mechanic_rl_ros.nodes.reward_home import HomeMotion
 from mechanic_rl_ros.nodes.reward_params import PARAMETERS, home_safety_config
@@ -112,6 +116,11 @@ class RewardNode(Node):
         if cfg["policy_stopped_topic"]:
             self.create_subscription(t.POLICY_STOPPED.type, cfg["policy_stopped_topic"], self._on_policy_stopped,
                                      t.POLICY_STOPPED.qos)
+        self.pace = LearnerPace(PaceConfig(float(cfg["learner_pace"]), float(cfg["control_dt"]),
+                                           float(cfg["learner_pace_max_wait"])))
+        if self.pace.enabled:
+            self.create_subscription(LearnerStats, cfg["learner_stats_topic"], self._on_learner_stats,
+                                     t.LEARNER_STATS.qos)
         self.watch_robot = bool(cfg["robot_state_topic"])
         self.automatic_recovery = cfg["recovery"] == "automatic" or (cfg["recovery"] == "auto" and self.sim)
         if self.watch_robot:
@@ -123,7 +132,9 @@ class RewardNode(Node):
                                            self._on_recovery_done)
         self.create_timer(cfg["diagnostics_period"], self._publish_diagnostics, clock=rclpy.clock.Clock())
         self.create_timer(0.05, self._drive_episodes, clock=rclpy.clock.Clock())
-        self.get_logger().info(f"reward node ready: mode={cfg['mode']} reward={cfg['reward']} max_steps={cfg['max_steps']}")
+        self.get_logger().info(f"reward node ready: mode={cfg['mode']} reward={cfg['reward']} max_steps={cfg['max_steps']}"
+                               + (f", each episode's start held until the learner has made {cfg['learner_pace']:g} "
+                                  f"gradient steps per robot minute" if self.pace.enabled else ""))
 
     # ----------------------------------------------------------- episodes
     def _drive_episodes(self) -> None:
@@ -146,7 +157,7 @@ class RewardNode(Node):
                                    f"loads the policy, and holds the first episode for the learner's offline stage "
                                    f"if there is one", throttle_duration_sec=30.0)
             return
-        if not self._policy_stopped():
+        if not self._policy_stopped() or not self._learner_caught_up():
             return
         self.resetting, self.reset_started = True, time.monotonic()
         if self.sim:
@@ -181,6 +192,25 @@ class RewardNode(Node):
                                   f"{self.cfg['policy_stop_timeout']} s ({self.cfg['policy_stopped_topic']}); "
                                   f"resetting anyway")
         self.policy_stopped = self.ended[0]
+        return True
+
+    def _on_learner_stats(self, msg: LearnerStats) -> None:
+        self.pace.on_stats(int(msg.num_updates), int(msg.updates_owed))
+
+    def _learner_caught_up(self) -> bool:
+        """False while learner_pace holds the next episode for the learner (logged; the hold is counted)."""
+        holding, gave_up = self.pace.holding_since is not None, self.pace.gave_up
+        why = self.pace.hold(time.monotonic())
+        if why is not None:
+            self.get_logger().info(f"episode {self.next_episode} waits: {why}", throttle_duration_sec=30.0)
+            return False
+        if self.pace.gave_up > gave_up:
+            self.get_logger().warning(f"episode {self.next_episode} starts although the learner is behind: it did "
+                                      f"not catch up within learner_pace_max_wait {self.cfg['learner_pace_max_wait']} "
+                                      f"s (last report: {self.pace.updates} gradient steps, {self.pace.owed} owed)")
+        elif holding:
+            self.get_logger().info(f"episode {self.next_episode} starts: the learner has caught up "
+                                   f"({self.pace.updates} gradient steps at {self.pace.robot_minutes:.2f} robot min)")
         return True
 
     def _on_reset_done(self, future) -> None:
@@ -219,6 +249,7 @@ class RewardNode(Node):
             msg.success, msg.terminal, msg.truncated = r.success, r.terminal, r.truncated
             self.reward_pub.publish(msg)
             self.counts["rewards_published"] += 1
+            self.pace.on_step()
             if r.outcome is not None:
                 self.ended = (r.episode, time.monotonic())
                 self.counts["episodes"] += 1
@@ -374,6 +405,9 @@ class RewardNode(Node):
         rate = sum(self.outcomes) / len(self.outcomes) if self.outcomes else 0.0
         values = {**self.counts, "episode": self.book.episode, "late_steps": self.book.late_steps,
                   "pending_steps": self.book.pending_steps(), "success_rate": f"{rate:.3f}"}
+        if self.pace.enabled:
+            values.update(learner_pace_holds=self.pace.holds, learner_pace_held_s=f"{self.pace.held_seconds:.1f}",
+                          learner_pace_gave_up=self.pace.gave_up, learner_updates=self.pace.updates)
         message = f"episode {self.book.episode} {'running' if self.book.running else 'resetting'}"
         publish_diagnostics(self, self.diag_pub, "reward_node: episodes", self.cfg["mode"], DiagnosticStatus.OK,
                             message, values)

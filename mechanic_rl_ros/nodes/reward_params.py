@@ -62,6 +62,15 @@ PARAMETERS = [
     Param("wait_for_policy", False, "start no episode before policy_node says on policy_stopped_topic that it is "
           "ready (-1: it holds the first episode for the learner's offline stage, start_after_updates); the launch "
           "sets it"),
+    Param("learner_pace", 0.0, "[gradient steps per robot minute] hold each episode's start (the arm at rest) "
+          "until the learner has made this many gradient steps per robot minute since the first episode, while it "
+          "still owes steps (control/pace.py): a simulated run then learns as much per robot minute on any machine, "
+          "as a robot with a learner of that speed would; on the arm it makes the arm wait at home. 0 = never hold",
+          range=(0.0, None)),
+    Param("learner_stats_topic", topics.LEARNER_STATS.name, "mechanic_rl_ros/LearnerStats: the learner's gradient "
+          "steps made and owed, for learner_pace"),
+    Param("learner_pace_max_wait", 600.0, "[wall s] learner_pace holds one episode's start at most this long (a "
+          "learner that stopped reporting does not stop the episodes)", range=(0.001, None)),
     Param("policy_stop_timeout", 2.0, "[wall s] a reset waits at most this long for policy_node's stop", range=(0.0, None)),
     Param("robot_state_topic", topics.ROBOT_STATE.name, "franka_msgs/FrankaRobotState from "
           "franka_robot_state_broadcaster; empty = do not watch the robot's mode (no reflex is then seen)"),

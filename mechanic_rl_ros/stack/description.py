@@ -62,6 +62,9 @@ ARGUMENTS: tuple[Argument, ...] = (
     Argument("run_dir", "runs/finetune", "where the learner writes checkpoints and logs, and resumes from; a "
              "relative path is taken from the current directory"),
     Argument("episodes", "0", "stop starting new episodes after this many (0 = run until stopped)"),
+    Argument("learner_pace", "0", "[gradient steps per robot minute] hold each episode's start until the learner "
+             "has made this many gradient steps per robot minute (while it owes some): a simulated run then learns "
+             "as much per robot minute on any machine; 0 = never hold (the learner makes what the machine allows)"),
     Argument("rviz", "false", "start RViz with config/finetune.rviz", BOOL),
     Argument("realtime_priority", "0", "on a robot (sim:=false): SCHED_RR priority of policy_node and reward_node "
              "(camera_node 5 lower), above every normal process; 0 = the normal scheduler (README 'On a real FR3')"),
@@ -104,6 +107,13 @@ def resolve(values: Mapping[str, str]) -> dict[str, str]:
     for name in ("episodes", "seed", "realtime_priority"):
         if not out[name].isdigit():
             raise ValueError(f"launch argument {name}: got {out[name]!r}; expected a whole number >= 0")
+    try:
+        pace = float(out["learner_pace"])
+    except ValueError:
+        pace = -1.0
+    if not pace >= 0.0 or pace == float("inf"):
+        raise ValueError(f"launch argument learner_pace: got {out['learner_pace']!r}; expected gradient steps per "
+                         f"robot minute >= 0 (0 = never hold)")
     if int(out["realtime_priority"]) > 98:
         raise ValueError(f"launch argument realtime_priority: got {out['realtime_priority']}; expected 0-98")
     for name, value in out.items():
@@ -180,7 +190,7 @@ def nodes(values: Mapping[str, str], config_dir: Path) -> list[NodeSpec]:
         specs[-1].overrides["workspace_min"] = [float(lo[0]), float(lo[1]), float(lo[2]) + world.table_height]
     reward: dict[str, object] = {**common, "mode": "sim" if sim else "real", "command_topic": v["command_topic"],
                                  "command_type": v["command_type"], "wait_for_policy": True,
-                                 "max_episodes": int(v["episodes"])}
+                                 "max_episodes": int(v["episodes"]), "learner_pace": float(v["learner_pace"])}
     if sim:  # the simulated task's own time limit
         from mechanic_rl_ros.sim.tasks import TASKS
 

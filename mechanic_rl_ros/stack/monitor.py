@@ -177,8 +177,12 @@ class MonitorNode:
                 line = progress.on_episode_end(m.episode, m.event, m.steps, m.episode_return, m.intervened_steps)
                 print(line, flush=True)
 
+        printed = [-1]  # the offline stage's progress is printed every 100 gradient steps
+
         def on_stats(m):
-            if not self._seen:  # learning before any episode ended: the offline stage the first episode waits for
+            if not self._seen and (printed[0] < 0 or m.num_updates >= printed[0] + 100):
+                # learning before any episode ended: the offline stage the first episode waits for
+                printed[0] = m.num_updates
                 print(f"[progress] before the first episode: the learner's offline stage at {m.num_updates} "
                       f"gradient steps (policy version {m.policy_version})", flush=True)
             progress.on_stats(m.num_updates, m.policy_version, m.actor_scale, m.actor_loss, m.critic_loss,
