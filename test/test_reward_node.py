@@ -71,35 +71,55 @@ def sim_and_reward(tmp_path, *reward_params):
     assert reward.returncode == 0, logs()
 
 
+class PolicyHarness:
+    """The harness's policy_node: waits for an episode's START, executes MAX_STEPS steps of it on sim time (a
+    Transition and a command each) until the TIMEOUT, and says when it stopped commanding."""
+
+    def __init__(self, node, events, spin_until, logs):
+        self.events, self.spin_until, self.logs = events, spin_until, logs
+        self.clock: list = []
+        node.create_subscription(Clock, "/clock", lambda m: self.clock.append(m.clock), 10)
+        self.cmd = node.create_publisher(JointTrajectory, "/fr3_position_trajectory_controller/joint_trajectory",
+                                         RELIABLE)
+        self.trans = node.create_publisher(Transition, "/learner/transitions", topics.TRANSITIONS.profile(100))
+        self.stopped = node.create_publisher(Int64, "/policy/stopped", LATCHED)
+
+    def started(self, episode: int) -> bool:
+        return any(e.event == EpisodeEvent.START and e.episode == episode for e in self.events)
+
+    def play(self, episode: int) -> None:
+        """Everything of ``episode`` up to its TIMEOUT, the stop not yet said (:meth:`stop`)."""
+        clock, spin_until = self.clock, self.spin_until
+        assert spin_until(lambda: clock and self.started(episode), 60), self.logs()
+        for step in range(MAX_STEPS):
+            stamp = clock[-1]
+            t0 = stamp.sec + stamp.nanosec * 1e-9
+            tr = Transition(episode=episode, step=step, chunk=step, chunk_step=0, policy_version=0)
+            tr.header.stamp = stamp
+            self.trans.publish(tr)
+            self.cmd.publish(JointTrajectory(joint_names=list(fr3.JOINT_NAMES), points=[JointTrajectoryPoint(
+                positions=[float(v) for v in fr3.Q_HOME], velocities=[0.0] * 7, accelerations=[0.0] * 7,
+                time_from_start=Duration(seconds=0.1).to_msg())]))
+            assert spin_until(lambda: clock[-1].sec + clock[-1].nanosec * 1e-9 >= t0 + 0.1 - 1e-6, 10), self.logs()
+        assert spin_until(lambda: any(e.event == EpisodeEvent.TIMEOUT and e.episode == episode
+                                      for e in self.events), 20), self.logs()
+
+    def stop(self, episode: int) -> None:
+        self.stopped.publish(Int64(data=episode))
+
+
 def test_rewards_episodes_and_resets(tmp_path):
     with sim_and_reward(tmp_path, f"max_steps:={MAX_STEPS}", "reward:=shaped") as (node, events, spin_until, logs):
-        clock: list = []
         rewards: list[StepReward] = []
-        node.create_subscription(Clock, "/clock", lambda m: clock.append(m.clock), 10)
         node.create_subscription(StepReward, "/reward/step", rewards.append, RELIABLE)
-        cmd = node.create_publisher(JointTrajectory, "/fr3_position_trajectory_controller/joint_trajectory", RELIABLE)
-        trans = node.create_publisher(Transition, "/learner/transitions", topics.TRANSITIONS.profile(100))
-        stopped = node.create_publisher(Int64, "/policy/stopped", LATCHED)
+        policy = PolicyHarness(node, events, spin_until, logs)
         for episode in range(2):
-            assert spin_until(lambda: clock and any(e.event == EpisodeEvent.START and e.episode == episode
-                                                    for e in events), 60), logs()
-            for step in range(MAX_STEPS):
-                stamp = clock[-1]
-                t0 = stamp.sec + stamp.nanosec * 1e-9
-                tr = Transition(episode=episode, step=step, chunk=step, chunk_step=0, policy_version=0)
-                tr.header.stamp = stamp
-                trans.publish(tr)
-                cmd.publish(JointTrajectory(joint_names=list(fr3.JOINT_NAMES), points=[JointTrajectoryPoint(
-                    positions=[float(v) for v in fr3.Q_HOME], velocities=[0.0] * 7, accelerations=[0.0] * 7,
-                    time_from_start=Duration(seconds=0.1).to_msg())]))
-                assert spin_until(lambda: clock[-1].sec + clock[-1].nanosec * 1e-9 >= t0 + 0.1 - 1e-6, 10), logs()
-            assert spin_until(lambda: any(e.event == EpisodeEvent.TIMEOUT and e.episode == episode
-                                          for e in events), 20), logs()
+            policy.play(episode)
             if episode == 0:
                 # the next reset waits for the policy's stop (policy_stop_timeout 2 s); the harness says it late
-                assert not spin_until(lambda: any(e.event == EpisodeEvent.START and e.episode == 1 for e in events),
-                                      1.0), "a reset started before the policy said it stopped commanding"
-            stopped.publish(Int64(data=episode))
+                assert not spin_until(lambda: policy.started(1), 1.0), \
+                    "a reset started before the policy said it stopped commanding"
+            policy.stop(episode)
         spin_until(lambda: len(rewards) >= 2 * MAX_STEPS, 5)  # rewards and events travel on different topics
         ours = [(r.episode, r.step) for r in rewards]
         assert ours == [(e, s) for e in range(2) for s in range(MAX_STEPS)], ours
@@ -129,48 +149,27 @@ def test_learner_pace_holds_an_episode_start_until_the_learner_caught_up_or_owes
     the learner (its LearnerStats on the wire)."""
     with sim_and_reward(tmp_path, f"max_steps:={MAX_STEPS}", "learner_pace:=600.0", "wait_for_policy:=true") as (
             node, events, spin_until, logs):
-        clock: list = []
-        node.create_subscription(Clock, "/clock", lambda m: clock.append(m.clock), 10)
-        cmd = node.create_publisher(JointTrajectory, "/fr3_position_trajectory_controller/joint_trajectory", RELIABLE)
-        trans = node.create_publisher(Transition, "/learner/transitions", topics.TRANSITIONS.profile(100))
-        stopped = node.create_publisher(Int64, "/policy/stopped", LATCHED)
+        policy = PolicyHarness(node, events, spin_until, logs)
         stats = node.create_publisher(LearnerStats, "/learner/stats", topics.LEARNER_STATS.qos)
-
-        def started(episode):
-            return any(e.event == EpisodeEvent.START and e.episode == episode for e in events)
 
         def learner(updates, owed):
             stats.publish(LearnerStats(num_updates=updates, updates_owed=owed))
 
-        def play(episode):
-            assert spin_until(lambda: clock and started(episode), 60), logs()
-            for step in range(MAX_STEPS):
-                stamp = clock[-1]
-                t0 = stamp.sec + stamp.nanosec * 1e-9
-                tr = Transition(episode=episode, step=step, chunk=step, chunk_step=0, policy_version=0)
-                tr.header.stamp = stamp
-                trans.publish(tr)
-                cmd.publish(JointTrajectory(joint_names=list(fr3.JOINT_NAMES), points=[JointTrajectoryPoint(
-                    positions=[float(v) for v in fr3.Q_HOME], velocities=[0.0] * 7, accelerations=[0.0] * 7,
-                    time_from_start=Duration(seconds=0.1).to_msg())]))
-                assert spin_until(lambda: clock[-1].sec + clock[-1].nanosec * 1e-9 >= t0 + 0.1 - 1e-6, 10), logs()
-            assert spin_until(lambda: any(e.event == EpisodeEvent.TIMEOUT and e.episode == episode
-                                          for e in events), 20), logs()
-            stopped.publish(Int64(data=episode))
-
         assert spin_until(lambda: stats.get_subscription_count() > 0, 60), logs()
         learner(40, 100)  # an offline stage of 40 steps before the first episode: not the online phase's
         spin_until(lambda: False, 1.0)
-        stopped.publish(Int64(data=-1))  # policy_node: ready
-        play(0)  # the first episode is never held
+        policy.stop(-1)  # policy_node: ready
+        policy.play(0)  # the first episode is never held
+        policy.stop(0)
         learner(42, 100)  # 2 of the 5 steps 5 control steps call for, and steps owed: episode 1 waits
         assert spin_until(lambda: "episode 1 waits: the learner made 2 of 5 gradient steps" in
                           (tmp_path / "reward.log").read_text(), 30), logs()
-        assert not spin_until(lambda: started(1), 2.0), logs()
+        assert not spin_until(lambda: policy.started(1), 2.0), logs()
         learner(45, 95)  # caught up
-        play(1)
+        policy.play(1)
+        policy.stop(1)
         learner(47, 0)  # behind (7 of 10) but nothing owed: the learner has nothing to learn, the arm goes on
-        assert spin_until(lambda: started(2), 30), logs()
+        assert spin_until(lambda: policy.started(2), 30), logs()
         text = (tmp_path / "reward.log").read_text()
         assert "episode 1 starts: the learner has caught up" in text and "episode 2 waits" not in text, logs()
 
