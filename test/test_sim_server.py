@@ -126,6 +126,35 @@ def test_lockstep_advances_one_control_period_per_command_or_idle_timeout():
         server.env.close()
 
 
+def test_a_reset_late_in_the_idle_wait_gives_the_new_episodes_first_command_the_whole_wait():
+    """The stack held the arm between episodes for most of the wait (learner_pace); the reset then comes, and
+    the policy's first trajectory a little later: the period must not have run on without it."""
+    server, _, _ = make_server(mode="lockstep", idle=1.0)
+    ended: list[float] = []
+
+    def one_period():  # on its own thread, which renders, so the renderer is closed there too
+        try:
+            server.control_period()
+            ended.append(server.env.sim.time)
+        finally:
+            server.env.close()
+
+    period = threading.Thread(target=one_period)
+    period.start()
+    threading.Event().wait(0.8)
+    assert server.call("reset", 7, timeout=5.0) is None
+    t_reset = server.env.sim.time
+    threading.Event().wait(0.5)  # past the wait counted from before the reset
+    running, idle = period.is_alive(), server.stats["idle_periods"]
+    q = server.env.sim.joint_state()["position"][:7]
+    server.command_trajectory(hold_trajectory(q, server.last_reset_stamp))
+    period.join(5.0)
+    assert running and idle == 0, "the period ran on without the new episode's first command"
+    assert server.stats["commands_applied"] == 1 and server.stats["idle_periods"] == 0
+    assert server.stats["late_trajectories"] == 0
+    assert ended[0] - t_reset == pytest.approx(server.control_dt)
+
+
 def test_a_malformed_arm_command_is_rejected_with_its_source():
     server, _, rejected = make_server(mode="lockstep", arm_controller="forward", command_source="/cmd")
     try:

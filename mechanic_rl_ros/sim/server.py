@@ -572,7 +572,10 @@ class RobotServer:
 
         Other requests (gripper, reset, recovery) are applied as they come and the wait goes on: in lockstep the
         gripper command policy_node sends after a tick's trajectory must not start the next period before the
-        next tick's trajectory (the sim would run ahead of the stack and read that trajectory late).
+        next tick's trajectory (the sim would run ahead of the stack and read that trajectory late). A reset
+        starts the wait anew: the stack may hold the arm at rest between episodes for longer than the wait
+        (reward_node's learner_pace), and the new episode's first trajectory, stamped at the reset instant,
+        gets the whole wait, not what the hold left of it.
         """
         got_arm = False
         deadline = time.monotonic() + block_for
@@ -603,6 +606,8 @@ class RobotServer:
                                   throttle_duration_sec=1.0)
             else:
                 self._answer(req)
+                if req.kind == "reset":
+                    deadline = time.monotonic() + block_for
             if got_arm and self.lockstep:
                 return True
 
