@@ -72,15 +72,30 @@ def steps_of(obs, episode: int) -> list:
 
 def test_a_person_takes_over_moves_the_arm_within_the_limits_and_hands_back(stack):
     obs, logs = stack["obs"], stack["logs"]
-    assert obs.spin_until(lambda: len(obs.transitions) >= 5, 180), logs()
-    episode = obs.transitions[-1].episode
-    # three times the speed limit along +y, then holding the close button at rest, then released
-    stream(stack, 2.5, linear=(0.0, 3.0, 0.0))
-    stream(stack, 1.0, buttons=(1, 0))
-    stream(stack, 0.3)  # released
-    assert obs.spin_until(lambda: any(not t.intervention and t.step > max(
-        (u.step for u in steps_of(obs, episode) if u.intervention), default=1e9) for t in steps_of(obs, episode)),
-        60), logs()
+    log = stack["tmp"] / "policy.log"
+    # the scripted device is a loop in the test process, which shares the cores with the stack: stalled for
+    # teleop_timeout (0.5 s) on a loaded machine, its stream is found lost and the episode given up, as a
+    # device's would be; the person then tries again in the next episode, at most three times
+    tried: set[int] = set()  # (a lost stream's ABORTED event may come after its log line)
+    for _ in range(3):
+        ended = tried | {e.episode for e in obs.events if e.event in (*ENDS, EpisodeEvent.ABORTED)}
+        assert obs.spin_until(lambda: any(t.episode not in ended and t.step >= 5 for t in obs.transitions), 180), \
+            logs()
+        episode = max(t.episode for t in obs.transitions if t.episode not in ended)
+        tried.add(episode)
+        # three times the speed limit along +y, then holding the close button at rest, then released
+        stream(stack, 2.5, linear=(0.0, 3.0, 0.0))
+        stream(stack, 1.0, buttons=(1, 0))
+        stream(stack, 0.3)  # released
+        lost = re.compile(rf"episode {episode} step \d+: no teleop message")
+        if obs.spin_until(lambda: any(not t.intervention and t.step > max(
+                (u.step for u in steps_of(obs, episode) if u.intervention), default=1e9)
+                for t in steps_of(obs, episode)) or lost.search(log.read_text()), 60) \
+                and not lost.search(log.read_text()):
+            break
+        assert lost.search(log.read_text()), ("the policy did not take back the episode", episode, logs())
+    else:
+        pytest.fail(f"the stream was found lost in three episodes in a row\n{logs()}")
     steps = steps_of(obs, episode)
     person = [t for t in steps if t.intervention]
     assert len(person) >= 10, logs()
