@@ -11,10 +11,11 @@ and 2 500 on another, and simulated results depend on the machine's speed.
 minute so far and still owes steps (it learns from what it was given, never waits for nothing), and never
 longer than ``max_wait`` wall seconds at one start (a learner that stopped answering does not stop the arm
 for good). Robot minutes are control steps executed (``control_dt`` each), as everywhere in the project.
-Pure Python: reward_node feeds it the learner's ``LearnerStats`` and the executed steps.
+Pure Python: reward_node feeds it the learner's ``LearnerStats`` and asks with its count of executed steps.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 
@@ -28,7 +29,7 @@ class PaceConfig:
     max_wait: float = 600.0
 
     def __post_init__(self) -> None:
-        if not self.rate >= 0.0:
+        if not 0.0 <= self.rate < math.inf:
             raise ValueError(f"learner_pace: got {self.rate}; expected gradient steps per robot minute >= 0 "
                              f"(0 = no pacing)")
         if not self.control_dt > 0.0:
@@ -42,7 +43,6 @@ class LearnerPace:
 
     def __init__(self, cfg: PaceConfig):
         self.cfg = cfg
-        self.control_steps = 0
         #: the learner's last report: gradient steps made and still owed; None before the first
         self.updates: int | None = None
         self.owed = 0
@@ -61,23 +61,15 @@ class LearnerPace:
     def on_stats(self, num_updates: int, updates_owed: int) -> None:
         self.updates, self.owed = int(num_updates), int(updates_owed)
 
-    def on_step(self) -> None:
-        """One control step executed."""
-        self.control_steps += 1
+    def robot_minutes(self, control_steps: int) -> float:
+        return control_steps * self.cfg.control_dt / 60.0
 
-    @property
-    def robot_minutes(self) -> float:
-        return self.control_steps * self.cfg.control_dt / 60.0
-
-    def target(self) -> float:
-        """[gradient steps] the learner should have made by now, counted from the first episode's start."""
-        return (self.baseline or 0) + self.cfg.rate * self.robot_minutes
-
-    def hold(self, now: float) -> str | None:
-        """Why the next episode waits for the learner at wall time ``now`` [s], or None when it may start.
+    def hold(self, now: float, control_steps: int) -> str | None:
+        """Why the next episode waits for the learner at wall time ``now`` [s], after ``control_steps``
+        executed, or None when it may start.
 
         Call it only when everything else lets the episode start; a None ends the current hold."""
-        why = self._behind() if self.enabled else None
+        why = self._behind(control_steps) if self.enabled else None
         if why is not None and self.holding_since is None:
             self.holding_since, self.holds = now, self.holds + 1
         if why is not None and now - self.holding_since > self.cfg.max_wait:
@@ -91,12 +83,12 @@ class LearnerPace:
                 self.baseline = self.updates or 0
         return why
 
-    def _behind(self) -> str | None:
+    def _behind(self, control_steps: int) -> str | None:
         if self.updates is None or self.baseline is None:
             return None  # nothing heard yet, or the first episode: nothing online to catch up with
-        target = self.target()
-        if self.updates >= target or self.owed <= 0:
+        minutes = self.robot_minutes(control_steps)
+        due = self.cfg.rate * minutes  # counted from the first episode's start
+        if self.updates - self.baseline >= due or self.owed <= 0:
             return None
-        return (f"the learner made {self.updates - self.baseline} of {target - self.baseline:.0f} gradient steps "
-                f"for {self.robot_minutes:.2f} robot min at learner_pace {self.cfg.rate:g} per robot min "
-                f"({self.owed} owed)")
+        return (f"the learner made {self.updates - self.baseline} of {due:.0f} gradient steps for {minutes:.2f} "
+                f"robot min at learner_pace {self.cfg.rate:g} per robot min ({self.owed} owed)")

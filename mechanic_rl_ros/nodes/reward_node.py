@@ -200,7 +200,8 @@ class RewardNode(Node):
     def _learner_caught_up(self) -> bool:
         """False while learner_pace holds the next episode for the learner (logged; the hold is counted)."""
         holding, gave_up = self.pace.holding_since is not None, self.pace.gave_up
-        why = self.pace.hold(time.monotonic())
+        steps = self.counts["rewards_published"]  # every executed step is rewarded once
+        why = self.pace.hold(time.monotonic(), steps)
         if why is not None:
             self.get_logger().info(f"episode {self.next_episode} waits: {why}", throttle_duration_sec=30.0)
             return False
@@ -210,7 +211,7 @@ class RewardNode(Node):
                                       f"s (last report: {self.pace.updates} gradient steps, {self.pace.owed} owed)")
         elif holding:
             self.get_logger().info(f"episode {self.next_episode} starts: the learner has caught up "
-                                   f"({self.pace.updates} gradient steps at {self.pace.robot_minutes:.2f} robot min)")
+                                   f"({self.pace.updates} gradient steps at {self.pace.robot_minutes(steps):.2f} robot min)")
         return True
 
     def _on_reset_done(self, future) -> None:
@@ -249,7 +250,6 @@ class RewardNode(Node):
             msg.success, msg.terminal, msg.truncated = r.success, r.terminal, r.truncated
             self.reward_pub.publish(msg)
             self.counts["rewards_published"] += 1
-            self.pace.on_step()
             if r.outcome is not None:
                 self.ended = (r.episode, time.monotonic())
                 self.counts["episodes"] += 1

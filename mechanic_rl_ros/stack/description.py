@@ -107,13 +107,13 @@ def resolve(values: Mapping[str, str]) -> dict[str, str]:
     for name in ("episodes", "seed", "realtime_priority"):
         if not out[name].isdigit():
             raise ValueError(f"launch argument {name}: got {out[name]!r}; expected a whole number >= 0")
+    from mechanic_rl_ros.control.pace import PaceConfig
+
     try:
-        pace = float(out["learner_pace"])
+        PaceConfig(rate=float(out["learner_pace"]))  # reward_node's own check, before any node starts
     except ValueError:
-        pace = -1.0
-    if not pace >= 0.0 or pace == float("inf"):
         raise ValueError(f"launch argument learner_pace: got {out['learner_pace']!r}; expected gradient steps per "
-                         f"robot minute >= 0 (0 = never hold)")
+                         f"robot minute >= 0 (0 = never hold)") from None
     if int(out["realtime_priority"]) > 98:
         raise ValueError(f"launch argument realtime_priority: got {out['realtime_priority']}; expected 0-98")
     for name, value in out.items():
