@@ -30,7 +30,7 @@ test -f "runs/ev_${world}_offline_s$seed/eval.json" ||
     $cli eval --checkpoint "$off/learner/policy" --world "$world" --episodes 200 --threads 1 \
         --out "runs/ev_${world}_offline_s$seed"
 $py -m mechanic_rl_ros.stack.runner checkpoint:="$PWD/$off/learner/policy" algorithm:=distill \
-    distill_config:="$PWD/studies/distill_recover_operator.yaml" demos:="$PWD/runs/demos_clean50" \
+    distill_config:="$PWD/config/distill_recover.yaml augment_warp=1" demos:="$PWD/runs/demos_clean50" \
     world:="$world" interventions:=sim seed:="$seed" run_dir:="$run" \
     --set operator_node.off_centre_rule=false --robot-minutes 30
 $cli eval --checkpoint "$run/learner/policy" --world "$world" --episodes 200 --threads 1 \

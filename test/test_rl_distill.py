@@ -4,6 +4,7 @@ policy side of its weights (refused when of another architecture or corrupt; the
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -154,6 +155,13 @@ def test_a_spec_overrides_keys_of_its_file_or_of_the_default(tmp_path):
                           (f"{f} train_params=[unet.up", "unbalanced brackets")):
         with pytest.raises(ValueError, match=message):
             load_distill_config(spec)
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (Path(__file__).resolve().parents[1] / "config").glob("distill*.yaml")))
+def test_every_shipped_distillation_config_loads(name):
+    """Each config/distill*.yaml is a valid distillation setting (the launch argument resolves bare names there)."""
+    cfg = load_distill_config(Path(__file__).resolve().parents[1] / "config" / name)
+    assert cfg.train_params and 0.0 <= cfg.demo_fraction <= 1.0
 
 
 def test_augmentation_reaches_the_loss_and_is_named_at_start(ckpt):
