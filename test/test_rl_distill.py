@@ -4,13 +4,13 @@ policy side of its weights (refused when of another architecture or corrupt; the
 from __future__ import annotations
 
 from dataclasses import replace
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 
+from rosenv import REPO
 from stack_fixtures import make_checkpoint
 
 from mechanic_rl_ros.control.decision import Decision
@@ -157,10 +157,10 @@ def test_a_spec_overrides_keys_of_its_file_or_of_the_default(tmp_path):
             load_distill_config(spec)
 
 
-@pytest.mark.parametrize("name", sorted(p.name for p in (Path(__file__).resolve().parents[1] / "config").glob("distill*.yaml")))
+@pytest.mark.parametrize("name", sorted(p.name for p in (REPO / "config").glob("distill*.yaml")))
 def test_every_shipped_distillation_config_loads(name):
     """Each config/distill*.yaml is a valid distillation setting (the launch argument resolves bare names there)."""
-    cfg = load_distill_config(Path(__file__).resolve().parents[1] / "config" / name)
+    cfg = load_distill_config(REPO / "config" / name)
     assert cfg.train_params and 0.0 <= cfg.demo_fraction <= 1.0
 
 

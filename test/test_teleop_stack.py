@@ -70,15 +70,19 @@ def steps_of(obs, episode: int) -> list:
     return sorted((t for t in obs.transitions if t.episode == episode), key=lambda t: t.step)
 
 
+def ended_episodes(obs) -> set[int]:
+    """The episodes that have ended, given up (ABORTED) included."""
+    return {e.episode for e in obs.events if e.event in (*ENDS, EpisodeEvent.ABORTED)}
+
+
 def episode_ended(obs, episode: int) -> bool:
-    """Whether ``episode`` has ended, given up (ABORTED) included."""
-    return any(e.episode == episode and e.event in (*ENDS, EpisodeEvent.ABORTED) for e in obs.events)
+    return episode in ended_episodes(obs)
 
 
 def running_episode(stack, skip: set[int], min_step: int) -> int:
     """The newest episode that has not ended (nor is in ``skip``), once it has reached ``min_step``."""
     obs = stack["obs"]
-    ended = skip | {e.episode for e in obs.events if e.event in (*ENDS, EpisodeEvent.ABORTED)}
+    ended = skip | ended_episodes(obs)
     assert obs.spin_until(lambda: any(t.episode not in ended and t.step >= min_step for t in obs.transitions),
                           180), stack["logs"]()
     return max(t.episode for t in obs.transitions if t.episode not in ended)
