@@ -30,17 +30,26 @@ def ckpt(tmp_path_factory):
     return d
 
 
+@pytest.fixture(scope="module")
+def ckpt64(tmp_path_factory):
+    """Pictures large enough that the encoder's last feature map has more than one cell: at 32 px its spatial
+    softmax sees one cell and its features do not depend on the picture."""
+    d = tmp_path_factory.mktemp("distill64") / "ckpt"
+    make_checkpoint(d, image_size=64)
+    return d
+
+
 def learner(ckpt, **cfg) -> OnlineDistill:
     torch.manual_seed(0)
     policy = DiffusionPolicy.from_checkpoint(ckpt).eval()
-    demos = SequenceDataset(synthetic_episodes(n=3, length=20, image_size=SIZE, seed=1), policy.cfg)
+    demos = SequenceDataset(synthetic_episodes(n=3, length=20, image_size=policy.cfg.image_size, seed=1), policy.cfg)
     return OnlineDistill(policy, DistillConfig(**{"batch_size": 8, **cfg}), demos=demos, publish_every=2)
 
 
 def decision(policy, episode: int, chunk: int, seed: int) -> Decision:
     c = policy.cfg
     rng = np.random.default_rng(seed)
-    obs = {"images": {"scene": rng.integers(0, 256, (c.obs_horizon, SIZE, SIZE, 3), dtype=np.uint8)},
+    obs = {"images": {"scene": rng.integers(0, 256, (c.obs_horizon, c.image_size, c.image_size, 3), dtype=np.uint8)},
            "qpos": rng.normal(size=(c.obs_horizon, 7)).astype(np.float32),
            "gripper": rng.uniform(0, 0.08, (c.obs_horizon, 1)).astype(np.float32)}
     chain = rng.uniform(-1, 1, (1, c.pred_horizon, c.action_dim)).astype(np.float32)
@@ -76,8 +85,14 @@ def test_a_decision_that_does_not_fit_the_policy_is_refused_naming_the_field(ckp
     assert online.counts["decisions_refused"] == 1
 
 
-@pytest.mark.parametrize("augment", [{}, {"augment_color": 1.0, "augment_warp": 1.0}], ids=["plain", "augmented"])
-def test_the_learner_is_deterministic_on_fixed_data_offline_stage_first(ckpt, augment):
+ALIGN = {"objective": "align", "train_params": ("encoders",)}
+
+
+@pytest.mark.parametrize("augment", [{}, {"augment_color": 1.0, "augment_warp": 1.0},
+                                     {**ALIGN, "augment_color": 1.0, "augment_warp": 1.0}],
+                         ids=["plain", "augmented", "align"])
+def test_the_learner_is_deterministic_on_fixed_data_offline_stage_first(request, augment):
+    ckpt = request.getfixturevalue("ckpt64" if "objective" in augment else "ckpt")  # align needs a feature map
     runs = []
     for _ in range(2):
         online = learner(ckpt, offline_steps=2, **augment)
@@ -126,7 +141,55 @@ def test_resumed_learner_continues_where_it_stopped_and_its_policy_is_a_checkpoi
     assert all(torch.equal(params[k], v) for k, v in at_save.items())
 
 
+def test_align_trains_the_encoder_alone_towards_the_starting_features_on_demonstrations(ckpt64):
+    online = learner(ckpt64, offline_steps=3, augment_color=1.0, augment_warp=1.0, **ALIGN)
+    d = online.distiller
+    rng = np.random.default_rng(3)  # textured pictures (the synthetic demonstrations' are flat colour)
+    c = d.policy.cfg
+    images = {"scene": torch.from_numpy(rng.integers(0, 256, (4, c.obs_horizon, c.image_size, c.image_size, 3),
+                                                     dtype=np.uint8))}
+    unchanged = learner(ckpt64, offline_steps=3, augment_pad=0, **ALIGN).distiller
+    assert float(unchanged.align_loss(images).detach()) == 0.0  # the recorded pictures keep their features
+    assert float(d.align_loss(images).detach()) > 0.0  # shifted, jittered and warped ones do not
+    before = {k: v.clone() for k, v in online.policy.net.state_dict().items()}
+    feed(online, 0, 3, True)
+    assert online.owed() == 3  # kept chunks owe nothing: they have no recorded picture to align to
+    assert d.batch()["demo_rows"] == d.cfg.batch_size
+    while online.owed():
+        assert online.step().refused is None
+    after = online.policy.net.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(k.startswith("encoders.") for k in changed)
+    assert set(online.payload().tensors) == set(trained_names(online.policy.net, ("encoders",)))
+    assert "encoder alignment" in online.ready_line()
+
+
+def test_an_aligning_learner_resumes_with_its_starting_encoder(ckpt64, tmp_path, monkeypatch):
+    import mechanic_rl_ros.rl.online_distill as module
+
+    online = learner(ckpt64, offline_steps=4, augment_warp=1.0, **ALIGN)
+    online.step()
+    online.save(tmp_path / "learner")
+    monkeypatch.setattr(module, "load_demos", lambda *a: online.distiller.demos)  # read from disk in a real resume
+    back = OnlineDistill.load(tmp_path / "learner", {"demos": "the same"})
+    teacher, again = online.distiller.teacher.state_dict(), back.distiller.teacher.state_dict()
+    assert all(torch.equal(teacher[k], again[k]) for k in teacher)  # not the trained encoder it was saved with
+    assert back.owed() == 3 and online.step().stats["actor_loss"] == back.step().stats["actor_loss"]
+    state = online.distiller.state_dict()
+    del state["teacher"]
+    with pytest.raises(ValueError, match="teacher"):
+        back.distiller.load_state_dict(state)
+
+
+def test_align_without_demonstrations_is_refused(ckpt):
+    policy = DiffusionPolicy.from_checkpoint(ckpt).eval()
+    with pytest.raises(ValueError, match="objective: align learns from the demonstrations"):
+        OnlineDistill(policy, DistillConfig(**ALIGN), demos=None)
+
+
 @pytest.mark.parametrize("text, message", [
+    ("objective: bc", "objective: got 'bc'; expected diffusion or align"),
+    ("objective: align\ntrain_params: [encoders, unet.up]", "train_params: .*expected prefixes under encoders"),
     ("demo_fraction: 1.5", "demo_fraction"),
     ("augment_kept: maybe", "augment_kept: got 'maybe'; expected true or false"),
     ("augment_color: 1.5", "augment_color: got 1.5; expected a number in \\[0, 1\\]"),

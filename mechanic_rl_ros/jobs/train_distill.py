@@ -81,8 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     g = ap.add_argument_group("learner", "config/distill.yaml (or --distill-config); a flag given overrides it")
     g.add_argument("--distill-config", metavar="SPEC",
                    help="distillation settings: a YAML file and/or key=value overrides separated by spaces, e.g. "
-                        "'config/distill_augmented.yaml augment_warp=0.5' (default: config/distill.yaml, as the "
-                        "stack)")
+                        "'config/distill_augmented.yaml augment_warp=0.5'; config/distill_align.yaml teaches the camera "
+                        "encoder a changed scene before any robot time (default: config/distill.yaml, as the stack)")
     g.add_argument("--seed", type=int, default=0, help="learner seed; training resets start at 1000 + 100 * seed")
     g.add_argument("--train-params", nargs="+", metavar="PREFIX",
                    help="parameter-name prefixes of the policy network to train, e.g. encoders unet.up "

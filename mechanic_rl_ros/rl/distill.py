@@ -16,12 +16,18 @@ are what crosses the wire (a few MB instead of the whole 17.6 MB network) and wh
 swaps in between chunks. The optimiser is ``Mechanic(Adam(lr=1))`` (no learning rate), or ``Adam(lr)``
 for comparisons. No ROS imports.
 
+A second objective (``objective: align``) trains only the camera encoder, offline on the
+demonstrations: its features of a jittered and warped window are pulled to the frozen starting encoder's
+features of the window as recorded, so a changed scene looks to the denoiser like the recorded one and the
+recorded scene keeps the behaviour it had (:meth:`Distiller.align_loss`; docs/world.md).
+
 Pieces: :class:`DistillConfig` (config/distill.yaml), :class:`ChunkReplay` (observation histories and
 the chunks to imitate, in a keyed ring saved without pickle), :class:`Distiller` (one gradient step on
 a mixed batch), :func:`distilled_layers` (the names, shapes and architecture id the policy node checks).
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 from dataclasses import asdict, dataclass, fields
@@ -30,12 +36,16 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from mechanic_rl_ros.policy.augment import ImageAugment
+from mechanic_rl_ros.policy.policy import random_shift
 from mechanic_rl_ros.resources import config_file
 
 from .replay import KeyedRing
 
+#: what the trained layers learn (:attr:`DistillConfig.objective`)
+OBJECTIVES = ("diffusion", "align")
 #: the stack's distillation settings, read by policy_node and learner_node alike
 DEFAULT_DISTILL_CONFIG = config_file("distill.yaml")
 FORMAT = "mechanic_rl_ros.distill_learner/1"
@@ -61,6 +71,10 @@ class DistillConfig:
     augment_kept: bool = True        #: false: colour and warp on the demonstration part of each batch only
     #: share of the eligible rows of a batch that colour and warp reach, drawn per row; the rest stay as recorded
     augment_share: float = 0.8
+    #: diffusion: the policy's own loss on demonstrations and kept chunks; align: only the camera encoder
+    #: trains, its features of each jittered, warped demonstration window pulled to the starting encoder's
+    #: features of the window as recorded (:meth:`Distiller.align_loss`; demonstrations only)
+    objective: str = "diffusion"
     optimizer: str = "mechanic"      #: mechanic (Mechanic(Adam(lr=1))) or adam (Adam(lr))
     lr: float = 1e-4                 #: only for optimizer=adam
     seed: int = 0
@@ -88,7 +102,11 @@ class DistillConfig:
                   ("successful_corrections_only", isinstance(self.successful_corrections_only, bool),
                    "true or false"),
                   ("optimizer", self.optimizer in ("mechanic", "adam"), "mechanic or adam"),
-                  ("train_params", len(self.train_params) > 0, "a non-empty list of parameter-name prefixes")]
+                  ("objective", self.objective in OBJECTIVES, " or ".join(OBJECTIVES)),
+                  ("train_params", len(self.train_params) > 0, "a non-empty list of parameter-name prefixes"),
+                  ("train_params", self.objective != "align" or all(p == "encoders" or p.startswith("encoders.")
+                                                                    for p in self.train_params),
+                   "prefixes under encoders only with objective align (the denoiser keeps its weights)")]
         for name, ok, expected in checks:
             if not ok:
                 raise ValueError(f"distill config {name}: got {getattr(self, name)!r}; expected {expected}")
@@ -213,6 +231,16 @@ def decision_row(cfg: Any, obs: Mapping[str, Any], action: np.ndarray) -> tuple[
     return images, lowdim, a
 
 
+def _encoder_features(encoders: torch.nn.ModuleDict, images: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """``[cameras, B * T_o, feature_dim]``: each camera's encoder on its uint8 ``[B, T_o, H, W, 3]`` frames, fed
+    as :meth:`~mechanic_rl_ros.policy.policy.NoiseNet.encode` feeds them."""
+    out = []
+    for cam, encoder in encoders.items():
+        x = torch.as_tensor(images[cam]).flatten(0, 1).permute(0, 3, 1, 2)
+        out.append(encoder(x.float().div(255.0) if x.dtype == torch.uint8 else x.float()))
+    return torch.stack(out)
+
+
 class Distiller:
     """One gradient step at a time of ``policy.net``'s ``train_params`` on a batch of kept chunks and
     demonstration windows (``demos``: a :class:`~mechanic_rl_ros.policy.dataset.SequenceDataset`, or None).
@@ -232,6 +260,13 @@ class Distiller:
             p.requires_grad_(n in chosen)
         self.params = [params[n] for n in self.names]
         self.opt = build_optimizer(cfg.optimizer, self.params, cfg.lr)
+        #: objective align: the starting camera encoder, frozen (the features a changed picture is pulled to)
+        self.teacher: torch.nn.ModuleDict | None = None
+        if cfg.objective == "align":
+            if demos is None:
+                raise ValueError("distill config objective: align learns from the demonstrations; got none "
+                                 "(give demos, or use objective diffusion)")
+            self.teacher = copy.deepcopy(policy.net.encoders).eval().requires_grad_(False)
         self.replay = ChunkReplay.for_policy(policy.cfg, cfg.keep_capacity)
         self.rng = np.random.default_rng(cfg.seed + 31)
         self.gen = torch.Generator().manual_seed(int(cfg.seed) + 37)
@@ -259,10 +294,10 @@ class Distiller:
 
     def batch(self) -> dict[str, Any]:
         """``batch_size`` windows: ``demo_fraction`` of them demonstrations (all of them while nothing is
-        kept), the rest kept chunks (all of them without demonstrations); ``demo_rows``: how many of the
-        first rows are demonstrations."""
+        kept), the rest kept chunks (all of them without demonstrations); with objective align all of them
+        demonstrations. ``demo_rows``: how many of the first rows are demonstrations."""
         b = self.cfg.batch_size
-        n_kept = len(self.replay)
+        n_kept = 0 if self.teacher is not None else len(self.replay)
         if self.demos is None and n_kept == 0:
             raise ValueError("nothing to distil: no demonstrations and no kept chunks")
         n_demo = b if n_kept == 0 else 0 if self.demos is None else int(round(b * self.cfg.demo_fraction))
@@ -300,10 +335,13 @@ class Distiller:
         try:
             batch = dict(self.batch() if batch is None else batch)
             demo_rows = batch.pop("demo_rows", None)
-            if self.augment.active and "images" in batch:
-                first = None if self.cfg.augment_kept or demo_rows is None else int(demo_rows)
-                batch["images"] = self.augment(batch["images"], self.gen, first=first)
-            loss = self.policy.compute_loss(batch, generator=self.gen, augment_pad=self.augment_pad)
+            if self.teacher is not None:
+                loss = self.align_loss(batch["images"])
+            else:
+                if self.augment.active and "images" in batch:
+                    first = None if self.cfg.augment_kept or demo_rows is None else int(demo_rows)
+                    batch["images"] = self.augment(batch["images"], self.gen, first=first)
+                loss = self.policy.compute_loss(batch, generator=self.gen, augment_pad=self.augment_pad)
             self.opt.zero_grad(set_to_none=True)
             stats = {"actor_loss": float(loss.detach()), "kept": float(len(self.replay))}
             finite = bool(torch.isfinite(loss))
@@ -320,13 +358,38 @@ class Distiller:
         finally:
             net.eval()
 
+    def align_loss(self, images: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Objective align: mean over cameras, frames and features of
+
+            || phi(aug(shift(o))) - phi_0(o) ||^2,
+
+        ``phi`` the trained camera encoder, ``phi_0`` the frozen starting one, ``o`` a demonstration window
+        as recorded, ``shift`` the pretraining's random shift and ``aug`` the colour and viewpoint
+        augmentation. A changed picture of a recorded scene is taught to look, after the encoder, like the
+        recorded picture did to the starting policy, so the denoiser it conditions need not change and the
+        recorded scene keeps its features (feature-level invariance with a frozen target, as in SODA:
+        Hansen & Wang, ICRA 2021)."""
+        with torch.no_grad():
+            target = _encoder_features(self.teacher, images)
+        seen = {c: random_shift(torch.as_tensor(images[c]), self.augment_pad, self.gen) for c in self.teacher}
+        if self.augment.active:
+            seen = self.augment(seen, self.gen)
+        return F.mse_loss(_encoder_features(self.policy.net.encoders, seen), target)
+
     # ------------------------------------------------------------ persistence
     def state_dict(self) -> dict[str, Any]:
-        return {"opt": self.opt.state_dict(), "steps": torch.tensor(self.steps),
-                "nonfinite_skipped": torch.tensor(self.nonfinite_skipped),
-                "gen": self.gen.get_state()}
+        state = {"opt": self.opt.state_dict(), "steps": torch.tensor(self.steps),
+                 "nonfinite_skipped": torch.tensor(self.nonfinite_skipped),
+                 "gen": self.gen.get_state()}
+        if self.teacher is not None:
+            state["teacher"] = {k: v.clone() for k, v in self.teacher.state_dict().items()}
+        return state
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        if self.teacher is not None:
+            if "teacher" not in state:
+                raise ValueError("distiller state: objective align but no starting encoder saved (teacher)")
+            self.teacher.load_state_dict(state["teacher"])
         self.opt.load_state_dict(state["opt"])
         self.steps = int(state["steps"])
         self.nonfinite_skipped = int(state["nonfinite_skipped"])

@@ -9,7 +9,9 @@ owes
     owed = offline_steps + floor(utd * decisions kept) - gradient steps made,
 
 so ``offline_steps`` on the demonstrations alone come before anything online, then ``utd`` steps per
-kept decision on batches half demonstrations, half kept chunks.
+kept decision on batches half demonstrations, half kept chunks. With ``objective: align`` (an offline
+stage that teaches the camera encoder a changed picture, :meth:`~mechanic_rl_ros.rl.distill.Distiller.align_loss`)
+only the ``offline_steps`` are owed: kept chunks have no recorded picture to be aligned to.
 
 Steps a person commanded (interventions, HIL-SERL: Luo et al. 2024) are demonstrations: each comes with
 the observation history it was commanded from, and its row imitates the commands sent from there, window
@@ -205,7 +207,7 @@ class OnlineDistill(Learner):
     def owed(self) -> int:
         with self.lock:
             kept = self.counts["decisions_kept"] + self.counts["corrections_kept"]
-            due = self.cfg.offline_steps + int(self.cfg.utd * kept)
+            due = self.cfg.offline_steps + (0 if self.cfg.objective == "align" else int(self.cfg.utd * kept))
             if self.distiller.demos is None and kept == 0:
                 due = 0
             return max(0, due - self.steps)
@@ -254,6 +256,10 @@ class OnlineDistill(Learner):
         demos = f"{len(d.demos)} demonstration windows ({self.demos_path})" if d.demos is not None else "no demonstrations"
         aug = (f"images jittered (colour {c.augment_color}, warp {c.augment_warp}, share {c.augment_share})"
                if d.augment.active else "no colour or warp augmentation")
+        if c.objective == "align":
+            return (f"encoder alignment: {n} parameters under {list(c.train_params)} pulled to the starting "
+                    f"encoder's features, {demos}, {aug}, {c.offline_steps} offline steps, optimizer={c.optimizer}, "
+                    f"{d.steps} gradient steps so far")
         return (f"distillation into the policy: {n} parameters under {list(c.train_params)} ({4 * n / 1e6:.1f} MB "
                 f"on the wire), {demos}, demo fraction {c.demo_fraction}, UTD {c.utd}, offline steps "
                 f"{c.offline_steps}, {aug}, optimizer={c.optimizer}, {d.steps} gradient steps so far")
