@@ -195,3 +195,36 @@ def test_distilled_policy_reproduces_its_first_evaluation_episodes(tmp_path):
     eval_400.json records and gives the same episodes when run again on this machine (see
     :func:`_reproduces_here`)."""
     _reproduces_here(["--checkpoint", str(DISTILL)], DISTILL / "eval_400.json", tmp_path)
+
+
+ALIGN = REPO / "checkpoints" / "lift_align"
+SHIFTS = ("wide_fov", "narrow_fov", "blue_cube", "green_cube")
+
+
+def test_aligned_policy_is_lift_demos_with_another_encoder_and_its_records_hold():
+    """checkpoints/lift_align: checkpoints/lift_demos after the align stage (its distill.yaml: 3 000 steps on the
+    50 clean demonstrations, learner seed 0, before any robot time), with its evaluations alone under four
+    changed scenes (200 episodes each) and on the training scene (400)."""
+    from mechanic_rl_ros.rl.distill import load_distill_config
+
+    policy = DiffusionPolicy.from_checkpoint(ALIGN)
+    demos = DiffusionPolicy.from_checkpoint(DEMOS)
+    assert policy.arch_id == demos.arch_id and policy.normalizer.to_dict() == demos.normalizer.to_dict()
+    cfg = load_distill_config(ALIGN / "distill.yaml")
+    assert (cfg.objective, cfg.offline_steps, cfg.optimizer, cfg.seed) == ("align", 3000, "mechanic", 0)
+    for (name, a), b in zip(policy.net.named_parameters(), demos.net.parameters()):
+        assert torch.equal(a, b) != name.startswith("encoders."), name  # the encoder alone changed
+    for world in SHIFTS:
+        ev = json.loads((ALIGN / f"eval_{world}.json").read_text())
+        assert ev["world"] == world and ev["seed"] == 100000
+        assert ev["episodes"] == len(ev["episodes_detail"]) == 200
+        assert sum(e["success"] for e in ev["episodes_detail"]) == ev["successes"] >= 180, world
+    ev = json.loads((ALIGN / "eval_400.json").read_text())
+    assert ev["seed"] == 100000 and ev["episodes"] == len(ev["episodes_detail"]) == 400
+    assert sum(e["success"] for e in ev["episodes_detail"]) == ev["successes"] >= 373
+
+
+def test_aligned_policy_reproduces_its_first_evaluation_episodes_under_a_changed_scene(tmp_path):
+    """`mechanic-rl eval --checkpoint checkpoints/lift_align --world blue_cube --threads 1` runs on the reset
+    seeds its eval_blue_cube.json records and gives the same episodes when run again on this machine."""
+    _reproduces_here(["--checkpoint", str(ALIGN), "--world", "blue_cube"], ALIGN / "eval_blue_cube.json", tmp_path)
