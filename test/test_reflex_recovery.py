@@ -45,7 +45,9 @@ def test_repeated_reflexes_on_the_wall_clock_are_all_recovered(tmp_path):
     make_checkpoint(tmp_path / "ckpt")
     domain = fresh_domain_id()
     log = open(tmp_path / "runner.log", "wb")
-    settings = fast_settings(tmp_path, episodes=1000)
+    # an episode budget smaller than the rounds: aborted episodes must not use it up (reward_node's
+    # max_episodes counts ended ones), or the stack stops starting episodes half way
+    settings = fast_settings(tmp_path, episodes=ROUNDS // 2)
     settings[settings.index("reward_node.max_steps=24")] = "reward_node.max_steps=60"
     runner = subprocess.Popen(
         [sys.executable, "-m", "mechanic_rl_ros.cli", "finetune", f"checkpoint:={tmp_path / 'ckpt'}",
@@ -72,6 +74,7 @@ def test_repeated_reflexes_on_the_wall_clock_are_all_recovered(tmp_path):
         obs.close()
         code = stop(runner)
     assert code == 0, text()[-5000:]
+    assert int(obs.diagnostics["reward_node"]["episodes"]) <= ROUNDS // 2, obs.diagnostics["reward_node"]
     learner = obs.diagnostics["learner_node"]
     assert int(learner["decisions_dropped_aborted"]) >= ROUNDS, learner
     # nothing of an aborted episode is in what the learner kept, nor can it come back after a restart

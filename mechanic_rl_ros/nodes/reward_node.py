@@ -150,8 +150,8 @@ class RewardNode(Node):
                                         f"{self.cfg['reset_timeout']} s; retrying")
                 self.resetting = False
             return
-        if self.cfg["max_episodes"] and self.next_episode >= self.cfg["max_episodes"]:
-            return
+        if self.cfg["max_episodes"] and self.counts["episodes"] >= self.cfg["max_episodes"]:
+            return  # (episodes that ended with an outcome; an aborted one is made up by the next)
         if self.cfg["wait_for_policy"] and not self.policy_heard:
             self.get_logger().info(f"waiting for policy_node to be ready ({self.cfg['policy_stopped_topic']}): it "
                                    f"loads the policy, and holds the first episode for the learner's offline stage "

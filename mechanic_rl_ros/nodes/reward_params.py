@@ -22,7 +22,8 @@ PARAMETERS = [
     Param("control_dt", 0.1, "[s] control period: step t is rewarded by the task state one period later",
           range=(0.001, None)),
     Param("terminate_on_success", True, "end the episode at its first successful state"),
-    Param("max_episodes", 0, "stop starting episodes after this many; 0 = never stop", range=(0, None)),
+    Param("max_episodes", 0, "stop starting episodes once this many have ended with an outcome (one aborted by a "
+          "robot fault does not count: nothing of it is learned from); 0 = never stop", range=(0, None)),
     Param("seed_base", 1000, "sim: episode e resets the simulator with seed seed_base + e", range=(0, None)),
     Param("success_window", 20, "[episodes] window of the success rate in /diagnostics", range=(1, None)),
     Param("history_depth", 2000, "[messages] reliable, transient-local history of step_reward_topic: a restarted "
