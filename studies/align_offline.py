@@ -29,15 +29,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mechanic_rl_ros.policy.policy import frame_features
+
 
 def features(net, images: dict[str, torch.Tensor]) -> torch.Tensor:
     """Per camera and frame encoder features, [cameras, B * T_o, feature_dim]."""
-    out = []
-    for cam in net.cameras:
-        x = images[cam].flatten(0, 1).permute(0, 3, 1, 2)
-        x = x.float().div(255.0) if x.dtype == torch.uint8 else x.float()
-        out.append(net.encoders[cam](x))
-    return torch.stack(out)
+    return torch.stack([frame_features(net.encoders[cam], images[cam]) for cam in net.cameras])
 
 
 def main() -> None:

@@ -37,6 +37,15 @@ from .unet import ConditionalUnet1D
 from .vision import ResNetEncoder
 
 
+def frame_features(encoder: nn.Module, frames: torch.Tensor, contiguous: bool = False) -> torch.Tensor:
+    """``[B * T, feature_dim]``: one camera's ``encoder`` on its ``[B, T, H, W, 3]`` frames (uint8, or floats
+    in [0, 1]), fed as an NCHW view of their NHWC memory (channels-last) or, ``contiguous``, as an NCHW copy."""
+    x = torch.as_tensor(frames).flatten(0, 1).permute(0, 3, 1, 2)
+    if contiguous:
+        x = x.contiguous()
+    return encoder(x.float().div(255.0) if x.dtype == torch.uint8 else x.float())
+
+
 class NoiseNet(nn.Module):
     """eps_theta(x_k, k, O): observation encoder + conditional U-Net.
 
@@ -62,13 +71,8 @@ class NoiseNet(nn.Module):
         """images: {cam: uint8 or float[B, T_o, H, W, 3]} (uint8 or [0, 1]); lowdim: [B, T_o, D] normalised."""
         feats = []
         for cam in self.cameras:
-            img = images[cam]
-            b, t = img.shape[:2]
-            x = img.flatten(0, 1).permute(0, 3, 1, 2)  # NCHW view of NHWC memory = channels-last
-            if not self.channels_last:
-                x = x.contiguous()
-            x = x.float().div(255.0) if x.dtype == torch.uint8 else x.float()
-            feats.append(self.encoders[cam](x).view(b, t, -1))
+            b, t = images[cam].shape[:2]
+            feats.append(frame_features(self.encoders[cam], images[cam], not self.channels_last).view(b, t, -1))
         if lowdim is not None:
             feats.append(lowdim)
         return torch.cat(feats, dim=-1).flatten(1)

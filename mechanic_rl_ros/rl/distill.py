@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 
 from mechanic_rl_ros.policy.augment import ImageAugment
-from mechanic_rl_ros.policy.policy import random_shift
+from mechanic_rl_ros.policy.policy import frame_features, random_shift
 from mechanic_rl_ros.resources import config_file
 
 from .replay import KeyedRing
@@ -232,13 +232,8 @@ def decision_row(cfg: Any, obs: Mapping[str, Any], action: np.ndarray) -> tuple[
 
 
 def _encoder_features(encoders: torch.nn.ModuleDict, images: Mapping[str, torch.Tensor]) -> torch.Tensor:
-    """``[cameras, B * T_o, feature_dim]``: each camera's encoder on its uint8 ``[B, T_o, H, W, 3]`` frames, fed
-    as :meth:`~mechanic_rl_ros.policy.policy.NoiseNet.encode` feeds them."""
-    out = []
-    for cam, encoder in encoders.items():
-        x = torch.as_tensor(images[cam]).flatten(0, 1).permute(0, 3, 1, 2)
-        out.append(encoder(x.float().div(255.0) if x.dtype == torch.uint8 else x.float()))
-    return torch.stack(out)
+    """``[cameras, B * T_o, feature_dim]``: each camera's encoder on its ``[B, T_o, H, W, 3]`` frames."""
+    return torch.stack([frame_features(encoder, images[cam]) for cam, encoder in encoders.items()])
 
 
 class Distiller:
