@@ -26,3 +26,13 @@ def tiny_ckpt(tmp_path_factory):
     torch.manual_seed(0)
     DiffusionPolicy(tiny_config(state_only=True)).save(d)
     return d
+
+
+@pytest.fixture(scope="session")
+def colcon_install(tmp_path_factory):
+    """A ``colcon build`` of a copy of the package; its ``install/``. Session-wide and defined here, so that
+    test_colcon_build.py and test_installed_stack.py share one build (a fixture imported into a module is
+    that module's own)."""
+    from test_colcon_build import build_install
+
+    return build_install(tmp_path_factory.mktemp("colcon_ws"))

@@ -9,19 +9,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 REPO = Path(__file__).resolve().parents[1]
 PKG = "mechanic_rl_ros"
 SOURCES = ["package.xml", "CMakeLists.txt", "msg", "srv", PKG, "launch", "config", "checkpoints", "test"]
 GENERATED = shutil.ignore_patterns("__pycache__", "*.so", "msg", "srv")
 
 
-@pytest.fixture(scope="session")
-def colcon_install(tmp_path_factory) -> Path:
-    """``colcon build`` of a copy of the package in a temporary workspace; its ``install/``.
-    Session-wide: test_installed_stack.py starts the stack from the same install."""
-    ws = tmp_path_factory.mktemp("colcon_ws")
+def build_install(ws: Path) -> Path:
+    """``colcon build`` of a copy of the package in the workspace ``ws``; its ``install/`` (the session-wide
+    fixture ``colcon_install`` of conftest.py: this module and test_installed_stack.py share one build)."""
     src = ws / "src" / PKG
     src.mkdir(parents=True)
     for name in SOURCES:

@@ -18,7 +18,7 @@ import pytest
 
 from rosenv import REPO, fresh_domain_id, ros_env
 from stack_checks import StackObserver
-from test_colcon_build import PKG, colcon_install  # noqa: F401  (the fixture, shared with that module)
+from test_colcon_build import PKG
 
 #: control steps per episode: a short episode, so one ends soon on 2 cores
 MAX_STEPS = 24
@@ -70,7 +70,7 @@ def stop_all(procs: dict[str, subprocess.Popen], timeout: float = 90.0) -> dict[
 
 @pytest.mark.integration
 @pytest.mark.slow
-def test_installed_executables_run_an_episode_outside_the_source_tree(colcon_install, tmp_path):  # noqa: F811
+def test_installed_executables_run_an_episode_outside_the_source_tree(colcon_install, tmp_path):
     install = colcon_install
     share = install / PKG / "share" / PKG
     libdir = install / PKG / "lib" / PKG
