@@ -61,7 +61,8 @@ ARGUMENTS: tuple[Argument, ...] = (
              ("mechanic", "adam")),
     Argument("run_dir", "runs/finetune", "where the learner writes checkpoints and logs, and resumes from; a "
              "relative path is taken from the current directory"),
-    Argument("episodes", "0", "stop starting new episodes once this many have ended; one aborted by a robot fault does not count (0 = run until stopped)"),
+    Argument("episodes", "0", "stop starting new episodes once this many have ended; one aborted by a robot "
+             "fault does not count (0 = run until stopped)"),
     Argument("learner_pace", "0", "[gradient steps per robot minute] hold each episode's start until the learner "
              "has made this many gradient steps per robot minute (while it owes some): a simulated run then learns "
              "as much per robot minute on any machine; 0 = never hold (the learner makes what the machine allows)"),
