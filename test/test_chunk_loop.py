@@ -241,3 +241,12 @@ def test_headless_and_policy_node_paths_give_the_same_actions(margin):
         env.close()
     assert len(headless) == steps
     np.testing.assert_array_equal(np.stack(node), np.stack(headless))
+
+
+def test_after_gives_the_rest_of_the_chunk_then_its_tail():
+    actions, tail = np.arange(4)[:, None] * np.ones((1, 8)), 10 + np.arange(3)[:, None] * np.ones((1, 8))
+    chunk = Chunk(actions, 0, tail=tail)
+    assert chunk.after(0)[:, 7].tolist() == [1, 2, 3, 10, 11, 12]
+    assert chunk.after(3)[:, 7].tolist() == [10, 11, 12]
+    assert chunk.after(4)[:, 7].tolist() == [11, 12]  # running on the tail
+    assert Chunk(actions, 0).after(2)[:, 7].tolist() == [3]

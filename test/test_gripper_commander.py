@@ -70,3 +70,29 @@ def test_widths_are_clipped_and_bad_values_name_the_field():
         cmd.request(float("nan"), now=0.1)
     with pytest.raises(ValueError, match=r"gripper_force: got 100.0; expected a value in \[1e-06, 70.0\]"):
         GripperConfig(force=100.0)
+
+
+def test_a_goal_goes_where_the_predicted_motion_ends():
+    """The policy's widths pass through an intermediate value on the way to closed (0.08, 0.065, 0.0): a grasp
+    to 0.065 would stop the fingers wider than the cube until its answer let the next goal out, while the arm
+    already lifts (the stack's episodes failed that way). With the chunk's predicted widths, one grasp to 0."""
+    cmd = GripperCommander(GripperConfig(hysteresis=0.01))
+    goal = cmd.request(0.065, now=0.0, measured_width=0.08, ahead=[0.0, 0.002, 0.0, 0.001, 0.08, 0.08])
+    assert goal.kind == GRASP and goal.width == 0.0  # the re-opening after the run is a goal of its own
+    cmd.done(True)
+    assert cmd.request(0.002, now=0.1, ahead=[0.0, 0.004]) is None  # already on its way there
+    # opening: to the widest width of the run; a width that is not finite ends the run
+    goal = cmd.request(0.05, now=0.2, ahead=[0.07, 0.075, float("nan"), 0.08])
+    assert goal.kind == MOVE and goal.width == 0.075
+    cmd.done(True)
+    # without a prediction (a person's command), the width asked for now, as before
+    assert cmd.request(0.03, now=0.3).width == 0.03
+
+
+def test_a_closing_that_comes_later_in_the_chunk_is_not_sent_early():
+    cmd = GripperCommander(GripperConfig(hysteresis=0.01))
+    # open now, closing in five periods: nothing to send (the hand is open)
+    assert cmd.request(0.08, now=0.0, measured_width=0.08, ahead=[0.08, 0.08, 0.08, 0.08, 0.0]) is None
+    # a wobble below the hysteresis before the turn back keeps the run going; the turn back ends it
+    goal = cmd.request(0.06, now=0.1, measured_width=0.08, ahead=[0.04, 0.045, 0.02, 0.035, 0.0])
+    assert goal.kind == GRASP and goal.width == pytest.approx(0.02)

@@ -85,6 +85,13 @@ class Chunk:
         n = len(self.actions)
         return self.actions[k] if k < n else self.tail[k - n]
 
+    def after(self, k: int) -> np.ndarray:
+        """The predicted actions after action ``k`` [m, A], its tail included: what the policy means to do
+        next (the gripper's goals go to where its motion ends, control/gripper.py)."""
+        rest = [self.actions[k + 1:]] + ([self.tail[max(0, k + 1 - len(self.actions)):]]
+                                         if self.tail is not None else [])
+        return np.concatenate(rest, axis=0)
+
 
 Planner = Callable[[PlanRequest], Chunk]
 

@@ -13,6 +13,13 @@ the fingers. :class:`GripperCommander` turns the stream of widths into goals:
   needed) goes out when the answer comes;
 * **hysteresis**: a new goal only when the wanted width differs from the last
   goal's width by at least ``hysteresis`` [m], so noise never becomes motion;
+* **a goal goes where the motion ends**: the policy's widths pass through
+  intermediate values on their way (0.08, 0.065, 0.0 over two periods), and a
+  goal to the first of them would stop the fingers there, wider than the
+  object, until its answer lets the next goal out, while the arm already
+  lifts. Given the widths the policy predicts for the following periods
+  (``ahead``), a goal's width is the end of the run that keeps moving the
+  same way (within ``hysteresis``); without them, the width asked for now;
 * **grasp when closing, move when opening**, as franka_gripper's own
   ``gripper_action`` does: closing on an object with ``Move`` would stall and
   fail, ``Grasp`` holds it with ``force`` [N]. The grasp's epsilon window
@@ -29,6 +36,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Sequence
 
 from mechanic_rl_ros.control import fr3
 
@@ -72,6 +80,26 @@ class GripperGoal:
     epsilon_outer: float = 0.0
 
 
+def motion_end(width: float, ahead: Sequence[float], closing: bool, hysteresis: float) -> float:
+    """Where a gripper motion that starts with ``width`` ends, given the widths ``ahead`` predicted after it:
+    the narrowest (``closing``) or widest width of the leading run of ``ahead`` that never turns back by
+    ``hysteresis`` or more (a smaller wobble would not make a goal of its own either). The run also ends at
+    a width that is not finite (that action will be refused when its period comes); widths are clipped to
+    the hand's range.
+
+    ``motion_end(0.065, [0.0, 0.002, 0.0, 0.08], True, 0.01)`` is 0.0: the policy closes fully and opens
+    again only later, which is a goal of its own then."""
+    end = width
+    for a in ahead:
+        if not math.isfinite(a):
+            break
+        a = min(max(float(a), fr3.GRIPPER_MIN_WIDTH), fr3.GRIPPER_MAX_WIDTH)
+        if (a >= end + hysteresis) if closing else (a <= end - hysteresis):
+            break
+        end = min(end, a) if closing else max(end, a)
+    return end
+
+
 class GripperCommander:
     """Decides, each control period, whether the gripper gets a new goal (see the module docstring).
 
@@ -94,13 +122,17 @@ class GripperCommander:
         """Forget the last goal (a new episode: the reset opened the gripper, or a person moved it)."""
         self.last_goal = None
 
-    def request(self, width: float, now: float, measured_width: float | None = None) -> GripperGoal | None:
+    def request(self, width: float, now: float, measured_width: float | None = None,
+                ahead: Sequence[float] = ()) -> GripperGoal | None:
         """The goal to send now for the wanted ``width`` [m], or None.
 
         ``now`` [s] is any monotonic clock (for ``goal_timeout``);
         ``measured_width`` [m], the fingers' opening from the joint states if
         known, decides between move and grasp before the first goal (after
-        that, the last goal's width does). A width that is not finite raises
+        that, the last goal's width does). ``ahead`` [m]: the widths the
+        policy predicts for the next periods, in order (the rest of its
+        chunk); a goal sent now goes to where that motion ends
+        (:func:`motion_end`). A width that is not finite raises
         ``ValueError``; one outside the gripper's range is clipped to it.
         """
         if not math.isfinite(width):
@@ -117,7 +149,9 @@ class GripperCommander:
         if reference is not None and abs(width - reference) < self.config.hysteresis:
             return None
         cfg = self.config
-        if reference is not None and width < reference:
+        closing = reference is not None and width < reference
+        width = motion_end(width, ahead, closing, cfg.hysteresis)
+        if closing:
             goal = GripperGoal(GRASP, width, cfg.speed, cfg.force, cfg.epsilon_inner, cfg.epsilon_outer)
         else:
             goal = GripperGoal(MOVE, width, cfg.speed)

@@ -4,7 +4,7 @@ error-recovery sequence (reward_node). ROS glue only: what to send and when is d
 from __future__ import annotations
 
 import threading
-from typing import Callable
+from typing import Callable, Sequence
 
 from action_msgs.msg import GoalStatus
 from lifecycle_msgs.msg import State as LifecycleState
@@ -40,8 +40,10 @@ class GripperGoals:
         with self.lock:
             self.commander.reset()
 
-    def command(self, width: float, now: float, finger_width: float | None, accept_wait: float = 0.0) -> None:
-        """Send a goal for ``width`` [m] if the commander says one is due (one at a time).
+    def command(self, width: float, now: float, finger_width: float | None, accept_wait: float = 0.0,
+                ahead: Sequence[float] = ()) -> None:
+        """Send a goal for ``width`` [m] if the commander says one is due (one at a time); ``ahead``: the
+        widths predicted for the next periods (:meth:`GripperCommander.request`).
 
         ``accept_wait`` > 0 (lock-step sim time): wait up to that many wall seconds for the server to accept
         it -- the hand starts when the simulator accepts the goal, and the tick's trajectory, which lets the
@@ -49,7 +51,7 @@ class GripperGoals:
         """
         with self.lock:
             previous = self.commander.last_goal
-            goal = self.commander.request(width, now, finger_width)
+            goal = self.commander.request(width, now, finger_width, ahead)
             if goal is None:
                 return
             client = self.clients[goal.kind]

@@ -297,7 +297,8 @@ class PolicyNode(Node):
         if k == 0:
             self._publish_markers(chunk)
         self.counts["ticks_on_tail"] += k >= len(chunk.actions)
-        self._execute(action, chunk.index, k, chunk.version, chunk.decision if k == 0 else None)
+        self._execute(action, chunk.index, k, chunk.version, chunk.decision if k == 0 else None,
+                      ahead=chunk.after(k)[:, 7])
 
     def _operator_step(self, obs, stamp: float, now: float) -> None:
         """A tick the operator commands: their action, marked as an intervention, with the observation history
@@ -310,8 +311,9 @@ class PolicyNode(Node):
         self._execute(action, index, 0, self.planner.version, decision, intervention=True)
 
     def _execute(self, action: np.ndarray, chunk: int, k: int, version: int, decision: Decision | None,
-                 intervention: bool = False) -> None:
-        """Send ``action`` through the safety filter and publish its Transition (``k``: its place in the chunk)."""
+                 intervention: bool = False, ahead: np.ndarray | tuple = ()) -> None:
+        """Send ``action`` through the safety filter and publish its Transition (``k``: its place in the chunk;
+        ``ahead``: the gripper widths the chunk predicts after it)."""
         tick = self.ticker
         stamp = self._now()
         try:
@@ -324,7 +326,7 @@ class PolicyNode(Node):
         if verdict is not None:
             self.safety.unsent()  # the committed trajectory plays on (it ends at rest)
             return self._end_tick(verdict)
-        self._send(res)
+        self._send(res, ahead)
         self.sent = np.append(res.q, res.gripper_width)
         self.counts["clamped"] += res.clamped
         step = ExecutedStep(self.episode, self.step, chunk, k, version, self.sent.copy(), bool(res.clamped),
@@ -366,25 +368,25 @@ class PolicyNode(Node):
             res = replace(res, trajectory=None)
         self._send(res)
 
-    def _send(self, res) -> None:
+    def _send(self, res, ahead: np.ndarray | tuple = ()) -> None:
         # sim time: the gripper goal first (the lock-step simulator advances the period once the arm's trajectory
         # is there, and a goal accepted before it moves the hand in that period, as the arm; the trajectory waits
         # for the goal's acceptance). Wall clock: the trajectory first; its lead runs from its stamp, a goal's not
         sim = self._sim_time()
         if sim:
-            self._send_gripper(res, sim)
+            self._send_gripper(res, sim, ahead)
         if res.trajectory is not None:  # None: settling after a reset, the controller glides on its own
             self.cmd_pub.publish(joint_command(res, self.cfg["command_type"]))
             if res.trajectory.stamp is not None and not sim and "hold" not in res.limited:
                 self.ticker.sent_delays.append(self._now() - res.trajectory.stamp)
         if not sim:
-            self._send_gripper(res, sim)
+            self._send_gripper(res, sim, ahead)
         self.counts["commands"] += 1
 
-    def _send_gripper(self, res, sim: bool) -> None:
+    def _send_gripper(self, res, sim: bool, ahead: np.ndarray | tuple = ()) -> None:
         if np.isfinite(res.gripper_width):
             self.gripper_goals.command(float(res.gripper_width), self._now(), self.inputs.finger_width,
-                                       self.cfg["input_wait"] if sim else 0.0)
+                                       self.cfg["input_wait"] if sim else 0.0, ahead=ahead)
 
     # ------------------------------------------------------------ outputs
     def _publish_markers(self, chunk: Chunk) -> None:
