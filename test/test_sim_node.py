@@ -2,6 +2,7 @@
 error recovery, images, bad commands."""
 from __future__ import annotations
 
+import signal
 import time
 
 import numpy as np
@@ -362,6 +363,36 @@ def test_lockstep_advances_one_control_period_per_command(tmp_path):
         probe.close()
         proc.terminate()
         proc.wait(15)
+
+
+def test_a_gripper_goal_in_flight_does_not_hold_up_the_shutdown(tmp_path):
+    """In lock-step, sim time stands still once the stack stops sending commands, so a gripper goal that waits
+    for its fingers would wait out its sim-time limit (minutes of wall time at one idle period per
+    ``lockstep_idle_timeout``), and the executor's shutdown waited for it: sim_node outlived a test's 20 s
+    teardown. The goal is given up when the node is asked to stop."""
+    domain = fresh_domain_id()
+    log = tmp_path / "sim_lockstep.log"
+    proc = start_python(["-m", "mechanic_rl_ros.nodes.sim_node", "--ros-args", "--params-file", "config/sim.yaml",
+                         "-p", "mode:=lockstep", "-p", "lockstep_idle_timeout:=5.0"], domain, log)
+    probe = Probe(domain)
+    try:
+        assert probe.spin_until(lambda: "/franka_gripper/joint_states" in probe.latest, 60), log.read_text()
+        client = probe.actions["move"]
+        assert client.wait_for_server(timeout_sec=10)
+        sent = client.send_goal_async(Move.Goal(width=0.0, speed=0.1))  # 0.8 s of sim time: minutes here
+        assert probe.spin_until(sent.done, 10) and sent.result().accepted
+        probe.spin_until(lambda: False, 1.0)
+        assert proc.poll() is None
+        proc.send_signal(signal.SIGTERM)
+        stopped = time.monotonic()
+        proc.wait(60)
+        assert proc.returncode == 0, log.read_text()[-3000:]
+        assert time.monotonic() - stopped < 15, f"sim_node took {time.monotonic() - stopped:.0f} s to stop"
+    finally:
+        probe.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
 
 
 def test_franka_gripper_actions(sim):

@@ -468,7 +468,10 @@ def run_node(factory: Callable[[], Node], argv: list[str] | None = None, threads
     arrive (:class:`StopSignals`). Returns 0 on a requested shutdown (a
     callback that runs into the shutdown is not a failure) and 1 when
     ``failed(node)`` turns true; any other exception propagates (the process
-    exits non-zero with its traceback).
+    exits non-zero with its traceback). A node whose callbacks can wait on
+    something that stops with the stack (sim time in lock-step) defines
+    ``stop_waiting()``: it is called when the spin ends, before the executor
+    waits for the callbacks still running.
     """
     stop = StopSignals()
     stop.install()  # before init: no signal may cut start-up or cleanup short
@@ -497,6 +500,8 @@ def run_node(factory: Callable[[], Node], argv: list[str] | None = None, threads
         raise
     finally:
         if executor is not None:
+            if node is not None and hasattr(node, "stop_waiting"):
+                node.stop_waiting()
             # callbacks still running on executor threads finish before the node they use is destroyed
             executor.shutdown(timeout_sec=30.0)
         if node is not None:

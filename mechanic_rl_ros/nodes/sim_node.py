@@ -370,6 +370,11 @@ class SimNode(Node):
                 values[f"{name}_ms_max"] = f"{ms[:, i].max():.1f}"
         publish_diagnostics(self, self.diag_pub, "sim_node: simulated FR3", "mujoco", level, message, values)
 
+    def stop_waiting(self) -> None:
+        """The stack is stopping: no command will move sim time on, so the gripper goals and service calls that
+        wait for the physics thread end now (a goal is answered "simulator shutting down")."""
+        self.server.stop()
+
     def destroy_node(self) -> None:
         self.server.stop()
         self.get_logger().info(f"stopped: {self.server.summary()}")

@@ -349,8 +349,12 @@ class RobotServer:
                              f"command_arm / command_trajectory, gripper goals through accept_gripper_goal)")
         req = Request(kind, value, threading.Event())
         self.requests.put(req)
-        if not req.done.wait(timeout=timeout):
-            raise TimeoutError(f"physics thread did not answer in {timeout:.0f} s")
+        end = time.monotonic() + timeout
+        while not req.done.wait(timeout=min(0.1, max(0.0, end - time.monotonic()))):
+            if self._stop.is_set():
+                raise TimeoutError("physics thread stopped: the simulator is shutting down")
+            if time.monotonic() >= end:
+                raise TimeoutError(f"physics thread did not answer in {timeout:.0f} s")
         return req.result
 
     # ------------------------------------------------------------ gripper goals (any thread)
