@@ -110,12 +110,17 @@ class Probe:
         rclpy.shutdown(context=self.ctx)
 
 
+def start_sim(log, domain: int, *params: str):
+    """sim_node as its own process with config/sim.yaml and ``params`` ("name:=value") on top."""
+    return start_python(["-m", "mechanic_rl_ros.nodes.sim_node", "--ros-args", "--params-file", "config/sim.yaml",
+                         *(f for p in params for f in ("-p", p))], domain, log)
+
+
 @pytest.fixture(scope="module")
 def sim(tmp_path_factory):
     domain = fresh_domain_id()
     log = tmp_path_factory.mktemp("sim_node") / "sim_node.log"
-    proc = start_python(["-m", "mechanic_rl_ros.nodes.sim_node", "--ros-args", "--params-file", "config/sim.yaml",
-                         "-p", "real_time_factor:=2.0"], domain, log)
+    proc = start_sim(log, domain, "real_time_factor:=2.0")
     probe = Probe(domain)
     ok = probe.spin_until(lambda: "/joint_states" in probe.latest and "/camera/scene/image_raw" in probe.latest, 60)
     assert ok, f"sim_node published nothing; log:\n{log.read_text()}"
@@ -286,8 +291,7 @@ def test_an_unsmoothed_step_on_the_forward_controller_is_a_reflex(tmp_path):
     check fires and the arm stops."""
     domain = fresh_domain_id()
     log = tmp_path / "sim_forward.log"
-    proc = start_python(["-m", "mechanic_rl_ros.nodes.sim_node", "--ros-args", "--params-file", "config/sim.yaml",
-                         "-p", "arm_controller:=forward"], domain, log)
+    proc = start_sim(log, domain, "arm_controller:=forward")
     probe = Probe(domain)
     try:
         assert probe.spin_until(lambda: "/joint_states" in probe.latest and _mode(probe) == "move", 60), \
@@ -344,8 +348,7 @@ def test_lockstep_advances_one_control_period_per_command(tmp_path):
 
     domain = fresh_domain_id()
     log = tmp_path / "sim_lockstep.log"
-    proc = start_python(["-m", "mechanic_rl_ros.nodes.sim_node", "--ros-args", "--params-file", "config/sim.yaml",
-                         "-p", "mode:=lockstep", "-p", "lockstep_idle_timeout:=5.0"], domain, log)
+    proc = start_sim(log, domain, "mode:=lockstep", "lockstep_idle_timeout:=5.0")
     probe = Probe(domain)
     clock: list[float] = []
     probe.node.create_subscription(Clock, "/clock", lambda m: clock.append(m.clock.sec + m.clock.nanosec * 1e-9), 10)
@@ -372,8 +375,7 @@ def test_a_gripper_goal_in_flight_does_not_hold_up_the_shutdown(tmp_path):
     teardown. The goal is given up when the node is asked to stop."""
     domain = fresh_domain_id()
     log = tmp_path / "sim_lockstep.log"
-    proc = start_python(["-m", "mechanic_rl_ros.nodes.sim_node", "--ros-args", "--params-file", "config/sim.yaml",
-                         "-p", "mode:=lockstep", "-p", "lockstep_idle_timeout:=5.0"], domain, log)
+    proc = start_sim(log, domain, "mode:=lockstep", "lockstep_idle_timeout:=5.0")
     probe = Probe(domain)
     try:
         assert probe.spin_until(lambda: "/franka_gripper/joint_states" in probe.latest, 60), log.read_text()
@@ -439,8 +441,7 @@ def test_a_world_parameter_builds_that_world(tmp_path):
     """world:= a preset plus an override: the cube starts on the raised table, at its own size."""
     domain = fresh_domain_id()
     log = tmp_path / "sim_world.log"
-    proc = start_python(["-m", "mechanic_rl_ros.nodes.sim_node", "--ros-args", "--params-file", "config/sim.yaml",
-                         "-p", "world:=table_up_3cm cube_size=0.04", "-p", "cameras:=[scene]"], domain, log)
+    proc = start_sim(log, domain, "world:=table_up_3cm cube_size=0.04", "cameras:=[scene]")
     probe = Probe(domain)
     try:
         assert probe.spin_until(lambda: "/sim/task_state" in probe.latest and "/camera/scene/image_raw" in
@@ -461,8 +462,7 @@ def test_a_world_parameter_builds_that_world(tmp_path):
 
 def test_a_bad_world_stops_the_node_at_start_naming_the_field(tmp_path):
     log = tmp_path / "sim_bad_world.log"
-    proc = start_python(["-m", "mechanic_rl_ros.nodes.sim_node", "--ros-args", "--params-file", "config/sim.yaml",
-                         "-p", "world:=dim_light cube_mass=5"], fresh_domain_id(), log)
+    proc = start_sim(log, fresh_domain_id(), "world:=dim_light cube_mass=5")
     assert proc.wait(60) != 0
     text = log.read_text()
     assert "parameter world: world file" in text and "world field cube_mass: got 5; expected a number in " \
