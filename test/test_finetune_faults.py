@@ -74,7 +74,7 @@ def test_learner_killed_and_restarted(tmp_path):
         assert obs.spin_until(lambda: max(obs.versions_in_use()) > last, 300), logs()  # and the policy runs it
         assert obs.spin_until(lambda: obs.ended_episodes() >= EPISODES, 600), logs()
         checks.check_every_step_reached_learner(obs)
-        checks.check_no_reflex(obs)
+        checks.check_no_reflex(obs, tmp_path)
     finally:
         obs.close()
         for p in procs.values():
