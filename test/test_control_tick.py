@@ -130,7 +130,17 @@ def test_on_the_wall_clock_a_message_goes_at_once_and_its_lead_covers_the_delive
     assert v.action == SKIP and v.count == "sent_late" and v.text.endswith("not sent, action 2")
     assert t.release(10.0, lambda: 10.07, False) is None  # a settling message has no stamp to miss
     sim = ticker(True, delivery_budget=0.05, switch_lead=0.02)
-    assert sim.lead() == pytest.approx(0.02) and sim.release(10.0, lambda: 99.0, True) is None
+    assert sim.lead() == pytest.approx(0.02) and sim.release(10.0, lambda: 10.0, True) is None
+
+
+def test_on_sim_time_a_message_whose_instant_the_simulator_left_is_not_sent():
+    """The lock-step simulator ran out its idle timeout while the tick waited (for a gripper goal's acceptance):
+    the trajectory for the instant it left would be read a period late, off the path playing."""
+    sim = ticker(True, delivery_budget=0.05, switch_lead=0.02)
+    assert sim.release(10.0, lambda: 10.0, True) is None
+    v = sim.release(10.0, lambda: 10.1, True, ", action 2 of chunk 3 not executed")
+    assert v.action == SKIP and v.count == "ticks_late" and v.text.endswith("action 2 of chunk 3 not executed")
+    assert sim.release(10.0, lambda: 10.1, False) is None  # nothing to send
 
 
 def test_a_hold_is_not_resent_on_the_wall_clock_when_it_would_arrive_after_its_end():

@@ -263,6 +263,20 @@ def test_a_message_not_sent_leaves_the_committed_trajectory_as_it_was():
     assert np.allclose(again.trajectory.points[-1].positions, second.points[-1].positions)
 
 
+def test_a_settling_message_not_sent_is_given_again_by_the_next_tick():
+    """The settling message goes out once; one that was not sent (its instant passed) comes with the next tick,
+    gliding to the same end, else the controller would never leave its last command."""
+    filt = SafetyFilter(SafetyConfig(**OPEN_BOX))
+    filt.reset(fr3.Q_HOME + 0.001, now=0.0, settle=None)
+    first = filt.filter(fr3.Q_HOME, 0.04, 0.0)
+    assert "settling" in first.limited and first.trajectory is not None
+    filt.unsent()
+    again = filt.filter(fr3.Q_HOME, 0.04, DT)
+    assert again.trajectory is not None and again.trajectory.stamp is None
+    assert again.trajectory.points[0].time_from_start == pytest.approx(first.trajectory.points[0].time_from_start - DT)
+    assert filt.filter(fr3.Q_HOME, 0.04, 2 * DT).trajectory is None  # sent: once only
+
+
 def test_bad_commands_are_refused_with_the_field_named():
     filt = SafetyFilter()
     with pytest.raises(RuntimeError, match="before reset"):

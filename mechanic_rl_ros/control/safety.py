@@ -164,6 +164,8 @@ class SafetyFilter:
         self._stream_from = -math.inf
         self._uncommit: tuple[Trajectory, np.ndarray] | None = None
         self._settle_sent = True
+        #: the last :meth:`filter` gave the settling message (which :meth:`unsent` takes back)
+        self._settle_just_sent = False
 
     @property
     def initialized(self) -> bool:
@@ -211,7 +213,7 @@ class SafetyFilter:
         q = self._target.copy()
         traj = None
         if not self._settle_sent and now < self._settle_until:
-            self._settle_sent = True
+            self._settle_sent = self._settle_just_sent = True
             # stamp 0: the controller interpolates from its last command (at rest) to q in the remaining time
             traj = Trajectory(None, [Point(self._settle_until - now, q, z.copy(), z.copy())])
         return FilterResult(q, float("nan"), ["settling"], traj, 0.0)
@@ -240,6 +242,7 @@ class SafetyFilter:
         if self._traj is None:
             raise RuntimeError("SafetyFilter.filter before reset: call reset(q_measured, now) first")
         self._uncommit = None
+        self._settle_just_sent = False
         cfg = self.config
         q_target = np.asarray(q_target, dtype=np.float64)
         if q_target.shape != (fr3.NUM_JOINTS,):
@@ -294,11 +297,14 @@ class SafetyFilter:
         """The message of the last :meth:`filter` was not sent: the committed trajectory is the one before it.
 
         (A caller that finds its message too late to be read within ``switch_lead`` of its stamp drops it;
-        the controller plays on what it has, which ends at rest.)
+        the controller plays on what it has, which ends at rest.) A settling message not sent is given by the
+        next :meth:`filter` while there is time left to glide.
         """
         if self._uncommit is not None:
             self._traj, self._target = self._uncommit
             self._uncommit = None
+        if self._settle_just_sent:
+            self._settle_sent = self._settle_just_sent = False
 
     def _commit(self, traj: Trajectory, q1: np.ndarray, width: float, limited: list[str], alpha: float
                 ) -> FilterResult:

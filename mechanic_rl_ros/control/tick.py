@@ -245,9 +245,18 @@ class ControlTick:
 
         On the wall clock one ready more than ``delivery_budget`` + half the ``switch_lead`` after its stamp
         is not sent (``what``: the action it carried, for the log): the controller would likely read it past
-        its lead, after the two trajectories have parted (a step, a reflex).
+        its lead, after the two trajectories have parted (a step, a reflex). On sim time one is not sent once
+        the lock-step simulator has left its instant (it ran out its idle timeout while the tick waited for a
+        gripper goal's acceptance): read a period late, a stamped trajectory switches off the path playing,
+        and a settling message (no stamp) glides a period behind what the filter assumes.
         """
-        if self.sim_time or not has_trajectory:
+        if not has_trajectory:
+            return None
+        if self.sim_time:
+            now = clock()
+            if now > stamp + CLOCK_MOVED:
+                return Verdict(SKIP, "ticks_late", f"the simulator ran on from {stamp:.3f} s to at least {now:.3f} s "
+                                                   f"before the trajectory went out{what}")
             return None
         late = clock() - stamp
         self.ready_delays.append(late)

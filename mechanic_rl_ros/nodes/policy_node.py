@@ -314,19 +314,16 @@ class PolicyNode(Node):
                  intervention: bool = False, ahead: np.ndarray | tuple = ()) -> None:
         """Send ``action`` through the safety filter and publish its Transition (``k``: its place in the chunk;
         ``ahead``: the gripper widths the chunk predicts after it)."""
-        tick = self.ticker
         stamp = self._now()
         try:
             res = self.safety.filter(action[:7], float(action[7]), stamp)
         except ValueError as exc:
             return self._end_tick(Verdict(HOLD, "hold_model", f"{'operator' if intervention else 'policy'} "
                                                               f"action refused, holding: {exc}", "action"))
-        verdict = tick.release(stamp, self._now, res.trajectory is not None,
-                               f", action {k} of chunk {chunk} not executed")
+        verdict = self._send(res, ahead, stamp, f", action {k} of chunk {chunk} not executed")
         if verdict is not None:
             self.safety.unsent()  # the committed trajectory plays on (it ends at rest)
             return self._end_tick(verdict)
-        self._send(res, ahead)
         self.sent = np.append(res.q, res.gripper_width)
         self.counts["clamped"] += res.clamped
         step = ExecutedStep(self.episode, self.step, chunk, k, version, self.sent.copy(), bool(res.clamped),
@@ -357,8 +354,10 @@ class PolicyNode(Node):
         now = self._now()
         if not self.safety.initialized:
             joints = self.assembler.inputs.get("joints")
-            if joints is None:
-                return  # nothing known about the arm: send nothing, its controller keeps its target
+            if joints is None or self.ticker.seedable(joints.stamp, self.episode_started) is not None:
+                # nothing known about the arm since the reset (a state of before it would glide the arm back to
+                # where the last episode left it): send nothing, its controller keeps its target
+                return
             q, settle = filter_seed(joints.value["qpos"], self.inputs.robot, self.episode_started)
             self.safety.reset(q, now, settle=settle)
         res = self.safety.hold(now)
@@ -368,13 +367,20 @@ class PolicyNode(Node):
             res = replace(res, trajectory=None)
         self._send(res)
 
-    def _send(self, res, ahead: np.ndarray | tuple = ()) -> None:
+    def _send(self, res, ahead: np.ndarray | tuple = (), stamp: float | None = None, what: str = ""
+              ) -> Verdict | None:
+        """Send the filter's result; a tick's (``stamp``: the instant it was filtered for) only if
+        :meth:`ControlTick.release` lets it go: then the verdict of one that is not sent, else None."""
         # sim time: the gripper goal first (the lock-step simulator advances the period once the arm's trajectory
         # is there, and a goal accepted before it moves the hand in that period, as the arm; the trajectory waits
         # for the goal's acceptance). Wall clock: the trajectory first; its lead runs from its stamp, a goal's not
         sim = self._sim_time()
         if sim:
             self._send_gripper(res, sim, ahead)
+        if stamp is not None:
+            verdict = self.ticker.release(stamp, self._now, res.trajectory is not None, what)
+            if verdict is not None:
+                return verdict
         if res.trajectory is not None:  # None: settling after a reset, the controller glides on its own
             self.cmd_pub.publish(joint_command(res, self.cfg["command_type"]))
             if res.trajectory.stamp is not None and not sim and "hold" not in res.limited:
@@ -382,6 +388,7 @@ class PolicyNode(Node):
         if not sim:
             self._send_gripper(res, sim, ahead)
         self.counts["commands"] += 1
+        return None
 
     def _send_gripper(self, res, sim: bool, ahead: np.ndarray | tuple = ()) -> None:
         if np.isfinite(res.gripper_width):
