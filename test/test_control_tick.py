@@ -197,3 +197,62 @@ def test_a_node_takes_over_the_garbage_collector():
     finally:
         gc.enable()
         gc.callbacks.remove(pauses._on_gc)
+
+
+def _lost_first_message(recover: bool) -> tuple[np.ndarray, list[str]]:
+    """Six ticks on sim time into the JTC model; the first message never reaches the controller (published
+    before DDS matched its subscription). Each tick compares the robot's q_d with the filter first and, with
+    ``recover``, seeds a fresh filter as policy_node does. The 1 ms commands played, and what was found off."""
+    from mechanic_rl_ros.control.safety import SafetyConfig, SafetyFilter
+    from mechanic_rl_ros.control.trajectory import TrajectoryController
+    from mechanic_rl_ros.wire.robot_state import RobotStatus
+
+    cfg = SafetyConfig(workspace_min=(-2, -2, -2), workspace_max=(2, 2, 2), table_clearance=0.0,
+                       tcp_speed_max=100.0)
+    tick, q0 = ticker(True), fr3.Q_HOME.copy()
+    filt = SafetyFilter(cfg)
+    filt.reset(q0, now=0.0, settle=0.0)
+    jtc = TrajectoryController()
+    jtc.activate(q0, q0)
+    out, found = [np.repeat(q0[None], 3, axis=0)], []
+    for k in range(6):
+        now = k * 0.1
+        last = jtc.last_command  # the command of the last 1 ms update: the robot's q_d at ``now``
+        robot = RobotStatus("move", (), now, last.positions.copy(), np.asarray(last.velocities, float), (),
+                            last.positions.copy())
+        off = tick.controller_follows(robot, filt.commanded)
+        if off:
+            found.append(off)
+        if off and recover:
+            filt = SafetyFilter(cfg)
+            q, settle = filter_seed(robot.measured_q, robot, 0.0)
+            filt.reset(q, now, settle=settle)
+        res = filt.filter(q0 + 0.02 * (k + 1), 0.04, now)
+        ticks = now + 1e-3 * np.arange(100)
+        if k > 0:
+            jtc.receive(res.trajectory, ticks[0])
+        out.append(jtc.update(ticks)[0])
+    return np.concatenate(out), found
+
+
+def test_a_message_the_controller_never_got_is_seen_in_its_command_and_the_filter_starts_again_there():
+    """A CI run reflexed (fr3_joint1 at 4.65 rad/s) on the message after a lost first one: it continued the
+    lost trajectory, 11 mrad off the controller's hold. The robot's q_d shows the loss at the next tick; a
+    filter seeded there streams within the FR3's 1 kHz checks."""
+    from mechanic_rl_ros.control.franka_checks import CommandChecker
+
+    cmds, found = _lost_first_message(recover=False)
+    checker = CommandChecker()
+    checker.start(fr3.Q_HOME)
+    assert checker.check(cmds[3:]) is not None, "going on from the lost trajectory should be a reflex"
+    assert found and "a message did not reach it" in found[0]
+    cmds, found = _lost_first_message(recover=True)
+    checker = CommandChecker()
+    checker.start(fr3.Q_HOME)
+    assert checker.check(cmds[3:]) is None
+    assert len(found) == 1 and "mrad off the trajectory last sent" in found[0]  # once: then they agree
+    assert ticker(False).controller_follows(SimpleNamespace(desired_q=np.ones(7), stamp=1.0),
+                                            lambda t: np.zeros(7)) is None  # not judged on the wall clock
+    v = ControlTick.controller_listening(0, "/fr3_position_trajectory_controller/joint_trajectory")
+    assert v.action == WAIT and v.count == "hold_no_controller" and "nothing subscribes to /fr3_" in v.text
+    assert ControlTick.controller_listening(1, "/x") is None

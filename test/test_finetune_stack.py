@@ -25,8 +25,10 @@ EPISODES = 10
 #: a node log line at WARN level or above, or a Python traceback / warning
 PROBLEM = re.compile(r"^\[(WARN|ERROR|FATAL)\]|^Traceback|Warning: ")
 #: a stale input making the arm hold: a real event, not a start-up flaw -- seen once in four runs on a loaded
-#: 2-core machine, in the first episode, while the first (slowest) inferences run
-UNDER_LOAD = re.compile(r"\[policy_node\]: holding: \S+ is [0-9.]+ s old")
+#: 2-core machine, in the first episode, while the first (slowest) inferences run; and a first command lost
+#: while DDS matched the controller's subscription (the observer of these tests already subscribes to the
+#: command topic, so policy_node may start sending before sim_node's subscription is matched)
+UNDER_LOAD = re.compile(r"\[policy_node\]: (holding: \S+ is [0-9.]+ s old|.*a message did not reach it)")
 #: one critic-only warm-up update (config/rl.yaml: 2) publishes version 0 again, as every real start does
 FAST_RL = {"learner": {"update_epochs": 2, "critic_warmup_updates": 1}}
 

@@ -225,6 +225,15 @@ class SafetyFilter:
         t = np.maximum(np.atleast_1d(np.asarray(t, dtype=np.float64)), self._traj.stamp)
         return sample(self._traj, self._traj.stamp, t)
 
+    def commanded(self, t: float) -> np.ndarray | None:
+        """The position the controller commands at ``t`` [s] if it plays the committed trajectory (the robot's
+        q_d there), or None where the filter cannot tell: before the committed message's stamp (the one before
+        it was playing), and until the settling glide has played (the controller glides from its own command)."""
+        traj = self._traj
+        if traj is None or traj.stamp is None or t < traj.stamp or t < self._stream_from:
+            return None
+        return self.state(t)[0][0]
+
     def hold(self, now: float = 0.0) -> FilterResult:
         """The committed trajectory again: it brakes to rest within the limits (re-stamped once it has ended)."""
         if self._traj is None:

@@ -5,7 +5,12 @@ and acts on what they answer; each step either lets the tick go on or ends it
 with a :class:`Verdict`:
 
 0. :meth:`ControlTick.robot_ready` -- outside move mode the episode is given
-   up; without a current robot state nothing is sent.
+   up; without a current robot state nothing is sent. On sim time
+   :meth:`ControlTick.controller_follows` compares the robot's last command
+   with the committed trajectory: a message the controller never got makes
+   policy_node seed a fresh filter from where the controller is. Nothing is
+   sent while nothing subscribes to the command topic
+   (:meth:`ControlTick.controller_listening`).
 1. :meth:`ControlTick.on_grid` -- on sim time (the lock-step simulator) a tick
    off the control period's grid runs while the simulator steps a period on its
    own (its idle timeout): whatever it sent would be read late or taken as the
@@ -143,6 +148,35 @@ class ControlTick:
             return Verdict(WAIT, "hold_robot_state", f"not commanding: {text}")
         return None
 
+    @staticmethod
+    def controller_listening(subscribers: int, topic: str) -> Verdict | None:
+        """None if something subscribes to the command topic (``subscribers``: the publisher's matched
+        subscriptions). Before DDS has matched the controller's subscription (start-up under load) a command
+        is lost, and the safety filter would go on from a trajectory the arm never played: nothing is sent."""
+        if subscribers > 0:
+            return None
+        return Verdict(WAIT, "hold_no_controller", f"not commanding: nothing subscribes to {topic} yet")
+
+    def controller_follows(self, robot, commanded: Callable[[float], np.ndarray | None]) -> str | None:
+        """On sim time: None if the robot's last command (q_d, at its state's stamp) lies on the trajectory the
+        safety filter committed (``commanded(t)``: :meth:`SafetyFilter.commanded`), else what is off.
+
+        A message the controller never got (a trajectory published before DDS matched the controller's
+        subscription: the first command of a loaded start-up) leaves the filter going on along a path the arm
+        never took, and the next message would start off the controller's path: a step (11 mrad in a CI run),
+        a velocity reflex. In lock-step q_d is the committed trajectory's sample to rounding; on the wall clock
+        the robot state's timing is not exact enough for this check, which is not made there."""
+        if not self.sim_time or robot is None or robot.desired_q is None:
+            return None
+        q = commanded(robot.stamp)
+        if q is None:
+            return None
+        gap = float(np.max(np.abs(np.asarray(robot.desired_q, float) - q)))
+        if gap <= LOST_COMMAND:
+            return None
+        return (f"the controller's command at {robot.stamp:.3f} s lies {gap * 1e3:.3f} mrad off the trajectory "
+                f"last sent: a message did not reach it")
+
     def on_grid(self, now: float) -> Verdict | None:
         """None if a tick at ``now`` [s, node clock] may act; on sim time only ticks on the grid may."""
         dt = self.config.control_dt
@@ -266,6 +300,9 @@ class ControlTick:
         return None
 
 
+#: [rad] the robot's last command further than this from the committed trajectory's: the controller is not
+#: playing what the filter sent (in lock-step they agree to about 1e-9 rad)
+LOST_COMMAND = 1e-5
 #: [rad/s] the robot's last command counts as at rest below this speed
 AT_REST = 1e-6
 #: [rad] a robot state and a joint state within this of each other were measured at the same pose

@@ -124,7 +124,7 @@ class PolicyNode(Node):
                        "clamped": 0, "inputs_rejected": 0,
                        "hold_robot_state": 0, "episodes_given_up": 0, "ticks_late": 0,
                        "ticks_off_grid": 0, "sent_late": 0, "inputs_behind": 0, "hold_teleop_lost": 0,
-                       "ticks_on_tail": 0}
+                       "ticks_on_tail": 0, "commands_lost": 0, "hold_no_controller": 0}
         self.last_problem = ""
         self.log = RateLimitedLog(self, cfg["error_log_period"])
         GC_PAUSES.take_over()  # the collector runs where the tick says, never in the middle of one
@@ -266,6 +266,13 @@ class PolicyNode(Node):
             return
         tick, now = self.ticker, self._now()
         tick.sim_time = self._sim_time()
+        if (verdict := tick.controller_listening(self.cmd_pub.get_subscription_count(),
+                                                 self.cmd_pub.topic_name)) is not None:
+            return self._end_tick(verdict)
+        if self.safety.initialized and (off := tick.controller_follows(self.inputs.robot, self.safety.commanded)):
+            self.counts["commands_lost"] += 1
+            self.get_logger().warning(f"{off}; the safety filter starts again from the robot's command")
+            self.safety = SafetyFilter(self.safety.config)  # seeded below, as at an episode's start
         if (verdict := tick.on_grid(now)) is not None:
             return self._end_tick(verdict)
         seen = tick.observe(self.assembler, now)
