@@ -129,16 +129,21 @@ REFLEX_CONTEXT = re.compile(r"reflex|off the path|after its stamp|dropped a traj
 
 def check_no_reflex(obs: StackObserver, logs: Path | None = None) -> None:
     """The simulated FR3 (every 1 ms command through libfranka's checks) never stopped with a reflex.
-    ``logs``: the run's node logs (``run_dir/logs``), whose lines about the reflex the failure shows."""
+    ``logs``: the run's node logs (``run_dir/logs``), whose lines about the reflex a failure shows."""
     sim = obs.diagnostics.get("sim_node")
-    context = ""
-    if logs is not None:
-        context = "\n".join(f"{node}: {line}" for node in ("sim_node", "policy_node", "reward_node")
-                            if (logs / f"{node}.log").exists()
-                            for line in (logs / f"{node}.log").read_text(errors="replace").splitlines()
-                            if REFLEX_CONTEXT.search(line))
-    assert obs.robot_modes == {"move"}, f"robot modes seen: {obs.robot_modes}\n{context}"
-    assert sim is not None and sim.get("reflexes") == "0", f"sim_node diagnostics: {sim}\n{context}"
+    modes_ok = obs.robot_modes == {"move"}
+    reflexes_ok = sim is not None and sim.get("reflexes") == "0"
+    context = "" if (modes_ok and reflexes_ok) or logs is None else "\n" + _reflex_context(logs)
+    assert modes_ok, f"robot modes seen: {obs.robot_modes}{context}"
+    assert reflexes_ok, f"sim_node diagnostics: {sim}{context}"
+
+
+def _reflex_context(logs: Path) -> str:
+    """The lines of the node logs in ``logs`` that tell how a reflex came about (:data:`REFLEX_CONTEXT`)."""
+    return "\n".join(f"{node}: {line}" for node in ("sim_node", "policy_node", "reward_node")
+                     if (logs / f"{node}.log").exists()
+                     for line in (logs / f"{node}.log").read_text(errors="replace").splitlines()
+                     if REFLEX_CONTEXT.search(line))
 
 
 def sim_node_totals(log: Path) -> dict[str, int]:
