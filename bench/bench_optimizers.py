@@ -126,7 +126,8 @@ def plot(rows: list[dict[str, Any]], table: list[dict[str, Any]], path: Path, ti
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    ap.add_argument("--checkpoint", default=str(ROOT / "checkpoints" / "lift_pretrained"), help="the policy every run starts from")
+    ap.add_argument("--checkpoint", default=str(ROOT / "checkpoints" / "lift_pretrained"),
+                    help="the policy every run starts from")
     ap.add_argument("--demos", default=str(ROOT / "runs" / "demos_clean50"),
                     help="demonstrations of the learner (mechanic-rl collect --out); recorded from the scripted "
                          "expert (50 episodes, noise 0, seed 5000, as README's) when the directory does not exist")
