@@ -220,6 +220,23 @@ def test_a_spec_overrides_keys_of_its_file_or_of_the_default(tmp_path):
             load_distill_config(spec)
 
 
+def test_a_bare_name_is_a_shipped_setting_and_a_missing_or_malformed_file_is_refused(tmp_path, monkeypatch):
+    """As the launch argument: `--distill-config 'distill_encoder.yaml offline_steps=3'` from any directory."""
+    monkeypatch.chdir(tmp_path)
+    shipped = load_distill_config(REPO / "config" / "distill_encoder.yaml")
+    assert load_distill_config("distill_encoder.yaml offline_steps=3") == replace(shipped, offline_steps=3)
+    with pytest.raises(ValueError, match="distill config distill_encoder.yml: FileNotFoundError.*distill_encoder.yaml"):
+        load_distill_config("distill_encoder.yml")
+    (tmp_path / "bad.yaml").write_text("offline_steps: [1\n")
+    with pytest.raises(ValueError, match="distill config bad.yaml: ParserError: .* line 1, .*; expected a YAML file"):
+        load_distill_config("bad.yaml")
+    (tmp_path / "list.yaml").write_text("- offline_steps: 1\n")
+    with pytest.raises(ValueError, match="a list at the top level; expected key: value lines"):
+        load_distill_config("list.yaml")
+    (tmp_path / "distill_encoder.yaml").write_text("offline_steps: 5\n")  # a file here wins over the shipped one
+    assert load_distill_config("distill_encoder.yaml").offline_steps == 5
+
+
 @pytest.mark.parametrize("name", sorted(p.name for p in (REPO / "config").glob("distill*.yaml")))
 def test_every_shipped_distillation_config_loads(name):
     """Each config/distill*.yaml is a valid distillation setting (the launch argument resolves bare names there)."""

@@ -123,8 +123,11 @@ def load_distill_config(spec: str | Path | None = None, **overrides: Any) -> Dis
     ``spec``: '' or None = config/distill.yaml; else a file and/or ``key=value`` overrides separated by
     spaces (:func:`~mechanic_rl_ros.config_files.split_spec`), e.g. ``"distill_augmented.yaml
     augment_warp=0.5"`` or ``"offline_steps=200"`` (on config/distill.yaml), so a variant of a settings file
-    needs no copy of it. An unknown key, a bad value or an unreadable item raises ValueError naming it and
-    the file."""
+    needs no copy of it. A bare file name that is not in the current directory is one of the shipped
+    settings (config/). A missing or malformed file, an unknown key, a bad value or an unreadable item
+    raises ValueError naming it and the file."""
+    import yaml
+
     from mechanic_rl_ros.config_files import load_yaml, split_spec
 
     if isinstance(spec, Path):
@@ -132,7 +135,20 @@ def load_distill_config(spec: str | Path | None = None, **overrides: Any) -> Dis
     else:
         first, changed = split_spec(spec, "distill config")
     p = Path(first).expanduser() if first else DEFAULT_DISTILL_CONFIG
-    raw = dict(load_yaml(p) or {})
+    shipped = DEFAULT_DISTILL_CONFIG.parent / p
+    if not p.is_absolute() and not p.exists() and len(p.parts) == 1 and shipped.is_file():
+        p = shipped  # a bare name of the shipped settings (distill_encoder.yaml), as the launch argument takes it
+    try:
+        raw = load_yaml(p)
+    except (OSError, yaml.YAMLError) as exc:
+        why = " ".join(str(exc).split())
+        offered = ", ".join(sorted(q.name for q in DEFAULT_DISTILL_CONFIG.parent.glob("distill*.yaml")))
+        raise ValueError(f"distill config {first or p}: {exc.__class__.__name__}: {why}; expected a YAML file of "
+                         f"distillation settings (a path, or a file of {DEFAULT_DISTILL_CONFIG.parent}: {offered})"
+                         ) from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"distill config {p}: a {type(raw).__name__} at the top level; expected key: value lines")
+    raw = dict(raw)
     raw.update(changed)
     raw.update({k: v for k, v in overrides.items() if v is not None})
     source = f"{p} with overrides {sorted(changed)}" if changed else str(p)
