@@ -117,6 +117,17 @@ class DistillConfig:
         return d
 
 
+def distill_settings_file(name: str, config_dir: Path | None = None) -> Path:
+    """The settings file a spec's first item names: the path as given, or, for a bare file name that is not in
+    the current directory, the shipped file of that name in ``config_dir`` (default: config/), so that
+    ``distill_encoder.yaml`` means the same to the launch argument and to ``train-distill`` from anywhere."""
+    config_dir = DEFAULT_DISTILL_CONFIG.parent if config_dir is None else config_dir
+    p = Path(name).expanduser()
+    if not p.is_absolute() and not p.exists() and len(p.parts) == 1 and (config_dir / p).is_file():
+        return config_dir / p
+    return p
+
+
 def load_distill_config(spec: str | Path | None = None, **overrides: Any) -> DistillConfig:
     """The settings a spec names, with ``overrides`` (those not None) on top.
 
@@ -134,10 +145,7 @@ def load_distill_config(spec: str | Path | None = None, **overrides: Any) -> Dis
         first, changed = str(spec), {}
     else:
         first, changed = split_spec(spec, "distill config")
-    p = Path(first).expanduser() if first else DEFAULT_DISTILL_CONFIG
-    shipped = DEFAULT_DISTILL_CONFIG.parent / p
-    if not p.is_absolute() and not p.exists() and len(p.parts) == 1 and shipped.is_file():
-        p = shipped  # a bare name of the shipped settings (distill_encoder.yaml), as the launch argument takes it
+    p = distill_settings_file(first) if first else DEFAULT_DISTILL_CONFIG
     try:
         raw = load_yaml(p)
     except (OSError, yaml.YAMLError) as exc:

@@ -222,13 +222,11 @@ def stack_distill_config(spec: str, config_dir: Path) -> dict[str, str]:
     if not spec.strip():
         return {}
     from mechanic_rl_ros.config_files import spec_items
-    from mechanic_rl_ros.rl.distill import load_distill_config
+    from mechanic_rl_ros.rl.distill import distill_settings_file, load_distill_config
 
     items = spec_items(spec, "launch argument distill_config")
     first = items[0] if "=" not in items[0] else None  # else overrides only
-    p = Path(os.path.expanduser(first)) if first else config_dir / "distill.yaml"
-    if not p.is_absolute() and not p.exists() and len(p.parts) == 1 and (config_dir / p).is_file():
-        p = config_dir / p
+    p = distill_settings_file(first, config_dir) if first else config_dir / "distill.yaml"
     if not p.is_file():
         raise ValueError(f"launch argument distill_config: {first!r} is not a file; expected a YAML of distillation "
                          f"settings (config/distill.yaml's keys) and/or key=value overrides, or '' for "
