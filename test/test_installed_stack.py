@@ -117,8 +117,9 @@ def test_installed_executables_run_an_episode_outside_the_source_tree(colcon_ins
                                            env={**env, **spec["env"]}, stdout=open(logs[name], "wb"),
                                            stderr=subprocess.STDOUT, start_new_session=True)
 
-        def ended_or_dead() -> bool:
-            return obs.ended_episodes() >= 1 or any(p.poll() is not None for p in procs.values())
+        def ended_or_dead() -> bool:  # an episode aborted at a loaded start-up may end before any step
+            return (obs.ended_episodes() >= 1 and bool(obs.transitions)) or any(p.poll() is not None
+                                                                                for p in procs.values())
 
         obs.spin_until(ended_or_dead, 300)
         dead = {n: p.returncode for n, p in procs.items() if p.poll() is not None}
