@@ -170,8 +170,10 @@ def main(argv: list[str] | None = None) -> int:
     title = (f"distillation learner from {Path(args.checkpoint).name}: {args.offline_steps} offline steps"
              + (f" + {args.total_steps} control steps" if args.total_steps else "")
              + f", {len(args.seeds)} seeds, {args.eval_episodes} held-out episodes each")
-    (out / "results.md").write_text(f"{title}\n\n{text}\n\n`{' '.join(sys.argv)}`, "
-                                    f"{time.perf_counter() - t0:.0f} s\n")
+    trained_min = sum(float(r["wall_s"]) for r in rows) / 60  # resumed runs keep the time they took then
+    (out / "results.md").write_text(f"{title}\n\n{text}\n\n`{' '.join(sys.argv)}`: this invocation "
+                                    f"{time.perf_counter() - t0:.0f} s; the runs' train-distill "
+                                    f"{trained_min:.1f} min summed\n")
     (out / "results.json").write_text(json.dumps({"table": table, "verdict": verdict, "runs": rows,
                                                   "args": vars(args)}, indent=1) + "\n")
     plot(rows, table, out / "optimizers.png", title)

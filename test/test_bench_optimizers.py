@@ -37,8 +37,11 @@ def test_every_configuration_and_seed_runs_and_an_interrupted_bench_resumes(tiny
     adam = json.loads((tmp_path / "b" / "adam_0.001_s1" / "final.json").read_text())["learner"]
     assert (adam["optimizer"], adam["lr"]) == ("adam", 1e-3)
 
+    trained = sum(r["wall_s"] for r in res["runs"]) / 60
     assert bench.main(args) == 0  # every run on record: nothing runs again
     assert "done in" not in capsys.readouterr().out
+    # the record keeps the runs' own training time, not only the resumed invocation's
+    assert f"the runs' train-distill {trained:.1f} min summed" in (tmp_path / "b" / "results.md").read_text()
 
 
 def test_the_verdict_allows_one_standard_error_of_the_difference():
