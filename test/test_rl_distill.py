@@ -123,8 +123,9 @@ def test_only_the_trained_layers_change_and_cross_the_wire(ckpt):
     assert online.payload().version == 2
 
 
-def test_resumed_learner_continues_where_it_stopped_and_its_policy_is_a_checkpoint(ckpt, tmp_path):
-    online = learner(ckpt)
+@pytest.mark.parametrize("ema", [{}, {"ema_decay": 0.9}], ids=["last-step", "ema"])
+def test_resumed_learner_continues_where_it_stopped_and_its_policy_is_a_checkpoint(ckpt, tmp_path, ema):
+    online = learner(ckpt, **ema)
     feed(online, 0, 2, True)
     feed(online, 1, 2, None)  # still running at the save: its decisions are saved with the learner
     online.step()
@@ -135,10 +136,32 @@ def test_resumed_learner_continues_where_it_stopped_and_its_policy_is_a_checkpoi
     assert back.pending.keys() == {1} and len(back.distiller.replay) == 2 and back.steps == 1
     a, b = online.step().stats, back.step().stats
     assert a["actor_loss"] == b["actor_loss"]
+    after, back_after = online.distiller.tensors(), back.distiller.tensors()
+    assert all(torch.equal(after[k], back_after[k]) for k in after)
     # <dir>/policy: an ordinary checkpoint of the same architecture, holding the weights of the save
     policy = DiffusionPolicy.from_checkpoint(tmp_path / "learner" / "policy", expected_arch_id=online.policy.arch_id)
     params = dict(policy.net.named_parameters())
     assert all(torch.equal(params[k], v) for k, v in at_save.items())
+
+
+def test_with_ema_decay_the_published_weights_are_the_moving_average_of_the_trained_ones(ckpt):
+    online = learner(ckpt, ema_decay=0.6, offline_steps=6)
+    d = online.distiller
+    start = [p.detach().clone() for p in d.params]
+    expected, trained = [s.clone() for s in start], []
+    for n in range(6):
+        online.step()
+        trained.append([p.detach().clone() for p in d.params])
+        decay = min(0.6, 1.0 - (1.0 + n) ** -0.75)  # Chi et al.'s warm-up (optim/ema.py), capped
+        expected = [decay * e + (1.0 - decay) * t for e, t in zip(expected, trained[-1])]
+    published = online.payload().tensors
+    for name, e, t in zip(d.names, expected, trained[-1]):
+        assert torch.allclose(published[name], e, atol=1e-6)
+    assert any(not torch.allclose(published[name], t) for name, t in zip(d.names, trained[-1]))
+    assert all(torch.equal(p, t) for p, t in zip(d.params, trained[-1]))  # training goes on from its own weights
+    plain = learner(ckpt, offline_steps=1)
+    plain.step()
+    assert all(torch.equal(plain.payload().tensors[n], p) for n, p in zip(plain.distiller.names, plain.distiller.params))
 
 
 def test_align_trains_the_encoder_alone_towards_the_starting_features_on_demonstrations(ckpt64):
@@ -196,6 +219,7 @@ def test_align_without_demonstrations_is_refused(ckpt):
     ("augment_share: -0.1", "augment_share: got -0.1; expected a number in \\[0, 1\\]"),
     ("augment_share: abc", "augment_share: got 'abc'; expected a number"),
     ("batch_size: 6.5", "batch_size: got 6.5; expected an integer"),
+    ("ema_decay: 1.0", "ema_decay: got 1.0; expected a number in \\[0, 1\\) \\(0: no average\\)"),
     ("learning_rate: 0.1", "unknown key.*learning_rate"),
 ])
 def test_bad_settings_are_refused_naming_the_field(tmp_path, text, message):

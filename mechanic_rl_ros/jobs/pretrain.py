@@ -28,10 +28,11 @@ import numpy as np
 import torch
 
 from mechanic_rl_ros.config_files import apply_overrides, deep_update, load_yaml
+from mechanic_rl_ros.optim.ema import EMA
 from mechanic_rl_ros.policy.config import DEFAULT_CONFIG_PATH, PolicyConfig
 from mechanic_rl_ros.policy.dataset import SequenceDataset, synthetic_episodes
 from mechanic_rl_ros.policy.normalizer import PolicyNormalizer
-from mechanic_rl_ros.policy.policy import DiffusionPolicy, NoiseNet
+from mechanic_rl_ros.policy.policy import DiffusionPolicy
 
 #: defaults used when a key is missing from the YAML file (kept equal to config/policy.yaml)
 TRAIN_DEFAULTS: dict[str, Any] = {
@@ -41,31 +42,6 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "val_every": 5, "val_sample_batches": 2, "augment_pad": 4, "num_threads": 2, "seed": 0, "save_every": 10,
     "max_minutes": None,
 }
-
-
-class EMA:
-    """Exponential moving average of a network's weights with the warm-up decay
-    1 - (1 + step / inv_gamma)^(-power), capped at ``max_decay`` (the EMA schedule used by Chi et al. 2023).
-
-    ``net`` is the averaged copy (updated in place from the trained network).
-    GroupNorm nets have no running buffers, so only parameters are averaged.
-    """
-
-    def __init__(self, net: NoiseNet, power: float, max_decay: float, inv_gamma: float = 1.0):
-        self.net = net.requires_grad_(False).eval()
-        self.power, self.max_decay, self.inv_gamma = power, max_decay, inv_gamma
-        self.step = 0
-
-    def decay(self) -> float:
-        d = 1.0 - (1.0 + self.step / self.inv_gamma) ** (-self.power)
-        return float(min(max(d, 0.0), self.max_decay))
-
-    @torch.no_grad()
-    def update(self, net: NoiseNet) -> None:
-        d = self.decay()
-        for pe, p in zip(self.net.parameters(), net.parameters()):
-            pe.lerp_(p.detach(), 1.0 - d)
-        self.step += 1
 
 
 # ------------------------------------------------------------------ config
@@ -235,8 +211,8 @@ def train(cfg: Mapping[str, Any], episodes: Sequence[Mapping[str, Any]] | None =
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
     ema_policy = DiffusionPolicy(pcfg, normalizer)
     ema_policy.net.load_state_dict(policy.net.state_dict())
-    ema = EMA(ema_policy.net, float(t_cfg["ema_power"]), float(t_cfg["ema_max_decay"]),
-              float(t_cfg["ema_inv_gamma"]))
+    ema = EMA(list(ema_policy.net.requires_grad_(False).eval().parameters()), float(t_cfg["ema_power"]),
+              float(t_cfg["ema_max_decay"]), float(t_cfg["ema_inv_gamma"]))
     out_dir = Path(t_cfg["out"]) if t_cfg["out"] else None
     if out_dir:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -292,7 +268,7 @@ def train(cfg: Mapping[str, Any], episodes: Sequence[Mapping[str, Any]] | None =
                 torch.nn.utils.clip_grad_norm_(policy.net.parameters(), float(t_cfg["grad_clip"]))
             opt.step()
             sched.step()
-            ema.update(policy.net)
+            ema.update(policy.net.parameters())
             step += 1
             lv = loss.item()
             ep_losses.append(lv)

@@ -1,6 +1,7 @@
-"""Learning-rate tuning (pure torch, no ROS imports)."""
+"""Learning-rate tuning and weight averaging (pure torch, no ROS imports)."""
 
 from .factory import build_optimizer, mechanic_scale
+from .ema import EMA
 from .mechanic import Mechanic
 
-__all__ = ["Mechanic", "build_optimizer", "mechanic_scale"]
+__all__ = ["EMA", "Mechanic", "build_optimizer", "mechanic_scale"]

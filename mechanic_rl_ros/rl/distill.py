@@ -38,6 +38,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from mechanic_rl_ros.optim.ema import EMA
 from mechanic_rl_ros.policy.augment import ImageAugment
 from mechanic_rl_ros.policy.policy import frame_features, random_shift
 from mechanic_rl_ros.resources import config_file
@@ -77,13 +78,17 @@ class DistillConfig:
     objective: str = "diffusion"
     optimizer: str = "mechanic"      #: mechanic (Mechanic(Adam(lr=1))) or adam (Adam(lr))
     lr: float = 1e-4                 #: only for optimizer=adam
+    #: the weights published and saved: 0 the last gradient step's; in (0, 1) a moving average of the trained
+    #: layers (optim/ema.py) whose decay warms up to this cap (an average over about 1 / (1 - cap) steps)
+    ema_decay: float = 0.0
     seed: int = 0
 
     def __post_init__(self) -> None:
         self.train_params = tuple(str(p) for p in self.train_params)
         kinds = {**dict.fromkeys(("batch_size", "offline_steps", "keep_capacity", "augment_pad", "seed"),
                                  (int, "an integer")),
-                 **dict.fromkeys(("demo_fraction", "utd", "augment_color", "augment_warp", "augment_share", "lr"),
+                 **dict.fromkeys(("demo_fraction", "utd", "augment_color", "augment_warp", "augment_share", "lr",
+                                  "ema_decay"),
                                  ((int, float), "a number"))}
         for name, (kind, expected) in kinds.items():
             value = getattr(self, name)
@@ -98,6 +103,7 @@ class DistillConfig:
                   ("augment_warp", 0.0 <= self.augment_warp <= 1.0, "a number in [0, 1]"),
                   ("augment_kept", isinstance(self.augment_kept, bool), "true or false"),
                   ("augment_share", 0.0 <= self.augment_share <= 1.0, "a number in [0, 1]"),
+                  ("ema_decay", 0.0 <= self.ema_decay < 1.0, "a number in [0, 1) (0: no average)"),
                   ("successful_demos_only", isinstance(self.successful_demos_only, bool), "true or false"),
                   ("successful_corrections_only", isinstance(self.successful_corrections_only, bool),
                    "true or false"),
@@ -279,6 +285,8 @@ class Distiller:
             p.requires_grad_(n in chosen)
         self.params = [params[n] for n in self.names]
         self.opt = build_optimizer(cfg.optimizer, self.params, cfg.lr)
+        #: ema_decay > 0: the moving average of the trained layers, what :meth:`tensors` gives out
+        self.ema = EMA([p.detach().clone() for p in self.params], max_decay=cfg.ema_decay) if cfg.ema_decay else None
         #: objective align: the starting camera encoder, frozen (the features a changed picture is pulled to)
         self.teacher: torch.nn.ModuleDict | None = None
         if cfg.objective == "align":
@@ -301,9 +309,18 @@ class Distiller:
         return distilled_layers(self.policy, self.cfg.train_params)[1]
 
     def tensors(self) -> dict[str, torch.Tensor]:
-        """The trained parameters (what goes on the wire), detached copies."""
-        params = dict(self.policy.net.named_parameters())
-        return {n: params[n].detach().clone() for n in self.names}
+        """The weights of the trained layers to publish and save, detached copies: the moving average with
+        ``ema_decay`` > 0, else the last gradient step's."""
+        values = self.ema.targets if self.ema is not None else self.params
+        return {n: v.detach().clone() for n, v in zip(self.names, values)}
+
+    def deployed_policy(self) -> Any:
+        """A copy of the policy with :meth:`tensors` in its trained layers: the checkpoint to evaluate alone."""
+        if self.ema is None:
+            return self.policy
+        out = copy.deepcopy(self.policy)
+        out.load_partial(self.tensors())
+        return out.eval()
 
     @property
     def scale(self) -> float:
@@ -372,6 +389,8 @@ class Distiller:
                 self.nonfinite_skipped += 1
                 return {**stats, "skipped": 1.0}
             self.opt.step()
+            if self.ema is not None:
+                self.ema.update(self.params)
             self.steps += 1
             return {**stats, "actor_scale": self.scale, "skipped": 0.0}
         finally:
@@ -402,6 +421,10 @@ class Distiller:
                  "gen": self.gen.get_state()}
         if self.teacher is not None:
             state["teacher"] = {k: v.clone() for k, v in self.teacher.state_dict().items()}
+        if self.ema is not None:  # the saved policy holds the average: the trained weights go here
+            state["trained"] = {n: p.detach().clone() for n, p in zip(self.names, self.params)}
+            state["ema"] = {n: t.clone() for n, t in zip(self.names, self.ema.targets)}
+            state["ema_step"] = torch.tensor(self.ema.step)
         return state
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -409,6 +432,15 @@ class Distiller:
             if "teacher" not in state:
                 raise ValueError("distiller state: objective align but no starting encoder saved (teacher)")
             self.teacher.load_state_dict(state["teacher"])
+        if self.ema is not None:
+            missing = [k for k in ("trained", "ema", "ema_step") if k not in state]
+            if missing:
+                raise ValueError(f"distiller state: ema_decay {self.cfg.ema_decay} but no {', '.join(missing)} saved")
+            with torch.no_grad():
+                for n, p, t in zip(self.names, self.params, self.ema.targets):
+                    p.copy_(state["trained"][n])
+                    t.copy_(state["ema"][n])
+            self.ema.step = int(state["ema_step"])
         self.opt.load_state_dict(state["opt"])
         self.steps = int(state["steps"])
         self.nonfinite_skipped = int(state["nonfinite_skipped"])

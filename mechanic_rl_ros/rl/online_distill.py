@@ -266,7 +266,7 @@ class OnlineDistill(Learner):
 
     # ------------------------------------------------------------ persistence
     def _save_parts(self, directory: Path) -> dict[str, Any]:
-        self.policy.save(directory / "policy")
+        self.distiller.deployed_policy().save(directory / "policy")
         save_learner(directory / "distiller", self.distiller.state_dict(), FORMAT, self.cfg.to_dict())
         self.distiller.replay.save(directory / "kept.npz")
         pending = ChunkReplay.for_policy(self.policy.cfg, max(1, sum(len(r) for r in self.pending.values())))
