@@ -159,8 +159,10 @@ def test_with_ema_decay_the_published_weights_are_the_moving_average_of_the_trai
         assert torch.allclose(published[name], e, atol=1e-6)
     assert any(not torch.allclose(published[name], t) for name, t in zip(d.names, trained[-1]))
     assert all(torch.equal(p, t) for p, t in zip(d.params, trained[-1]))  # training goes on from its own weights
+    assert "a moving average of the trained weights published (decay up to 0.6)" in online.ready_line()
     plain = learner(ckpt, offline_steps=1)
     plain.step()
+    assert "the last gradient step's weights published" in plain.ready_line()
     assert all(torch.equal(plain.payload().tensors[n], p) for n, p in zip(plain.distiller.names, plain.distiller.params))
 
 

@@ -260,9 +260,11 @@ class OnlineDistill(Learner):
             return (f"encoder alignment: {n} parameters under {list(c.train_params)} pulled to the starting "
                     f"encoder's features, {demos}, {aug}, {c.offline_steps} offline steps, optimizer={c.optimizer}, "
                     f"{d.steps} gradient steps so far")
+        weights = (f"a moving average of the trained weights published (decay up to {c.ema_decay})" if c.ema_decay
+                   else "the last gradient step's weights published")
         return (f"distillation into the policy: {n} parameters under {list(c.train_params)} ({4 * n / 1e6:.1f} MB "
                 f"on the wire), {demos}, demo fraction {c.demo_fraction}, UTD {c.utd}, offline steps "
-                f"{c.offline_steps}, {aug}, optimizer={c.optimizer}, {d.steps} gradient steps so far")
+                f"{c.offline_steps}, {aug}, optimizer={c.optimizer}, {weights}, {d.steps} gradient steps so far")
 
     # ------------------------------------------------------------ persistence
     def _save_parts(self, directory: Path) -> dict[str, Any]:
