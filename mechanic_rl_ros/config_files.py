@@ -13,11 +13,28 @@ from pathlib import Path
 from typing import Any, Mapping
 
 
-def load_yaml(path: str | Path) -> dict[str, Any]:
+def load_yaml(path: str | Path, what: str = "settings file") -> dict[str, Any]:
+    """The mapping in a YAML settings file ({} for an empty one). Every settings file of the project is
+    ``key: value`` lines, so a file that cannot be read (missing, unreadable, not UTF-8), text that is not
+    YAML, or a top level that is not a mapping raises ValueError naming ``what``, the file and the cause."""
     import yaml
 
-    with open(path) as f:
-        return yaml.safe_load(f) or {}
+    where = f"{what} {str(path)!r}"
+    try:
+        text = Path(path).expanduser().read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ValueError(f"{where}: cannot be read ({type(exc).__name__}: {why})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{where}: not valid YAML ({type(exc).__name__}: {' '.join(str(exc).split())})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{where}: a {type(data).__name__} at the top level; expected a mapping of keys to "
+                         f"values (key: value lines)")
+    return data
 
 
 def deep_update(base: dict[str, Any], upd: Mapping[str, Any]) -> dict[str, Any]:

@@ -94,6 +94,20 @@ def test_yaml_defaults_equal_dataclass_defaults_and_overrides():
         PolicyConfig.from_dict({"unet": {"widths": [1]}})
 
 
+def test_a_settings_file_that_is_not_a_mapping_of_yaml_is_refused_naming_it(tmp_path):
+    cases = {"latin1.yaml": ("cube_mass: 0.2 # \xe9\n".encode("latin-1"), r"cannot be read \(UnicodeDecodeError"),
+             "bad.yaml": (b"cube_mass: [0.2\n", r"not valid YAML \(ParserError: .*line 1"),
+             "list.yaml": (b"- cube_mass\n", r"a list at the top level; expected a mapping of keys to values")}
+    for name, (data, message) in cases.items():
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(ValueError, match=f"my settings '.*{name}': {message}"):
+            load_yaml(tmp_path / name, "my settings")
+    with pytest.raises(ValueError, match=r"'.*missing.yaml': cannot be read \(FileNotFoundError: No such file"):
+        load_yaml(tmp_path / "missing.yaml")
+    (tmp_path / "empty.yaml").write_text("")
+    assert load_yaml(tmp_path / "empty.yaml") == {}
+
+
 def test_arch_id_tracks_architecture_only():
     a = PolicyConfig()
     b = PolicyConfig()

@@ -251,13 +251,14 @@ def test_a_bare_name_is_a_shipped_setting_and_a_missing_or_malformed_file_is_ref
     monkeypatch.chdir(tmp_path)
     shipped = load_distill_config(REPO / "config" / "distill_encoder.yaml")
     assert load_distill_config("distill_encoder.yaml offline_steps=3") == replace(shipped, offline_steps=3)
-    with pytest.raises(ValueError, match="distill config distill_encoder.yml: FileNotFoundError.*distill_encoder.yaml"):
+    with pytest.raises(ValueError, match="distill config 'distill_encoder.yml': cannot be read \\(FileNotFoundError: "
+                                         "No such file or directory\\); settings are a path or a file of .*distill_encoder.yaml"):
         load_distill_config("distill_encoder.yml")
     (tmp_path / "bad.yaml").write_text("offline_steps: [1\n")
-    with pytest.raises(ValueError, match="distill config bad.yaml: ParserError: .* line 1, .*; expected a YAML file"):
+    with pytest.raises(ValueError, match="distill config 'bad.yaml': not valid YAML \\(ParserError: .* line 1, .*; settings"):
         load_distill_config("bad.yaml")
     (tmp_path / "list.yaml").write_text("- offline_steps: 1\n")
-    with pytest.raises(ValueError, match="a list at the top level; expected key: value lines"):
+    with pytest.raises(ValueError, match="a list at the top level; expected a mapping of keys to values"):
         load_distill_config("list.yaml")
     (tmp_path / "distill_encoder.yaml").write_text("offline_steps: 5\n")  # a file here wins over the shipped one
     assert load_distill_config("distill_encoder.yaml").offline_steps == 5

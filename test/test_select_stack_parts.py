@@ -179,7 +179,7 @@ def test_select_config_names_the_file_and_the_field(tmp_path):
     bad = tmp_path / "bad.yaml"
     for text, field in (("num_candidates: 0\n", "num_candidates"), ("gamma: 1.5\n", "gamma"),
                         ("learning_rate: 0.1\n", "learning_rate"), ("feat_dim: 3\n", "feat_dim"),
-                        ("- a\n- b\n", "mapping"), ("num_critics: [\n", "cannot read"),
+                        ("- a\n- b\n", "mapping"), ("num_critics: [\n", "not valid YAML"),
                         ("mc_mix: 2\n", "mc_mix = 2 is a retired"), ("loss: bce\n", "loss = 'bce' is a retired")):
         bad.write_text(text)
         with pytest.raises(ValueError, match=field) as err:

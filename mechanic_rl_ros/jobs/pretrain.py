@@ -69,7 +69,7 @@ def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
     cfg: dict[str, Any] = {"policy": {}, "train": dict(TRAIN_DEFAULTS)}
     cfg = deep_update(cfg, load_yaml(DEFAULT_CONFIG_PATH) if DEFAULT_CONFIG_PATH.is_file() else {})
     for path in args.config:
-        cfg = deep_update(cfg, load_yaml(path))
+        cfg = deep_update(cfg, load_yaml(path, "policy config"))
     t = cfg["train"]
     for flag, key in [("data", "data"), ("out", "out"), ("epochs", "epochs"), ("batch_size", "batch_size"),
                       ("lr", "lr"), ("threads", "num_threads"), ("max_episodes", "max_episodes"),

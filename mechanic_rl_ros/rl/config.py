@@ -144,9 +144,9 @@ def load_config(paths: list[str | Path] | None = None, overrides: list[str] | No
     """``config/rl.yaml`` (when present), then ``paths`` merged over it, then ``overrides``."""
     raw: dict[str, Any] = {}
     if defaults is not None and Path(defaults).is_file():
-        raw = load_yaml(defaults)
+        raw = load_yaml(defaults, "rl config")
     for p in paths or []:
-        raw = deep_update(raw, load_yaml(p))
+        raw = deep_update(raw, load_yaml(p, "rl config"))
     raw = apply_overrides(raw, overrides or [])
     unknown = set(raw) - {"learner", "train"}
     if unknown:

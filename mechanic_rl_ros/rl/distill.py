@@ -143,8 +143,6 @@ def load_distill_config(spec: str | Path | None = None, **overrides: Any) -> Dis
     needs no copy of it. A bare file name that is not in the current directory is one of the shipped
     settings (config/). A missing or malformed file, an unknown key, a bad value or an unreadable item
     raises ValueError naming it and the file."""
-    import yaml
-
     from mechanic_rl_ros.config_files import load_yaml, split_spec
 
     if isinstance(spec, Path):
@@ -153,16 +151,11 @@ def load_distill_config(spec: str | Path | None = None, **overrides: Any) -> Dis
         first, changed = split_spec(spec, "distill config")
     p = distill_settings_file(first) if first else DEFAULT_DISTILL_CONFIG
     try:
-        raw = load_yaml(p)
-    except (OSError, yaml.YAMLError) as exc:
-        why = " ".join(str(exc).split())
+        raw = dict(load_yaml(p, "distill config"))
+    except ValueError as exc:
         offered = ", ".join(sorted(q.name for q in DEFAULT_DISTILL_CONFIG.parent.glob("distill*.yaml")))
-        raise ValueError(f"distill config {first or p}: {exc.__class__.__name__}: {why}; expected a YAML file of "
-                         f"distillation settings (a path, or a file of {DEFAULT_DISTILL_CONFIG.parent}: {offered})"
+        raise ValueError(f"{exc}; settings are a path or a file of {DEFAULT_DISTILL_CONFIG.parent}: {offered}"
                          ) from None
-    if not isinstance(raw, dict):
-        raise ValueError(f"distill config {p}: a {type(raw).__name__} at the top level; expected key: value lines")
-    raw = dict(raw)
     raw.update(changed)
     raw.update({k: v for k, v in overrides.items() if v is not None})
     source = f"{p} with overrides {sorted(changed)}" if changed else str(p)

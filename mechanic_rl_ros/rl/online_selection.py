@@ -55,7 +55,7 @@ def load_schedule(path: str | Path | None = None, **overrides: Any) -> Selection
     from mechanic_rl_ros.config_files import load_yaml
 
     p = Path(path) if path else DEFAULT_LEARNER_CONFIG
-    params = dict((load_yaml(p).get("learner_node") or {}).get("ros__parameters") or {})
+    params = dict((load_yaml(p, "learner config").get("learner_node") or {}).get("ros__parameters") or {})
     params.update({k: v for k, v in overrides.items() if v is not None})
     missing = [f.name for f in fields(SelectionSchedule) if f.name not in params]
     if missing:

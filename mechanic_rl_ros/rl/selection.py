@@ -107,12 +107,7 @@ def load_select_config(path: str | Path | None, *, feat_dim: int, act_dim: int,
     from mechanic_rl_ros.config_files import load_yaml
 
     p = Path(path) if path else DEFAULT_SELECT_CONFIG
-    try:
-        raw = load_yaml(p)
-    except Exception as exc:  # yaml.YAMLError, OSError: say which file
-        raise ValueError(f"select config {p}: cannot read it ({exc})") from None
-    if not isinstance(raw, dict):
-        raise ValueError(f"select config {p}: expected a mapping of SelectConfig fields, got {type(raw).__name__}")
+    raw = load_yaml(p, "select config")
     if "feat_dim" in raw or "act_dim" in raw:
         raise ValueError(f"select config {p}: feat_dim and act_dim come from the policy checkpoint; remove them")
     try:

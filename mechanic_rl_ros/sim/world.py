@@ -296,23 +296,9 @@ def world_from_mapping(values: Any, source: str = "world") -> World:
 def read_world_file(path: str | Path) -> dict[str, Any]:
     """The mapping in a world YAML file (not yet checked); ValueError for a missing, unreadable or malformed
     file."""
-    import yaml
+    from mechanic_rl_ros.config_files import load_yaml
 
-    path = Path(path).expanduser()
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ValueError(f"world file {str(path)!r}: cannot be read ({exc.strerror or exc})") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ValueError(f"world file {str(path)!r}: not valid YAML: {' '.join(str(exc).split())}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ValueError(f"world file {str(path)!r}: expected a mapping of world fields to values, got "
-                         f"{type(data).__name__}")
-    return data
+    return load_yaml(Path(path).expanduser(), "world file")
 
 
 def _base_path(name: str) -> Path:

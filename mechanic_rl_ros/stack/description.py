@@ -273,7 +273,7 @@ def _params(path: Path, node: str) -> dict:
     """``node``'s ``ros__parameters`` in the params file ``path`` ({} when it has none)."""
     from mechanic_rl_ros.config_files import load_yaml
 
-    return dict((load_yaml(path).get(node) or {}).get("ros__parameters") or {})
+    return dict((load_yaml(path, "parameters file").get(node) or {}).get("ros__parameters") or {})
 
 
 def set_realtime_priorities(specs: list[NodeSpec], priority: int) -> None:
