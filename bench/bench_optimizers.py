@@ -113,7 +113,11 @@ def plot(rows: list[dict[str, Any]], table: list[dict[str, Any]], path: Path, ti
         ax2.bar(i, t["mean"], yerr=t["se"], color=f"C{i}", alpha=0.6, capsize=4)
         ax2.plot([i] * len(seeds), seeds, "k.", ms=6)
     ax1.set(xlabel="gradient step", ylabel="training loss (mean over seeds, last 100 steps)", yscale="log")
-    ax1.legend(fontsize=8)
+    if ax1.lines:
+        ax1.legend(fontsize=8)
+    else:  # the runs logged no loss (fewer than 100 gradient steps each)
+        ax1.text(0.5, 0.5, "no loss logged (runs under 100 gradient steps)", ha="center", va="center",
+                 transform=ax1.transAxes)
     ax2.set_xticks(range(len(table)), [t["config"] for t in table], rotation=30, fontsize=8)
     lo = min(r["success"] for r in rows)
     ax2.set(ylabel="success of the saved policy alone", ylim=(max(0.0, lo - 0.1), 1.0))
