@@ -151,7 +151,7 @@ def load_distill_config(spec: str | Path | None = None, **overrides: Any) -> Dis
         first, changed = split_spec(spec, "distill config")
     p = distill_settings_file(first) if first else DEFAULT_DISTILL_CONFIG
     try:
-        raw = dict(load_yaml(p, "distill config"))
+        raw = load_yaml(p, "distill config")
     except ValueError as exc:
         offered = ", ".join(sorted(q.name for q in DEFAULT_DISTILL_CONFIG.parent.glob("distill*.yaml")))
         raise ValueError(f"{exc}; settings are a path or a file of {DEFAULT_DISTILL_CONFIG.parent}: {offered}"

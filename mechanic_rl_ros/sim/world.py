@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from mechanic_rl_ros.config_files import spec_items, split_spec
+from mechanic_rl_ros.config_files import load_yaml, spec_items, split_spec
 from mechanic_rl_ros.resources import package_file
 from mechanic_rl_ros.sim.model import DISTRACTOR_MASS, SceneConfig  # noqa: F401 (DISTRACTOR_MASS: docs)
 
@@ -293,14 +293,6 @@ def world_from_mapping(values: Any, source: str = "world") -> World:
         raise ValueError(f"{source}: {exc}") from None
 
 
-def read_world_file(path: str | Path) -> dict[str, Any]:
-    """The mapping in a world YAML file (not yet checked); ValueError for a missing, unreadable or malformed
-    file."""
-    from mechanic_rl_ros.config_files import load_yaml
-
-    return load_yaml(Path(path).expanduser(), "world file")
-
-
 def _base_path(name: str) -> Path:
     """A preset's file, or ``name`` as a path; ValueError naming the presets when it is neither."""
     looks_like_path = "/" in name or name.endswith((".yaml", ".yml")) or name.startswith(("~", "."))
@@ -329,7 +321,7 @@ def load_world(spec: str | World | None = None) -> World:
     values: dict[str, Any] = {}
     source = "world"
     if base is not None:
-        values = read_world_file(base)
+        values = load_yaml(base, "world file")  # not yet checked: world_from_mapping does
         source = f"world file {str(base)!r}"
     if overrides:
         source = f"{source} with overrides {sorted(overrides)}" if base is not None else "world overrides"
