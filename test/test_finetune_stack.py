@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import stack_checks as checks
@@ -194,8 +195,9 @@ def test_an_injected_reflex_aborts_the_episode_and_nothing_of_it_is_learned(tmp_
     assert broken not in ends and set(ends) == {0, 2, 3}, ends
     learner = obs.diagnostics["learner_node"]
     assert int(learner["decisions_dropped_aborted"]) >= 1, learner
-    # the checkpoint the learner saved at shutdown holds nothing of the broken episode either
+    # the checkpoint the learner saved at shutdown holds nothing of the broken episode either (it may hold
+    # nothing at all: on a slow machine the learner can have consumed every ended episode before the stop)
     arrays, _ = RolloutBuffer.load(tmp_path / "run" / "learner" / "buffer.npz").state_dict()
-    assert broken not in set(arrays.get("episode", []).tolist())
+    assert broken not in set(np.asarray(arrays.get("episode", [])).tolist())
     state = json.loads((tmp_path / "run" / "learner" / "node_state.json").read_text())
     assert state["aborted"] == [broken]
