@@ -70,6 +70,28 @@ def test_finetuning_is_deterministic_and_fits_the_demonstrations():
     assert a0 < 0.7 * b0, (b0, a0)
 
 
+def test_the_moving_average_is_what_is_adopted_and_lags_the_steps():
+    """With ``ema_decay`` the weights adopted at the end are the average: the first update copies the step's
+    weights (warm-up decay 0), later ones lag them; the same seed without the average makes the same steps."""
+    plain, eps = _tiny()
+    tuner = fd.DemoFinetuner(plain, fd.demo_windows(plain, eps), batch_size=8, seed=2)
+    averaged, _ = _tiny()
+    avg = fd.DemoFinetuner(averaged, fd.demo_windows(averaged, eps), batch_size=8, seed=2, ema_decay=0.9)
+    tuner.step(), avg.step()
+    assert all(torch.equal(t, p) for t, p in zip(avg.ema.targets, avg.params))
+    for _ in range(5):
+        tuner.step(), avg.step()
+    last = _weights(averaged)
+    assert all(torch.equal(p, q) for p, q in zip(last, _weights(plain)))  # the average does not steer the steps
+    assert avg.ema.step == 6 and 0.0 < avg.ema.decay() <= 0.9
+    averages = [t.clone() for t in avg.ema.targets]
+    assert any(not torch.equal(a, w) for a, w in zip(averages, last))
+    avg.adopt_average()
+    assert all(torch.equal(p, a) for p, a in zip(avg.params, averages))
+    tuner.adopt_average()  # without the average: nothing changes
+    assert all(torch.equal(p, q) for p, q in zip(last, _weights(plain)))
+
+
 def test_a_non_finite_loss_changes_nothing_and_is_counted(monkeypatch):
     policy, eps = _tiny()
     tuner = fd.DemoFinetuner(policy, fd.demo_windows(policy, eps), batch_size=8, seed=0)
@@ -110,6 +132,7 @@ def test_command_end_to_end_on_simulator_demonstrations(tmp_path, capsys):
     lengths = [len(e["action"]) for e in load_episodes(demos)]
     assert summary["episodes"] == 2 and summary["demo_control_steps"] == sum(lengths)
     assert summary["steps"] == 3 and summary["optimizer"] == "mechanic" and len(summary["losses"]) == 3
+    assert summary["ema_decay"] == 0.0
     ev = json.loads((out / "eval.json").read_text())
     assert ev["episodes"] == 2 and len(ev["outcomes"]) == 2 and ev["successes"] == sum(ev["outcomes"])
     assert (out / "loss_curve.png").stat().st_size > 0
@@ -119,3 +142,5 @@ def test_command_names_the_problem_with_its_input(tmp_path, capsys):
     assert fd.main(["--data", str(tmp_path / "nothing"), "--out", str(tmp_path / "o"), "--eval-episodes", "0",
                     "--checkpoint", str(ROOT / "checkpoints/lift_pretrained")]) == 2
     assert "demonstrations path" in capsys.readouterr().err
+    assert fd.main(["--data", str(tmp_path), "--out", str(tmp_path / "o"), "--ema-decay", "1"]) == 2
+    assert "--ema-decay: 1.0; expected a number in [0, 1)" in capsys.readouterr().err
