@@ -65,6 +65,7 @@ class Probe:
         self.out: list[Image] = []
         self.diag: dict[str, str] = {}
         self.diag_count = 0
+        self.sent: set[tuple] = set()
         if in_type is Image:
             self.node.create_subscription(Image, in_topic, lambda m: self.raw.__setitem__(_key(m.header), m), SENSOR)
         self.node.create_subscription(Image, out_topic, self.out.append, SENSOR)
@@ -91,20 +92,24 @@ class Probe:
         return [m for m in self.out if m.header.frame_id == frame_id]
 
     def publish_until_forwarded(self, msg, timeout: float = 10.0) -> Image | None:
-        """Publish ``msg`` (best effort, stamped now) every 0.2 s until its preprocessed copy comes back.
+        """Publish ``msg`` (stamped now) every 0.2 s until a preprocessed copy of one of these sends comes back.
 
-        The copy must carry the stamp of one of the copies sent.
+        Copies of earlier calls' sends that arrive late are skipped, not taken for this one's; every copy must
+        carry a stamp the probe sent.
         """
-        sent = set()
+        sent, seen = set(), len(self.outputs(msg.header.frame_id))
         end = time.monotonic() + timeout
         while time.monotonic() < end:
             msg.header.stamp = self.now().to_msg()
             sent.add(_key(msg.header))
+            self.sent.add(_key(msg.header))
             self.pub.publish(msg)
-            if self.spin_until(lambda: self.outputs(msg.header.frame_id), 0.2):
-                out = self.outputs(msg.header.frame_id)[-1]
-                assert _key(out.header) in sent, f"forwarded with a stamp that was never sent: {out.header}"
-                return out
+            if self.spin_until(lambda: any(_key(o.header) in sent for o in self.outputs(msg.header.frame_id)[seen:]),
+                               0.2):
+                fresh = self.outputs(msg.header.frame_id)[seen:]
+                stray = [o.header for o in fresh if _key(o.header) not in self.sent]
+                assert not stray, f"forwarded with a stamp that was never sent: {stray}"
+                return [o for o in fresh if _key(o.header) in sent][-1]
         return None
 
     def publish_for(self, msg, seconds: float, period: float = 0.1, restamp: bool = True) -> None:
@@ -114,6 +119,7 @@ class Probe:
         while time.monotonic() < end:
             if restamp:
                 msg.header.stamp = self.now().to_msg()
+            self.sent.add(_key(msg.header))
             self.pub.publish(msg)
             self.spin_until(lambda: False, period)
 
