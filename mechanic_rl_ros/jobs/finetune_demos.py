@@ -118,7 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--checkpoint", default="checkpoints/lift_pretrained", help="the policy to start from")
     ap.add_argument("--data", required=True, help="demonstrations (mechanic-rl collect --out, or recorded bags)")
     ap.add_argument("--episodes", type=int, default=50, help="use the first N episodes (default: 50; 0: all)")
-    ap.add_argument("--steps", type=int, default=300, help="gradient steps")
+    ap.add_argument("--steps", type=int, default=1000,
+                    help="gradient steps (default: 1000, the recipe checkpoints/lift_demos is made with)")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--augment-pad", type=int, default=None,
                     help="random-shift padding of the images [px] (default: the checkpoint's train_config, else 4)")
